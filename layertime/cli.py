@@ -1,0 +1,204 @@
+"""The ``layertime`` command: maps flags to library calls and renderers, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from layertime.errors import LayertimeError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: expected sizes like 3,224,224")
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: every size must be >= 1")
+    return dims
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} must be at least 0")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{v} must be > 0")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"layertime: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="layertime", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("profile", help="measure a training step, layer by layer")
+    p.add_argument("model", help="alexnet, alexnet2012, vgg16, timm:NAME, file.py:fn, pkg.mod:fn")
+    p.add_argument("--batch-size", "-b", type=_positive_int, default=128)
+    p.add_argument("--image-size", type=_positive_int, help="H=W of a 3-channel input")
+    p.add_argument("--input-shape", type=_shape, help="one sample's shape, e.g. 3,64,64")
+    p.add_argument("--num-classes", type=_positive_int, default=1000)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"))
+    p.add_argument("--amp", choices=("bf16", "fp16"), help="automatic mixed precision")
+    p.add_argument("--steps", type=_positive_int, default=3, help="measured steps (default 3)")
+    p.add_argument("--warmup", type=_nonneg_int, default=1, help="warm-up steps (default 1)")
+    p.add_argument(
+        "--time-budget", type=_positive_float, metavar="SECONDS", help="measure for about this long"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON (layertime.run/1)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the headline")
+    p.add_argument("--width", type=_positive_int, help="table width (default: terminal)")
+    p.set_defaults(func=cmd_profile)
+
+    m = sub.add_parser("models", help="list the model names layertime knows")
+    m.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("show", help="render a saved run (JSON)")
+    s.add_argument("path")
+    s.add_argument("--width", type=_positive_int)
+    s.set_defaults(func=cmd_show)
+    return parser
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def _console(width: int | None):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(width=width) if width else Console()
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from layertime.measure.runner import profile
+    from layertime.render.table import render
+
+    with _progress(not args.quiet and sys.stderr.isatty()) as on_progress:
+        run = profile(
+            args.model,
+            batch_size=args.batch_size,
+            input_shape=args.input_shape,
+            image_size=args.image_size,
+            num_classes=args.num_classes,
+            device=args.device,
+            optimizer=args.optimizer,
+            dtype=args.dtype,
+            amp=args.amp,
+            steps=args.steps,
+            warmup_steps=args.warmup,
+            time_budget_s=args.time_budget,
+            seed=args.seed,
+            on_progress=on_progress,
+        )
+    if args.json:
+        run.save(args.json)
+    if args.quiet:
+        print(run.headline())
+    else:
+        _console(args.width).print(render(run))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from layertime.models import available
+
+    for name in available():
+        print(name)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from layertime.render.table import render
+    from layertime.result import Run
+
+    _console(args.width).print(render(Run.load(args.path)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LayertimeError as e:
+        if args.debug:
+            raise
+        print(f"layertime: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("layertime: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if args.debug:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(
+            f"layertime: internal error: {type(e).__name__}: {first} (rerun with --debug)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

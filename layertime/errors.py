@@ -1,0 +1,11 @@
+"""The one exception type the library raises for bad input or failed runs."""
+
+from __future__ import annotations
+
+
+class LayertimeError(Exception):
+    """A problem the user can fix: the message is one line, without a traceback."""
+
+
+class OutOfMemory(LayertimeError):
+    """The workload did not fit in the device's memory."""

@@ -1,0 +1,1 @@
+"""Collectors: the in-situ tracer and the profile runner."""

@@ -1,0 +1,86 @@
+"""Turn per-step charges into the rows of a :class:`~layertime.result.Run`."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+from layertime.measure.attribute import StepCharges
+from layertime.measure.tracer import ModuleTable
+from layertime.result import LayerRow, Phases
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def _std(xs: Sequence[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def split_update(charges: StepCharges, table: ModuleTable) -> dict[int, float]:
+    """Split the optimizer step's measured time across modules by trainable elements.
+
+    The update is elementwise over each parameter (and its optimizer state), so
+    its cost is linear in elements; a fused or foreach optimizer runs one
+    kernel for all layers, which no profiler can split any finer.
+    """
+    total = sum(e.trainable for e in table)
+    update = charges.step.get("update", 0.0)
+    if total == 0 or update == 0.0:
+        return {}
+    return {e.index: update * e.trainable / total for e in table if e.trainable}
+
+
+def aggregate(
+    table: ModuleTable, steps: Sequence[StepCharges]
+) -> tuple[tuple[LayerRow, ...], Phases, dict[str, float], tuple[float, ...]]:
+    """Mean rows over steps, their spread, the phases and the per-step totals.
+
+    Returns ``(layers, phases, phase_spread_s, profiled_step_samples_s)``.
+    """
+    n = len(steps)
+    if n == 0:
+        raise ValueError("no profiled steps to aggregate")
+    per_step_update = [split_update(c, table) for c in steps]
+    rows: list[LayerRow] = []
+    for entry in table:
+        fwd = [c.modules.get((entry.index, "forward"), 0.0) for c in steps]
+        bwd = [c.modules.get((entry.index, "backward"), 0.0) for c in steps]
+        upd = [u.get(entry.index, 0.0) for u in per_step_update]
+        calls = [c.calls.get(entry.index, 0) for c in steps]
+        if not any(calls) and entry.params == 0 and not any(fwd) and not any(bwd):
+            continue
+        totals = [f + b + u for f, b, u in zip(fwd, bwd, upd)]
+        rows.append(
+            LayerRow(
+                name=entry.name,
+                kind=entry.kind,
+                type=entry.type,
+                forward_s=_mean(fwd),
+                backward_s=_mean(bwd),
+                update_s=_mean(upd),
+                params=entry.params,
+                calls=_mean([float(c) for c in calls]),
+                spread_s=_std(totals),
+            )
+        )
+    # An update with no trainable parameters to carry it stays step-level.
+    leftover_update = [
+        c.step.get("update", 0.0) - sum(u.values()) for c, u in zip(steps, per_step_update)
+    ]
+    series = {
+        "forward_s": [sum(v for (i, p), v in c.modules.items() if p == "forward") for c in steps],
+        "backward_s": [sum(v for (i, p), v in c.modules.items() if p == "backward") for c in steps],
+        "update_s": [sum(u.values()) for u in per_step_update],
+        "loss_s": [c.step.get("loss", 0.0) for c in steps],
+        "zero_grad_s": [c.step.get("zero_grad", 0.0) for c in steps],
+        "data_s": [c.step.get("data", 0.0) for c in steps],
+        "unattributed_s": [
+            c.step.get("unattributed", 0.0) + lo for c, lo in zip(steps, leftover_update)
+        ],
+    }
+    phases = Phases(**{k: _mean(v) for k, v in series.items()})
+    spread = {k: _std(v) for k, v in series.items()}
+    samples = tuple(c.step_s for c in steps)
+    return tuple(rows), phases, spread, samples

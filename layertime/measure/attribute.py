@@ -1,0 +1,253 @@
+"""Charge every profiled op of a training step to exactly one (owner, phase).
+
+The method, in full:
+
+* Forward: a module's calls are wrapped in ``layertime::module::<i>`` ranges
+  (forward hooks, removed afterwards).  An op is charged to the innermost
+  module range around it, so a container keeps only its *self* time: the
+  functional code in its own ``forward``.  A module called twice gets two
+  ranges and ``calls == 2``.
+* Backward: the autograd engine wraps each node it runs in
+  ``autograd::engine::evaluate_function: <Node>``, which carries the
+  sequence number of the forward op that created the node.  The node, and
+  every op it runs, is charged to the owner of that forward op, in the
+  backward phase.  This needs no backward hooks, so it holds for the first
+  layer (whose input needs no gradient), in-place activations, shared
+  modules and anything else autograd can differentiate.  Forward work
+  recomputed during backward (activation checkpointing) runs inside module
+  ranges nested in a backward node and is charged to that module's backward.
+  ``AccumulateGrad`` nodes carry no forward sequence number; the engine runs
+  each one right after the node that produced its gradient, so it is charged
+  to that node's owner.
+* Update and zero_grad: torch's optimizer wraps ``step`` and ``zero_grad`` in
+  ranges of its own; their time is charged to the step-level ``update`` and
+  ``zero_grad`` rows (the caller splits ``update`` across layers).
+* Self time: on the CPU each event's self time is its duration minus its
+  children's, so the rows partition the step range exactly; whatever is in no
+  owned range (the step's own gaps, engine bookkeeping) is ``unattributed``.
+  On CUDA the rows are the GPU kernel time launched by each owner's ops and
+  ``unattributed`` is the rest of the step's wall time (GPU idle).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from layertime.errors import LayertimeError
+from layertime.measure.events import (
+    ACCUMULATE_GRAD,
+    BACKWARD_NODE,
+    MODULE,
+    OPTIMIZER_STEP,
+    OPTIMIZER_ZERO_GRAD,
+    PHASE,
+    STEP,
+    OpEvent,
+)
+
+#: An owner is either ("module", index, phase) or ("step", row).
+Owner = tuple
+UNATTRIBUTED: Owner = ("step", "unattributed")
+STEP_ROWS = ("loss", "zero_grad", "data", "update", "unattributed")
+
+
+@dataclass
+class StepCharges:
+    """What one profiled step cost, per owner, in seconds."""
+
+    step_s: float
+    #: (module index, phase) -> seconds, phase in {"forward", "backward"}.
+    modules: dict[tuple[int, str], float] = field(default_factory=dict)
+    #: step-level row -> seconds: loss, zero_grad, data, update, unattributed.
+    step: dict[str, float] = field(default_factory=dict)
+    #: module index -> forward calls in this step (recomputation not counted).
+    calls: dict[int, int] = field(default_factory=dict)
+
+    def total_s(self) -> float:
+        return sum(self.modules.values()) + sum(self.step.values())
+
+
+def _children_index(events: Sequence[OpEvent]) -> dict[int | None, list[OpEvent]]:
+    children: dict[int | None, list[OpEvent]] = defaultdict(list)
+    ids = {e.id for e in events}
+    for e in events:
+        parent = e.parent if e.parent in ids else None
+        children[parent].append(e)
+    for lst in children.values():
+        lst.sort(key=lambda e: (e.start_us, -e.end_us))
+    return children
+
+
+def split_steps(events: Sequence[OpEvent]) -> list[tuple[OpEvent, list[OpEvent]]]:
+    """Group events by the ``layertime::step`` range they belong to.
+
+    Events on the step's own thread belong to it by nesting; events on other
+    threads (CUDA's autograd thread) by their start time.
+    """
+    children = _children_index(events)
+    roots = children[None]
+    steps = sorted((e for e in roots if e.name == STEP), key=lambda e: e.start_us)
+    groups: list[tuple[OpEvent, list[OpEvent]]] = [(s, []) for s in steps]
+
+    def subtree(root: OpEvent) -> list[OpEvent]:
+        out, stack = [], [root]
+        while stack:
+            e = stack.pop()
+            out.append(e)
+            stack.extend(children.get(e.id, ()))
+        return out
+
+    for s, members in groups:
+        members.extend(subtree(s))
+    for r in roots:
+        if r.name == STEP:
+            continue
+        for s, members in groups:
+            if s.thread != r.thread and s.start_us <= r.start_us <= s.end_us:
+                members.extend(subtree(r))
+                break
+    return groups
+
+
+def attribute_step(
+    step: OpEvent,
+    events: Iterable[OpEvent],
+    *,
+    device_time: bool = False,
+    step_wall_s: float | None = None,
+    loop: bool = False,
+    root_module: int = 0,
+) -> StepCharges:
+    """Charge the events of one step (``step`` is its ``layertime::step`` range).
+
+    ``device_time`` selects CUDA kernel time instead of CPU self time; then
+    ``step_wall_s`` (the step's wall time, synchronised) is required.
+    ``loop`` is for a user's own training loop, where the loss, zero_grad and
+    data loading have no ranges of ours: work before the model's forward is
+    ``data``, between its forward and the backward is ``loss``.
+    """
+    evs = [e for e in events]
+    if step not in evs:
+        evs.append(step)
+    children = _children_index(evs)
+    roots = sorted(children[None], key=lambda e: (e.start_us, e.thread != step.thread))
+
+    seq_owner: dict[tuple[int, int], Owner] = {}
+    last_backward_owner: dict[int, Owner] = {}
+    charges: dict[Owner, float] = defaultdict(float)
+    calls: dict[int, int] = defaultdict(int)
+
+    # Loop mode: where the model's forward starts and the backward starts.
+    forward_start = forward_end = backward_start = None
+    if loop:
+        for e in children.get(step.id, ()):
+            if e.name == f"{MODULE}{root_module}" and forward_start is None:
+                forward_start, forward_end = e.start_us, e.end_us
+        for e in evs:
+            if e.name.startswith(BACKWARD_NODE) or e.name == f"{PHASE}backward":
+                if backward_start is None or e.start_us < backward_start:
+                    backward_start = e.start_us
+
+    def segment_owner(t_us: float) -> Owner:
+        if forward_start is None or t_us < forward_start:
+            return ("step", "data")
+        if forward_end is not None and t_us >= forward_end and (
+            backward_start is None or t_us < backward_start
+        ):
+            return ("step", "loss")
+        return UNATTRIBUTED
+
+    def own(e: OpEvent, inherited: Owner, in_backward: bool) -> tuple[Owner, bool]:
+        name = e.name
+        if name == STEP:
+            return UNATTRIBUTED, False
+        if name.startswith(MODULE):
+            idx = int(name[len(MODULE) :])
+            if not in_backward:
+                calls[idx] += 1
+            return ("module", idx, "backward" if in_backward else "forward"), in_backward
+        if name.startswith(BACKWARD_NODE):
+            if ACCUMULATE_GRAD in name:
+                return last_backward_owner.get(e.thread, UNATTRIBUTED), True
+            fwd = seq_owner.get((e.fwd_thread, e.seq))
+            if fwd is None:
+                owner = UNATTRIBUTED
+            elif fwd[0] == "module":
+                owner = ("module", fwd[1], "backward")
+            else:
+                owner = fwd
+            last_backward_owner[e.thread] = owner
+            return owner, True
+        if name.startswith(PHASE):
+            phase = name[len(PHASE) :]
+            if phase == "backward":
+                return UNATTRIBUTED, True
+            if phase in STEP_ROWS:
+                return ("step", phase), in_backward
+            raise LayertimeError(f"unknown phase range {name!r}")
+        if name.startswith(OPTIMIZER_STEP):
+            return ("step", "update"), in_backward
+        if name.startswith(OPTIMIZER_ZERO_GRAD):
+            return ("step", "zero_grad"), in_backward
+        return inherited, in_backward
+
+    def self_time_us(e: OpEvent, kids: Sequence[OpEvent]) -> float:
+        if device_time:
+            return e.device_us
+        return max(0.0, e.duration_us - sum(k.duration_us for k in kids if k.thread == e.thread))
+
+    for root in roots:
+        if not device_time and root.thread != step.thread:
+            # CPU self time is wall time on the step's thread; work on other
+            # threads overlaps it and would be counted twice.
+            continue
+        inherited = UNATTRIBUTED
+        stack: list[tuple[OpEvent, Owner, bool]] = [(root, inherited, False)]
+        while stack:
+            e, inh, in_bwd = stack.pop()
+            owner, in_bwd = own(e, inh, in_bwd)
+            if loop and e.parent == step.id and owner == UNATTRIBUTED and not e.name.startswith(
+                (MODULE, BACKWARD_NODE, PHASE)
+            ):
+                owner = segment_owner(e.start_us)
+            if e.seq >= 0 and not e.name.startswith(BACKWARD_NODE):
+                seq_owner.setdefault((e.thread, e.seq), owner)
+            kids = children.get(e.id, [])
+            if loop and e is step and not device_time:
+                # The step's own gaps go to the segment they fall in.
+                cursor = e.start_us
+                for k in kids:
+                    if k.start_us > cursor:
+                        charges[segment_owner(cursor)] += k.start_us - cursor
+                    cursor = max(cursor, k.end_us)
+                if e.end_us > cursor:
+                    charges[segment_owner(cursor)] += e.end_us - cursor
+            else:
+                charges[owner] += self_time_us(e, kids)
+            # Push in reverse so children are visited in time order.
+            for k in reversed(kids):
+                stack.append((k, owner, in_bwd))
+
+    out = StepCharges(step_s=0.0)
+    for owner, us in charges.items():
+        s = us * 1e-6
+        if owner[0] == "module":
+            key = (owner[1], owner[2])
+            out.modules[key] = out.modules.get(key, 0.0) + s
+        else:
+            out.step[owner[1]] = out.step.get(owner[1], 0.0) + s
+    for row in STEP_ROWS:
+        out.step.setdefault(row, 0.0)
+    out.calls = dict(calls)
+    if device_time:
+        if step_wall_s is None:
+            raise ValueError("device_time attribution needs the step's wall time")
+        out.step_s = step_wall_s
+    else:
+        out.step_s = step.duration_us * 1e-6
+    # Whatever the rows do not explain (GPU idle on CUDA; clamped rounding on
+    # the CPU) is unattributed, so the rows add up to the step by construction.
+    out.step["unattributed"] += out.step_s - out.total_s()
+    return out

@@ -1,0 +1,234 @@
+"""Profile a model's training step: warm up, then alternate plain and traced steps.
+
+Plain (unprofiled) steps give the true step time; traced steps give the
+per-layer rows.  Alternating them in one run keeps both under the same
+machine conditions, and their ratio is the profiler's own overhead.  On CUDA
+each step is synchronised once at its end (never per layer) and layer times
+are the GPU kernel times the profiler maps to each layer's ops.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from layertime.environment import describe
+from layertime.errors import LayertimeError
+from layertime.measure.aggregate import aggregate
+from layertime.measure.attribute import StepCharges, attribute_step, split_steps
+from layertime.measure.tracer import ModuleTable, TraceSession
+from layertime.models import resolve
+from layertime.result import Run
+from layertime.workload import (
+    DTYPES,
+    Workload,
+    WorkloadConfig,
+    check_input,
+    is_out_of_memory,
+    out_of_memory,
+    resolve_device,
+    training_mode,
+)
+
+#: on_progress(stage, done, total): stage is "warmup" or "measure".
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """How many steps to run; ``time_budget_s`` overrides ``steps`` when given."""
+
+    steps: int = 3
+    warmup_steps: int = 1
+    time_budget_s: float | None = None
+    max_steps: int = 50
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise LayertimeError(f"steps must be at least 1, not {self.steps}")
+        if self.warmup_steps < 0:
+            raise LayertimeError(f"warmup steps must be >= 0, not {self.warmup_steps}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise LayertimeError(f"time budget must be > 0 seconds, not {self.time_budget_s}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _plain_step(work: Workload) -> tuple[float, torch.Tensor]:
+    _sync(work.device)
+    t0 = time.perf_counter()
+    loss = work.step(traced=False)
+    _sync(work.device)
+    return time.perf_counter() - t0, loss
+
+
+def _traced_step(work: Workload, table: ModuleTable) -> tuple[StepCharges, torch.Tensor]:
+    session = TraceSession(table, work.device)
+    _sync(work.device)
+    session.start()
+    try:
+        t0 = time.perf_counter()
+        session.enter_step()
+        loss = work.step(traced=True)
+        _sync(work.device)
+        session.exit_step()
+        wall = time.perf_counter() - t0
+    except BaseException:
+        session.abort()
+        raise
+    events = session.stop()
+    groups = split_steps(events)
+    if len(groups) != 1:
+        raise LayertimeError(f"expected one traced step, found {len(groups)}")
+    step, members = groups[0]
+    cuda = work.device.type == "cuda"
+    charges = attribute_step(step, members, device_time=cuda, step_wall_s=wall if cuda else None)
+    return charges, loss
+
+
+def measure(
+    model: nn.Module,
+    config: WorkloadConfig,
+    device: torch.device,
+    *,
+    label: str,
+    options: MeasureOptions = MeasureOptions(),
+    on_progress: ProgressFn | None = None,
+) -> Run:
+    """Profile ``model`` (already on ``device``) under ``config``."""
+    progress = on_progress or (lambda stage, done, total: None)
+    output_shape = check_input(model, config, device, label)
+    table = ModuleTable(model)
+    nan_steps = 0
+    plain: list[float] = []
+    traced: list[StepCharges] = []
+    with training_mode(model):
+        try:
+            work = Workload(model, config, device, output_shape)
+            # Warm-up: autotuning, allocator growth; then one traced step to
+            # start the profiler's own machinery.  None of it is kept.
+            warm_total = options.warmup_steps + 1
+            warm_times = []
+            for i in range(options.warmup_steps):
+                progress("warmup", i, warm_total)
+                warm_times.append(_plain_step(work)[0])
+            progress("warmup", options.warmup_steps, warm_total)
+            _traced_step(work, table)
+            progress("warmup", warm_total, warm_total)
+            n = options.steps
+            if options.time_budget_s is not None:
+                per_pair = 2 * (min(warm_times) if warm_times else 1.0)
+                n = max(1, min(options.max_steps, int(options.time_budget_s // per_pair)))
+            for i in range(n):
+                progress("measure", 2 * i, 2 * n)
+                dt, loss = _plain_step(work)
+                plain.append(dt)
+                nan_steps += int(not bool(torch.isfinite(loss).all()))
+                progress("measure", 2 * i + 1, 2 * n)
+                charges, loss = _traced_step(work, table)
+                traced.append(charges)
+                nan_steps += int(not bool(torch.isfinite(loss).all()))
+            progress("measure", 2 * n, 2 * n)
+        except LayertimeError:
+            raise
+        except Exception as e:
+            if is_out_of_memory(e):
+                raise out_of_memory(e, config.batch_size, device) from e
+            raise
+    layers, phases, spread, samples = aggregate(table, traced)
+    warnings = []
+    if nan_steps:
+        warnings.append(f"the loss was NaN or infinite in {nan_steps} of {2 * len(plain)} steps")
+    return Run(
+        model=label,
+        device=str(device),
+        batch_size=config.batch_size,
+        input_shape=tuple(config.input_shape),
+        dtype=config.dtype,
+        optimizer=config.optimizer,
+        steps=len(traced),
+        warmup_steps=options.warmup_steps,
+        step_samples_s=tuple(plain),
+        profiled_step_samples_s=samples,
+        layers=layers,
+        phases=phases,
+        environment=describe(device),
+        timing="cuda-kernel-time" if device.type == "cuda" else "cpu-self-time",
+        amp=config.amp,
+        num_classes=int(output_shape[1]),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        warnings=tuple(warnings),
+        phase_spread_s=spread,
+    )
+
+
+def profile(
+    model: str | nn.Module,
+    *,
+    batch_size: int = 128,
+    input_shape: Sequence[int] | None = None,
+    image_size: int | None = None,
+    num_classes: int = 1000,
+    device: str = "auto",
+    optimizer: str = "sgd",
+    dtype: str = "float32",
+    amp: str | None = None,
+    steps: int = 3,
+    warmup_steps: int = 1,
+    time_budget_s: float | None = None,
+    seed: int = 0,
+    on_progress: ProgressFn | None = None,
+) -> Run:
+    """Profile a training step of ``model`` (a name or an ``nn.Module``), per layer.
+
+    ``input_shape`` is one sample's shape (default 3x224x224, or the model's
+    own size such as 227 for ``alexnet2012``); ``image_size`` sets H and W
+    of a 3-channel image.  Raises :class:`LayertimeError` on bad input.
+    """
+    options = MeasureOptions(steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s)
+    dev = resolve_device(device)
+    if isinstance(model, str):
+        spec = resolve(model)
+        label = spec.name
+        default_size = spec.default_image_size or 224
+    else:
+        spec = None
+        label = type(model).__name__
+        default_size = 224
+    if input_shape is not None and image_size is not None:
+        raise LayertimeError("give --input-shape or --image-size, not both")
+    if input_shape is not None:
+        shape = tuple(int(d) for d in input_shape)
+    else:
+        size = image_size if image_size is not None else default_size
+        shape = (3, size, size)
+    config = WorkloadConfig(
+        batch_size=batch_size,
+        input_shape=shape,
+        num_classes=num_classes,
+        optimizer=optimizer,
+        dtype=dtype,
+        amp=amp,
+        seed=seed,
+    )
+    torch.manual_seed(seed)
+    try:
+        net = spec.build(num_classes) if spec is not None else model
+        assert isinstance(net, nn.Module)
+        net = net.to(device=dev, dtype=DTYPES[dtype])
+    except LayertimeError:
+        raise
+    except Exception as e:
+        if is_out_of_memory(e):
+            raise out_of_memory(e, batch_size, dev) from e
+        raise
+    return measure(net, config, dev, label=label, options=options, on_progress=on_progress)
+

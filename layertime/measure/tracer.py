@@ -1,0 +1,177 @@
+"""In-situ tracer: scoped module ranges plus ``torch.profiler`` around one step.
+
+Nothing global is touched: hooks are registered on the user's modules only
+while a step is traced and removed in ``finally``; no attribute is stored on
+a module; the profiler is the stock ``torch.profiler``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from layertime.kinds import kind_of
+from layertime.measure.events import MODULE, STEP, OpEvent, from_profiler
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """One distinct module of the model, by its first dotted path."""
+
+    index: int
+    name: str
+    module: nn.Module
+    kind: str
+    type: str
+    #: Parameters owned directly (not by children), counted once if shared.
+    params: int
+    #: Elements of directly owned parameters that require a gradient.
+    trainable: int
+
+
+class ModuleTable:
+    """The model's distinct modules, indexed in ``named_modules`` order (root first)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        entries: list[ModuleEntry] = []
+        seen_params: set[int] = set()
+        for i, (name, mod) in enumerate(model.named_modules()):
+            params = trainable = 0
+            for p in mod.parameters(recurse=False):
+                if id(p) in seen_params:
+                    continue
+                seen_params.add(id(p))
+                params += p.numel()
+                if p.requires_grad:
+                    trainable += p.numel()
+            entries.append(
+                ModuleEntry(i, name, mod, kind_of(mod), type(mod).__name__, params, trainable)
+            )
+        self.entries: tuple[ModuleEntry, ...] = tuple(entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[ModuleEntry]:
+        return iter(self.entries)
+
+
+class _RangeHooks:
+    """Forward hooks that open and close a profiler range per module call."""
+
+    def __init__(self, table: ModuleTable) -> None:
+        self._table = table
+        self._local = threading.local()
+        self._handles: list[Any] = []
+
+    def _stack(self) -> list[Any]:
+        st = getattr(self._local, "stack", None)
+        if st is None:
+            st = self._local.stack = []
+        return st
+
+    def install(self) -> None:
+        enter = torch.ops.profiler._record_function_enter_new
+        exit_ = torch.ops.profiler._record_function_exit._RecordFunction
+        for entry in self._table:
+            label = f"{MODULE}{entry.index}"
+
+            def pre(_mod: nn.Module, _args: Any, _label: str = label) -> None:
+                self._stack().append(enter(_label, None))
+
+            def post(_mod: nn.Module, _args: Any, _out: Any) -> None:
+                st = self._stack()
+                if st:
+                    exit_(st.pop())
+
+            self._handles.append(entry.module.register_forward_pre_hook(pre))
+            self._handles.append(entry.module.register_forward_hook(post, always_call=True))
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._local = threading.local()
+
+
+@contextmanager
+def module_ranges(table: ModuleTable) -> Iterator[None]:
+    """Wrap every module call in a ``layertime::module::<i>`` range, for this block only."""
+    hooks = _RangeHooks(table)
+    try:
+        hooks.install()
+        yield
+    finally:
+        hooks.remove()
+
+
+def _activities(device: torch.device) -> list[Any]:
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    return acts
+
+
+class TraceSession:
+    """One ``torch.profiler`` session with module ranges; events after ``stop``."""
+
+    def __init__(self, table: ModuleTable, device: torch.device) -> None:
+        # Kineto logs to stderr at every start and stop unless told not to;
+        # the library never prints, so quiet it (only if the user did not choose).
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+        self._hooks = _RangeHooks(table)
+        self._prof = torch.profiler.profile(
+            activities=_activities(device),
+            record_shapes=False,
+            with_stack=False,
+            profile_memory=False,
+        )
+        self._step_range: Any = None
+        self.events: list[OpEvent] = []
+
+    def start(self) -> None:
+        self._hooks.install()
+        try:
+            self._prof.__enter__()
+        except BaseException:
+            self._hooks.remove()
+            raise
+
+    def enter_step(self) -> None:
+        self._step_range = torch.ops.profiler._record_function_enter_new(STEP, None)
+
+    def exit_step(self) -> None:
+        if self._step_range is not None:
+            torch.ops.profiler._record_function_exit._RecordFunction(self._step_range)
+            self._step_range = None
+
+    def stop(self) -> list[OpEvent]:
+        try:
+            self.exit_step()
+            self._prof.__exit__(None, None, None)
+        finally:
+            self._hooks.remove()
+        self.events = from_profiler(self._prof.events())
+        return self.events
+
+    def abort(self) -> None:
+        """Stop without collecting, for an error mid-step."""
+        try:
+            self.exit_step()
+            self._prof.__exit__(None, None, None)
+        finally:
+            self._hooks.remove()
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """A step-level phase range (loss, zero_grad, update, backward, data)."""
+    with torch.profiler.record_function(f"layertime::phase::{name}"):
+        yield

@@ -1,0 +1,191 @@
+"""Find a model by name: built-in, torchvision, timm, or the user's own code.
+
+Accepted names:
+
+* ``alexnet2012`` — the original 2012 AlexNet, built in;
+* any torchvision classification model (``alexnet``, ``vgg16``, ``resnet50``, ...);
+* ``timm:NAME`` — a timm model, when timm is installed;
+* ``path/to/file.py:callable`` or ``package.module:callable`` — a callable
+  returning an ``nn.Module`` (given ``num_classes`` if it accepts it).
+
+Weights are never downloaded: every model starts from random init.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import importlib.util
+import inspect
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from layertime.errors import LayertimeError
+
+BUILTIN: dict[str, tuple[str, int]] = {
+    # name: (dotted builder, default image size)
+    "alexnet2012": ("layertime.models.alexnet2012:AlexNet2012", 227),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model name: how to build it and the image size it expects."""
+
+    name: str
+    source: str
+    build: Callable[[int], nn.Module]
+    default_image_size: int | None = 224
+
+
+@functools.lru_cache(maxsize=1)
+def torchvision_names() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+def available() -> list[str]:
+    """Every name ``resolve`` accepts without a prefix."""
+    return sorted(set(BUILTIN) | set(torchvision_names()))
+
+
+def _torchvision_image_size(name: str) -> int:
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name)
+        transforms = weights.DEFAULT.transforms  # type: ignore[attr-defined]
+        crop = getattr(transforms, "keywords", {}).get("crop_size")
+        if isinstance(crop, int):
+            return crop
+        if isinstance(crop, (list, tuple)) and crop:
+            return int(crop[0])
+    except (ValueError, AttributeError, KeyError):
+        pass
+    return 224
+
+
+def _build_torchvision(name: str, num_classes: int) -> nn.Module:
+    import torchvision
+
+    kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
+    if name in ("googlenet", "inception_v3"):
+        kwargs["init_weights"] = True  # silences torchvision's init-change warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torchvision.models.get_model(name, **kwargs)
+
+
+def _build_timm(name: str, num_classes: int) -> nn.Module:
+    try:
+        import timm
+    except ImportError as e:
+        raise LayertimeError(
+            f"timm:{name} needs timm, which is not installed (pip install timm)"
+        ) from e
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+    except RuntimeError as e:  # timm raises RuntimeError for unknown names
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
+        raise LayertimeError(f"unknown timm model {name!r}{hint}") from e
+
+
+def _call_builder(fn: Callable[..., Any], label: str, num_classes: int) -> nn.Module:
+    try:
+        params = inspect.signature(fn).parameters
+        takes = "num_classes" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+        )
+    except (TypeError, ValueError):
+        takes = False
+    try:
+        model = fn(num_classes=num_classes) if takes else fn()
+    except LayertimeError:
+        raise
+    except Exception as e:
+        raise LayertimeError(f"{label} raised {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise LayertimeError(f"{label} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _load_file(path_text: str, attr: str) -> Callable[..., Any]:
+    path = Path(path_text)
+    if not path.is_file():
+        raise LayertimeError(f"no such file: {path_text}")
+    mod_name = f"layertime_user_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise LayertimeError(f"cannot import {path_text}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise LayertimeError(f"cannot import {path_text}: {type(e).__name__}: {e}") from e
+    finally:
+        try:
+            sys.path.remove(str(path.resolve().parent))
+        except ValueError:
+            pass
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise LayertimeError(f"{path_text} has no callable {attr!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+def _load_module_attr(mod_text: str, attr: str) -> Callable[..., Any]:
+    try:
+        module = importlib.import_module(mod_text)
+    except ImportError as e:
+        raise LayertimeError(f"cannot import module {mod_text!r}: {e}") from e
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise LayertimeError(f"module {mod_text!r} has no callable {attr!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+def resolve(name: str) -> ModelSpec:
+    """Resolve a model name to a :class:`ModelSpec`, or raise a one-line error."""
+    name = name.strip()
+    if not name:
+        raise LayertimeError("empty model name")
+    if name in BUILTIN:
+        target, size = BUILTIN[name]
+        mod_text, attr = target.split(":")
+        cls = _load_module_attr(mod_text, attr)
+        return ModelSpec(name, "builtin", lambda n: _call_builder(cls, name, n), size)
+    if name.startswith("timm:"):
+        tname = name[len("timm:") :]
+        return ModelSpec(name, "timm", lambda n: _build_timm(tname, n), None)
+    if ":" in name:
+        left, attr = name.rsplit(":", 1)
+        if not attr.isidentifier():
+            raise LayertimeError(f"{attr!r} in {name!r} is not a Python name")
+        if left.endswith(".py") or "/" in left or "\\" in left:
+            fn = _load_file(left, attr)
+        else:
+            fn = _load_module_attr(left, attr)
+        return ModelSpec(name, "user", lambda n: _call_builder(fn, name, n), None)
+    if name in torchvision_names():
+        return ModelSpec(
+            name,
+            "torchvision",
+            lambda n: _build_torchvision(name, n),
+            _torchvision_image_size(name),
+        )
+    close = difflib.get_close_matches(name.lower(), available(), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise LayertimeError(
+        f"unknown model {name!r}{hint} (see 'layertime models'; "
+        "or give timm:NAME, file.py:callable or package.module:callable)"
+    )

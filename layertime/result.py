@@ -1,0 +1,414 @@
+"""The immutable result model: one profiled training configuration.
+
+Collectors (``layertime.measure``) build a :class:`Run`; renderers and the
+store only read it.  A run round-trips through JSON under the schema
+``layertime.run/1`` documented in ``docs/schema.md``.  All times are seconds
+per training step (the mean over the measured steps) unless a name says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from layertime.errors import LayertimeError
+
+SCHEMA = "layertime.run/1"
+
+#: Layer kinds, in the order reports list them.  ``linear`` is shown to
+#: people as "fully connected".
+KINDS: tuple[str, ...] = (
+    "conv",
+    "linear",
+    "norm",
+    "activation",
+    "pool",
+    "dropout",
+    "embedding",
+    "attention",
+    "recurrent",
+    "loss",
+    "other",
+)
+#: Pseudo-kinds for step-level work that belongs to no layer.
+STEP_KINDS: tuple[str, ...] = ("step", "unattributed")
+
+KIND_LABELS: dict[str, str] = {
+    "conv": "conv",
+    "linear": "fully connected",
+    "norm": "norm",
+    "activation": "activation",
+    "pool": "pool",
+    "dropout": "dropout",
+    "embedding": "embedding",
+    "attention": "attention",
+    "recurrent": "recurrent",
+    "loss": "loss",
+    "other": "other",
+    "step": "step (data, zero_grad)",
+    "unattributed": "unattributed",
+}
+
+#: Step-level phases (rows that belong to no layer), in display order.
+STEP_PHASES: tuple[str, ...] = ("loss", "zero_grad", "data", "unattributed")
+
+
+def _std(samples: Sequence[float]) -> float:
+    return statistics.stdev(samples) if len(samples) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """Self time of one module in one training step, split by phase.
+
+    ``name`` is the dotted module path (``""`` is the root model); a
+    container's row holds only its *self* time, the work its own
+    ``forward`` does outside its children (functional calls such as
+    ``torch.flatten`` or a residual ``+``).  ``update_s`` is the optimizer's
+    work on this module's own parameters.
+    """
+
+    name: str
+    kind: str
+    type: str
+    forward_s: float
+    backward_s: float
+    update_s: float
+    params: int
+    calls: float
+    #: Standard deviation over measured steps of ``total_s``.
+    spread_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.forward_s + self.backward_s + self.update_s
+
+    @property
+    def label(self) -> str:
+        return self.name or "(model)"
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Per-step time of each phase; together they add up to the profiled step."""
+
+    forward_s: float
+    backward_s: float
+    update_s: float
+    loss_s: float
+    zero_grad_s: float
+    data_s: float
+    unattributed_s: float
+
+    @property
+    def total_s(self) -> float:
+        return (
+            self.forward_s
+            + self.backward_s
+            + self.update_s
+            + self.loss_s
+            + self.zero_grad_s
+            + self.data_s
+            + self.unattributed_s
+        )
+
+
+@dataclass(frozen=True)
+class KindTotal:
+    """Time and parameters of all rows of one kind."""
+
+    kind: str
+    time_s: float
+    share: float
+    params: int
+    params_share: float
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    update_s: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return KIND_LABELS.get(self.kind, self.kind)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where a run was measured."""
+
+    device: str
+    device_name: str
+    torch: str
+    torchvision: str | None
+    python: str
+    platform: str
+    host: str
+    threads: int
+    cuda: str | None = None
+    cudnn: int | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One profiled configuration: its rows, phases, steps and environment."""
+
+    model: str
+    device: str
+    batch_size: int
+    input_shape: tuple[int, ...]
+    dtype: str
+    optimizer: str
+    steps: int
+    warmup_steps: int
+    #: Wall time of each unprofiled step, in run order.
+    step_samples_s: tuple[float, ...]
+    #: Wall time of each profiled step (what the rows add up to), in run order.
+    profiled_step_samples_s: tuple[float, ...]
+    layers: tuple[LayerRow, ...]
+    phases: Phases
+    environment: Environment
+    #: How times were taken: "cpu-self-time" or "cuda-kernel-time".
+    timing: str
+    amp: str | None = None
+    num_classes: int | None = None
+    created: str = ""
+    warnings: tuple[str, ...] = ()
+    #: How ``update_s`` was split across layers (stated, never implied).
+    update_split: str = "parameter-elements"
+    #: Spread of per-step phase totals (std over steps), keyed like ``phases``.
+    phase_spread_s: Mapping[str, float] = field(default_factory=dict)
+
+    # -- derived quantities (never stored separately, so never inconsistent)
+    @property
+    def step_s(self) -> float:
+        """Median unprofiled step, seconds."""
+        return statistics.median(self.step_samples_s) if self.step_samples_s else math.nan
+
+    @property
+    def step_spread_s(self) -> float:
+        return _std(self.step_samples_s)
+
+    @property
+    def profiled_step_s(self) -> float:
+        """Mean profiled step, seconds: exactly what the rows add up to."""
+        s = self.profiled_step_samples_s
+        return sum(s) / len(s) if s else math.nan
+
+    @property
+    def overhead_ratio(self) -> float:
+        """Median profiled step over median unprofiled step."""
+        if not self.step_samples_s or not self.profiled_step_samples_s:
+            return math.nan
+        return statistics.median(self.profiled_step_samples_s) / self.step_s
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.layers)
+
+    def by_kind(self) -> dict[str, KindTotal]:
+        """Time and parameters per kind (plus ``step`` and ``unattributed``).
+
+        Shares are fractions of the profiled step and add up to 1.
+        """
+        total = self.profiled_step_s
+        params_total = self.params or 1
+        acc: dict[str, list[float]] = {}
+        params: dict[str, int] = {}
+        for r in self.layers:
+            a = acc.setdefault(r.kind, [0.0, 0.0, 0.0])
+            a[0] += r.forward_s
+            a[1] += r.backward_s
+            a[2] += r.update_s
+            params[r.kind] = params.get(r.kind, 0) + r.params
+        p = self.phases
+        if p.loss_s:
+            acc.setdefault("loss", [0.0, 0.0, 0.0])[0] += p.loss_s
+        acc["step"] = [p.zero_grad_s + p.data_s, 0.0, 0.0]
+        acc["unattributed"] = [p.unattributed_s, 0.0, 0.0]
+        order = [k for k in KINDS + STEP_KINDS if k in acc]
+        out: dict[str, KindTotal] = {}
+        for k in order:
+            f, b, u = acc[k]
+            t = f + b + u
+            out[k] = KindTotal(
+                kind=k,
+                time_s=t,
+                share=t / total if total else 0.0,
+                params=params.get(k, 0),
+                params_share=params.get(k, 0) / params_total,
+                forward_s=f,
+                backward_s=b,
+                update_s=u,
+            )
+        return out
+
+    def headline(self) -> str:
+        """The one-line answer: the kinds that take the most time, with their parameter share.
+
+        Conv and fully connected layers are named first when the model has
+        both, since that is the question the tool exists to answer.
+        """
+        kinds = {k: v for k, v in self.by_kind().items() if k not in STEP_KINDS}
+        if not kinds:
+            return f"no layers measured ({self._config_label()})"
+        if "conv" in kinds and "linear" in kinds:
+            chosen = ["conv", "linear"]
+        else:
+            chosen = sorted(kinds, key=lambda k: -kinds[k].time_s)[:2]
+        parts = []
+        for i, k in enumerate(chosen):
+            kt = kinds[k]
+            noun = f"{kt.label} layers" if k not in ("loss", "other") else kt.label
+            time_word = "of step time" if i == 0 else "of time"
+            parts.append(
+                f"{noun}: {kt.share:.0%} {time_word}, {kt.params_share:.0%} of parameters"
+            )
+        return "; ".join(parts) + f" ({self._config_label()})"
+
+    def _config_label(self) -> str:
+        dtype = self.dtype if not self.amp else f"amp {self.amp}"
+        return f"{self.model}, batch {self.batch_size}, {self.device}, {dtype}"
+
+    # -- JSON --------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The run as plain JSON types, schema ``layertime.run/1``."""
+        kinds = {
+            k: {
+                "time_s": v.time_s,
+                "share": v.share,
+                "forward_s": v.forward_s,
+                "backward_s": v.backward_s,
+                "update_s": v.update_s,
+                "params": v.params,
+                "params_share": v.params_share,
+            }
+            for k, v in self.by_kind().items()
+        }
+        layers = []
+        for r in self.layers:
+            d = asdict(r)
+            d["total_s"] = r.total_s
+            layers.append(d)
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "dtype": self.dtype,
+            "amp": self.amp,
+            "optimizer": self.optimizer,
+            "steps": self.steps,
+            "warmup_steps": self.warmup_steps,
+            "timing": self.timing,
+            "update_split": self.update_split,
+            "step_s": self.step_s,
+            "step_spread_s": self.step_spread_s,
+            "step_samples_s": list(self.step_samples_s),
+            "profiled_step_s": self.profiled_step_s,
+            "profiled_step_samples_s": list(self.profiled_step_samples_s),
+            "overhead_ratio": self.overhead_ratio,
+            "headline": self.headline(),
+            "params": self.params,
+            "layers": layers,
+            "phases": asdict(self.phases),
+            "phase_spread_s": dict(self.phase_spread_s),
+            "kinds": kinds,
+            "environment": asdict(self.environment),
+            "created": self.created,
+            "warnings": list(self.warnings),
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(_finite(self.to_dict()), indent=indent)
+
+    def save(self, path: str | Path) -> None:
+        """Write the JSON atomically: a failed write leaves no half file."""
+        write_text_atomic(Path(path), self.to_json() + "\n")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Run:
+        schema = d.get("schema")
+        if schema != SCHEMA:
+            raise LayertimeError(f"not a layertime run (schema {schema!r}, expected {SCHEMA!r})")
+        try:
+            layer_fields = {f for f in LayerRow.__dataclass_fields__}
+            layers = tuple(
+                LayerRow(**{k: v for k, v in row.items() if k in layer_fields})
+                for row in d["layers"]
+            )
+            return cls(
+                model=d["model"],
+                device=d["device"],
+                batch_size=int(d["batch_size"]),
+                input_shape=tuple(int(x) for x in d["input_shape"]),
+                dtype=d["dtype"],
+                optimizer=d["optimizer"],
+                steps=int(d["steps"]),
+                warmup_steps=int(d["warmup_steps"]),
+                step_samples_s=tuple(float(x) for x in d["step_samples_s"]),
+                profiled_step_samples_s=tuple(float(x) for x in d["profiled_step_samples_s"]),
+                layers=layers,
+                phases=Phases(**d["phases"]),
+                environment=Environment(**d["environment"]),
+                timing=d["timing"],
+                amp=d.get("amp"),
+                num_classes=d.get("num_classes"),
+                created=d.get("created", ""),
+                warnings=tuple(d.get("warnings", ())),
+                update_split=d.get("update_split", "parameter-elements"),
+                phase_spread_s=dict(d.get("phase_spread_s", {})),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise LayertimeError(f"malformed layertime run: {e!r}") from e
+
+    @classmethod
+    def from_json(cls, text: str) -> Run:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LayertimeError(f"not JSON: {e}") from e
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Run:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise LayertimeError(f"cannot read {p}: {e.strerror}") from e
+        return cls.from_json(text)
+
+    def with_layers(self, layers: Iterable[LayerRow]) -> Run:
+        return replace(self, layers=tuple(layers))
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN and infinities by None: JSON has no such numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise LayertimeError(f"cannot write {path}: {e.strerror}") from e
