@@ -10,6 +10,7 @@ Public API::
 """
 
 from layertime.errors import LayertimeError, OutOfMemory
+from layertime.measure.loop import Profiler
 from layertime.measure.runner import profile
 from layertime.result import SCHEMA, Environment, KindTotal, LayerRow, Phases, Run
 
@@ -23,6 +24,7 @@ __all__ = [
     "LayertimeError",
     "OutOfMemory",
     "Phases",
+    "Profiler",
     "Run",
     "profile",
     "__version__",

@@ -16,7 +16,8 @@ EXIT_INTERRUPTED = 130
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
-        dims = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+        # Every part must be a number: "3,x" or "3,,64" is an error, not (3,) or (3, 64).
+        dims = tuple(int(p) for p in text.replace("x", ",").split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad shape {text!r}: expected sizes like 3,224,224")
     if not dims or any(d < 1 for d in dims):
@@ -59,10 +60,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"layertime: error: {message}\n")
 
 
+class _SubParser(_Parser):
+    """A subcommand's parser: also takes ``--debug``, so ``layertime profile X --debug`` works."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="layertime", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubParser)
 
     p = sub.add_parser("profile", help="measure a training step, layer by layer")
     p.add_argument("model", help="alexnet, alexnet2012, vgg16, timm:NAME, file.py:fn, pkg.mod:fn")
@@ -101,7 +112,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
         yield lambda stage, done, total: None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     with Progress(
@@ -112,7 +123,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
         console=console,
         transient=True,
     ) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:

@@ -11,7 +11,9 @@ The method, in full:
   ``autograd::engine::evaluate_function: <Node>``, which carries the
   sequence number of the forward op that created the node.  The node, and
   every op it runs, is charged to the owner of that forward op, in the
-  backward phase.  This needs no backward hooks, so it holds for the first
+  backward phase (several ops can record one number, since an op records
+  the counter's next value whether or not it creates a node; the last one
+  before the counter moves is the creator).  This needs no backward hooks, so it holds for the first
   layer (whose input needs no gradient), in-place activations, shared
   modules and anything else autograd can differentiate.  Forward work
   recomputed during backward (activation checkpointing) runs inside module
@@ -213,7 +215,11 @@ def attribute_step(
             ):
                 owner = segment_owner(e.start_us)
             if e.seq >= 0 and not e.name.startswith(BACKWARD_NODE):
-                seq_owner.setdefault((e.thread, e.seq), owner)
+                # An op records the thread's *next* sequence number whether or
+                # not it creates a node; the counter moves only when one is
+                # created.  So the last op seen with a number is its creator
+                # (or nested in it), and later writers win.
+                seq_owner[(e.thread, e.seq)] = owner
             kids = children.get(e.id, [])
             if loop and e is step and not device_time:
                 # The step's own gaps go to the segment they fall in.

@@ -113,16 +113,18 @@ def measure(
     with training_mode(model):
         try:
             work = Workload(model, config, device, output_shape)
-            # Warm-up: autotuning, allocator growth; then one traced step to
-            # start the profiler's own machinery.  None of it is kept.
-            warm_total = options.warmup_steps + 1
+            # Warm-up: autotuning, allocator growth; none of it is kept.  An
+            # empty profiler session starts the profiler's own machinery
+            # (outside any timed step) so the first traced step is not charged.
+            warm_total = options.warmup_steps
             warm_times = []
             for i in range(options.warmup_steps):
                 progress("warmup", i, warm_total)
                 warm_times.append(_plain_step(work)[0])
-            progress("warmup", options.warmup_steps, warm_total)
-            _traced_step(work, table)
             progress("warmup", warm_total, warm_total)
+            idle = TraceSession(table, device)
+            idle.start()
+            idle.abort()
             n = options.steps
             if options.time_budget_s is not None:
                 per_pair = 2 * (min(warm_times) if warm_times else 1.0)

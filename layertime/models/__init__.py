@@ -79,6 +79,10 @@ def _build_torchvision(name: str, num_classes: int) -> nn.Module:
     kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
     if name in ("googlenet", "inception_v3"):
         kwargs["init_weights"] = True  # silences torchvision's init-change warning
+    if name.startswith("vit_"):
+        # A ViT's position embedding fixes its input size; build it for the
+        # size it is profiled at by default (518 for vit_h_14, else 224).
+        kwargs["image_size"] = _torchvision_image_size(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torchvision.models.get_model(name, **kwargs)

@@ -16,7 +16,8 @@ from torch import nn
 #: The paper's normalisation: b = a / (k + alpha * sum a^2)^beta over n=5
 #: neighbouring maps, k=2, alpha=1e-4, beta=0.75.  torch divides alpha by n,
 #: so it is given n * alpha.
-_LRN = dict(size=5, alpha=5e-4, beta=0.75, k=2.0)
+def _lrn() -> nn.LocalResponseNorm:
+    return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
 
 
 class AlexNet2012(nn.Module):
@@ -27,11 +28,11 @@ class AlexNet2012(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(3, 96, kernel_size=11, stride=4),  # 227 -> 55
             nn.ReLU(inplace=True),
-            nn.LocalResponseNorm(**_LRN),
+            _lrn(),
             nn.MaxPool2d(kernel_size=3, stride=2),  # 55 -> 27
             nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2),
             nn.ReLU(inplace=True),
-            nn.LocalResponseNorm(**_LRN),
+            _lrn(),
             nn.MaxPool2d(kernel_size=3, stride=2),  # 27 -> 13
             nn.Conv2d(256, 384, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),

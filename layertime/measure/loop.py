@@ -1,0 +1,201 @@
+"""Profile the user's own training loop, with their data, loss and optimizer.
+
+::
+
+    with layertime.Profiler(model, optimizer) as prof:
+        for x, y in loader:
+            ...  # the usual step
+            prof.step()
+    print(prof.report())
+
+``prof.step()`` marks the end of one step.  After ``warmup_steps``, steps
+alternate between plain (only timed) and traced (per-layer rows), so the
+profiler's overhead is measured in the same run.  A step spans from one
+``prof.step()`` to the next, so data loading shows up (as ``data``: the work
+before the model's forward), and so does the loss (between the forward and
+the backward).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+
+from layertime.environment import describe
+from layertime.errors import LayertimeError
+from layertime.measure.aggregate import aggregate
+from layertime.measure.attribute import StepCharges, attribute_step, split_steps
+from layertime.measure.tracer import ModuleTable, TraceSession
+from layertime.result import Run
+
+
+class Profiler:
+    """Context manager that profiles every ``every``-th step of a training loop.
+
+    ``max_profiled_steps`` stops tracing after that many traced steps (plain
+    steps are still timed); the model's hooks exist only during traced steps.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        warmup_steps: int = 1,
+        every: int = 2,
+        max_profiled_steps: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        if warmup_steps < 0:
+            raise LayertimeError(f"warmup_steps must be >= 0, not {warmup_steps}")
+        if every < 2:
+            raise LayertimeError(f"every must be >= 2 (one plain step per traced one), not {every}")
+        self.model = model
+        self.optimizer = optimizer
+        self.warmup_steps = warmup_steps
+        self.every = every
+        self.max_profiled_steps = max_profiled_steps
+        self.name = name or type(model).__name__
+        try:
+            first = next(model.parameters())
+            self.device = first.device
+            self.dtype = str(first.dtype).replace("torch.", "")
+        except StopIteration:
+            self.device = torch.device("cpu")
+            self.dtype = "float32"
+        self._table: ModuleTable | None = None
+        self._index = 0
+        self._session: TraceSession | None = None
+        self._t0 = 0.0
+        self._plain: list[float] = []
+        self._traced: list[StepCharges] = []
+        self._input_shape: tuple[int, ...] | None = None
+        self._shape_hook: Any = None
+        self._active = False
+
+    # -- context -----------------------------------------------------------
+    def __enter__(self) -> Profiler:
+        self._table = ModuleTable(self.model)
+        self._shape_hook = self.model.register_forward_pre_hook(self._capture_shape)
+        self._active = True
+        self._begin()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # The step in progress never finished: discard it.
+        try:
+            if self._session is not None:
+                self._session.abort()
+        finally:
+            self._session = None
+            self._active = False
+            if self._shape_hook is not None:
+                self._shape_hook.remove()
+                self._shape_hook = None
+
+    def _capture_shape(self, _mod: nn.Module, args: Any) -> None:
+        if self._input_shape is None and args and isinstance(args[0], torch.Tensor):
+            self._input_shape = tuple(args[0].shape)
+
+    # -- steps -------------------------------------------------------------
+    def _is_traced(self, index: int) -> bool:
+        if index < self.warmup_steps:
+            return False
+        if self.max_profiled_steps is not None and len(self._traced) >= self.max_profiled_steps:
+            return False
+        return (index - self.warmup_steps) % self.every == self.every - 1
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _begin(self) -> None:
+        assert self._table is not None
+        self._sync()
+        if self._is_traced(self._index):
+            self._session = TraceSession(self._table, self.device)
+            self._session.start()
+            self._t0 = time.perf_counter()
+            self._session.enter_step()
+        else:
+            self._t0 = time.perf_counter()
+
+    def _end(self) -> None:
+        self._sync()
+        wall = time.perf_counter() - self._t0
+        session, self._session = self._session, None
+        if session is not None:
+            session.exit_step()
+            events = session.stop()
+            groups = split_steps(events)
+            if len(groups) == 1:
+                step, members = groups[0]
+                cuda = self.device.type == "cuda"
+                self._traced.append(
+                    attribute_step(
+                        step,
+                        members,
+                        device_time=cuda,
+                        step_wall_s=wall if cuda else None,
+                        loop=True,
+                    )
+                )
+        elif self._index >= self.warmup_steps:
+            self._plain.append(wall)
+
+    def step(self) -> None:
+        """Mark the end of a training step (call it once per iteration)."""
+        if not self._active:
+            raise LayertimeError("Profiler.step() called outside its 'with' block")
+        self._end()
+        self._index += 1
+        self._begin()
+
+    # -- results -----------------------------------------------------------
+    @property
+    def profiled_steps(self) -> int:
+        return len(self._traced)
+
+    def result(self) -> Run:
+        """The run so far; needs at least one traced step."""
+        if not self._traced or self._table is None:
+            raise LayertimeError(
+                f"no profiled step yet: {self._index} step(s) done; traced steps start after "
+                f"{self.warmup_steps} warm-up step(s) and come every {self.every} steps"
+            )
+        layers, phases, spread, samples = aggregate(self._table, self._traced)
+        shape = self._input_shape or ()
+        return Run(
+            model=self.name,
+            device=str(self.device),
+            batch_size=int(shape[0]) if shape else 0,
+            input_shape=tuple(int(d) for d in shape[1:]),
+            dtype=self.dtype,
+            optimizer=type(self.optimizer).__name__.lower() if self.optimizer else "none",
+            steps=len(self._traced),
+            warmup_steps=self.warmup_steps,
+            step_samples_s=tuple(self._plain),
+            profiled_step_samples_s=samples,
+            layers=layers,
+            phases=phases,
+            environment=describe(self.device),
+            timing="cuda-kernel-time" if self.device.type == "cuda" else "cpu-self-time",
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            phase_spread_s=spread,
+        )
+
+    def report(self, width: int = 120) -> str:
+        """The result as a plain-text table (headline first)."""
+        from layertime.render.table import render_text
+
+        return render_text(self.result(), width=width)
