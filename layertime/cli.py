@@ -94,7 +94,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the result as JSON (layertime.run/1)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the headline")
     p.add_argument("--width", type=_positive_int, help="table width (default: terminal)")
+    _store_flags(p)
     p.set_defaults(func=cmd_profile)
+
+    sw = sub.add_parser("sweep", help="profile every combination of the given axes")
+    sw.add_argument("models", help="model name(s), comma-separated")
+    sw.add_argument("--batch-sizes", required=True, help="e.g. 1,8,32,128")
+    sw.add_argument("--image-sizes", help="e.g. 224,227 (default: each model's own)")
+    sw.add_argument("--devices", default="auto", help="e.g. cpu,cuda")
+    sw.add_argument("--dtypes", default="float32")
+    sw.add_argument("--optimizers", default="sgd")
+    sw.add_argument("--steps", type=_positive_int, default=3)
+    sw.add_argument("--warmup", type=_nonneg_int, default=1)
+    sw.add_argument("--force", action="store_true", help="measure again what is stored")
+    sw.add_argument("--json", metavar="PATH", help="write the sweep summary as JSON")
+    sw.add_argument("--width", type=_positive_int)
+    sw.add_argument("--db", metavar="PATH", help="database (default $LAYERTIME_DB or data dir)")
+    sw.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("runs", help="stored runs, newest first")
+    r.add_argument("action", nargs="?", choices=("list", "show", "export"), default="list")
+    r.add_argument("id", nargs="?", type=int, help="run id (for show)")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r.add_argument("--csv", metavar="PATH", help="export: write CSV here")
+    r.add_argument("--limit", type=_positive_int)
+    r.add_argument("--width", type=_positive_int)
+    r.add_argument("--db", metavar="PATH")
+    r.set_defaults(func=cmd_runs)
+
+    c = sub.add_parser("compare", help="two or more stored runs side by side")
+    c.add_argument("ids", nargs="+", type=int)
+    c.add_argument("--width", type=_positive_int)
+    c.add_argument("--db", metavar="PATH")
+    c.set_defaults(func=cmd_compare)
 
     m = sub.add_parser("models", help="list the model names layertime knows")
     m.set_defaults(func=cmd_models)
@@ -166,6 +198,142 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(run.headline())
     else:
         _console(args.width).print(render(run))
+    if not args.no_store:
+        config = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+        with _store(args.db) as store:
+            rid = store.add(
+                "profile",
+                model=run.model,
+                config=config,
+                result=run.to_dict(),
+                batch_size=run.batch_size,
+                device=run.device,
+            )
+        if not args.quiet:
+            print(f"stored as run {rid} in {store.path}", file=sys.stderr)
+    return 0
+
+
+#: argparse fields that are presentation or plumbing, not configuration.
+_NOT_CONFIG = {"func", "debug", "json", "quiet", "width", "db", "no_store", "command"}
+
+
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="PATH", help="database (default $LAYERTIME_DB or data dir)")
+    p.add_argument("--no-store", action="store_true", help="do not keep this run in the database")
+
+
+def _store(path: str | None):  # type: ignore[no-untyped-def]
+    from layertime.store import Store
+
+    return Store(path)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from layertime.render.compare import sweep_table
+    from layertime.result import write_text_atomic
+    from layertime.sweep import SweepAxes, parse_axis, run_sweep
+
+    axes = SweepAxes(
+        models=parse_axis(args.models, "models", kind=str),
+        batch_sizes=parse_axis(args.batch_sizes, "batch-sizes"),
+        image_sizes=parse_axis(args.image_sizes, "image-sizes") if args.image_sizes else (None,),
+        devices=parse_axis(args.devices, "devices", kind=str),
+        dtypes=parse_axis(args.dtypes, "dtypes", kind=str),
+        optimizers=parse_axis(args.optimizers, "optimizers", kind=str),
+        steps=args.steps,
+        warmup_steps=args.warmup,
+    )
+    with _store(args.db) as store, _sweep_progress(sys.stderr.isatty()) as progress:
+        result = run_sweep(axes, store, force=args.force, on_progress=progress)
+    _console(args.width).print(sweep_table(result))
+    if args.json:
+        import json
+        from pathlib import Path
+
+        write_text_atomic(Path(args.json), json.dumps(result.summary(), indent=2) + "\n")
+    return 0
+
+
+@contextmanager
+def _sweep_progress(enabled: bool) -> Iterator[Callable[[int, int, str, float | None], None]]:
+    if not enabled:
+        yield lambda done, total, label, eta: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} configurations"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("sweep", total=1)
+
+        def update(done: int, total: int, label: str, eta: float | None) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        yield update
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from layertime.render.compare import runs_csv, runs_table
+    from layertime.render.table import render
+    from layertime.result import Run, write_text_atomic
+
+    with _store(args.db) as store:
+        if args.action == "show":
+            if args.id is None:
+                raise LayertimeError("runs show needs a run id")
+            stored = store.get(args.id)
+            if args.json:
+                print(json.dumps({**stored.summary(), "config": stored.config,
+                                  "result": stored.result}, indent=2))
+            elif stored.kind == "profile" and stored.result:
+                _console(args.width).print(render(Run.from_dict(stored.result)))
+            else:
+                print(json.dumps({**stored.summary(), "config": stored.config,
+                                  "result": stored.result}, indent=2))
+            return 0
+        runs = store.list(limit=args.limit)
+    if args.action == "export":
+        text = runs_csv(runs)
+        if args.csv:
+            from pathlib import Path
+
+            write_text_atomic(Path(args.csv), text)
+        else:
+            sys.stdout.write(text)
+        return 0
+    if args.json:
+        print(json.dumps([r.summary() for r in runs], indent=2))
+    else:
+        _console(args.width).print(runs_table(runs))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from layertime.render.compare import compare_table
+    from layertime.result import Run
+
+    if len(args.ids) < 2:
+        raise LayertimeError("compare needs two run ids or more")
+    runs, labels = [], []
+    with _store(args.db) as store:
+        for rid in args.ids:
+            stored = store.get(rid)
+            if stored.kind != "profile" or not stored.result:
+                raise LayertimeError(f"run {rid} is a {stored.kind} run ({stored.status}), "
+                                     "not a finished profile")
+            run = Run.from_dict(stored.result)
+            runs.append(run)
+            labels.append(f"#{rid} {run.model} b{run.batch_size} {run.device}")
+    _console(args.width).print(compare_table(runs, labels))
     return 0
 
 
