@@ -138,6 +138,24 @@ class KindTotal:
 
 
 @dataclass(frozen=True)
+class Slice:
+    """Where one row's work lay in one traced step (CPU timeline), for traces.
+
+    ``name`` is a layer's dotted path or a step-level row in parentheses
+    (``(loss)``, ``(update)``); ``phase`` is forward, backward, update, loss,
+    zero_grad or data.  ``start_s``/``end_s`` are from the step's start, and
+    span the first to the last op charged to the row; ``self_s`` is its charge.
+    """
+
+    step: int
+    name: str
+    phase: str
+    start_s: float
+    end_s: float
+    self_s: float
+
+
+@dataclass(frozen=True)
 class Environment:
     """Where a run was measured."""
 
@@ -182,6 +200,8 @@ class Run:
     update_split: str = "parameter-elements"
     #: Spread of per-step phase totals (std over steps), keyed like ``phases``.
     phase_spread_s: Mapping[str, float] = field(default_factory=dict)
+    #: One slice per attributed (row, phase) per traced step.
+    timeline: tuple[Slice, ...] = ()
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -323,6 +343,7 @@ class Run:
             "environment": asdict(self.environment),
             "created": self.created,
             "warnings": list(self.warnings),
+            "timeline": [asdict(sl) for sl in self.timeline],
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -352,8 +373,8 @@ class Run:
                 optimizer=d["optimizer"],
                 steps=int(d["steps"]),
                 warmup_steps=int(d["warmup_steps"]),
-                step_samples_s=tuple(float(x) for x in d["step_samples_s"]),
-                profiled_step_samples_s=tuple(float(x) for x in d["profiled_step_samples_s"]),
+                step_samples_s=tuple(_num(x) for x in d["step_samples_s"]),
+                profiled_step_samples_s=tuple(_num(x) for x in d["profiled_step_samples_s"]),
                 layers=layers,
                 phases=Phases(**d["phases"]),
                 environment=Environment(**d["environment"]),
@@ -364,6 +385,7 @@ class Run:
                 warnings=tuple(d.get("warnings", ())),
                 update_split=d.get("update_split", "parameter-elements"),
                 phase_spread_s=dict(d.get("phase_spread_s", {})),
+                timeline=tuple(Slice(**sl) for sl in d.get("timeline", ())),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise LayertimeError(f"malformed layertime run: {e!r}") from e
@@ -387,6 +409,11 @@ class Run:
 
     def with_layers(self, layers: Iterable[LayerRow]) -> Run:
         return replace(self, layers=tuple(layers))
+
+
+def _num(x: Any) -> float:
+    """A JSON number back to float; ``null`` (a non-finite value) is NaN."""
+    return math.nan if x is None else float(x)
 
 
 def _finite(obj: Any) -> Any:

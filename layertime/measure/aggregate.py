@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from layertime.measure.attribute import StepCharges
 from layertime.measure.tracer import ModuleTable
-from layertime.result import LayerRow, Phases
+from layertime.result import LayerRow, Phases, Slice
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -30,6 +30,25 @@ def split_update(charges: StepCharges, table: ModuleTable) -> dict[int, float]:
     if total == 0 or update == 0.0:
         return {}
     return {e.index: update * e.trainable / total for e in table if e.trainable}
+
+
+def timeline(table: ModuleTable, steps: Sequence[StepCharges]) -> tuple[Slice, ...]:
+    """One slice per attributed (row, phase) per step, in time order within a step."""
+    names = {e.index: e.name for e in table}
+    out: list[Slice] = []
+    for i, c in enumerate(steps):
+        step_slices = []
+        for owner, (start, end) in c.spans.items():
+            if owner[0] == "module":
+                idx, phase = owner[1], owner[2]
+                charge = c.modules.get((idx, phase), 0.0)
+                step_slices.append(Slice(i, names[idx], phase, start, end, charge))
+            elif owner[1] != "unattributed":
+                row = owner[1]
+                step_slices.append(Slice(i, f"({row})", row, start, end, c.step.get(row, 0.0)))
+        step_slices.sort(key=lambda sl: (sl.start_s, -sl.end_s))
+        out.extend(step_slices)
+    return tuple(out)
 
 
 def aggregate(

@@ -28,7 +28,7 @@ from torch import nn
 
 from layertime.environment import describe
 from layertime.errors import LayertimeError
-from layertime.measure.aggregate import aggregate
+from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.tracer import ModuleTable, TraceSession
 from layertime.result import Run
@@ -192,6 +192,7 @@ class Profiler:
             timing="cuda-kernel-time" if self.device.type == "cuda" else "cpu-self-time",
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             phase_spread_s=spread,
+            timeline=timeline(self._table, self._traced),
         )
 
     def report(self, width: int = 120) -> str:

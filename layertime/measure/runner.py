@@ -19,7 +19,7 @@ from torch import nn
 
 from layertime.environment import describe
 from layertime.errors import LayertimeError
-from layertime.measure.aggregate import aggregate
+from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.tracer import ModuleTable, TraceSession
 from layertime.models import resolve
@@ -169,6 +169,7 @@ def measure(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         warnings=tuple(warnings),
         phase_spread_s=spread,
+        timeline=timeline(table, traced),
     )
 
 
