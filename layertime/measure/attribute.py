@@ -66,6 +66,9 @@ class StepCharges:
     step: dict[str, float] = field(default_factory=dict)
     #: module index -> forward calls in this step (recomputation not counted).
     calls: dict[int, int] = field(default_factory=dict)
+    #: owner -> (first start, last end) in seconds from the step's start, on
+    #: the CPU timeline: where each row's work lies, for traces.
+    spans: dict[Owner, tuple[float, float]] = field(default_factory=dict)
 
     def total_s(self) -> float:
         return sum(self.modules.values()) + sum(self.step.values())
@@ -139,6 +142,7 @@ def attribute_step(
     seq_owner: dict[tuple[int, int], Owner] = {}
     last_backward_owner: dict[int, Owner] = {}
     charges: dict[Owner, float] = defaultdict(float)
+    spans: dict[Owner, tuple[float, float]] = {}
     calls: dict[int, int] = defaultdict(int)
 
     # Loop mode: where the model's forward starts and the backward starts.
@@ -214,11 +218,13 @@ def attribute_step(
                 (MODULE, BACKWARD_NODE, PHASE)
             ):
                 owner = segment_owner(e.start_us)
-            if e.seq >= 0 and not e.name.startswith(BACKWARD_NODE):
+            if e.seq >= 0 and not e.fwd_thread and not e.name.startswith(BACKWARD_NODE):
                 # An op records the thread's *next* sequence number whether or
                 # not it creates a node; the counter moves only when one is
                 # created.  So the last op seen with a number is its creator
-                # (or nested in it), and later writers win.
+                # (or nested in it), and later writers win.  A node's own
+                # range (it carries a forward thread) is no forward op: it
+                # must not overwrite the number it was looked up by.
                 seq_owner[(e.thread, e.seq)] = owner
             kids = children.get(e.id, [])
             if loop and e is step and not device_time:
@@ -232,6 +238,11 @@ def attribute_step(
                     charges[segment_owner(cursor)] += e.end_us - cursor
             else:
                 charges[owner] += self_time_us(e, kids)
+            span = spans.get(owner)
+            if span is None:
+                spans[owner] = (e.start_us, e.end_us)
+            else:
+                spans[owner] = (min(span[0], e.start_us), max(span[1], e.end_us))
             # Push in reverse so children are visited in time order.
             for k in reversed(kids):
                 stack.append((k, owner, in_bwd))
@@ -247,6 +258,9 @@ def attribute_step(
     for row in STEP_ROWS:
         out.step.setdefault(row, 0.0)
     out.calls = dict(calls)
+    out.spans = {
+        o: ((a - step.start_us) * 1e-6, (b - step.start_us) * 1e-6) for o, (a, b) in spans.items()
+    }
     if device_time:
         if step_wall_s is None:
             raise ValueError("device_time attribution needs the step's wall time")
