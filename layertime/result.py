@@ -355,6 +355,8 @@ class Run:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Run:
+        if not isinstance(d, Mapping):
+            raise LayertimeError(f"not a layertime run (JSON {type(d).__name__}, not an object)")
         schema = d.get("schema")
         if schema != SCHEMA:
             raise LayertimeError(f"not a layertime run (schema {schema!r}, expected {SCHEMA!r})")
@@ -387,7 +389,7 @@ class Run:
                 phase_spread_s=dict(d.get("phase_spread_s", {})),
                 timeline=tuple(Slice(**sl) for sl in d.get("timeline", ())),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise LayertimeError(f"malformed layertime run: {e!r}") from e
 
     @classmethod
@@ -405,6 +407,8 @@ class Run:
             text = p.read_text()
         except OSError as e:
             raise LayertimeError(f"cannot read {p}: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise LayertimeError(f"not a layertime run: {p} is not UTF-8 text") from e
         return cls.from_json(text)
 
     def with_layers(self, layers: Iterable[LayerRow]) -> Run:

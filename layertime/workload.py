@@ -127,9 +127,10 @@ def check_input(
     """One tiny forward (batch 2, no grad, eval mode) to catch a bad shape early.
 
     Returns the shape of the main output.  The model's train/eval mode is
-    restored afterwards.
+    restored afterwards, module by module (a frozen norm layer in a training
+    model stays in eval mode).
     """
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     x = torch.randn((2, *config.input_shape), device=device, dtype=DTYPES[config.dtype])
     shape = "x".join(str(d) for d in config.input_shape)
     try:
@@ -144,7 +145,8 @@ def check_input(
             raise out_of_memory(e, 2, device) from e
         raise LayertimeError(f"input shape {shape} does not fit {label}: {_first_line(e)}") from e
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     if main.dim() < 2:
         raise LayertimeError(
             f"{label} returned an output of shape {tuple(main.shape)}; "

@@ -1,0 +1,31 @@
+"""Shared fixtures for the attribution tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread for a test module, then restore the count.
+
+    On a small shared machine, OpenMP threads waiting on each other turn a
+    millisecond step into half a second; one thread keeps real-net tests fast.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _private_run_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every CLI subprocess it starts) writes runs to its own database,
+    never to the user's data directory."""
+    monkeypatch.setenv("LAYERTIME_DB", str(tmp_path_factory.mktemp("store") / "runs.db"))
