@@ -128,6 +128,53 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--db", metavar="PATH")
     c.set_defaults(func=cmd_compare)
 
+    bl = sub.add_parser("bench-layers", help="each layer alone: forward, input- and weight-gradient")
+    bl.add_argument("model")
+    bl.add_argument("--batch-size", "-b", type=_positive_int, default=128)
+    bl.add_argument("--image-size", type=_positive_int)
+    bl.add_argument("--input-shape", type=_shape)
+    bl.add_argument("--num-classes", type=_positive_int, default=1000)
+    bl.add_argument("--device", default="auto")
+    bl.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"))
+    bl.add_argument("--repeats", type=_positive_int, default=5, help="timed runs per layer (5)")
+    bl.add_argument("--warmup", type=_nonneg_int, default=2, help="untimed runs per layer (2)")
+    bl.add_argument("--steps", type=_positive_int, default=3, help="in-situ profile steps (3)")
+    bl.add_argument("--no-compare", action="store_true", help="skip the in-situ profile")
+    bl.add_argument("--seed", type=int, default=0)
+    bl.add_argument("--json", metavar="PATH", help="write the benchmark as JSON")
+    bl.add_argument("--width", type=_positive_int)
+    _store_flags(bl)
+    bl.set_defaults(func=cmd_bench_layers)
+
+    co = sub.add_parser(
+        "cost", help="count FLOPs, bytes and memory of a training step per layer (no GPU needed)"
+    )
+    co.add_argument("model", help="alexnet, alexnet2012, vgg16, timm:NAME, file.py:fn, pkg.mod:fn")
+    co.add_argument("--batch-size", "-b", type=_positive_int, default=128)
+    co.add_argument("--image-size", type=_positive_int, help="H=W of a 3-channel input")
+    co.add_argument("--input-shape", type=_shape, help="one sample's shape, e.g. 3,64,64")
+    co.add_argument("--num-classes", type=_positive_int, default=1000)
+    co.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
+    co.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"))
+    co.add_argument(
+        "--freeze", action="append", default=[], metavar="MODULE",
+        help="parameters under this module path get no gradient (repeatable)",
+    )
+    co.add_argument(
+        "--device-profile", metavar="NAME", help="predict times on this device (roofline estimate)"
+    )
+    co.add_argument(
+        "--profiles", metavar="FILE.toml", help="extra device profiles ([devices.NAME] tables)"
+    )
+    co.add_argument(
+        "--tf32", choices=("torch", "on", "off"), default="torch",
+        help="float32 conv/matmul on TF32 tensor cores: torch's defaults (conv on, matmul off)",
+    )
+    co.add_argument("--json", metavar="PATH", help="write the result as JSON (layertime.cost/1)")
+    co.add_argument("--quiet", "-q", action="store_true", help="print only the headline")
+    co.add_argument("--width", type=_positive_int, help="table width (default: terminal)")
+    co.set_defaults(func=cmd_cost)
+
     m = sub.add_parser("models", help="list the model names layertime knows")
     m.set_defaults(func=cmd_models)
 
@@ -317,6 +364,47 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_layers(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from layertime.measure.isolated import bench
+    from layertime.measure.runner import profile
+    from layertime.render.bench_table import bench_table
+    from layertime.result import write_text_atomic
+
+    model_opts = dict(
+        batch_size=args.batch_size,
+        input_shape=args.input_shape,
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+    )
+    with _progress(sys.stderr.isatty()) as on_progress:
+        result = bench(
+            args.model,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            on_progress=lambda done, total, name: on_progress("layers alone", done, total),
+            **model_opts,
+        )
+        situ = None
+        if not args.no_compare:
+            situ = profile(args.model, steps=args.steps, on_progress=on_progress, **model_opts)
+    _console(args.width).print(bench_table(result, situ))
+    data = {**result.to_dict(), "in_situ": situ.to_dict() if situ else None}
+    if args.json:
+        write_text_atomic(Path(args.json), json.dumps(data, indent=2) + "\n")
+    if not args.no_store:
+        config = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+        with _store(args.db) as store:
+            store.add("bench-layers", model=result.model, config=config, result=data,
+                      batch_size=result.batch_size, device=result.device)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from layertime.render.compare import compare_table
     from layertime.result import Run
@@ -334,6 +422,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
             runs.append(run)
             labels.append(f"#{rid} {run.model} b{run.batch_size} {run.device}")
     _console(args.width).print(compare_table(runs, labels))
+    return 0
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    from layertime.cost import MathMode, estimate, get_profile, load_profiles, predict
+    from layertime.render.cost_table import render
+
+    extra = load_profiles(args.profiles) if args.profiles else {}
+    profile = get_profile(args.device_profile, extra) if args.device_profile else None
+    if profile is None and args.profiles:
+        raise LayertimeError("--profiles needs --device-profile NAME to choose one")
+    cost = estimate(
+        args.model,
+        batch_size=args.batch_size,
+        input_shape=args.input_shape,
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        optimizer=args.optimizer,
+        dtype=args.dtype,
+        frozen=args.freeze,
+    )
+    if profile is not None:
+        tf32 = {"torch": MathMode(), "on": MathMode(True, True), "off": MathMode(False, False)}
+        cost = predict(cost, profile, mode=tf32[args.tf32])
+    if args.json:
+        cost.save(args.json)
+    if args.quiet:
+        print(cost.headline())
+    else:
+        console = _console(args.width)
+        console.print(render(cost, console.width))
     return 0
 
 

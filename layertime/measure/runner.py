@@ -173,7 +173,17 @@ def measure(
     )
 
 
-def profile(
+@dataclass(frozen=True)
+class Prepared:
+    """A model built and placed on its device, with the workload it will run."""
+
+    model: nn.Module
+    config: WorkloadConfig
+    device: torch.device
+    label: str
+
+
+def prepare(
     model: str | nn.Module,
     *,
     batch_size: int = 128,
@@ -184,19 +194,9 @@ def profile(
     optimizer: str = "sgd",
     dtype: str = "float32",
     amp: str | None = None,
-    steps: int = 3,
-    warmup_steps: int = 1,
-    time_budget_s: float | None = None,
     seed: int = 0,
-    on_progress: ProgressFn | None = None,
-) -> Run:
-    """Profile a training step of ``model`` (a name or an ``nn.Module``), per layer.
-
-    ``input_shape`` is one sample's shape (default 3x224x224, or the model's
-    own size such as 227 for ``alexnet2012``); ``image_size`` sets H and W
-    of a 3-channel image.  Raises :class:`LayertimeError` on bad input.
-    """
-    options = MeasureOptions(steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s)
+) -> Prepared:
+    """Resolve, build and place a model; validate the workload (one-line errors)."""
     dev = resolve_device(device)
     if isinstance(model, str):
         spec = resolve(model)
@@ -224,7 +224,8 @@ def profile(
     )
     torch.manual_seed(seed)
     try:
-        net = spec.build(num_classes) if spec is not None else model
+        square = shape[-1] if len(shape) == 3 and shape[-1] == shape[-2] else None
+        net = spec.build(num_classes, square) if spec is not None else model
         assert isinstance(net, nn.Module)
         net = net.to(device=dev, dtype=DTYPES[dtype])
     except LayertimeError:
@@ -233,5 +234,45 @@ def profile(
         if is_out_of_memory(e):
             raise out_of_memory(e, batch_size, dev) from e
         raise
-    return measure(net, config, dev, label=label, options=options, on_progress=on_progress)
+    return Prepared(net, config, dev, label)
 
+
+def profile(
+    model: str | nn.Module,
+    *,
+    batch_size: int = 128,
+    input_shape: Sequence[int] | None = None,
+    image_size: int | None = None,
+    num_classes: int = 1000,
+    device: str = "auto",
+    optimizer: str = "sgd",
+    dtype: str = "float32",
+    amp: str | None = None,
+    steps: int = 3,
+    warmup_steps: int = 1,
+    time_budget_s: float | None = None,
+    seed: int = 0,
+    on_progress: ProgressFn | None = None,
+) -> Run:
+    """Profile a training step of ``model`` (a name or an ``nn.Module``), per layer.
+
+    ``input_shape`` is one sample's shape (default 3x224x224, or the model's
+    own size such as 227 for ``alexnet2012``); ``image_size`` sets H and W
+    of a 3-channel image.  Raises :class:`LayertimeError` on bad input.
+    """
+    options = MeasureOptions(steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s)
+    p = prepare(
+        model,
+        batch_size=batch_size,
+        input_shape=input_shape,
+        image_size=image_size,
+        num_classes=num_classes,
+        device=device,
+        optimizer=optimizer,
+        dtype=dtype,
+        amp=amp,
+        seed=seed,
+    )
+    return measure(
+        p.model, p.config, p.device, label=p.label, options=options, on_progress=on_progress
+    )

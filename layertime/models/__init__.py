@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -35,13 +35,19 @@ BUILTIN: dict[str, tuple[str, int]] = {
 }
 
 
+class Builder(Protocol):
+    def __call__(self, num_classes: int, image_size: int | None = None) -> nn.Module: ...
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A resolved model name: how to build it and the image size it expects."""
 
     name: str
     source: str
-    build: Callable[[int], nn.Module]
+    #: build(num_classes, image_size): image_size (H=W) matters only to models
+    #: whose shape is fixed at construction (ViT); None means the default.
+    build: Builder
     default_image_size: int | None = 224
 
 
@@ -73,7 +79,7 @@ def _torchvision_image_size(name: str) -> int:
     return 224
 
 
-def _build_torchvision(name: str, num_classes: int) -> nn.Module:
+def _build_torchvision(name: str, num_classes: int, image_size: int | None = None) -> nn.Module:
     import torchvision
 
     kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
@@ -81,8 +87,9 @@ def _build_torchvision(name: str, num_classes: int) -> nn.Module:
         kwargs["init_weights"] = True  # silences torchvision's init-change warning
     if name.startswith("vit_"):
         # A ViT's position embedding fixes its input size; build it for the
-        # size it is profiled at by default (518 for vit_h_14, else 224).
-        kwargs["image_size"] = _torchvision_image_size(name)
+        # size asked for, or the size it is profiled at by default (518 for
+        # vit_h_14, else 224).
+        kwargs["image_size"] = image_size or _torchvision_image_size(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torchvision.models.get_model(name, **kwargs)
@@ -158,6 +165,15 @@ def _load_module_attr(mod_text: str, attr: str) -> Callable[..., Any]:
     return fn  # type: ignore[no-any-return]
 
 
+def _ignore_size(fn: Callable[[int], nn.Module]) -> Builder:
+    """A builder for a model whose input size is not fixed at construction."""
+
+    def build(num_classes: int, image_size: int | None = None) -> nn.Module:
+        return fn(num_classes)
+
+    return build
+
+
 def resolve(name: str) -> ModelSpec:
     """Resolve a model name to a :class:`ModelSpec`, or raise a one-line error."""
     name = name.strip()
@@ -167,10 +183,10 @@ def resolve(name: str) -> ModelSpec:
         target, size = BUILTIN[name]
         mod_text, attr = target.split(":")
         cls = _load_module_attr(mod_text, attr)
-        return ModelSpec(name, "builtin", lambda n: _call_builder(cls, name, n), size)
+        return ModelSpec(name, "builtin", _ignore_size(lambda n: _call_builder(cls, name, n)), size)
     if name.startswith("timm:"):
         tname = name[len("timm:") :]
-        return ModelSpec(name, "timm", lambda n: _build_timm(tname, n), None)
+        return ModelSpec(name, "timm", _ignore_size(lambda n: _build_timm(tname, n)), None)
     if ":" in name:
         left, attr = name.rsplit(":", 1)
         if not attr.isidentifier():
@@ -179,12 +195,12 @@ def resolve(name: str) -> ModelSpec:
             fn = _load_file(left, attr)
         else:
             fn = _load_module_attr(left, attr)
-        return ModelSpec(name, "user", lambda n: _call_builder(fn, name, n), None)
+        return ModelSpec(name, "user", _ignore_size(lambda n: _call_builder(fn, name, n)), None)
     if name in torchvision_names():
         return ModelSpec(
             name,
             "torchvision",
-            lambda n: _build_torchvision(name, n),
+            functools.partial(_build_torchvision, name),
             _torchvision_image_size(name),
         )
     close = difflib.get_close_matches(name.lower(), available(), n=3, cutoff=0.6)

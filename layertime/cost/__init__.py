@@ -1,0 +1,218 @@
+"""The cost model: what one training step costs per layer, counted without running it.
+
+Public API::
+
+    from layertime.cost import estimate, predict, get_profile
+    cost = estimate("vgg16", batch_size=256)            # a CostResult (meta device)
+    cost = predict(cost, get_profile("a100"))           # adds roofline estimates
+    print(cost.headline())
+
+Counts come from ``layertime.cost.counts``, device profiles from
+``layertime.cost.devices``, predictions from ``layertime.cost.roofline``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings as _warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from layertime.cost.counts import count_step
+from layertime.cost.devices import DeviceProfile, builtin_profiles, get_profile, load_profiles
+from layertime.cost.result import SCHEMA, CostResult, LayerCost, PhaseCounts, PhaseTimes
+from layertime.cost.roofline import Efficiency, MathMode, predict
+from layertime.errors import LayertimeError
+from layertime.models import resolve
+from layertime.workload import DTYPES, WorkloadConfig
+
+__all__ = [
+    "SCHEMA",
+    "CostResult",
+    "DeviceProfile",
+    "Efficiency",
+    "LayerCost",
+    "MathMode",
+    "PhaseCounts",
+    "PhaseTimes",
+    "builtin_profiles",
+    "estimate",
+    "get_profile",
+    "load_profiles",
+    "predict",
+]
+
+#: Factory functions that build parameters; with no device given they go to meta when large.
+_FACTORIES = (
+    torch.empty,
+    torch.zeros,
+    torch.ones,
+    torch.full,
+    torch.rand,
+    torch.randn,
+    torch.empty_strided,
+)
+#: Tensors below this many elements are built for real (cheap), so that models
+#: computing their shape from small tensors (RegNet's widths) still build.
+_META_MIN_ELEMENTS = 4096
+
+
+class _LargeTensorsOnMeta(TorchFunctionMode):
+    """While building a model, makes large factory tensors on the meta device."""
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in _FACTORIES and kwargs.get("device") is None:
+            size = args[0] if args and isinstance(args[0], (tuple, list, torch.Size)) else args
+            try:
+                n = math.prod(int(s) for s in size)
+            except (TypeError, ValueError):
+                n = 0
+            if n >= _META_MIN_ELEMENTS:
+                kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def build_meta(build: Callable[[int], nn.Module], num_classes: int, dtype: str) -> nn.Module:
+    """Build a model with its parameters on the meta device, allocating (almost) nothing.
+
+    Large tensors are made on meta as the model is built; should the
+    builder need real data (it reads values back), it is built on the CPU
+    and moved.  The model ends with every parameter and buffer on meta.
+    """
+    try:
+        with _LargeTensorsOnMeta():
+            model = build(num_classes)
+    except LayertimeError:
+        raise
+    except Exception:
+        model = build(num_classes)
+    return model.to(device="meta", dtype=DTYPES[dtype])
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers are meta tensors (the original is untouched)."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
+
+
+def freeze(model: nn.Module, prefixes: Sequence[str]) -> int:
+    """Make parameters under the given module paths not require grad; returns how many elements."""
+    frozen = 0
+    for prefix in prefixes:
+        hit = False
+        for name, p in model.named_parameters():
+            if prefix in ("", "*") or name == prefix or name.startswith(prefix + "."):
+                hit = True
+                if p.requires_grad:
+                    p.requires_grad_(False)
+                    frozen += p.numel()
+        if not hit:
+            raise LayertimeError(f"--freeze {prefix!r} matches no parameter of the model")
+    return frozen
+
+
+def estimate(
+    model: str | nn.Module,
+    *,
+    batch_size: int = 128,
+    input_shape: Sequence[int] | None = None,
+    image_size: int | None = None,
+    num_classes: int = 1000,
+    optimizer: str = "sgd",
+    dtype: str = "float32",
+    frozen: Sequence[str] = (),
+    training: bool = True,
+) -> CostResult:
+    """Count one training step of ``model`` per layer, on the meta device when it can.
+
+    ``model`` is a name :func:`layertime.models.resolve` accepts or an
+    ``nn.Module`` (copied to meta, never modified).  ``frozen`` lists module
+    paths whose parameters get no gradient.  A model that cannot run on the
+    meta device is counted with real tensors on the CPU instead, and the
+    result's ``warnings`` say so.
+    """
+    if input_shape is not None and image_size is not None:
+        raise LayertimeError("give --input-shape or --image-size, not both")
+    if isinstance(model, str):
+        spec = resolve(model)
+        label = spec.name
+        default_size = spec.default_image_size or 224
+        build: Callable[[int], nn.Module] = spec.build
+    else:
+        if not isinstance(model, nn.Module):
+            raise LayertimeError(f"expected a model name or an nn.Module, not {type(model).__name__}")
+        label = type(model).__name__
+        default_size = 224
+        user = model
+
+        def build(_n: int) -> nn.Module:
+            return user
+
+    if input_shape is not None:
+        shape = tuple(int(d) for d in input_shape)
+    else:
+        size = image_size if image_size is not None else default_size
+        shape = (3, size, size)
+    config = WorkloadConfig(
+        batch_size=batch_size,
+        input_shape=shape,
+        num_classes=num_classes,
+        optimizer=optimizer,
+        dtype=dtype,
+    )
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        try:
+            net = (
+                build_meta(build, num_classes, dtype)
+                if isinstance(model, str)
+                else meta_copy(model).to(dtype=DTYPES[dtype])
+            )
+        except LayertimeError:
+            raise
+        except Exception as e:
+            raise LayertimeError(f"cannot build {label}: {_first_line(e)}") from e
+        freeze(net, frozen)
+        try:
+            return count_step(net, config, label=label, training=training)
+        except LayertimeError:
+            raise
+        except Exception as meta_error:
+            reason = _first_line(meta_error)
+        note = (
+            f"{label} cannot run on the meta device ({reason}); "
+            "counted with real tensors on the CPU instead"
+        )
+        try:
+            real = build(num_classes) if isinstance(model, str) else copy.deepcopy(model)
+            real = real.to(device="cpu", dtype=DTYPES[dtype])
+            freeze(real, frozen)
+            return count_step(real, config, label=label, training=training, warnings=(note,))
+        except LayertimeError:
+            raise
+        except Exception as e:
+            shape_text = "x".join(str(d) for d in shape)
+            raise LayertimeError(
+                f"cannot run {label} on input {shape_text}: {_first_line(e)}"
+            ) from e

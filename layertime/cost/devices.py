@@ -1,0 +1,270 @@
+"""Device profiles: peak arithmetic rates and memory bandwidth, built in or from a TOML file.
+
+Peaks are dense (no structured sparsity), at boost clock where the vendor
+quotes one, in TFLOP/s; bandwidth is in GB/s (10^9 bytes).  Each entry names
+its source.  A user file adds or overrides profiles::
+
+    [devices.my-gpu]
+    name = "My GPU"
+    fp32_tflops = 30.0
+    tf32_tflops = 60.0          # optional, tensor cores
+    bf16_tflops = 120.0         # optional
+    fp16_tflops = 120.0         # optional
+    fp64_tflops = 0.5           # optional
+    memory_bandwidth_gb_per_s = 900.0
+    memory_gb = 24              # optional
+    source = "vendor datasheet"
+
+    [devices.my-gpu.compute_efficiency]   # optional, per layer kind
+    conv = 0.5
+    [devices.my-gpu.memory_efficiency]    # optional, per layer kind
+    default = 0.7
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from layertime.errors import LayertimeError
+
+#: The precisions a profile may give a peak for, in the order tables show them.
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp64")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Peaks and bandwidth of one device; efficiencies (optional) override the defaults."""
+
+    key: str
+    name: str
+    #: Dense peak TFLOP/s per precision; tf32/bf16/fp16 are tensor-core rates where the device has them.
+    peak_tflops: Mapping[str, float]
+    memory_bandwidth_gb_per_s: float
+    source: str
+    memory_gb: float | None = None
+    compute_efficiency: Mapping[str, float] = field(default_factory=dict)
+    memory_efficiency: Mapping[str, float] = field(default_factory=dict)
+
+    def peak_flops_per_s(self, precision: str) -> float | None:
+        """The peak for ``precision`` in FLOP/s, or None when the device has none."""
+        v = self.peak_tflops.get(precision)
+        return v * 1e12 if v else None
+
+    @property
+    def memory_bytes_per_s(self) -> float:
+        return self.memory_bandwidth_gb_per_s * 1e9
+
+
+def _p(
+    key: str,
+    name: str,
+    *,
+    fp32: float,
+    bw: float,
+    mem: float,
+    source: str,
+    tf32: float | None = None,
+    bf16: float | None = None,
+    fp16: float | None = None,
+    fp64: float | None = None,
+) -> DeviceProfile:
+    peaks = {"fp32": fp32, "tf32": tf32, "bf16": bf16, "fp16": fp16, "fp64": fp64}
+    return DeviceProfile(
+        key=key,
+        name=name,
+        peak_tflops={k: v for k, v in peaks.items() if v is not None},
+        memory_bandwidth_gb_per_s=bw,
+        memory_gb=mem,
+        source=source,
+    )
+
+
+def builtin_profiles() -> dict[str, DeviceProfile]:
+    """The built-in table, keyed by profile name (a new dict each call)."""
+    profiles = [
+        # GeForce GTX 580 (Fermi GF110, 2010), the GPUs AlexNet was trained on:
+        # 512 CUDA cores x 1544 MHz shader clock x 2 = 1581 GFLOP/s FP32; FP64
+        # capped at 1/8; 192.4 GB/s GDDR5 (4008 MT/s, 384-bit); 1.5 GB (3 GB
+        # boards existed).  No tensor cores, no fast FP16.
+        # Source: NVIDIA GeForce GTX 580 specifications page.
+        _p("gtx580", "NVIDIA GeForce GTX 580", fp32=1.581, fp64=0.198, bw=192.4, mem=1.5,
+           source="NVIDIA GeForce GTX 580 specifications"),
+        # Tesla K40 (Kepler GK110B, 2013): 4.29 TFLOP/s FP32 and 1.43 FP64 at
+        # base clock, 288 GB/s, 12 GB GDDR5.
+        # Source: NVIDIA Tesla K40 GPU Accelerator board specification / datasheet.
+        _p("k40", "NVIDIA Tesla K40", fp32=4.29, fp64=1.43, bw=288.0, mem=12,
+           source="NVIDIA Tesla K40 datasheet"),
+        # GeForce GTX TITAN X (Maxwell GM200, 2015): 3072 cores x 1000 MHz base
+        # x 2 = 6.14 TFLOP/s FP32 (6.6 at 1075 MHz boost; base used); FP64 1/32;
+        # 336.5 GB/s (7 Gbps, 384-bit); 12 GB.
+        # Source: NVIDIA GeForce GTX TITAN X specifications page.
+        _p("titanx-maxwell", "NVIDIA GeForce GTX TITAN X (Maxwell)", fp32=6.14, fp64=0.19,
+           bw=336.5, mem=12, source="NVIDIA GeForce GTX TITAN X specifications"),
+        # Tesla P100 SXM2 (Pascal GP100, 2016): 10.6 TFLOP/s FP32, 21.2 FP16
+        # (packed half2 on CUDA cores, no tensor cores), 5.3 FP64, 732 GB/s HBM2, 16 GB.
+        # Source: NVIDIA Tesla P100 datasheet (NVLink version).
+        _p("p100", "NVIDIA Tesla P100 SXM2", fp32=10.6, fp16=21.2, fp64=5.3, bw=732.0, mem=16,
+           source="NVIDIA Tesla P100 datasheet (SXM2)"),
+        # Tesla V100 SXM2 (Volta GV100, 2017): 15.7 TFLOP/s FP32, 125 tensor
+        # (FP16 in, FP32 accumulate), 7.8 FP64, 900 GB/s HBM2, 16/32 GB.
+        # No TF32 or BF16 (BF16 runs at FP32 rate here).
+        # Source: NVIDIA Tesla V100 datasheet (SXM2).
+        _p("v100", "NVIDIA Tesla V100 SXM2", fp32=15.7, fp16=125.0, fp64=7.8, bw=900.0, mem=32,
+           source="NVIDIA Tesla V100 datasheet (SXM2)"),
+        # A100 SXM4 80GB (Ampere GA100, 2020): 19.5 TFLOP/s FP32, 156 TF32
+        # tensor, 312 BF16/FP16 tensor (dense; datasheet's 312/624 are with
+        # sparsity), 9.7 FP64 (19.5 FP64 tensor), 2039 GB/s HBM2e, 80 GB.
+        # Source: NVIDIA A100 Tensor Core GPU datasheet.
+        _p("a100", "NVIDIA A100 SXM4 80GB", fp32=19.5, tf32=156.0, bf16=312.0, fp16=312.0,
+           fp64=9.7, bw=2039.0, mem=80, source="NVIDIA A100 datasheet (SXM4 80GB)"),
+        # A100 SXM4 40GB: the same compute, 1555 GB/s HBM2.
+        # Source: NVIDIA A100 Tensor Core GPU datasheet.
+        _p("a100-40gb", "NVIDIA A100 SXM4 40GB", fp32=19.5, tf32=156.0, bf16=312.0, fp16=312.0,
+           fp64=9.7, bw=1555.0, mem=40, source="NVIDIA A100 datasheet (SXM4 40GB)"),
+        # H100 SXM5 (Hopper GH100, 2022): 67 TFLOP/s FP32, tensor TF32 494.5,
+        # BF16/FP16 989.5 (the datasheet's 989/1979 are with sparsity: halved),
+        # 34 FP64, 3.35 TB/s HBM3, 80 GB.
+        # Source: NVIDIA H100 Tensor Core GPU datasheet (SXM).
+        _p("h100", "NVIDIA H100 SXM5 80GB", fp32=67.0, tf32=494.5, bf16=989.5, fp16=989.5,
+           fp64=34.0, bw=3350.0, mem=80, source="NVIDIA H100 datasheet (SXM)"),
+        # H100 PCIe: 51 TFLOP/s FP32, tensor TF32 378, BF16/FP16 756.5 (the
+        # datasheet's 756/1513 with sparsity, halved),
+        # 26 FP64, 2.0 TB/s HBM2e, 80 GB.
+        # Source: NVIDIA H100 Tensor Core GPU datasheet (PCIe).
+        _p("h100-pcie", "NVIDIA H100 PCIe 80GB", fp32=51.0, tf32=378.0, bf16=756.5, fp16=756.5,
+           fp64=26.0, bw=2000.0, mem=80, source="NVIDIA H100 datasheet (PCIe)"),
+        # H200 SXM (Hopper GH100 with HBM3e, 2024): compute as H100 SXM (67
+        # FP32; TF32 989 and BF16/FP16 1979 with sparsity, halved), 4.8 TB/s, 141 GB.
+        # Source: NVIDIA H200 Tensor Core GPU datasheet.
+        _p("h200", "NVIDIA H200 SXM 141GB", fp32=67.0, tf32=494.5, bf16=989.5, fp16=989.5,
+           fp64=34.0, bw=4800.0, mem=141, source="NVIDIA H200 datasheet (SXM)"),
+        # Tesla T4 (Turing TU104, 2018): 8.1 TFLOP/s FP32, 65 FP16 tensor
+        # (mixed precision), 320 GB/s GDDR6, 16 GB.  No TF32/BF16.
+        # Source: NVIDIA T4 Tensor Core GPU datasheet.
+        _p("t4", "NVIDIA Tesla T4", fp32=8.1, fp16=65.0, bw=320.0, mem=16,
+           source="NVIDIA T4 datasheet"),
+    ]
+    return {p.key: p for p in profiles}
+
+
+_REQUIRED = ("fp32_tflops", "memory_bandwidth_gb_per_s")
+_OPTIONAL_NUM = ("tf32_tflops", "bf16_tflops", "fp16_tflops", "fp64_tflops", "memory_gb")
+_KNOWN = set(_REQUIRED) | set(_OPTIONAL_NUM) | {
+    "name",
+    "source",
+    "compute_efficiency",
+    "memory_efficiency",
+}
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """The line of a profile's table header in the TOML text, if it can be found."""
+    pat = re.compile(r"^\s*\[\s*devices\s*\.\s*\"?" + re.escape(key) + r"\"?\s*\]", re.M)
+    m = pat.search(text)
+    return text.count("\n", 0, m.start()) + 1 if m else None
+
+
+def _number(value: Any, where: str, what: str, *, fraction: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LayertimeError(f"{where}: {what} must be a number, not {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v <= 0 or (fraction and v > 1):
+        bound = "in (0, 1]" if fraction else "> 0"
+        raise LayertimeError(f"{where}: {what} must be {bound}, not {value!r}")
+    return v
+
+
+def _efficiencies(value: Any, where: str, what: str) -> dict[str, float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"default": _number(value, where, what, fraction=True)}
+    if not isinstance(value, dict):
+        raise LayertimeError(f"{where}: {what} must be a table of kind = fraction")
+    return {str(k): _number(v, where, f"{what}.{k}", fraction=True) for k, v in value.items()}
+
+
+def parse_profiles(text: str, path: str = "<text>") -> dict[str, DeviceProfile]:
+    """Profiles from TOML text; errors name the file and line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg).strip()
+        if m:
+            raise LayertimeError(
+                f"{path}:{m.group(1)}: not valid TOML: {reason} (column {m.group(2)})"
+            ) from e
+        raise LayertimeError(f"{path}: not valid TOML: {reason}") from e
+    devices = data.get("devices")
+    if not isinstance(devices, dict) or not devices:
+        raise LayertimeError(f"{path}: no [devices.NAME] tables (see 'layertime cost --help')")
+    out: dict[str, DeviceProfile] = {}
+    for key, body in devices.items():
+        line = _line_of(text, key)
+        where = f"{path}:{line}" if line else path
+        where += f" [devices.{key}]"
+        if not isinstance(body, dict):
+            raise LayertimeError(f"{where}: must be a table")
+        unknown = sorted(set(body) - _KNOWN)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(_KNOWN), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise LayertimeError(f"{where}: unknown field {unknown[0]!r}{hint}")
+        missing = [k for k in _REQUIRED if k not in body]
+        if missing:
+            raise LayertimeError(f"{where}: missing {', '.join(missing)}")
+        peaks = {"fp32": _number(body["fp32_tflops"], where, "fp32_tflops")}
+        for prec in ("tf32", "bf16", "fp16", "fp64"):
+            if f"{prec}_tflops" in body:
+                peaks[prec] = _number(body[f"{prec}_tflops"], where, f"{prec}_tflops")
+        mem = body.get("memory_gb")
+        out[key] = DeviceProfile(
+            key=key,
+            name=str(body.get("name", key)),
+            peak_tflops=peaks,
+            memory_bandwidth_gb_per_s=_number(
+                body["memory_bandwidth_gb_per_s"], where, "memory_bandwidth_gb_per_s"
+            ),
+            source=str(body.get("source", f"user profile {path}")),
+            memory_gb=_number(mem, where, "memory_gb") if mem is not None else None,
+            compute_efficiency=_efficiencies(
+                body.get("compute_efficiency", {}), where, "compute_efficiency"
+            ),
+            memory_efficiency=_efficiencies(
+                body.get("memory_efficiency", {}), where, "memory_efficiency"
+            ),
+        )
+    return out
+
+
+def load_profiles(path: str | Path) -> dict[str, DeviceProfile]:
+    """Profiles from a TOML file (see the module docstring for its format)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise LayertimeError(f"cannot read {p}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise LayertimeError(f"{p}: not a text file ({e.reason})") from e
+    return parse_profiles(text, str(p))
+
+
+def get_profile(name: str, extra: Mapping[str, DeviceProfile] | None = None) -> DeviceProfile:
+    """A profile by name: the user's ``extra`` first, then the built-in table."""
+    table = {**builtin_profiles(), **(extra or {})}
+    key = name.strip().lower()
+    for k, prof in table.items():
+        if k.lower() == key:
+            return prof
+    close = difflib.get_close_matches(key, list(table), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise LayertimeError(
+        f"unknown device profile {name!r} ({hint}known: {', '.join(sorted(table))})"
+    )

@@ -1,0 +1,589 @@
+"""The immutable cost model of one training step: counts per layer, and optional predictions.
+
+Collectors (``layertime.cost.counts``) build a :class:`CostResult`;
+``layertime.cost.roofline`` adds predictions by returning a new one;
+renderers only read it.  It round-trips through JSON under the schema
+``layertime.cost/1`` (``docs/cost.md``).  Counts are per training step
+(one forward, one backward, one optimizer update of the whole batch).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from layertime.errors import LayertimeError
+from layertime.result import KIND_LABELS, KINDS, _finite, write_text_atomic
+
+SCHEMA = "layertime.cost/1"
+
+#: The phases work is charged to, in order.
+PHASES: tuple[str, ...] = ("forward", "backward_input", "backward_weight", "update")
+
+#: How an op's FLOPs were obtained: a formula (counted), none by nature
+#: (views, copies, allocation: 0 FLOPs exactly), or no formula (not counted).
+FLOP_STATUSES: tuple[str, ...] = ("formula", "none", "not_counted")
+
+#: The conventions every count follows; printed under tables and stored in JSON.
+CONVENTIONS: dict[str, str] = {
+    "flops": (
+        "FLOPs = 2 x multiply-accumulates (MACs); torchvision's 'GFLOPS' are GMACs. "
+        "Matmul, convolution and attention ops are counted with torch.utils.flop_counter's "
+        "formulas (convolution weight gradients corrected for groups); other ops with "
+        "arithmetic are listed as not counted, never silently dropped."
+    ),
+    "backward": (
+        "backward counts what autograd runs in the step: no input gradient for a layer "
+        "whose input needs none (the first layer), no weight gradient for frozen "
+        "parameters; each backward op is charged to the layer whose forward created "
+        "its autograd node, and to backward_weight when it only produces parameter "
+        "gradients, else to backward_input."
+    ),
+    "update": (
+        "update FLOPs and bytes are per parameter element for the optimizer's "
+        "steady-state step (sqrt and divide count as one FLOP, scalar work is ignored)."
+    ),
+    "bytes": (
+        "bytes moved follow a minimum-traffic model: every op reads each distinct input "
+        "element and writes each output element once, nothing stays cached between ops; "
+        "views move nothing."
+    ),
+    "memory": (
+        "saved_activations: storages autograd keeps for backward, charged to the first "
+        "layer that saves them, parameters excluded; output: returned tensors that the "
+        "layer's own ops wrote last (a container passing on a child's output owns none)."
+    ),
+    "prediction": (
+        "predicted times are roofline estimates, not measurements: per op the larger of "
+        "FLOPs / (peak x compute efficiency of the layer's kind) and bytes / (bandwidth "
+        "x memory efficiency); no launch overhead, no overlap between ops."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PhaseCounts:
+    """An integer quantity (FLOPs or bytes) for each phase of a step."""
+
+    forward: int = 0
+    backward_input: int = 0
+    backward_weight: int = 0
+    update: int = 0
+
+    @property
+    def backward(self) -> int:
+        return self.backward_input + self.backward_weight
+
+    @property
+    def total(self) -> int:
+        return self.forward + self.backward + self.update
+
+    def __add__(self, other: PhaseCounts) -> PhaseCounts:
+        return PhaseCounts(
+            self.forward + other.forward,
+            self.backward_input + other.backward_input,
+            self.backward_weight + other.backward_weight,
+            self.update + other.update,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {p: getattr(self, p) for p in PHASES}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PhaseCounts:
+        return cls(**{p: int(d.get(p, 0)) for p in PHASES})
+
+
+@dataclass(frozen=True)
+class MemoryBytes:
+    """Bytes one layer holds during a step, by what they are."""
+
+    weights: int = 0
+    grads: int = 0
+    optimizer_state: int = 0
+    saved_activations: int = 0
+    output: int = 0
+
+    @property
+    def total(self) -> int:
+        """Weights, gradients, optimizer state and saved activations (output is not added)."""
+        return self.weights + self.grads + self.optimizer_state + self.saved_activations
+
+    def __add__(self, other: MemoryBytes) -> MemoryBytes:
+        return MemoryBytes(
+            self.weights + other.weights,
+            self.grads + other.grads,
+            self.optimizer_state + other.optimizer_state,
+            self.saved_activations + other.saved_activations,
+            self.output + other.output,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "weights": self.weights,
+            "grads": self.grads,
+            "optimizer_state": self.optimizer_state,
+            "saved_activations": self.saved_activations,
+            "output": self.output,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MemoryBytes:
+        return cls(**{k: int(d.get(k, 0)) for k in cls().to_dict()})
+
+
+@dataclass(frozen=True)
+class OpWork:
+    """All calls of one op in one layer and phase: FLOPs and bytes moved, summed."""
+
+    op: str
+    phase: str
+    calls: int
+    flops: int
+    bytes_moved: int
+    #: One of FLOP_STATUSES.
+    flop_status: str = "formula"
+    #: What the op is treated as for peak selection: "conv", "matmul" or "other".
+    math: str = "other"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "phase": self.phase,
+            "calls": self.calls,
+            "flops": self.flops,
+            "bytes": self.bytes_moved,
+            "flop_status": self.flop_status,
+            "math": self.math,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OpWork:
+        return cls(
+            op=str(d["op"]),
+            phase=str(d["phase"]),
+            calls=int(d["calls"]),
+            flops=int(d["flops"]),
+            bytes_moved=int(d["bytes"]),
+            flop_status=str(d.get("flop_status", "formula")),
+            math=str(d.get("math", "other")),
+        )
+
+
+@dataclass(frozen=True)
+class PhaseTimes:
+    """Predicted seconds per phase of one layer (an estimate, never a measurement)."""
+
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    update_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.forward_s + self.backward_s + self.update_s
+
+    def __add__(self, other: PhaseTimes) -> PhaseTimes:
+        return PhaseTimes(
+            self.forward_s + other.forward_s,
+            self.backward_s + other.backward_s,
+            self.update_s + other.update_s,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "forward_s": self.forward_s,
+            "backward_s": self.backward_s,
+            "update_s": self.update_s,
+            "total_s": self.total_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PhaseTimes:
+        return cls(float(d["forward_s"]), float(d["backward_s"]), float(d["update_s"]))
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """The cost of one module in one training step; its *self* work, as in the profile.
+
+    ``name`` and ``kind`` are those of :class:`layertime.result.LayerRow`, so the
+    two join on ``name``.  A container's row holds only the ops its own
+    ``forward`` runs outside its children.
+    """
+
+    name: str
+    kind: str
+    type: str
+    params: int
+    trainable_params: int
+    calls: int
+    flops: PhaseCounts
+    bytes_moved: PhaseCounts
+    memory_bytes: MemoryBytes
+    ops: tuple[OpWork, ...] = ()
+    predicted: PhaseTimes | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or "(model)"
+
+    @property
+    def macs_forward(self) -> int:
+        """Forward multiply-accumulates: counted forward FLOPs / 2."""
+        return self.flops.forward // 2
+
+    def intensity(self, phase: str) -> float | None:
+        """FLOPs per byte moved in ``forward``, ``backward``, ``update`` or ``total``; None if no bytes."""
+        f = getattr(self.flops, phase)
+        b = getattr(self.bytes_moved, phase)
+        return f / b if b else None
+
+    @property
+    def not_counted(self) -> tuple[str, ...]:
+        """Ops of this layer whose arithmetic has no formula, sorted."""
+        return tuple(sorted({w.op for w in self.ops if w.flop_status == "not_counted"}))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "type": self.type,
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "calls": self.calls,
+            "macs_forward": self.macs_forward,
+            "flops": self.flops.to_dict(),
+            "bytes_moved": self.bytes_moved.to_dict(),
+            "arithmetic_intensity": {
+                p: self.intensity(p) for p in ("forward", "backward", "update", "total")
+            },
+            "memory_bytes": self.memory_bytes.to_dict(),
+            "not_counted": list(self.not_counted),
+            "ops": [w.to_dict() for w in self.ops],
+        }
+        if self.predicted is not None:
+            d["predicted"] = self.predicted.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LayerCost:
+        pred = d.get("predicted")
+        return cls(
+            name=str(d["name"]),
+            kind=str(d["kind"]),
+            type=str(d["type"]),
+            params=int(d["params"]),
+            trainable_params=int(d.get("trainable_params", d["params"])),
+            calls=int(d.get("calls", 0)),
+            flops=PhaseCounts.from_dict(d["flops"]),
+            bytes_moved=PhaseCounts.from_dict(d["bytes_moved"]),
+            memory_bytes=MemoryBytes.from_dict(d["memory_bytes"]),
+            ops=tuple(OpWork.from_dict(w) for w in d.get("ops", ())),
+            predicted=PhaseTimes.from_dict(pred) if pred is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class KindCost:
+    """Parameters, FLOPs, bytes and predicted time of all rows of one kind, with shares."""
+
+    kind: str
+    layers: int
+    params: int
+    params_share: float
+    macs_forward: int
+    flops: PhaseCounts
+    flops_share: float
+    bytes_moved: PhaseCounts
+    predicted_s: float | None = None
+    predicted_share: float | None = None
+
+    @property
+    def label(self) -> str:
+        return KIND_LABELS.get(self.kind, self.kind)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """How predictions were made: the device profile, efficiencies and math modes used."""
+
+    device: str
+    device_name: str
+    source: str
+    peak_tflops: Mapping[str, float]
+    memory_bandwidth_gb_per_s: float
+    compute_efficiency: Mapping[str, float]
+    memory_efficiency: Mapping[str, float]
+    #: The peak each math class used, e.g. {"conv": "tf32", "matmul": "fp32", "other": "fp32"}.
+    math_peaks: Mapping[str, str]
+    memory_gb: float | None = None
+    efficiency_source: str = "defaults (uncalibrated)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "device_name": self.device_name,
+            "source": self.source,
+            "peak_tflops": dict(self.peak_tflops),
+            "memory_bandwidth_gb_per_s": self.memory_bandwidth_gb_per_s,
+            "memory_gb": self.memory_gb,
+            "compute_efficiency": dict(self.compute_efficiency),
+            "memory_efficiency": dict(self.memory_efficiency),
+            "efficiency_source": self.efficiency_source,
+            "math_peaks": dict(self.math_peaks),
+            "label": "estimate",
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Prediction:
+        mem = d.get("memory_gb")
+        return cls(
+            device=str(d["device"]),
+            device_name=str(d["device_name"]),
+            source=str(d.get("source", "")),
+            peak_tflops={k: float(v) for k, v in d["peak_tflops"].items()},
+            memory_bandwidth_gb_per_s=float(d["memory_bandwidth_gb_per_s"]),
+            compute_efficiency={k: float(v) for k, v in d["compute_efficiency"].items()},
+            memory_efficiency={k: float(v) for k, v in d["memory_efficiency"].items()},
+            math_peaks={k: str(v) for k, v in d["math_peaks"].items()},
+            memory_gb=float(mem) if mem is not None else None,
+            efficiency_source=str(d.get("efficiency_source", "")),
+        )
+
+
+@dataclass(frozen=True)
+class CostResult:
+    """The counted cost of one training step of one model configuration."""
+
+    model: str
+    batch_size: int
+    input_shape: tuple[int, ...]
+    num_classes: int | None
+    dtype: str
+    optimizer: str
+    layers: tuple[LayerCost, ...]
+    #: The loss (step-level work that belongs to no layer), as a row of kind ``loss``.
+    loss: LayerCost
+    #: "meta" when counted without real tensors, "real" after a fallback.
+    tensors: str = "meta"
+    #: True for a training step; False for a forward pass only (eval mode, no grad).
+    training: bool = True
+    warnings: tuple[str, ...] = ()
+    prediction: Prediction | None = None
+    conventions: Mapping[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
+
+    # -- derived -----------------------------------------------------------
+    @property
+    def rows(self) -> tuple[LayerCost, ...]:
+        """Layers, then the loss row."""
+        return (*self.layers, self.loss)
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.layers)
+
+    @property
+    def macs_forward(self) -> int:
+        return sum(r.macs_forward for r in self.rows)
+
+    @property
+    def flops(self) -> PhaseCounts:
+        total = PhaseCounts()
+        for r in self.rows:
+            total = total + r.flops
+        return total
+
+    @property
+    def bytes_moved(self) -> PhaseCounts:
+        total = PhaseCounts()
+        for r in self.rows:
+            total = total + r.bytes_moved
+        return total
+
+    @property
+    def memory_bytes(self) -> MemoryBytes:
+        total = MemoryBytes()
+        for r in self.rows:
+            total = total + r.memory_bytes
+        return total
+
+    @property
+    def predicted(self) -> PhaseTimes | None:
+        if self.prediction is None:
+            return None
+        total = PhaseTimes()
+        for r in self.rows:
+            if r.predicted is not None:
+                total = total + r.predicted
+        return total
+
+    def not_counted(self) -> dict[str, int]:
+        """Ops with arithmetic but no FLOP formula, with their calls over the step."""
+        out: dict[str, int] = {}
+        for r in self.rows:
+            for w in r.ops:
+                if w.flop_status == "not_counted":
+                    out[w.op] = out.get(w.op, 0) + w.calls
+        return dict(sorted(out.items()))
+
+    def by_kind(self) -> dict[str, KindCost]:
+        """Totals per kind (the loss row is kind ``loss``), with shares of the step."""
+        params_total = self.params or 1
+        flops_total = self.flops.total or 1
+        pred = self.predicted
+        pred_total = pred.total_s if pred is not None else 0.0
+        groups: dict[str, list[LayerCost]] = {}
+        for r in self.rows:
+            groups.setdefault(r.kind, []).append(r)
+        out: dict[str, KindCost] = {}
+        for kind in [k for k in KINDS if k in groups] + [k for k in groups if k not in KINDS]:
+            rows = groups[kind]
+            flops = PhaseCounts()
+            moved = PhaseCounts()
+            for r in rows:
+                flops = flops + r.flops
+                moved = moved + r.bytes_moved
+            params = sum(r.params for r in rows)
+            p_s: float | None = None
+            p_share: float | None = None
+            if pred is not None:
+                p_s = sum(r.predicted.total_s for r in rows if r.predicted is not None)
+                p_share = p_s / pred_total if pred_total else 0.0
+            out[kind] = KindCost(
+                kind=kind,
+                layers=len(rows),
+                params=params,
+                params_share=params / params_total,
+                macs_forward=sum(r.macs_forward for r in rows),
+                flops=flops,
+                flops_share=flops.total / flops_total,
+                bytes_moved=moved,
+                predicted_s=p_s,
+                predicted_share=p_share,
+            )
+        return out
+
+    def headline(self) -> str:
+        """One line: the share of FLOPs (and predicted time) of conv and fully connected layers."""
+        kinds = self.by_kind()
+        if "conv" in kinds and "linear" in kinds:
+            chosen = ["conv", "linear"]
+        else:
+            chosen = sorted(kinds, key=lambda k: -kinds[k].flops.total)[:2]
+        what = "training FLOPs" if self.training else "forward FLOPs"
+        parts = []
+        for i, k in enumerate(chosen):
+            kc = kinds[k]
+            noun = f"{kc.label} layers" if k not in ("loss", "other") else kc.label
+            text = f"{noun}: {kc.flops_share:.0%} of {what if i == 0 else 'FLOPs'}"
+            if kc.predicted_share is not None:
+                text += f", {kc.predicted_share:.0%} of predicted time"
+            text += f", {kc.params_share:.0%} of parameters"
+            parts.append(text)
+        where = f", estimated for {self.prediction.device}" if self.prediction else ""
+        return "; ".join(parts) + f" ({self.model}, batch {self.batch_size}{where})"
+
+    # -- JSON --------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain JSON types, schema ``layertime.cost/1``."""
+        kinds: dict[str, Any] = {}
+        for k, v in self.by_kind().items():
+            kd: dict[str, Any] = {
+                "layers": v.layers,
+                "params": v.params,
+                "params_share": v.params_share,
+                "macs_forward": v.macs_forward,
+                "flops": v.flops.to_dict(),
+                "flops_total": v.flops.total,
+                "flops_share": v.flops_share,
+                "bytes_moved": v.bytes_moved.to_dict(),
+            }
+            if v.predicted_s is not None:
+                kd["predicted_s"] = v.predicted_s
+                kd["predicted_share"] = v.predicted_share
+            kinds[k] = kd
+        pred = self.predicted
+        d: dict[str, Any] = {
+            "schema": SCHEMA,
+            "model": self.model,
+            "batch_size": self.batch_size,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "dtype": self.dtype,
+            "optimizer": self.optimizer,
+            "training": self.training,
+            "tensors": self.tensors,
+            "headline": self.headline(),
+            "params": self.params,
+            "macs_forward": self.macs_forward,
+            "flops": self.flops.to_dict(),
+            "bytes_moved": self.bytes_moved.to_dict(),
+            "memory_bytes": self.memory_bytes.to_dict(),
+            "not_counted": self.not_counted(),
+            "layers": [r.to_dict() for r in self.layers],
+            "loss": self.loss.to_dict(),
+            "kinds": kinds,
+            "conventions": dict(self.conventions),
+            "warnings": list(self.warnings),
+        }
+        if self.prediction is not None and pred is not None:
+            d["prediction"] = self.prediction.to_dict()
+            d["predicted"] = pred.to_dict()
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(_finite(self.to_dict()), indent=indent)
+
+    def save(self, path: str | Path) -> None:
+        """Write the JSON atomically."""
+        write_text_atomic(Path(path), self.to_json() + "\n")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CostResult:
+        schema = d.get("schema")
+        if schema != SCHEMA:
+            raise LayertimeError(f"not a layertime cost (schema {schema!r}, expected {SCHEMA!r})")
+        try:
+            pred = d.get("prediction")
+            return cls(
+                model=str(d["model"]),
+                batch_size=int(d["batch_size"]),
+                input_shape=tuple(int(x) for x in d["input_shape"]),
+                num_classes=d.get("num_classes"),
+                dtype=str(d["dtype"]),
+                optimizer=str(d["optimizer"]),
+                layers=tuple(LayerCost.from_dict(r) for r in d["layers"]),
+                loss=LayerCost.from_dict(d["loss"]),
+                tensors=str(d.get("tensors", "meta")),
+                training=bool(d.get("training", True)),
+                warnings=tuple(str(w) for w in d.get("warnings", ())),
+                prediction=Prediction.from_dict(pred) if pred is not None else None,
+                conventions=dict(d.get("conventions", CONVENTIONS)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise LayertimeError(f"malformed layertime cost: {e!r}") from e
+
+    @classmethod
+    def from_json(cls, text: str) -> CostResult:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LayertimeError(f"not JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise LayertimeError("not a layertime cost: the JSON is not an object")
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CostResult:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise LayertimeError(f"cannot read {p}: {e.strerror}") from e
+        return cls.from_json(text)
+
+    def with_layers(self, layers: Sequence[LayerCost], loss: LayerCost) -> CostResult:
+        return replace(self, layers=tuple(layers), loss=loss)

@@ -1,0 +1,162 @@
+"""Roofline prediction: time per layer and phase on a device profile, always an estimate.
+
+Each op counted in a :class:`~layertime.cost.result.CostResult` takes the
+larger of its compute time, FLOPs / (peak x compute efficiency), and its
+memory time, bytes / (bandwidth x memory efficiency); a layer's phase time
+is the sum over its ops.  Efficiencies are per layer kind, plain data that
+a profile or a later calibration can replace; the defaults below are
+round guesses, not measurements, and are labelled as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from layertime.cost.devices import DeviceProfile
+from layertime.cost.result import CostResult, LayerCost, PhaseTimes, Prediction
+from layertime.errors import LayertimeError
+
+#: Fraction of the peak FLOP/s that a layer kind's counted ops reach (uncalibrated guesses:
+#: large GEMMs and convolutions typically reach 50-80% of peak on datacenter GPUs).
+DEFAULT_COMPUTE_EFFICIENCY: Mapping[str, float] = {
+    "conv": 0.6,
+    "linear": 0.7,
+    "attention": 0.5,
+    "default": 0.5,
+}
+#: Fraction of the peak bandwidth that memory-bound ops reach (a guess; STREAM-like
+#: kernels typically reach 80-90%).  ``update`` is the optimizer step.
+DEFAULT_MEMORY_EFFICIENCY: Mapping[str, float] = {"default": 0.8}
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Per-kind fractions of peak compute and peak bandwidth; ``default`` covers other kinds."""
+
+    compute: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_COMPUTE_EFFICIENCY))
+    memory: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MEMORY_EFFICIENCY))
+    source: str = "defaults (uncalibrated)"
+
+    def __post_init__(self) -> None:
+        for what, table in (("compute", self.compute), ("memory", self.memory)):
+            if "default" not in table:
+                raise LayertimeError(f"{what} efficiency needs a 'default' entry")
+            for k, v in table.items():
+                if not 0 < v <= 1:
+                    raise LayertimeError(f"{what} efficiency of {k} must be in (0, 1], not {v}")
+
+    def compute_for(self, kind: str) -> float:
+        return self.compute.get(kind, self.compute["default"])
+
+    def memory_for(self, kind: str) -> float:
+        return self.memory.get(kind, self.memory["default"])
+
+    def overridden(
+        self, compute: Mapping[str, float], memory: Mapping[str, float], source: str
+    ) -> Efficiency:
+        """These efficiencies with some kinds replaced."""
+        if not compute and not memory:
+            return self
+        return Efficiency({**self.compute, **compute}, {**self.memory, **memory}, source)
+
+
+@dataclass(frozen=True)
+class MathMode:
+    """Whether float32 convolutions and matmuls may use TF32 tensor cores.
+
+    The defaults are PyTorch's: ``torch.backends.cudnn.allow_tf32`` is True
+    (convolutions use TF32 on devices that have it) and
+    ``torch.backends.cuda.matmul.allow_tf32`` is False.
+    """
+
+    conv_tf32: bool = True
+    matmul_tf32: bool = False
+
+
+def math_peaks(profile: DeviceProfile, dtype: str, mode: MathMode = MathMode()) -> dict[str, str]:
+    """The precision whose peak each math class (conv, matmul, other) runs at."""
+    has = profile.peak_tflops
+    if dtype == "float64":
+        if "fp64" not in has:
+            raise LayertimeError(f"device profile {profile.key} gives no fp64_tflops for float64")
+        return {"conv": "fp64", "matmul": "fp64", "other": "fp64"}
+    if dtype == "bfloat16":
+        tc = "bf16" if "bf16" in has else "fp32"
+        return {"conv": tc, "matmul": tc, "other": "fp32"}
+    if dtype == "float16":
+        tc = "fp16" if "fp16" in has else "fp32"
+        return {"conv": tc, "matmul": tc, "other": "fp32"}
+    tf32 = "tf32" if "tf32" in has else "fp32"
+    return {
+        "conv": tf32 if mode.conv_tf32 else "fp32",
+        "matmul": tf32 if mode.matmul_tf32 else "fp32",
+        "other": "fp32",
+    }
+
+
+def _row_times(
+    row: LayerCost,
+    profile: DeviceProfile,
+    peaks: Mapping[str, str],
+    eff: Efficiency,
+) -> PhaseTimes:
+    bandwidth = profile.memory_bytes_per_s
+    times = {"forward": 0.0, "backward_input": 0.0, "backward_weight": 0.0, "update": 0.0}
+    for w in row.ops:
+        kind = "update" if w.phase == "update" else row.kind
+        peak = profile.peak_flops_per_s(peaks.get(w.math, "fp32"))
+        assert peak is not None  # math_peaks only names precisions the profile has
+        compute_s = w.flops / (peak * eff.compute_for(kind)) if w.flops else 0.0
+        memory_s = w.bytes_moved / (bandwidth * eff.memory_for(kind)) if w.bytes_moved else 0.0
+        times[w.phase] += max(compute_s, memory_s)
+    return PhaseTimes(
+        forward_s=times["forward"],
+        backward_s=times["backward_input"] + times["backward_weight"],
+        update_s=times["update"],
+    )
+
+
+def predict(
+    cost: CostResult,
+    profile: DeviceProfile,
+    efficiency: Efficiency | None = None,
+    mode: MathMode = MathMode(),
+) -> CostResult:
+    """A copy of ``cost`` with a roofline estimate per layer and phase on ``profile``.
+
+    Efficiencies are the defaults, overridden by the profile's own, overridden
+    by ``efficiency`` when given.
+    """
+    eff = Efficiency()
+    eff = eff.overridden(
+        profile.compute_efficiency, profile.memory_efficiency, f"device profile {profile.key}"
+    )
+    if efficiency is not None:
+        eff = eff.overridden(efficiency.compute, efficiency.memory, efficiency.source)
+    peaks = math_peaks(profile, cost.dtype, mode)
+    layers = [replace(r, predicted=_row_times(r, profile, peaks, eff)) for r in cost.layers]
+    loss = replace(cost.loss, predicted=_row_times(cost.loss, profile, peaks, eff))
+    kinds = sorted({r.kind for r in (*layers, loss)} | {"default", "update"})
+    prediction = Prediction(
+        device=profile.key,
+        device_name=profile.name,
+        source=profile.source,
+        peak_tflops=dict(profile.peak_tflops),
+        memory_bandwidth_gb_per_s=profile.memory_bandwidth_gb_per_s,
+        memory_gb=profile.memory_gb,
+        compute_efficiency={k: eff.compute_for(k) for k in kinds},
+        memory_efficiency={k: eff.memory_for(k) for k in kinds},
+        efficiency_source=eff.source,
+        math_peaks=peaks,
+    )
+    warnings = list(cost.warnings)
+    need = cost.memory_bytes.total
+    if profile.memory_gb is not None and need > profile.memory_gb * 1e9:
+        warnings.append(
+            f"weights, gradients, optimizer state and saved activations need "
+            f"{need / 1e9:.1f} GB, more than the {profile.memory_gb:g} GB of {profile.name}"
+        )
+    return replace(
+        cost.with_layers(layers, loss), prediction=prediction, warnings=tuple(warnings)
+    )
