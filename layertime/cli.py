@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the result as JSON (layertime.run/1)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the headline")
     p.add_argument("--width", type=_positive_int, help="table width (default: terminal)")
+    _report_flags(p, trace=True)
     _store_flags(p)
+    _ddp_flags(p)
     p.set_defaults(func=cmd_profile)
 
     sw = sub.add_parser("sweep", help="profile every combination of the given axes")
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--warmup", type=_nonneg_int, default=1)
     sw.add_argument("--force", action="store_true", help="measure again what is stored")
     sw.add_argument("--json", metavar="PATH", help="write the sweep summary as JSON")
+    _report_flags(sw)
     sw.add_argument("--width", type=_positive_int)
     sw.add_argument("--db", metavar="PATH", help="database (default $LAYERTIME_DB or data dir)")
     sw.set_defaults(func=cmd_sweep)
@@ -127,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--width", type=_positive_int)
     c.add_argument("--db", metavar="PATH")
     c.set_defaults(func=cmd_compare)
+
+    rp = sub.add_parser(
+        "report", help="HTML report, plot or trace of stored runs (one: a run or sweep; several: "
+        "a comparison; a profile and a cost estimate: joined)"
+    )
+    rp.add_argument("ids", nargs="+", type=int, metavar="ID")
+    _report_flags(rp, trace=True)
+    rp.add_argument("--db", metavar="PATH")
+    rp.set_defaults(func=cmd_report)
 
     bl = sub.add_parser("bench-layers", help="each layer alone: forward, input- and weight-gradient")
     bl.add_argument("model")
@@ -171,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="float32 conv/matmul on TF32 tensor cores: torch's defaults (conv on, matmul off)",
     )
     co.add_argument("--json", metavar="PATH", help="write the result as JSON (layertime.cost/1)")
+    _report_flags(co)
     co.add_argument("--quiet", "-q", action="store_true", help="print only the headline")
     co.add_argument("--width", type=_positive_int, help="table width (default: terminal)")
+    _comm_flags(co)
     co.set_defaults(func=cmd_cost)
 
     m = sub.add_parser("models", help="list the model names layertime knows")
@@ -222,6 +236,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from layertime.measure.runner import profile
     from layertime.render.table import render
 
+    _check_report_paths(args)
+    if args.nproc:
+        return _launch_ranks(args)
+    if args.ddp:
+        profile = _ddp_profile(args)  # noqa: F811 (one rank of a data-parallel run)
     with _progress(not args.quiet and sys.stderr.isatty()) as on_progress:
         run = profile(
             args.model,
@@ -239,6 +258,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
             seed=args.seed,
             on_progress=on_progress,
         )
+    if run is None:  # a rank other than 0: rank 0 reports for all
+        return 0
     if args.json:
         run.save(args.json)
     if args.quiet:
@@ -258,11 +279,83 @@ def cmd_profile(args: argparse.Namespace) -> int:
             )
         if not args.quiet:
             print(f"stored as run {rid} in {store.path}", file=sys.stderr)
+    _write_reports(args, run)
     return 0
 
 
 #: argparse fields that are presentation or plumbing, not configuration.
-_NOT_CONFIG = {"func", "debug", "json", "quiet", "width", "db", "no_store", "command"}
+_NOT_CONFIG = {"func", "debug", "json", "quiet", "width", "db", "no_store", "command",
+               "html", "plot", "trace", "raw_argv", "ddp_timeout"}
+
+
+def _ddp_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ddp", action="store_true",
+                   help="one rank of a torchrun job (DistributedDataParallel); batch size per rank")
+    p.add_argument("--nproc", type=_positive_int, metavar="N",
+                   help="start N ranks on this machine with torchrun (implies --ddp)")
+    p.add_argument("--ddp-timeout", type=_positive_float, default=120.0, metavar="SECONDS",
+                   help="a rank that hangs fails the run after this long (default 120)")
+    p.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"),
+                   help="torch.distributed backend (auto: nccl on CUDA, gloo on the CPU)")
+
+
+def _ddp_profile(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from functools import partial
+
+    from layertime.measure.distributed import profile_ddp
+
+    return partial(profile_ddp, backend=args.backend, timeout_s=args.ddp_timeout)
+
+
+def _launch_ranks(args: argparse.Namespace) -> int:
+    from layertime.measure.launch import launch, worker_argv
+
+    out = launch(args.nproc, worker_argv(args.raw_argv))
+    if out.returncode == 0:
+        sys.stderr.write(out.log)
+        return 0
+    if args.debug:
+        sys.stderr.write(out.log)
+    print(f"layertime: error: {out.error}", file=sys.stderr)
+    return out.returncode
+
+
+def _report_flags(p: argparse.ArgumentParser, *, trace: bool = False) -> None:
+    p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
+    p.add_argument("--plot", metavar="PATH", help="write the charts as an image (.png or .svg)")
+    if trace:
+        p.add_argument(
+            "--trace", metavar="PATH", help="write a Chrome trace (open in Perfetto)"
+        )
+
+
+def _check_report_paths(args: argparse.Namespace) -> None:
+    """Refuse an output path that cannot be written before any long work."""
+    from layertime.render.output import check_output
+
+    for flag in ("html", "plot", "trace"):
+        path = getattr(args, flag, None)
+        if path:
+            check_output(path, plot=flag == "plot")
+
+
+def _write_reports(args: argparse.Namespace, obj: object, **kw: object) -> None:
+    """Write the --html/--plot/--trace files of ``obj``, each atomically."""
+    if getattr(args, "html", None):
+        from layertime.render.html import write_html
+
+        write_html(obj, args.html, **kw)
+    if getattr(args, "plot", None):
+        from layertime.render.plot import write_plot
+
+        write_plot(obj, args.plot, **kw)
+    if getattr(args, "trace", None):
+        from layertime.render.trace import write_trace
+        from layertime.result import Run
+
+        if not isinstance(obj, Run):
+            raise LayertimeError("--trace needs one profile run")
+        write_trace(obj, args.trace)
 
 
 def _store_flags(p: argparse.ArgumentParser) -> None:
@@ -291,6 +384,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         steps=args.steps,
         warmup_steps=args.warmup,
     )
+    _check_report_paths(args)
     with _store(args.db) as store, _sweep_progress(sys.stderr.isatty()) as progress:
         result = run_sweep(axes, store, force=args.force, on_progress=progress)
     _console(args.width).print(sweep_table(result))
@@ -299,6 +393,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         write_text_atomic(Path(args.json), json.dumps(result.summary(), indent=2) + "\n")
+    _write_reports(args, result.summary(), title=f"sweep {result.sweep_id}")
     return 0
 
 
@@ -429,6 +524,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     from layertime.cost import MathMode, estimate, get_profile, load_profiles, predict
     from layertime.render.cost_table import render
 
+    _check_report_paths(args)
     extra = load_profiles(args.profiles) if args.profiles else {}
     profile = get_profile(args.device_profile, extra) if args.device_profile else None
     if profile is None and args.profiles:
@@ -453,6 +549,111 @@ def cmd_cost(args: argparse.Namespace) -> int:
     else:
         console = _console(args.width)
         console.print(render(cost, console.width))
+    _write_reports(args, cost)
+    if args.workers or args.run:
+        _comm_what_if(args, cost)
+    return 0
+
+
+def _comm_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data-parallel what-if (ring all-reduce of DDP's gradient buckets)")
+    g.add_argument("--workers", type=_positive_int, metavar="N", help="data-parallel workers")
+    g.add_argument("--link-gbps", type=_positive_float, metavar="G", help="link bandwidth, Gbit/s")
+    g.add_argument("--link-latency-us", type=float, metavar="US",
+                   help="link latency per message, µs (default 5, or the run's measured one)")
+    g.add_argument("--bucket-cap-mb", type=_positive_float, default=25.0, metavar="MB",
+                   help="DDP's bucket cap in MiB (default 25)")
+    g.add_argument("--run", metavar="RUN.json", help="a measured run (profile --json): compare "
+                   "with its communication, take its compute times, buckets and link")
+    g.add_argument("--comm-json", metavar="PATH", help="write the what-if as JSON")
+
+
+def _comm_what_if(args: argparse.Namespace, cost) -> None:  # type: ignore[no-untyped-def]
+    import json
+    from pathlib import Path
+
+    from layertime.cost.comm import DEFAULT_LATENCY_US, Link, from_cost, from_run
+    from layertime.render.comm import render as render_comm
+    from layertime.result import Run, write_text_atomic
+
+    run = Run.load(args.run) if args.run else None
+    link = None
+    if args.link_gbps:
+        latency = args.link_latency_us
+        if latency is None:
+            latency = run.link.latency_us if run is not None and run.link else DEFAULT_LATENCY_US
+        link = Link(args.link_gbps, latency)
+    elif args.link_latency_us is not None:
+        raise LayertimeError("--link-latency-us needs --link-gbps")
+    caps = {"cap_bytes": int(args.bucket_cap_mb * 2**20)}
+    if run is not None:
+        pred = from_run(run, args.workers, link, **caps)
+    else:
+        if link is None:
+            raise LayertimeError("give --link-gbps G (and --workers N) for the what-if")
+        pred = from_cost(cost, args.workers, link, **caps)
+    if args.comm_json:
+        write_text_atomic(Path(args.comm_json), json.dumps(pred.to_dict(), indent=2) + "\n")
+    if args.quiet:
+        print(pred.headline())
+    else:
+        _console(args.width).print(render_comm(pred))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Reports of stored runs: one run or sweep, a comparison, or a profile joined with a cost."""
+    from layertime.result import Run
+
+    if not (args.html or args.plot or args.trace):
+        raise LayertimeError("report needs --html PATH, --plot PATH or --trace PATH")
+    _check_report_paths(args)
+    with _store(args.db) as store:
+        stored = [store.get(rid) for rid in args.ids]
+    for st in stored:
+        if st.result is None:
+            why = f": {st.error}" if st.error else ""
+            raise LayertimeError(f"run {st.id} ({st.kind}, {st.status}) has no result{why}")
+    kinds = sorted(st.kind for st in stored)
+    kw: dict[str, object] = {}
+    traced: list[tuple[int, Run]] = []
+    if len(stored) == 1 and kinds[0] in ("sweep", "cost"):
+        obj: object = stored[0].result
+        if kinds[0] == "sweep":
+            kw = {"title": f"sweep {stored[0].id}", "status": stored[0].status}
+    elif len(stored) == 1 and kinds[0] == "profile":
+        obj = Run.from_dict(stored[0].result)
+        traced = [(stored[0].id, obj)]
+    elif len(stored) == 1 and kinds[0] == "bench-layers":
+        obj = stored[0].result
+        if stored[0].result.get("in_situ"):
+            traced = [(stored[0].id, Run.from_dict(stored[0].result["in_situ"]))]
+    elif len(stored) == 1:
+        raise LayertimeError(f"run {stored[0].id} is a {kinds[0]} run: no report for it yet")
+    elif kinds == ["cost", "profile"]:
+        prof = next(st for st in stored if st.kind == "profile")
+        obj = Run.from_dict(prof.result)
+        kw = {"cost": next(st for st in stored if st.kind == "cost").result}
+        traced = [(prof.id, obj)]
+    else:
+        for st in stored:
+            if st.kind != "profile":
+                raise LayertimeError(f"run {st.id} is a {st.kind} run; a comparison needs "
+                                     "finished profiles (or one profile and one cost estimate)")
+        from layertime.render.views import compare_view
+
+        runs = [Run.from_dict(st.result) for st in stored]
+        traced = [(st.id, r) for st, r in zip(stored, runs)]
+        obj = compare_view(runs, [f"#{i} {r.model} b{r.batch_size} {r.device}" for i, r in traced])
+    if args.trace and not traced:
+        raise LayertimeError(f"--trace needs profile runs; run {stored[0].id} is a "
+                             f"{stored[0].kind} run")
+    trace, args.trace = args.trace, None
+    _write_reports(args, obj, **kw)
+    if trace:
+        from layertime.render.trace import write_trace
+
+        write_trace([r for _, r in traced], trace,
+                    [f"#{i} {r.model} b{r.batch_size} {r.device}" for i, r in traced])
     return 0
 
 
@@ -475,6 +676,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.raw_argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except LayertimeError as e:

@@ -84,10 +84,20 @@ class LayerRow:
     calls: float
     #: Standard deviation over measured steps of ``total_s``.
     spread_s: float = 0.0
+    #: Data-parallel runs only (0 otherwise): gradient synchronisation charged to
+    #: this layer (its share, by bytes, of the buckets holding its gradients),
+    #: ``comm_exposed_s`` the part the training thread spent on it (in ``total_s``);
+    #: the rest was hidden behind backward compute.  ``comm_bytes``: bytes of its
+    #: gradients all-reduced per step.  ``rank_spread_s``: max minus min of
+    #: ``total_s`` over ranks.
+    comm_s: float = 0.0
+    comm_exposed_s: float = 0.0
+    comm_bytes: int = 0
+    rank_spread_s: float = 0.0
 
     @property
     def total_s(self) -> float:
-        return self.forward_s + self.backward_s + self.update_s
+        return self.forward_s + self.backward_s + self.update_s + self.comm_exposed_s
 
     @property
     def label(self) -> str:
@@ -105,6 +115,8 @@ class Phases:
     zero_grad_s: float
     data_s: float
     unattributed_s: float
+    #: Data-parallel runs: exposed gradient synchronisation (sum over layers).
+    comm_exposed_s: float = 0.0
 
     @property
     def total_s(self) -> float:
@@ -116,6 +128,7 @@ class Phases:
             + self.zero_grad_s
             + self.data_s
             + self.unattributed_s
+            + self.comm_exposed_s
         )
 
 
@@ -131,6 +144,13 @@ class KindTotal:
     forward_s: float = 0.0
     backward_s: float = 0.0
     update_s: float = 0.0
+    #: Data-parallel runs: gradient synchronisation of the kind's layers, its
+    #: exposed part (included in ``time_s``), and shares of the run's totals.
+    comm_s: float = 0.0
+    comm_exposed_s: float = 0.0
+    comm_share: float = 0.0
+    comm_bytes: int = 0
+    comm_bytes_share: float = 0.0
 
     @property
     def label(self) -> str:
@@ -172,6 +192,53 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class RankRow:
+    """One rank of a data-parallel run, to spot a straggler.
+
+    ``compute_s`` is the profiled step minus its exposed communication: the
+    rank that computes longest makes every other rank wait in the all-reduce.
+    """
+
+    rank: int
+    host: str
+    step_s: float
+    profiled_step_s: float
+    compute_s: float
+    comm_s: float
+    comm_exposed_s: float
+    #: Of ``comm_exposed_s``, the estimated wait for the slowest rank's compute
+    #: (its ``compute_s`` minus this rank's): imbalance, not the network.
+    wait_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class BucketRow:
+    """One DDP gradient bucket, as measured (means over traced steps and ranks).
+
+    ``allreduce_s`` is the all-reduce's wall time from its launch to its
+    completion; ``comm_s`` its share of the communication busy time (buckets
+    in flight together share it equally), ``exposed_s`` the part of that after
+    backward compute ended.  ``layers`` maps layer name to gradient bytes.
+    """
+
+    index: int
+    bytes: int
+    layers: Mapping[str, int]
+    allreduce_s: float
+    comm_s: float
+    exposed_s: float
+
+
+@dataclass(frozen=True)
+class LinkEstimate:
+    """A link measured with all-reduces outside any step, in the ring model's terms."""
+
+    bandwidth_gbps: float
+    latency_us: float
+    method: str = ""
+
+
+@dataclass(frozen=True)
 class Run:
     """One profiled configuration: its rows, phases, steps and environment."""
 
@@ -202,6 +269,14 @@ class Run:
     phase_spread_s: Mapping[str, float] = field(default_factory=dict)
     #: One slice per attributed (row, phase) per traced step.
     timeline: tuple[Slice, ...] = ()
+    #: Data-parallel runs (``world_size`` > 1 or ``backend`` set): the rows are
+    #: means over ranks, ``ranks`` one summary per rank, ``buckets`` DDP's
+    #: gradient buckets, ``link`` the all-reduce bandwidth and latency measured.
+    world_size: int = 1
+    backend: str | None = None
+    ranks: tuple[RankRow, ...] = ()
+    buckets: tuple[BucketRow, ...] = ()
+    link: LinkEstimate | None = None
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -230,6 +305,15 @@ class Run:
     def params(self) -> int:
         return sum(r.params for r in self.layers)
 
+    @property
+    def comm_s(self) -> float:
+        """Gradient synchronisation per step, hidden and exposed (0 unless data-parallel)."""
+        return sum(r.comm_s for r in self.layers)
+
+    @property
+    def comm_bytes(self) -> int:
+        return sum(r.comm_bytes for r in self.layers)
+
     def by_kind(self) -> dict[str, KindTotal]:
         """Time and parameters per kind (plus ``step`` and ``unattributed``).
 
@@ -239,12 +323,18 @@ class Run:
         params_total = self.params or 1
         acc: dict[str, list[float]] = {}
         params: dict[str, int] = {}
+        comm: dict[str, list[float]] = {}
         for r in self.layers:
             a = acc.setdefault(r.kind, [0.0, 0.0, 0.0])
             a[0] += r.forward_s
             a[1] += r.backward_s
             a[2] += r.update_s
             params[r.kind] = params.get(r.kind, 0) + r.params
+            c = comm.setdefault(r.kind, [0.0, 0.0, 0.0])
+            c[0] += r.comm_s
+            c[1] += r.comm_exposed_s
+            c[2] += r.comm_bytes
+        comm_total, bytes_total = self.comm_s, self.comm_bytes
         p = self.phases
         if p.loss_s:
             acc.setdefault("loss", [0.0, 0.0, 0.0])[0] += p.loss_s
@@ -254,7 +344,8 @@ class Run:
         out: dict[str, KindTotal] = {}
         for k in order:
             f, b, u = acc[k]
-            t = f + b + u
+            cs, ce, cb = comm.get(k, (0.0, 0.0, 0.0))
+            t = f + b + u + ce
             out[k] = KindTotal(
                 kind=k,
                 time_s=t,
@@ -264,6 +355,11 @@ class Run:
                 forward_s=f,
                 backward_s=b,
                 update_s=u,
+                comm_s=cs,
+                comm_exposed_s=ce,
+                comm_share=cs / comm_total if comm_total else 0.0,
+                comm_bytes=int(cb),
+                comm_bytes_share=cb / bytes_total if bytes_total else 0.0,
             )
         return out
 
@@ -288,11 +384,26 @@ class Run:
             parts.append(
                 f"{noun}: {kt.share:.0%} {time_word}, {kt.params_share:.0%} of parameters"
             )
-        return "; ".join(parts) + f" ({self._config_label()})"
+        return "; ".join(parts) + self._comm_label(kinds) + f" ({self._config_label()})"
+
+    def _comm_label(self, kinds: Mapping[str, KindTotal]) -> str:
+        """How gradient communication splits between conv and fully connected layers."""
+        if not self.comm_s:
+            return ""
+        split = ", ".join(
+            f"{kinds[k].comm_share:.0%} {kinds[k].label}" for k in ("conv", "linear") if k in kinds
+        )
+        exposed = self.phases.comm_exposed_s
+        step = self.profiled_step_s
+        return (
+            f"; gradient all-reduce over {self.world_size} ranks: {split}"
+            f" ({exposed / step if step else 0.0:.0%} of the step exposed)"
+        )
 
     def _config_label(self) -> str:
         dtype = self.dtype if not self.amp else f"amp {self.amp}"
-        return f"{self.model}, batch {self.batch_size}, {self.device}, {dtype}"
+        ranks = f" per rank x {self.world_size} ranks" if self.world_size > 1 else ""
+        return f"{self.model}, batch {self.batch_size}{ranks}, {self.device}, {dtype}"
 
     # -- JSON --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -306,6 +417,11 @@ class Run:
                 "update_s": v.update_s,
                 "params": v.params,
                 "params_share": v.params_share,
+                "comm_s": v.comm_s,
+                "comm_exposed_s": v.comm_exposed_s,
+                "comm_share": v.comm_share,
+                "comm_bytes": v.comm_bytes,
+                "comm_bytes_share": v.comm_bytes_share,
             }
             for k, v in self.by_kind().items()
         }
@@ -344,6 +460,13 @@ class Run:
             "created": self.created,
             "warnings": list(self.warnings),
             "timeline": [asdict(sl) for sl in self.timeline],
+            "world_size": self.world_size,
+            "backend": self.backend,
+            "comm_s": self.comm_s,
+            "comm_bytes": self.comm_bytes,
+            "ranks": [asdict(r) for r in self.ranks],
+            "buckets": [{**asdict(b), "layers": dict(b.layers)} for b in self.buckets],
+            "link": asdict(self.link) if self.link is not None else None,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -388,6 +511,11 @@ class Run:
                 update_split=d.get("update_split", "parameter-elements"),
                 phase_spread_s=dict(d.get("phase_spread_s", {})),
                 timeline=tuple(Slice(**sl) for sl in d.get("timeline", ())),
+                world_size=int(d.get("world_size", 1)),
+                backend=d.get("backend"),
+                ranks=tuple(RankRow(**r) for r in d.get("ranks", ())),
+                buckets=tuple(BucketRow(**b) for b in d.get("buckets", ())),
+                link=LinkEstimate(**d["link"]) if d.get("link") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise LayertimeError(f"malformed layertime run: {e!r}") from e

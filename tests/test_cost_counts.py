@@ -28,7 +28,7 @@ def _meta(model_fn) -> nn.Module:  # type: ignore[no-untyped-def]
         return model_fn()
 
 
-def _count(model: nn.Module, shape: tuple[int, ...], batch: int = 2, **kw) -> CostResult:  # type: ignore[no-untyped-def]
+def _count(model: nn.Module, shape: tuple[int, ...], batch: int = 2, **kw: str) -> CostResult:
     cfg = WorkloadConfig(batch_size=batch, input_shape=shape, num_classes=10, **kw)
     return count_step(model, cfg, label="test")
 
@@ -370,6 +370,27 @@ def test_model_that_cannot_run_on_meta_falls_back_to_real_tensors_and_says_so() 
     assert len(cost.warnings) == 1 and "cannot run on the meta device" in cost.warnings[0]
     # 2 * 4 * 3 = 24 MACs
     assert _row(cost, "fc").macs_forward == 24
+
+
+class BadShape(nn.Module):
+    """A model that rejects its input the same way on any device."""
+
+    calls: list[str] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        BadShape.calls.append(x.device.type)
+        raise ValueError("expected 5 features")
+
+
+def test_an_error_that_is_not_the_meta_devices_is_reported_without_a_rerun() -> None:
+    BadShape.calls.clear()
+    with pytest.raises(LayertimeError, match="cannot run BadShape on input 4: expected 5"):
+        estimate(BadShape(), batch_size=2, input_shape=(4,), num_classes=3)
+    assert BadShape.calls == ["meta"]
 
 
 def test_freeze_by_module_path_and_unknown_path() -> None:

@@ -89,6 +89,11 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
+def _meta_limitation(e: BaseException) -> bool:
+    """Whether an error comes from the meta device itself (no data, no meta kernel)."""
+    return isinstance(e, (NotImplementedError, TypeError)) or "meta" in str(e).lower()
+
+
 def build_meta(build: Callable[[int], nn.Module], num_classes: int, dtype: str) -> nn.Module:
     """Build a model with its parameters on the meta device, allocating (almost) nothing.
 
@@ -107,10 +112,11 @@ def build_meta(build: Callable[[int], nn.Module], num_classes: int, dtype: str) 
 
 
 def meta_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose parameters and buffers are meta tensors (the original is untouched)."""
+    """A copy of ``model`` with meta parameters and buffers; the original is untouched."""
     memo: dict[int, Any] = {}
     for p in model.parameters():
-        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+        stand_in = torch.empty_like(p, device="meta")
+        memo[id(p)] = nn.Parameter(stand_in, requires_grad=p.requires_grad)
     for b in model.buffers():
         memo[id(b)] = torch.empty_like(b, device="meta")
     return copy.deepcopy(model, memo)
@@ -158,22 +164,20 @@ def estimate(
         spec = resolve(model)
         label = spec.name
         default_size = spec.default_image_size or 224
-        build: Callable[[int], nn.Module] = spec.build
-    else:
-        if not isinstance(model, nn.Module):
-            raise LayertimeError(f"expected a model name or an nn.Module, not {type(model).__name__}")
+    elif isinstance(model, nn.Module):
         label = type(model).__name__
         default_size = 224
-        user = model
-
-        def build(_n: int) -> nn.Module:
-            return user
-
+    else:
+        raise LayertimeError(
+            f"expected a model name or an nn.Module, not {type(model).__name__}"
+        )
     if input_shape is not None:
         shape = tuple(int(d) for d in input_shape)
     else:
         size = image_size if image_size is not None else default_size
         shape = (3, size, size)
+    # Models whose shape is fixed at construction (ViT) are built for the input.
+    square = shape[-1] if len(shape) == 3 and shape[-1] == shape[-2] else None
     config = WorkloadConfig(
         batch_size=batch_size,
         input_shape=shape,
@@ -181,14 +185,21 @@ def estimate(
         optimizer=optimizer,
         dtype=dtype,
     )
+
+    def on_meta() -> nn.Module:
+        if isinstance(model, str):
+            return build_meta(lambda n: spec.build(n, square), num_classes, dtype)
+        return meta_copy(model).to(dtype=DTYPES[dtype])
+
+    def on_cpu() -> nn.Module:
+        real = spec.build(num_classes, square) if isinstance(model, str) else copy.deepcopy(model)
+        return real.to(device="cpu", dtype=DTYPES[dtype])
+
+    shape_text = "x".join(str(d) for d in shape)
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
         try:
-            net = (
-                build_meta(build, num_classes, dtype)
-                if isinstance(model, str)
-                else meta_copy(model).to(dtype=DTYPES[dtype])
-            )
+            net = on_meta()
         except LayertimeError:
             raise
         except Exception as e:
@@ -198,21 +209,22 @@ def estimate(
             return count_step(net, config, label=label, training=training)
         except LayertimeError:
             raise
-        except Exception as meta_error:
-            reason = _first_line(meta_error)
-        note = (
-            f"{label} cannot run on the meta device ({reason}); "
-            "counted with real tensors on the CPU instead"
-        )
+        except Exception as e:
+            if not _meta_limitation(e):
+                raise LayertimeError(
+                    f"cannot run {label} on input {shape_text}: {_first_line(e)}"
+                ) from e
+            note = (
+                f"{label} cannot run on the meta device ({_first_line(e)}); "
+                "counted with real tensors on the CPU instead"
+            )
         try:
-            real = build(num_classes) if isinstance(model, str) else copy.deepcopy(model)
-            real = real.to(device="cpu", dtype=DTYPES[dtype])
+            real = on_cpu()
             freeze(real, frozen)
             return count_step(real, config, label=label, training=training, warnings=(note,))
         except LayertimeError:
             raise
         except Exception as e:
-            shape_text = "x".join(str(d) for d in shape)
             raise LayertimeError(
                 f"cannot run {label} on input {shape_text}: {_first_line(e)}"
             ) from e

@@ -127,6 +127,7 @@ def _distinct_bytes(tensors: Sequence[torch.Tensor]) -> int:
     seen: set[tuple[Any, ...]] = set()
     total = 0
     for t in tensors:
+        key: tuple[Any, ...]
         try:
             key = (storage_key(t), t.storage_offset(), tuple(t.shape), t.stride())
         except (RuntimeError, NotImplementedError):
@@ -253,7 +254,8 @@ class _StepState:
         for node in self.node_owner:
             if self.weight_side.get(node, False) or hasattr(node, "variable"):
                 continue
-            sides = {self.weight_side.get(n, False) for n, _ in node.next_functions if n is not None}
+            children = [n for n, _ in node.next_functions if n is not None]
+            sides = {self.weight_side.get(n, False) for n in children}
             if sides == {True, False}:
                 out.append(node)
         return out
@@ -287,7 +289,9 @@ class _StepState:
     def flush_pending(self) -> None:
         for node in list(self.pending):
             for op in self.pending.pop(node):
-                self.charge(op.owner, op.name, "backward_input", op.flops, op.bytes_moved, op.status)
+                self.charge(
+                    op.owner, op.name, "backward_input", op.flops, op.bytes_moved, op.status
+                )
 
     # -- ops ---------------------------------------------------------------
     def on_op(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> None:

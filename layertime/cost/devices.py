@@ -44,7 +44,8 @@ class DeviceProfile:
 
     key: str
     name: str
-    #: Dense peak TFLOP/s per precision; tf32/bf16/fp16 are tensor-core rates where the device has them.
+    #: Dense peak TFLOP/s per precision; tf32/bf16/fp16 are tensor-core rates
+    #: where the device has tensor cores.
     peak_tflops: Mapping[str, float]
     memory_bandwidth_gb_per_s: float
     source: str
@@ -164,11 +165,26 @@ _KNOWN = set(_REQUIRED) | set(_OPTIONAL_NUM) | {
 }
 
 
-def _line_of(text: str, key: str) -> int | None:
-    """The line of a profile's table header in the TOML text, if it can be found."""
-    pat = re.compile(r"^\s*\[\s*devices\s*\.\s*\"?" + re.escape(key) + r"\"?\s*\]", re.M)
-    m = pat.search(text)
-    return text.count("\n", 0, m.start()) + 1 if m else None
+def _line_of(text: str, key: str, field: str | None = None) -> int | None:
+    """The line of a profile's table header, or of one of its fields, in the TOML text."""
+    header = re.compile(
+        r"^[ \t]*\[\s*devices\s*\.\s*\"?" + re.escape(key) + r"\"?\s*\]", re.M
+    )
+    m = header.search(text)
+    if m is None:
+        return None
+    start = m.start()
+    if field is not None:
+        top = field.split(".")[0]
+        nxt = re.compile(r"^[ \t]*\[(?!\s*devices\s*\.\s*\"?" + re.escape(key) + r"\"?\s*\.)", re.M)
+        end_m = nxt.search(text, m.end())
+        end = end_m.start() if end_m else len(text)
+        fm = re.compile(
+            r"^[ \t]*(" + re.escape(top) + r"[ \t]*=|\[[^\]]*\." + re.escape(top) + r"\s*\])", re.M
+        ).search(text, m.end(), end)
+        if fm is not None:
+            start = fm.start()
+    return text.count("\n", 0, start) + 1
 
 
 def _number(value: Any, where: str, what: str, *, fraction: bool = False) -> float:
@@ -207,38 +223,41 @@ def parse_profiles(text: str, path: str = "<text>") -> dict[str, DeviceProfile]:
         raise LayertimeError(f"{path}: no [devices.NAME] tables (see 'layertime cost --help')")
     out: dict[str, DeviceProfile] = {}
     for key, body in devices.items():
-        line = _line_of(text, key)
-        where = f"{path}:{line}" if line else path
-        where += f" [devices.{key}]"
+
+        def where(field: str | None = None, _key: str = key) -> str:
+            line = _line_of(text, _key, field)
+            return (f"{path}:{line}" if line else path) + f" [devices.{_key}]"
+
         if not isinstance(body, dict):
-            raise LayertimeError(f"{where}: must be a table")
+            raise LayertimeError(f"{where()}: must be a table")
         unknown = sorted(set(body) - _KNOWN)
         if unknown:
             close = difflib.get_close_matches(unknown[0], sorted(_KNOWN), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise LayertimeError(f"{where}: unknown field {unknown[0]!r}{hint}")
+            raise LayertimeError(f"{where(unknown[0])}: unknown field {unknown[0]!r}{hint}")
         missing = [k for k in _REQUIRED if k not in body]
         if missing:
-            raise LayertimeError(f"{where}: missing {', '.join(missing)}")
-        peaks = {"fp32": _number(body["fp32_tflops"], where, "fp32_tflops")}
+            raise LayertimeError(f"{where()}: missing {', '.join(missing)}")
+        peaks = {"fp32": _number(body["fp32_tflops"], where("fp32_tflops"), "fp32_tflops")}
         for prec in ("tf32", "bf16", "fp16", "fp64"):
-            if f"{prec}_tflops" in body:
-                peaks[prec] = _number(body[f"{prec}_tflops"], where, f"{prec}_tflops")
+            f = f"{prec}_tflops"
+            if f in body:
+                peaks[prec] = _number(body[f], where(f), f)
         mem = body.get("memory_gb")
+        bw = "memory_bandwidth_gb_per_s"
         out[key] = DeviceProfile(
             key=key,
             name=str(body.get("name", key)),
             peak_tflops=peaks,
-            memory_bandwidth_gb_per_s=_number(
-                body["memory_bandwidth_gb_per_s"], where, "memory_bandwidth_gb_per_s"
-            ),
+            memory_bandwidth_gb_per_s=_number(body[bw], where(bw), bw),
             source=str(body.get("source", f"user profile {path}")),
-            memory_gb=_number(mem, where, "memory_gb") if mem is not None else None,
+            memory_gb=_number(mem, where("memory_gb"), "memory_gb") if mem is not None else None,
             compute_efficiency=_efficiencies(
-                body.get("compute_efficiency", {}), where, "compute_efficiency"
+                body.get("compute_efficiency", {}), where("compute_efficiency"),
+                "compute_efficiency",
             ),
             memory_efficiency=_efficiencies(
-                body.get("memory_efficiency", {}), where, "memory_efficiency"
+                body.get("memory_efficiency", {}), where("memory_efficiency"), "memory_efficiency"
             ),
         )
     return out

@@ -236,7 +236,7 @@ class LayerCost:
         return self.flops.forward // 2
 
     def intensity(self, phase: str) -> float | None:
-        """FLOPs per byte moved in ``forward``, ``backward``, ``update`` or ``total``; None if no bytes."""
+        """FLOPs per byte in ``forward``, ``backward``, ``update`` or ``total`` (None: no bytes)."""
         f = getattr(self.flops, phase)
         b = getattr(self.bytes_moved, phase)
         return f / b if b else None

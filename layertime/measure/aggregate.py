@@ -51,6 +51,12 @@ def timeline(table: ModuleTable, steps: Sequence[StepCharges]) -> tuple[Slice, .
     return tuple(out)
 
 
+def _exposed(charges: StepCharges) -> float:
+    """Exposed communication charged to layers (a ``comm`` row with no layers to
+    carry it, which cannot happen with DDP, stays unattributed)."""
+    return sum(e for _, e in charges.comm.values())
+
+
 def aggregate(
     table: ModuleTable, steps: Sequence[StepCharges]
 ) -> tuple[tuple[LayerRow, ...], Phases, dict[str, float], tuple[float, ...]]:
@@ -68,9 +74,10 @@ def aggregate(
         bwd = [c.modules.get((entry.index, "backward"), 0.0) for c in steps]
         upd = [u.get(entry.index, 0.0) for u in per_step_update]
         calls = [c.calls.get(entry.index, 0) for c in steps]
+        comm = [c.comm.get(entry.index, (0.0, 0.0)) for c in steps]
         if not any(calls) and entry.params == 0 and not any(fwd) and not any(bwd):
             continue
-        totals = [f + b + u for f, b, u in zip(fwd, bwd, upd)]
+        totals = [f + b + u + ce for f, b, u, (_, ce) in zip(fwd, bwd, upd, comm)]
         rows.append(
             LayerRow(
                 name=entry.name,
@@ -82,6 +89,9 @@ def aggregate(
                 params=entry.params,
                 calls=_mean([float(c) for c in calls]),
                 spread_s=_std(totals),
+                comm_s=_mean([cs for cs, _ in comm]),
+                comm_exposed_s=_mean([ce for _, ce in comm]),
+                comm_bytes=max((c.comm_bytes.get(entry.index, 0) for c in steps), default=0),
             )
         )
     # An update with no trainable parameters to carry it stays step-level.
@@ -96,8 +106,10 @@ def aggregate(
         "zero_grad_s": [c.step.get("zero_grad", 0.0) for c in steps],
         "data_s": [c.step.get("data", 0.0) for c in steps],
         "unattributed_s": [
-            c.step.get("unattributed", 0.0) + lo for c, lo in zip(steps, leftover_update)
+            c.step.get("unattributed", 0.0) + lo + c.step.get("comm", 0.0) - _exposed(c)
+            for c, lo in zip(steps, leftover_update)
         ],
+        "comm_exposed_s": [_exposed(c) for c in steps],
     }
     phases = Phases(**{k: _mean(v) for k, v in series.items()})
     spread = {k: _std(v) for k, v in series.items()}

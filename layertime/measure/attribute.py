@@ -29,6 +29,10 @@ The method, in full:
   owned range (the step's own gaps, engine bookkeeping) is ``unattributed``.
   On CUDA the rows are the GPU kernel time launched by each owner's ops and
   ``unattributed`` is the rest of the step's wall time (GPU idle).
+* Data-parallel gradient synchronisation on the training thread (our DDP comm
+  hook's range, DDP's bucket copies) is the step-level ``comm`` row; the
+  collector in ``distributed.py`` adds the wait for the all-reduce after
+  backward to it and splits it across layers.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from layertime.errors import LayertimeError
 from layertime.measure.events import (
     ACCUMULATE_GRAD,
     BACKWARD_NODE,
+    COMM,
+    DDP_REDUCER,
     MODULE,
     OPTIMIZER_STEP,
     OPTIMIZER_ZERO_GRAD,
@@ -69,6 +75,15 @@ class StepCharges:
     #: owner -> (first start, last end) in seconds from the step's start, on
     #: the CPU timeline: where each row's work lies, for traces.
     spans: dict[Owner, tuple[float, float]] = field(default_factory=dict)
+    #: Data-parallel only (filled by ``distributed.CommCollector.charge``):
+    #: module index -> (comm seconds, exposed part); the exposed parts add up
+    #: to ``step["comm"]``.  module index -> gradient bytes all-reduced.
+    comm: dict[int, tuple[float, float]] = field(default_factory=dict)
+    comm_bytes: dict[int, int] = field(default_factory=dict)
+    #: Per bucket: (index, bytes, {module index: bytes}, allreduce_s, comm_s, exposed_s).
+    buckets: list[tuple[int, int, dict[int, int], float, float, float]] = field(
+        default_factory=list
+    )
 
     def total_s(self) -> float:
         return sum(self.modules.values()) + sum(self.step.values())
@@ -197,6 +212,8 @@ def attribute_step(
             return ("step", "update"), in_backward
         if name.startswith(OPTIMIZER_ZERO_GRAD):
             return ("step", "zero_grad"), in_backward
+        if name == COMM or name.startswith(DDP_REDUCER):
+            return ("step", "comm"), in_backward
         return inherited, in_backward
 
     def self_time_us(e: OpEvent, kids: Sequence[OpEvent]) -> float:

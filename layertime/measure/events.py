@@ -24,6 +24,11 @@ OPTIMIZER_ZERO_GRAD = "Optimizer.zero_grad#"
 #: sequence number and forward thread of the op that created the node.
 BACKWARD_NODE = "autograd::engine::evaluate_function: "
 ACCUMULATE_GRAD = "AccumulateGrad"
+#: Data-parallel gradient synchronisation on the training thread: our DDP comm
+#: hook's range (divide and launch one bucket's all-reduce) and DDP's own
+#: ranges around its gradient-bucket copies.
+COMM = "layertime::comm"
+DDP_REDUCER = ("torch::distributed::reducer::", "torch.distributed.ddp.reducer::")
 
 
 @dataclass(frozen=True, slots=True)

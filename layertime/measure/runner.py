@@ -13,6 +13,7 @@ import datetime as _dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -39,6 +40,20 @@ from layertime.workload import (
 ProgressFn = Callable[[str, int, int], None]
 
 
+class StepSync(Protocol):
+    """What a data-parallel collector (``distributed.CommCollector``) adds to a run:
+    the model the step runs (DDP around the measured one), a mark before each
+    step, the communication charged into a traced step, agreement on counts."""
+
+    def attach(self, model: nn.Module, table: ModuleTable) -> nn.Module: ...
+
+    def begin_step(self, traced: bool) -> None: ...
+
+    def charge(self, charges: StepCharges, device_time: bool) -> StepCharges: ...
+
+    def agree(self, n: int) -> int: ...
+
+
 @dataclass(frozen=True)
 class MeasureOptions:
     """How many steps to run; ``time_budget_s`` overrides ``steps`` when given."""
@@ -62,7 +77,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _plain_step(work: Workload) -> tuple[float, torch.Tensor]:
+def _plain_step(work: Workload, sync: StepSync | None = None) -> tuple[float, torch.Tensor]:
+    if sync is not None:
+        sync.begin_step(traced=False)
     _sync(work.device)
     t0 = time.perf_counter()
     loss = work.step(traced=False)
@@ -70,7 +87,11 @@ def _plain_step(work: Workload) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - t0, loss
 
 
-def _traced_step(work: Workload, table: ModuleTable) -> tuple[StepCharges, torch.Tensor]:
+def _traced_step(
+    work: Workload, table: ModuleTable, sync: StepSync | None = None
+) -> tuple[StepCharges, torch.Tensor]:
+    if sync is not None:
+        sync.begin_step(traced=True)
     session = TraceSession(table, work.device)
     _sync(work.device)
     session.start()
@@ -91,6 +112,8 @@ def _traced_step(work: Workload, table: ModuleTable) -> tuple[StepCharges, torch
     step, members = groups[0]
     cuda = work.device.type == "cuda"
     charges = attribute_step(step, members, device_time=cuda, step_wall_s=wall if cuda else None)
+    if sync is not None:
+        charges = sync.charge(charges, cuda)
     return charges, loss
 
 
@@ -102,8 +125,12 @@ def measure(
     label: str,
     options: MeasureOptions = MeasureOptions(),
     on_progress: ProgressFn | None = None,
+    sync: StepSync | None = None,
 ) -> Run:
-    """Profile ``model`` (already on ``device``) under ``config``."""
+    """Profile ``model`` (already on ``device``) under ``config``.
+
+    ``sync`` makes it one rank of a data-parallel run (``distributed.py``).
+    """
     progress = on_progress or (lambda stage, done, total: None)
     output_shape = check_input(model, config, device, label)
     table = ModuleTable(model)
@@ -112,7 +139,8 @@ def measure(
     traced: list[StepCharges] = []
     with training_mode(model):
         try:
-            work = Workload(model, config, device, output_shape)
+            stepped = sync.attach(model, table) if sync is not None else model
+            work = Workload(stepped, config, device, output_shape)
             # Warm-up: autotuning, allocator growth; none of it is kept.  An
             # empty profiler session starts the profiler's own machinery
             # (outside any timed step) so the first traced step is not charged.
@@ -120,7 +148,7 @@ def measure(
             warm_times = []
             for i in range(options.warmup_steps):
                 progress("warmup", i, warm_total)
-                warm_times.append(_plain_step(work)[0])
+                warm_times.append(_plain_step(work, sync)[0])
             progress("warmup", warm_total, warm_total)
             idle = TraceSession(table, device)
             idle.start()
@@ -129,13 +157,15 @@ def measure(
             if options.time_budget_s is not None:
                 per_pair = 2 * (min(warm_times) if warm_times else 1.0)
                 n = max(1, min(options.max_steps, int(options.time_budget_s // per_pair)))
+            if sync is not None:
+                n = sync.agree(n)
             for i in range(n):
                 progress("measure", 2 * i, 2 * n)
-                dt, loss = _plain_step(work)
+                dt, loss = _plain_step(work, sync)
                 plain.append(dt)
                 nan_steps += int(not bool(torch.isfinite(loss).all()))
                 progress("measure", 2 * i + 1, 2 * n)
-                charges, loss = _traced_step(work, table)
+                charges, loss = _traced_step(work, table, sync)
                 traced.append(charges)
                 nan_steps += int(not bool(torch.isfinite(loss).all()))
             progress("measure", 2 * n, 2 * n)

@@ -89,7 +89,8 @@ def cost_table(cost: CostResult, width: int | None = None) -> Table:
             _mb(saved),
         ]
         if predicted:
-            cells += [_ms(pred_s), _pct(pred_s / step_pred if pred_s is not None and step_pred else None)]
+            share = pred_s / step_pred if pred_s is not None and step_pred else None
+            cells += [_ms(pred_s), _pct(share)]
         return cells
 
     groups: dict[str, list[LayerCost]] = {}
@@ -161,7 +162,8 @@ def summary_lines(cost: CostResult) -> list[str]:
     ]
     nc = cost.not_counted()
     if nc:
-        shown = [f"{op.removeprefix('aten.')} ({n})" for op, n in list(nc.items())[:_MAX_NOT_COUNTED]]
+        first = list(nc.items())[:_MAX_NOT_COUNTED]
+        shown = [f"{op.removeprefix('aten.')} ({n})" for op, n in first]
         more = len(nc) - len(shown)
         lines.append(
             "not counted (no FLOP formula; bytes are counted): "
@@ -174,7 +176,9 @@ def summary_lines(cost: CostResult) -> list[str]:
             f"{cls} {prec} {p.peak_tflops[prec]:g} TFLOP/s" for cls, prec in p.math_peaks.items()
         )
         eff = ", ".join(
-            f"{k} {v:g}" for k, v in p.compute_efficiency.items() if k in ("conv", "linear", "default")
+            f"{k} {v:g}"
+            for k, v in p.compute_efficiency.items()
+            if k in ("conv", "linear", "default")
         )
         lines.append(
             f"ESTIMATES, not measurements: roofline on {p.device_name} ({peaks}; "

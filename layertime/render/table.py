@@ -25,14 +25,24 @@ def _params(n: int) -> str:
 
 
 def run_table(run: Run) -> Table:
-    """The per-layer table, grouped by kind with a subtotal per kind."""
+    """The per-layer table, grouped by kind with a subtotal per kind.
+
+    A data-parallel run adds communication columns after ``update ms``: the
+    exposed part (in ``total ms``), the hidden part, and each kind's share of
+    the run's communication.
+    """
     step = run.profiled_step_s or 1.0
-    table = Table(box=box.SIMPLE_HEAD, show_footer=False, pad_edge=False)
+    comm = run.comm_s > 0
+    table = _CommTable(comm, box=box.SIMPLE_HEAD, show_footer=False, pad_edge=False)
     table.add_column("layer", overflow="fold")
     table.add_column("type")
     table.add_column("fwd ms", justify="right")
     table.add_column("bwd ms", justify="right")
     table.add_column("update ms", justify="right")
+    if comm:
+        table.add_column("comm ms", justify="right")
+        table.add_column("hidden ms", justify="right")
+        table.add_column("comm share", justify="right")
     table.add_column("total ms", justify="right")
     table.add_column("share", justify="right")
     table.add_column("params", justify="right")
@@ -53,6 +63,7 @@ def run_table(run: Run) -> Table:
             _ms(kt.forward_s),
             _ms(kt.backward_s),
             _ms(kt.update_s),
+            *table.comm(kt.comm_exposed_s, kt.comm_s, Text(_pct(kt.comm_share), style="bold")),
             Text(_ms(kt.time_s), style="bold"),
             Text(_pct(kt.share), style="bold"),
             _params(kt.params),
@@ -65,6 +76,11 @@ def run_table(run: Run) -> Table:
                 _ms(r.forward_s),
                 _ms(r.backward_s),
                 _ms(r.update_s),
+                *(
+                    table.comm(r.comm_exposed_s, r.comm_s, _pct(r.comm_s / run.comm_s))
+                    if r.comm_bytes
+                    else table.blank()
+                ),
                 _ms(r.total_s),
                 _pct(r.total_s / step),
                 _params(r.params),
@@ -80,7 +96,7 @@ def run_table(run: Run) -> Table:
     ):
         if label.startswith("data") and value == 0.0:
             continue
-        table.add_row(label, "", "", "", "", _ms(value), _pct(value / step), "", "")
+        table.add_row(label, "", "", "", "", *table.blank(), _ms(value), _pct(value / step), "", "")
     table.add_section()
     table.add_row(
         Text("profiled step", style="bold"),
@@ -88,12 +104,57 @@ def run_table(run: Run) -> Table:
         _ms(p.forward_s),
         _ms(p.backward_s),
         _ms(p.update_s),
+        *table.comm(p.comm_exposed_s, run.comm_s, "100.0%" if comm else ""),
         Text(_ms(run.profiled_step_s), style="bold"),
         "100.0%",
         _params(run.params),
         "",
     )
     return table
+
+
+class _CommTable(Table):
+    """A table that knows whether it has the communication columns."""
+
+    def __init__(self, comm: bool, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.has_comm = comm
+
+    def comm(self, exposed_s: float, comm_s: float, share: str | Text) -> list[str | Text]:
+        if not self.has_comm:
+            return []
+        return [_ms(exposed_s), _ms(comm_s - exposed_s), share]
+
+    def blank(self) -> list[str]:
+        return ["", "", ""] if self.has_comm else []
+
+
+def comm_lines(run: Run) -> list[str]:
+    """Data-parallel runs: backend, link, buckets and one line per rank (a straggler shows)."""
+    if run.world_size <= 1 and not run.ranks:
+        return []
+    link = (
+        f"; link measured {run.link.bandwidth_gbps:,.1f} Gbit/s, "
+        f"{run.link.latency_us:,.0f} µs latency"
+        if run.link is not None
+        else ""
+    )
+    lines = [
+        f"data-parallel: {run.world_size} ranks, {run.backend or '?'}, "
+        f"{len(run.buckets)} gradient bucket(s), {run.comm_bytes / 2**20:,.1f} MiB all-reduced "
+        f"per step; comm {_ms(run.comm_s)} ms per step, {_ms(run.phases.comm_exposed_s)} ms "
+        f"exposed{link}",
+        "  comm ms: exposed (the training thread waited or copied; in total ms); hidden ms: "
+        "overlapped backward compute; comm share: of all communication",
+    ]
+    for r in run.ranks:
+        lines.append(
+            f"  rank {r.rank} ({r.host}): step {_ms(r.step_s)} ms, profiled "
+            f"{_ms(r.profiled_step_s)} ms = compute {_ms(r.compute_s)} + exposed comm "
+            f"{_ms(r.comm_exposed_s)} ms (of which ~{_ms(r.wait_s)} ms waiting for the "
+            "slowest rank)"
+        )
+    return lines
 
 
 def summary_lines(run: Run) -> list[str]:
@@ -105,6 +166,7 @@ def summary_lines(run: Run) -> list[str]:
         f"{env.device_name} · {env.threads} threads · torch {env.torch} · "
         f"{run.optimizer} · timing: {run.timing} · update split by {run.update_split}",
     ]
+    lines.extend(comm_lines(run))
     lines.extend(f"warning: {w}" for w in run.warnings)
     return lines
 
