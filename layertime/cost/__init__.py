@@ -28,7 +28,7 @@ from layertime.cost.devices import DeviceProfile, builtin_profiles, get_profile,
 from layertime.cost.result import SCHEMA, CostResult, LayerCost, PhaseCounts, PhaseTimes
 from layertime.cost.roofline import Efficiency, MathMode, predict
 from layertime.errors import LayertimeError
-from layertime.models import resolve
+from layertime.models import target
 from layertime.workload import DTYPES, WorkloadConfig
 
 __all__ = [
@@ -158,26 +158,8 @@ def estimate(
     meta device is counted with real tensors on the CPU instead, and the
     result's ``warnings`` say so.
     """
-    if input_shape is not None and image_size is not None:
-        raise LayertimeError("give --input-shape or --image-size, not both")
-    if isinstance(model, str):
-        spec = resolve(model)
-        label = spec.name
-        default_size = spec.default_image_size or 224
-    elif isinstance(model, nn.Module):
-        label = type(model).__name__
-        default_size = 224
-    else:
-        raise LayertimeError(
-            f"expected a model name or an nn.Module, not {type(model).__name__}"
-        )
-    if input_shape is not None:
-        shape = tuple(int(d) for d in input_shape)
-    else:
-        size = image_size if image_size is not None else default_size
-        shape = (3, size, size)
-    # Models whose shape is fixed at construction (ViT) are built for the input.
-    square = shape[-1] if len(shape) == 3 and shape[-1] == shape[-2] else None
+    tgt = target(model, input_shape, image_size)
+    label, shape = tgt.label, tgt.input_shape
     config = WorkloadConfig(
         batch_size=batch_size,
         input_shape=shape,
@@ -188,11 +170,11 @@ def estimate(
 
     def on_meta() -> nn.Module:
         if isinstance(model, str):
-            return build_meta(lambda n: spec.build(n, square), num_classes, dtype)
+            return build_meta(tgt.build, num_classes, dtype)
         return meta_copy(model).to(dtype=DTYPES[dtype])
 
     def on_cpu() -> nn.Module:
-        real = spec.build(num_classes, square) if isinstance(model, str) else copy.deepcopy(model)
+        real = tgt.build(num_classes) if isinstance(model, str) else copy.deepcopy(model)
         return real.to(device="cpu", dtype=DTYPES[dtype])
 
     shape_text = "x".join(str(d) for d in shape)

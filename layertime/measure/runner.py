@@ -23,7 +23,7 @@ from layertime.errors import LayertimeError
 from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.tracer import ModuleTable, TraceSession
-from layertime.models import resolve
+from layertime.models import target
 from layertime.result import Run
 from layertime.workload import (
     DTYPES,
@@ -228,21 +228,8 @@ def prepare(
 ) -> Prepared:
     """Resolve, build and place a model; validate the workload (one-line errors)."""
     dev = resolve_device(device)
-    if isinstance(model, str):
-        spec = resolve(model)
-        label = spec.name
-        default_size = spec.default_image_size or 224
-    else:
-        spec = None
-        label = type(model).__name__
-        default_size = 224
-    if input_shape is not None and image_size is not None:
-        raise LayertimeError("give --input-shape or --image-size, not both")
-    if input_shape is not None:
-        shape = tuple(int(d) for d in input_shape)
-    else:
-        size = image_size if image_size is not None else default_size
-        shape = (3, size, size)
+    tgt = target(model, input_shape, image_size)
+    shape, label = tgt.input_shape, tgt.label
     config = WorkloadConfig(
         batch_size=batch_size,
         input_shape=shape,
@@ -254,8 +241,7 @@ def prepare(
     )
     torch.manual_seed(seed)
     try:
-        square = shape[-1] if len(shape) == 3 and shape[-1] == shape[-2] else None
-        net = spec.build(num_classes, square) if spec is not None else model
+        net = tgt.build(num_classes) if tgt.spec is not None else model
         assert isinstance(net, nn.Module)
         net = net.to(device=dev, dtype=DTYPES[dtype])
     except LayertimeError:

@@ -20,7 +20,7 @@ import importlib.util
 import inspect
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -209,3 +209,49 @@ def resolve(name: str) -> ModelSpec:
         f"unknown model {name!r}{hint} (see 'layertime models'; "
         "or give timm:NAME, file.py:callable or package.module:callable)"
     )
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to build and at which input: a resolved name (or the user's module) and a shape."""
+
+    spec: ModelSpec | None
+    label: str
+    input_shape: tuple[int, ...]
+
+    @property
+    def square_size(self) -> int | None:
+        """H (= W) of a square 3-d input, for models whose shape is fixed at construction."""
+        s = self.input_shape
+        return s[-1] if len(s) == 3 and s[-1] == s[-2] else None
+
+    def build(self, num_classes: int) -> nn.Module:
+        if self.spec is None:
+            raise ValueError("a target given as a module is not built")
+        return self.spec.build(num_classes, self.square_size)
+
+
+def target(
+    model: str | nn.Module,
+    input_shape: Sequence[int] | None = None,
+    image_size: int | None = None,
+) -> Target:
+    """Resolve a model and its input shape: ``input_shape`` (one sample), else a
+    3-channel ``image_size`` square, else the model's own default size (224)."""
+    if input_shape is not None and image_size is not None:
+        raise LayertimeError("give --input-shape or --image-size, not both")
+    if isinstance(model, str):
+        spec: ModelSpec | None = resolve(model)
+        assert spec is not None
+        label = spec.name
+        default_size = spec.default_image_size or 224
+    elif isinstance(model, nn.Module):
+        spec, label, default_size = None, type(model).__name__, 224
+    else:
+        raise LayertimeError(f"expected a model name or an nn.Module, not {type(model).__name__}")
+    if input_shape is not None:
+        shape = tuple(int(d) for d in input_shape)
+    else:
+        size = image_size if image_size is not None else default_size
+        shape = (3, size, size)
+    return Target(spec, label, shape)
