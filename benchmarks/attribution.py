@@ -51,10 +51,14 @@ The measurements
    (independent step / the plain step before it), and the profiled step's
    wall time from profiler start to events parsed, which the step range
    leaves out but a user waits for.
-2. **Coverage** = (profiled step - its ``unattributed`` row) / the plain step
-   of the same pair: the sum of all attributed rows (layers, loss,
-   zero_grad; update split over layers) over the unprofiled step; median
-   over pairs.  The unattributed share of the profiled step is given too.
+2. **Coverage** = the sum of all attributed rows (layers, loss, zero_grad;
+   update split over layers), i.e. the profiled step less its
+   ``unattributed`` row, over the unprofiled step: median over profiled
+   steps / median plain step, the estimator of ``Run.overhead_ratio``; the
+   median of per-pair ratios is printed beside it.  Coverage is the
+   overhead ratio times (1 - unattributed share), so noise in the one is
+   noise in the other.  The unattributed share of the profiled step is
+   given too.
 3. **Agreement** with an independent measurement.  The independent step is
    ``Workload.step(traced=False)`` under a stock ``torch.profiler.profile``
    (CPU activity; no shapes, stacks or memory): no layertime hooks and no
@@ -129,9 +133,9 @@ Unless ``OMP_WAIT_POLICY`` is already set or ``--omp-default`` is given, the
 script sets ``OMP_WAIT_POLICY=PASSIVE`` before torch loads, for plain and
 profiled steps alike.  With OpenMP's default, idle worker threads spin; on a
 CPU that other jobs also use, a descheduled thread then leaves its partner
-spinning and a 2-thread step can take 3-10x longer at random (seen here:
-resnet50 steps from 1.2 s to 8.4 s within minutes), which swamps a 5%
-overhead.  Passive waiting makes a step's process CPU time steady; the
+spinning and a 2-thread step can take 3-10x longer at random (seen here: the
+same resnet50 step took 1.2 s and 8.4 s minutes apart), which swamps a 5%
+overhead.  Passive waiting keeps process CPU time far steadier than wall time; the
 report gives that CPU-time ratio beside the wall-clock one, as a
 load-independent view of the overhead (it counts all threads' work, so it
 includes any profiler thread, but not time spent waiting for a CPU).
@@ -401,7 +405,8 @@ def make_run(
     warmup: int,
     num_classes: int,
 ) -> Run:
-    """A Run built from these steps exactly as ``runner.measure`` builds one."""
+    """A Run of these steps, rows and phases from the same ``aggregate`` call as
+    ``runner.measure`` (its timeline is left out: ``by_kind`` does not read it)."""
     layers, phases, spread, samples = aggregate(table, traced)
     return Run(
         model=label,
@@ -676,14 +681,18 @@ def report(res: ModelResult, args: argparse.Namespace) -> list[str]:
     # 1. overhead
     target = args.overhead_target or OVERHEAD_TARGETS.get(res.label, DEFAULT_OVERHEAD_TARGET)
     ratio = run.overhead_ratio
-    rows.append(("overhead: median profiled / median plain step", f"{ratio:.3f}",
+    pair_wall = med([p.traced.step_s / p.plain_s for p in res.pairs])
+    pair_cpu = med([p.traced_cpu_s / p.plain_cpu_s for p in res.pairs])
+    rows.append(("overhead: median profiled / median plain step",
+                 f"{ratio:.3f} (per pair {pair_wall:.3f}, CPU time {pair_cpu:.3f})",
                  f"<= {target:.2f}", verdict(ratio <= target)))
     # 2. coverage
     attributed = [p.traced.step_s - p.traced.step.get("unattributed", 0.0) for p in res.pairs]
     cov_pairs = [a / p.plain_s for a, p in zip(attributed, res.pairs)]
-    cov = med(cov_pairs)
+    cov = med(attributed) / run.step_s  # the same estimator as Run.overhead_ratio
     lo, hi = COVERAGE_RANGE
-    rows.append(("coverage: attributed rows / plain step", f"{cov:.3f}",
+    rows.append(("coverage: median attributed rows / median plain step",
+                 f"{cov:.3f} (per pair {med(cov_pairs):.3f})",
                  f"{lo:.2f}..{hi:.2f}", verdict(lo <= cov <= hi)))
     unattr = run.phases.unattributed_s / run.profiled_step_s
     rows.append(("unattributed share of the profiled step", pct(unattr), "(info)", ""))
@@ -751,8 +760,8 @@ def report(res: ModelResult, args: argparse.Namespace) -> list[str]:
         tline("independent: stock profiler, no hooks", [i.classified.step_us * 1e-6 for i in res.indep], med(ip))
         ir = [i.classified.step_us * 1e-6 / i.plain_s for i in res.indep]
         L.append(f"  independent/plain per step: median {med(ir):.3f}, range {rng(ir)}")
-    L.append(f"coverage detail: per pair median {cov:.3f}, range {rng(cov_pairs)}; "
-             f"median attributed / median plain {med(attributed) / ref:.3f}; unattributed per "
+    L.append(f"coverage detail: per pair median {med(cov_pairs):.3f}, range {rng(cov_pairs)}; "
+             f"median attributed / median plain {cov:.3f}; unattributed per "
              f"step {rng([p.traced.step.get('unattributed', 0.0) / p.traced.step_s for p in res.pairs], '{:.2%}')}")
 
     L.append("agreement detail (shares of each side's own profiled step; median over steps, range):")
