@@ -160,14 +160,17 @@ def measure(
             if sync is not None:
                 n = sync.agree(n)
             for i in range(n):
-                progress("measure", 2 * i, 2 * n)
-                dt, loss = _plain_step(work, sync)
-                plain.append(dt)
-                nan_steps += int(not bool(torch.isfinite(loss).all()))
-                progress("measure", 2 * i + 1, 2 * n)
-                charges, loss = _traced_step(work, table, sync)
-                traced.append(charges)
-                nan_steps += int(not bool(torch.isfinite(loss).all()))
+                # Alternate which of the pair goes first, so a drift in the
+                # machine's speed does not favour either kind of step.
+                for j, traced_turn in enumerate((i % 2 == 1, i % 2 == 0)):
+                    progress("measure", 2 * i + j, 2 * n)
+                    if traced_turn:
+                        charges, loss = _traced_step(work, table, sync)
+                        traced.append(charges)
+                    else:
+                        dt, loss = _plain_step(work, sync)
+                        plain.append(dt)
+                    nan_steps += int(not bool(torch.isfinite(loss).all()))
             progress("measure", 2 * n, 2 * n)
         except LayertimeError:
             raise
