@@ -6,12 +6,26 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from layertime.errors import LayertimeError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: Without --steps or --time-budget: this many pairs, fewer when they would
+#: take longer than the budget (so a default run answers within a minute).
+DEFAULT_STEPS = 3
+DEFAULT_BUDGET_S = 40.0
+
+
+def _step_count(args: argparse.Namespace) -> dict[str, Any]:
+    """--steps, --time-budget, or the default: 3 pairs within a 40 s budget."""
+    if args.steps is not None:
+        return {"steps": args.steps}
+    if args.time_budget is not None:
+        return {"time_budget_s": args.time_budget}
+    return {"steps": DEFAULT_STEPS, "time_budget_s": DEFAULT_BUDGET_S, "max_steps": DEFAULT_STEPS}
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -85,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"))
     p.add_argument("--amp", choices=("bf16", "fp16"), help="automatic mixed precision")
-    p.add_argument("--steps", type=_positive_int, default=3, help="measured steps (default 3)")
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        help=f"measured plain/traced pairs (default {DEFAULT_STEPS}, fewer if a pair takes over "
+        f"{DEFAULT_BUDGET_S / DEFAULT_STEPS:.0f} s)",
+    )
     p.add_argument("--warmup", type=_nonneg_int, default=1, help="warm-up steps (default 1)")
     p.add_argument(
         "--time-budget", type=_positive_float, metavar="SECONDS", help="measure for about this long"
@@ -97,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     _report_flags(p, trace=True)
     _store_flags(p)
     _ddp_flags(p)
+    p.add_argument("--predict", metavar="PROFILE",
+                   help="beside the measurement, the roofline estimate on this device profile")
+    p.add_argument("--cost", action="store_true",
+                   help="beside the measurement, each layer's share of FLOPs and memory")
+    p.add_argument("--profiles", metavar="FILE.toml", help="extra device profiles for --predict")
     p.set_defaults(func=cmd_profile)
 
     sw = sub.add_parser("sweep", help="profile every combination of the given axes")
@@ -187,7 +211,41 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--quiet", "-q", action="store_true", help="print only the headline")
     co.add_argument("--width", type=_positive_int, help="table width (default: terminal)")
     _comm_flags(co)
+    _store_flags(co)
     co.set_defaults(func=cmd_cost)
+
+    ca = sub.add_parser("calibrate", help="measure this machine and save it as a device profile")
+    ca.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    ca.add_argument("--name", help="profile name (default local-cpu or local-<gpu>)")
+    ca.add_argument("--out", metavar="PATH",
+                    help="TOML file to write (default $XDG_CONFIG_HOME/layertime/devices.toml)")
+    ca.add_argument("--matmul-size", type=_positive_int, metavar="N",
+                    help="largest matmul side (default 2048 on the CPU, 8192 on CUDA)")
+    ca.add_argument("--memory-mb", type=_positive_float, metavar="MB",
+                    help="bytes per buffer of the bandwidth test (default 256 CPU, 1024 CUDA)")
+    ca.add_argument("--repeats", type=_positive_int, default=5, help="timed runs (best of; 5)")
+    ca.add_argument("--fit", metavar="MODEL",
+                    help="also profile MODEL and fit each kind's efficiency to its times")
+    ca.add_argument("--from-run", metavar="ID|RUN.json",
+                    help="fit to a stored profile run (or a run JSON) instead of profiling")
+    ca.add_argument("--min-share", type=float, default=0.01, metavar="FRACTION",
+                    help="kinds under this share of the step keep the default (0.01)")
+    ca.add_argument("--batch-size", "-b", type=_positive_int, default=128)
+    for flag, kw in (
+                     ("--image-size", {"type": _positive_int}),
+                     ("--input-shape", {"type": _shape}),
+                     ("--num-classes", {"type": _positive_int, "default": 1000}),
+                     ("--optimizer", {"default": "sgd", "choices": ("sgd", "adam", "adamw")}),
+                     ("--dtype", {"default": "float32",
+                                  "choices": ("float32", "float64", "bfloat16")}),
+                     ("--steps", {"type": _positive_int, "default": 3}),
+                     ("--warmup", {"type": _nonneg_int, "default": 1}),
+                     ("--seed", {"type": int, "default": 0})):
+        ca.add_argument(flag, **kw)  # type: ignore[arg-type]
+    ca.add_argument("--json", metavar="PATH", help="write the measurement (and fit) as JSON")
+    ca.add_argument("--width", type=_positive_int)
+    _store_flags(ca)
+    ca.set_defaults(func=cmd_calibrate)
 
     m = sub.add_parser("models", help="list the model names layertime knows")
     m.set_defaults(func=cmd_models)
@@ -239,6 +297,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     _check_report_paths(args)
     if args.nproc:
         return _launch_ranks(args)
+    cost = _profile_cost(args)  # before measuring: a bad profile name fails at once
     if args.ddp:
         profile = _ddp_profile(args)  # noqa: F811 (one rank of a data-parallel run)
     with _progress(not args.quiet and sys.stderr.isatty()) as on_progress:
@@ -252,20 +311,33 @@ def cmd_profile(args: argparse.Namespace) -> int:
             optimizer=args.optimizer,
             dtype=args.dtype,
             amp=args.amp,
-            steps=args.steps,
             warmup_steps=args.warmup,
-            time_budget_s=args.time_budget,
             seed=args.seed,
             on_progress=on_progress,
+            **_step_count(args),
         )
     if run is None:  # a rank other than 0: rank 0 reports for all
         return 0
+    joined = None
+    if cost is not None:
+        from dataclasses import replace
+
+        from layertime.cost.compare import join
+
+        joined = join(run, cost)
+        run = replace(run, prediction=joined.to_dict())
     if args.json:
         run.save(args.json)
     if args.quiet:
         print(run.headline())
+        if joined is not None:
+            print(joined.headline())
     else:
         _console(args.width).print(render(run))
+        if joined is not None:
+            from layertime.render.predict_table import render as render_joined
+
+            _console(args.width).print(render_joined(joined))
     if not args.no_store:
         config = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
         with _store(args.db) as store:
@@ -279,8 +351,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
             )
         if not args.quiet:
             print(f"stored as run {rid} in {store.path}", file=sys.stderr)
-    _write_reports(args, run)
+    _write_reports(args, run, **({"cost": cost} if cost is not None else {}))
     return 0
+
+
+def _profile_cost(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``profile --predict NAME`` / ``--cost``: the cost estimate of the same configuration."""
+    if args.profiles and not args.predict:
+        raise LayertimeError("--profiles needs --predict PROFILE")
+    if not (args.predict or args.cost):
+        return None
+    from layertime.cost import estimate, predict
+    from layertime.cost.devices import find_profile
+
+    device = find_profile(args.predict, args.profiles) if args.predict else None
+    cost = estimate(args.model, batch_size=args.batch_size, input_shape=args.input_shape,
+                    image_size=args.image_size, num_classes=args.num_classes,
+                    optimizer=args.optimizer, dtype=args.dtype)
+    return predict(cost, device) if device is not None else cost
 
 
 #: argparse fields that are presentation or plumbing, not configuration.
@@ -438,6 +526,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
                                   "result": stored.result}, indent=2))
             elif stored.kind == "profile" and stored.result:
                 _console(args.width).print(render(Run.from_dict(stored.result)))
+            elif stored.kind == "cost" and stored.result:
+                from layertime.cost.result import CostResult
+                from layertime.render.cost_table import render as render_cost
+
+                console = _console(args.width)
+                console.print(render_cost(CostResult.from_dict(stored.result), console.width))
             else:
                 print(json.dumps({**stored.summary(), "config": stored.config,
                                   "result": stored.result}, indent=2))
@@ -521,14 +615,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from layertime.cost import MathMode, estimate, get_profile, load_profiles, predict
+    from layertime.cost import MathMode, estimate, predict
+    from layertime.cost.devices import find_profile
     from layertime.render.cost_table import render
 
     _check_report_paths(args)
-    extra = load_profiles(args.profiles) if args.profiles else {}
-    profile = get_profile(args.device_profile, extra) if args.device_profile else None
-    if profile is None and args.profiles:
+    if args.profiles and not args.device_profile:
         raise LayertimeError("--profiles needs --device-profile NAME to choose one")
+    profile = find_profile(args.device_profile, args.profiles) if args.device_profile else None
     cost = estimate(
         args.model,
         batch_size=args.batch_size,
@@ -552,6 +646,83 @@ def cmd_cost(args: argparse.Namespace) -> int:
     _write_reports(args, cost)
     if args.workers or args.run:
         _comm_what_if(args, cost)
+    if not args.no_store:
+        config = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+        with _store(args.db) as store:
+            rid = store.add("cost", model=cost.model, config=config, result=cost.to_dict(),
+                            batch_size=cost.batch_size, device=args.device_profile)
+        if not args.quiet and sys.stderr.isatty():
+            print(f"stored as run {rid} in {store.path}", file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from layertime.cost import calibrate as cal_mod
+    from layertime.result import Run, write_text_atomic
+    from layertime.workload import resolve_device
+
+    if args.json:
+        from layertime.render.output import check_output
+
+        check_output(args.json)
+    if not 0 <= args.min_share < 1:
+        raise LayertimeError(f"--min-share must be in [0, 1), not {args.min_share}")
+    path = cal_mod.check_profile_file(args.out)
+    device = resolve_device(args.device)
+    if args.fit:
+        from layertime.models import resolve
+
+        resolve(args.fit)  # an unknown name fails before any measuring
+    name = args.name or cal_mod.default_name(device)
+    run = None
+    if args.from_run:
+        if args.from_run.isdigit():
+            with _store(args.db) as store:
+                stored = store.get(int(args.from_run))
+            if stored.kind != "profile" or not stored.result:
+                raise LayertimeError(f"run {stored.id} is a {stored.kind} run "
+                                     f"({stored.status}), not a finished profile")
+            run = Run.from_dict(stored.result)
+        else:
+            run = Run.load(args.from_run)
+        if args.fit and args.fit != run.model:
+            raise LayertimeError(f"the run is of {run.model}, not {args.fit}")
+    with _progress(sys.stderr.isatty()) as on_progress:
+        cal = cal_mod.calibrate(device, matmul_size=args.matmul_size, memory_mb=args.memory_mb,
+                                repeats=args.repeats,
+                                on_progress=lambda what: on_progress(what, 0, 1))
+        if args.fit and run is None:
+            from layertime.measure.runner import profile
+
+            run = profile(args.fit, batch_size=args.batch_size, input_shape=args.input_shape,
+                          image_size=args.image_size, num_classes=args.num_classes,
+                          device=str(device), optimizer=args.optimizer, dtype=args.dtype,
+                          steps=args.steps, warmup_steps=args.warmup, seed=args.seed,
+                          on_progress=on_progress)
+            if not args.no_store:
+                with _store(args.db) as store:
+                    config = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+                    store.add("profile", model=run.model, config=config, result=run.to_dict(),
+                              batch_size=run.batch_size, device=run.device)
+    fit, warnings = None, list[str]()
+    if run is not None:
+        prof, fit, warnings = cal_mod.fit_to_run(cal, name, run, model=args.fit,
+                                                 min_share=args.min_share)
+    else:
+        prof = cal_mod.to_profile(cal, name)
+    written = cal_mod.save_profile(prof, path, fit, comment=f"written by layertime calibrate "
+                                   f"{cal.created}: measured on this machine, not a datasheet")
+    from layertime.render.predict_table import calibration_report
+
+    _console(args.width).print(calibration_report(cal, fit, warnings, name, written),
+                               soft_wrap=True)
+    if args.json:
+        data = {"calibration": cal.to_dict(), "profile": name, "path": str(written),
+                "fit": fit.to_dict() if fit is not None else None}
+        write_text_atomic(Path(args.json), json.dumps(data, indent=2) + "\n")
     return 0
 
 

@@ -672,6 +672,7 @@ def profile_ddp(
     steps: int = 3,
     warmup_steps: int = 1,
     time_budget_s: float | None = None,
+    max_steps: int = 50,
     seed: int = 0,
     on_progress: ProgressFn | None = None,
     backend: str = "auto",
@@ -690,7 +691,9 @@ def profile_ddp(
     status = StatusFile.from_env(env.rank)
     if status is not None:
         status.write(state="running")
-    options = MeasureOptions(steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s)
+    options = MeasureOptions(
+        steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s, max_steps=max_steps
+    )
     heartbeat: Heartbeat | None = None
     try:
         p = prepare(

@@ -270,6 +270,7 @@ def profile(
     steps: int = 3,
     warmup_steps: int = 1,
     time_budget_s: float | None = None,
+    max_steps: int = 50,
     seed: int = 0,
     on_progress: ProgressFn | None = None,
 ) -> Run:
@@ -277,9 +278,13 @@ def profile(
 
     ``input_shape`` is one sample's shape (default 3x224x224, or the model's
     own size such as 227 for ``alexnet2012``); ``image_size`` sets H and W
-    of a 3-channel image.  Raises :class:`LayertimeError` on bad input.
+    of a 3-channel image.  ``time_budget_s`` replaces ``steps``: as many
+    plain/traced pairs as fit (judged from the warm-up step), at most
+    ``max_steps``.  Raises :class:`LayertimeError` on bad input.
     """
-    options = MeasureOptions(steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s)
+    options = MeasureOptions(
+        steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s, max_steps=max_steps
+    )
     p = prepare(
         model,
         batch_size=batch_size,
