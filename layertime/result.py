@@ -277,6 +277,10 @@ class Run:
     ranks: tuple[RankRow, ...] = ()
     buckets: tuple[BucketRow, ...] = ()
     link: LinkEstimate | None = None
+    #: ``profile --predict``/``--cost``: the run joined with a cost estimate by layer
+    #: name (``layertime.cost.compare.Comparison.to_dict()``, schema
+    #: ``layertime.prediction/1``); predicted numbers are estimates.
+    prediction: Mapping[str, Any] | None = None
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -467,6 +471,7 @@ class Run:
             "ranks": [asdict(r) for r in self.ranks],
             "buckets": [{**asdict(b), "layers": dict(b.layers)} for b in self.buckets],
             "link": asdict(self.link) if self.link is not None else None,
+            **({"prediction": dict(self.prediction)} if self.prediction is not None else {}),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -516,6 +521,7 @@ class Run:
                 ranks=tuple(RankRow(**r) for r in d.get("ranks", ())),
                 buckets=tuple(BucketRow(**b) for b in d.get("buckets", ())),
                 link=LinkEstimate(**d["link"]) if d.get("link") else None,
+                prediction=dict(d["prediction"]) if d.get("prediction") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise LayertimeError(f"malformed layertime run: {e!r}") from e

@@ -26,6 +26,8 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _private_run_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test (and every CLI subprocess it starts) writes runs to its own database,
-    never to the user's data directory."""
+    """Every test (and every CLI subprocess it starts) writes runs to its own database
+    and device profiles to its own config folder, never to the user's."""
     monkeypatch.setenv("LAYERTIME_DB", str(tmp_path_factory.mktemp("store") / "runs.db"))
+    # Device profiles that `layertime calibrate` saves go to a folder of the test's own.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))

@@ -19,12 +19,18 @@ its source.  A user file adds or overrides profiles::
     conv = 0.5
     [devices.my-gpu.memory_efficiency]    # optional, per layer kind
     default = 0.7
+
+``layertime calibrate`` writes measured profiles of this machine to the user
+file, ``$XDG_CONFIG_HOME/layertime/devices.toml`` (:func:`user_profiles_path`),
+which every command reads when it exists; :func:`find_profile` looks a name up
+in the built-in table, then that file, then a ``--profiles`` file.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -52,6 +58,8 @@ class DeviceProfile:
     memory_gb: float | None = None
     compute_efficiency: Mapping[str, float] = field(default_factory=dict)
     memory_efficiency: Mapping[str, float] = field(default_factory=dict)
+    #: Where the efficiencies come from (e.g. a calibration fit); None: "device profile KEY".
+    efficiency_source: str | None = None
 
     def peak_flops_per_s(self, precision: str) -> float | None:
         """The peak for ``precision`` in FLOP/s, or None when the device has none."""
@@ -160,6 +168,7 @@ _OPTIONAL_NUM = ("tf32_tflops", "bf16_tflops", "fp16_tflops", "fp64_tflops", "me
 _KNOWN = set(_REQUIRED) | set(_OPTIONAL_NUM) | {
     "name",
     "source",
+    "efficiency_source",
     "compute_efficiency",
     "memory_efficiency",
 }
@@ -251,6 +260,9 @@ def parse_profiles(text: str, path: str = "<text>") -> dict[str, DeviceProfile]:
             peak_tflops=peaks,
             memory_bandwidth_gb_per_s=_number(body[bw], where(bw), bw),
             source=str(body.get("source", f"user profile {path}")),
+            efficiency_source=(
+                str(body["efficiency_source"]) if "efficiency_source" in body else None
+            ),
             memory_gb=_number(mem, where("memory_gb"), "memory_gb") if mem is not None else None,
             compute_efficiency=_efficiencies(
                 body.get("compute_efficiency", {}), where("compute_efficiency"),
@@ -287,3 +299,22 @@ def get_profile(name: str, extra: Mapping[str, DeviceProfile] | None = None) -> 
     raise LayertimeError(
         f"unknown device profile {name!r} ({hint}known: {', '.join(sorted(table))})"
     )
+
+
+def user_profiles_path() -> Path:
+    """The user's profile file: ``$XDG_CONFIG_HOME/layertime/devices.toml``
+    (``~/.config/layertime/devices.toml``); ``layertime calibrate`` writes there."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "layertime" / "devices.toml"
+
+
+def user_profiles() -> dict[str, DeviceProfile]:
+    """Profiles of the user's file, or none when it does not exist."""
+    path = user_profiles_path()
+    return load_profiles(path) if path.is_file() else {}
+
+
+def find_profile(name: str, profiles_file: str | Path | None = None) -> DeviceProfile:
+    """A profile by name: a ``profiles_file`` first, then the user's file, then the built-ins."""
+    extra = {**user_profiles(), **(load_profiles(profiles_file) if profiles_file else {})}
+    return get_profile(name, extra)

@@ -130,7 +130,9 @@ def predict(
     """
     eff = Efficiency()
     eff = eff.overridden(
-        profile.compute_efficiency, profile.memory_efficiency, f"device profile {profile.key}"
+        profile.compute_efficiency,
+        profile.memory_efficiency,
+        profile.efficiency_source or f"device profile {profile.key}",
     )
     if efficiency is not None:
         eff = eff.overridden(efficiency.compute, efficiency.memory, efficiency.source)

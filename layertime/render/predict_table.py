@@ -1,0 +1,197 @@
+"""Terminal tables of a run joined with a cost estimate, and of an efficiency fit.
+
+Per kind and per layer: measured time and its share beside the predicted
+time and share (labelled as estimates), and beside the share of FLOPs,
+parameters and memory: the table that shows why "most parameters" is not
+"most time".  Errors of predicted time are shown only when the prediction is
+for the device that measured (a calibrated local profile).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from layertime.cost.calibrate import Calibration
+from layertime.cost.compare import Comparison, JoinedKind, JoinedRow
+from layertime.cost.fit import EfficiencyFit
+from layertime.result import KIND_LABELS
+
+
+def _ms(s: float | None) -> str:
+    """Milliseconds: two decimals, or three significant digits below 1 ms (estimates for
+    a fast device are small)."""
+    if s is None:
+        return "-"
+    v = s * 1e3
+    return f"{v:,.2f}" if v >= 1 or v == 0 else f"{v:.3g}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _pct_nz(x: float | None) -> str:
+    """A share, or '-' for none or zero (a layer with no counted FLOPs, no parameters)."""
+    return "-" if not x else f"{x:.1%}"
+
+
+def _points(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.1f}"
+
+
+def _err(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.0%}"
+
+
+def _headers(cmp: Comparison) -> list[str]:
+    cols = ["measured ms", "time %"]
+    if cmp.predicted:
+        cols += ["est. ms", "est. %", "est.-meas. pts"]
+        if cmp.same_device:
+            cols.append("est. error")
+    return cols + ["FLOPs %", "params %", "memory %"]
+
+
+def _cells(cmp: Comparison, x: JoinedRow | JoinedKind) -> list[str]:
+    cells = [_ms(x.measured_s), _pct(x.measured_share)]
+    if cmp.predicted:
+        pts = (None if x.predicted_share is None or x.measured_share is None
+               else 100.0 * (x.predicted_share - x.measured_share))
+        cells += [_ms(x.predicted_s), _pct(x.predicted_share), _points(pts)]
+        if cmp.same_device:
+            cells.append(_err(x.error))
+    return cells + [_pct_nz(x.flops_share), _pct_nz(x.params_share), _pct_nz(x.memory_share)]
+
+
+def _table(first: str, cmp: Comparison) -> Table:
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    t.add_column(first, no_wrap=True, overflow="ellipsis")
+    if first == "layer":
+        t.add_column("type", no_wrap=True, overflow="ellipsis", max_width=14)
+    for h in _headers(cmp):
+        t.add_column(h, justify="right", no_wrap=True)
+    return t
+
+
+def kind_table(cmp: Comparison) -> Table:
+    """One row per kind: time share beside predicted, FLOP, parameter and memory shares."""
+    t = _table("kind", cmp)
+    for k in cmp.kinds:
+        t.add_row(f"{KIND_LABELS.get(k.kind, k.kind)} ({k.rows})", *_cells(cmp, k))
+    return t
+
+
+def layer_table(cmp: Comparison) -> Table:
+    """One row per layer (and the loss), in model order; a side's missing row shows '-'."""
+    t = _table("layer", cmp)
+    for r in cmp.rows:
+        mark = "" if r.in_run and r.in_cost else " (run only)" if r.in_run else " (cost only)"
+        t.add_row(f"{r.label}{mark}", r.type, *_cells(cmp, r))
+    return t
+
+
+def notes(cmp: Comparison) -> list[str]:
+    """What the columns are, what is left out, and how the estimate was made."""
+    left = sum(cmp.not_modelled_s.values())
+    step = cmp.profiled_step_s or 1.0
+    lines = [
+        "time %: measured share of the layers and the loss "
+        f"({_ms(cmp.measured_total_s)} ms; zero_grad, data and unattributed, "
+        f"{_ms(left)} ms = {left / step:.1%} of the profiled step, are not modelled and left out); "
+        "FLOPs, params, memory %: counted by the cost model, '-' for none (ops without a FLOP "
+        "formula, such as ReLU or pooling, count no FLOPs; memory: weights, gradients, "
+        "optimizer state, saved activations)",
+    ]
+    if cmp.predicted:
+        where = cmp.predicted_device_name or cmp.predicted_device
+        lines.append(
+            f"est.: ESTIMATES, not measurements: roofline on {where} "
+            f"[{cmp.predicted_device}; efficiencies: {cmp.efficiency_source}]; "
+            f"est. total {_ms(cmp.predicted_total_s)} ms; est.-meas. pts: predicted share "
+            "minus measured share, percentage points"
+        )
+        if cmp.same_device:
+            med = cmp.median_layer_error(0.02)
+            lines.append(
+                "est. error: predicted / measured time - 1 (the profile is of the device that "
+                "measured)" + (f"; median |error| over layers above 2% of the time: {med:.0%}"
+                               if med is not None else "")
+            )
+        else:
+            lines.append(
+                f"measured on {cmp.measured_device_name} ({cmp.measured_device}), predicted "
+                f"for another device: compare shares, not times"
+            )
+    if cmp.only_in_run or cmp.only_in_cost:
+        lines.append(
+            "joined by layer name; "
+            + (f"only measured: {', '.join(cmp.only_in_run)}" if cmp.only_in_run else "")
+            + ("; " if cmp.only_in_run and cmp.only_in_cost else "")
+            + (f"only counted: {', '.join(cmp.only_in_cost)}" if cmp.only_in_cost else "")
+        )
+    lines.extend(f"warning: {w}" for w in cmp.warnings)
+    return lines
+
+
+def render(cmp: Comparison) -> RenderableType:
+    """Headline, the kind table, the layer table and the notes."""
+    parts: list[RenderableType] = [Text(cmp.headline(), style="bold"), kind_table(cmp),
+                                   layer_table(cmp)]
+    parts.extend(Text(line, style="dim") for line in notes(cmp))
+    return Group(*parts)
+
+
+def render_text(cmp: Comparison, width: int = 160) -> str:
+    """The same as plain text (tests, benchmarks)."""
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None, force_terminal=False).print(render(cmp))
+    return buf.getvalue()
+
+
+def fit_table(fit: EfficiencyFit) -> RenderableType:
+    """Per kind: measured time, which efficiency was fitted, its value and how it was obtained."""
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for h in ("kind", "measured ms", "of step", "efficiency", "before", "after", "status"):
+        t.add_column(h, justify="left" if h in ("kind", "efficiency", "status") else "right")
+    for k in fit.kinds:
+        status = k.status if not k.reason else f"{k.status}: {k.reason}"
+        t.add_row(
+            KIND_LABELS.get(k.kind, k.kind) if k.kind != "update" else "update (optimizer)",
+            _ms(k.measured_s),
+            _pct(k.step_share),
+            k.target,
+            f"{k.default:.3g}",
+            f"{k.efficiency:.3g}",
+            status,
+        )
+    return Group(
+        Text(f"efficiencies fitted to {fit.run_label} (before: the default; a kind under "
+             f"{fit.min_share:.0%} of the step keeps it)", style="bold"),
+        t,
+    )
+
+
+def calibration_report(cal: Calibration, fit: EfficiencyFit | None, warnings: Sequence[str],
+                       name: str, path: Path) -> RenderableType:
+    """What ``layertime calibrate`` measured, fitted and saved."""
+    peaks = ", ".join(f"{p} {v * 1e3:,.4g} GFLOP/s (side {cal.matmul_sizes[p]})"
+                      for p, v in cal.matmul_tflops.items())
+    parts: list[RenderableType] = [Text(
+        f"measured {cal.device_name} ({cal.device}, {cal.threads} threads): matmul {peaks}; "
+        f"memory {cal.memory_bandwidth_gb_per_s:,.3g} GB/s (copy {cal.copy_gb_per_s:,.3g}, "
+        f"add {cal.add_gb_per_s:,.3g}; {cal.memory_bytes / 2**20:g} MiB buffers); best of up "
+        f"to {cal.repeats} runs each")]
+    parts += [Text(f"not measured: {prec}: {why}") for prec, why in cal.skipped.items()]
+    if fit is not None:
+        parts.append(fit_table(fit))
+    parts += [Text(f"warning: {w}") for w in warnings]
+    parts.append(Text(f"saved device profile {name} in {path}; use it with --device-profile "
+                      f"{name} (cost) or --predict {name} (profile)"))
+    return Group(*parts)
