@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from layertime.cost.result import CostResult, LayerCost
@@ -61,24 +61,7 @@ class JoinedRow:
         return _rel_error(self.predicted_s, self.measured_s)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "type": self.type,
-            "in_run": self.in_run,
-            "in_cost": self.in_cost,
-            "measured_s": self.measured_s,
-            "measured_share": self.measured_share,
-            "predicted_s": self.predicted_s,
-            "predicted_share": self.predicted_share,
-            "error": self.error,
-            "params": self.params,
-            "params_share": self.params_share,
-            "flops": self.flops,
-            "flops_share": self.flops_share,
-            "memory_bytes": self.memory_bytes,
-            "memory_share": self.memory_share,
-        }
+        return {**asdict(self), "error": self.error}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JoinedRow:
@@ -119,21 +102,7 @@ class JoinedKind:
         return 100.0 * (self.predicted_share - self.measured_share)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "rows": self.rows,
-            "measured_s": self.measured_s,
-            "measured_share": self.measured_share,
-            "predicted_s": self.predicted_s,
-            "predicted_share": self.predicted_share,
-            "error": self.error,
-            "params": self.params,
-            "params_share": self.params_share,
-            "flops": self.flops,
-            "flops_share": self.flops_share,
-            "memory_bytes": self.memory_bytes,
-            "memory_share": self.memory_share,
-        }
+        return {**asdict(self), "error": self.error}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JoinedKind:
