@@ -9,10 +9,7 @@ from rich.text import Text
 
 from layertime.measure.isolated import BenchResult
 from layertime.result import KIND_LABELS, Run
-
-
-def _ms(s: float) -> str:
-    return f"{s * 1e3:,.2f}"
+from layertime.render.fmt import ms as _ms
 
 
 def bench_table(bench: BenchResult, situ: Run | None = None) -> RenderableType:

@@ -9,10 +9,7 @@ from rich.text import Text
 
 from layertime.cost.comm import CommPrediction
 from layertime.result import KIND_LABELS, KINDS
-
-
-def _ms(s: float | None) -> str:
-    return "-" if s is None else f"{s * 1e3:,.2f}"
+from layertime.render.fmt import ms as _ms, pct as _pct
 
 
 def _mib(n: int) -> str:
@@ -23,10 +20,6 @@ def _err(pred: float, meas: float | None) -> str:
     if meas is None or meas <= 0:
         return "-"
     return f"{(pred - meas) / meas:+.0%}"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
 
 
 def comm_table(pred: CommPrediction) -> Table:

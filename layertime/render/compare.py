@@ -14,10 +14,7 @@ from rich.text import Text
 from layertime.result import KIND_LABELS, KINDS, STEP_KINDS, Run
 from layertime.store import StoredRun
 from layertime.sweep import SweepResult
-
-
-def _ms(s: float | None) -> str:
-    return "-" if s is None else f"{s * 1e3:,.2f}"
+from layertime.render.fmt import ms as _ms
 
 
 def runs_table(runs: Sequence[StoredRun]) -> Table:

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from layertime.cost.result import CostResult, LayerCost, PhaseCounts
 from layertime.result import KIND_LABELS, KINDS
+from layertime.render.fmt import ms as _ms, pct as _pct
 
 #: How many not-counted ops the footer names before summarising the rest.
 _MAX_NOT_COUNTED = 8
@@ -32,10 +33,6 @@ def _mb(nbytes: int) -> str:
     return f"{nbytes / 1e6:,.1f}" if nbytes else "-"
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
-
-
 def _params(n: int) -> str:
     """Compact parameter counts (exact ones are in the JSON)."""
     if not n:
@@ -49,10 +46,6 @@ def _params(n: int) -> str:
 
 def _intensity(flops: int, nbytes: int) -> str:
     return f"{flops / nbytes:,.1f}" if nbytes and flops else "-"
-
-
-def _ms(s: float | None) -> str:
-    return "-" if s is None else f"{s * 1e3:,.2f}"
 
 
 def _is_empty_container(r: LayerCost) -> bool:

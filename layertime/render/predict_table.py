@@ -22,6 +22,7 @@ from layertime.cost.calibrate import Calibration
 from layertime.cost.compare import Comparison, JoinedKind, JoinedRow
 from layertime.cost.fit import EfficiencyFit
 from layertime.result import KIND_LABELS
+from layertime.render.fmt import pct as _pct
 
 
 def _ms(s: float | None) -> str:
@@ -31,10 +32,6 @@ def _ms(s: float | None) -> str:
         return "-"
     v = s * 1e3
     return f"{v:,.2f}" if v >= 1 or v == 0 else f"{v:.3g}"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
 
 
 def _pct_nz(x: float | None) -> str:

@@ -10,14 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from layertime.result import KIND_LABELS, KINDS, LayerRow, Run
-
-
-def _ms(s: float) -> str:
-    return f"{s * 1e3:,.2f}"
-
-
-def _pct(x: float) -> str:
-    return f"{x:.1%}"
+from layertime.render.fmt import ms as _ms, pct as _pct
 
 
 def _params(n: int) -> str:
