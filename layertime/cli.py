@@ -322,8 +322,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if cost is not None:
         from dataclasses import replace
 
+        from layertime.cost import MathMode, predict
         from layertime.cost.compare import join
+        from layertime.cost.devices import find_profile
 
+        if args.predict:
+            # Again with the math settings the run recorded (TF32 for conv/matmul).
+            device = find_profile(args.predict, args.profiles)
+            cost = predict(cost, device, mode=MathMode.of_run(run.environment))
         joined = join(run, cost)
         run = replace(run, prediction=joined.to_dict())
     if args.json:

@@ -189,6 +189,12 @@ class Environment:
     threads: int
     cuda: str | None = None
     cudnn: int | None = None
+    #: The math settings the run used (they change which kernels run):
+    #: ``torch.backends.cudnn.benchmark``, and whether float32 convolutions
+    #: and matmuls may use TF32 tensor cores.  None in runs saved before them.
+    cudnn_benchmark: bool | None = None
+    conv_tf32: bool | None = None
+    matmul_tf32: bool | None = None
 
 
 @dataclass(frozen=True)

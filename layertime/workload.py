@@ -205,6 +205,23 @@ class Workload:
             if config.amp == "fp16" and device.type == "cuda"
             else None
         )
+        # Before its first step a scaler reports its initial scale (no sync).
+        self._last_scale = float(self.scaler.get_scale()) if self.scaler is not None else None
+
+    def update_skipped(self) -> bool:
+        """Whether the last step's update was skipped by fp16 loss scaling.
+
+        GradScaler starts at 65536 and halves its scale (skipping
+        ``optimizer.step``) whenever gradients overflow, so early steps can
+        have an empty update.  Reads the scale (a device sync): call it
+        outside timed regions, after every step.
+        """
+        if self.scaler is None:
+            return False
+        scale = float(self.scaler.get_scale())
+        skipped = self._last_scale is not None and scale < self._last_scale
+        self._last_scale = scale
+        return skipped
 
     def step(self, traced: bool = False) -> torch.Tensor:
         """One training step; returns the (detached) loss."""

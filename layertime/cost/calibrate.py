@@ -28,6 +28,7 @@ import socket
 import time
 import tomllib
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ import torch
 
 from layertime.cost.devices import DeviceProfile, PRECISIONS, parse_profiles, user_profiles_path
 from layertime.cost.fit import DEFAULT_MIN_SHARE, EfficiencyFit, fit_efficiency
-from layertime.environment import describe
+from layertime.cost.roofline import MathMode
+from layertime.environment import describe, matmul_tf32_set
 from layertime.errors import LayertimeError
 from layertime.result import Run, write_text_atomic
 
@@ -50,6 +52,8 @@ _BUDGET_S = 3.0
 #: takes at most _MAX_RUN_S at the rate measured so far.
 _FIRST_SIZE = 256
 _MAX_RUN_S = 0.5
+#: Bandwidth operations per timed run on CUDA (see measure_bandwidth_gb_per_s).
+_CUDA_BACK_TO_BACK = 10
 
 _TORCH_DTYPES = {
     "fp32": torch.float32,
@@ -144,9 +148,11 @@ def _precisions(device: torch.device) -> tuple[list[str], dict[str, str]]:
 
 
 def _matmul_s(device: torch.device, dtype: torch.dtype, size: int, repeats: int) -> float:
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
-    b = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
+    # Made on the device itself: an 8192² matrix built on the host and copied
+    # over would spend the device's time on the host's random numbers.
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, generator=gen, device=device).to(dtype)
+    b = torch.randn(size, size, generator=gen, device=device).to(dtype)
     out = torch.empty(size, size, device=device, dtype=dtype)
     return _best_s(lambda: torch.mm(a, b, out=out), device, repeats)
 
@@ -163,11 +169,11 @@ def measure_matmul_tflops(
     bfloat16 on a CPU without bf16 instructions).
     """
     dtype = _TORCH_DTYPES[precision]
-    old_tf32 = torch.backends.cuda.matmul.allow_tf32
     best_rate, best_size = 0.0, 0
-    try:
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    tf32: AbstractContextManager[None] = (
+        matmul_tf32_set(precision == "tf32") if device.type == "cuda" else nullcontext()
+    )
+    with tf32:
         side = min(size, _FIRST_SIZE)
         while True:
             rate = 2.0 * side**3 / _matmul_s(device, dtype, side, repeats)
@@ -177,8 +183,6 @@ def measure_matmul_tflops(
             if nxt == side or 2.0 * nxt**3 / rate > _MAX_RUN_S:
                 break
             side = nxt
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old_tf32
     return best_rate / 1e12, best_size
 
 
@@ -188,15 +192,28 @@ def measure_bandwidth_gb_per_s(
     """Best (copy, add) rates over float32 buffers of ``nbytes`` each, GB/s.
 
     A copy reads and writes each element (2 x ``nbytes``); ``c = a + b`` reads
-    two and writes one (3 x ``nbytes``).
+    two and writes one (3 x ``nbytes``).  On CUDA each timed run is
+    :data:`_CUDA_BACK_TO_BACK` operations between two synchronisations: one
+    operation on a fast device takes well under a millisecond, and the host's
+    synchronisation and launch would be counted as memory time.
     """
     n = max(1, nbytes // 4)
     a = torch.ones(n, device=device)
     b = torch.ones(n, device=device)
     c = torch.empty(n, device=device)
     moved = 4 * n
-    copy_s = _best_s(lambda: c.copy_(a), device, repeats)
-    add_s = _best_s(lambda: torch.add(a, b, out=c), device, repeats)
+    k = _CUDA_BACK_TO_BACK if device.type == "cuda" else 1
+
+    def copies() -> None:
+        for _ in range(k):
+            c.copy_(a)
+
+    def adds() -> None:
+        for _ in range(k):
+            torch.add(a, b, out=c)
+
+    copy_s = _best_s(copies, device, repeats) / k
+    add_s = _best_s(adds, device, repeats) / k
     return 2 * moved / copy_s / 1e9, 3 * moved / add_s / 1e9
 
 
@@ -461,5 +478,7 @@ def fit_to_run(
         optimizer=run.optimizer,
         dtype=run.dtype,
     )
-    fit = fit_efficiency(run, cost, to_profile(cal, name), min_share=min_share)
+    fit = fit_efficiency(
+        run, cost, to_profile(cal, name), min_share=min_share, mode=MathMode.of_run(run.environment)
+    )
     return to_profile(cal, name, fit), fit, warnings

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from layertime.cost.devices import matches_device
 from layertime.cost.result import CostResult, LayerCost
 from layertime.errors import LayertimeError
 from layertime.result import KIND_LABELS, KINDS, Run
@@ -363,7 +364,9 @@ def join(run: Run, cost: CostResult) -> Comparison:
         warnings.append(f"the run used --amp {run.amp}; the cost counts {cost.dtype} throughout")
     p = run.phases
     pred = cost.prediction
-    same = pred is not None and pred.device_name == run.environment.device_name
+    same = pred is not None and matches_device(
+        pred.device, pred.device_name, run.environment.device_name
+    )
     return Comparison(
         model=run.model,
         batch_size=run.batch_size,

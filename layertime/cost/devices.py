@@ -287,6 +287,45 @@ def load_profiles(path: str | Path) -> dict[str, DeviceProfile]:
     return parse_profiles(text, str(p))
 
 
+#: How ``torch.cuda.get_device_name()`` names each built-in device (it never
+#: matches the datasheet's name: "NVIDIA H200", not "NVIDIA H200 SXM 141GB").
+#: Patterns are searched, case-insensitively, in the reported name.
+_DEVICE_NAME_PATTERNS: dict[str, str] = {
+    "gtx580": r"\bgtx 580\b",
+    "k40": r"\bk40",
+    "titanx-maxwell": r"\btitan x\b(?!p)(?! \(pascal)",
+    "p100": r"\bp100\b",
+    "v100": r"\bv100\b",
+    "a100": r"\ba100\b.*80\s*gb",
+    "a100-40gb": r"\ba100\b(?!.*80\s*gb)",
+    "h100": r"\bh100\b(?!.*pcie)",
+    "h100-pcie": r"\bh100\b.*pcie",
+    "h200": r"\bh200\b",
+    "t4": r"\bt4\b",
+}
+
+
+def matches_device(key: str, name: str, device_name: str) -> bool:
+    """Whether ``device_name`` (as torch reports it) is the device of the profile
+    ``key`` named ``name``.
+
+    Exact names match (a calibrated profile keeps torch's name); built-in
+    profiles match by the pattern of their model number.
+    """
+    if name.strip().lower() == device_name.strip().lower():
+        return True
+    pattern = _DEVICE_NAME_PATTERNS.get(key)
+    return pattern is not None and re.search(pattern, device_name, re.I) is not None
+
+
+def profile_for_device(device_name: str) -> DeviceProfile | None:
+    """The built-in profile of a device torch names ``device_name``, if there is one."""
+    for prof in builtin_profiles().values():
+        if matches_device(prof.key, prof.name, device_name):
+            return prof
+    return None
+
+
 def get_profile(name: str, extra: Mapping[str, DeviceProfile] | None = None) -> DeviceProfile:
     """A profile by name: the user's ``extra`` first, then the built-in table."""
     table = {**builtin_profiles(), **(extra or {})}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from layertime.cost.devices import DeviceProfile
 from layertime.cost.result import CostResult, LayerCost, PhaseTimes, Prediction
 from layertime.errors import LayertimeError
+from layertime.result import Environment
 
 #: Fraction of the peak FLOP/s that a layer kind's counted ops reach (uncalibrated guesses:
 #: large GEMMs and convolutions typically reach 50-80% of peak on datacenter GPUs).
@@ -72,6 +73,14 @@ class MathMode:
 
     conv_tf32: bool = True
     matmul_tf32: bool = False
+
+    @classmethod
+    def of_run(cls, environment: Environment) -> MathMode:
+        """The settings a measured run recorded (torch's defaults where it has none)."""
+        return cls(
+            conv_tf32=True if environment.conv_tf32 is None else environment.conv_tf32,
+            matmul_tf32=bool(environment.matmul_tf32),
+        )
 
 
 def math_peaks(profile: DeviceProfile, dtype: str, mode: MathMode = MathMode()) -> dict[str, str]:

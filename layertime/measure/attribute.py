@@ -84,6 +84,9 @@ class StepCharges:
     buckets: list[tuple[int, int, dict[int, int], float, float, float]] = field(
         default_factory=list
     )
+    #: CUDA only: kernel time beyond the device's busy time (kernels of several
+    #: streams overlapping); the rows were scaled down by it to the busy time.
+    overlap_s: float = 0.0
 
     def total_s(self) -> float:
         return sum(self.modules.values()) + sum(self.step.values())
@@ -139,11 +142,16 @@ def attribute_step(
     step_wall_s: float | None = None,
     loop: bool = False,
     root_module: int = 0,
+    device_busy_s: float | None = None,
 ) -> StepCharges:
     """Charge the events of one step (``step`` is its ``layertime::step`` range).
 
     ``device_time`` selects CUDA kernel time instead of CPU self time; then
-    ``step_wall_s`` (the step's wall time, synchronised) is required.
+    ``step_wall_s`` (the step's wall time, synchronised) is required, and
+    ``device_busy_s`` (the union of the step's kernel intervals) bounds the
+    rows: when kernels overlapped (several streams), the sum of kernel times
+    exceeds the busy time, and every row is scaled by busy / sum, which
+    shares each overlapped moment among the kernels running in it.
     ``loop`` is for a user's own training loop, where the loss, zero_grad and
     data loading have no ranges of ours: work before the model's forward is
     ``data``, between its forward and the backward is ``loss``.
@@ -282,6 +290,12 @@ def attribute_step(
         if step_wall_s is None:
             raise ValueError("device_time attribution needs the step's wall time")
         out.step_s = step_wall_s
+        kernel_s = out.total_s()
+        if device_busy_s is not None and kernel_s > device_busy_s > 0.0:
+            scale = device_busy_s / kernel_s
+            out.modules = {k: v * scale for k, v in out.modules.items()}
+            out.step = {k: v * scale for k, v in out.step.items()}
+            out.overlap_s = kernel_s - device_busy_s
     else:
         out.step_s = step.duration_us * 1e-6
     # Whatever the rows do not explain (GPU idle on CUDA; clamped rounding on

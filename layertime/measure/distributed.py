@@ -233,6 +233,9 @@ class CommCollector:
         self._names: dict[int, str] = {}
         self._buckets: list[_Bucket] = []
         self._compute_end: Any = None
+        self._pending: list[
+            tuple[list[_Bucket], list[tuple[float, float]], list[float], float]
+        ] = []
         self._step = 0
         #: Every traced step's charges, as returned by :meth:`charge`.
         self.charged: list[StepCharges] = []
@@ -257,6 +260,13 @@ class CommCollector:
         return self.ddp
 
     def begin_step(self, traced: bool) -> None:
+        # Line the ranks up before the step is timed: skew from a profiler's
+        # start or a rank's event parsing would otherwise land in the first
+        # collective and be charged as exposed communication.
+        if self.device.type == "cuda":
+            dist.barrier(device_ids=[self.device.index or 0])
+        else:
+            dist.barrier()
         self._buckets = []
         self._compute_end = None
         self._step += 1
@@ -300,18 +310,33 @@ class CommCollector:
     def _mark_compute_end(self) -> None:
         self._compute_end = self._clock.mark()
 
-    def charge(self, charges: StepCharges, device_time: bool) -> StepCharges:
-        """Add this step's communication to ``charges`` (see the module doc)."""
+    def end_step(self) -> None:
+        """Resolve this traced step's bucket times now, after its sync: the
+        charges may be computed later (on CUDA, after several traced steps)."""
+        self._pending.append(self._resolve())
+
+    def _resolve(self) -> tuple[list[_Bucket], list[tuple[float, float]], list[float], float]:
+        """The step's finished buckets, their (launched, done) and start seconds, and
+        when backward's compute ended, on the step's clock."""
         recs = [b for b in self._buckets if b.done is not None]
         if not recs:
-            return charges
+            return [], [], [], 0.0
         clock = self._clock
         spans = [(clock.seconds(b.launched), clock.seconds(b.done)) for b in recs]
+        starts = [clock.seconds(b.start) for b in recs]
         end = (
             clock.seconds(self._compute_end)
             if self._compute_end is not None
             else max(s for s, _ in spans)
         )
+        return recs, spans, starts, end
+
+    def charge(self, charges: StepCharges, device_time: bool) -> StepCharges:
+        """Add a traced step's communication to ``charges`` (see the module doc);
+        steps are charged in the order :meth:`end_step` saw them."""
+        recs, spans, starts, end = self._pending.pop(0) if self._pending else self._resolve()
+        if not recs:
+            return charges
         parts = partition_busy(spans, end)
         on_thread = charges.step.get("comm", 0.0)
         if device_time:
@@ -327,7 +352,7 @@ class CommCollector:
         comm: dict[int, list[float]] = {}
         nbytes: dict[int, int] = {}
         buckets = []
-        for b, (before, after), (s, e) in zip(recs, parts, spans):
+        for b, (before, after), (s, e), b_start in zip(recs, parts, spans, starts):
             exposed = after * scale
             for idx, n in b.modules.items():
                 f = n / b.bytes if b.bytes else 0.0
@@ -335,7 +360,7 @@ class CommCollector:
                 c[0] += (before + after) * f
                 c[1] += exposed * f
                 nbytes[idx] = nbytes.get(idx, 0) + n
-            allreduce = e - clock.seconds(b.start)
+            allreduce = e - b_start
             buckets.append((b.index, b.bytes, dict(b.modules), allreduce, before + after, exposed))
         for idx, n in nbytes.items():
             c = comm[idx]

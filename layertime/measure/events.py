@@ -7,6 +7,7 @@ with hand-made events.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -54,31 +55,141 @@ class OpEvent:
         return self.end_us - self.start_us
 
 
+#: Kineto activity types that are not ops: the CUDA runtime and driver calls an
+#: op makes (``cudaLaunchKernel``, ...) and the profiler's own overhead.  They
+#: carry CUPTI's correlation counter as their id, which overlaps op ids.
+_NOT_OPS = frozenset(
+    {"cuda_runtime", "cuda_driver", "overhead", "cuda_sync", "privateuse1_runtime",
+     "privateuse1_driver", "xpu_runtime", "xpu_driver", "hip_runtime", "mtia_runtime"}
+)
+#: By name, for torch versions whose events carry no activity type.
+_RUNTIME_NAME = re.compile(r"^(cuda[A-Z]|cu[A-Z]|hip[A-Z]|nccl[A-Z]|cupti|CUPTI |Activity Buffer)")
+
+
+def _is_op(e: Any) -> bool:
+    """Whether a CPU-side profiler event is an op or a range (not a runtime call)."""
+    activity = getattr(e, "activity_type", None)
+    if activity is not None:
+        return str(activity).lower() not in _NOT_OPS
+    if int(getattr(e, "linked_correlation_id", 0) or 0) > 0:
+        return False
+    return not _RUNTIME_NAME.match(str(e.name))
+
+
+@dataclass(frozen=True, slots=True)
+class KernelSpan:
+    """One device activity (kernel, memcpy, memset) on the profiler's timeline."""
+
+    start_us: float
+    end_us: float
+    stream: int
+
+
 def from_profiler(function_events: Iterable[Any]) -> list[OpEvent]:
     """Convert ``torch.profiler.profile().events()`` into :class:`OpEvent` records.
 
-    Only CPU-side events are kept; kernels are folded into the op that
-    launched them (``self_device_time_total``).
+    Only CPU-side ops and ranges are kept; kernels are folded into the op
+    that launched them (``self_device_time_total``).  Runtime and driver
+    calls and profiler overhead are dropped.  Ids are made here, one per
+    event, and parents are linked by object identity: profiler ids are not
+    unique on CUDA (runtime events carry CUPTI's counter, and older torch
+    copies an op's id onto its overhead events), so linking by id could
+    count a kernel twice or make an event its own ancestor.
     """
-    out: list[OpEvent] = []
+    kept: list[Any] = []
     for e in function_events:
         if getattr(e, "is_async", False):
             continue
         device_type = str(getattr(e, "device_type", "CPU"))
-        if not device_type.endswith("CPU"):
+        if not device_type.endswith("CPU") or not _is_op(e):
             continue
-        parent = e.cpu_parent.id if e.cpu_parent is not None else None
+        kept.append(e)
+    index = {id(e): i for i, e in enumerate(kept)}
+    out: list[OpEvent] = []
+    for i, e in enumerate(kept):
+        # The nearest kept ancestor (a dropped runtime event is never a parent of
+        # an op, but be safe).
+        parent_obj = e.cpu_parent
+        while parent_obj is not None and id(parent_obj) not in index:
+            parent_obj = parent_obj.cpu_parent
         out.append(
             OpEvent(
-                id=int(e.id),
+                id=i,
                 name=str(e.name),
                 thread=int(e.thread),
                 start_us=float(e.time_range.start),
                 end_us=float(e.time_range.end),
-                parent=parent,
+                parent=index[id(parent_obj)] if parent_obj is not None else None,
                 seq=int(e.sequence_nr),
                 fwd_thread=int(e.fwd_thread or 0),
-                device_us=float(getattr(e, "self_device_time_total", 0.0) or 0.0),
+                device_us=_own_device_us(e),
             )
         )
     return out
+
+
+def _own_device_us(e: Any) -> float:
+    """Device time of the kernels ``e`` launched itself (not its children's).
+
+    A range (``record_function``) can have a GPU-side mirror of the same name
+    (Kineto's GPU user annotation), linked to it like a kernel; it spans the
+    range's kernels, which are already charged to the ops that launched them.
+    """
+    kernels = getattr(e, "kernels", None)
+    if kernels is None:
+        return float(getattr(e, "self_device_time_total", 0.0) or 0.0)
+    return float(sum(k.duration for k in kernels if k.name != e.name))
+
+
+def device_spans(function_events: Iterable[Any]) -> list[KernelSpan]:
+    """Every device-side activity (kernels, copies, memsets) of a profile.
+
+    GPU-side mirrors of CPU ranges (annotations: same name as a CPU-side
+    event, or a non-kernel activity type) are not activities of their own.
+    """
+    events = list(function_events)
+    cpu_names = {
+        str(e.name) for e in events if str(getattr(e, "device_type", "CPU")).endswith("CPU")
+    }
+    out = []
+    for e in events:
+        device_type = str(getattr(e, "device_type", "CPU"))
+        if device_type.endswith("CPU") or getattr(e, "is_async", False):
+            continue
+        activity = str(getattr(e, "activity_type", None) or "").lower()
+        if "annotation" in activity or str(e.name) in cpu_names:
+            continue
+        out.append(
+            KernelSpan(
+                float(e.time_range.start),
+                float(e.time_range.end),
+                int(getattr(e, "device_resource_id", 0) or 0),
+            )
+        )
+    return out
+
+
+def busy_us(spans: Iterable[KernelSpan], start_us: float, end_us: float) -> tuple[float, float]:
+    """(union, sum) of the spans' time inside ``[start_us, end_us]``, in µs.
+
+    The union is the time the device was busy; the sum exceeds it when
+    kernels overlapped (several streams, communication beside compute).
+    """
+    parts = sorted(
+        (max(s.start_us, start_us), min(s.end_us, end_us))
+        for s in spans
+        if s.end_us > start_us and s.start_us < end_us
+    )
+    union = total = 0.0
+    cur_a = cur_b = None
+    for a, b in parts:
+        total += b - a
+        if cur_b is None or a > cur_b:
+            if cur_b is not None and cur_a is not None:
+                union += cur_b - cur_a
+            cur_a, cur_b = a, b
+        else:
+            cur_b = max(cur_b, b)
+    if cur_b is not None and cur_a is not None:
+        union += cur_b - cur_a
+    return union, total

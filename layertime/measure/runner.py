@@ -22,6 +22,7 @@ from layertime.environment import describe
 from layertime.errors import LayertimeError
 from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
+from layertime.measure.events import busy_us
 from layertime.measure.tracer import ModuleTable, TraceSession
 from layertime.models import target
 from layertime.result import Run
@@ -38,6 +39,8 @@ from layertime.workload import (
 
 #: on_progress(stage, done, total): stage is "warmup" or "measure".
 ProgressFn = Callable[[str, int, int], None]
+#: At most this many extra warm-up steps for fp16 loss scaling to settle.
+MAX_SCALER_WARMUP = 20
 
 
 class StepSync(Protocol):
@@ -48,6 +51,8 @@ class StepSync(Protocol):
     def attach(self, model: nn.Module, table: ModuleTable) -> nn.Module: ...
 
     def begin_step(self, traced: bool) -> None: ...
+
+    def end_step(self) -> None: ...
 
     def charge(self, charges: StepCharges, device_time: bool) -> StepCharges: ...
 
@@ -87,34 +92,137 @@ def _plain_step(work: Workload, sync: StepSync | None = None) -> tuple[float, to
     return time.perf_counter() - t0, loss
 
 
+def _charge(
+    work: Workload,
+    session: TraceSession,
+    walls: Sequence[float],
+    sync: StepSync | None,
+) -> list[StepCharges]:
+    """Attribute each traced step of a stopped session (one group per step range)."""
+    groups = split_steps(session.events)
+    if len(groups) != len(walls):
+        raise LayertimeError(f"expected {len(walls)} traced step(s), found {len(groups)}")
+    cuda = work.device.type == "cuda"
+    out = []
+    for (step, members), wall in zip(groups, walls):
+        busy = None
+        if cuda:
+            busy = busy_us(session.kernels, step.start_us, step.end_us)[0] * 1e-6
+        charges = attribute_step(
+            step, members, device_time=cuda, step_wall_s=wall if cuda else None,
+            device_busy_s=busy,
+        )
+        if sync is not None:
+            charges = sync.charge(charges, cuda)
+        out.append(charges)
+    return out
+
+
+def _timed_in_session(
+    work: Workload, session: TraceSession, sync: StepSync | None
+) -> tuple[float, torch.Tensor]:
+    """One traced step inside a started session: (synchronised wall time, loss)."""
+    if sync is not None:
+        sync.begin_step(traced=True)
+    _sync(work.device)
+    t0 = time.perf_counter()
+    session.enter_step()
+    loss = work.step(traced=True)
+    _sync(work.device)
+    session.exit_step()
+    wall = time.perf_counter() - t0
+    if sync is not None:
+        sync.end_step()
+    return wall, loss
+
+
 def _traced_step(
     work: Workload, table: ModuleTable, sync: StepSync | None = None
 ) -> tuple[StepCharges, torch.Tensor]:
-    if sync is not None:
-        sync.begin_step(traced=True)
+    """One traced step in a profiler session of its own (the CPU path)."""
     session = TraceSession(table, work.device)
     _sync(work.device)
     session.start()
     try:
-        t0 = time.perf_counter()
-        session.enter_step()
-        loss = work.step(traced=True)
-        _sync(work.device)
-        session.exit_step()
-        wall = time.perf_counter() - t0
+        wall, loss = _timed_in_session(work, session, sync)
     except BaseException:
         session.abort()
         raise
-    events = session.stop()
-    groups = split_steps(events)
-    if len(groups) != 1:
-        raise LayertimeError(f"expected one traced step, found {len(groups)}")
-    step, members = groups[0]
-    cuda = work.device.type == "cuda"
-    charges = attribute_step(step, members, device_time=cuda, step_wall_s=wall if cuda else None)
-    if sync is not None:
-        charges = sync.charge(charges, cuda)
-    return charges, loss
+    session.stop()
+    return _charge(work, session, [wall], sync)[0], loss
+
+
+def _traced_steps(
+    work: Workload, table: ModuleTable, n: int, sync: StepSync | None = None
+) -> tuple[list[StepCharges], list[torch.Tensor], int]:
+    """``n`` traced steps in one profiler session (the CUDA path).
+
+    One session rather than one per step: CUPTI's set-up and teardown
+    between sessions that follow each other closely is slow and fragile
+    (known crashes and races), and without teardown later steps run
+    slower.  One unmeasured step runs first inside the session, so
+    CUPTI's lazy start-up is not charged to a measured step.  Returns the
+    charges, the losses and how many updates fp16 loss scaling skipped.
+    """
+    session = TraceSession(table, work.device)
+    _sync(work.device)
+    session.start()
+    walls: list[float] = []
+    losses: list[torch.Tensor] = []
+    skipped = 0
+    try:
+        _plain_step(work, sync)
+        work.update_skipped()
+        for _ in range(n):
+            wall, loss = _timed_in_session(work, session, sync)
+            walls.append(wall)
+            losses.append(loss)
+            skipped += work.update_skipped()
+    except BaseException:
+        session.abort()
+        raise
+    session.stop()
+    return _charge(work, session, walls, sync), losses, skipped
+
+
+def _warm_up(
+    work: Workload, steps: int, progress: ProgressFn, sync: StepSync | None
+) -> list[float]:
+    """Untimed steps: autotuning, allocator growth, and with fp16 loss scaling,
+    until the scale settles (GradScaler starts at 65536 and skips the update of
+    every step whose gradients overflow).  Returns the warm-up steps' times."""
+    times = []
+    for i in range(steps):
+        progress("warmup", i, steps)
+        times.append(_plain_step(work, sync)[0])
+        work.update_skipped()
+    if work.scaler is not None:
+        # A fresh scaler may need a few halvings; stop at the first step that
+        # updated (or after MAX_SCALER_WARMUP, and the run reports what it saw).
+        for _ in range(MAX_SCALER_WARMUP):
+            _plain_step(work, sync)
+            if not work.update_skipped():
+                break
+    progress("warmup", steps, steps)
+    return times
+
+
+def _device_time_warnings(traced: Sequence[StepCharges]) -> list[str]:
+    """What the reader must know about CUDA rows: overlapped kernels, clock skew."""
+    out = []
+    overlap = sum(c.overlap_s for c in traced) / max(1, len(traced))
+    if overlap > 0:
+        out.append(
+            f"kernels overlapped on several streams for {overlap * 1e3:.3g} ms per step; "
+            "rows are scaled to the device's busy time so they add up to the step"
+        )
+    worst = max((-c.step.get("unattributed", 0.0) for c in traced), default=0.0)
+    if any(c.step_s > 0 and -c.step.get("unattributed", 0.0) > 0.01 * c.step_s for c in traced):
+        out.append(
+            f"kernel time exceeded the step's wall time by up to {worst * 1e3:.3g} ms "
+            "(the profiler's and the host's clocks disagree)"
+        )
+    return out
 
 
 def measure(
@@ -134,44 +242,57 @@ def measure(
     progress = on_progress or (lambda stage, done, total: None)
     output_shape = check_input(model, config, device, label)
     table = ModuleTable(model)
-    nan_steps = 0
+    cuda = device.type == "cuda"
     plain: list[float] = []
     traced: list[StepCharges] = []
+    losses: list[torch.Tensor] = []
+    skipped = 0
     with training_mode(model):
         try:
             stepped = sync.attach(model, table) if sync is not None else model
             work = Workload(stepped, config, device, output_shape)
-            # Warm-up: autotuning, allocator growth; none of it is kept.  An
-            # empty profiler session starts the profiler's own machinery
-            # (outside any timed step) so the first traced step is not charged.
-            warm_total = options.warmup_steps
-            warm_times = []
-            for i in range(options.warmup_steps):
-                progress("warmup", i, warm_total)
-                warm_times.append(_plain_step(work, sync)[0])
-            progress("warmup", warm_total, warm_total)
-            idle = TraceSession(table, device)
-            idle.start()
-            idle.abort()
+            warm_times = _warm_up(work, options.warmup_steps, progress, sync)
             n = options.steps
             if options.time_budget_s is not None:
                 per_pair = 2 * (min(warm_times) if warm_times else 1.0)
                 n = max(1, min(options.max_steps, int(options.time_budget_s // per_pair)))
             if sync is not None:
                 n = sync.agree(n)
-            for i in range(n):
-                # Alternate which of the pair goes first, so a drift in the
-                # machine's speed does not favour either kind of step.
-                for j, traced_turn in enumerate((i % 2 == 1, i % 2 == 0)):
-                    progress("measure", 2 * i + j, 2 * n)
-                    if traced_turn:
-                        charges, loss = _traced_step(work, table, sync)
-                        traced.append(charges)
-                    else:
-                        dt, loss = _plain_step(work, sync)
-                        plain.append(dt)
-                    nan_steps += int(not bool(torch.isfinite(loss).all()))
+            if cuda:
+                # Every plain step before any profiler session (a session can
+                # leave CUPTI attached, which slows later steps), then every
+                # traced step in one session.
+                for i in range(n):
+                    progress("measure", i, 2 * n)
+                    dt, loss = _plain_step(work, sync)
+                    plain.append(dt)
+                    losses.append(loss)
+                    skipped += work.update_skipped()
+                progress("measure", n, 2 * n)
+                charges_list, traced_losses, more = _traced_steps(work, table, n, sync)
+                traced.extend(charges_list)
+                losses.extend(traced_losses)
+                skipped += more
+            else:
+                # An empty session starts the profiler's own machinery (outside
+                # any timed step) so the first traced step is not charged.
+                idle = TraceSession(table, device)
+                idle.start()
+                idle.abort()
+                for i in range(n):
+                    # Alternate which of the pair goes first, so a drift in the
+                    # machine's speed does not favour either kind of step.
+                    for j, traced_turn in enumerate((i % 2 == 1, i % 2 == 0)):
+                        progress("measure", 2 * i + j, 2 * n)
+                        if traced_turn:
+                            charges, loss = _traced_step(work, table, sync)
+                            traced.append(charges)
+                        else:
+                            dt, loss = _plain_step(work, sync)
+                            plain.append(dt)
+                        losses.append(loss)
             progress("measure", 2 * n, 2 * n)
+            nan_steps = sum(int(not bool(torch.isfinite(loss).all())) for loss in losses)
         except LayertimeError:
             raise
         except Exception as e:
@@ -181,7 +302,13 @@ def measure(
     layers, phases, spread, samples = aggregate(table, traced)
     warnings = []
     if nan_steps:
-        warnings.append(f"the loss was NaN or infinite in {nan_steps} of {2 * len(plain)} steps")
+        warnings.append(f"the loss was NaN or infinite in {nan_steps} of {len(losses)} steps")
+    if skipped:
+        warnings.append(
+            f"fp16 loss scaling skipped the optimizer update in {skipped} of {len(losses)} "
+            "measured steps (gradients overflowed)"
+        )
+    warnings.extend(_device_time_warnings(traced))
     return Run(
         model=label,
         device=str(device),

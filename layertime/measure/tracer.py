@@ -18,7 +18,14 @@ import torch
 from torch import nn
 
 from layertime.kinds import kind_of
-from layertime.measure.events import MODULE, STEP, OpEvent, from_profiler
+from layertime.measure.events import (
+    MODULE,
+    STEP,
+    KernelSpan,
+    OpEvent,
+    device_spans,
+    from_profiler,
+)
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,13 @@ class TraceSession:
         )
         self._step_range: Any = None
         self.events: list[OpEvent] = []
+        #: Device activities (CUDA only), for the device's busy time per step.
+        self.kernels: list[KernelSpan] = []
+
+    @property
+    def profiler(self) -> Any:
+        """The underlying ``torch.profiler.profile`` (its raw events after ``stop``)."""
+        return self._prof
 
     def start(self) -> None:
         self._hooks.install()
@@ -158,7 +172,9 @@ class TraceSession:
             self._prof.__exit__(None, None, None)
         finally:
             self._hooks.remove()
-        self.events = from_profiler(self._prof.events())
+        raw = self._prof.events()
+        self.events = from_profiler(raw)
+        self.kernels = device_spans(raw)
         return self.events
 
     def abort(self) -> None:

@@ -1,0 +1,791 @@
+#!/usr/bin/env python3
+"""One prepared check of layertime's CUDA path: run it whenever a GPU is at hand.
+
+::
+
+    python benchmarks/gpu_check.py --out DIR            # on a CUDA machine, <= 6 minutes
+    python benchmarks/gpu_check.py --out DIR --smoke    # the same code on the CPU, tiny sizes
+
+Runs from a plain checkout (``PYTHONPATH=.`` or ``pip install --no-deps -e .``)
+with whatever torch the machine has (2.11 and 2.14 are both meant to work).
+It prints one table, each measurement beside its target with PASS or MISS
+(INFO where there is no target, ERROR where the check itself broke, SKIP
+where the time budget ran out), and writes into DIR at most 8 files: the
+summary (``summary.json``, rewritten after every section, so a run cut short
+still leaves what it measured), run JSONs, an HTML report and a Chrome trace.
+A benchmark, not a test: it never asserts; ``--smoke`` is what the test
+suite runs so this script cannot rot.
+
+What each row measures, per model configuration
+-----------------------------------------------
+* **overhead**: median profiled step / median unprofiled step, one
+  ``layertime`` profile (``Run.overhead_ratio``).  Target <= 1.05.
+* **coverage**: every row (layers, loss, zero_grad, update, and
+  ``unattributed``, the GPU's idle time) adds up to the profiled step; the
+  row compares that sum with the unprofiled, synchronised step.  Target
+  within 3%.  The idle share is printed beside it.
+* **kernels**: the kernel time layertime charged (sum over its ops'
+  ``self_device_time_total``) against the device activities' own durations
+  in the same session: 1.00 means no kernel was lost or counted twice.
+* **conv / fc agreement**: layertime's forward+backward share of conv and
+  fully connected layers against an independent ``torch.profiler`` run of
+  the same step, with no layertime code in the loop, that classifies every
+  kernel by the outermost op or autograd node that launched it
+  (``aten::conv2d``/``ConvolutionBackward0`` -> conv; ``aten::linear``/
+  ``AddmmBackward0``/``MmBackward0`` -> linear).  Target within 3 points.
+* **repeatability**: conv share over 3 profiles, max - min.  Target <= 2 points.
+* **second clock**: the unprofiled step timed with CUDA events against the
+  host clock with a synchronisation (what layertime uses).  INFO.
+* **memory**: peak CUDA memory of one step against the cost model's
+  estimate (weights, gradients, optimizer state, saved activations).  INFO.
+* **predict**: measured per-kind shares against the roofline prediction on
+  the built-in profile that matches the device (h200), and, after
+  ``calibrate`` on this GPU with efficiencies fitted to the alexnet run,
+  the per-kind and median per-layer error predicting resnet50 and vgg16.
+
+Exercises of the CUDA fixes (issue 12): profiler event ids and their activity
+types; attribution under a time limit; plain steps before and after several
+profiler sessions; fp16 loss scaling; one NCCL rank under torchrun;
+calibration at reduced size; an out-of-memory error followed by a normal run
+in the same process; the suite's CUDA-only tests (``-m cuda``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from layertime.cost import MathMode, estimate, predict  # noqa: E402
+from layertime.cost.compare import join  # noqa: E402
+from layertime.cost.devices import get_profile, profile_for_device  # noqa: E402
+from layertime.errors import LayertimeError  # noqa: E402
+from layertime.measure.events import busy_us, from_profiler  # noqa: E402
+from layertime.measure.runner import MeasureOptions, measure, prepare  # noqa: E402
+from layertime.measure.tracer import ModuleTable, TraceSession  # noqa: E402
+from layertime.result import Run  # noqa: E402
+from layertime.workload import Workload, check_input, training_mode  # noqa: E402
+
+
+@dataclass
+class Row:
+    config: str
+    check: str
+    value: str
+    target: str
+    status: str  # PASS, MISS, INFO, ERROR, SKIP
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """One model configuration to check."""
+
+    key: str
+    model: str
+    batch_size: int
+    amp: str | None = None
+    image_size: int | None = None
+    num_classes: int = 1000
+
+
+FULL = (
+    Config("alexnet", "alexnet", 128),
+    Config("alexnet-bf16", "alexnet", 128, amp="bf16"),
+    Config("resnet50", "resnet50", 64),
+    Config("vgg16", "vgg16", 32),
+)
+SMOKE = (Config("resnet18", "resnet18", 2, image_size=32, num_classes=10),)
+
+
+class Check:
+    """The whole check: its rows, its clock and its output folder."""
+
+    def __init__(self, out: Path, smoke: bool, budget_s: float, device: torch.device) -> None:
+        self.out = out
+        self.smoke = smoke
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.deadline = time.monotonic() + budget_s
+        self.start = time.monotonic()
+        self.rows: list[Row] = []
+        self.runs: dict[str, Run] = {}
+        self.facts: dict[str, Any] = {}
+
+    # -- bookkeeping ---------------------------------------------------------
+    def left_s(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def add(self, config: str, check: str, value: str, target: str, status: str,
+            **data: Any) -> None:
+        row = Row(config, check, value, target, status, data or None)
+        self.rows.append(row)
+        print(f"[{time.monotonic() - self.start:6.1f}s] {status:5} {config:14} {check}: {value}"
+              f" (target {target})", file=sys.stderr, flush=True)
+        self.save()
+
+    @contextmanager
+    def section(self, config: str, what: str, need_s: float) -> Iterator[bool]:
+        """Run a section if ``need_s`` seconds are left; any error becomes an ERROR row."""
+        if self.left_s() < need_s:
+            self.add(config, what, f"not run: {self.left_s():.0f} s left, needs ~{need_s:.0f}",
+                     "-", "SKIP")
+            yield False
+            return
+        t0 = time.monotonic()
+        try:
+            yield True
+        except Exception as e:  # a broken check is reported, and the others still run
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            self.add(config, what, f"{type(e).__name__}: {first}", "-", "ERROR",
+                     traceback=traceback.format_exc()[-4000:])
+        finally:
+            self.facts.setdefault("section_s", {})[f"{config}/{what}"] = time.monotonic() - t0
+
+    def save(self) -> None:
+        data = {
+            "schema": "layertime.gpu_check/1",
+            "smoke": self.smoke,
+            "facts": self.facts,
+            "rows": [asdict(r) for r in self.rows],
+            "elapsed_s": time.monotonic() - self.start,
+        }
+        tmp = self.out / ".summary.json.tmp"
+        tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+        tmp.replace(self.out / "summary.json")
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.out / name
+        path.write_text(text)
+        return path
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _pass(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+# -- layertime's view -----------------------------------------------------------
+def fb_share(run: Run, kind: str) -> float:
+    """Forward+backward time of a kind's layers over the profiled step."""
+    t = sum(r.forward_s + r.backward_s for r in run.layers if r.kind == kind)
+    return t / run.phases.total_s if run.phases.total_s > 0 else math.nan
+
+
+def profile_config(chk: Check, cfg: Config, steps: int, warmup: int) -> tuple[Any, Run]:
+    prepared = prepare(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                       num_classes=cfg.num_classes, device=str(chk.device), amp=cfg.amp)
+    run = measure(prepared.model, prepared.config, prepared.device, label=prepared.label,
+                  options=MeasureOptions(steps=steps, warmup_steps=warmup))
+    return prepared, run
+
+
+# -- the independent view: stock torch.profiler, no layertime code --------------
+_CONV_OPS = {"aten::conv1d", "aten::conv2d", "aten::conv3d", "aten::convolution",
+             "aten::_convolution", "aten::cudnn_convolution", "aten::mkldnn_convolution"}
+_LINEAR_OPS = {"aten::linear", "aten::addmm"}
+_NODE = "autograd::engine::evaluate_function: "
+
+
+def _classify(e: Any) -> str:
+    """The outermost op or autograd node above ``e`` decides its category."""
+    found = "other"
+    node = e
+    while node is not None:
+        name = str(node.name)
+        if name.startswith(_NODE):
+            b = name[len(_NODE):]
+            if b.startswith("ConvolutionBackward") or b.startswith("CudnnConvolution"):
+                found = "conv"
+            elif b.startswith(("AddmmBackward", "MmBackward", "LinearBackward")):
+                found = "linear"
+            elif "ScaledDotProduct" in b or "FlashAttention" in b or "EfficientAttention" in b:
+                found = "attention"
+            else:
+                found = "other"
+        elif name in _CONV_OPS:
+            found = "conv"
+        elif name in _LINEAR_OPS:
+            found = "linear"
+        elif name == "aten::scaled_dot_product_attention":
+            found = "attention"
+        elif name.startswith("Optimizer.step"):
+            found = "update"
+        node = node.cpu_parent
+    return found
+
+
+def independent_shares(cfg: Config, device: torch.device, steps: int) -> dict[str, float]:
+    """Kernel (CPU: self) time per category over the step, by torch.profiler alone."""
+    import torchvision
+
+    torch.manual_seed(0)
+    size = cfg.image_size or 224
+    model = torchvision.models.get_model(cfg.model, weights=None,
+                                         num_classes=cfg.num_classes).to(device)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(cfg.batch_size, 3, size, size, device=device)
+    y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp or "")
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        if amp is not None:
+            with torch.autocast(device.type, dtype=amp):
+                loss = loss_fn(model(x), y)
+        else:
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    _sync(device)
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=acts) as prof:
+        step()  # CUPTI's lazy start lands here, outside the measured ranges
+        _sync(device)
+        for _ in range(steps):
+            with torch.profiler.record_function("gpu_check::step"):
+                step()
+                _sync(device)
+    events = prof.events()
+    # CPU-side ranges only: a range can have a GPU-side mirror of the same name.
+    windows = [(e.time_range.start, e.time_range.end) for e in events
+               if e.name == "gpu_check::step"
+               and str(getattr(e, "device_type", "CPU")).endswith("CPU")]
+    per: dict[str, float] = collections.defaultdict(float)
+    for e in events:
+        if str(getattr(e, "device_type", "CPU")).endswith("CPU") is False:
+            continue
+        if not any(a <= e.time_range.start <= b for a, b in windows):
+            continue
+        if device.type == "cuda":
+            # Own kernels, less a range's GPU-side mirror (same name).
+            t = sum(k.duration for k in e.kernels if k.name != e.name)
+        else:
+            t = e.self_cpu_time_total
+        if t:
+            per[_classify(e)] += float(t)
+    wall = sum(b - a for a, b in windows)
+    return {k: v / wall for k, v in per.items()} | {"step_ms": wall / len(windows) / 1e3}
+
+
+# -- sections --------------------------------------------------------------------
+def check_config(chk: Check, cfg: Config, repeats: int, steps: int, warmup: int) -> None:
+    key = cfg.key
+    runs: list[Run] = []
+    prepared = None
+    with chk.section(key, "profile", 20 if chk.cuda else 5) as ok:
+        if not ok:
+            return
+        prepared, first = profile_config(chk, cfg, steps, warmup)
+        runs.append(first)
+        chk.runs[key] = first
+        chk.write(f"{key}.json", first.to_json())
+        r = first.overhead_ratio
+        chk.add(key, "overhead", f"x{r:.3f} (profiled {1e3 * statistics.median(first.profiled_step_samples_s):.2f} ms"
+                f" / plain {1e3 * first.step_s:.2f} ms)", "<= 1.05", _pass(r <= 1.05),
+                plain_s=list(first.step_samples_s), profiled_s=list(first.profiled_step_samples_s))
+        total = first.phases.total_s
+        idle = first.phases.unattributed_s / total if total else math.nan
+        cov = total / first.step_s
+        rows_sum = sum(r.total_s for r in first.layers) + (
+            first.phases.loss_s + first.phases.zero_grad_s + first.phases.data_s
+            + first.phases.unattributed_s)
+        chk.add(key, "coverage", f"rows {1e3 * rows_sum:.2f} ms / plain {1e3 * first.step_s:.2f} ms"
+                f" = {cov:.3f}; GPU idle {_pct(idle)}", "within 3%", _pass(abs(cov - 1) <= 0.03),
+                idle_share=idle, rows_s=rows_sum)
+        if first.warnings:
+            chk.add(key, "warnings", "; ".join(first.warnings)[:200], "-", "INFO")
+    for i in range(repeats - 1):
+        with chk.section(key, f"repeat {i + 2}", 15 if chk.cuda else 4) as ok:
+            if not ok or prepared is None:
+                break
+            runs.append(measure(prepared.model, prepared.config, prepared.device,
+                                label=prepared.label,
+                                options=MeasureOptions(steps=steps, warmup_steps=warmup)))
+    if len(runs) > 1:
+        shares = [fb_share(r, "conv") for r in runs]
+        spread = max(shares) - min(shares)
+        chk.add(key, "repeatability", f"conv {' '.join(_pct(s) for s in shares)}: spread "
+                f"{100 * spread:.2f} pts", "<= 2 pts", _pass(spread <= 0.02), shares=shares)
+    if not runs:
+        return
+    first = runs[0]
+    with chk.section(key, "agreement", 15 if chk.cuda else 4) as ok:
+        if ok:
+            ind = independent_shares(cfg, chk.device, 1 if chk.smoke else 3)
+            for kind, label in (("conv", "conv"), ("linear", "fc")):
+                ours = statistics.mean(fb_share(r, kind) for r in runs)
+                theirs = ind.get(kind, 0.0)
+                diff = 100 * (ours - theirs)
+                chk.add(key, f"{label} agreement", f"layertime {_pct(ours)} vs torch.profiler "
+                        f"{_pct(theirs)}: {diff:+.2f} pts", "within 3 pts",
+                        _pass(abs(diff) <= 3), independent=ind)
+    if prepared is not None:
+        with chk.section(key, "clocks+memory", 10 if chk.cuda else 3) as ok:
+            if ok:
+                second_clock_and_memory(chk, cfg, prepared, first)
+    with chk.section(key, "predict", 10) as ok:
+        if ok:
+            predict_builtin(chk, cfg, first)
+
+
+def second_clock_and_memory(chk: Check, cfg: Config, prepared: Any, run: Run) -> None:
+    model, config, device = prepared.model, prepared.config, prepared.device
+    shape = check_input(model, config, device, prepared.label)
+    with training_mode(model):
+        work = Workload(model, config, device, shape)
+        for _ in range(2):
+            work.step()
+        _sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        events_ms, host_ms = [], []
+        for _ in range(2 if chk.smoke else 5):
+            _sync(device)
+            t0 = time.perf_counter()
+            if device.type == "cuda":
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                work.step()
+                b.record()
+                _sync(device)
+                events_ms.append(a.elapsed_time(b))
+            else:
+                work.step()
+            host_ms.append(1e3 * (time.perf_counter() - t0))
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    host = statistics.median(host_ms)
+    profiled = 1e3 * run.phases.total_s
+    if events_ms:
+        ev = statistics.median(events_ms)
+        chk.add(cfg.key, "second clock", f"CUDA events {ev:.2f} ms, host clock {host:.2f} ms "
+                f"(x{ev / host:.3f}), layertime plain {1e3 * run.step_s:.2f} ms, profiled "
+                f"{profiled:.2f} ms", "-", "INFO", events_ms=events_ms, host_ms=host_ms)
+    else:
+        chk.add(cfg.key, "second clock", f"host clock {host:.2f} ms (no CUDA events on the CPU),"
+                f" profiled {profiled:.2f} ms", "-", "INFO", host_ms=host_ms)
+    cost = estimate(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                    num_classes=cfg.num_classes)
+    est = cost.memory_bytes.total
+    if peak is not None:
+        chk.add(cfg.key, "memory", f"peak {peak / 2**30:.2f} GiB vs estimate {est / 2**30:.2f} GiB"
+                f" (x{peak / est:.2f})", "-", "INFO", peak_bytes=peak, estimate_bytes=est)
+    else:
+        chk.add(cfg.key, "memory", f"estimate {est / 2**30:.3f} GiB (no CUDA peak on the CPU)",
+                "-", "INFO", estimate_bytes=est)
+
+
+def _kind_errors(joined: Any) -> tuple[str, float]:
+    parts, worst = [], 0.0
+    for k in joined.kinds:
+        if k.predicted_share is None or k.measured_share < 0.01:
+            continue
+        pts = 100 * (k.predicted_share - k.measured_share)
+        worst = max(worst, abs(pts))
+        parts.append(f"{k.kind} {100 * k.measured_share:.0f}/{100 * k.predicted_share:.0f}")
+    return ", ".join(parts), worst
+
+
+def predict_builtin(chk: Check, cfg: Config, run: Run) -> None:
+    """Measured per-kind shares beside the built-in profile's prediction."""
+    prof = profile_for_device(run.environment.device_name) or get_profile("h200")
+    cost = estimate(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                    num_classes=cfg.num_classes)
+    cost = predict(cost, prof, mode=MathMode.of_run(run.environment))
+    joined = join(run, cost)
+    text, worst = _kind_errors(joined)
+    med = joined.median_layer_error(0.01)
+    chk.add(cfg.key, f"predict {prof.key}", f"measured/predicted %: {text}; worst "
+            f"{worst:.1f} pts; median layer error "
+            f"{'-' if med is None else _pct(med)}", "-", "INFO",
+            device_matched=joined.predicted_device_name is not None, worst_pts=worst)
+
+
+def check_fit(chk: Check) -> None:
+    """calibrate at reduced size, fit to alexnet, predict resnet50 and vgg16."""
+    from layertime.cost import calibrate as cal_mod
+
+    base = "alexnet" if "alexnet" in chk.runs else next(iter(chk.runs), None)
+    if base is None:
+        chk.add("fit", "calibrate --fit", "no profile to fit", "-", "SKIP")
+        return
+    size = 256 if chk.smoke else 4096
+    mem_mb = 8 if chk.smoke else 256
+    t0 = time.monotonic()
+    cal = cal_mod.calibrate(chk.device, matmul_size=size, memory_mb=mem_mb, repeats=3)
+    peaks = ", ".join(f"{k} {v:.1f}" for k, v in cal.matmul_tflops.items())
+    chk.add("fit", "calibrate", f"{time.monotonic() - t0:.1f} s: TFLOP/s {peaks}; "
+            f"{cal.memory_bandwidth_gb_per_s:.0f} GB/s (matmul side {size}, {mem_mb} MiB)",
+            "-", "INFO", calibration=cal.to_dict())
+    base_run = chk.runs[base]
+    cfg = next(c for c in (FULL + SMOKE) if c.key == base)
+    prof, fit, warns = cal_mod.fit_to_run(cal, "local-gpu", base_run, model=cfg.model)
+    fitted = ", ".join(f"{k.kind} {k.efficiency:.2f}" for k in fit.kinds if k.status != "default")
+    chk.add("fit", f"fit to {base}", fitted or "nothing fitted", "-", "INFO")
+    for key, run in chk.runs.items():
+        if key == base or "bf16" in key:
+            continue
+        c = next(c for c in (FULL + SMOKE) if c.key == key)
+        cost = estimate(c.model, batch_size=c.batch_size, image_size=c.image_size,
+                        num_classes=c.num_classes)
+        cost = predict(cost, prof, mode=MathMode.of_run(run.environment))
+        joined = join(run, cost)
+        text, worst = _kind_errors(joined)
+        med = joined.median_layer_error(0.01)
+        ratio = joined.predicted_total_s / joined.measured_total_s if (
+            joined.predicted_total_s and joined.measured_total_s) else math.nan
+        chk.add(key, f"predict from {base} fit", f"%: {text}; worst {worst:.1f} pts; median "
+                f"layer error {'-' if med is None else _pct(med)}; step x{ratio:.2f}", "-",
+                "INFO", worst_pts=worst, median_layer_error=med)
+
+
+def check_event_ids(chk: Check, cfg: Config) -> None:
+    """Raw profiler ids on this device: duplicates, activity types; ours unique, no cycles."""
+    prepared = prepare(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                       num_classes=cfg.num_classes, device=str(chk.device))
+    model, config, device = prepared.model, prepared.config, prepared.device
+    shape = check_input(model, config, device, prepared.label)
+    table = ModuleTable(model)
+    with training_mode(model):
+        work = Workload(model, config, device, shape)
+        work.step()
+        _sync(device)
+        session = TraceSession(table, device)
+        session.start()
+        try:
+            session.enter_step()
+            work.step(traced=True)
+            _sync(device)
+            session.exit_step()
+        except BaseException:
+            session.abort()
+            raise
+        ours = session.stop()
+    raw = list(session.profiler.events())
+    types = collections.Counter(str(getattr(e, "activity_type", None)) for e in raw)
+    cpu_side = [e for e in raw if str(getattr(e, "device_type", "CPU")).endswith("CPU")]
+    ids = collections.Counter(int(e.id) for e in cpu_side)
+    dup = sum(1 for n in ids.values() if n > 1)
+    dup_types = collections.Counter(
+        str(getattr(e, "activity_type", None)) for e in cpu_side if ids[int(e.id)] > 1)
+    unique = len({e.id for e in ours}) == len(ours)
+    by_id = {e.id: e for e in ours}
+    cycles = 0
+    for e in ours:
+        seen, p = set(), e.parent
+        while p is not None:
+            if p in seen:
+                cycles += 1
+                break
+            seen.add(p)
+            p = by_id[p].parent if p in by_id else None
+    chk.add(cfg.key, "event ids", f"raw: {len(cpu_side)} CPU-side events, {dup} ids shared "
+            f"(types {dict(dup_types)}); kept {len(ours)}, unique {unique}, cycles {cycles}",
+            "unique, no cycles", _pass(unique and cycles == 0), activity_types=dict(types))
+    if chk.cuda:
+        step = next(e for e in ours if e.name == "layertime::step")
+        union, total = busy_us(session.kernels, step.start_us, step.end_us)
+        charged = sum(e.device_us for e in ours if step.start_us <= e.start_us <= step.end_us)
+        chk.add(cfg.key, "kernels", f"charged {charged / 1e3:.2f} ms vs device activities "
+                f"{total / 1e3:.2f} ms (x{charged / total:.3f}); busy {union / 1e3:.2f} ms",
+                "x1.00 +-1%", _pass(abs(charged / total - 1) <= 0.01))
+
+
+def check_sessions(chk: Check, cfg: Config, n_plain: int, n_sessions: int) -> None:
+    """Plain steps before and after several profiler sessions: CUPTI's residue."""
+    prepared = prepare(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                       num_classes=cfg.num_classes, device=str(chk.device))
+    model, config, device = prepared.model, prepared.config, prepared.device
+    shape = check_input(model, config, device, prepared.label)
+    table = ModuleTable(model)
+
+    def plain() -> list[float]:
+        out = []
+        for _ in range(n_plain):
+            _sync(device)
+            t0 = time.perf_counter()
+            work.step()
+            _sync(device)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    with training_mode(model):
+        work = Workload(model, config, device, shape)
+        for _ in range(3):
+            work.step()
+        before = plain()
+        t0 = time.perf_counter()
+        for _ in range(n_sessions):
+            s = TraceSession(table, device)
+            s.start()
+            try:
+                s.enter_step()
+                work.step(traced=True)
+                _sync(device)
+                s.exit_step()
+            except BaseException:
+                s.abort()
+                raise
+            s.stop()
+        per_session = (time.perf_counter() - t0) / n_sessions
+        after = plain()
+    r = statistics.median(after) / statistics.median(before)
+    chk.add(cfg.key, "after sessions", f"plain step x{r:.3f} after {n_sessions} sessions "
+            f"({1e3 * statistics.median(before):.2f} -> {1e3 * statistics.median(after):.2f} ms;"
+            f" {per_session:.2f} s per session; TEARDOWN_CUPTI="
+            f"{os.environ.get('TEARDOWN_CUPTI', 'unset')})", "-", "INFO",
+            before_s=before, after_s=after)
+
+
+def check_time_limit(chk: Check, cfg: Config) -> None:
+    prepared = prepare(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                       num_classes=cfg.num_classes, device=str(chk.device))
+    budget = 1.0 if chk.smoke else 3.0
+    run = measure(prepared.model, prepared.config, prepared.device, label=prepared.label,
+                  options=MeasureOptions(steps=3, time_budget_s=budget, max_steps=20))
+    rows = sum(r.total_s for r in run.layers) + run.phases.loss_s + run.phases.zero_grad_s \
+        + run.phases.data_s + run.phases.unattributed_s
+    err = abs(rows - run.profiled_step_s) / run.profiled_step_s
+    chk.add(cfg.key, "time limit", f"--time-budget {budget:g}: {run.steps} pairs; rows add up "
+            f"to the profiled step within {100 * err:.2g}%", "within 0.1%", _pass(err <= 1e-3))
+
+
+def check_fp16(chk: Check, cfg: Config) -> None:
+    prepared = prepare(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                       num_classes=cfg.num_classes, device=str(chk.device), amp="fp16")
+    run = measure(prepared.model, prepared.config, prepared.device, label=prepared.label,
+                  options=MeasureOptions(steps=1 if chk.smoke else 3, warmup_steps=1))
+    skipped = [w for w in run.warnings if "skipped" in w]
+    upd = sum(r.update_s for r in run.layers)
+    chk.add(cfg.key + "-fp16", "loss scaling", f"update {1e3 * upd:.3f} ms per step; "
+            + (skipped[0] if skipped else "no skipped update in measured steps"),
+            "update > 0, no skip", _pass(upd > 0 and not skipped) if chk.cuda else "INFO")
+
+
+def check_oom(chk: Check) -> None:
+    """An out-of-memory error, then a normal run in the same process."""
+    if chk.cuda:
+        big = Config("vgg16-oom", "vgg16", 2048)
+    else:
+        big = None
+    t0 = time.monotonic()
+    msg = ""
+    try:
+        if big is not None:
+            prepared = prepare(big.model, batch_size=big.batch_size, device=str(chk.device))
+            measure(prepared.model, prepared.config, prepared.device, label=prepared.label,
+                    options=MeasureOptions(steps=1, warmup_steps=1))
+            del prepared
+        else:
+            from torch import nn
+
+            class Oom(nn.Module):
+                """Raises what the allocator raises, past batch 2 (the CPU stand-in)."""
+
+                def __init__(self) -> None:
+                    super().__init__()
+                    self.fc = nn.Linear(8, 4)
+
+                def forward(self, x: torch.Tensor) -> torch.Tensor:
+                    if x.shape[0] > 2:
+                        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate "
+                                                     "20.00 GiB (stand-in)")
+                    return self.fc(x)
+
+            m = Oom()
+            from layertime.workload import WorkloadConfig
+
+            measure(m, WorkloadConfig(batch_size=64, input_shape=(8,), num_classes=4),
+                    torch.device("cpu"), label="oom-stand-in", options=MeasureOptions(steps=1))
+    except LayertimeError as e:
+        msg = str(e)
+    if chk.cuda:
+        torch.cuda.empty_cache()
+    one_line = bool(msg) and "\n" not in msg
+    small = SMOKE[0] if chk.smoke else FULL[0]
+    _, run = profile_config(chk, small, steps=1, warmup=1)
+    ok = one_line and run.steps == 1 and run.phases.total_s > 0
+    chk.add("oom", "oom then run", f"{msg[:110]!r} then {small.key} ran "
+            f"({1e3 * run.phases.total_s:.1f} ms) in {time.monotonic() - t0:.0f} s",
+            "one-line error, then a normal run", _pass(ok))
+
+
+def check_torchrun(chk: Check, cfg: Config) -> None:
+    out = chk.out / "ddp.json"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
+            "--master-addr", "127.0.0.1", "--master-port", "29517",
+            "-m", "layertime", "profile", cfg.model, "--ddp", "--device", str(chk.device),
+            "--batch-size", str(cfg.batch_size), "--steps", "2", "--no-store", "--quiet",
+            "--num-classes", str(cfg.num_classes), "--json", str(out)]
+    if cfg.image_size:
+        argv += ["--image-size", str(cfg.image_size)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.monotonic()
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=max(30, chk.left_s() - 5),
+                       env=env, cwd=str(ROOT))
+    if p.returncode != 0 or not out.exists():
+        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1][:150]
+        chk.add(cfg.key, "torchrun 1 rank", f"exit {p.returncode}: {tail}", "exit 0", "MISS")
+        return
+    run = Run.load(out)
+    out.unlink()
+    comm = run.comm_s
+    chk.add(cfg.key, "torchrun 1 rank", f"{run.backend}, world {run.world_size}: step "
+            f"{1e3 * run.phases.total_s:.1f} ms, comm {1e3 * comm:.2f} ms, unattributed "
+            f"{1e3 * run.phases.unattributed_s:.2f} ms ({time.monotonic() - t0:.0f} s)",
+            "exit 0, unattributed >= 0", _pass(run.phases.unattributed_s >= -1e-6))
+
+
+def check_cuda_tests(chk: Check) -> None:
+    argv = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+            str(ROOT / "tests" / "test_cuda.py")]
+    p = subprocess.run(argv, capture_output=True, text=True, cwd=str(ROOT),
+                       timeout=max(30, chk.left_s() - 5))
+    last = (p.stdout.strip().splitlines() or ["(no output)"])[-1][:150]
+    if chk.cuda:
+        chk.add("tests", "pytest -m cuda", last, "all pass", _pass(p.returncode == 0),
+                output=p.stdout[-3000:])
+    else:
+        # Without CUDA the file's tests deselect themselves (exit 5: none collected).
+        chk.add("tests", "pytest -m cuda", last, "collects", _pass(p.returncode in (0, 5)))
+
+
+def write_reports(chk: Check) -> None:
+    from layertime.render.html import write_html
+    from layertime.render.trace import write_trace
+
+    key = next(iter(chk.runs))
+    run = chk.runs[key]
+    cfg = next(c for c in (FULL + SMOKE) if c.key == key)
+    prof = profile_for_device(run.environment.device_name) or get_profile("h200")
+    cost = predict(estimate(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                            num_classes=cfg.num_classes), prof,
+                   mode=MathMode.of_run(run.environment))
+    write_html(run, chk.out / f"{key}.html", cost=cost.to_dict())
+    write_trace(run, chk.out / f"{key}-trace.json")
+    chk.add(key, "reports", f"wrote {key}.html, {key}-trace.json", "-", "INFO")
+
+
+# -- the table ---------------------------------------------------------------------
+def render(rows: list[Row], width: int = 200) -> str:
+    head = ("config", "check", "status", "target", "value")
+    w0 = max(len(head[0]), *(len(r.config) for r in rows))
+    w1 = max(len(head[1]), *(len(r.check) for r in rows))
+    w3 = max(len(head[3]), *(len(r.target) for r in rows))
+    lines = [f"{head[0]:<{w0}}  {head[1]:<{w1}}  {head[2]:<6}  {head[3]:<{w3}}  {head[4]}"]
+    lines.append("-" * min(width, len(lines[0]) + 40))
+    for r in rows:
+        lines.append(f"{r.config:<{w0}}  {r.check:<{w1}}  {r.status:<6}  {r.target:<{w3}}  "
+                     f"{r.value}")
+    counts = collections.Counter(r.status for r in rows)
+    lines.append("")
+    lines.append("  ".join(f"{k} {counts[k]}" for k in ("PASS", "MISS", "INFO", "ERROR", "SKIP")
+                           if counts[k]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="folder for the summary, run JSONs, reports")
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny sizes (what the tests run)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds for the whole check (default 330, smoke 90)")
+    ap.add_argument("--only", default="", help="comma-separated config keys to check")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        device = torch.device("cpu")
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    else:
+        print("gpu_check: no CUDA device here (use --smoke for the CPU run)", file=sys.stderr)
+        return 2
+    chk = Check(out, args.smoke, args.budget or (90.0 if args.smoke else 330.0), device)
+    env_line = f"torch {torch.__version__}, {device}"
+    if chk.cuda:
+        env_line += (f" ({torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, cuDNN "
+                     f"{torch.backends.cudnn.version()})")
+    chk.facts["environment"] = env_line
+    print(f"gpu_check: {env_line}", file=sys.stderr, flush=True)
+    configs = SMOKE if args.smoke else FULL
+    if args.only:
+        keep = set(args.only.split(","))
+        configs = tuple(c for c in configs if c.key in keep)
+    repeats, steps, warmup = (2, 1, 1) if args.smoke else (3, 3, 2)
+    for cfg in configs:
+        check_config(chk, cfg, repeats, steps, warmup)
+    small = configs[0] if configs else (SMOKE[0] if args.smoke else FULL[0])
+    with chk.section(small.key, "event ids", 10) as ok:
+        if ok:
+            check_event_ids(chk, small)
+    with chk.section("fit", "calibrate --fit", 30 if chk.cuda else 5) as ok:
+        if ok:
+            check_fit(chk)
+    with chk.section(small.key, "after sessions", 15 if chk.cuda else 5) as ok:
+        if ok:
+            check_sessions(chk, small, 2 if args.smoke else 20, 2 if args.smoke else 5)
+    with chk.section(small.key, "fp16", 10 if chk.cuda else 3) as ok:
+        if ok:
+            check_fp16(chk, small)
+    with chk.section(small.key, "time limit", 10 if chk.cuda else 3) as ok:
+        if ok:
+            check_time_limit(chk, small)
+    with chk.section("oom", "oom then run", 25 if chk.cuda else 3) as ok:
+        if ok:
+            check_oom(chk)
+    with chk.section(small.key, "reports", 10 if chk.cuda else 5) as ok:
+        if ok and chk.runs:
+            write_reports(chk)
+    with chk.section(small.key, "torchrun 1 rank", 40 if chk.cuda else 20) as ok:
+        if ok:
+            ddp_cfg = Config(small.key, small.model, 32 if chk.cuda else 2,
+                             image_size=small.image_size, num_classes=small.num_classes)
+            check_torchrun(chk, ddp_cfg)
+    with chk.section("tests", "pytest -m cuda", 60 if chk.cuda else 15) as ok:
+        if ok:
+            check_cuda_tests(chk)
+    chk.facts["elapsed_s"] = time.monotonic() - chk.start
+    chk.save()
+    print(f"layertime gpu_check — {env_line} — {chk.facts['elapsed_s']:.0f} s")
+    print(render(chk.rows))
+    print(f"\nwrote {', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))}"
+          f" in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
