@@ -287,6 +287,12 @@ class Run:
     #: name (``layertime.cost.compare.Comparison.to_dict()``, schema
     #: ``layertime.prediction/1``); predicted numbers are estimates.
     prediction: Mapping[str, Any] | None = None
+    #: CUDA runs: the wall time of each traced step (profiler and hooks
+    #: included).  There the rows add up to each traced step's kernel time plus
+    #: the GPU's idle time in the unprofiled step, so ``profiled_step_samples_s``
+    #: is not the traced wall; the overhead is measured on these.  Empty when
+    #: the two are the same (CPU runs).
+    traced_step_samples_s: tuple[float, ...] = ()
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -306,10 +312,11 @@ class Run:
 
     @property
     def overhead_ratio(self) -> float:
-        """Median profiled step over median unprofiled step."""
-        if not self.step_samples_s or not self.profiled_step_samples_s:
+        """Median traced step over median unprofiled step (wall times)."""
+        traced = self.traced_step_samples_s or self.profiled_step_samples_s
+        if not self.step_samples_s or not traced:
             return math.nan
-        return statistics.median(self.profiled_step_samples_s) / self.step_s
+        return statistics.median(traced) / self.step_s
 
     @property
     def params(self) -> int:
@@ -459,6 +466,7 @@ class Run:
             "step_samples_s": list(self.step_samples_s),
             "profiled_step_s": self.profiled_step_s,
             "profiled_step_samples_s": list(self.profiled_step_samples_s),
+            "traced_step_samples_s": list(self.traced_step_samples_s),
             "overhead_ratio": self.overhead_ratio,
             "headline": self.headline(),
             "params": self.params,
@@ -511,6 +519,7 @@ class Run:
                 warmup_steps=int(d["warmup_steps"]),
                 step_samples_s=tuple(_num(x) for x in d["step_samples_s"]),
                 profiled_step_samples_s=tuple(_num(x) for x in d["profiled_step_samples_s"]),
+                traced_step_samples_s=tuple(_num(x) for x in d.get("traced_step_samples_s", ())),
                 layers=layers,
                 phases=Phases(**d["phases"]),
                 environment=Environment(**d["environment"]),

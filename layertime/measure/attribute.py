@@ -87,6 +87,8 @@ class StepCharges:
     #: CUDA only: kernel time beyond the device's busy time (kernels of several
     #: streams overlapping); the rows were scaled down by it to the busy time.
     overlap_s: float = 0.0
+    #: CUDA only: kernel time of ops in no owned range (part of ``unattributed``).
+    unowned_s: float = 0.0
 
     def total_s(self) -> float:
         return sum(self.modules.values()) + sum(self.step.values())
@@ -296,6 +298,7 @@ def attribute_step(
             out.modules = {k: v * scale for k, v in out.modules.items()}
             out.step = {k: v * scale for k, v in out.step.items()}
             out.overlap_s = kernel_s - device_busy_s
+        out.unowned_s = out.step.get("unattributed", 0.0)
     else:
         out.step_s = step.duration_us * 1e-6
     # Whatever the rows do not explain (GPU idle on CUDA; clamped rounding on

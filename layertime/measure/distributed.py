@@ -535,6 +535,9 @@ def merge_ranks(
         profiled_step_samples_s=tuple(
             _fmean([run.profiled_step_samples_s[i] for run in runs]) for i in range(n_traced)
         ),
+        traced_step_samples_s=tuple(
+            _fmean([run.traced_step_samples_s[i] for run in runs]) for i in range(n_traced)
+        ) if all(len(run.traced_step_samples_s) >= n_traced for run in runs) else (),
         layers=tuple(layers),
         phases=phases,
         phase_spread_s=spread,
