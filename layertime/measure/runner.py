@@ -46,6 +46,8 @@ from layertime.workload import (
 ProgressFn = Callable[[str, int, int], None]
 #: At most this many extra warm-up steps for fp16 loss scaling to settle.
 MAX_SCALER_WARMUP = 20
+#: On CUDA, at least this many unprofiled steps (see measure()).
+MIN_CUDA_PLAIN_STEPS = 10
 
 
 class StepSync(Protocol):
@@ -289,14 +291,17 @@ def measure(
             if cuda:
                 # Every plain step before any profiler session (a session can
                 # leave CUPTI attached, which slows later steps), then every
-                # traced step in one session.
-                for i in range(n):
-                    progress("measure", i, 2 * n)
+                # traced step in one session.  Plain steps are cheap here and
+                # their median is every row's reference (the idle time), so
+                # take at least MIN_CUDA_PLAIN_STEPS of them.
+                n_plain = max(n, MIN_CUDA_PLAIN_STEPS)
+                for i in range(n_plain):
+                    progress("measure", i, n_plain + n)
                     dt, loss = _plain_step(work, sync)
                     plain.append(dt)
                     losses.append(loss)
                     skipped += work.update_skipped()
-                progress("measure", n, 2 * n)
+                progress("measure", n_plain, n_plain + n)
                 charges_list, traced_losses, more = _traced_steps(work, table, n, sync)
                 traced.extend(charges_list)
                 losses.extend(traced_losses)
