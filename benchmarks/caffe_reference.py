@@ -204,7 +204,7 @@ def _memory_share(shares: Mapping[str, tuple[float, float]], side: int) -> float
 def _fit_line(fit: LatencyFit) -> str:
     effs = ", ".join(f"{k.kind} {k.target[0]} {k.efficiency:.3f}" + ("*" if k.status == "capped"
                      else "" if k.status == "fitted" else " (default)") for k in fit.kinds)
-    return (f"latency {fit.kernel_latency_s * 1e6:.2f} us, {effs}; rms log error "
+    return (f"latency {fit.kernel_latency_s * 1e6:.3f} us, {effs}; rms log error "
             f"{fit.rms_log_error:.3f} over {fit.judged_rows} rows")
 
 
@@ -294,7 +294,7 @@ def main() -> int:
                     for k, v in both.fitted("compute").items())
             and all(abs(shipped.memory_efficiency.get(k, -1) - v) <= 5e-4
                     for k, v in both.fitted("memory").items()))
-    print(f"3. the shipped {PROFILE} profile: latency {shipped.kernel_latency_s * 1e6:.2f} us, "
+    print(f"3. the shipped {PROFILE} profile: latency {shipped.kernel_latency_s * 1e6:.3f} us, "
           f"kernels {shipped.kernels!r}, compute {dict(shipped.compute_efficiency)}, memory "
           f"{dict(shipped.memory_efficiency)}; equals the fit on both to the digits shipped: "
           f"{'yes' if same else 'NO'}")
