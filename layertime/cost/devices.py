@@ -15,6 +15,9 @@ its source.  A user file adds or overrides profiles::
     memory_gb = 24              # optional
     source = "vendor datasheet"
 
+    kernel_latency_us = 2.0     # optional, added per kernel launched (default 0)
+    kernels = "cuda"            # optional: whose kernels run, "cuda" (default) or "caffe"
+
     [devices.my-gpu.compute_efficiency]   # optional, per layer kind
     conv = 0.5
     [devices.my-gpu.memory_efficiency]    # optional, per layer kind
@@ -36,12 +39,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from layertime.errors import LayertimeError
 
 #: The precisions a profile may give a peak for, in the order tables show them.
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp64")
+
+#: Whose kernels a profile's device runs, which decides how many kernels each op launches
+#: (``layertime.cost.roofline.kernels_launched``): PyTorch's CUDA kernels (cuDNN convolutions
+#: over the whole batch), or Caffe's own (no cuDNN: im2col + gemm once per sample).
+KERNEL_SETS: tuple[str, ...] = ("cuda", "caffe")
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,23 @@ class DeviceProfile:
     memory_efficiency: Mapping[str, float] = field(default_factory=dict)
     #: Where the efficiencies come from (e.g. a calibration fit); None: "device profile KEY".
     efficiency_source: str | None = None
+    #: Seconds added per kernel launched: launch, ramp-up and drain that a roofline of the
+    #: kernel's work leaves out (0: no launch term, as for CPU profiles).
+    kernel_latency_s: float = 0.0
+    #: One of KERNEL_SETS.
+    kernels: str = "cuda"
+
+    def __post_init__(self) -> None:
+        if self.kernels not in KERNEL_SETS:
+            raise LayertimeError(
+                f"device profile {self.key}: kernels must be one of {', '.join(KERNEL_SETS)}, "
+                f"not {self.kernels!r}"
+            )
+        if not (math.isfinite(self.kernel_latency_s) and self.kernel_latency_s >= 0):
+            raise LayertimeError(
+                f"device profile {self.key}: kernel latency must be >= 0 s, "
+                f"not {self.kernel_latency_s!r}"
+            )
 
     def peak_flops_per_s(self, precision: str) -> float | None:
         """The peak for ``precision`` in FLOP/s, or None when the device has none."""
@@ -83,6 +108,11 @@ def _p(
     bf16: float | None = None,
     fp16: float | None = None,
     fp64: float | None = None,
+    kernels: str = "cuda",
+    kernel_latency_s: float = 0.0,
+    compute_efficiency: Mapping[str, float] | None = None,
+    memory_efficiency: Mapping[str, float] | None = None,
+    efficiency_source: str | None = None,
 ) -> DeviceProfile:
     peaks = {"fp32": fp32, "tf32": tf32, "bf16": bf16, "fp16": fp16, "fp64": fp64}
     return DeviceProfile(
@@ -92,11 +122,58 @@ def _p(
         memory_bandwidth_gb_per_s=bw,
         memory_gb=mem,
         source=source,
+        kernels=kernels,
+        kernel_latency_s=kernel_latency_s,
+        compute_efficiency=dict(compute_efficiency or {}),
+        memory_efficiency=dict(memory_efficiency or {}),
+        efficiency_source=efficiency_source,
     )
+
+
+#: The GTX Titan X's kernel latency and per-kind efficiencies, fitted by
+#: ``benchmarks/caffe_reference.py`` (``layertime.cost.fit.fit_layer_times`` on OverFeat and
+#: GoogLeNet together; the script prints the fit, the fit on each network alone judged on
+#: the other, and checks that these digits are the fit's).  The data: Caffe's per-layer
+#: forward and backward times at batch 128, float32, Caffe's own kernels (no cuDNN), one
+#: synchronisation per layer (soumith/convnet-benchmarks b458aab, caffe/output_overfeat.log
+#: and output_googlenet.log).  So they describe Caffe-era per-layer timing on that GPU:
+#: the convolution efficiency is that of Caffe's per-sample im2col + cuBLAS sgemm, at the
+#: datasheet's 6.14 TFLOP/s (base clock), with 2 us per kernel launched.
+TITANX_CAFFE_KERNEL_LATENCY_S = 1.995e-6
+TITANX_CAFFE_COMPUTE_EFFICIENCY: Mapping[str, float] = {"conv": 0.885, "linear": 0.664}
+TITANX_CAFFE_MEMORY_EFFICIENCY: Mapping[str, float] = {
+    "activation": 0.665,  # ReLU, in place
+    "pool": 0.323,  # max-pooling (the fill and gather of its backward) and one average pool
+    "other": 0.596,  # GoogLeNet's Concat and Split layers (the inception modules' own rows)
+    # Kinds the logs do not time (norm, dropout, loss, the update) take ReLU's: the
+    # simplest streaming kernel measured.
+    "default": 0.665,
+}
+TITANX_CAFFE_SOURCE = (
+    "fitted to Caffe's per-layer times of OverFeat and GoogLeNet on a GTX Titan X "
+    "(convnet-benchmarks, batch 128, no cuDNN; benchmarks/caffe_reference.py): "
+    "Caffe-era per-layer timing"
+)
+#: The kernel latency of the other built-in GPU profiles: the Titan X's, carried over as an
+#: order of magnitude (a launch costs microseconds through CUDA's driver on every
+#: generation), not measured on them.  Their efficiencies stay the uncalibrated defaults of
+#: ``layertime.cost.roofline``: Caffe's FP32 kernels on Maxwell say nothing of cuDNN's or
+#: of tensor cores.
+GPU_KERNEL_LATENCY_S = TITANX_CAFFE_KERNEL_LATENCY_S
+GPU_EFFICIENCY_SOURCE = (
+    "defaults (uncalibrated); kernel latency carried over from the titanx-maxwell fit"
+)
+
+
+class _GpuDefaults(TypedDict):
+    kernel_latency_s: float
+    efficiency_source: str
 
 
 def builtin_profiles() -> dict[str, DeviceProfile]:
     """The built-in table, keyed by profile name (a new dict each call)."""
+    gpu = _GpuDefaults(kernel_latency_s=GPU_KERNEL_LATENCY_S,
+                       efficiency_source=GPU_EFFICIENCY_SOURCE)
     profiles = [
         # GeForce GTX 580 (Fermi GF110, 2010), the GPUs AlexNet was trained on:
         # 512 CUDA cores x 1544 MHz shader clock x 2 = 1581 GFLOP/s FP32; FP64
@@ -104,61 +181,65 @@ def builtin_profiles() -> dict[str, DeviceProfile]:
         # boards existed).  No tensor cores, no fast FP16.
         # Source: NVIDIA GeForce GTX 580 specifications page.
         _p("gtx580", "NVIDIA GeForce GTX 580", fp32=1.581, fp64=0.198, bw=192.4, mem=1.5,
-           source="NVIDIA GeForce GTX 580 specifications"),
+           source="NVIDIA GeForce GTX 580 specifications", **gpu),
         # Tesla K40 (Kepler GK110B, 2013): 4.29 TFLOP/s FP32 and 1.43 FP64 at
         # base clock, 288 GB/s, 12 GB GDDR5.
         # Source: NVIDIA Tesla K40 GPU Accelerator board specification / datasheet.
         _p("k40", "NVIDIA Tesla K40", fp32=4.29, fp64=1.43, bw=288.0, mem=12,
-           source="NVIDIA Tesla K40 datasheet"),
+           source="NVIDIA Tesla K40 datasheet", **gpu),
         # GeForce GTX TITAN X (Maxwell GM200, 2015): 3072 cores x 1000 MHz base
         # x 2 = 6.14 TFLOP/s FP32 (6.6 at 1075 MHz boost; base used); FP64 1/32;
         # 336.5 GB/s (7 Gbps, 384-bit); 12 GB.
         # Source: NVIDIA GeForce GTX TITAN X specifications page.
         _p("titanx-maxwell", "NVIDIA GeForce GTX TITAN X (Maxwell)", fp32=6.14, fp64=0.19,
-           bw=336.5, mem=12, source="NVIDIA GeForce GTX TITAN X specifications"),
+           bw=336.5, mem=12, source="NVIDIA GeForce GTX TITAN X specifications",
+           kernels="caffe", kernel_latency_s=TITANX_CAFFE_KERNEL_LATENCY_S,
+           compute_efficiency=TITANX_CAFFE_COMPUTE_EFFICIENCY,
+           memory_efficiency=TITANX_CAFFE_MEMORY_EFFICIENCY,
+           efficiency_source=TITANX_CAFFE_SOURCE),
         # Tesla P100 SXM2 (Pascal GP100, 2016): 10.6 TFLOP/s FP32, 21.2 FP16
         # (packed half2 on CUDA cores, no tensor cores), 5.3 FP64, 732 GB/s HBM2, 16 GB.
         # Source: NVIDIA Tesla P100 datasheet (NVLink version).
         _p("p100", "NVIDIA Tesla P100 SXM2", fp32=10.6, fp16=21.2, fp64=5.3, bw=732.0, mem=16,
-           source="NVIDIA Tesla P100 datasheet (SXM2)"),
+           source="NVIDIA Tesla P100 datasheet (SXM2)", **gpu),
         # Tesla V100 SXM2 (Volta GV100, 2017): 15.7 TFLOP/s FP32, 125 tensor
         # (FP16 in, FP32 accumulate), 7.8 FP64, 900 GB/s HBM2, 16/32 GB.
         # No TF32 or BF16 (BF16 runs at FP32 rate here).
         # Source: NVIDIA Tesla V100 datasheet (SXM2).
         _p("v100", "NVIDIA Tesla V100 SXM2", fp32=15.7, fp16=125.0, fp64=7.8, bw=900.0, mem=32,
-           source="NVIDIA Tesla V100 datasheet (SXM2)"),
+           source="NVIDIA Tesla V100 datasheet (SXM2)", **gpu),
         # A100 SXM4 80GB (Ampere GA100, 2020): 19.5 TFLOP/s FP32, 156 TF32
         # tensor, 312 BF16/FP16 tensor (dense; datasheet's 312/624 are with
         # sparsity), 9.7 FP64 (19.5 FP64 tensor), 2039 GB/s HBM2e, 80 GB.
         # Source: NVIDIA A100 Tensor Core GPU datasheet.
         _p("a100", "NVIDIA A100 SXM4 80GB", fp32=19.5, tf32=156.0, bf16=312.0, fp16=312.0,
-           fp64=9.7, bw=2039.0, mem=80, source="NVIDIA A100 datasheet (SXM4 80GB)"),
+           fp64=9.7, bw=2039.0, mem=80, source="NVIDIA A100 datasheet (SXM4 80GB)", **gpu),
         # A100 SXM4 40GB: the same compute, 1555 GB/s HBM2.
         # Source: NVIDIA A100 Tensor Core GPU datasheet.
         _p("a100-40gb", "NVIDIA A100 SXM4 40GB", fp32=19.5, tf32=156.0, bf16=312.0, fp16=312.0,
-           fp64=9.7, bw=1555.0, mem=40, source="NVIDIA A100 datasheet (SXM4 40GB)"),
+           fp64=9.7, bw=1555.0, mem=40, source="NVIDIA A100 datasheet (SXM4 40GB)", **gpu),
         # H100 SXM5 (Hopper GH100, 2022): 67 TFLOP/s FP32, tensor TF32 494.5,
         # BF16/FP16 989.5 (the datasheet's 989/1979 are with sparsity: halved),
         # 34 FP64, 3.35 TB/s HBM3, 80 GB.
         # Source: NVIDIA H100 Tensor Core GPU datasheet (SXM).
         _p("h100", "NVIDIA H100 SXM5 80GB", fp32=67.0, tf32=494.5, bf16=989.5, fp16=989.5,
-           fp64=34.0, bw=3350.0, mem=80, source="NVIDIA H100 datasheet (SXM)"),
+           fp64=34.0, bw=3350.0, mem=80, source="NVIDIA H100 datasheet (SXM)", **gpu),
         # H100 PCIe: 51 TFLOP/s FP32, tensor TF32 378, BF16/FP16 756.5 (the
         # datasheet's 756/1513 with sparsity, halved),
         # 26 FP64, 2.0 TB/s HBM2e, 80 GB.
         # Source: NVIDIA H100 Tensor Core GPU datasheet (PCIe).
         _p("h100-pcie", "NVIDIA H100 PCIe 80GB", fp32=51.0, tf32=378.0, bf16=756.5, fp16=756.5,
-           fp64=26.0, bw=2000.0, mem=80, source="NVIDIA H100 datasheet (PCIe)"),
+           fp64=26.0, bw=2000.0, mem=80, source="NVIDIA H100 datasheet (PCIe)", **gpu),
         # H200 SXM (Hopper GH100 with HBM3e, 2024): compute as H100 SXM (67
         # FP32; TF32 989 and BF16/FP16 1979 with sparsity, halved), 4.8 TB/s, 141 GB.
         # Source: NVIDIA H200 Tensor Core GPU datasheet.
         _p("h200", "NVIDIA H200 SXM 141GB", fp32=67.0, tf32=494.5, bf16=989.5, fp16=989.5,
-           fp64=34.0, bw=4800.0, mem=141, source="NVIDIA H200 datasheet (SXM)"),
+           fp64=34.0, bw=4800.0, mem=141, source="NVIDIA H200 datasheet (SXM)", **gpu),
         # Tesla T4 (Turing TU104, 2018): 8.1 TFLOP/s FP32, 65 FP16 tensor
         # (mixed precision), 320 GB/s GDDR6, 16 GB.  No TF32/BF16.
         # Source: NVIDIA T4 Tensor Core GPU datasheet.
         _p("t4", "NVIDIA Tesla T4", fp32=8.1, fp16=65.0, bw=320.0, mem=16,
-           source="NVIDIA T4 datasheet"),
+           source="NVIDIA T4 datasheet", **gpu),
     ]
     return {p.key: p for p in profiles}
 
@@ -171,6 +252,8 @@ _KNOWN = set(_REQUIRED) | set(_OPTIONAL_NUM) | {
     "efficiency_source",
     "compute_efficiency",
     "memory_efficiency",
+    "kernel_latency_us",
+    "kernels",
 }
 
 
@@ -254,6 +337,19 @@ def parse_profiles(text: str, path: str = "<text>") -> dict[str, DeviceProfile]:
                 peaks[prec] = _number(body[f], where(f), f)
         mem = body.get("memory_gb")
         bw = "memory_bandwidth_gb_per_s"
+        latency_us = body.get("kernel_latency_us", 0.0)
+        if (isinstance(latency_us, bool) or not isinstance(latency_us, (int, float))
+                or not math.isfinite(latency_us) or latency_us < 0):
+            raise LayertimeError(
+                f"{where('kernel_latency_us')}: kernel_latency_us must be a number >= 0, "
+                f"not {latency_us!r}"
+            )
+        kernels = body.get("kernels", "cuda")
+        if kernels not in KERNEL_SETS:
+            raise LayertimeError(
+                f"{where('kernels')}: kernels must be one of "
+                f"{', '.join(repr(k) for k in KERNEL_SETS)}, not {kernels!r}"
+            )
         out[key] = DeviceProfile(
             key=key,
             name=str(body.get("name", key)),
@@ -271,6 +367,8 @@ def parse_profiles(text: str, path: str = "<text>") -> dict[str, DeviceProfile]:
             memory_efficiency=_efficiencies(
                 body.get("memory_efficiency", {}), where("memory_efficiency"), "memory_efficiency"
             ),
+            kernel_latency_s=float(latency_us) * 1e-6,
+            kernels=str(kernels),
         )
     return out
 

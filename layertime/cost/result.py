@@ -59,7 +59,8 @@ CONVENTIONS: dict[str, str] = {
     "prediction": (
         "predicted times are roofline estimates, not measurements: per op the larger of "
         "FLOPs / (peak x compute efficiency of the layer's kind) and bytes / (bandwidth "
-        "x memory efficiency); no launch overhead, no overlap between ops."
+        "x memory efficiency), plus the profile's kernel latency for each kernel the op "
+        "launches (0 unless the profile gives one); no overlap between ops."
     ),
 }
 
@@ -321,6 +322,9 @@ class Prediction:
     math_peaks: Mapping[str, str]
     memory_gb: float | None = None
     efficiency_source: str = "defaults (uncalibrated)"
+    #: Seconds added per kernel launched (0: no launch term), and whose kernels were counted.
+    kernel_latency_s: float = 0.0
+    kernels: str = "cuda"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -334,6 +338,8 @@ class Prediction:
             "memory_efficiency": dict(self.memory_efficiency),
             "efficiency_source": self.efficiency_source,
             "math_peaks": dict(self.math_peaks),
+            "kernel_latency_s": self.kernel_latency_s,
+            "kernels": self.kernels,
             "label": "estimate",
         }
 
@@ -351,6 +357,8 @@ class Prediction:
             math_peaks={k: str(v) for k, v in d["math_peaks"].items()},
             memory_gb=float(mem) if mem is not None else None,
             efficiency_source=str(d.get("efficiency_source", "")),
+            kernel_latency_s=float(d.get("kernel_latency_s", 0.0)),
+            kernels=str(d.get("kernels", "cuda")),
         )
 
 

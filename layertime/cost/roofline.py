@@ -2,10 +2,11 @@
 
 Each op counted in a :class:`~layertime.cost.result.CostResult` takes the
 larger of its compute time, FLOPs / (peak x compute efficiency), and its
-memory time, bytes / (bandwidth x memory efficiency); a layer's phase time
-is the sum over its ops.  Efficiencies are per layer kind, plain data that
-a profile or a later calibration can replace; the defaults below are
-round guesses, not measurements, and are labelled as such.
+memory time, bytes / (bandwidth x memory efficiency), plus the profile's
+kernel latency for each kernel it launches (:func:`kernels_launched`); a
+layer's phase time is the sum over its ops.  Efficiencies are per layer
+kind, plain data that a profile or a later calibration can replace; the
+defaults below are round guesses, not measurements, and are labelled as such.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from layertime.cost.devices import DeviceProfile
-from layertime.cost.result import CostResult, LayerCost, PhaseTimes, Prediction
+from layertime.cost.devices import KERNEL_SETS, DeviceProfile
+from layertime.cost.result import CostResult, LayerCost, OpWork, PhaseTimes, Prediction
 from layertime.errors import LayertimeError
 from layertime.result import Environment
 
@@ -29,6 +30,62 @@ DEFAULT_COMPUTE_EFFICIENCY: Mapping[str, float] = {
 #: Fraction of the peak bandwidth that memory-bound ops reach (a guess; STREAM-like
 #: kernels typically reach 80-90%).  ``update`` is the optimizer step.
 DEFAULT_MEMORY_EFFICIENCY: Mapping[str, float] = {"default": 0.8}
+
+
+#: Kernels one call of an op launches where it is not one, per kernel set, keyed by
+#: (layer kind or "*" for any, op, phase).  Every other op launches one kernel per call:
+#: an element-wise op, a reduction, a copy, one GEMM, one cuDNN convolution.
+_KERNELS_PER_CALL: Mapping[str, Mapping[tuple[str, str, str], int]] = {
+    "cuda": {
+        # ATen's DilatedMaxPool2d.cu: grad_input.zero_(), then max_pool_backward_nchw (a
+        # gather over the windows that hold each input element; Caffe's kernel).  The count's
+        # bytes (grad_output, input and indices read, grad_input written) equal what the two
+        # kernels move: the input is not read, but the fill writes as many bytes.
+        ("*", "aten.max_pool2d_with_indices_backward", "backward_input"): 2,
+        # Dropout: CUDA runs ATen's fused native_dropout, one kernel writing the output and a
+        # bool mask (and native_dropout_backward, one kernel).  The count follows the meta
+        # device's path, the CPU's bernoulli_ (the mask), div_ and mul: one kernel for the three.
+        ("dropout", "aten.div_", "forward"): 0,
+        ("dropout", "aten.mul", "forward"): 0,
+    },
+    "caffe": {
+        # Caffe's PoolingLayer::Backward_gpu: caffe_gpu_set(bottom_diff, 0), then MaxPoolBackward.
+        ("*", "aten.max_pool2d_with_indices_backward", "backward_input"): 2,
+        # Caffe's DropoutLayer::Forward_gpu: caffe_gpu_rng_uniform (the mask), then
+        # DropoutForward; Backward_gpu: DropoutBackward.
+        ("dropout", "aten.bernoulli_", "forward"): 2,
+        ("dropout", "aten.div_", "forward"): 0,
+        ("dropout", "aten.mul", "forward"): 0,
+    },
+}
+#: Ops a kernel set runs once per sample of the batch, with the kernels of one sample.
+#: Caffe's ConvolutionLayer (no cuDNN) loops over the samples: forward im2col, gemm and
+#: the bias gemm; backward the bias gemv, im2col and gemm for the weight gradient, gemm and
+#: col2im for the input gradient.  A 1x1 convolution skips im2col and col2im, one kernel
+#: fewer per sample and phase than counted here (the count does not keep kernel sizes).
+_KERNELS_PER_SAMPLE: Mapping[str, Mapping[tuple[str, str, str], int]] = {
+    "cuda": {},
+    "caffe": {
+        ("*", "aten.convolution", "forward"): 3,
+        ("*", "aten.convolution_backward", "backward_input"): 2,
+        ("*", "aten.convolution_backward", "backward_weight"): 3,
+    },
+}
+
+
+def kernels_launched(kind: str, work: OpWork, kernels: str, batch_size: int) -> int:
+    """How many kernels the calls of ``work`` (in a layer of ``kind``) launch with ``kernels``.
+
+    One per call unless the kernel set's tables say otherwise; ops run once per sample launch
+    their per-sample kernels ``batch_size`` times per call.
+    """
+    if kernels not in KERNEL_SETS:
+        raise LayertimeError(f"unknown kernel set {kernels!r} (known: {', '.join(KERNEL_SETS)})")
+    for table, scale in ((_KERNELS_PER_SAMPLE[kernels], batch_size), (_KERNELS_PER_CALL[kernels], 1)):
+        for key in ((kind, work.op, work.phase), ("*", work.op, work.phase)):
+            if key in table:
+                return work.calls * table[key] * scale
+    return work.calls
 
 
 @dataclass(frozen=True)
@@ -109,6 +166,7 @@ def _row_times(
     profile: DeviceProfile,
     peaks: Mapping[str, str],
     eff: Efficiency,
+    batch_size: int,
 ) -> PhaseTimes:
     bandwidth = profile.memory_bytes_per_s
     times = {"forward": 0.0, "backward_input": 0.0, "backward_weight": 0.0, "update": 0.0}
@@ -118,7 +176,11 @@ def _row_times(
         assert peak is not None  # math_peaks only names precisions the profile has
         compute_s = w.flops / (peak * eff.compute_for(kind)) if w.flops else 0.0
         memory_s = w.bytes_moved / (bandwidth * eff.memory_for(kind)) if w.bytes_moved else 0.0
-        times[w.phase] += max(compute_s, memory_s)
+        launch_s = 0.0
+        if profile.kernel_latency_s:
+            n = kernels_launched(row.kind, w, profile.kernels, batch_size)
+            launch_s = n * profile.kernel_latency_s
+        times[w.phase] += max(compute_s, memory_s) + launch_s
     return PhaseTimes(
         forward_s=times["forward"],
         backward_s=times["backward_input"] + times["backward_weight"],
@@ -146,8 +208,9 @@ def predict(
     if efficiency is not None:
         eff = eff.overridden(efficiency.compute, efficiency.memory, efficiency.source)
     peaks = math_peaks(profile, cost.dtype, mode)
-    layers = [replace(r, predicted=_row_times(r, profile, peaks, eff)) for r in cost.layers]
-    loss = replace(cost.loss, predicted=_row_times(cost.loss, profile, peaks, eff))
+    n = cost.batch_size
+    layers = [replace(r, predicted=_row_times(r, profile, peaks, eff, n)) for r in cost.layers]
+    loss = replace(cost.loss, predicted=_row_times(cost.loss, profile, peaks, eff, n))
     kinds = sorted({r.kind for r in (*layers, loss)} | {"default", "update"})
     prediction = Prediction(
         device=profile.key,
@@ -160,6 +223,8 @@ def predict(
         memory_efficiency={k: eff.memory_for(k) for k in kinds},
         efficiency_source=eff.source,
         math_peaks=peaks,
+        kernel_latency_s=profile.kernel_latency_s,
+        kernels=profile.kernels,
     )
     warnings = list(cost.warnings)
     need = cost.memory_bytes.total

@@ -3,6 +3,8 @@
 Accepted names:
 
 * ``alexnet2012`` — the original 2012 AlexNet, built in;
+* ``overfeat`` — OverFeat's 2013 "fast" model (231x231), built in;
+* ``googlenet2014`` — BVLC's GoogLeNet (LRN, no batch norm, no auxiliary heads), built in;
 * any torchvision classification model (``alexnet``, ``vgg16``, ``resnet50``, ...);
 * ``timm:NAME`` — a timm model, when timm is installed;
 * ``path/to/file.py:callable`` or ``package.module:callable`` — a callable
@@ -32,6 +34,8 @@ from layertime.errors import LayertimeError
 BUILTIN: dict[str, tuple[str, int]] = {
     # name: (dotted builder, default image size)
     "alexnet2012": ("layertime.models.alexnet2012:AlexNet2012", 227),
+    "overfeat": ("layertime.models.overfeat:OverFeatFast", 231),
+    "googlenet2014": ("layertime.models.googlenet2014:GoogLeNet2014", 224),
 }
 
 
