@@ -69,6 +69,18 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _token_flags(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    """--seq-len (--seq-lens for a sweep) and --config KEY=VALUE, for hf: models (issue 11)."""
+    if sweep:
+        p.add_argument("--seq-lens", metavar="N,N", help="token models: e.g. 128,256,512,1024")
+    else:
+        p.add_argument("--seq-len", type=_positive_int, metavar="N",
+                       help="token models (hf:...): token ids per sequence (default 128)")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="hf: models: override a config field, e.g. num_hidden_layers=2 "
+                   "(repeatable)")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"layertime: error: {message}\n")
@@ -121,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost", action="store_true",
                    help="beside the measurement, each layer's share of FLOPs and memory")
     p.add_argument("--profiles", metavar="FILE.toml", help="extra device profiles for --predict")
+    _token_flags(p)
     p.set_defaults(func=cmd_profile)
 
     sw = sub.add_parser("sweep", help="profile every combination of the given axes")
@@ -137,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _report_flags(sw)
     sw.add_argument("--width", type=_positive_int)
     sw.add_argument("--db", metavar="PATH", help="database (default $LAYERTIME_DB or data dir)")
+    _token_flags(sw, sweep=True)
     sw.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("runs", help="stored runs, newest first")
@@ -212,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--width", type=_positive_int, help="table width (default: terminal)")
     _comm_flags(co)
     _store_flags(co)
+    _token_flags(co)
     co.set_defaults(func=cmd_cost)
 
     ca = sub.add_parser("calibrate", help="measure this machine and save it as a device profile")
@@ -315,6 +330,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             seed=args.seed,
             on_progress=on_progress,
             **_step_count(args),
+            **_token_args(args),
         )
     if run is None:  # a rank other than 0: rank 0 reports for all
         return 0
@@ -373,8 +389,18 @@ def _profile_cost(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     device = find_profile(args.predict, args.profiles) if args.predict else None
     cost = estimate(args.model, batch_size=args.batch_size, input_shape=args.input_shape,
                     image_size=args.image_size, num_classes=args.num_classes,
-                    optimizer=args.optimizer, dtype=args.dtype)
+                    optimizer=args.optimizer, dtype=args.dtype, **_token_args(args))
     return predict(cost, device) if device is not None else cost
+
+
+def _token_args(args: argparse.Namespace) -> dict[str, Any]:
+    """--seq-len and --config as library keywords (only when given: image runs are unchanged)."""
+    out: dict[str, Any] = {}
+    if getattr(args, "seq_len", None) is not None:
+        out["seq_len"] = args.seq_len
+    if getattr(args, "config", None):
+        out["hf_config"] = tuple(args.config)
+    return out
 
 
 #: argparse fields that are presentation or plumbing, not configuration.
@@ -477,6 +503,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         optimizers=parse_axis(args.optimizers, "optimizers", kind=str),
         steps=args.steps,
         warmup_steps=args.warmup,
+        seq_lens=parse_axis(args.seq_lens, "seq-lens") if args.seq_lens else (None,),
+        hf_config=tuple(args.config),
     )
     _check_report_paths(args)
     with _store(args.db) as store, _sweep_progress(sys.stderr.isatty()) as progress:
@@ -638,6 +666,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         dtype=args.dtype,
         frozen=args.freeze,
+        **_token_args(args),
     )
     if profile is not None:
         tf32 = {"torch": MathMode(), "on": MathMode(True, True), "off": MathMode(False, False)}

@@ -94,6 +94,11 @@ class LayerRow:
     comm_exposed_s: float = 0.0
     comm_bytes: int = 0
     rank_spread_s: float = 0.0
+    #: What the layer is for in a transformer (``layertime.roles``): attention,
+    #: mlp, embedding, norm, head or other; its block (``transformer.h.0``) or
+    #: None.  None in runs saved before roles (``Run.roles`` places them then).
+    role: str | None = None
+    block: str | None = None
 
     @property
     def total_s(self) -> float:
@@ -155,6 +160,33 @@ class KindTotal:
     @property
     def label(self) -> str:
         return KIND_LABELS.get(self.kind, self.kind)
+
+
+@dataclass(frozen=True)
+class RoleTotal:
+    """Time and parameters of all rows of one role (``layertime.roles``).
+
+    ``core_s`` is the attention role only: the self time of its ``attention``
+    kind rows (scores, softmax, weighted sum), without the projections.
+    """
+
+    role: str
+    time_s: float
+    share: float
+    params: int
+    params_share: float
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    update_s: float = 0.0
+    core_s: float = 0.0
+    core_share: float = 0.0
+    rows: int = 0
+
+    @property
+    def label(self) -> str:
+        from layertime.roles import ROLE_LABELS
+
+        return ROLE_LABELS.get(self.role, self.role)
 
 
 @dataclass(frozen=True)
@@ -293,6 +325,11 @@ class Run:
     #: is not the traced wall; the overhead is measured on these.  Empty when
     #: the two are the same (CPU runs).
     traced_step_samples_s: tuple[float, ...] = ()
+    #: Token models (``hf:``): token ids per sequence (``input_shape`` is
+    #: ``(seq_len,)``); None for image models.
+    seq_len: int | None = None
+    #: Facts the reader needs that are not warnings, e.g. tied weights counted once.
+    notes: tuple[str, ...] = ()
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -380,15 +417,97 @@ class Run:
             )
         return out
 
+    def placements(self) -> dict[str, tuple[str, str | None]]:
+        """Layer name -> (role, block): as measured, or placed now for runs saved before roles."""
+        if all(r.role is not None for r in self.layers):
+            return {r.name: (str(r.role), r.block) for r in self.layers}
+        from layertime.roles import roles_of
+
+        placed = roles_of(self.layers)
+        return {
+            r.name: (r.role, r.block) if r.role is not None else
+            (placed[r.name].role, placed[r.name].block)
+            for r in self.layers
+        }
+
+    def roles(self) -> dict[str, RoleTotal]:
+        """Time and parameters per role, plus ``loss``, ``step`` and ``unattributed``.
+
+        Shares are fractions of the profiled step and add up to 1, as in
+        :meth:`by_kind`; parameter shares add up to 1 over the roles.
+        """
+        from layertime.roles import ROLES
+
+        total = self.profiled_step_s
+        params_total = self.params or 1
+        placed = self.placements()
+        acc: dict[str, list[float]] = {}
+        for r in self.layers:
+            role = placed[r.name][0]
+            a = acc.setdefault(role, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+            a[0] += r.forward_s
+            a[1] += r.backward_s
+            a[2] += r.update_s
+            a[6] += r.comm_exposed_s
+            a[3] += r.params
+            if role == "attention" and r.kind == "attention":
+                a[4] += r.total_s
+            a[5] += 1
+        p = self.phases
+        step_rows = {"loss": p.loss_s, "step": p.zero_grad_s + p.data_s,
+                     "unattributed": p.unattributed_s}
+        out: dict[str, RoleTotal] = {}
+        for role in ROLES:
+            if role not in acc:
+                continue
+            f, b, u, n, core, rows, comm = acc[role]
+            t = f + b + u + comm
+            out[role] = RoleTotal(
+                role=role, time_s=t, share=t / total if total else 0.0, params=int(n),
+                params_share=n / params_total, forward_s=f, backward_s=b, update_s=u,
+                core_s=core, core_share=core / total if total else 0.0, rows=int(rows),
+            )
+        for role, t in step_rows.items():
+            if t or role != "loss":
+                out[role] = RoleTotal(role, t, t / total if total else 0.0, 0, 0.0, forward_s=t)
+        return out
+
+    def is_transformer(self) -> bool:
+        """Whether the model has both attention and MLP layers that took time."""
+        roles = self.roles()
+        return all(k in roles and roles[k].time_s > 0 for k in ("attention", "mlp"))
+
+    def _transformer_headline(self) -> str:
+        """Attention against the MLP, then embeddings and head together."""
+        roles = self.roles()
+        att, mlp = roles["attention"], roles["mlp"]
+        parts = [
+            f"attention: {att.share:.0%} of step time, {att.params_share:.0%} of parameters "
+            f"(its score/softmax core: {att.core_share:.0%})",
+            f"MLP: {mlp.share:.0%} of time, {mlp.params_share:.0%} of parameters",
+        ]
+        ends = [roles[k] for k in ("embedding", "head") if k in roles]
+        if ends:
+            share = sum(r.share for r in ends)
+            params = sum(r.params_share for r in ends)
+            noun = " and ".join(r.label for r in ends)
+            parts.append(f"{noun}: {share:.0%} of time, {params:.0%} of parameters")
+        return "; ".join(parts) + f" ({self._config_label()})"
+
     def headline(self) -> str:
         """The one-line answer: the kinds that take the most time, with their parameter share.
 
         Conv and fully connected layers are named first when the model has
-        both, since that is the question the tool exists to answer.
+        both, since that is the question the tool exists to answer; for a
+        transformer (attention and MLP layers, ``is_transformer``) the
+        question is attention against the MLP, and the headline answers it
+        by role instead.
         """
         kinds = {k: v for k, v in self.by_kind().items() if k not in STEP_KINDS}
         if not kinds:
             return f"no layers measured ({self._config_label()})"
+        if self.is_transformer():
+            return self._transformer_headline()
         if "conv" in kinds and "linear" in kinds:
             chosen = ["conv", "linear"]
         else:
@@ -420,7 +539,8 @@ class Run:
     def _config_label(self) -> str:
         dtype = self.dtype if not self.amp else f"amp {self.amp}"
         ranks = f" per rank x {self.world_size} ranks" if self.world_size > 1 else ""
-        return f"{self.model}, batch {self.batch_size}{ranks}, {self.device}, {dtype}"
+        seq = f", seq {self.seq_len}" if self.seq_len is not None else ""
+        return f"{self.model}, batch {self.batch_size}{ranks}{seq}, {self.device}, {dtype}"
 
     # -- JSON --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -486,6 +606,23 @@ class Run:
             "buckets": [{**asdict(b), "layers": dict(b.layers)} for b in self.buckets],
             "link": asdict(self.link) if self.link is not None else None,
             **({"prediction": dict(self.prediction)} if self.prediction is not None else {}),
+            "seq_len": self.seq_len,
+            "notes": list(self.notes),
+            "roles": {
+                k: {
+                    "time_s": v.time_s,
+                    "share": v.share,
+                    "forward_s": v.forward_s,
+                    "backward_s": v.backward_s,
+                    "update_s": v.update_s,
+                    "params": v.params,
+                    "params_share": v.params_share,
+                    "core_s": v.core_s,
+                    "core_share": v.core_share,
+                    "rows": v.rows,
+                }
+                for k, v in self.roles().items()
+            },
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -537,6 +674,8 @@ class Run:
                 buckets=tuple(BucketRow(**b) for b in d.get("buckets", ())),
                 link=LinkEstimate(**d["link"]) if d.get("link") else None,
                 prediction=dict(d["prediction"]) if d.get("prediction") else None,
+                seq_len=int(d["seq_len"]) if d.get("seq_len") is not None else None,
+                notes=tuple(d.get("notes", ())),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise LayertimeError(f"malformed layertime run: {e!r}") from e

@@ -59,30 +59,39 @@ class SweepAxes:
     optimizers: tuple[str, ...] = ("sgd",)
     steps: int = 3
     warmup_steps: int = 1
+    #: Token models (hf:, issue 11): sequence lengths, and --config overrides.
+    seq_lens: tuple[int | None, ...] = (None,)
+    hf_config: tuple[str, ...] = ()
 
     def configs(self) -> list[dict[str, Any]]:
-        """One dict per configuration, in a stable order (batch size varies fastest)."""
+        """One dict per configuration, in a stable order (batch size varies fastest,
+        then sequence length).  ``seq_len`` and ``config`` appear only when given,
+        so image sweeps keep the keys (and the stored configurations) they had."""
         out = []
-        for model, image, device, dtype, opt, batch in itertools.product(
+        for model, image, device, dtype, opt, seq, batch in itertools.product(
             self.models,
             self.image_sizes,
             self.devices,
             self.dtypes,
             self.optimizers,
+            self.seq_lens,
             self.batch_sizes,
         ):
-            out.append(
-                {
-                    "model": model,
-                    "batch_size": batch,
-                    "image_size": image,
-                    "device": device,
-                    "dtype": dtype,
-                    "optimizer": opt,
-                    "steps": self.steps,
-                    "warmup_steps": self.warmup_steps,
-                }
-            )
+            cfg: dict[str, Any] = {
+                "model": model,
+                "batch_size": batch,
+                "image_size": image,
+                "device": device,
+                "dtype": dtype,
+                "optimizer": opt,
+                "steps": self.steps,
+                "warmup_steps": self.warmup_steps,
+            }
+            if seq is not None:
+                cfg["seq_len"] = seq
+            if self.hf_config:
+                cfg["config"] = list(self.hf_config)
+            out.append(cfg)
         return out
 
 
@@ -117,10 +126,30 @@ class Crossover:
 
 
 @dataclass(frozen=True)
+class SeqCrossover:
+    """The sequence length above which attention takes more time than the MLP."""
+
+    group: dict[str, Any]
+    seq_len: float
+    below: int
+    above: int
+    interpolated: bool = True
+
+    def describe(self) -> str:
+        label = ", ".join(f"{k} {v}" for k, v in self.group.items() if v is not None)
+        return (
+            f"attention overtakes the MLP at seq ~{self.seq_len:.0f} (interpolated between "
+            f"{self.below} and {self.above}; {label}): above it attention layers take more "
+            "time than MLP layers"
+        )
+
+
+@dataclass(frozen=True)
 class SweepResult:
     sweep_id: int | None
     points: tuple[SweepPoint, ...]
     crossovers: tuple[Crossover, ...] = field(default_factory=tuple)
+    seq_crossovers: tuple[SeqCrossover, ...] = field(default_factory=tuple)
 
     def summary(self) -> dict[str, Any]:
         """What the sweep's own stored row holds."""
@@ -136,6 +165,12 @@ class SweepResult:
                     "kinds": (
                         {k: v.share for k, v in p.run.by_kind().items()} if p.run else None
                     ),
+                    **(
+                        {"roles": {k: v.share for k, v in p.run.roles().items()}
+                         if p.run else None}
+                        if p.config.get("seq_len") is not None
+                        else {}
+                    ),
                 }
                 for p in self.points
             ],
@@ -143,6 +178,17 @@ class SweepResult:
                 {"group": c.group, "batch_size": c.batch_size, "below": c.below, "above": c.above}
                 for c in self.crossovers
             ],
+            **(
+                {
+                    "seq_crossovers": [
+                        {"group": c.group, "seq_len": c.seq_len, "below": c.below,
+                         "above": c.above}
+                        for c in self.seq_crossovers
+                    ]
+                }
+                if any(p.config.get("seq_len") is not None for p in self.points)
+                else {}
+            ),
         }
 
 
@@ -163,13 +209,15 @@ def crossovers(points: Sequence[SweepPoint]) -> list[Crossover]:
         if p.run is None:
             continue
         c = p.config
-        key = (c["model"], c["image_size"], c["device"], c["dtype"], c["optimizer"])
+        key = (c["model"], c["image_size"], c["device"], c["dtype"], c["optimizer"],
+               c.get("seq_len"))
         labels[key] = {
             "model": c["model"],
             "image_size": c["image_size"],
             "device": p.run.device,
             "dtype": c["dtype"],
             "optimizer": c["optimizer"],
+            **({"seq_len": c["seq_len"]} if c.get("seq_len") is not None else {}),
         }
         groups.setdefault(key, []).append(
             (c["batch_size"], _share(p.run, "linear") - _share(p.run, "conv"))
@@ -183,6 +231,48 @@ def crossovers(points: Sequence[SweepPoint]) -> list[Crossover]:
                 x = x1 + (0 - d1) * (x2 - x1) / (d2 - d1)
                 out.append(Crossover(labels[key], 2**x, b1, b2))
                 break
+    return out
+
+
+def _role_share(run: Run, role: str) -> float:
+    r = run.roles().get(role)
+    return r.share if r else 0.0
+
+
+def log_crossing(series: Sequence[tuple[int, float]]) -> tuple[float, int, int] | None:
+    """Where ``d`` changes sign along ``x`` (sorted pairs ``(x, d)``): interpolated
+    linearly in log2(x); (x, x below, x above), or None when it never does."""
+    for (a1, d1), (a2, d2) in zip(series, series[1:]):
+        if d1 > 0 >= d2 or d1 < 0 <= d2:
+            x1, x2 = math.log2(a1), math.log2(a2)
+            return 2 ** (x1 + (0 - d1) * (x2 - x1) / (d2 - d1)), a1, a2
+    return None
+
+
+def seq_crossovers(points: Sequence[SweepPoint]) -> list[SeqCrossover]:
+    """Where ``share(attention) - share(mlp)`` (roles) changes sign along the sequence axis.
+
+    Interpolated linearly in log2(seq_len) between the two measured lengths
+    around the change, per (model, batch, device, dtype, optimizer); failed
+    configurations are left out.
+    """
+    groups: dict[tuple[Any, ...], list[tuple[int, float]]] = {}
+    labels: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for p in points:
+        c = p.config
+        if p.run is None or c.get("seq_len") is None:
+            continue
+        key = (c["model"], c["batch_size"], c["device"], c["dtype"], c["optimizer"])
+        labels[key] = {"model": c["model"], "batch": c["batch_size"], "device": p.run.device,
+                       "dtype": c["dtype"], "optimizer": c["optimizer"]}
+        groups.setdefault(key, []).append(
+            (c["seq_len"], _role_share(p.run, "attention") - _role_share(p.run, "mlp"))
+        )
+    out = []
+    for key, series in groups.items():
+        found = log_crossing(sorted(series))
+        if found is not None:
+            out.append(SeqCrossover(labels[key], *found))
     return out
 
 
@@ -218,7 +308,7 @@ def run_sweep(
         for i, cfg in enumerate(configs):
             label = f"{cfg['model']} batch {cfg['batch_size']}" + (
                 f" image {cfg['image_size']}" if cfg["image_size"] else ""
-            )
+            ) + (f" seq {cfg['seq_len']}" if cfg.get("seq_len") else "")
             remaining = len(configs) - i
             eta = (sum(durations) / len(durations)) * remaining if durations else None
             progress(i, len(configs), label, eta)
@@ -229,6 +319,11 @@ def run_sweep(
                 continue
             t0 = time.perf_counter()
             try:
+                tokens: dict[str, Any] = {}
+                if cfg.get("seq_len") is not None:
+                    tokens["seq_len"] = cfg["seq_len"]
+                if cfg.get("config"):
+                    tokens["hf_config"] = tuple(cfg["config"])
                 run = profile_fn(
                     cfg["model"],
                     batch_size=cfg["batch_size"],
@@ -238,6 +333,7 @@ def run_sweep(
                     optimizer=cfg["optimizer"],
                     steps=cfg["steps"],
                     warmup_steps=cfg["warmup_steps"],
+                    **tokens,
                 )
             except LayertimeError as e:
                 rid = store.add(
@@ -265,7 +361,8 @@ def run_sweep(
             points.append(SweepPoint(cfg, "ok", rid, run))
         progress(len(configs), len(configs), "done", 0.0)
     except BaseException as e:
-        partial = SweepResult(sweep_id, tuple(points), tuple(crossovers(points)))
+        partial = SweepResult(sweep_id, tuple(points), tuple(crossovers(points)),
+                              tuple(seq_crossovers(points)))
         store.update(
             sweep_id,
             status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
@@ -273,6 +370,7 @@ def run_sweep(
             error=f"{type(e).__name__}: {e}"[:500],
         )
         raise
-    result = SweepResult(sweep_id, tuple(points), tuple(crossovers(points)))
+    result = SweepResult(sweep_id, tuple(points), tuple(crossovers(points)),
+                         tuple(seq_crossovers(points)))
     store.update(sweep_id, status="ok", result=result.summary())
     return result

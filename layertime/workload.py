@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from layertime.errors import LayertimeError, OutOfMemory
 from layertime.measure.tracer import phase
+
+if TYPE_CHECKING:
+    from layertime.token_workload import TokenTask
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -40,8 +43,13 @@ class WorkloadConfig:
     dtype: str = "float32"
     amp: str | None = None
     seed: int = 0
+    #: Token models (issue 11): token ids per sequence; ``input_shape`` is then
+    #: ``(seq_len,)`` and the batch and loss come from ``layertime.token_workload``.
+    seq_len: int | None = None
 
     def __post_init__(self) -> None:
+        if self.seq_len is not None and self.seq_len < 1:
+            raise LayertimeError(f"--seq-len must be at least 1, not {self.seq_len}")
         if self.batch_size < 1:
             raise LayertimeError(f"batch size must be at least 1, not {self.batch_size}")
         if not self.input_shape or any(d < 1 for d in self.input_shape):
@@ -130,6 +138,11 @@ def check_input(
     restored afterwards, module by module (a frozen norm layer in a training
     model stays in eval mode).
     """
+    if config.seq_len is not None:  # token models (issue 11)
+        from layertime.token_workload import check_tokens
+
+        task = check_tokens(model, config.seq_len, device, label, _autocast(device, config.amp))
+        return torch.Size((1, task.classes or 0))
     modes = [(m, m.training) for m in model.modules()]
     x = torch.randn((2, *config.input_shape), device=device, dtype=DTYPES[config.dtype])
     shape = "x".join(str(d) for d in config.input_shape)
@@ -194,11 +207,19 @@ class Workload:
         self.optimizer = make_optimizer(model, config)
         gen = torch.Generator(device="cpu").manual_seed(config.seed)
         n = config.batch_size
-        x = torch.randn((n, *config.input_shape), generator=gen, dtype=DTYPES[config.dtype])
-        classes = int(output_shape[1])
-        y = torch.randint(0, classes, (n, *output_shape[2:]), generator=gen)
-        self.x = x.to(device)
-        self.y = y.to(device)
+        # Token models (issue 11): the batch and the loss come from their task.
+        self.task: TokenTask | None = None
+        if config.seq_len is not None:
+            from layertime.token_workload import task_for
+
+            self.task = task_for(model, config.seq_len)
+            self.batch = self.task.make_batch(n, device, gen)
+        else:
+            x = torch.randn((n, *config.input_shape), generator=gen, dtype=DTYPES[config.dtype])
+            classes = int(output_shape[1])
+            y = torch.randint(0, classes, (n, *output_shape[2:]), generator=gen)
+            self.x = x.to(device)
+            self.y = y.to(device)
         self.loss_fn = nn.CrossEntropyLoss()
         self.scaler = (
             torch.amp.GradScaler(device.type)
@@ -231,13 +252,19 @@ class Workload:
         amp = self.config.amp
         with rng("zero_grad"):
             self.optimizer.zero_grad(set_to_none=True)
-        with _autocast(self.device, amp):
-            out = self.model(self.x)
-        with rng("loss"), _autocast(self.device, amp):
-            main, aux = _logits(out)
-            loss = self.loss_fn(main, self.y)
-            for a in aux:
-                loss = loss + AUX_LOSS_WEIGHT * self.loss_fn(a, self.y)
+        if self.task is not None:  # token models (issue 11)
+            with _autocast(self.device, amp):
+                out = self.task.forward(self.model, self.batch)
+            with rng("loss"), _autocast(self.device, amp):
+                loss = self.task.loss(out, self.batch)
+        else:
+            with _autocast(self.device, amp):
+                out = self.model(self.x)
+            with rng("loss"), _autocast(self.device, amp):
+                main, aux = _logits(out)
+                loss = self.loss_fn(main, self.y)
+                for a in aux:
+                    loss = loss + AUX_LOSS_WEIGHT * self.loss_fn(a, self.y)
         with rng("backward"):
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()

@@ -149,6 +149,8 @@ def estimate(
     dtype: str = "float32",
     frozen: Sequence[str] = (),
     training: bool = True,
+    seq_len: int | None = None,
+    hf_config: Sequence[str] = (),
 ) -> CostResult:
     """Count one training step of ``model`` per layer, on the meta device when it can.
 
@@ -156,9 +158,10 @@ def estimate(
     ``nn.Module`` (copied to meta, never modified).  ``frozen`` lists module
     paths whose parameters get no gradient.  A model that cannot run on the
     meta device is counted with real tensors on the CPU instead, and the
-    result's ``warnings`` say so.
+    result's ``warnings`` say so.  Token models (``hf:``) take ``seq_len``
+    token ids per sample, and ``hf_config`` ``KEY=VALUE`` config overrides.
     """
-    tgt = target(model, input_shape, image_size)
+    tgt = target(model, input_shape, image_size, seq_len=seq_len, hf_config=hf_config)
     label, shape = tgt.label, tgt.input_shape
     config = WorkloadConfig(
         batch_size=batch_size,
@@ -166,6 +169,7 @@ def estimate(
         num_classes=num_classes,
         optimizer=optimizer,
         dtype=dtype,
+        seq_len=tgt.seq_len,
     )
 
     def on_meta() -> nn.Module:

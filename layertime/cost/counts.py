@@ -53,6 +53,7 @@ from layertime.cost.result import (
 )
 from layertime.cost.update import update_rule
 from layertime.errors import LayertimeError
+from layertime.kinds import KindObserver
 from layertime.measure.tracer import ModuleTable
 from layertime.workload import AUX_LOSS_WEIGHT, DTYPES, WorkloadConfig, _logits, training_mode
 
@@ -191,6 +192,15 @@ class _StepState:
         self.paused = False
         self.node_owner: dict[Any, int] = {}
         self.weight_side: dict[Any, bool] = {}
+        #: Whether the gradient a node passes on belongs to parameters only: its
+        #: weight side, unless its output depends on the batch (a token
+        #: embedding's output is an activation, though its node only makes the
+        #: table's gradient).
+        self.edge_weight: dict[Any, bool] = {}
+        #: Token models: storages of the batch's integer tensors (and what is
+        #: derived from them without autograd), and the nodes made from them.
+        self.data_keys: set[int] = set()
+        self.data_nodes: set[Any] = set()
         self.tallies: dict[int, dict[tuple[str, str], _Tally]] = {}
         self.producer: dict[int, int] = {}
         self.saved_keys: set[int] = set()
@@ -231,7 +241,10 @@ class _StepState:
                 if done:
                     children = [n for n, _ in node.next_functions if n is not None]
                     self.weight_side[node] = bool(children) and all(
-                        self.weight_side.get(c, False) for c in children
+                        self.edge_weight.get(c, False) for c in children
+                    )
+                    self.edge_weight[node] = (
+                        self.weight_side[node] and node not in self.data_nodes
                     )
                     continue
                 if node in self.node_owner:
@@ -241,6 +254,7 @@ class _StepState:
                     p_owner = self.param_owner.get(id(var))
                     self.node_owner[node] = p_owner if p_owner is not None else owner
                     self.weight_side[node] = p_owner is not None
+                    self.edge_weight[node] = p_owner is not None
                     continue
                 self.node_owner[node] = owner
                 stack.append((node, True))
@@ -255,7 +269,7 @@ class _StepState:
             if self.weight_side.get(node, False) or hasattr(node, "variable"):
                 continue
             children = [n for n, _ in node.next_functions if n is not None]
-            sides = {self.weight_side.get(n, False) for n in children}
+            sides = {self.edge_weight.get(n, False) for n in children}
             if sides == {True, False}:
                 out.append(node)
         return out
@@ -281,7 +295,7 @@ class _StepState:
         for (child, _), g in zip(node.next_functions, grads):
             if child is None or not isinstance(g, torch.Tensor):
                 continue
-            mark(storage_key(g), len(ops), self.weight_side.get(child, False))
+            mark(storage_key(g), len(ops), self.edge_weight.get(child, False))
         for op, lab in zip(ops, labels):
             phase = "backward_weight" if lab == {True} else "backward_input"
             self.charge(op.owner, op.name, phase, op.flops, op.bytes_moved, op.status)
@@ -396,8 +410,111 @@ class _StepState:
             self.output_bytes[index] = self.output_bytes.get(index, 0) + tensor_bytes(t)
 
 
+# -- scaled dot-product attention (issue 11) -------------------------------------------
+#: Names of the one op a counted SDPA call is listed as, forward and backward.
+SDPA_OP = "aten.scaled_dot_product_attention"
+SDPA_BACKWARD_OP = "aten.scaled_dot_product_attention_backward"
+_SDPA_FUNCS = {torch.nn.functional.scaled_dot_product_attention}
+
+
+def sdpa_flops(
+    q: Sequence[int], k: Sequence[int], v: Sequence[int], *, causal: bool, backward: bool = False
+) -> int:
+    """FLOPs of one scaled dot-product attention, whichever kernel runs it.
+
+    Forward: ``Q K^T`` and ``P V``, ``2*B*H*Sq*Sk*(Dqk + Dv)`` (``4*B*H*S^2*D``
+    for square attention), with ``H`` the query heads (grouped-query attention
+    broadcasts the key/value heads).  Backward: five matrix multiplies as the
+    fused kernels run them (``Q K^T`` recomputed, ``dO V^T``, ``P^T dO``,
+    ``dS K``, ``Q^T dS``): ``2*B*H*Sq*Sk*(2*Dqk + ... )`` = ``10*B*H*S^2*D``,
+    torch.utils.flop_counter's convention.  ``is_causal`` halves both: flash
+    and memory-efficient kernels skip the masked half; the math kernel and an
+    explicit mask tensor compute it all, and are still counted the same (the
+    convention is per call, not per kernel).  Softmax and scaling are not counted.
+    """
+    bh = 1
+    for d in q[:-2]:
+        bh *= int(d)  # batch x query heads (and any other leading dims)
+    sq, dqk, sk, dv = int(q[-2]), int(q[-1]), int(k[-2]), int(v[-1])
+    if backward:
+        flops = 2 * bh * sq * sk * (3 * dqk + 2 * dv)
+    else:
+        flops = 2 * bh * sq * sk * (dqk + dv)
+    return flops // 2 if causal else flops
+
+
+class _CountedSDPA(torch.autograd.Function):
+    """One SDPA call counted as one op by the formula above (the kernel inside is not counted).
+
+    Forward computes the attention (counting paused) and saves what the
+    fused kernels save: query, key, value, output and the float32
+    log-sum-exp per query row; backward recomputes through torch's SDPA
+    to get real (or meta) gradients, counting paused, and charges the
+    backward formula to the layer whose forward made the node.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, state: _StepState, opts: dict[str, Any], q: torch.Tensor, k: torch.Tensor,
+        v: torch.Tensor, mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        paused, state.paused = state.paused, True
+        try:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, **opts)
+        finally:
+            state.paused = paused
+        lse = torch.empty(tuple(q.shape[:-1]), dtype=torch.float32, device=q.device)
+        causal = bool(opts.get("is_causal", False))
+        flops = sdpa_flops(q.shape, k.shape, v.shape, causal=causal)
+        ins = [q, k, v] + ([mask] if mask is not None else [])
+        owner = state.current()
+        if not state.paused:
+            state.charge(owner, SDPA_OP, "forward", flops,
+                         _distinct_bytes(ins) + tensor_bytes(out) + tensor_bytes(lse), "formula")
+            state.producer[storage_key(out)] = owner
+        ctx.state, ctx.opts = state, opts
+        ctx.save_for_backward(q, k, v, out, lse, mask)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> Any:  # type: ignore[override]
+        state: _StepState = ctx.state
+        q, k, v, out, lse, mask = ctx.saved_tensors
+        paused, state.paused = state.paused, True
+        try:
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_(t.requires_grad) for t in (q, k, v)]
+                want = [t for t in leaves if t.requires_grad]
+                o = torch.nn.functional.scaled_dot_product_attention(
+                    *leaves, attn_mask=mask, **ctx.opts
+                )
+                got = iter(torch.autograd.grad(o, want, grad_out)) if want else iter(())
+                grads = [next(got) if t.requires_grad else None for t in leaves]
+        finally:
+            state.paused = paused
+        node = torch._C._current_autograd_node()
+        owner = state.node_owner.get(node, 0) if node is not None else LOSS
+        causal = bool(ctx.opts.get("is_causal", False))
+        flops = sdpa_flops(q.shape, k.shape, v.shape, causal=causal, backward=True)
+        written = [g for g in grads if isinstance(g, torch.Tensor)]
+        moved = (_distinct_bytes([q, k, v, out, grad_out]) + tensor_bytes(lse)
+                 + sum(tensor_bytes(g) for g in written))
+        state.charge(owner, SDPA_BACKWARD_OP, "backward_input", flops, moved, "formula")
+        return (None, None, *grads, None)
+
+
+def _sdpa_call(state: _StepState, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    bound = dict(zip(names, args))
+    bound.update(kwargs)
+    q, k, v = bound.pop("query"), bound.pop("key"), bound.pop("value")
+    mask = bound.pop("attn_mask", None)
+    return _CountedSDPA.apply(state, bound, q, k, v, mask)
+
+
 class _GraphMode(TorchFunctionMode):
-    """Claims autograd nodes for the module running when each torch call returns."""
+    """Claims autograd nodes for the module running when each torch call returns,
+    and counts each scaled dot-product attention call as one op (``sdpa_flops``)."""
 
     def __init__(self, state: _StepState) -> None:
         super().__init__()
@@ -410,7 +527,21 @@ class _GraphMode(TorchFunctionMode):
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
+        if func in _SDPA_FUNCS and not self._state.paused:
+            out = _sdpa_call(self._state, args, kwargs or {})
+            self._state.claim(_tensors(out))
+            return out
+        state = self._state
+        data = bool(state.data_keys) and any(
+            storage_key(t) in state.data_keys for t in _tensors((args, kwargs))
+        )
         out = func(*args, **(kwargs or {}))
+        if data:
+            for t in _tensors(out):
+                if t.grad_fn is not None:
+                    state.data_nodes.add(t.grad_fn)
+                else:
+                    state.data_keys.add(storage_key(t))
         # Arguments too: an in-place call (x[i] = y) changes its argument's node.
         self._state.claim(_tensors((out, args, kwargs)))
         return out
@@ -532,11 +663,22 @@ def count_step(
     params = {id(p): p for p in model.parameters()}
     state.param_keys = {storage_key(p) for p in params.values()}
     device = _device_of(model)
-    x = _input(config, device)
     trainable = [p for p in params.values() if p.requires_grad]
-    if training:
-        if not trainable:
-            raise LayertimeError("the model has no trainable parameters")
+    if training and not trainable:
+        raise LayertimeError("the model has no trainable parameters")
+    task = batch = None
+    if config.seq_len is not None:  # token models (issue 11): ids need no gradient
+        from layertime.token_workload import task_for
+
+        task = task_for(model, config.seq_len)
+        batch = task.make_batch(
+            config.batch_size, device, torch.Generator(device="cpu").manual_seed(config.seed)
+        )
+        x = torch.empty(0)
+        state.data_keys = {storage_key(t) for t in batch.inputs.values()}
+    else:
+        x = _input(config, device)
+    if training and task is None:
         # The batch becomes a leaf that requires grad, so that autograd's graph
         # tells activations from parameters (a first layer's node then has an
         # activation edge); backward(inputs=parameters) still computes only
@@ -551,22 +693,29 @@ def count_step(
         mode_ctx: contextlib.AbstractContextManager[Any] = (
             training_mode(model) if training else _eval_mode(model)
         )
+        watched = KindObserver(model)
         with mode_ctx, _module_scopes(state), _OpMode(state):
             if training:
                 with _GraphMode(state), torch.autograd.graph.saved_tensors_hooks(
                     state.on_save, lambda t: t
                 ):
-                    out = model(x)
+                    with watched:
+                        out = model(x) if task is None else task.forward(model, batch)
                     state.in_loss = True
-                    main, aux = _logits(out)
-                    num_classes = int(main.shape[1]) if main.dim() >= 2 else None
-                    state.paused = True
-                    y = _targets(main, device, config.seed)
-                    state.paused = False
-                    loss_fn = nn.CrossEntropyLoss()
-                    loss = loss_fn(main, y)
-                    for a in aux:
-                        loss = loss + AUX_LOSS_WEIGHT * loss_fn(a, y)
+                    if task is not None:  # token models (issue 11)
+                        loss_type = f"{task.head} loss"
+                        num_classes = task.classes
+                        loss = task.loss(out, batch)
+                    else:
+                        main, aux = _logits(out)
+                        num_classes = int(main.shape[1]) if main.dim() >= 2 else None
+                        state.paused = True
+                        y = _targets(main, device, config.seed)
+                        state.paused = False
+                        loss_fn = nn.CrossEntropyLoss()
+                        loss = loss_fn(main, y)
+                        for a in aux:
+                            loss = loss + AUX_LOSS_WEIGHT * loss_fn(a, y)
                     state.in_loss = False
                 state.in_backward = True
                 handles = []
@@ -585,11 +734,16 @@ def count_step(
                     state.flush_pending()
                     state.in_backward = False
             else:
-                with torch.no_grad():
-                    out = model(x)
+                with torch.no_grad(), watched:
+                    out = model(x) if task is None else task.forward(model, batch)
+                if task is not None:
+                    num_classes = task.classes
+                else:
                     main, _ = _logits(out)
                     num_classes = int(main.shape[1]) if main.dim() >= 2 else None
         with_grad = {k for k, p in params.items() if p.grad is not None}
+        # Kinds by what each layer computed in this forward (layertime.kinds).
+        state.table = ModuleTable(model, watched.kinds())
     finally:
         for k, p in params.items():
             p.grad = old_grads[k]
@@ -721,5 +875,6 @@ def _result(
         training=training,
         warnings=tuple(warnings),
         conventions=dict(CONVENTIONS),
+        seq_len=config.seq_len,
     )
 

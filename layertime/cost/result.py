@@ -56,6 +56,15 @@ CONVENTIONS: dict[str, str] = {
         "layer that saves them, parameters excluded; output: returned tensors that the "
         "layer's own ops wrote last (a container passing on a child's output owns none)."
     ),
+    "attention": (
+        "a scaled dot-product attention call (torch.nn.functional.scaled_dot_product_attention, "
+        "whichever kernel runs it: flash, memory-efficient or math) is one op: forward "
+        "2*B*H*Sq*Sk*(Dqk+Dv) FLOPs (Q K^T and P V: 4*B*H*S^2*D), backward five matmuls "
+        "(Q K^T recomputed, dO V^T, P^T dO, dS K, Q^T dS: 10*B*H*S^2*D), both halved with "
+        "is_causal=True; an explicit mask tensor counts in full; softmax and scaling are not "
+        "counted. It saves query, key, value, output and a float32 log-sum-exp per query row, "
+        "as the fused kernels do. Hand-written attention is counted op by op."
+    ),
     "prediction": (
         "predicted times are roofline estimates, not measurements: per op the larger of "
         "FLOPs / (peak x compute efficiency of the layer's kind) and bytes / (bandwidth "
@@ -308,6 +317,39 @@ class KindCost:
 
 
 @dataclass(frozen=True)
+class RoleCost:
+    """Counts of all layers of one role (``layertime.roles``); ``core_flops``: the
+    attention role's ``attention``-kind layers (its score/softmax core)."""
+
+    role: str
+    layers: int
+    params: int
+    params_share: float
+    flops: PhaseCounts
+    flops_share: float
+    core_flops: int = 0
+    saved_activations: int = 0
+    predicted_s: float | None = None
+    predicted_share: float | None = None
+
+    @property
+    def label(self) -> str:
+        from layertime.roles import ROLE_LABELS
+
+        return ROLE_LABELS.get(self.role, self.role)
+
+
+@dataclass(frozen=True)
+class BlockCost:
+    """One transformer block's FLOPs (whole step), saved activations (bytes) and parameters."""
+
+    block: str
+    flops: int
+    saved_activations: int
+    params: int
+
+
+@dataclass(frozen=True)
 class Prediction:
     """How predictions were made: the device profile, efficiencies and math modes used."""
 
@@ -382,6 +424,8 @@ class CostResult:
     warnings: tuple[str, ...] = ()
     prediction: Prediction | None = None
     conventions: Mapping[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
+    #: Token models (``hf:``): token ids per sequence; None for image models.
+    seq_len: int | None = None
 
     # -- derived -----------------------------------------------------------
     @property
@@ -474,8 +518,94 @@ class CostResult:
             )
         return out
 
+    def by_role(self) -> dict[str, RoleCost]:
+        """Totals per role (``layertime.roles``), the loss row as ``loss``; shares of the step."""
+        from layertime.roles import ROLES, roles_of
+
+        placed = roles_of(self.layers)
+        params_total = self.params or 1
+        flops_total = self.flops.total or 1
+        pred = self.predicted
+        pred_total = pred.total_s if pred is not None else 0.0
+        groups: dict[str, list[LayerCost]] = {}
+        for r in self.layers:
+            groups.setdefault(placed[r.name].role, []).append(r)
+        if self.loss.calls or self.loss.flops.total:
+            groups["loss"] = [self.loss]
+        out: dict[str, RoleCost] = {}
+        for role in [k for k in (*ROLES, "loss") if k in groups]:
+            rows = groups[role]
+            flops = PhaseCounts()
+            for r in rows:
+                flops = flops + r.flops
+            core = sum(r.flops.total for r in rows if role == "attention" and r.kind == "attention")
+            p_s: float | None = None
+            if pred is not None:
+                p_s = sum(r.predicted.total_s for r in rows if r.predicted is not None)
+            params = sum(r.params for r in rows)
+            out[role] = RoleCost(
+                role=role,
+                layers=len(rows),
+                params=params,
+                params_share=params / params_total,
+                flops=flops,
+                flops_share=flops.total / flops_total,
+                core_flops=core,
+                saved_activations=sum(r.memory_bytes.saved_activations for r in rows),
+                predicted_s=p_s,
+                predicted_share=(p_s / pred_total if pred_total else 0.0)
+                if p_s is not None else None,
+            )
+        return out
+
+    def blocks(self) -> dict[str, BlockCost]:
+        """Per block (``layertime.roles``): FLOPs and the activations saved for backward."""
+        from layertime.roles import roles_of
+
+        placed = roles_of(self.layers)
+        acc: dict[str, list[int]] = {}
+        for r in self.layers:
+            block = placed[r.name].block
+            if block is None:
+                continue
+            a = acc.setdefault(block, [0, 0, 0])
+            a[0] += r.flops.total
+            a[1] += r.memory_bytes.saved_activations
+            a[2] += r.params
+        return {b: BlockCost(b, f, m, p) for b, (f, m, p) in acc.items()}
+
+    def is_transformer(self) -> bool:
+        roles = self.by_role()
+        return "attention" in roles and "mlp" in roles
+
+    def _transformer_headline(self) -> str:
+        roles = self.by_role()
+        what = "training FLOPs" if self.training else "forward FLOPs"
+        flops_total = self.flops.total or 1
+
+        def part(noun: str, rcs: list[RoleCost], first: bool, core: int = 0) -> str:
+            share = sum(r.flops_share for r in rcs)
+            text = f"{noun}: {share:.0%} of {what if first else 'FLOPs'}"
+            if core:
+                text += f" (its score/softmax core: {core / flops_total:.0%})"
+            if all(r.predicted_share is not None for r in rcs):
+                text += f", {sum(r.predicted_share or 0.0 for r in rcs):.0%} of predicted time"
+            return text + f", {sum(r.params_share for r in rcs):.0%} of parameters"
+
+        att, mlp = roles["attention"], roles["mlp"]
+        parts = [part("attention", [att], True, att.core_flops), part("MLP", [mlp], False)]
+        ends = [roles[k] for k in ("embedding", "head") if k in roles]
+        if ends:
+            parts.append(part(" and ".join(r.label for r in ends), ends, False))
+        where = f", estimated for {self.prediction.device}" if self.prediction else ""
+        seq = f", seq {self.seq_len}" if self.seq_len is not None else ""
+        return "; ".join(parts) + f" ({self.model}, batch {self.batch_size}{seq}{where})"
+
     def headline(self) -> str:
-        """One line: the share of FLOPs (and predicted time) of conv and fully connected layers."""
+        """One line: the share of FLOPs (and predicted time) of conv and fully connected layers,
+        or for a transformer (attention and MLP layers) of attention and the MLP."""
+        if self.is_transformer():
+            return self._transformer_headline()
         kinds = self.by_kind()
         if "conv" in kinds and "linear" in kinds:
             chosen = ["conv", "linear"]
@@ -536,6 +666,27 @@ class CostResult:
             "kinds": kinds,
             "conventions": dict(self.conventions),
             "warnings": list(self.warnings),
+            "seq_len": self.seq_len,
+            "roles": {
+                k: {
+                    "layers": v.layers,
+                    "params": v.params,
+                    "params_share": v.params_share,
+                    "flops": v.flops.to_dict(),
+                    "flops_total": v.flops.total,
+                    "flops_share": v.flops_share,
+                    "core_flops": v.core_flops,
+                    "saved_activations_bytes": v.saved_activations,
+                    **({"predicted_s": v.predicted_s, "predicted_share": v.predicted_share}
+                       if v.predicted_s is not None else {}),
+                }
+                for k, v in self.by_role().items()
+            },
+            "blocks": {
+                b: {"flops": v.flops, "saved_activations_bytes": v.saved_activations,
+                    "params": v.params}
+                for b, v in self.blocks().items()
+            },
         }
         if self.prediction is not None and pred is not None:
             d["prediction"] = self.prediction.to_dict()
@@ -570,6 +721,7 @@ class CostResult:
                 warnings=tuple(str(w) for w in d.get("warnings", ())),
                 prediction=Prediction.from_dict(pred) if pred is not None else None,
                 conventions=dict(d.get("conventions", CONVENTIONS)),
+                seq_len=int(d["seq_len"]) if d.get("seq_len") is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise LayertimeError(f"malformed layertime cost: {e!r}") from e

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from layertime.measure.attribute import StepCharges
 from layertime.measure.tracer import ModuleTable
 from layertime.result import LayerRow, Phases, Slice
+from layertime.roles import place
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -30,6 +31,19 @@ def split_update(charges: StepCharges, table: ModuleTable) -> dict[int, float]:
     if total == 0 or update == 0.0:
         return {}
     return {e.index: update * e.trainable / total for e in table if e.trainable}
+
+
+def shared_notes(table: ModuleTable) -> tuple[str, ...]:
+    """One note per module that uses another's parameters (tied weights), for ``Run.notes``."""
+    out: dict[tuple[str, str], int] = {}
+    for sp in table.shared:
+        out[(sp.user, sp.owner)] = out.get((sp.user, sp.owner), 0) + sp.numel
+    return tuple(
+        f"{user or '(model)'} shares {n:,} parameters with {owner or '(model)'} (tied weights): "
+        f"counted once, with their optimizer update, at {owner or '(model)'}; "
+        f"{user or '(model)'}'s rows hold its own compute"
+        for (user, owner), n in out.items()
+    )
 
 
 def timeline(table: ModuleTable, steps: Sequence[StepCharges]) -> tuple[Slice, ...]:
@@ -68,6 +82,7 @@ def aggregate(
     if n == 0:
         raise ValueError("no profiled steps to aggregate")
     per_step_update = [split_update(c, table) for c in steps]
+    placed = place([(e.name, e.kind, e.type) for e in table])
     rows: list[LayerRow] = []
     for entry in table:
         fwd = [c.modules.get((entry.index, "forward"), 0.0) for c in steps]
@@ -92,6 +107,8 @@ def aggregate(
                 comm_s=_mean([cs for cs, _ in comm]),
                 comm_exposed_s=_mean([ce for _, ce in comm]),
                 comm_bytes=max((c.comm_bytes.get(entry.index, 0) for c in steps), default=0),
+                role=placed[entry.name].role,
+                block=placed[entry.name].block,
             )
         )
     # An update with no trainable parameters to carry it stays step-level.

@@ -25,7 +25,8 @@ from torch import nn
 
 from layertime.environment import describe
 from layertime.errors import LayertimeError
-from layertime.measure.aggregate import aggregate, timeline
+from layertime.kinds import KindObserver
+from layertime.measure.aggregate import aggregate, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.events import busy_us
 from layertime.measure.tracer import ModuleTable, TraceSession
@@ -270,8 +271,11 @@ def measure(
     ``sync`` makes it one rank of a data-parallel run (``distributed.py``).
     """
     progress = on_progress or (lambda stage, done, total: None)
-    output_shape = check_input(model, config, device, label)
-    table = ModuleTable(model)
+    # The validating forward is also watched, so that kinds follow what each
+    # layer computes (layertime.kinds).
+    with KindObserver(model) as watched:
+        output_shape = check_input(model, config, device, label)
+    table = ModuleTable(model, watched.kinds())
     cuda = device.type == "cuda"
     plain: list[float] = []
     traced: list[StepCharges] = []
@@ -363,12 +367,14 @@ def measure(
         environment=describe(device),
         timing="cuda-kernel-time" if device.type == "cuda" else "cpu-self-time",
         amp=config.amp,
-        num_classes=int(output_shape[1]),
+        num_classes=(int(output_shape[1]) or None) if config.seq_len else int(output_shape[1]),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         warnings=tuple(warnings),
         phase_spread_s=spread,
         timeline=timeline(table, traced),
         traced_step_samples_s=walls,
+        seq_len=config.seq_len,
+        notes=shared_notes(table),
     )
 
 
@@ -394,10 +400,15 @@ def prepare(
     dtype: str = "float32",
     amp: str | None = None,
     seed: int = 0,
+    seq_len: int | None = None,
+    hf_config: Sequence[str] = (),
 ) -> Prepared:
-    """Resolve, build and place a model; validate the workload (one-line errors)."""
+    """Resolve, build and place a model; validate the workload (one-line errors).
+
+    ``seq_len`` and ``hf_config`` are for token models (``hf:``, issue 11).
+    """
     dev = resolve_device(device)
-    tgt = target(model, input_shape, image_size)
+    tgt = target(model, input_shape, image_size, seq_len=seq_len, hf_config=hf_config)
     shape, label = tgt.input_shape, tgt.label
     config = WorkloadConfig(
         batch_size=batch_size,
@@ -407,6 +418,7 @@ def prepare(
         dtype=dtype,
         amp=amp,
         seed=seed,
+        seq_len=tgt.seq_len,
     )
     torch.manual_seed(seed)
     try:
@@ -439,8 +451,14 @@ def profile(
     max_steps: int = 50,
     seed: int = 0,
     on_progress: ProgressFn | None = None,
+    seq_len: int | None = None,
+    hf_config: Sequence[str] = (),
 ) -> Run:
     """Profile a training step of ``model`` (a name or an ``nn.Module``), per layer.
+
+    Token models (``hf:NAME``, or a transformers module with ``seq_len``)
+    take ``seq_len`` token ids per sample; ``hf_config`` holds
+    ``KEY=VALUE`` overrides of an ``hf:`` model's config.
 
     ``input_shape`` is one sample's shape (default 3x224x224, or the model's
     own size such as 227 for ``alexnet2012``); ``image_size`` sets H and W
@@ -462,6 +480,8 @@ def profile(
         dtype=dtype,
         amp=amp,
         seed=seed,
+        seq_len=seq_len,
+        hf_config=hf_config,
     )
     return measure(
         p.model, p.config, p.device, label=p.label, options=options, on_progress=on_progress

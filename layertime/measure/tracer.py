@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -43,25 +43,45 @@ class ModuleEntry:
     trainable: int
 
 
-class ModuleTable:
-    """The model's distinct modules, indexed in ``named_modules`` order (root first)."""
+@dataclass(frozen=True)
+class SharedParam:
+    """A parameter owned by more than one module (tied weights): counted at ``owner``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    owner: str
+    user: str
+    numel: int
+
+
+class ModuleTable:
+    """The model's distinct modules, indexed in ``named_modules`` order (root first).
+
+    ``kinds`` (``id(module)`` -> kind, from ``layertime.kinds.KindObserver``)
+    overrides the class-based kind of the modules it names.  A parameter
+    that several modules hold (a tied LM head) is counted once, at its first
+    owner; ``shared`` lists the others.
+    """
+
+    def __init__(self, model: nn.Module, kinds: Mapping[int, str] | None = None) -> None:
         entries: list[ModuleEntry] = []
-        seen_params: set[int] = set()
+        owner_of: dict[int, str] = {}
+        shared: list[SharedParam] = []
         for i, (name, mod) in enumerate(model.named_modules()):
             params = trainable = 0
             for p in mod.parameters(recurse=False):
-                if id(p) in seen_params:
+                if id(p) in owner_of:
+                    if owner_of[id(p)] != name:
+                        shared.append(SharedParam(owner_of[id(p)], name, p.numel()))
                     continue
-                seen_params.add(id(p))
+                owner_of[id(p)] = name
                 params += p.numel()
                 if p.requires_grad:
                     trainable += p.numel()
+            kind = kinds.get(id(mod)) if kinds else None
             entries.append(
-                ModuleEntry(i, name, mod, kind_of(mod), type(mod).__name__, params, trainable)
+                ModuleEntry(i, name, mod, kind or kind_of(mod), type(mod).__name__, params, trainable)
             )
         self.entries: tuple[ModuleEntry, ...] = tuple(entries)
+        self.shared: tuple[SharedParam, ...] = tuple(shared)
 
     def __len__(self) -> int:
         return len(self.entries)

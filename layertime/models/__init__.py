@@ -7,6 +7,8 @@ Accepted names:
 * ``googlenet2014`` — BVLC's GoogLeNet (LRN, no batch norm, no auxiliary heads), built in;
 * any torchvision classification model (``alexnet``, ``vgg16``, ``resnet50``, ...);
 * ``timm:NAME`` — a timm model, when timm is installed;
+* ``hf:NAME`` — a Hugging Face transformers text model from its config
+  (``layertime.models.hf``): it takes token ids, ``--seq-len`` long;
 * ``path/to/file.py:callable`` or ``package.module:callable`` — a callable
   returning an ``nn.Module`` (given ``num_classes`` if it accepts it).
 
@@ -53,6 +55,9 @@ class ModelSpec:
     #: whose shape is fixed at construction (ViT); None means the default.
     build: Builder
     default_image_size: int | None = 224
+    #: What one sample is: "image" (a tensor of ``input_shape``) or "tokens"
+    #: (token ids of one sequence: ``hf:`` models).
+    inputs: str = "image"
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,8 +68,10 @@ def torchvision_names() -> tuple[str, ...]:
 
 
 def available() -> list[str]:
-    """Every name ``resolve`` accepts without a prefix."""
-    return sorted(set(BUILTIN) | set(torchvision_names()))
+    """Every name ``resolve`` accepts without a prefix, and the built-in ``hf:`` names."""
+    from layertime.models.hf import hf_names
+
+    return sorted(set(BUILTIN) | set(torchvision_names())) + hf_names()
 
 
 def _torchvision_image_size(name: str) -> int:
@@ -178,11 +185,23 @@ def _ignore_size(fn: Callable[[int], nn.Module]) -> Builder:
     return build
 
 
-def resolve(name: str) -> ModelSpec:
-    """Resolve a model name to a :class:`ModelSpec`, or raise a one-line error."""
+def resolve(name: str, hf_config: Sequence[str] = ()) -> ModelSpec:
+    """Resolve a model name to a :class:`ModelSpec`, or raise a one-line error.
+
+    ``hf_config`` (``--config KEY=VALUE``) overrides fields of an ``hf:`` model's config.
+    """
     name = name.strip()
     if not name:
         raise LayertimeError("empty model name")
+    # -- hf: (issue 11) ------------------------------------------------------------
+    if name.startswith("hf:"):
+        from layertime.models.hf import resolve_hf
+
+        hf = resolve_hf(name[len("hf:") :], hf_config)
+        return ModelSpec(hf.label, "hf", _ignore_size(lambda n: hf.build()), None, "tokens")
+    if hf_config:
+        raise LayertimeError("--config KEY=VALUE applies to hf: models only")
+    # -- end hf: -------------------------------------------------------------------
     if name in BUILTIN:
         target, size = BUILTIN[name]
         mod_text, attr = target.split(":")
@@ -211,7 +230,7 @@ def resolve(name: str) -> ModelSpec:
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise LayertimeError(
         f"unknown model {name!r}{hint} (see 'layertime models'; "
-        "or give timm:NAME, file.py:callable or package.module:callable)"
+        "or give timm:NAME, hf:NAME, file.py:callable or package.module:callable)"
     )
 
 
@@ -222,6 +241,8 @@ class Target:
     spec: ModelSpec | None
     label: str
     input_shape: tuple[int, ...]
+    #: Token models: the sequence length (``input_shape`` is then ``(seq_len,)``).
+    seq_len: int | None = None
 
     @property
     def square_size(self) -> int | None:
@@ -239,20 +260,45 @@ def target(
     model: str | nn.Module,
     input_shape: Sequence[int] | None = None,
     image_size: int | None = None,
+    *,
+    seq_len: int | None = None,
+    hf_config: Sequence[str] = (),
 ) -> Target:
     """Resolve a model and its input shape: ``input_shape`` (one sample), else a
-    3-channel ``image_size`` square, else the model's own default size (224)."""
+    3-channel ``image_size`` square, else the model's own default size (224).
+    A token model (``hf:``) takes ``seq_len`` token ids (default
+    ``hf.DEFAULT_SEQ_LEN``)."""
     if input_shape is not None and image_size is not None:
         raise LayertimeError("give --input-shape or --image-size, not both")
+    if seq_len is not None and seq_len < 1:
+        raise LayertimeError(f"--seq-len must be at least 1, not {seq_len}")
     if isinstance(model, str):
-        spec: ModelSpec | None = resolve(model)
+        spec: ModelSpec | None = resolve(model, hf_config)
         assert spec is not None
         label = spec.name
         default_size = spec.default_image_size or 224
+        # -- token models (issue 11) ---------------------------------------------
+        if spec.inputs == "tokens":
+            if input_shape is not None or image_size is not None:
+                raise LayertimeError(
+                    f"{label} takes token ids: give --seq-len, not --input-shape/--image-size"
+                )
+            from layertime.models.hf import DEFAULT_SEQ_LEN
+
+            n = seq_len if seq_len is not None else DEFAULT_SEQ_LEN
+            return Target(spec, label, (n,), n)
+        # -- end token models ------------------------------------------------------
     elif isinstance(model, nn.Module):
         spec, label, default_size = None, type(model).__name__, 224
+        if hf_config:
+            raise LayertimeError("--config KEY=VALUE applies to hf: model names, not a module")
     else:
         raise LayertimeError(f"expected a model name or an nn.Module, not {type(model).__name__}")
+    if seq_len is not None and isinstance(model, str):
+        raise LayertimeError(f"--seq-len applies to token models (hf:...), not {label}")
+    if seq_len is not None:
+        # A user's own module given with a sequence length: it takes token ids.
+        return Target(spec, label, (seq_len,), seq_len)
     if input_shape is not None:
         shape = tuple(int(d) for d in input_shape)
     else:

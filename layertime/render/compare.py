@@ -68,17 +68,26 @@ def runs_csv(runs: Sequence[StoredRun]) -> str:
 #: Column headers narrow enough for a sweep table.
 _SHORT = {"linear": "fc", "activation": "act", "embedding": "embed", "attention": "attn",
           "recurrent": "rnn", "dropout": "drop", "step": "step", "unattributed": "unattr"}
+#: Role columns of a token sweep (issue 11), in order.
+_ROLE_COLUMNS = ("attention", "mlp", "embedding", "norm", "head", "other", "loss", "step",
+                 "unattributed")
 
 
 def sweep_table(result: SweepResult) -> RenderableType:
     """Each configuration's share of step time per kind, then the crossover(s)."""
     runs = [p.run for p in result.points if p.run is not None]
-    kinds = [k for k in KINDS + STEP_KINDS if any(k in r.by_kind() for r in runs)]
+    # Token sweeps (issue 11): a seq column, and shares by role instead of kind.
+    tokens = any(p.config.get("seq_len") is not None for p in result.points)
+    if tokens:
+        kinds = [k for k in _ROLE_COLUMNS if any(k in r.roles() for r in runs)]
+    else:
+        kinds = [k for k in KINDS + STEP_KINDS if any(k in r.by_kind() for r in runs)]
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("model", "batch", "image", "device", "status", "step ms"):
+    size = "seq" if tokens else "image"
+    for col in ("model", "batch", size, "device", "status", "step ms"):
         t.add_column(
             col,
-            justify="right" if col in ("batch", "image", "step ms") else "left",
+            justify="right" if col in ("batch", size, "step ms") else "left",
             overflow="fold",
         )
     for k in kinds:
@@ -88,18 +97,25 @@ def sweep_table(result: SweepResult) -> RenderableType:
         row = [
             c["model"],
             str(c["batch_size"]),
-            str(c["image_size"] or "default"),
+            str(c.get("seq_len") if tokens else c["image_size"] or "default"),
             p.run.device if p.run else c["device"],
             p.status if p.status != "skipped" else "stored",
             _ms(p.run.step_s) if p.run else "-",
         ]
-        by_kind = p.run.by_kind() if p.run else {}
-        row += [f"{by_kind[k].share * 100:.1f}" if k in by_kind else "-" for k in kinds]
+        shares = (p.run.roles() if tokens else p.run.by_kind()) if p.run else {}
+        row += [f"{shares[k].share * 100:.1f}" if k in shares else "-" for k in kinds]
         t.add_row(*row)
     parts: list[RenderableType] = [t]
     for p in result.points:
         if p.status == "failed":
             parts.append(Text(f"failed: {p.config['model']} batch {p.config['batch_size']}: {p.error}"))
+    if tokens:
+        if result.seq_crossovers:
+            parts.extend(Text(c.describe(), style="bold") for c in result.seq_crossovers)
+        else:
+            parts.append(Text("no attention/MLP crossover in this range: the same one leads at "
+                              "every sequence length"))
+        return Group(*parts)
     if result.crossovers:
         parts.extend(Text(c.describe(), style="bold") for c in result.crossovers)
     else:

@@ -160,6 +160,7 @@ def summary_lines(run: Run) -> list[str]:
         f"{run.optimizer} · timing: {run.timing} · update split by {run.update_split}",
     ]
     lines.extend(comm_lines(run))
+    lines.extend(f"note: {n}" for n in run.notes)
     lines.extend(f"warning: {w}" for w in run.warnings)
     return lines
 
@@ -167,6 +168,10 @@ def summary_lines(run: Run) -> list[str]:
 def render(run: Run) -> RenderableType:
     """Headline, table and summary as one rich renderable."""
     parts: list[RenderableType] = [Text(run.headline(), style="bold"), run_table(run)]
+    from layertime.render.roles import has_roles, render_roles  # issue 11
+
+    if has_roles(run):
+        parts.append(render_roles(run))
     parts.extend(Text(line, style="dim") for line in summary_lines(run))
     return Group(*parts)
 
