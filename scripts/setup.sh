@@ -9,7 +9,7 @@
 # missing; elsewhere install it yourself (or set LAYERTIME_CHROMIUM to its path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[test]"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[test,hf]"
 
 if [ -z "${LAYERTIME_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
         && ! command -v chromium-browser >/dev/null 2>&1; then

@@ -54,6 +54,7 @@ from layertime.cost.result import (
 from layertime.cost.update import update_rule
 from layertime.errors import LayertimeError
 from layertime.kinds import KindObserver
+from layertime.token_workload import TokenBatch, TokenTask
 from layertime.measure.tracer import ModuleTable
 from layertime.workload import AUX_LOSS_WEIGHT, DTYPES, WorkloadConfig, _logits, training_mode
 
@@ -486,7 +487,7 @@ class _CountedSDPA(torch.autograd.Function):
                 leaves = [t.detach().requires_grad_(t.requires_grad) for t in (q, k, v)]
                 want = [t for t in leaves if t.requires_grad]
                 o = torch.nn.functional.scaled_dot_product_attention(
-                    *leaves, attn_mask=mask, **ctx.opts
+                    leaves[0], leaves[1], leaves[2], attn_mask=mask, **ctx.opts
                 )
                 got = iter(torch.autograd.grad(o, want, grad_out)) if want else iter(())
                 grads = [next(got) if t.requires_grad else None for t in leaves]
@@ -666,7 +667,8 @@ def count_step(
     trainable = [p for p in params.values() if p.requires_grad]
     if training and not trainable:
         raise LayertimeError("the model has no trainable parameters")
-    task = batch = None
+    task: TokenTask | None = None
+    batch: TokenBatch | None = None
     if config.seq_len is not None:  # token models (issue 11): ids need no gradient
         from layertime.token_workload import task_for
 
@@ -685,6 +687,12 @@ def count_step(
         # what a normal step computes: no gradient for the batch itself.
         x = x.requires_grad_().clone()
     old_grads = {k: p.grad for k, p in params.items()}
+
+    def forward() -> Any:
+        if task is None or batch is None:
+            return model(x)
+        return task.forward(model, batch)
+
     loss_type = "CrossEntropyLoss"
     num_classes: int | None = None
     try:
@@ -700,9 +708,9 @@ def count_step(
                     state.on_save, lambda t: t
                 ):
                     with watched:
-                        out = model(x) if task is None else task.forward(model, batch)
+                        out = forward()
                     state.in_loss = True
-                    if task is not None:  # token models (issue 11)
+                    if task is not None and batch is not None:  # token models (issue 11)
                         loss_type = f"{task.head} loss"
                         num_classes = task.classes
                         loss = task.loss(out, batch)
@@ -735,7 +743,7 @@ def count_step(
                     state.in_backward = False
             else:
                 with torch.no_grad(), watched:
-                    out = model(x) if task is None else task.forward(model, batch)
+                    out = forward()
                 if task is not None:
                     num_classes = task.classes
                 else:

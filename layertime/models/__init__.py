@@ -71,7 +71,7 @@ def available() -> list[str]:
     """Every name ``resolve`` accepts without a prefix, and the built-in ``hf:`` names."""
     from layertime.models.hf import hf_names
 
-    return sorted(set(BUILTIN) | set(torchvision_names())) + hf_names()
+    return sorted(set(BUILTIN) | set(torchvision_names()) | set(hf_names()))
 
 
 def _torchvision_image_size(name: str) -> int:

@@ -136,6 +136,12 @@ def cost_table(cost: CostResult, width: int | None = None) -> Table:
     return table
 
 
+def _input_label(cost: CostResult) -> str:
+    if cost.seq_len is not None:
+        return f"seq {cost.seq_len}"
+    return f"input {'x'.join(map(str, cost.input_shape))}"
+
+
 def summary_lines(cost: CostResult) -> list[str]:
     """Totals, memory, what was not counted, how estimates were made, and the conventions."""
     f = cost.flops
@@ -144,7 +150,7 @@ def summary_lines(cost: CostResult) -> list[str]:
         "fwd, bwd-in, bwd-w, upd: GFLOP per phase; share: of the step's FLOPs; GB moved "
         "(minimum traffic); FLOP/B: arithmetic intensity; saved MB: activations kept for "
         "backward" + ("; est.: roofline estimate, not a measurement" if cost.prediction else ""),
-        f"{cost.model}, batch {cost.batch_size}, input {'x'.join(map(str, cost.input_shape))}, "
+        f"{cost.model}, batch {cost.batch_size}, {_input_label(cost)}, "
         f"{cost.dtype}, {cost.optimizer}: {f.total / 1e9:,.2f} GFLOP per step "
         f"(forward {cost.macs_forward / 1e9:,.3f} GMACs = {f.forward / 1e9:,.2f} GFLOP), "
         f"{cost.bytes_moved.total / 1e9:,.2f} GB moved; counted on "
@@ -190,6 +196,10 @@ def summary_lines(cost: CostResult) -> list[str]:
 def render(cost: CostResult, width: int | None = None) -> RenderableType:
     """Headline, table and summary as one rich renderable (``width``: see :func:`cost_table`)."""
     parts: list[RenderableType] = [Text(cost.headline(), style="bold"), cost_table(cost, width)]
+    if cost.is_transformer():  # issue 11
+        from layertime.render.roles import cost_roles
+
+        parts.append(cost_roles(cost))
     parts.extend(Text(line, style="dim") for line in summary_lines(cost))
     return Group(*parts)
 

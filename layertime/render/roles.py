@@ -7,13 +7,13 @@ alone; at most 80 columns wide.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
 
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from layertime.cost.result import CostResult
 from layertime.render.fmt import ms as _ms, pct as _pct
 from layertime.result import Run
 from layertime.roles import ROLE_LABELS, ROLES
@@ -42,7 +42,7 @@ def roles_table(run: Run) -> Table:
                   Text(_ms(rt.time_s), style="bold"), Text(_pct(rt.share), style="bold"),
                   f"{rt.params:,}" if rt.params else "-", _pct(rt.params_share))
         if role == "attention" and rt.core_s:
-            t.add_row("  its core (score/softmax)", "", _ms(rt.core_s), _pct(rt.core_share),
+            t.add_row("  score/softmax core", "", _ms(rt.core_s), _pct(rt.core_share),
                       "", "")
     t.add_section()
     for role, label in _STEP_LABELS.items():
@@ -80,15 +80,39 @@ def render_roles(run: Run) -> RenderableType:
     return Group(*parts)
 
 
-def cost_role_rows(layers: Sequence[object]) -> Mapping[str, tuple[int, int, int]]:
-    """Role -> (FLOPs, saved-activation bytes, parameters) of cost rows (``LayerCost``)."""
-    from layertime.roles import roles_of
-
-    placed = roles_of(layers)
-    out: dict[str, tuple[int, int, int]] = {}
-    for r in layers:
-        role = placed[r.name].role  # type: ignore[attr-defined]
-        f, m, p = out.get(role, (0, 0, 0))
-        out[role] = (f + r.flops.total, m + r.memory_bytes.saved_activations,  # type: ignore[attr-defined]
-                     p + r.params)  # type: ignore[attr-defined]
-    return out
+def cost_roles(cost: CostResult) -> RenderableType:
+    """A cost estimate by role (FLOPs, saved activations, parameters, predicted time)
+    and the per-block line (FLOPs and activations saved for backward)."""
+    roles = cost.by_role()
+    pred = cost.prediction is not None
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    cols = ["role", "GFLOP", "share", "saved MB", "params %"] + (["est. share"] if pred else [])
+    for col in cols:
+        t.add_column(col, justify="left" if col == "role" else "right")
+    total = cost.flops.total or 1
+    for role in (*ROLES, "loss"):
+        rc = roles.get(role)
+        if rc is None:
+            continue
+        label = f"{ROLE_LABELS.get(role, role)} ({rc.layers})" if role != "loss" else "loss"
+        cells = [label, f"{rc.flops.total / 1e9:,.2f}", _pct(rc.flops_share),
+                 f"{rc.saved_activations / 1e6:,.1f}", _pct(rc.params_share)]
+        if pred:
+            cells.append(_pct(rc.predicted_share))
+        t.add_row(*cells)
+        if role == "attention" and rc.core_flops:
+            t.add_row("  score/softmax core", f"{rc.core_flops / 1e9:,.2f}",
+                      _pct(rc.core_flops / total), "", "", *([""] if pred else []))
+    parts: list[RenderableType] = [
+        Text("by role (layertime.roles; FLOPs of the whole step)", style="bold"), t]
+    blocks = cost.blocks()
+    if blocks:
+        flops = [b.flops for b in blocks.values()]
+        saved = [b.saved_activations for b in blocks.values()]
+        names = list(blocks)
+        span = f"{names[0]} .. {names[-1]}" if len(names) > 1 else names[0]
+        parts.append(Text(
+            f"{len(blocks)} block(s) ({span}): {min(flops) / 1e9:,.2f} to {max(flops) / 1e9:,.2f} "
+            f"GFLOP and {min(saved) / 1e6:,.1f} to {max(saved) / 1e6:,.1f} MB of saved "
+            "activations each", style="dim"))
+    return Group(*parts)

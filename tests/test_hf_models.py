@@ -1,0 +1,216 @@
+"""hf: model sources (built-in configs, model types, files, the local HF cache) and their errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from _tiny_transformers import tiny
+from layertime.errors import LayertimeError
+from layertime.models import available, resolve, target
+from layertime.models.hf import apply_overrides, choose_head, parse_value, resolve_hf
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _params_on_meta(name: str) -> int:
+    """Parameters of an hf: model built on the meta device (each tied parameter once)."""
+    hf = resolve_hf(name)
+    with torch.device("meta"):
+        model = hf.build()
+    return sum(p.numel() for p in model.parameters())
+
+
+# -- built-in published configs -------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, model_class, head, params",
+    [
+        # The parameter counts published for these models (tied heads counted once).
+        ("gpt2", "GPT2LMHeadModel", "causal-lm", 124_439_808),
+        ("gpt2-medium", "GPT2LMHeadModel", "causal-lm", 354_823_168),
+        ("bert-base-uncased", "BertForMaskedLM", "masked-lm", 109_514_298),
+        ("bert-large-uncased", "BertForMaskedLM", "masked-lm", 335_174_458),
+        ("tinyllama-1.1b", "LlamaForCausalLM", "causal-lm", 1_100_048_384),
+        ("t5-small", "T5ForConditionalGeneration", "seq2seq-lm", 60_506_624),
+    ],
+)
+def test_builtin_configs_build_the_published_models(
+    name: str, model_class: str, head: str, params: int
+) -> None:
+    hf = resolve_hf(name)
+    assert hf.source == "builtin" and hf.origin.startswith("https://huggingface.co/")
+    assert (hf.model_class, hf.head) == (model_class, head)
+    assert _params_on_meta(name) == params
+
+
+def test_hub_ids_of_builtin_configs_are_aliases() -> None:
+    assert resolve_hf("openai-community/gpt2").name == "gpt2"
+    assert resolve_hf("TinyLlama/TinyLlama-1.1B-Chat-v1.0").name == "tinyllama-1.1b"
+    assert resolve("hf:google-bert/bert-base-uncased").name == "hf:bert-base-uncased"
+    assert "hf:gpt2" in available() and "hf:tinyllama-1.1b" in available()
+
+
+# -- model types and heads ------------------------------------------------------------
+def test_model_types_get_their_default_config_and_head() -> None:
+    llama = resolve_hf("llama")
+    assert llama.source == "type" and llama.head == "causal-lm"
+    assert (llama.config.hidden_size, llama.config.num_hidden_layers) == (4096, 32)
+    assert resolve_hf("bert").head == "masked-lm"  # not BERT's causal "decoder mode" head
+    assert resolve_hf("t5").head == "seq2seq-lm"
+    assert resolve_hf("mistral").model_class == "MistralForCausalLM"
+
+
+def test_a_text_model_without_an_lm_head_is_the_bare_model() -> None:
+    from transformers import CLIPTextConfig
+
+    head, cls = choose_head(CLIPTextConfig())
+    assert head == "base" and cls == "CLIPTextModel"
+
+
+def test_the_published_architecture_decides_the_head() -> None:
+    from transformers import BertConfig
+
+    assert choose_head(BertConfig(architectures=["BertLMHeadModel"])) == (
+        "causal-lm", "BertLMHeadModel")
+    assert choose_head(BertConfig()) == ("masked-lm", "BertForMaskedLM")
+
+
+def test_a_model_that_is_not_a_text_model_is_refused() -> None:
+    with pytest.raises(LayertimeError, match="not a text model"):
+        resolve_hf("vit")
+
+
+# -- local files and the cache ------------------------------------------------------------
+def _write_config(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.json"
+    path.write_text(json.dumps({"model_type": "gpt2", "n_layer": 3, "n_embd": 32, "n_head": 2,
+                                "vocab_size": 100, "architectures": ["GPT2LMHeadModel"]}))
+    return path
+
+
+def test_a_local_config_file_or_its_folder(tmp_path: Path) -> None:
+    path = _write_config(tmp_path / "m")
+    for text in (str(path), str(path.parent)):
+        hf = resolve_hf(text)
+        assert hf.source == "file" and hf.config.n_layer == 3 and hf.head == "causal-lm"
+    assert resolve_hf(str(path), ["n_layer=1"]).config.n_layer == 1
+
+
+def test_local_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(LayertimeError, match="no such file"):
+        resolve_hf(str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(LayertimeError, match="not a JSON config"):
+        resolve_hf(str(bad))
+    typeless = tmp_path / "typeless.json"
+    typeless.write_text("{}")
+    with pytest.raises(LayertimeError, match="no model_type"):
+        resolve_hf(str(typeless))
+    odd = tmp_path / "odd.json"
+    odd.write_text('{"model_type": "no-such-type"}')
+    with pytest.raises(LayertimeError, match="not one the installed transformers knows"):
+        resolve_hf(str(odd))
+
+
+def test_a_hub_name_from_the_local_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    repo = tmp_path / "models--someorg--tiny-gpt"
+    _write_config(repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    hf = resolve_hf("someorg/tiny-gpt")
+    assert hf.source == "cache" and hf.config.n_layer == 3
+
+
+def test_a_name_that_needs_the_network_is_one_line_saying_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(LayertimeError) as e:
+        resolve_hf("meta-llama/Llama-2-7b-hf")
+    msg = str(e.value)
+    assert "\n" not in msg and "never downloads" in msg
+    assert "huggingface-cli download meta-llama/Llama-2-7b-hf config.json" in msg
+    with pytest.raises(LayertimeError, match="did you mean hf:llama"):
+        resolve_hf("lama")
+
+
+# -- --config KEY=VALUE -----------------------------------------------------------------
+def test_overrides_are_checked_against_the_config_class() -> None:
+    hf = resolve_hf("gpt2", ["n_layer=2", "num_attention_heads=4", "scale_attn_weights=false",
+                             "layer_norm_epsilon=1e-6", "activation_function=relu"])
+    c = hf.config
+    assert (c.n_layer, c.n_head, c.scale_attn_weights) == (2, 4, False)
+    assert c.layer_norm_epsilon == pytest.approx(1e-6) and c.activation_function == "relu"
+    with pytest.raises(LayertimeError) as e:
+        resolve_hf("gpt2", ["n_layers=2"])
+    assert "has no field 'n_layers'" in str(e.value) and "n_layer" in str(e.value)
+    assert "\n" not in str(e.value)
+    with pytest.raises(LayertimeError, match="expected a whole number"):
+        resolve_hf("gpt2", ["n_layer=2.5"])
+    with pytest.raises(LayertimeError, match="expected true or false"):
+        resolve_hf("gpt2", ["scale_attn_weights=maybe"])
+    with pytest.raises(LayertimeError, match="expected KEY=VALUE"):
+        resolve_hf("gpt2", ["n_layer"])
+
+
+def test_values_parse_by_the_type_of_the_default() -> None:
+    assert parse_value("k", "3", 1) == 3 and parse_value("k", "3", 1.0) == 3.0
+    assert parse_value("k", "yes", False) is True and parse_value("k", "3", "x") == "3"
+    assert parse_value("k", "[1, 2]", [0]) == [1, 2]
+    # A field that is None takes a number, a flag, null or text.
+    assert parse_value("k", "7", None) == 7 and parse_value("k", "0.5", None) == 0.5
+    assert parse_value("k", "null", None) is None and parse_value("k", "gelu", None) == "gelu"
+    from transformers import LlamaConfig
+
+    c = apply_overrides(LlamaConfig, {}, ["num_hidden_layers=2", "hidden_size=64"], "hf:llama")
+    assert (c.num_hidden_layers, c.hidden_size) == (2, 64)
+
+
+def test_config_overrides_apply_to_hf_models_only() -> None:
+    with pytest.raises(LayertimeError, match="hf: models only"):
+        resolve("alexnet", ["n_layer=2"])
+    with pytest.raises(LayertimeError, match="token models"):
+        target("alexnet", seq_len=16)
+    with pytest.raises(LayertimeError, match="give --seq-len"):
+        target("hf:gpt2", image_size=32)
+    t = target("hf:gpt2", seq_len=16, hf_config=tiny("gpt2"))
+    assert t.input_shape == (16,) and t.seq_len == 16 and t.spec is not None
+
+
+def test_missing_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(LayertimeError, match=r"pip install 'layertime\[hf\]'"):
+        resolve("hf:gpt2")
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    import os
+
+    env = {**os.environ, **env}
+    r = subprocess.run([sys.executable, "-m", "layertime", "profile", "hf:gpt2", "--config",
+                        "n_layers=2", "--no-store"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "close: n_layer" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "layertime", "cost", "hf:someorg/private-model",
+                        "--no-store"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "never downloads" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "layertime", "profile", "hf:gpt2", "--seq-len",
+                        "0"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "--seq-len" in r.stderr

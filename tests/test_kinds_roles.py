@@ -1,0 +1,333 @@
+"""Kinds by what a layer computes (names that mislead), and roles and blocks of transformers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from _tiny_transformers import tiny
+from layertime.kinds import KindObserver, kind_of, observed_kinds
+from layertime.measure.tracer import ModuleTable
+from layertime.roles import place
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# -- modules whose names mislead --------------------------------------------------------
+class Conv1DLike(nn.Module):
+    """Named like a convolution; computes x @ W + b (GPT-2's Conv1D)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 8))
+        self.bias = nn.Parameter(torch.zeros(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.reshape(-1, 8), self.weight).reshape(x.shape)
+
+
+class ProjectionEmbedding(nn.Module):
+    """Named like an embedding; multiplies by its weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+
+class AttentionPool(nn.Module):
+    """Named like attention; averages."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1, keepdim=True).expand_as(x)
+
+
+class Mixer(nn.Module):
+    """Named like nothing; computes softmax(q k^T) v by hand."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = x @ x.transpose(-1, -2) / math.sqrt(x.shape[-1])
+        return scores.softmax(dim=-1) @ x
+
+
+class Fused(nn.Module):
+    """Scaled dot-product attention through torch's fused function."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = x.unsqueeze(1)
+        return F.scaled_dot_product_attention(q, q, q, is_causal=True).squeeze(1)
+
+
+class Scale(nn.Module):
+    """Named like nothing; an RMS norm written by hand (Llama's, T5's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+class NewGELU(nn.Module):
+    """nanoGPT's GELU: a leaf with no parameters whose ops are a nonlinearity."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.core = Fused()
+
+
+class WrapperAttention(nn.Module):
+    """Named like attention, wraps another attention module and a projection (BertAttention)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.self = SelfAttention()
+        self.output = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.self.core(x))
+
+
+class Misleading(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = Conv1DLike()
+        self.embed = ProjectionEmbedding()
+        self.pool = AttentionPool()
+        self.mixer = Mixer()
+        self.fused = Fused()
+        self.scale = Scale()
+        self.gelu = NewGELU()
+        self.attention = WrapperAttention()
+        self.lrn = nn.LocalResponseNorm(2)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in (self.conv, self.embed, self.pool, self.mixer, self.fused, self.scale,
+                  self.gelu, self.attention, self.relu):
+            x = m(x)
+        return self.lrn(x.unsqueeze(1)).squeeze(1)
+
+
+def test_kinds_follow_what_each_module_computes() -> None:
+    model = Misleading()
+    x = torch.randn(2, 5, 8)
+    for train in (False, True):  # watched without and with autograd
+        kinds = observed_kinds(model, lambda: model(x) if train else model(x).detach())
+        by_name = {n: kinds[id(m)] for n, m in model.named_modules()}
+        assert by_name["conv"] == "linear"
+        assert by_name["embed"] == "linear"
+        assert by_name["pool"] == "other"  # named attention, computes a mean
+        assert by_name["mixer"] == "attention"
+        assert by_name["fused"] == "attention"
+        assert by_name["scale"] == "norm"
+        assert by_name["gelu"] == "activation"
+        assert by_name["attention"] == "other"  # a wrapper: its self time is not the core
+        assert by_name["attention.self.core"] == "attention"
+        assert by_name["attention.output"] == "linear"
+        assert (by_name["lrn"], by_name["relu"], by_name[""]) == ("norm", "activation", "other")
+
+
+def test_class_rules_when_nothing_is_watched() -> None:
+    model = Misleading()
+    static = {n: kind_of(m) for n, m in model.named_modules()}
+    assert static["attention"] == "other" and static["attention.self"] == "attention"
+    assert static["pool"] == "attention"  # only a watched forward can tell
+    assert static["lrn"] == "norm" and static["relu"] == "activation"
+    assert kind_of(nn.MultiheadAttention(8, 2)) == "attention"
+    assert kind_of(nn.Conv2d(1, 1, 1)) == "conv" and kind_of(nn.Embedding(2, 2)) == "embedding"
+
+
+def test_watching_is_scoped_and_the_table_takes_the_kinds() -> None:
+    model = Misleading()
+    x = torch.randn(2, 5, 8)
+    was = torch.backends.mha.get_fastpath_enabled()
+    with KindObserver(model) as w:
+        assert torch.backends.mha.get_fastpath_enabled() is False
+        model(x)
+    assert torch.backends.mha.get_fastpath_enabled() is was
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    table = ModuleTable(model, w.kinds())
+    kinds = {e.name: e.kind for e in table}
+    assert kinds["conv"] == "linear" and kinds["scale"] == "norm"
+
+
+def test_tied_parameters_are_listed_once_at_their_first_owner() -> None:
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.head = nn.Linear(4, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+    table = ModuleTable(Tied())
+    params = {e.name: e.params for e in table}
+    assert params == {"": 0, "emb": 40, "head": 0}
+    (shared,) = table.shared
+    assert (shared.owner, shared.user, shared.numel) == ("emb", "head", 40)
+
+
+# -- roles and blocks ---------------------------------------------------------------------
+def _placed(model: nn.Module, forward: object) -> dict[str, tuple[str, str | None]]:
+    kinds = observed_kinds(model, forward)  # type: ignore[arg-type]
+    rows = [(n, kinds[id(m)], type(m).__name__) for n, m in model.named_modules()]
+    return {n: (p.role, p.block) for n, p in place(rows).items()}
+
+
+def _hf(model_type: str) -> nn.Module:
+    from layertime.models.hf import resolve_hf
+
+    torch.manual_seed(0)
+    return resolve_hf(model_type, tiny(model_type)).build().eval()
+
+
+def _token_forward(model: nn.Module) -> object:
+    from layertime.token_workload import task_for
+
+    task = task_for(model, 8)
+    batch = task.make_batch(1, torch.device("cpu"))
+    return lambda: task.forward(model, batch)
+
+
+def test_roles_of_gpt2() -> None:
+    m = _hf("gpt2")
+    p = _placed(m, _token_forward(m))
+    assert p["transformer.wte"] == ("embedding", None) and p["transformer.wpe"][0] == "embedding"
+    assert p["transformer.h.0.attn"] == ("attention", "transformer.h.0")
+    assert p["transformer.h.0.attn.c_attn"] == ("attention", "transformer.h.0")
+    assert p["transformer.h.1.mlp.c_fc"] == ("mlp", "transformer.h.1")
+    assert p["transformer.h.1.mlp.act"] == ("mlp", "transformer.h.1")
+    assert p["transformer.h.0.ln_1"] == ("norm", "transformer.h.0")
+    assert p["transformer.h.0"] == ("other", "transformer.h.0")  # its residual adds
+    assert p["transformer.ln_f"] == ("norm", None) and p["lm_head"] == ("head", None)
+    assert p["transformer"] == ("other", None) and p[""] == ("other", None)
+
+
+def test_roles_of_bert() -> None:
+    m = _hf("bert")
+    p = _placed(m, _token_forward(m))
+    blk = "bert.encoder.layer.1"
+    assert p[f"{blk}.attention.self.query"] == ("attention", blk)
+    assert p[f"{blk}.attention.self"] == ("attention", blk)
+    assert p[f"{blk}.attention.output.dense"] == ("attention", blk)
+    assert p[f"{blk}.attention.output.LayerNorm"] == ("norm", blk)
+    assert p[f"{blk}.intermediate.dense"] == ("mlp", blk)
+    assert p[f"{blk}.output.dense"] == ("mlp", blk)  # the MLP's second projection
+    assert p["bert.embeddings.word_embeddings"] == ("embedding", None)
+    assert p["bert.embeddings.LayerNorm"] == ("norm", None)
+    assert p["cls.predictions.transform.LayerNorm"] == ("head", None)
+    assert p["cls.predictions.decoder"] == ("head", None)
+
+
+def test_roles_of_llama() -> None:
+    m = _hf("llama")
+    p = _placed(m, _token_forward(m))
+    blk = "model.layers.1"
+    for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        assert p[f"{blk}.self_attn.{proj}"] == ("attention", blk)
+    for proj in ("gate_proj", "up_proj", "down_proj", "act_fn"):
+        assert p[f"{blk}.mlp.{proj}"] == ("mlp", blk)
+    assert p[f"{blk}.input_layernorm"] == ("norm", blk)  # LlamaRMSNorm
+    assert p["model.rotary_emb"] == ("embedding", None)  # position tables
+    assert p["model.embed_tokens"] == ("embedding", None) and p["lm_head"] == ("head", None)
+
+
+def test_roles_of_t5() -> None:
+    m = _hf("t5")
+    p = _placed(m, _token_forward(m))
+    enc, dec = "encoder.block.1", "decoder.block.0"
+    assert p[f"{enc}.layer.0.SelfAttention.q"] == ("attention", enc)
+    assert p[f"{dec}.layer.1.EncDecAttention.o"] == ("attention", dec)
+    assert p[f"{dec}.layer.0.SelfAttention.relative_attention_bias"] == ("attention", dec)
+    assert p[f"{enc}.layer.1.DenseReluDense.wi"] == ("mlp", enc)
+    assert p[f"{enc}.layer.1.layer_norm"] == ("norm", enc)  # T5LayerNorm
+    assert p["shared"] == ("embedding", None) and p["lm_head"] == ("head", None)
+    assert p["encoder.final_layer_norm"] == ("norm", None)
+
+
+def test_roles_of_torchvision_and_timm_vit() -> None:
+    import timm
+    import torchvision
+
+    x = torch.randn(1, 3, 32, 32)
+    tv = torchvision.models.vit_b_16(image_size=32).eval()
+    p = _placed(tv, lambda: tv(x))
+    blk = "encoder.layers.encoder_layer_3"
+    assert p[f"{blk}.self_attention"] == ("attention", blk)
+    assert p[f"{blk}.self_attention.out_proj"] == ("attention", blk)
+    assert p[f"{blk}.mlp.0"] == ("mlp", blk) and p[f"{blk}.mlp.1"] == ("mlp", blk)
+    assert p[f"{blk}.ln_1"] == ("norm", blk)
+    assert p["conv_proj"] == ("embedding", None) and p["heads.head"] == ("head", None)
+    tm = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=10).eval()
+    p = _placed(tm, lambda: tm(x))
+    assert p["blocks.7.attn.qkv"] == ("attention", "blocks.7")
+    assert p["blocks.7.attn"] == ("attention", "blocks.7")
+    assert p["blocks.7.mlp.fc2"] == ("mlp", "blocks.7")
+    assert p["blocks.7.norm1"] == ("norm", "blocks.7")
+    assert p["patch_embed.proj"] == ("embedding", None) and p["head"] == ("head", None)
+
+
+class HandWritten(nn.Module):
+    """A transformer written the usual way (nanoGPT-like names)."""
+
+    class Block(nn.Module):
+        def __init__(self, d: int) -> None:
+            super().__init__()
+            self.ln1 = nn.LayerNorm(d)
+            self.attn = nn.ModuleDict({"qkv": nn.Linear(d, 3 * d), "proj": nn.Linear(d, d)})
+            self.ln2 = nn.LayerNorm(d)
+            self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q, k, v = self.attn["qkv"](self.ln1(x)).unsqueeze(1).chunk(3, dim=-1)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True).squeeze(1)
+            x = x + self.attn["proj"](a)
+            return x + self.ffn(self.ln2(x))
+
+    def __init__(self, d: int = 16, n: int = 2) -> None:
+        super().__init__()
+        self.tok_emb = nn.Embedding(50, d)
+        self.pos_emb = nn.Parameter(torch.zeros(1, 8, d))
+        self.blocks = nn.ModuleList(HandWritten.Block(d) for _ in range(n))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 50)
+        self.unknown = nn.Linear(d, d)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.tok_emb(ids) + self.pos_emb[:, : ids.shape[1]]
+        for b in self.blocks:
+            x = b(x)
+        return self.head(self.norm(x + self.unknown(x)))
+
+
+def test_roles_of_a_hand_written_transformer_and_what_cannot_be_placed() -> None:
+    m = HandWritten()
+    ids = torch.randint(0, 50, (2, 8))
+    p = _placed(m, lambda: m(ids))
+    assert p["blocks.1.attn.qkv"] == ("attention", "blocks.1")
+    assert p["blocks.1.ffn.0"] == ("mlp", "blocks.1") and p["blocks.1.ffn.1"][0] == "mlp"
+    assert p["blocks.0.ln2"] == ("norm", "blocks.0")
+    # The block's own forward holds the attention core (F.sdpa) here: by kind, attention.
+    assert p["blocks.0"] == ("attention", "blocks.0")
+    assert p["tok_emb"] == ("embedding", None) and p["head"] == ("head", None)
+    assert p["unknown"] == ("other", None) and p[""] == ("other", None)
+
+
+def test_a_cnn_has_no_blocks_and_keeps_its_headline() -> None:
+    rows = [("features.0", "conv", "Conv2d"), ("layer1.0.conv1", "conv", "Conv2d"),
+            ("layer1.0", "other", "Bottleneck"), ("fc", "linear", "Linear")]
+    placed = place(rows)
+    assert all(p.block is None for p in placed.values())
+    assert {p.role for p in placed.values()} == {"other"}
