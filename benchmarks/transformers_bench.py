@@ -88,7 +88,9 @@ def _gpt2(config: dict[str, Any] | None) -> torch.nn.Module:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**(config or {})))
+    # use_cache=False: transformers' Trainer trains so (and so does layertime).
+    return transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(**{"use_cache": False, **(config or {})}))
 
 
 def _ancestors(e: Any) -> list[Any]:

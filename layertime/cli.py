@@ -596,6 +596,9 @@ def cmd_bench_layers(args: argparse.Namespace) -> int:
     from layertime.render.bench_table import bench_table
     from layertime.result import write_text_atomic
 
+    if args.model.strip().startswith("hf:"):
+        raise LayertimeError("bench-layers takes image models only for now; "
+                             "profile hf: models with 'layertime profile'")
     model_opts = dict(
         batch_size=args.batch_size,
         input_shape=args.input_shape,

@@ -23,7 +23,9 @@ holds decides, reading the dotted module path segment by segment:
    ``ffn``, ``feed_forward``, ``ff``, ``DenseReluDense``, ``intermediate``,
    ``experts``, ``block_sparse_moe``, ...) or a class named like one
    (``...MLP``, ``...FeedForward``, ``...LayerFF``); BERT's ``output``, the
-   sibling of ``intermediate``, is the MLP's second projection;
+   sibling of ``intermediate``, is the MLP's second projection; ``fc1``,
+   ``fc2``, ``activation_fn`` (and the like) straight inside a block are the
+   MLP of models that have no MLP container (OPT, BART, Whisper);
 5. ``embedding``: a layer of kind ``embedding``, or a segment named like an
    embedding outside any block (``wte``, ``wpe``, ``embed_tokens``,
    ``embeddings``, ``patch_embed``, ``rotary_emb``, torchvision ViT's
@@ -76,6 +78,13 @@ _EMBED_SEGMENTS = frozenset((
     "tok_emb", "pos_emb", "token_embedding", "position_embedding", "positional_embedding",
     "patch_embed", "patch_embedding", "patch_embeddings", "rotary_emb", "pos_embed", "word_embeddings",
     "position_embeddings", "token_type_embeddings", "shared", "embed", "embedder",
+))
+#: Feed-forward layers that some models (OPT, BART, Whisper, GPT-J) put straight
+#: into the block, with no MLP container: MLP only directly inside a block that
+#: holds attention (an SE module's ``fc1`` in a CNN is not one).
+_FF_IN_BLOCK = frozenset((
+    "fc1", "fc2", "fc_in", "fc_out", "w1", "w2", "w3", "dense_h_to_4h", "dense_4h_to_h",
+    "c_fc", "wi", "wo", "wi_0", "wi_1", "activation_fn", "act", "act_fn",
 ))
 #: Top-level only: torchvision ViT's patch embedding is a conv named ``conv_proj``.
 _TOP_EMBED = frozenset(("conv_proj",))
@@ -176,6 +185,8 @@ def _role(
             return "mlp"
         if seg == "output" and i > 0 and f"{'.'.join(segs[:i])}.intermediate" in names:
             return "mlp"  # BERT: layer.N.output is the MLP's second projection
+        if block is not None and i == depth_in_block and seg.lower() in _FF_IN_BLOCK:
+            return "mlp"  # OPT, BART: fc1/fc2 and their activation straight in the block
     if kind == "attention":
         return "attention"
     # 5. embedding

@@ -23,9 +23,17 @@ the head is trained with, exactly as transformers computes it when given
 Attention masks: every sequence is full length (no padding, as in packed
 pre-training batches), so no ``attention_mask`` is passed and each model
 builds the mask it needs itself (a causal mask for decoders, none for
-encoders).  Nothing else is passed: the model runs as a training loop
-calling ``model(input_ids)`` runs it (with the config's own ``use_cache``;
-transformers keeps references to the keys and values, without copies).
+encoders).
+
+Key/value cache: ``use_cache=False`` is passed where the model takes it, as
+transformers' ``Trainer`` does for training (its ``use_cache`` argument
+defaults to False): with the config's default (True) the model would copy
+every layer's keys and values into a cache it never uses in training.  On
+the meta device (the cost model) the cache is left as the config has it:
+without one, transformers' mask code reads values back (is the batch
+packed?), which the meta device cannot; so a count of a model whose config
+enables the cache includes those copies (bytes, no FLOPs) and keeps the
+copies, not views of the projection, as the attention's saved activations.
 """
 
 from __future__ import annotations
@@ -131,7 +139,7 @@ class TokenTask:
     decoder_start_token_id: int = 0
     #: An encoder-decoder: the decoder is fed ``decoder_input_ids``.
     decoder: bool = False
-    #: Keyword arguments (not tensors) for the model's forward; none by default.
+    #: Keyword arguments (not tensors) for the model's forward: ``use_cache=False``.
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def make_batch(
@@ -168,7 +176,10 @@ class TokenTask:
             # The targets shifted right behind the decoder start token.
             start = torch.full_like(labels[:, :1], self.decoder_start_token_id)
             inputs["decoder_input_ids"] = torch.cat([start, labels[:, :-1]], dim=1)
-        return TokenBatch(inputs, labels if self.head != "base" else None, dict(self.options))
+        options = dict(self.options)
+        if ids.device.type == "meta":
+            options.pop("use_cache", None)  # see the module docstring
+        return TokenBatch(inputs, labels if self.head != "base" else None, options)
 
     def forward(self, model: nn.Module, batch: TokenBatch) -> Any:
         return model(**batch.inputs, **batch.options)
@@ -210,6 +221,9 @@ def task_for(model: nn.Module, seq_len: int) -> TokenTask:
     inner = _unwrap(model)
     config = _config(inner)
     head = head_of(inner)
+    options: dict[str, Any] = {}
+    if _has_param(inner, "use_cache"):
+        options["use_cache"] = False  # as transformers' Trainer trains
     decoder = bool(getattr(config, "is_encoder_decoder", False)) and _has_param(
         inner, "decoder_input_ids"
     )
@@ -222,6 +236,7 @@ def task_for(model: nn.Module, seq_len: int) -> TokenTask:
         vocab_size=int(config.vocab_size),
         decoder_start_token_id=int(start or 0),
         decoder=decoder,
+        options=options,
     )
 
 

@@ -331,3 +331,26 @@ def test_a_cnn_has_no_blocks_and_keeps_its_headline() -> None:
     placed = place(rows)
     assert all(p.block is None for p in placed.values())
     assert {p.role for p in placed.values()} == {"other"}
+
+
+def test_roles_of_a_model_with_fc1_fc2_straight_in_the_block() -> None:
+    # OPT/BART-style names: no MLP container.
+    rows = [
+        ("model.decoder.embed_tokens", "embedding", "Embedding"),
+        ("model.decoder.layers.0", "other", "OPTDecoderLayer"),
+        ("model.decoder.layers.0.self_attn", "attention", "OPTAttention"),
+        ("model.decoder.layers.0.self_attn.q_proj", "linear", "Linear"),
+        ("model.decoder.layers.0.activation_fn", "activation", "ReLU"),
+        ("model.decoder.layers.0.self_attn_layer_norm", "norm", "LayerNorm"),
+        ("model.decoder.layers.0.fc1", "linear", "Linear"),
+        ("model.decoder.layers.0.fc2", "linear", "Linear"),
+        ("lm_head", "linear", "Linear"),
+        # A CNN's squeeze-excitation fc1 is not an MLP: no attention around it.
+        ("layer1.0.se.fc1", "conv", "Conv2d"),
+    ]
+    p = place(rows)
+    blk = "model.decoder.layers.0"
+    assert (p[f"{blk}.fc1"].role, p[f"{blk}.fc1"].block) == ("mlp", blk)
+    assert p[f"{blk}.activation_fn"].role == "mlp" and p[f"{blk}.fc2"].role == "mlp"
+    assert p[f"{blk}.self_attn_layer_norm"].role == "norm"
+    assert (p["layer1.0.se.fc1"].role, p["layer1.0.se.fc1"].block) == ("other", None)

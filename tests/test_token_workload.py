@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,3 +165,49 @@ def test_a_transformers_module_given_with_seq_len() -> None:
                             warmup_steps=0)
     assert run.model == "GPT2LMHeadModel" and run.seq_len == 8
     _rows_add_up(run)
+
+
+def test_profiler_in_a_users_own_loop_watches_kinds_and_sees_tokens() -> None:
+    model = _model("gpt2").train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, 128, (2, 12))
+    with layertime.Profiler(model, opt, warmup_steps=1, every=2) as prof:
+        for _ in range(5):
+            opt.zero_grad()
+            model(input_ids=ids, labels=ids).loss.backward()
+            opt.step()
+            prof.step()
+    run = prof.result()
+    kinds = {r.name: r.kind for r in run.layers}
+    assert kinds["transformer.h.0.attn.c_attn"] == "linear"  # Conv1D, watched in warm-up
+    assert kinds["transformer.h.0.attn"] == "attention"
+    assert run.seq_len == 12 and run.batch_size == 2 and run.optimizer == "adamw"
+    assert run.is_transformer() and run.notes
+    assert all(not m._forward_hooks for m in model.modules())
+    assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_amp_bf16_and_adam_on_tokens() -> None:
+    run = layertime.profile("hf:llama", hf_config=tiny("llama"), seq_len=16, batch_size=2,
+                            device="cpu", steps=1, warmup_steps=0, amp="bf16", optimizer="adam")
+    assert run.amp == "bf16" and run.optimizer == "adam" and not run.warnings
+    _rows_add_up(run)
+
+
+@pytest.mark.slow
+def test_data_parallel_token_run(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run.json"
+    flags = [a for kv in tiny("gpt2") for a in ("--config", kv)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "layertime", "profile", "hf:gpt2", *flags, "--seq-len", "16",
+         "--batch-size", "2", "--nproc", "2", "--steps", "1", "--no-store", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    run = Run.load(out)
+    assert run.world_size == 2 and run.seq_len == 16 and run.is_transformer()
+    assert "transformer.h.0.attn.c_attn" in {r.name for r in run.layers}

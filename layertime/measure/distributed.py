@@ -705,6 +705,8 @@ def profile_ddp(
     on_progress: ProgressFn | None = None,
     backend: str = "auto",
     timeout_s: float = 120.0,
+    seq_len: int | None = None,
+    hf_config: Sequence[str] = (),
 ) -> Run | None:
     """Profile this rank of a torchrun job; rank 0 returns the merged run, others None.
 
@@ -735,6 +737,8 @@ def profile_ddp(
             dtype=dtype,
             amp=amp,
             seed=seed,
+            seq_len=seq_len,
+            hf_config=hf_config,
         )
         name = backend if backend != "auto" else ("nccl" if p.device.type == "cuda" else "gloo")
         if name not in ("gloo", "nccl"):

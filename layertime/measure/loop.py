@@ -28,7 +28,8 @@ from torch import nn
 
 from layertime.environment import describe
 from layertime.errors import LayertimeError
-from layertime.measure.aggregate import aggregate, timeline
+from layertime.kinds import KindObserver
+from layertime.measure.aggregate import aggregate, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.tracer import ModuleTable, TraceSession
 from layertime.result import Run
@@ -77,14 +78,28 @@ class Profiler:
         self._input_shape: tuple[int, ...] | None = None
         self._shape_hook: Any = None
         self._active = False
+        self._watch: KindObserver | None = None
+        self._seq_len: int | None = None
 
     # -- context -----------------------------------------------------------
     def __enter__(self) -> Profiler:
         self._table = ModuleTable(self.model)
-        self._shape_hook = self.model.register_forward_pre_hook(self._capture_shape)
+        self._shape_hook = self.model.register_forward_pre_hook(
+            self._capture_shape, with_kwargs=True
+        )
         self._active = True
+        if self.warmup_steps > 0:
+            # Kinds by what each layer computes (layertime.kinds): the first,
+            # warm-up step is watched, and only it (it is never measured).
+            self._watch = KindObserver(self.model).__enter__()
         self._begin()
         return self
+
+    def _stop_watching(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.__exit__(None, None, None)
+            self._table = ModuleTable(self.model, watch.kinds())
 
     def __exit__(
         self,
@@ -94,6 +109,9 @@ class Profiler:
     ) -> None:
         # The step in progress never finished: discard it.
         try:
+            if self._watch is not None:
+                self._watch.__exit__(None, None, None)
+                self._watch = None
             if self._session is not None:
                 self._session.abort()
         finally:
@@ -103,9 +121,15 @@ class Profiler:
                 self._shape_hook.remove()
                 self._shape_hook = None
 
-    def _capture_shape(self, _mod: nn.Module, args: Any) -> None:
-        if self._input_shape is None and args and isinstance(args[0], torch.Tensor):
-            self._input_shape = tuple(args[0].shape)
+    def _capture_shape(self, _mod: nn.Module, args: Any, kwargs: Any) -> None:
+        if self._input_shape is not None:
+            return
+        first = args[0] if args else (kwargs or {}).get("input_ids")
+        if isinstance(first, torch.Tensor):
+            self._input_shape = tuple(first.shape)
+            # Token ids (a transformers model's input_ids): batch x sequence.
+            if first.dim() == 2 and not first.is_floating_point():
+                self._seq_len = int(first.shape[1])
 
     # -- steps -------------------------------------------------------------
     def _is_traced(self, index: int) -> bool:
@@ -157,6 +181,7 @@ class Profiler:
         """Mark the end of a training step (call it once per iteration)."""
         if not self._active:
             raise LayertimeError("Profiler.step() called outside its 'with' block")
+        self._stop_watching()
         self._end()
         self._index += 1
         self._begin()
@@ -193,6 +218,8 @@ class Profiler:
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             phase_spread_s=spread,
             timeline=timeline(self._table, self._traced),
+            seq_len=self._seq_len,
+            notes=shared_notes(self._table),
         )
 
     def report(self, width: int = 120) -> str:
