@@ -10,8 +10,8 @@
 A benchmark, not a test: it prints each measurement beside its target with
 PASS or MISS and never asserts.  For each sequence length (batch 1):
 
-Each length runs ``--steps`` rounds of three steps, in rotating order so that
-the machine's changing load hits all alike: a plain step and a traced step
+Each length runs ``--steps`` rounds (5) of three steps, in rotating order so
+that the machine's changing load hits all alike: a plain step and a traced step
 of ``layertime.profile`` (its own functions: ``runner._plain_step``, a
 ``TraceSession`` around ``runner._timed_in_session``, ``runner._charge``,
 ``aggregate``), and a stock step profiled by ``torch.profiler`` alone.
@@ -34,6 +34,10 @@ of ``layertime.profile`` (its own functions: ``runner._plain_step``, a
   without two separate measurements' noise.
 * **role shares**: attention (projections + core), MLP, embeddings, norms,
   head, other, loss, as layertime reports them.
+
+Shares are medians over steps (each step's share of its own wall time), with
+their range: on a shared machine one step slowed by another job would
+otherwise move every share.
 * **crossover**: the sequence length where attention's share of the step
   overtakes the MLP's, interpolated in log2(seq) between the measured
   lengths (or "not in range"), beside the one the cost model predicts: a
@@ -57,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 import os
 import statistics
 import sys
@@ -307,10 +312,10 @@ def interleaved(seq_len: int, batch_size: int, steps: int, warmup: int,
                     charges.append(_charge(work, session, [wall], None)[0])
                     per = classify_events(session.profiler.events(), p.device,
                                           "layertime::step")
-                    same_step.append({k: v / wall for k, v in per.items()})
+                    same_step.append({**per, "_step": wall})
                 else:
                     per, step_s = stock.profiled()
-                    indep.append({k: v / step_s for k, v in per.items()})
+                    indep.append({**per, "_step": step_s})
                     indep_steps.append(step_s)
     layers, phases, spread, samples = aggregate(table, charges)
     run = Run(
@@ -322,15 +327,25 @@ def interleaved(seq_len: int, batch_size: int, steps: int, warmup: int,
         phase_spread_s=spread, seq_len=seq_len, notes=shared_notes(table),
     )
 
-    def mean(rows: list[dict[str, float]], k: str) -> float:
-        return statistics.mean(r.get(k, 0.0) for r in rows) if rows else math.nan
+    # One Run per traced step, for per-step shares: on a shared machine one step
+    # slowed by another job would otherwise weigh on every share; medians over
+    # steps do not let it.
+    per_step = []
+    for c in charges:
+        ls, ph, sp, sm = aggregate(table, [c])
+        per_step.append(replace(run, layers=ls, phases=ph, phase_spread_s=sp,
+                                profiled_step_samples_s=sm, steps=1))
 
+    def shares(rows: list[dict[str, float]], k: str) -> list[float]:
+        return [r.get(k, 0.0) / r["_step"] for r in rows]
+
+    classes = ("attention", "matmul", "update", "other")
     return {
         "run": run,
-        "indep": {f"{k}_share": mean(indep, k) for k in ("attention", "matmul", "update", "other")}
+        "per_step": per_step,
+        "indep": {f"{k}_share": shares(indep, k) for k in classes}
         | {"steps_ms": [1e3 * x for x in indep_steps]},
-        "same_step": {f"{k}_share": mean(same_step, k)
-                      for k in ("attention", "matmul", "update", "other")},
+        "same_step": {f"{k}_share": shares(same_step, k) for k in classes},
     }
 
 
@@ -437,12 +452,16 @@ def _pct(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{100 * x:5.1f}%"
 
 
+def _span(xs: Sequence[float]) -> str:
+    return f"[{100 * min(xs):.1f}-{100 * max(xs):.1f}]" if xs else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     ap.add_argument("--seq-lens", default="128,512,1024")
     ap.add_argument("--batch-size", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=3,
-                    help="rounds of (plain, traced, stock profiled) steps, rotated (3)")
+    ap.add_argument("--steps", type=int, default=5,
+                    help="rounds of (plain, traced, stock profiled) steps, rotated (5)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="a 2-layer GPT-2 at seq 32 and 64")
     ap.add_argument("--no-predict", action="store_true", help="skip calibration and prediction")
@@ -459,10 +478,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in seqs:
         t0 = time.perf_counter()
         got = interleaved(s, args.batch_size, args.steps, args.warmup, config)
-        run, indep, same = got["run"], got["indep"], got["same_step"]
-        res = {"seq": s, "run": run, "indep": indep, "wall_s": time.perf_counter() - t0}
+        run, indep, same, steps = got["run"], got["indep"], got["same_step"], got["per_step"]
+        med = statistics.median
+        roles = {k: med([role_shares(r).get(k, 0.0) for r in steps])
+                 for k in role_shares(run)}
+        res = {"seq": s, "run": run, "roles": roles, "wall_s": time.perf_counter() - t0}
         results.append(res)
-        core, mm = kind_share(run, "attention"), kind_share(run, "linear")
+        lt = {"attention": [kind_share(r, "attention") for r in steps],
+              "matmul": [kind_share(r, "linear") for r in steps]}
         ov = run.overhead_ratio
         print(f"\n== seq {s}: step {1e3 * run.step_s:,.1f} ms (median of "
               f"{len(run.step_samples_s)} plain), {res['wall_s']:.0f} s for this length")
@@ -471,23 +494,25 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(traced {', '.join(f'{1e3 * x:,.0f}' for x in run.profiled_step_samples_s)}"
               f" ms; plain {', '.join(f'{1e3 * x:,.0f}' for x in run.step_samples_s)} ms; "
               f"stock {', '.join(f'{x:,.0f}' for x in indep['steps_ms'])} ms)")
-        for label, key, a in (("attention core share (fwd+bwd)", "attention", core),
-                              ("matmul share (fwd+bwd)", "matmul", mm)):
-            b = indep[f"{key}_share"]
+        print(f"  shares: medians over the {len(steps)} steps of each kind "
+              "(range in brackets)")
+        for label, key in (("attention core share (fwd+bwd)", "attention"),
+                           ("matmul share (fwd+bwd)", "matmul")):
+            a, b, c = med(lt[key]), med(indep[f"{key}_share"]), med(same[f"{key}_share"])
             d = 100 * (a - b)
-            print(f"  {label:34s} layertime {_pct(a)}  torch.profiler {_pct(b)}  "
-                  f"diff {d:+.1f} pt  target +-{AGREEMENT_POINTS:.0f}  "
-                  f"{'PASS' if abs(d) <= AGREEMENT_POINTS else 'MISS'}")
-            print(f"  {'  same traced steps, op classes':34s} {_pct(same[f'{key}_share'])} "
-                  f"(classification alone: {100 * (a - same[f'{key}_share']):+.1f} pt)")
-        roles = role_shares(run)
-        print("  roles (share of step):  " + ", ".join(
+            print(f"  {label:34s} layertime {_pct(a)} {_span(lt[key])}  torch.profiler "
+                  f"{_pct(b)} {_span(indep[f'{key}_share'])}  diff {d:+.1f} pt  "
+                  f"target +-{AGREEMENT_POINTS:.0f}  {'PASS' if abs(d) <= AGREEMENT_POINTS else 'MISS'}")
+            print(f"  {'  same traced steps, op classes':34s} {_pct(c)} {_span(same[f'{key}_share'])}"
+                  f"  (classification alone: {100 * (a - c):+.1f} pt)")
+        print("  roles (share of step, median):  " + ", ".join(
             f"{k} {_pct(v).strip()}" for k, v in roles.items()))
-        print(f"  headline: {run.headline()}")
-    measured = log_crossing([(r["seq"], role_shares(r["run"]).get("attention", 0.0)
-                              - role_shares(r["run"]).get("mlp", 0.0)) for r in results])
-    diffs = ", ".join(f"seq {r['seq']}: {100 * (role_shares(r['run']).get('attention', 0) - role_shares(r['run']).get('mlp', 0)):+.1f} pt"
-                      for r in results)
+        print(f"  headline (all traced steps): {run.headline()}")
+    measured = log_crossing([(r["seq"], r["roles"].get("attention", 0.0)
+                              - r["roles"].get("mlp", 0.0)) for r in results])
+    diffs = ", ".join(
+        f"seq {r['seq']}: {100 * (r['roles'].get('attention', 0) - r['roles'].get('mlp', 0)):+.1f} pt"
+        for r in results)
     print("\n== crossover: where attention's share of the step overtakes the MLP's")
     print(f"  measured (attention - MLP: {diffs}): "
           + (f"seq ~{measured:.0f} (interpolated in log2 seq)" if measured else
