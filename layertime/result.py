@@ -42,7 +42,7 @@ STEP_KINDS: tuple[str, ...] = ("step", "unattributed")
 KIND_LABELS: dict[str, str] = {
     "conv": "conv",
     "linear": "fully connected",
-    "norm": "norm",
+    "norm": "normalisation",
     "activation": "activation",
     "pool": "pool",
     "dropout": "dropout",
@@ -293,6 +293,12 @@ class Run:
     #: is not the traced wall; the overhead is measured on these.  Empty when
     #: the two are the same (CPU runs).
     traced_step_samples_s: tuple[float, ...] = ()
+    #: What was asked of the measurement, so a reader sees why fewer steps were
+    #: taken: the traced steps asked for, the time budget (seconds) that may
+    #: have cut them, and the fastest warm-up step the budget was judged by.
+    steps_requested: int | None = None
+    time_budget_s: float | None = None
+    warmup_step_s: float | None = None
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -384,15 +390,23 @@ class Run:
         """The one-line answer: the kinds that take the most time, with their parameter share.
 
         Conv and fully connected layers are named first when the model has
-        both, since that is the question the tool exists to answer.
+        them, since that is the question the tool exists to answer; then any
+        other kind that takes more time than either of them (AlexNet 2012's
+        normalisation layers); a model with neither names its two largest kinds.
         """
         kinds = {k: v for k, v in self.by_kind().items() if k not in STEP_KINDS}
         if not kinds:
             return f"no layers measured ({self._config_label()})"
-        if "conv" in kinds and "linear" in kinds:
-            chosen = ["conv", "linear"]
+        by_time = sorted(kinds, key=lambda k: -kinds[k].time_s)
+        chosen: list[str] = [k for k in ("conv", "linear") if k in kinds]
+        if not chosen:
+            chosen = by_time[:2]
         else:
-            chosen = sorted(kinds, key=lambda k: -kinds[k].time_s)[:2]
+            floor = min(kinds[k].time_s for k in chosen)
+            larger = [k for k in by_time if k not in chosen and kinds[k].time_s > floor]
+            if len(chosen) == 1 and not larger:
+                larger = [k for k in by_time if k not in chosen][:1]
+            chosen += larger
         parts = []
         for i, k in enumerate(chosen):
             kt = kinds[k]
@@ -467,6 +481,9 @@ class Run:
             "profiled_step_s": self.profiled_step_s,
             "profiled_step_samples_s": list(self.profiled_step_samples_s),
             "traced_step_samples_s": list(self.traced_step_samples_s),
+            "steps_requested": self.steps_requested,
+            "time_budget_s": self.time_budget_s,
+            "warmup_step_s": self.warmup_step_s,
             "overhead_ratio": self.overhead_ratio,
             "headline": self.headline(),
             "params": self.params,
@@ -520,6 +537,9 @@ class Run:
                 step_samples_s=tuple(_num(x) for x in d["step_samples_s"]),
                 profiled_step_samples_s=tuple(_num(x) for x in d["profiled_step_samples_s"]),
                 traced_step_samples_s=tuple(_num(x) for x in d.get("traced_step_samples_s", ())),
+                steps_requested=_opt_int(d.get("steps_requested")),
+                time_budget_s=_opt_num(d.get("time_budget_s")),
+                warmup_step_s=_opt_num(d.get("warmup_step_s")),
                 layers=layers,
                 phases=Phases(**d["phases"]),
                 environment=Environment(**d["environment"]),
@@ -567,6 +587,14 @@ class Run:
 def _num(x: Any) -> float:
     """A JSON number back to float; ``null`` (a non-finite value) is NaN."""
     return math.nan if x is None else float(x)
+
+
+def _opt_num(x: Any) -> float | None:
+    return None if x is None else _num(x)
+
+
+def _opt_int(x: Any) -> int | None:
+    return None if x is None else int(x)
 
 
 def _finite(obj: Any) -> Any:

@@ -173,7 +173,32 @@ def test_headline_without_conv_names_the_two_biggest_kinds() -> None:
     )
     h = make_run(layers).headline()
     assert h.startswith("fully connected layers")
-    assert "norm layers" in h and "activation" not in h
+    assert "normalisation layers" in h and "activation" not in h
+
+
+def test_headline_names_a_kind_larger_than_conv_or_fully_connected() -> None:
+    # AlexNet 2012 on a CPU: the normalisation layers take the largest share.
+    layers = (
+        layer("conv1", "conv", 0.010, 0.020, 0.001, 100),
+        layer("lrn", "norm", 0.020, 0.020, 0.0, 0),
+        layer("fc", "linear", 0.005, 0.010, 0.004, 1000),
+        layer("act", "activation", 0.001, 0.001, 0.0, 0),
+    )
+    h = make_run(layers).headline()
+    assert h.index("conv layers") < h.index("fully connected layers") < h.index(
+        "normalisation layers")
+    assert "activation" not in h
+
+
+def test_headline_with_neither_conv_nor_linear_names_the_two_largest() -> None:
+    layers = (
+        layer("emb", "embedding", 0.010, 0.020, 0.001, 100),
+        layer("attn", "attention", 0.020, 0.030, 0.0, 50),
+        layer("ln", "norm", 0.001, 0.001, 0.0, 10),
+    )
+    h = make_run(layers).headline()
+    assert h.startswith("attention layers") and "embedding layers" in h
+    assert "normalisation" not in h
 
 
 def test_headline_without_layers() -> None:

@@ -276,6 +276,7 @@ def measure(
     plain: list[float] = []
     traced: list[StepCharges] = []
     losses: list[torch.Tensor] = []
+    warm_times: list[float] = []
     skipped = 0
     with training_mode(model):
         try:
@@ -369,6 +370,9 @@ def measure(
         phase_spread_s=spread,
         timeline=timeline(table, traced),
         traced_step_samples_s=walls,
+        steps_requested=options.steps,
+        time_budget_s=options.time_budget_s,
+        warmup_step_s=min(warm_times) if warm_times else None,
     )
 
 
