@@ -11,7 +11,7 @@
 #      with apt when run as root, else one line says what to install.
 #   3. pip installs layertime (editable) with torch, torchvision, its test tools and the
 #      transformers, lightning and timm integrations into that environment, showing its
-#      progress.  A first install takes about 6 GB in the environment, plus pip's cache.
+#      progress.  The environment takes about 6 GB (measured 6.1 GB with Python 3.11).
 #   4. Chromium, which only the HTML report tests need (Playwright drives the system browser
 #      and downloads none): found on PATH or at $LAYERTIME_CHROMIUM, else installed with apt
 #      when run as root on Debian/Ubuntu, else one line says how.  Never a failure of setup.
@@ -134,7 +134,7 @@ fi
 # --- 3. layertime and what it needs --------------------------------------------------------
 avail_kb=$(df -Pk "$(cd .venv 2>/dev/null && pwd -P || echo "$project")" 2>/dev/null | awk 'NR==2 {print $4}')
 if [ -n "$avail_kb" ] && [ "$avail_kb" -lt $((8 * 1024 * 1024)) ]; then
-    note "only $((avail_kb / 1024 / 1024)) GB free there; a first install needs about 6 GB for the environment plus about 3 GB for pip's cache"
+    note "only $((avail_kb / 1024 / 1024)) GB free there; the environment needs about 6 GB, and pip unpacks about 3 GB of downloads on the way"
 fi
 say "[3/4] installing layertime (editable) with torch, torchvision, its test tools and the transformers, lightning and timm integrations into .venv with pip: a first install is about 6 GB and takes minutes"
 if ! run "$vpy" -m pip install --disable-pip-version-check -e ".[$extras]"; then
