@@ -2,7 +2,8 @@
 # Set up layertime on a fresh Linux machine, in four steps it announces as it goes:
 #
 #   1. The Python: the active virtual environment's when one is active ($VIRTUAL_ENV), else
-#      python3 on PATH (or $LAYERTIME_PYTHON).  It must be 3.10 or newer.
+#      that of a working .venv, else python3 on PATH (or $LAYERTIME_PYTHON).  It must be 3.10
+#      or newer.
 #   2. The virtual environment: the active one when there is one (and .venv is made a link to
 #      it, so that .venv/bin/... names it either way), else .venv in the project, created when
 #      missing and reused when it works.  Nothing is installed into a system Python, so
@@ -49,6 +50,10 @@ if [ -n "${VIRTUAL_ENV:-}" ]; then
         || fail "the active virtual environment $VIRTUAL_ENV has no bin/python; deactivate it (or recreate it) and run this again"
     active=$(cd "$VIRTUAL_ENV" && pwd -P)
     py=$active/bin/python
+elif [ -x .venv/bin/python ] && .venv/bin/python -c '' 2>/dev/null; then
+    active=
+    reuse=1
+    py=$project/.venv/bin/python
 else
     active=
     base=${LAYERTIME_PYTHON:-python3}
@@ -93,11 +98,11 @@ if [ -n "$active" ]; then
     else
         fail ".venv already holds another virtual environment: to install into the active one ($active) remove .venv first; to use .venv instead run 'deactivate' first"
     fi
-elif [ -x .venv/bin/python ] && .venv/bin/python -c '' 2>/dev/null; then
+elif [ -n "${reuse:-}" ]; then
     if [ -L .venv ]; then
-        say "[2/4] virtual environment: .venv, a link to $(cd .venv && pwd -P) (reused)"
+        say "[2/4] virtual environment: .venv, a link to $(cd .venv && pwd -P) (reused; remove the link to make a new .venv)"
     else
-        say "[2/4] virtual environment: .venv (exists, reused)"
+        say "[2/4] virtual environment: .venv (exists, reused; remove it to make it anew)"
     fi
 else
     if [ -e .venv ] || [ -L .venv ]; then

@@ -205,10 +205,23 @@ def test_an_active_venv_without_python_is_one_error_line(box: Sandbox, tmp_path:
 
 def test_a_working_dot_venv_is_reused(box: Sandbox) -> None:
     box.chromium()
-    box.venv(box.project / ".venv")
+    env = box.venv(box.project / ".venv")
+    (box.bin / "python3").unlink()  # not needed then
     r = box.run()
     assert r.returncode == 0, r.stderr
-    assert "setup: [2/4] virtual environment: .venv (exists, reused)" in r.stdout
+    assert f"setup: [1/4] Python: {env / 'bin' / 'python'} (3.11.7)" in r.stdout
+    assert "setup: [2/4] virtual environment: .venv (exists, reused" in r.stdout
+    assert _would_run(r.stdout) == [PIP]
+
+
+def test_a_dot_venv_link_left_by_an_earlier_active_venv_is_reused(box: Sandbox,
+                                                                  tmp_path: Path) -> None:
+    box.chromium()
+    env = box.venv(tmp_path / "myenv")
+    (box.project / ".venv").symlink_to(env)
+    r = box.run()
+    assert r.returncode == 0, r.stderr
+    assert f"setup: [2/4] virtual environment: .venv, a link to {env} (reused" in r.stdout
     assert _would_run(r.stdout) == [PIP]
 
 
