@@ -300,3 +300,23 @@ def test_chromium_missing_otherwise_is_one_note_not_a_failure(box: Sandbox, root
     assert notes[0].startswith("setup: note: [4/4] Chromium is missing: only the HTML report tests")
     assert ("sudo apt-get install chromium" in notes[0]) == apt
     assert not any("apt-get" in c for c in _would_run(r.stdout))
+
+
+def test_git_ignores_dot_venv_as_a_directory_and_as_a_link(tmp_path: Path) -> None:
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
+    subprocess.run([git, "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "python").write_text("")
+    for venv in ("dir", "link"):
+        target = tmp_path / ".venv"
+        if venv == "dir":
+            target.mkdir()
+            (target / "python").write_text("")
+        else:
+            shutil.rmtree(target)
+            target.symlink_to(tmp_path / "env")
+        r = subprocess.run([git, "-C", str(tmp_path), "check-ignore", "-q", ".venv"])
+        assert r.returncode == 0, f".venv as a {venv} is not ignored by .gitignore"
