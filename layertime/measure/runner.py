@@ -22,6 +22,12 @@ from layertime.environment import describe
 from layertime.errors import LayertimeError
 from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
+from layertime.measure.compiled import (
+    CompiledCollector,
+    CompiledTraceSession,
+    CompileOptions,
+    collecting,
+)
 from layertime.measure.tracer import ModuleTable, TraceSession
 from layertime.models import target
 from layertime.result import Run
@@ -88,11 +94,16 @@ def _plain_step(work: Workload, sync: StepSync | None = None) -> tuple[float, to
 
 
 def _traced_step(
-    work: Workload, table: ModuleTable, sync: StepSync | None = None
+    work: Workload,
+    table: ModuleTable,
+    sync: StepSync | None = None,
+    compiled: CompiledCollector | None = None,
 ) -> tuple[StepCharges, torch.Tensor]:
     if sync is not None:
         sync.begin_step(traced=True)
-    session = TraceSession(table, work.device)
+    session: TraceSession | CompiledTraceSession = (
+        compiled.session() if compiled is not None else TraceSession(table, work.device)
+    )
     _sync(work.device)
     session.start()
     try:
@@ -111,7 +122,15 @@ def _traced_step(
         raise LayertimeError(f"expected one traced step, found {len(groups)}")
     step, members = groups[0]
     cuda = work.device.type == "cuda"
-    charges = attribute_step(step, members, device_time=cuda, step_wall_s=wall if cuda else None)
+    if compiled is not None:
+        assert isinstance(session, CompiledTraceSession)
+        charges = compiled.attribute(
+            session, step, members, device_time=cuda, step_wall_s=wall if cuda else None
+        )
+    else:
+        charges = attribute_step(
+            step, members, device_time=cuda, step_wall_s=wall if cuda else None
+        )
     if sync is not None:
         charges = sync.charge(charges, cuda)
     return charges, loss
@@ -126,10 +145,14 @@ def measure(
     options: MeasureOptions = MeasureOptions(),
     on_progress: ProgressFn | None = None,
     sync: StepSync | None = None,
+    compile: CompileOptions | None = None,  # noqa: A002 (the option's natural name)
 ) -> Run:
     """Profile ``model`` (already on ``device``) under ``config``.
 
     ``sync`` makes it one rank of a data-parallel run (``distributed.py``).
+    ``compile`` runs ``torch.compile(model)`` instead, its kernels charged to
+    the layers they came from (``compiled.py``); warm-up then lasts until a
+    step compiles nothing, and a measured step that compiles is dropped.
     """
     progress = on_progress or (lambda stage, done, total: None)
     output_shape = check_input(model, config, device, label)
@@ -137,20 +160,36 @@ def measure(
     nan_steps = 0
     plain: list[float] = []
     traced: list[StepCharges] = []
-    with training_mode(model):
+    if compile is not None and sync is not None:
+        raise LayertimeError("--compile is not supported with data-parallel runs yet")
+    compiled = (
+        CompiledCollector.for_options(model, table, device, compile) if compile is not None else None
+    )
+    with training_mode(model), collecting(compiled):
         try:
             stepped = sync.attach(model, table) if sync is not None else model
+            if compiled is not None:
+                stepped = compiled.wrapper
             work = Workload(stepped, config, device, output_shape)
             # Warm-up: autotuning, allocator growth; none of it is kept.  An
             # empty profiler session starts the profiler's own machinery
             # (outside any timed step) so the first traced step is not charged.
             warm_total = options.warmup_steps
             warm_times = []
-            for i in range(options.warmup_steps):
+            if compiled is not None:
+                warm_times = compiled.warm_up(
+                    lambda: _plain_step(work, sync)[0],
+                    options.warmup_steps,
+                    lambda i: progress("warmup", i, max(warm_total, i + 1)),
+                )
+                warm_total = len(warm_times)
+            for i in range(options.warmup_steps if compiled is None else 0):
                 progress("warmup", i, warm_total)
                 warm_times.append(_plain_step(work, sync)[0])
             progress("warmup", warm_total, warm_total)
-            idle = TraceSession(table, device)
+            idle: TraceSession | CompiledTraceSession = (
+                compiled.session() if compiled is not None else TraceSession(table, device)
+            )
             idle.start()
             idle.abort()
             n = options.steps
@@ -165,11 +204,15 @@ def measure(
                 for j, traced_turn in enumerate((i % 2 == 1, i % 2 == 0)):
                     progress("measure", 2 * i + j, 2 * n)
                     if traced_turn:
-                        charges, loss = _traced_step(work, table, sync)
-                        traced.append(charges)
+                        charges, loss = _traced_step(work, table, sync, compiled)
+                        if compiled is None or compiled.keep_step():
+                            traced.append(charges)
+                        else:
+                            compiled.forget_last()
                     else:
                         dt, loss = _plain_step(work, sync)
-                        plain.append(dt)
+                        if compiled is None or compiled.keep_step(dt):
+                            plain.append(dt)
                     nan_steps += int(not bool(torch.isfinite(loss).all()))
             progress("measure", 2 * n, 2 * n)
         except LayertimeError:
@@ -178,11 +221,13 @@ def measure(
             if is_out_of_memory(e):
                 raise out_of_memory(e, config.batch_size, device) from e
             raise
+    if not traced:
+        raise LayertimeError("every measured step compiled again: no steady step to report")
     layers, phases, spread, samples = aggregate(table, traced)
     warnings = []
     if nan_steps:
         warnings.append(f"the loss was NaN or infinite in {nan_steps} of {2 * len(plain)} steps")
-    return Run(
+    run = Run(
         model=label,
         device=str(device),
         batch_size=config.batch_size,
@@ -190,7 +235,7 @@ def measure(
         dtype=config.dtype,
         optimizer=config.optimizer,
         steps=len(traced),
-        warmup_steps=options.warmup_steps,
+        warmup_steps=len(warm_times),
         step_samples_s=tuple(plain),
         profiled_step_samples_s=samples,
         layers=layers,
@@ -204,6 +249,7 @@ def measure(
         phase_spread_s=spread,
         timeline=timeline(table, traced),
     )
+    return compiled.finish(run) if compiled is not None else run
 
 
 @dataclass(frozen=True)
@@ -273,6 +319,7 @@ def profile(
     max_steps: int = 50,
     seed: int = 0,
     on_progress: ProgressFn | None = None,
+    compile: CompileOptions | bool | None = None,  # noqa: A002
 ) -> Run:
     """Profile a training step of ``model`` (a name or an ``nn.Module``), per layer.
 
@@ -280,7 +327,9 @@ def profile(
     own size such as 227 for ``alexnet2012``); ``image_size`` sets H and W
     of a 3-channel image.  ``time_budget_s`` replaces ``steps``: as many
     plain/traced pairs as fit (judged from the warm-up step), at most
-    ``max_steps``.  Raises :class:`LayertimeError` on bad input.
+    ``max_steps``.  ``compile`` (True or :class:`CompileOptions`) profiles
+    ``torch.compile(model)`` instead, per layer through the compiler's provenance.
+    Raises :class:`LayertimeError` on bad input.
     """
     options = MeasureOptions(
         steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s, max_steps=max_steps
@@ -297,6 +346,15 @@ def profile(
         amp=amp,
         seed=seed,
     )
+    compile_options = (
+        CompileOptions() if compile is True else compile if isinstance(compile, CompileOptions) else None
+    )
     return measure(
-        p.model, p.config, p.device, label=p.label, options=options, on_progress=on_progress
+        p.model,
+        p.config,
+        p.device,
+        label=p.label,
+        options=options,
+        on_progress=on_progress,
+        compile=compile_options,
     )
