@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from layertime.compiled_result import (
+    COMPILE_MODES,
     Compilation,
     CompiledSummary,
     FusedGroup,
@@ -75,8 +76,7 @@ from layertime.measure.events import MODULE, STEP, OpEvent, from_profiler
 from layertime.measure.tracer import ModuleTable
 from layertime.result import Run
 
-#: torch.compile modes layertime accepts (``--compile-mode``).
-MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+MODES = COMPILE_MODES
 #: The logger torch's structured trace writes to.
 TRACE_LOGGER = "torch.__trace"
 #: FLOPs per byte at which a node counts as compute-bound when fused nodes'
@@ -686,6 +686,10 @@ class CompiledCollector:
         self._steady += [t for t, c in zip(times, compiled_flags) if not c]
         return times
 
+    def warm_step(self, wall_s: float) -> None:
+        """After a warm-up step the caller ran itself (a user's loop): note whether it compiled."""
+        (self._compile_times if self.compiled_since_mark() else self._steady).append(wall_s)
+
     def keep_step(self, wall_s: float | None = None) -> bool:
         """After a measured step: False (and counted) if something compiled during it."""
         if self.compiled_since_mark():
@@ -809,7 +813,7 @@ class CompiledCollector:
         return None
 
     def finish(self, run: Run) -> Run:
-        """The run with its compiled summary (and a warning per dropped step)."""
+        """The run with its compiled summary (and a warning when steps were dropped)."""
         summary = self.summary()
         warnings = list(run.warnings)
         if summary.dropped_steps:
@@ -817,8 +821,6 @@ class CompiledCollector:
                 f"{summary.dropped_steps} measured step(s) dropped: they compiled "
                 "(a recompilation; see compiled.compilations)"
             )
-        if summary.message:
-            warnings.append(summary.message)
         return replace(run, compiled=summary, warnings=tuple(warnings))
 
 

@@ -332,12 +332,12 @@ def attribute_compiled_step(
     forward_region: dict[tuple[int, int], str | None] = {}
     for e in evs:
         if e.name == COMPILED_FORWARD and e.seq >= 0:
-            cid = None
+            region: str | None = None
             for a in tree.ancestors(e):
-                cid = _region_id(a.name)
-                if cid is not None:
+                region = _region_id(a.name)
+                if region is not None:
                     break
-            forward_region[(e.thread, e.seq)] = cid
+            forward_region[(e.thread, e.seq)] = region
 
     placed: dict[tuple[int, str], float] = defaultdict(float)
     spans: dict[tuple[int, str], tuple[float, float]] = {}
@@ -359,7 +359,7 @@ def attribute_compiled_step(
         if not device_time and call.thread != step.thread:
             continue
         backward = None
-        cid: str | None = None
+        cid = None
         for a in tree.ancestors(call):
             if a.name.startswith(BACKWARD_NODE):
                 backward = a
@@ -390,6 +390,8 @@ def attribute_compiled_step(
         tot[0] += inclusive_us(call)
         if graph is None:
             info.unknown_graph_calls += 1
+            label = f"(graph {key}: no provenance)"
+            info.unplaced[label] = info.unplaced.get(label, 0.0) + inclusive_us(call) * 1e-6
             continue
         if phase == "forward":
             for m, n in graph.calls().items():

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from layertime.result import KIND_LABELS, KINDS, LayerRow, Run
+from layertime.render.compiled import compiled_lines
 from layertime.render.fmt import ms as _ms, pct as _pct
 
 
@@ -160,6 +161,7 @@ def summary_lines(run: Run) -> list[str]:
         f"{run.optimizer} · timing: {run.timing} · update split by {run.update_split}",
     ]
     lines.extend(comm_lines(run))
+    lines.extend(compiled_lines(run))
     lines.extend(f"warning: {w}" for w in run.warnings)
     return lines
 
