@@ -224,6 +224,7 @@ def capture_nodes(graph: torch.fx.Graph, names: ModuleNames, balance: float) -> 
     A node with an empty module stack is functional code in the model's own
     ``forward`` (the ``""`` row); one with none at all was made by the compiler
     (a buffer write-back) and takes the module of its first input that has one.
+    A graph input takes the module of its first user (op ``placeholder``).
     """
     placeholders = [n.name for n in graph.nodes if n.op == "placeholder"]
     phase = "backward" if any(p.startswith("tangents") for p in placeholders) else "forward"
@@ -252,6 +253,16 @@ def capture_nodes(graph: torch.fx.Graph, names: ModuleNames, balance: float) -> 
         schema = getattr(n.target, "_schema", None)
         op = str(schema.name) if schema is not None else None
         out[n.name] = NodeInfo(module, call, max(float(moved), flops / balance), op)
+    # Graph inputs (a kernel may only copy them, e.g. into the layout a conv wants):
+    # the module of their first user with one.
+    for n in graph.nodes:
+        if n.op != "placeholder":
+            continue
+        user = next(
+            (out[u.name].module for u in n.users if u.name in out and out[u.name].module is not None),
+            None,
+        )
+        out[n.name] = NodeInfo(user, None, float(_tensor_bytes(n.meta.get("val"))), "placeholder")
     return NodeCapture(phase, out)
 
 
@@ -807,7 +818,10 @@ class CompiledCollector:
                     "no kernel provenance: the model was compiled before layertime started "
                     f"(enter the Profiler before its first call); {fallback}"
                 )
-            return f"no kernel provenance: no Inductor graph was lowered while measuring; {fallback}"
+            return (
+                "no kernel provenance: nothing was compiled while layertime watched (another "
+                f"instance of this model may have been compiled earlier in this process); {fallback}"
+            )
         if steps and placed == 0:
             return f"no kernel provenance: no kernel event matched a provenance record; {fallback}"
         return None

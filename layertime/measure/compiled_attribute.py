@@ -226,10 +226,13 @@ def _score(graph: GraphInfo, names: Sequence[str]) -> int:
 
 def _members(site: CallSite, graph: GraphInfo, module_index: Mapping[str, int]) -> dict[str, float]:
     """Module -> summed node weight of one call site (views, weightless, join only
-    when no node of the site has weight).  An extern kernel's provenance may list
-    the nodes feeding it; its own op's nodes are used when there are any."""
+    when no node of the site has weight; graph inputs only when the site has
+    nothing else).  An extern kernel's provenance may list the nodes feeding it;
+    its own op's nodes are used when there are any."""
     nodes = [graph.nodes[n] for n in site.nodes or () if n in graph.nodes]
     nodes = [x for x in nodes if x.module is not None and x.module in module_index]
+    # Graph inputs count only for a kernel that does nothing but copy inputs.
+    nodes = [x for x in nodes if x.op != "placeholder"] or nodes
     if not site.generated:
         own = [x for x in nodes if x.op == site.event]
         nodes = own or nodes
