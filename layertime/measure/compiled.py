@@ -742,7 +742,19 @@ class CompiledCollector:
             kernels=session.kernels if device_time else None,
         )
         self._tally.steps.append(info)
+        self.on_attributed(session, step, members, charges, info)
         return charges
+
+    def on_attributed(
+        self,
+        session: CompiledTraceSession,
+        step: OpEvent,
+        members: Sequence[OpEvent],
+        charges: StepCharges,
+        info: CompiledStep,
+    ) -> None:
+        """Called after each traced step is attributed; a subclass may look at the
+        raw events (benchmarks compare with an independent classification)."""
 
     def forget_last(self) -> None:
         """Drop the last attributed step (it was discarded)."""

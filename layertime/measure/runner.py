@@ -145,14 +145,16 @@ def measure(
     options: MeasureOptions = MeasureOptions(),
     on_progress: ProgressFn | None = None,
     sync: StepSync | None = None,
-    compile: CompileOptions | None = None,  # noqa: A002 (the option's natural name)
+    compile: CompileOptions | CompiledCollector | None = None,  # noqa: A002 (its natural name)
 ) -> Run:
     """Profile ``model`` (already on ``device``) under ``config``.
 
     ``sync`` makes it one rank of a data-parallel run (``distributed.py``).
     ``compile`` runs ``torch.compile(model)`` instead, its kernels charged to
     the layers they came from (``compiled.py``); warm-up then lasts until a
-    step compiles nothing, and a measured step that compiles is dropped.
+    step compiles nothing, and a measured step that compiles is dropped.  A
+    ready :class:`CompiledCollector` (built on ``model`` and ``ModuleTable(model)``)
+    may be given instead of options, to see its per-step findings afterwards.
     """
     progress = on_progress or (lambda stage, done, total: None)
     output_shape = check_input(model, config, device, label)
@@ -163,7 +165,9 @@ def measure(
     if compile is not None and sync is not None:
         raise LayertimeError("--compile is not supported with data-parallel runs yet")
     compiled = (
-        CompiledCollector.for_options(model, table, device, compile) if compile is not None else None
+        CompiledCollector.for_options(model, table, device, compile)
+        if isinstance(compile, CompileOptions)
+        else compile
     )
     with training_mode(model), collecting(compiled):
         try:
