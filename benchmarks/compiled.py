@@ -17,8 +17,8 @@ classification of the same traced steps (target: within 3 points).
 The independent classification never looks at modules: it walks each traced
 step's raw events and calls a kernel "conv" when it is a convolution op
 (``aten::convolution``, ``aten::convolution_backward``, cuDNN/mkldnn
-variants) or a generated kernel whose provenance nodes include a convolution
-op.  Both sides are the forward and backward time (the optimizer is not
+variants); a generated kernel counts in proportion to the convolution ops
+among its provenance nodes (a template kernel computing a convolution).  Both sides are the forward and backward time (the optimizer is not
 compiled; layertime splits it by parameters, which no kernel name shows), as
 a share of the same profiled step.  A benchmark, not a test: it prints PASS
 or MISS beside each target and never asserts.
@@ -101,15 +101,24 @@ def independent_conv_s(
     kernels: dict[int, list[tuple[str, float]]],
     device: bool,
 ) -> float:
-    """Seconds of conv kernels in one traced step, by op name and provenance (no modules)."""
-    conv_kernels = {
-        s.kernel
-        for g in graphs
-        for s in g.sites
-        if s.generated and any(
-            _is_conv_op(g.nodes[n].op or "") for n in s.nodes or () if n in g.nodes
-        )
-    }
+    """Seconds of conv work in one traced step, by op names and provenance (no modules).
+
+    An extern kernel is conv when its op is a convolution.  A generated kernel
+    counts in proportion to the counted cost of its provenance nodes that are
+    convolution ops (a template kernel that computes a convolution), leaving out
+    nodes an extern kernel computes; pointwise kernels around convolutions are
+    not conv here.
+    """
+    fraction: dict[str, float] = {}
+    for g in graphs:
+        done_elsewhere = g.extern_nodes()
+        for s in g.sites:
+            if not s.generated:
+                continue
+            nodes = [g.nodes[n] for n in s.nodes or () if n in g.nodes and n not in done_elsewhere]
+            total = sum(x.weight for x in nodes)
+            conv = sum(x.weight for x in nodes if _is_conv_op(x.op or ""))
+            fraction[s.kernel] = max(fraction.get(s.kernel, 0.0), conv / total if total else 0.0)
     children: dict[int, list[OpEvent]] = {}
     for e in events:
         if e.parent is not None:
@@ -129,10 +138,10 @@ def independent_conv_s(
             continue
         for k in children.get(call.id, ()):
             name = strip_graph_prefix(k.name)
-            if _is_conv_op(name) or name in conv_kernels:
-                us += device_us(k) if device else k.duration_us
+            share = 1.0 if _is_conv_op(name) else fraction.get(name, 0.0)
+            us += share * (device_us(k) if device else k.duration_us)
         if device:
-            us += sum(t for n, t in kernels.get(call.id, ()) if n in conv_kernels)
+            us += sum(t * fraction.get(n, 0.0) for n, t in kernels.get(call.id, ()))
     return us * 1e-6
 
 

@@ -85,11 +85,15 @@ class CompiledSummary:
     #: Compiled kernel time placed on layers.
     placed_s: float = 0.0
     #: Parts of ``phases.unattributed_s``: kernels without provenance (by name),
-    #: guards/wrappers/eager glue between graphs, AccumulateGrad after a compiled backward.
+    #: guards/wrappers/eager glue between graphs, AccumulateGrad after a compiled
+    #: backward whose parameter its shape did not tell.
     unplaced_s: float = 0.0
     unplaced_kernels: Mapping[str, float] = field(default_factory=dict)
     wrapper_s: float = 0.0
     accumulate_s: float = 0.0
+    #: AccumulateGrad after a compiled backward placed on layers by gradient shape
+    #: (in the rows; split equally among layers owning a parameter of that shape).
+    accumulate_placed_s: float = 0.0
     #: Steps measured and then dropped because a (re)compilation happened in them.
     dropped_steps: int = 0
 

@@ -309,3 +309,25 @@ class Runner:
         ("extern_kernels.convolution", "aten::convolution", False, ("convolution",)),
         ("torch.ops.aten.convolution_backward.default", "aten::convolution_backward", False, None),
     ]
+
+
+def test_accumulate_grad_after_compiled_backward_is_placed_by_gradient_shape() -> None:
+    t = Trace()
+    step = chain_step(t)
+    acc = next(e for e in t.events if e.name == "torch::autograd::AccumulateGrad")
+    copy = t.ev("aten::copy_", 862, 878, acc)
+    charges, info = attribute_compiled_step(
+        step, t.events, [FWD, BWD], module_index=INDEX,
+        shapes={copy.id: (8, 3, 3, 3)}, param_modules={(8, 3, 3, 3): ["conv"], (8,): ["bn", "conv"]},
+    )
+    assert info.accumulate_placed_s == pytest.approx(20e-6)
+    assert info.accumulate_s == 0
+    assert charges.modules[(1, "backward")] == pytest.approx((180 + 20) * 1e-6)
+    assert charges.total_s() == pytest.approx(1000e-6)
+    # A shape two layers own is split equally between them.
+    charges2, info2 = attribute_compiled_step(
+        step, t.events, [FWD, BWD], module_index=INDEX,
+        shapes={copy.id: (8,)}, param_modules={(8,): ["bn", "conv"]},
+    )
+    assert charges2.modules[(1, "backward")] == pytest.approx((180 + 10) * 1e-6)
+    assert charges2.modules[(2, "backward")] == pytest.approx((60 + 10) * 1e-6)

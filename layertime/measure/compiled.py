@@ -86,6 +86,9 @@ BALANCE = {"cpu": 10.0, "cuda": 20.0}
 #: At most this many warm-up steps while waiting for compilation to settle.
 MAX_WARMUP_STEPS = 10
 
+#: Ops inside AccumulateGrad whose first input is the gradient (its shape names the parameter).
+_SHAPED_OPS = frozenset({"aten::copy_", "aten::new_empty_strided", "aten::detach", "aten::clone",
+                         "aten::add_", "aten::empty_strided"})
 _HANDLE = re.compile(r"#\s*\[Provenance debug handles\]\s*(\S+)")
 _VIEW_TARGETS = {operator.getitem}
 
@@ -527,10 +530,12 @@ class CompiledTraceSession:
         acts = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             acts.append(torch.profiler.ProfilerActivity.CUDA)
-        self._prof = torch.profiler.profile(activities=acts, record_shapes=False)
+        # Shapes tell which parameter an AccumulateGrad after a compiled backward is for.
+        self._prof = torch.profiler.profile(activities=acts, record_shapes=True)
         self._step_range: Any = None
         self.events: list[OpEvent] = []
         self.kernels: dict[int, list[tuple[str, float]]] = {}
+        self.shapes: dict[int, tuple[int, ...]] = {}
 
     def _install(self) -> None:
         enter = torch.ops.profiler._record_function_enter_new
@@ -577,6 +582,10 @@ class CompiledTraceSession:
         raw = self._prof.events()
         self.events = from_profiler(raw)
         for e in raw:
+            if e.name in _SHAPED_OPS:
+                first = next((s for s in (getattr(e, "input_shapes", None) or ()) if s), None)
+                if first:
+                    self.shapes[int(e.id)] = tuple(int(d) for d in first)
             ks = getattr(e, "kernels", None)
             if ks and str(getattr(e, "device_type", "CPU")).endswith("CPU"):
                 self.kernels[int(e.id)] = [
@@ -637,6 +646,12 @@ class CompiledCollector:
         self.dropped = 0
         self._graphs: list[GraphInfo] = []
         self._graphs_at = -1
+        owners: dict[tuple[int, ...], list[str]] = {}
+        for entry in table:
+            for p in entry.module.parameters(recurse=False):
+                if p.requires_grad:
+                    owners.setdefault(tuple(p.shape), []).append(entry.name)
+        self._param_modules = {k: sorted(set(v)) for k, v in owners.items()}
 
     @classmethod
     def for_options(
@@ -740,6 +755,8 @@ class CompiledCollector:
             step_wall_s=step_wall_s,
             loop=loop,
             kernels=session.kernels if device_time else None,
+            shapes=session.shapes,
+            param_modules=self._param_modules,
         )
         self._tally.steps.append(info)
         self.on_attributed(session, step, members, charges, info)
@@ -815,6 +832,7 @@ class CompiledCollector:
             unplaced_kernels=dict(sorted(unplaced.items(), key=lambda kv: -kv[1])),
             wrapper_s=sum(s.wrapper_s for s in steps) / n,
             accumulate_s=sum(s.accumulate_s for s in steps) / n,
+            accumulate_placed_s=sum(s.accumulate_placed_s for s in steps) / n,
             dropped_steps=self.dropped,
         )
 

@@ -27,12 +27,16 @@ tests can feed hand-made events:
   modules is a *fused group*: its time is split across the members in
   proportion to the nodes' counted cost (``NodeInfo.weight``), and the group is
   reported as such.
+* ``AccumulateGrad`` nodes run after a compiled backward (which parameter each
+  is for is not in the profile) are placed by the shape of the gradient they
+  take (recorded input shapes of their ops): on the layer owning a trainable
+  parameter of that shape, split equally when several do (same shape, same
+  work); the backward phase.
 * Everything else inside the compiled regions (guard checks, Dynamo's and
   AOTAutograd's wrappers, eager code between graphs at a graph break, events no
-  site matches, sites without provenance) and the ``AccumulateGrad`` nodes run
-  after a compiled backward (which parameter each one is for is not in the
-  profile) stays ``unattributed``; the parts are counted separately so that
-  nothing is hidden.  The rows still add up to the profiled step exactly.
+  site matches, sites without provenance, AccumulateGrad of an unknown shape)
+  stays ``unattributed``; the parts are counted separately so that nothing is
+  hidden.  The rows still add up to the profiled step exactly.
 
 The non-compiled rest of the step (loss, zero_grad, optimizer, eager modules) is
 charged by :func:`layertime.measure.attribute.attribute_step`, unchanged.
@@ -110,6 +114,15 @@ class GraphInfo:
     def key(self) -> str:
         return f"{self.compile_id or '?'} {self.phase}"
 
+    def extern_nodes(self) -> frozenset[str]:
+        """Nodes an extern kernel computes (its own op's nodes): a generated kernel whose
+        provenance lists one (it feeds or reads it) does none of that node's work."""
+        out: set[str] = set()
+        for s in self.sites:
+            if not s.generated:
+                out.update(n for n in s.nodes or () if n in self.nodes and self.nodes[n].op == s.event)
+        return frozenset(out)
+
     def calls(self) -> dict[str, int]:
         """Module -> calls per execution of this graph (distinct call keys)."""
         keys: dict[str, set[str]] = defaultdict(set)
@@ -145,8 +158,11 @@ class CompiledStep:
     unplaced: dict[str, float] = field(default_factory=dict)
     #: Guards, compiled wrappers, eager code between graphs (unattributed).
     wrapper_s: float = 0.0
-    #: AccumulateGrad nodes after a compiled backward (unattributed).
+    #: AccumulateGrad nodes after a compiled backward whose parameter could not be
+    #: told by shape (unattributed), and those placed on the layers owning a
+    #: parameter of the gradient's shape (in the rows, backward).
     accumulate_s: float = 0.0
+    accumulate_placed_s: float = 0.0
     #: Call ranges that matched no known graph (no provenance for them).
     unknown_graph_calls: int = 0
 
@@ -228,8 +244,14 @@ def _members(site: CallSite, graph: GraphInfo, module_index: Mapping[str, int]) 
     """Module -> summed node weight of one call site (views, weightless, join only
     when no node of the site has weight; graph inputs only when the site has
     nothing else).  An extern kernel's provenance may list the nodes feeding it;
-    its own op's nodes are used when there are any."""
-    nodes = [graph.nodes[n] for n in site.nodes or () if n in graph.nodes]
+    its own op's nodes are used when there are any.  A generated kernel's list
+    may name a node an extern kernel computes (a convolution whose input it
+    prepares): that node's work is not in it, so it does not count."""
+    names = [n for n in site.nodes or () if n in graph.nodes]
+    if site.generated:
+        done_elsewhere = graph.extern_nodes()
+        names = [n for n in names if n not in done_elsewhere] or names
+    nodes = [graph.nodes[n] for n in names]
     nodes = [x for x in nodes if x.module is not None and x.module in module_index]
     # Graph inputs count only for a kernel that does nothing but copy inputs.
     nodes = [x for x in nodes if x.op != "placeholder"] or nodes
@@ -258,6 +280,8 @@ def attribute_compiled_step(
     step_wall_s: float | None = None,
     loop: bool = False,
     kernels: Mapping[int, Sequence[tuple[str, float]]] | None = None,
+    shapes: Mapping[int, tuple[int, ...]] | None = None,
+    param_modules: Mapping[tuple[int, ...], Sequence[str]] | None = None,
 ) -> tuple[StepCharges, CompiledStep]:
     """Charge one compiled step (``step`` is its ``layertime::step`` range).
 
@@ -265,8 +289,10 @@ def attribute_compiled_step(
     ``root`` is the model's index, whose range (``layertime::module::<root>``)
     the tracer puts around the compiled wrapper's call.  ``kernels`` gives, on
     CUDA, the device kernels each CPU event launched directly, as
-    (name, microseconds); Triton kernels are found there.  Other arguments are
-    as for :func:`~layertime.measure.attribute.attribute_step`.
+    (name, microseconds); Triton kernels are found there.  ``shapes`` gives
+    an event's first input shape where recorded, ``param_modules`` the layers
+    owning a trainable parameter of each shape (for AccumulateGrad).  Other
+    arguments are as for :func:`~layertime.measure.attribute.attribute_step`.
     """
     evs = list(events)
     if step not in evs:
@@ -328,9 +354,6 @@ def attribute_compiled_step(
 
     # Per-step totals of the compiled regions (the fallback when nothing is placed).
     compiled_us = sum(inclusive_us(r) for r in roots if device_time or r.thread == step.thread)
-    info.accumulate_s = sum(
-        inclusive_us(a) for a in accumulate if device_time or a.thread == step.thread
-    ) * 1e-6
 
     forward_region: dict[tuple[int, int], str | None] = {}
     for e in evs:
@@ -445,6 +468,22 @@ def attribute_compiled_step(
                 for m, v in split.items():
                     fc.split[m] = fc.split.get(m, 0.0) + v * 1e-6
 
+    owners = param_modules or {}
+    known = shapes or {}
+    for a in accumulate:
+        if not device_time and a.thread != step.thread:
+            continue
+        us = inclusive_us(a)
+        shape = next((known[x.id] for x in tree.subtree(a) if x.id in known), None)
+        cands = [m for m in owners.get(shape, ()) if m in module_index] if shape else []
+        if not cands:
+            info.accumulate_s += us * 1e-6
+            continue
+        for m in cands:
+            charge(module_index[m], "backward", us / len(cands), a)
+        placed_us += us
+        info.accumulate_placed_s += us * 1e-6
+
     for (idx, phase), us in placed.items():
         base.modules[(idx, phase)] = base.modules.get((idx, phase), 0.0) + us * 1e-6
         base.spans[("module", idx, phase)] = tuple(  # type: ignore[assignment]
@@ -453,7 +492,7 @@ def attribute_compiled_step(
     for idx, n in calls.items():
         base.calls[idx] = base.calls.get(idx, 0) + n
     base.step["unattributed"] = unattributed - placed_us * 1e-6
-    info.placed_s = placed_us * 1e-6
+    info.placed_s = placed_us * 1e-6 - info.accumulate_placed_s
     info.fused = list(fused.values())
     info.graphs = {k: (graph_phase[k], v[0] * 1e-6, v[1] * 1e-6) for k, v in graph_totals.items()}
     if not graph_totals:

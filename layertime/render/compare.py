@@ -111,7 +111,8 @@ def compare_table(runs: Sequence[Run], labels: Sequence[str]) -> RenderableType:
     """Runs side by side, aligned by layer name, with ratios to the first run."""
     if len(runs) < 2:
         raise ValueError("compare needs two runs or more")
-    head = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="per kind: share of step (time)")
+    head = Table(box=box.SIMPLE_HEAD, pad_edge=False,
+                 title="per kind: share of step (time, ratio to first)")
     head.add_column("kind")
     for lab in labels:
         head.add_column(lab, justify="right")
@@ -120,9 +121,16 @@ def compare_table(runs: Sequence[Run], labels: Sequence[str]) -> RenderableType:
         if not any(k in m for m in kind_maps):
             continue
         cells = []
-        for m in kind_maps:
+        base_kt = kind_maps[0].get(k)
+        for i, m in enumerate(kind_maps):
             kt = m.get(k)
-            cells.append(f"{kt.share:.1%} ({_ms(kt.time_s)} ms)" if kt else "-")
+            # Time ratio to the first run (e.g. compiled / eager: below 1 is faster).
+            ratio = (
+                f" x{kt.time_s / base_kt.time_s:.2f}"
+                if i and kt and base_kt and base_kt.time_s > 0
+                else ""
+            )
+            cells.append(f"{kt.share:.1%} ({_ms(kt.time_s)} ms{ratio})" if kt else "-")
         head.add_row(KIND_LABELS.get(k, k), *cells)
     head.add_row(
         Text("step", style="bold"),
