@@ -29,6 +29,7 @@ or MISS beside each target and never asserts.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -183,8 +184,10 @@ def report(r: Result) -> list[str]:
     e, c = r.eager, r.compiled
     cs = c.compiled
     assert cs is not None
+    load = os.getloadavg()[0]
     lines = [f"== {r.model}, batch {r.batch}, {c.device} ({c.environment.device_name}, "
-             f"{c.environment.threads} threads, torch {c.environment.torch}) =="]
+             f"{c.environment.threads} threads, torch {c.environment.torch}; load average "
+             f"{load:.1f} at the end: other work on the machine moves step times) =="]
     lines.append(
         f"step (plain, median): eager {e.step_s * 1e3:.1f} ms, compiled {c.step_s * 1e3:.1f} ms"
         f" -> speedup x{e.step_s / c.step_s:.2f}"

@@ -253,6 +253,8 @@ def capture_nodes(graph: torch.fx.Graph, names: ModuleNames, balance: float) -> 
                     module = got.module
                     break
         flops, moved = node_cost(n)
+        if not n.all_input_nodes and moved <= 8:
+            moved = 0  # a scalar constant (CSE may share it across layers): no work
         schema = getattr(n.target, "_schema", None)
         op = str(schema.name) if schema is not None else None
         out[n.name] = NodeInfo(module, call, max(float(moved), flops / balance), op)
@@ -823,9 +825,9 @@ class CompiledCollector:
             ),
             fused_groups=groups,
             split_rule=(
-                "fused kernel time split across member layers by counted cost: bytes of "
-                "memory-bound nodes, FLOPs of compute-bound ones at "
-                f"{BALANCE.get(self.device.type, BALANCE['cpu']):g} FLOP/byte (an estimate)"
+                "by counted cost of the members' nodes: bytes of memory-bound nodes, FLOPs of "
+                f"compute-bound ones at {BALANCE.get(self.device.type, BALANCE['cpu']):g} "
+                "FLOP/byte (an estimate)"
             ),
             placed_s=placed,
             unplaced_s=sum(unplaced.values()),

@@ -47,8 +47,8 @@ def _break_lines(c: CompiledSummary) -> list[str]:
 def _group_lines(c: CompiledSummary) -> list[str]:
     if not c.fused_groups:
         return []
-    lines = [f"fused groups ({len(c.fused_groups)}; their time is split across member layers "
-             f"in the rows: {c.split_rule}):"]
+    lines = [f"fused groups ({len(c.fused_groups)}; in the rows each group's time is split "
+             f"across its member layers {c.split_rule}):"]
     for g in c.fused_groups[:MAX_GROUPS]:
         split = ", ".join(
             f"{m or '(model)'} {_ms(s)}" for m, s in sorted(g.split_s.items(), key=lambda kv: -kv[1])
@@ -68,6 +68,9 @@ def _unattributed_line(c: CompiledSummary) -> str:
         f"{_ms(c.unplaced_s)} ms, gradient accumulation after compiled backward "
         f"{_ms(c.accumulate_s)} ms"
     )
+    if c.accumulate_placed_s:
+        line += (f"; {_ms(c.accumulate_placed_s)} ms of gradient accumulation placed on layers "
+                 "by gradient shape")
     if c.unplaced_kernels:
         top = ", ".join(f"{k} {_ms(v)}" for k, v in list(c.unplaced_kernels.items())[:3])
         line += f" (largest unplaced: {top})"
