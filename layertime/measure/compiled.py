@@ -844,6 +844,11 @@ class CompiledCollector:
             return f"no kernel provenance: backend {self.backend!r} is not Inductor; {fallback}"
         if self.capture.problems:
             return f"no kernel provenance: {self.capture.problems[0]}; {fallback}"
+        if self.mode == "reduce-overhead" and self.device.type == "cuda":
+            return (
+                "no kernel provenance per layer under CUDA graphs (mode reduce-overhead): their "
+                f"replay launches kernels outside the graph calls; {fallback}"
+            )
         if not self.capture.builds and steps:
             if self.user_compiled:
                 return (

@@ -470,6 +470,7 @@ def attribute_compiled_step(
 
     owners = param_modules or {}
     known = shapes or {}
+    accumulate_us = 0.0
     for a in accumulate:
         if not device_time and a.thread != step.thread:
             continue
@@ -481,7 +482,7 @@ def attribute_compiled_step(
             continue
         for m in cands:
             charge(module_index[m], "backward", us / len(cands), a)
-        placed_us += us
+        accumulate_us += us
         info.accumulate_placed_s += us * 1e-6
 
     for (idx, phase), us in placed.items():
@@ -491,8 +492,8 @@ def attribute_compiled_step(
         )
     for idx, n in calls.items():
         base.calls[idx] = base.calls.get(idx, 0) + n
-    base.step["unattributed"] = unattributed - placed_us * 1e-6
-    info.placed_s = placed_us * 1e-6 - info.accumulate_placed_s
+    base.step["unattributed"] = unattributed - (placed_us + accumulate_us) * 1e-6
+    info.placed_s = placed_us * 1e-6
     info.fused = list(fused.values())
     info.graphs = {k: (graph_phase[k], v[0] * 1e-6, v[1] * 1e-6) for k, v in graph_totals.items()}
     if not graph_totals:
