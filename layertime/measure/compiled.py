@@ -876,13 +876,22 @@ class CompiledCollector:
 
 
 def _backend_name(wrapper: nn.Module) -> str:
-    """The backend a user's ``torch.compile`` used, as far as it can be read."""
-    callback = getattr(getattr(wrapper, "dynamo_ctx", None), "callback", None)
-    name = getattr(callback, "compiler_name", None) or getattr(callback, "__name__", None)
-    inner = getattr(callback, "_torchdynamo_orig_backend", None)
-    name = getattr(inner, "compiler_name", None) or name
-    if isinstance(name, str) and name:
-        return "inductor" if "inductor" in name else name
+    """The backend a user's ``torch.compile`` used, read from Dynamo's wrapper (``inductor``
+    when it cannot be read: then a missing provenance is reported as such)."""
+    obj: Any = getattr(getattr(wrapper, "dynamo_ctx", None), "callback", None)
+    for _ in range(8):
+        if obj is None:
+            break
+        name = getattr(obj, "compiler_name", None)
+        if isinstance(name, str) and name:
+            return "inductor" if "inductor" in name else name
+        nxt = getattr(obj, "_torchdynamo_orig_backend", None)
+        if nxt is None or nxt is obj:
+            fn = getattr(obj, "__name__", None)
+            if isinstance(fn, str) and fn and not fn.startswith("<"):
+                return "inductor" if "inductor" in fn else fn
+            break
+        obj = nxt
     return "inductor"
 
 
