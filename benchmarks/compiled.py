@@ -139,6 +139,10 @@ def independent_conv_s(
             continue
         for k in children.get(call.id, ()):
             name = strip_graph_prefix(k.name)
+            if device and not _is_conv_op(name) and kernels.get(k.id):
+                # a launch call under the graph call: classify the kernels it launched
+                us += sum(t * fraction.get(n, 0.0) for n, t in kernels[k.id])
+                continue
             share = 1.0 if _is_conv_op(name) else fraction.get(name, 0.0)
             us += share * (device_us(k) if device else k.duration_us)
         if device:

@@ -331,3 +331,28 @@ def test_accumulate_grad_after_compiled_backward_is_placed_by_gradient_shape() -
     )
     assert charges2.modules[(1, "backward")] == pytest.approx((180 + 10) * 1e-6)
     assert charges2.modules[(2, "backward")] == pytest.approx((60 + 10) * 1e-6)
+
+
+def test_cuda_triton_kernels_under_a_launch_call_are_matched_by_name() -> None:
+    g = GraphInfo("0/0", "forward",
+                  (gen("triton_poi_fused_relu_0", "relu"), gen("triton_red_fused_sum_1", "sum")),
+                  {"relu": NodeInfo("relu", "r", 1.0, "aten::relu"),
+                   "sum": NodeInfo("bn", "b", 1.0, "aten::sum")})
+    t = Trace()
+    step = t.ev(STEP, 0, 1000)
+    region = t.ev("Torch-Compiled Region: 0/0", 0, 100, step)
+    fn = t.ev("CompiledFunction", 5, 95, region, seq=1)
+    call = t.ev(f"{CALL_GRAPH} None ##", 10, 90, fn)
+    # Kernels reported out of call order, each under its own launch call.
+    second = t.ev("cuLaunchKernel", 20, 25, call, device_us=40.0)
+    first = t.ev("cuLaunchKernel", 30, 35, call, device_us=30.0)
+    kernels = {second.id: [("triton_red_fused_sum_1", 40.0)],
+               first.id: [("triton_poi_fused_relu_0", 30.0)]}
+    charges, info = attribute_compiled_step(
+        step, t.events, [g], module_index=INDEX, device_time=True, step_wall_s=1000e-6,
+        kernels=kernels,
+    )
+    assert charges.modules[(3, "forward")] == pytest.approx(30e-6)
+    assert charges.modules[(2, "forward")] == pytest.approx(40e-6)
+    assert info.unplaced == {}
+    assert charges.total_s() == pytest.approx(1000e-6)

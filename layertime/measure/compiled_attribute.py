@@ -218,10 +218,18 @@ class _Tree:
         return out
 
 
-def _match(sites: Sequence[CallSite], cursor: int, event: str) -> int | None:
+def _match(
+    sites: Sequence[CallSite], cursor: int, event: str, used: set[int] | None = None
+) -> int | None:
+    """The next site at or after ``cursor`` for ``event``; else (events out of call
+    order, as device kernels may come) the first unused one anywhere."""
     for j in range(cursor, len(sites)):
-        if sites[j].event == event:
+        if sites[j].event == event and (used is None or j not in used):
             return j
+    if used is not None:
+        for j in range(cursor):
+            if sites[j].event == event and j not in used:
+                return j
     return None
 
 
@@ -400,11 +408,26 @@ def attribute_compiled_step(
             if cid is None:
                 cid = forward_region.get((backward.thread, backward.seq))
         kids = on_thread(tree.children.get(call.id, []), call.thread)
-        own = list(launched.get(call.id, ()))
-        names = [strip_graph_prefix(k.name) for k in kids] + [n for n, _ in own]
         candidates = [g for g in graphs if g.phase == phase and g.compile_id == cid]
         if not candidates:
             candidates = [g for g in graphs if g.phase == phase]
+        site_events = {s.event for g in candidates for s in g.sites}
+        # (event name, time, event): the graph call's own device kernels, then its
+        # children in time order; a launch call (cuLaunchKernel, ...) under the graph
+        # call stands for the kernels it launched.
+        items: list[tuple[str, float, OpEvent]] = [
+            (n, us, call) for n, us in launched.get(call.id, ())
+        ]
+        for kid in kids:
+            kname = strip_graph_prefix(kid.name)
+            if device_time and kname not in site_events and launched.get(kid.id):
+                items.extend((n, us, kid) for n, us in launched[kid.id])
+                rest = inclusive_us(kid) - sum(us for _, us in launched[kid.id])
+                if rest > 0:
+                    items.append((kname, rest, kid))
+            else:
+                items.append((kname, inclusive_us(kid), kid))
+        names = [n for n, _, _ in items]
         graph = None
         if candidates:
             scored = [(_score(g, names), i) for i, g in enumerate(candidates)]
@@ -428,16 +451,15 @@ def attribute_compiled_step(
         ext = [s for s in graph.sites if not s.generated]
         gen_events = {s.event for s in gen}
         cursor = [0, 0]
-        items: list[tuple[str, float, OpEvent]] = [
-            (strip_graph_prefix(k.name), inclusive_us(k), k) for k in kids
-        ] + [(n, us, call) for n, us in own]
+        used: tuple[set[int], set[int]] = (set(), set())
         for name, us, ev in items:
             pool_i = 0 if name in gen_events else 1
             pool = (gen, ext)[pool_i]
-            j = _match(pool, cursor[pool_i], name)
+            j = _match(pool, cursor[pool_i], name, used[pool_i])
             if j is None:
                 info.unplaced[name] = info.unplaced.get(name, 0.0) + us * 1e-6
                 continue
+            used[pool_i].add(j)
             cursor[pool_i] = j + 1
             site = pool[j]
             members = _members(site, graph, module_index)
