@@ -90,7 +90,7 @@ MAX_WARMUP_STEPS = 10
 _SHAPED_OPS = frozenset({"aten::copy_", "aten::new_empty_strided", "aten::detach", "aten::clone",
                          "aten::add_", "aten::empty_strided"})
 _HANDLE = re.compile(r"#\s*\[Provenance debug handles\]\s*(\S+)")
-_VIEW_TARGETS = {operator.getitem}
+_VIEW_TARGETS = frozenset({operator.getitem})
 
 
 @dataclass(frozen=True)
