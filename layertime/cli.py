@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost", action="store_true",
                    help="beside the measurement, each layer's share of FLOPs and memory")
     p.add_argument("--profiles", metavar="FILE.toml", help="extra device profiles for --predict")
+    _compile_flags(p)
     p.set_defaults(func=cmd_profile)
 
     sw = sub.add_parser("sweep", help="profile every combination of the given axes")
@@ -332,6 +333,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from layertime.render.table import render
 
     _check_report_paths(args)
+    compile_options = _compile_options(args)
+    if compile_options is not None and (args.ddp or args.nproc):
+        print("layertime: error: --compile cannot be combined with --ddp/--nproc yet", file=sys.stderr)
+        return EXIT_USAGE
     if args.nproc:
         return _launch_ranks(args)
     cost = _profile_cost(args)  # before measuring: a bad profile name fails at once
@@ -352,6 +357,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             seed=args.seed,
             on_progress=on_progress,
             **_step_count(args),
+            **({"compile": compile_options} if compile_options is not None else {}),
         )
     if run is None:  # a rank other than 0: rank 0 reports for all
         return 0
@@ -417,6 +423,24 @@ def _profile_cost(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 #: argparse fields that are presentation or plumbing, not configuration.
 _NOT_CONFIG = {"func", "debug", "json", "quiet", "width", "db", "no_store", "command",
                "html", "plot", "trace", "raw_argv", "ddp_timeout"}
+
+
+def _compile_flags(p: argparse.ArgumentParser) -> None:
+    from layertime.compiled_result import COMPILE_MODES
+
+    p.add_argument("--compile", action="store_true",
+                   help="profile torch.compile(model): compiled kernels charged to their layers")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES,
+                   help="torch.compile mode (implies --compile)")
+
+
+def _compile_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``--compile``/``--compile-mode``: the CompileOptions, or None for an eager run."""
+    if not (args.compile or args.compile_mode):
+        return None
+    from layertime.measure.compiled import CompileOptions
+
+    return CompileOptions(mode=args.compile_mode)
 
 
 def _ddp_flags(p: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from layertime.compiled_result import CompiledSummary
 from layertime.errors import LayertimeError
 
 SCHEMA = "layertime.run/1"
@@ -299,6 +300,9 @@ class Run:
     steps_requested: int | None = None
     time_budget_s: float | None = None
     warmup_step_s: float | None = None
+    #: ``profile --compile`` / a ``torch.compile``d model in ``Profiler``: how it was
+    #: compiled and attributed (``layertime.compiled_result``); None for eager runs.
+    compiled: CompiledSummary | None = None
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -434,7 +438,8 @@ class Run:
     def _config_label(self) -> str:
         dtype = self.dtype if not self.amp else f"amp {self.amp}"
         ranks = f" per rank x {self.world_size} ranks" if self.world_size > 1 else ""
-        return f"{self.model}, batch {self.batch_size}{ranks}, {self.device}, {dtype}"
+        compiled = ", compiled" if self.compiled is not None else ""
+        return f"{self.model}, batch {self.batch_size}{ranks}, {self.device}, {dtype}{compiled}"
 
     # -- JSON --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -503,6 +508,7 @@ class Run:
             "buckets": [{**asdict(b), "layers": dict(b.layers)} for b in self.buckets],
             "link": asdict(self.link) if self.link is not None else None,
             **({"prediction": dict(self.prediction)} if self.prediction is not None else {}),
+            **({"compiled": self.compiled.to_dict()} if self.compiled is not None else {}),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -557,6 +563,7 @@ class Run:
                 buckets=tuple(BucketRow(**b) for b in d.get("buckets", ())),
                 link=LinkEstimate(**d["link"]) if d.get("link") else None,
                 prediction=dict(d["prediction"]) if d.get("prediction") else None,
+                compiled=CompiledSummary.from_dict(d["compiled"]) if d.get("compiled") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise LayertimeError(f"malformed layertime run: {e!r}") from e

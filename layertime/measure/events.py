@@ -86,7 +86,14 @@ class KernelSpan:
 
 
 def from_profiler(function_events: Iterable[Any]) -> list[OpEvent]:
-    """Convert ``torch.profiler.profile().events()`` into :class:`OpEvent` records.
+    """Convert ``torch.profiler.profile().events()`` into :class:`OpEvent` records
+    (see :func:`from_profiler_indexed`)."""
+    return from_profiler_indexed(function_events)[0]
+
+
+def from_profiler_indexed(function_events: Iterable[Any]) -> tuple[list[OpEvent], dict[int, int]]:
+    """``torch.profiler.profile().events()`` as :class:`OpEvent` records, and the
+    id each kept profiler event got (keyed by ``id()`` of the profiler's event).
 
     Only CPU-side ops and ranges are kept; kernels are folded into the op
     that launched them (``self_device_time_total``).  Runtime and driver
@@ -125,7 +132,7 @@ def from_profiler(function_events: Iterable[Any]) -> list[OpEvent]:
                 device_us=_own_device_us(e),
             )
         )
-    return out
+    return out, index
 
 
 def _own_device_us(e: Any) -> float:

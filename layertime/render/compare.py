@@ -116,9 +116,16 @@ def compare_table(runs: Sequence[Run], labels: Sequence[str],
         if not any(k in m for m in kind_maps):
             continue
         cells = []
-        for m in kind_maps:
+        base_kt = kind_maps[0].get(k)
+        for i, m in enumerate(kind_maps):
             kt = m.get(k)
-            cells.append(f"{pct(kt.share)} ({ms(kt.time_s)} ms)" if kt else "-")
+            # Time ratio to the first run (e.g. compiled / eager: below 1 is faster).
+            ratio = (
+                f" x{kt.time_s / base_kt.time_s:.2f}"
+                if i and kt and base_kt and base_kt.time_s > 0
+                else ""
+            )
+            cells.append(f"{pct(kt.share)} ({ms(kt.time_s)} ms{ratio})" if kt else "-")
         kind_rows.append(Row((KIND_LABELS.get(k, k), *cells)))
     kind_rows.append(Row(
         ("step", *[f"{ms(r.step_s)} ms" + ("" if i == 0 else f" x{r.step_s / runs[0].step_s:.2f}")
@@ -152,7 +159,7 @@ def compare_table(runs: Sequence[Run], labels: Sequence[str],
                   + [Column(h) for h in heads])
     return Group(
         *legend,
-        Text("per kind: share of step (time)", style="bold"),
+        Text("per kind: share of step (time, ratio to run 1)", style="bold"),
         lay_out(kind_cols, kind_rows, width).renderable(),
         Text(""),
         Text("per layer: total ms (ratio to run 1)", style="bold"),

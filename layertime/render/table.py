@@ -16,6 +16,7 @@ from rich.text import Text
 from layertime.render.fmt import count, ms, pct
 from layertime.render.layout import Column, Laid, Row, lay_out, to_text
 from layertime.result import KIND_LABELS, KINDS, LayerRow, Run
+from layertime.render.compiled import compiled_lines
 
 
 def _columns(comm: bool) -> list[Column]:
@@ -180,6 +181,7 @@ def summary_lines(run: Run) -> list[str]:
         f"{run.optimizer} · timing: {run.timing} · update split by {run.update_split}"
     )
     lines.extend(comm_lines(run))
+    lines.extend(compiled_lines(run))
     lines.extend(f"warning: {w}" for w in run.warnings)
     return lines
 

@@ -614,6 +614,10 @@ def _profile_sections(d: Mapping[str, Any], env: Mapping[str, Any],
     ]
     if cost:
         sections.append(_cost_section(cost))
+    if isinstance(d.get("compiled"), Mapping):
+        from layertime.render.compiled import compiled_section
+
+        sections.append(compiled_section(d["compiled"]))
     return sections
 
 
