@@ -13,6 +13,10 @@ from layertime.result import KIND_LABELS, KINDS, LayerRow, Run
 from layertime.render.fmt import ms as _ms, pct as _pct
 
 
+#: Step rows shown only when measured non-zero (a user loop or a framework has them).
+_OPTIONAL_ROWS = ("data", "clip", "scheduler", "logging")
+
+
 def _params(n: int) -> str:
     return f"{n:,}" if n else "-"
 
@@ -85,9 +89,12 @@ def run_table(run: Run) -> Table:
         ("loss (step)", p.loss_s),
         ("zero_grad (step)", p.zero_grad_s),
         ("data (step)", p.data_s),
+        ("clip (step)", p.clip_s),
+        ("scheduler (step)", p.scheduler_s),
+        ("logging (step)", p.logging_s),
         ("unattributed (step)", p.unattributed_s),
     ):
-        if label.startswith("data") and value == 0.0:
+        if label.split()[0] in _OPTIONAL_ROWS and value == 0.0:
             continue
         table.add_row(label, "", "", "", "", *table.blank(), _ms(value), _pct(value / step), "", "")
     table.add_section()
