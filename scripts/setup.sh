@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up layertime on a fresh machine: the package, torch, torchvision and the
-# test tools, installed into the current Python with pip.  Nothing is needed
-# by hand beforehand but Python 3.10+ with pip.
+# Set up layertime on a fresh machine: the package, torch, torchvision, the
+# test tools and the frameworks of the integrations (Lightning, Hugging Face
+# transformers with accelerate), installed into the current Python with pip.
+# Nothing is needed by hand beforehand but Python 3.10+ with pip.
 #
 # The HTML report tests open the report in a real headless Chromium (driven
 # by Playwright, which uses the system browser: it downloads none).  On a
@@ -9,7 +10,9 @@
 # missing; elsewhere install it yourself (or set LAYERTIME_CHROMIUM to its path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[test]"
+# The framework integrations' extras too, so their tests run (never skipped).
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    -e ".[test,lightning,hf]"
 
 if [ -z "${LAYERTIME_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
         && ! command -v chromium-browser >/dev/null 2>&1; then
