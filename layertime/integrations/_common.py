@@ -162,7 +162,8 @@ class WindowCallback:
             "micro_batches": run.micro_batches,
         }
         try:
-            with Store(None if self.store is True else Path(self.store)) as store:
+            path = None if isinstance(self.store, bool) else Path(self.store)
+            with Store(path) as store:
                 self.stored_id = store.add(
                     "profile", model=run.model, config=config, result=run.to_dict(),
                     batch_size=run.batch_size, device=run.device,

@@ -47,10 +47,10 @@ try:
     )
 except ImportError:  # the older package name
     try:
-        from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
+        from pytorch_lightning.callbacks import Callback  # type: ignore
         from pytorch_lightning.profilers import Profiler as _LightningProfiler  # type: ignore
-        from pytorch_lightning.profilers import PyTorchProfiler  # type: ignore[no-redef]
-        from pytorch_lightning.strategies import (  # type: ignore[no-redef]
+        from pytorch_lightning.profilers import PyTorchProfiler  # type: ignore
+        from pytorch_lightning.strategies import (  # type: ignore
             DDPStrategy,
             DeepSpeedStrategy,
             FSDPStrategy,
