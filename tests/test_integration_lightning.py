@@ -203,6 +203,17 @@ def test_steps_with_validation_are_left_out_and_said() -> None:
     assert any("validation ran in them" in w for w in run.warnings)
 
 
+def test_a_profiler_the_user_configured_still_gets_every_call() -> None:
+    """Traced steps pass Lightning's hook calls through to the Trainer's own profiler."""
+    cb = LayertimeCallback(start_step=1, steps=4, verbose=False)
+    trainer, _ = fit([cb], max_steps=6, profiler="simple")
+    assert cb.result is not None and cb.result.steps == 2
+    assert type(trainer.profiler).__name__ == "SimpleProfiler"
+    durations = trainer.profiler.recorded_durations  # type: ignore[attr-defined]
+    assert len(durations["run_training_batch"]) == 6
+    assert len(durations["[Strategy]SingleDeviceStrategy.training_step"]) == 6
+
+
 class OwnStrategy(Strategy):
     """A strategy of the user's own (it runs like a single-device one)."""
 
