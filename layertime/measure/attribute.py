@@ -176,7 +176,9 @@ def _passes(evs: Sequence[OpEvent], root_module: int) -> list[tuple[float, float
             if not any(a.name.startswith(MODULE) for a in up):
                 outer.append((e.start_us, e.end_us))
     forward = roots or outer
-    marks = sorted([(a, b, "forward") for a, b in forward] + [(a, b, "backward") for a, b in backward])
+    marks = sorted(
+        [(a, b, "forward") for a, b in forward] + [(a, b, "backward") for a, b in backward]
+    )
     blocks: list[tuple[float, float, str]] = []
     for a, b, kind in marks:
         if blocks and blocks[-1][2] == kind and (kind == "backward" or a < blocks[-1][1]):
