@@ -52,12 +52,14 @@ KIND_LABELS: dict[str, str] = {
     "recurrent": "recurrent",
     "loss": "loss",
     "other": "other",
-    "step": "step (data, zero_grad)",
+    "step": "step (data, zero_grad, clip, scheduler, logging)",
     "unattributed": "unattributed",
 }
 
 #: Step-level phases (rows that belong to no layer), in display order.
-STEP_PHASES: tuple[str, ...] = ("loss", "zero_grad", "data", "unattributed")
+STEP_PHASES: tuple[str, ...] = (
+    "loss", "zero_grad", "data", "clip", "scheduler", "logging", "unattributed"
+)
 
 
 def _std(samples: Sequence[float]) -> float:
@@ -118,6 +120,17 @@ class Phases:
     unattributed_s: float
     #: Data-parallel runs: exposed gradient synchronisation (sum over layers).
     comm_exposed_s: float = 0.0
+    #: Framework integrations (Lightning, Hugging Face): gradient clipping, the
+    #: LR scheduler's step, and logging (callbacks, loggers, the loop's own
+    #: bookkeeping between steps).  0 elsewhere and in older files.
+    clip_s: float = 0.0
+    scheduler_s: float = 0.0
+    logging_s: float = 0.0
+
+    @property
+    def step_level_s(self) -> float:
+        """The step-level rows other than loss and unattributed (kind ``step``)."""
+        return self.zero_grad_s + self.data_s + self.clip_s + self.scheduler_s + self.logging_s
 
     @property
     def total_s(self) -> float:
@@ -126,8 +139,7 @@ class Phases:
             + self.backward_s
             + self.update_s
             + self.loss_s
-            + self.zero_grad_s
-            + self.data_s
+            + self.step_level_s
             + self.unattributed_s
             + self.comm_exposed_s
         )
@@ -303,6 +315,10 @@ class Run:
     #: ``profile --compile`` / a ``torch.compile``d model in ``Profiler``: how it was
     #: compiled and attributed (``layertime.compiled_result``); None for eager runs.
     compiled: CompiledSummary | None = None
+    #: Forward/backward passes per step: a step is one optimizer step, and with
+    #: gradient accumulation it holds this many micro-batches (each of
+    #: ``batch_size``); layers' ``calls`` count every pass.
+    micro_batches: int = 1
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -365,7 +381,7 @@ class Run:
         p = self.phases
         if p.loss_s:
             acc.setdefault("loss", [0.0, 0.0, 0.0])[0] += p.loss_s
-        acc["step"] = [p.zero_grad_s + p.data_s, 0.0, 0.0]
+        acc["step"] = [p.step_level_s, 0.0, 0.0]
         acc["unattributed"] = [p.unattributed_s, 0.0, 0.0]
         order = [k for k in KINDS + STEP_KINDS if k in acc]
         out: dict[str, KindTotal] = {}
@@ -439,7 +455,9 @@ class Run:
         dtype = self.dtype if not self.amp else f"amp {self.amp}"
         ranks = f" per rank x {self.world_size} ranks" if self.world_size > 1 else ""
         compiled = ", compiled" if self.compiled is not None else ""
-        return f"{self.model}, batch {self.batch_size}{ranks}, {self.device}, {dtype}{compiled}"
+        micro = f" x {self.micro_batches} accumulated" if self.micro_batches > 1 else ""
+        return (f"{self.model}, batch {self.batch_size}{micro}{ranks}, {self.device}, "
+                f"{dtype}{compiled}")
 
     # -- JSON --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -489,6 +507,7 @@ class Run:
             "steps_requested": self.steps_requested,
             "time_budget_s": self.time_budget_s,
             "warmup_step_s": self.warmup_step_s,
+            "micro_batches": self.micro_batches,
             "overhead_ratio": self.overhead_ratio,
             "headline": self.headline(),
             "params": self.params,
@@ -527,6 +546,7 @@ class Run:
             raise LayertimeError(f"not a layertime run (schema {schema!r}, expected {SCHEMA!r})")
         try:
             layer_fields = {f for f in LayerRow.__dataclass_fields__}
+            phase_fields = {f for f in Phases.__dataclass_fields__}
             layers = tuple(
                 LayerRow(**{k: v for k, v in row.items() if k in layer_fields})
                 for row in d["layers"]
@@ -546,8 +566,9 @@ class Run:
                 steps_requested=_opt_int(d.get("steps_requested")),
                 time_budget_s=_opt_num(d.get("time_budget_s")),
                 warmup_step_s=_opt_num(d.get("warmup_step_s")),
+                micro_batches=int(d.get("micro_batches", 1)),
                 layers=layers,
-                phases=Phases(**d["phases"]),
+                phases=Phases(**{k: v for k, v in d["phases"].items() if k in phase_fields}),
                 environment=Environment(**d["environment"]),
                 timing=d["timing"],
                 amp=d.get("amp"),

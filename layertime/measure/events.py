@@ -16,11 +16,15 @@ from typing import Any
 STEP = "layertime::step"
 #: Prefix of the range around one module call; the suffix is its table index.
 MODULE = "layertime::module::"
-#: Prefix of a step-level phase range: loss, zero_grad, update, backward, data.
+#: Prefix of a step-level phase range: loss, zero_grad, update, backward, data,
+#: clip, scheduler, logging (the last three from the framework integrations).
 PHASE = "layertime::phase::"
 #: torch's own ranges (``torch.optim.Optimizer`` wraps these in record_function).
 OPTIMIZER_STEP = "Optimizer.step#"
 OPTIMIZER_ZERO_GRAD = "Optimizer.zero_grad#"
+#: torch's own range around one ``next()`` of a DataLoader's iterator (the fetch,
+#: collation, and waiting for workers): the ``data`` row wherever it appears.
+DATALOADER_NEXT = "enumerate(DataLoader)#"
 #: The autograd engine's range around one backward node; it carries the
 #: sequence number and forward thread of the op that created the node.
 BACKWARD_NODE = "autograd::engine::evaluate_function: "

@@ -19,6 +19,10 @@ from layertime.result import KIND_LABELS, KINDS, LayerRow, Run
 from layertime.render.compiled import compiled_lines
 
 
+#: Step rows shown only when measured non-zero (a user loop or a framework has them).
+_OPTIONAL_ROWS = ("data", "clip", "scheduler", "logging")
+
+
 def _columns(comm: bool) -> list[Column]:
     cols = [
         Column("layer", align="left", name=True),
@@ -67,9 +71,11 @@ def _rows(run: Run) -> list[Row]:
             )))
     p = run.phases
     step_rows = [("loss (step)", p.loss_s), ("zero_grad (step)", p.zero_grad_s),
-                 ("data (step)", p.data_s), ("unattributed (step)", p.unattributed_s)]
+                 ("data (step)", p.data_s), ("clip (step)", p.clip_s),
+                 ("scheduler (step)", p.scheduler_s), ("logging (step)", p.logging_s),
+                 ("unattributed (step)", p.unattributed_s)]
     for i, (label, value) in enumerate(step_rows):
-        if label.startswith("data") and value == 0.0:
+        if label.split()[0] in _OPTIONAL_ROWS and value == 0.0:
             continue
         rows.append(Row((label, "", "", "", "", *blank, ms(value), pct(value / step), "", ""),
                         gap_before=i == 0))
