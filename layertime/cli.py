@@ -96,8 +96,28 @@ class _SubParser(_Parser):
         )
 
 
+DESCRIPTION = """\
+Where does the time of training a neural network go, layer by layer? layertime
+runs real training steps (forward, backward, optimizer update) on synthetic data,
+charges every op to the layer and phase that caused it, and prints a table whose
+rows add up to the step, with the one-line answer on top (in AlexNet: conv or
+fully connected layers?). It also counts FLOPs, bytes and memory per layer and
+predicts the step on other devices (cost), benchmarks layers alone (bench-layers),
+sweeps batch and image sizes (sweep) and keeps every run in a local store (runs)."""
+
+EPILOG = "layertime COMMAND --help shows a command's flags; the README has examples."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="layertime", description=__doc__)
+    from importlib.metadata import PackageNotFoundError, version
+
+    parser = _Parser(prog="layertime", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    try:
+        ver = version("layertime")
+    except PackageNotFoundError:
+        ver = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"layertime {ver}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubParser)
 
@@ -133,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost", action="store_true",
                    help="beside the measurement, each layer's share of FLOPs and memory")
     p.add_argument("--profiles", metavar="FILE.toml", help="extra device profiles for --predict")
+    _compile_flags(p)
     _token_flags(p)
     p.set_defaults(func=cmd_profile)
 
@@ -299,10 +320,27 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
-def _console(width: int | None):  # type: ignore[no-untyped-def]
+def _table_width(args: argparse.Namespace) -> int | None:
+    """--width, else the terminal's width; None when stdout is a pipe or a file
+    (tables then take the width they need, nothing wraps)."""
+    if getattr(args, "width", None):
+        return int(args.width)
+    if sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def _console(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A console for stdout at the table width: wrapping prose at a terminal's width,
+    never wrapping in a pipe."""
     from rich.console import Console
 
-    return Console(width=width) if width else Console()
+    width = _table_width(args)
+    if width is None:
+        return Console(width=100_000, soft_wrap=True)
+    return Console(width=width)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -310,6 +348,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from layertime.render.table import render
 
     _check_report_paths(args)
+    compile_options = _compile_options(args)
+    if compile_options is not None and (args.ddp or args.nproc):
+        print("layertime: error: --compile cannot be combined with --ddp/--nproc yet", file=sys.stderr)
+        return EXIT_USAGE
     if args.nproc:
         return _launch_ranks(args)
     cost = _profile_cost(args)  # before measuring: a bad profile name fails at once
@@ -330,6 +372,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             seed=args.seed,
             on_progress=on_progress,
             **_step_count(args),
+            **({"compile": compile_options} if compile_options is not None else {}),
             **_token_args(args),
         )
     if run is None:  # a rank other than 0: rank 0 reports for all
@@ -355,11 +398,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if joined is not None:
             print(joined.headline())
     else:
-        _console(args.width).print(render(run))
+        _console(args).print(render(run, _table_width(args)))
         if joined is not None:
             from layertime.render.predict_table import render as render_joined
 
-            _console(args.width).print(render_joined(joined))
+            _console(args).print(render_joined(joined, _table_width(args)))
     if not args.no_store:
         config = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
         with _store(args.db) as store:
@@ -406,6 +449,24 @@ def _token_args(args: argparse.Namespace) -> dict[str, Any]:
 #: argparse fields that are presentation or plumbing, not configuration.
 _NOT_CONFIG = {"func", "debug", "json", "quiet", "width", "db", "no_store", "command",
                "html", "plot", "trace", "raw_argv", "ddp_timeout"}
+
+
+def _compile_flags(p: argparse.ArgumentParser) -> None:
+    from layertime.compiled_result import COMPILE_MODES
+
+    p.add_argument("--compile", action="store_true",
+                   help="profile torch.compile(model): compiled kernels charged to their layers")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES,
+                   help="torch.compile mode (implies --compile)")
+
+
+def _compile_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``--compile``/``--compile-mode``: the CompileOptions, or None for an eager run."""
+    if not (args.compile or args.compile_mode):
+        return None
+    from layertime.measure.compiled import CompileOptions
+
+    return CompileOptions(mode=args.compile_mode)
 
 
 def _ddp_flags(p: argparse.ArgumentParser) -> None:
@@ -509,7 +570,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _check_report_paths(args)
     with _store(args.db) as store, _sweep_progress(sys.stderr.isatty()) as progress:
         result = run_sweep(axes, store, force=args.force, on_progress=progress)
-    _console(args.width).print(sweep_table(result))
+    _console(args).print(sweep_table(result, _table_width(args)))
     if args.json:
         import json
         from pathlib import Path
@@ -559,13 +620,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 print(json.dumps({**stored.summary(), "config": stored.config,
                                   "result": stored.result}, indent=2))
             elif stored.kind == "profile" and stored.result:
-                _console(args.width).print(render(Run.from_dict(stored.result)))
+                _console(args).print(render(Run.from_dict(stored.result), _table_width(args)))
             elif stored.kind == "cost" and stored.result:
                 from layertime.cost.result import CostResult
                 from layertime.render.cost_table import render as render_cost
 
-                console = _console(args.width)
-                console.print(render_cost(CostResult.from_dict(stored.result), console.width))
+                _console(args).print(render_cost(CostResult.from_dict(stored.result),
+                                                 _table_width(args)))
             else:
                 print(json.dumps({**stored.summary(), "config": stored.config,
                                   "result": stored.result}, indent=2))
@@ -583,7 +644,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.summary() for r in runs], indent=2))
     else:
-        _console(args.width).print(runs_table(runs))
+        _console(args).print(runs_table(runs, _table_width(args)))
     return 0
 
 
@@ -619,7 +680,7 @@ def cmd_bench_layers(args: argparse.Namespace) -> int:
         situ = None
         if not args.no_compare:
             situ = profile(args.model, steps=args.steps, on_progress=on_progress, **model_opts)
-    _console(args.width).print(bench_table(result, situ))
+    _console(args).print(bench_table(result, situ, _table_width(args)))
     data = {**result.to_dict(), "in_situ": situ.to_dict() if situ else None}
     if args.json:
         write_text_atomic(Path(args.json), json.dumps(data, indent=2) + "\n")
@@ -647,7 +708,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             run = Run.from_dict(stored.result)
             runs.append(run)
             labels.append(f"#{rid} {run.model} b{run.batch_size} {run.device}")
-    _console(args.width).print(compare_table(runs, labels))
+    _console(args).print(compare_table(runs, labels, _table_width(args)))
     return 0
 
 
@@ -679,8 +740,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     if args.quiet:
         print(cost.headline())
     else:
-        console = _console(args.width)
-        console.print(render(cost, console.width))
+        _console(args).print(render(cost, _table_width(args)))
     _write_reports(args, cost)
     if args.workers or args.run:
         _comm_what_if(args, cost)
@@ -755,7 +815,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                    f"{cal.created}: measured on this machine, not a datasheet")
     from layertime.render.predict_table import calibration_report
 
-    _console(args.width).print(calibration_report(cal, fit, warnings, name, written),
+    _console(args).print(calibration_report(cal, fit, warnings, name, written,
+                                            _table_width(args)),
                                soft_wrap=True)
     if args.json:
         data = {"calibration": cal.to_dict(), "profile": name, "path": str(written),
@@ -806,7 +867,7 @@ def _comm_what_if(args: argparse.Namespace, cost) -> None:  # type: ignore[no-un
     if args.quiet:
         print(pred.headline())
     else:
-        _console(args.width).print(render_comm(pred))
+        _console(args).print(render_comm(pred, _table_width(args)))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -878,7 +939,22 @@ def cmd_show(args: argparse.Namespace) -> int:
     from layertime.render.table import render
     from layertime.result import Run
 
-    _console(args.width).print(render(Run.load(args.path)))
+    _console(args).print(render(Run.load(args.path), _table_width(args)))
+    return 0
+
+
+def _closed_pipe() -> int:
+    """The reader went away (``layertime models | head``): end quietly, status 0.
+
+    stdout is pointed at /dev/null so the interpreter's final flush does not
+    raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
     return 0
 
 
@@ -887,7 +963,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.raw_argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return int(args.func(args))
+        rc = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return rc
     except LayertimeError as e:
         if args.debug:
             raise
@@ -898,6 +976,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("layertime: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _closed_pipe()
     except Exception as e:
         if args.debug:
             raise

@@ -9,3 +9,11 @@ class LayertimeError(Exception):
 
 class OutOfMemory(LayertimeError):
     """The workload did not fit in the device's memory."""
+
+
+class LayertimeWarning(UserWarning):
+    """Something layertime could not measure, said once; the training it watched goes on."""
+
+
+class MissingExtra(LayertimeError, ImportError):
+    """An optional framework an integration needs is not installed (names the extra)."""

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from layertime.compiled_result import CompiledSummary
 from layertime.errors import LayertimeError
 
 SCHEMA = "layertime.run/1"
@@ -42,7 +43,7 @@ STEP_KINDS: tuple[str, ...] = ("step", "unattributed")
 KIND_LABELS: dict[str, str] = {
     "conv": "conv",
     "linear": "fully connected",
-    "norm": "norm",
+    "norm": "normalisation",
     "activation": "activation",
     "pool": "pool",
     "dropout": "dropout",
@@ -51,12 +52,14 @@ KIND_LABELS: dict[str, str] = {
     "recurrent": "recurrent",
     "loss": "loss",
     "other": "other",
-    "step": "step (data, zero_grad)",
+    "step": "step (data, zero_grad, clip, scheduler, logging)",
     "unattributed": "unattributed",
 }
 
 #: Step-level phases (rows that belong to no layer), in display order.
-STEP_PHASES: tuple[str, ...] = ("loss", "zero_grad", "data", "unattributed")
+STEP_PHASES: tuple[str, ...] = (
+    "loss", "zero_grad", "data", "clip", "scheduler", "logging", "unattributed"
+)
 
 
 def _std(samples: Sequence[float]) -> float:
@@ -122,6 +125,17 @@ class Phases:
     unattributed_s: float
     #: Data-parallel runs: exposed gradient synchronisation (sum over layers).
     comm_exposed_s: float = 0.0
+    #: Framework integrations (Lightning, Hugging Face): gradient clipping, the
+    #: LR scheduler's step, and logging (callbacks, loggers, the loop's own
+    #: bookkeeping between steps).  0 elsewhere and in older files.
+    clip_s: float = 0.0
+    scheduler_s: float = 0.0
+    logging_s: float = 0.0
+
+    @property
+    def step_level_s(self) -> float:
+        """The step-level rows other than loss and unattributed (kind ``step``)."""
+        return self.zero_grad_s + self.data_s + self.clip_s + self.scheduler_s + self.logging_s
 
     @property
     def total_s(self) -> float:
@@ -130,8 +144,7 @@ class Phases:
             + self.backward_s
             + self.update_s
             + self.loss_s
-            + self.zero_grad_s
-            + self.data_s
+            + self.step_level_s
             + self.unattributed_s
             + self.comm_exposed_s
         )
@@ -325,6 +338,19 @@ class Run:
     #: is not the traced wall; the overhead is measured on these.  Empty when
     #: the two are the same (CPU runs).
     traced_step_samples_s: tuple[float, ...] = ()
+    #: What was asked of the measurement, so a reader sees why fewer steps were
+    #: taken: the traced steps asked for, the time budget (seconds) that may
+    #: have cut them, and the fastest warm-up step the budget was judged by.
+    steps_requested: int | None = None
+    time_budget_s: float | None = None
+    warmup_step_s: float | None = None
+    #: ``profile --compile`` / a ``torch.compile``d model in ``Profiler``: how it was
+    #: compiled and attributed (``layertime.compiled_result``); None for eager runs.
+    compiled: CompiledSummary | None = None
+    #: Forward/backward passes per step: a step is one optimizer step, and with
+    #: gradient accumulation it holds this many micro-batches (each of
+    #: ``batch_size``); layers' ``calls`` count every pass.
+    micro_batches: int = 1
     #: Token models (``hf:``): token ids per sequence (``input_shape`` is
     #: ``(seq_len,)``); None for image models.
     seq_len: int | None = None
@@ -392,7 +418,7 @@ class Run:
         p = self.phases
         if p.loss_s:
             acc.setdefault("loss", [0.0, 0.0, 0.0])[0] += p.loss_s
-        acc["step"] = [p.zero_grad_s + p.data_s, 0.0, 0.0]
+        acc["step"] = [p.step_level_s, 0.0, 0.0]
         acc["unattributed"] = [p.unattributed_s, 0.0, 0.0]
         order = [k for k in KINDS + STEP_KINDS if k in acc]
         out: dict[str, KindTotal] = {}
@@ -477,7 +503,7 @@ class Run:
         roles = self.roles()
         return all(k in roles and roles[k].time_s > 0 for k in ("attention", "mlp"))
 
-    def _transformer_headline(self) -> str:
+    def _transformer_headline(self, kinds: Mapping[str, KindTotal]) -> str:
         """Attention against the MLP, then embeddings and head together."""
         roles = self.roles()
         att, mlp = roles["attention"], roles["mlp"]
@@ -492,26 +518,34 @@ class Run:
             params = sum(r.params_share for r in ends)
             noun = " and ".join(r.label for r in ends)
             parts.append(f"{noun}: {share:.0%} of time, {params:.0%} of parameters")
-        return "; ".join(parts) + f" ({self._config_label()})"
+        return "; ".join(parts) + self._comm_label(kinds) + f" ({self._config_label()})"
 
     def headline(self) -> str:
         """The one-line answer: the kinds that take the most time, with their parameter share.
 
         Conv and fully connected layers are named first when the model has
-        both, since that is the question the tool exists to answer; for a
-        transformer (attention and MLP layers, ``is_transformer``) the
-        question is attention against the MLP, and the headline answers it
-        by role instead.
+        them, since that is the question the tool exists to answer; then any
+        other kind that takes more time than either of them (AlexNet 2012's
+        normalisation layers); a model with neither names its two largest
+        kinds.  For a transformer (attention and MLP layers that took time,
+        ``is_transformer``) the question is attention against the MLP, and
+        the headline answers it by role instead.
         """
         kinds = {k: v for k, v in self.by_kind().items() if k not in STEP_KINDS}
         if not kinds:
             return f"no layers measured ({self._config_label()})"
         if self.is_transformer():
-            return self._transformer_headline()
-        if "conv" in kinds and "linear" in kinds:
-            chosen = ["conv", "linear"]
+            return self._transformer_headline(kinds)
+        by_time = sorted(kinds, key=lambda k: -kinds[k].time_s)
+        chosen: list[str] = [k for k in ("conv", "linear") if k in kinds]
+        if not chosen:
+            chosen = by_time[:2]
         else:
-            chosen = sorted(kinds, key=lambda k: -kinds[k].time_s)[:2]
+            floor = min(kinds[k].time_s for k in chosen)
+            larger = [k for k in by_time if k not in chosen and kinds[k].time_s > floor]
+            if len(chosen) == 1 and not larger:
+                larger = [k for k in by_time if k not in chosen][:1]
+            chosen += larger
         parts = []
         for i, k in enumerate(chosen):
             kt = kinds[k]
@@ -539,8 +573,11 @@ class Run:
     def _config_label(self) -> str:
         dtype = self.dtype if not self.amp else f"amp {self.amp}"
         ranks = f" per rank x {self.world_size} ranks" if self.world_size > 1 else ""
+        compiled = ", compiled" if self.compiled is not None else ""
+        micro = f" x {self.micro_batches} accumulated" if self.micro_batches > 1 else ""
         seq = f", seq {self.seq_len}" if self.seq_len is not None else ""
-        return f"{self.model}, batch {self.batch_size}{ranks}{seq}, {self.device}, {dtype}"
+        return (f"{self.model}, batch {self.batch_size}{micro}{ranks}{seq}, {self.device}, "
+                f"{dtype}{compiled}")
 
     # -- JSON --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -587,6 +624,10 @@ class Run:
             "profiled_step_s": self.profiled_step_s,
             "profiled_step_samples_s": list(self.profiled_step_samples_s),
             "traced_step_samples_s": list(self.traced_step_samples_s),
+            "steps_requested": self.steps_requested,
+            "time_budget_s": self.time_budget_s,
+            "warmup_step_s": self.warmup_step_s,
+            "micro_batches": self.micro_batches,
             "overhead_ratio": self.overhead_ratio,
             "headline": self.headline(),
             "params": self.params,
@@ -606,6 +647,7 @@ class Run:
             "buckets": [{**asdict(b), "layers": dict(b.layers)} for b in self.buckets],
             "link": asdict(self.link) if self.link is not None else None,
             **({"prediction": dict(self.prediction)} if self.prediction is not None else {}),
+            **({"compiled": self.compiled.to_dict()} if self.compiled is not None else {}),
             "seq_len": self.seq_len,
             "notes": list(self.notes),
             "roles": {
@@ -641,6 +683,7 @@ class Run:
             raise LayertimeError(f"not a layertime run (schema {schema!r}, expected {SCHEMA!r})")
         try:
             layer_fields = {f for f in LayerRow.__dataclass_fields__}
+            phase_fields = {f for f in Phases.__dataclass_fields__}
             layers = tuple(
                 LayerRow(**{k: v for k, v in row.items() if k in layer_fields})
                 for row in d["layers"]
@@ -657,8 +700,12 @@ class Run:
                 step_samples_s=tuple(_num(x) for x in d["step_samples_s"]),
                 profiled_step_samples_s=tuple(_num(x) for x in d["profiled_step_samples_s"]),
                 traced_step_samples_s=tuple(_num(x) for x in d.get("traced_step_samples_s", ())),
+                steps_requested=_opt_int(d.get("steps_requested")),
+                time_budget_s=_opt_num(d.get("time_budget_s")),
+                warmup_step_s=_opt_num(d.get("warmup_step_s")),
+                micro_batches=int(d.get("micro_batches", 1)),
                 layers=layers,
-                phases=Phases(**d["phases"]),
+                phases=Phases(**{k: v for k, v in d["phases"].items() if k in phase_fields}),
                 environment=Environment(**d["environment"]),
                 timing=d["timing"],
                 amp=d.get("amp"),
@@ -674,6 +721,7 @@ class Run:
                 buckets=tuple(BucketRow(**b) for b in d.get("buckets", ())),
                 link=LinkEstimate(**d["link"]) if d.get("link") else None,
                 prediction=dict(d["prediction"]) if d.get("prediction") else None,
+                compiled=CompiledSummary.from_dict(d["compiled"]) if d.get("compiled") else None,
                 seq_len=int(d["seq_len"]) if d.get("seq_len") is not None else None,
                 notes=tuple(d.get("notes", ())),
             )
@@ -706,6 +754,14 @@ class Run:
 def _num(x: Any) -> float:
     """A JSON number back to float; ``null`` (a non-finite value) is NaN."""
     return math.nan if x is None else float(x)
+
+
+def _opt_num(x: Any) -> float | None:
+    return None if x is None else _num(x)
+
+
+def _opt_int(x: Any) -> int | None:
+    return None if x is None else int(x)
 
 
 def _finite(obj: Any) -> Any:

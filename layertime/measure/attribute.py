@@ -24,6 +24,12 @@ The method, in full:
 * Update and zero_grad: torch's optimizer wraps ``step`` and ``zero_grad`` in
   ranges of its own; their time is charged to the step-level ``update`` and
   ``zero_grad`` rows (the caller splits ``update`` across layers).
+* Data: torch's DataLoader wraps each ``next()`` of its iterator in a range of
+  its own (the fetch, collation, waiting for workers); its time is ``data``.
+* Phase ranges (``layertime::phase::<row>``) charge what they hold to a
+  step-level row, unless a module range, a backward node or another range
+  inside claims it; the framework integrations mark clip, scheduler and
+  logging (callbacks, loggers, the loop's bookkeeping) this way.
 * Self time: on the CPU each event's self time is its duration minus its
   children's, so the rows partition the step range exactly; whatever is in no
   owned range (the step's own gaps, engine bookkeeping) is ``unattributed``.
@@ -46,6 +52,7 @@ from layertime.measure.events import (
     ACCUMULATE_GRAD,
     BACKWARD_NODE,
     COMM,
+    DATALOADER_NEXT,
     DDP_REDUCER,
     MODULE,
     OPTIMIZER_STEP,
@@ -58,7 +65,9 @@ from layertime.measure.events import (
 #: An owner is either ("module", index, phase) or ("step", row).
 Owner = tuple
 UNATTRIBUTED: Owner = ("step", "unattributed")
-STEP_ROWS = ("loss", "zero_grad", "data", "update", "unattributed")
+STEP_ROWS = (
+    "loss", "zero_grad", "data", "update", "clip", "scheduler", "logging", "unattributed"
+)
 
 
 @dataclass
@@ -68,7 +77,8 @@ class StepCharges:
     step_s: float
     #: (module index, phase) -> seconds, phase in {"forward", "backward"}.
     modules: dict[tuple[int, str], float] = field(default_factory=dict)
-    #: step-level row -> seconds: loss, zero_grad, data, update, unattributed.
+    #: step-level row -> seconds: loss, zero_grad, data, update, clip,
+    #: scheduler, logging, unattributed (and comm when data-parallel).
     step: dict[str, float] = field(default_factory=dict)
     #: module index -> forward calls in this step (recomputation not counted).
     calls: dict[int, int] = field(default_factory=dict)
@@ -136,6 +146,49 @@ def split_steps(events: Sequence[OpEvent]) -> list[tuple[OpEvent, list[OpEvent]]
     return groups
 
 
+def _passes(evs: Sequence[OpEvent], root_module: int) -> list[tuple[float, float, str]]:
+    """The forward and backward passes of a step: ``(start_us, end_us, kind)`` in time order.
+
+    A forward pass is one call of the root module (or, when it never ran, one
+    outermost module call) outside any backward; a backward pass is a run of
+    backward nodes (or a ``backward`` phase range) with no forward between.
+    """
+    by_id = {e.id: e for e in evs}
+
+    def ancestors(e: OpEvent) -> Iterable[OpEvent]:
+        p = by_id.get(e.parent) if e.parent is not None else None
+        while p is not None:
+            yield p
+            p = by_id.get(p.parent) if p.parent is not None else None
+
+    backward: list[tuple[float, float]] = []
+    roots: list[tuple[float, float]] = []
+    outer: list[tuple[float, float]] = []
+    for e in evs:
+        if e.name.startswith(BACKWARD_NODE) or e.name == f"{PHASE}backward":
+            backward.append((e.start_us, e.end_us))
+        elif e.name.startswith(MODULE):
+            up = list(ancestors(e))
+            if any(a.name.startswith(BACKWARD_NODE) for a in up):
+                continue  # recomputation inside backward (checkpointing)
+            if e.name == f"{MODULE}{root_module}":
+                roots.append((e.start_us, e.end_us))
+            if not any(a.name.startswith(MODULE) for a in up):
+                outer.append((e.start_us, e.end_us))
+    forward = roots or outer
+    marks = sorted(
+        [(a, b, "forward") for a, b in forward] + [(a, b, "backward") for a, b in backward]
+    )
+    blocks: list[tuple[float, float, str]] = []
+    for a, b, kind in marks:
+        if blocks and blocks[-1][2] == kind and (kind == "backward" or a < blocks[-1][1]):
+            # Consecutive backward nodes are one pass; overlapping forwards are one.
+            blocks[-1] = (blocks[-1][0], max(blocks[-1][1], b), kind)
+        else:
+            blocks.append((a, b, kind))
+    return blocks
+
+
 def attribute_step(
     step: OpEvent,
     events: Iterable[OpEvent],
@@ -145,6 +198,7 @@ def attribute_step(
     loop: bool = False,
     root_module: int = 0,
     device_busy_s: float | None = None,
+    after_backward: str = "unattributed",
 ) -> StepCharges:
     """Charge the events of one step (``step`` is its ``layertime::step`` range).
 
@@ -155,8 +209,14 @@ def attribute_step(
     exceeds the busy time, and every row is scaled by busy / sum, which
     shares each overlapped moment among the kernels running in it.
     ``loop`` is for a user's own training loop, where the loss, zero_grad and
-    data loading have no ranges of ours: work before the model's forward is
-    ``data``, between its forward and the backward is ``loss``.
+    data loading have no ranges of ours: work in no range before the model's
+    forward is ``data``, between its forward and the backward is ``loss``.
+    With several forward/backward passes in one step (gradient accumulation)
+    each pass is segmented so: work between one backward and the next forward
+    is ``data``; work after the step's last backward is ``after_backward``
+    (``unattributed`` unless the caller knows what runs there, e.g. ``clip``).
+    The model's forward is the ``root_module``'s calls, or, when it never ran
+    (a Lightning ``training_step`` calling a child), the outermost module calls.
     """
     evs = [e for e in events]
     if step not in evs:
@@ -170,25 +230,27 @@ def attribute_step(
     spans: dict[Owner, tuple[float, float]] = {}
     calls: dict[int, int] = defaultdict(int)
 
-    # Loop mode: where the model's forward starts and the backward starts.
-    forward_start = forward_end = backward_start = None
-    if loop:
-        for e in children.get(step.id, ()):
-            if e.name == f"{MODULE}{root_module}" and forward_start is None:
-                forward_start, forward_end = e.start_us, e.end_us
-        for e in evs:
-            if e.name.startswith(BACKWARD_NODE) or e.name == f"{PHASE}backward":
-                if backward_start is None or e.start_us < backward_start:
-                    backward_start = e.start_us
+    # Loop mode: the step's forward and backward passes, in time order.
+    blocks = _passes(evs, root_module) if loop else []
+    if after_backward not in STEP_ROWS:
+        raise LayertimeError(f"unknown step row {after_backward!r}")
 
     def segment_owner(t_us: float) -> Owner:
-        if forward_start is None or t_us < forward_start:
+        prev = None
+        for i, b in enumerate(blocks):
+            if b[0] > t_us:
+                break
+            prev = i
+        if prev is None:
             return ("step", "data")
-        if forward_end is not None and t_us >= forward_end and (
-            backward_start is None or t_us < backward_start
-        ):
+        start, end, kind = blocks[prev]
+        if t_us < end:
+            return UNATTRIBUTED
+        if kind == "forward":
             return ("step", "loss")
-        return UNATTRIBUTED
+        if any(b[2] == "forward" for b in blocks[prev + 1 :]):
+            return ("step", "data")
+        return ("step", after_backward)
 
     def own(e: OpEvent, inherited: Owner, in_backward: bool) -> tuple[Owner, bool]:
         name = e.name
@@ -222,6 +284,8 @@ def attribute_step(
             return ("step", "update"), in_backward
         if name.startswith(OPTIMIZER_ZERO_GRAD):
             return ("step", "zero_grad"), in_backward
+        if name.startswith(DATALOADER_NEXT):
+            return ("step", "data"), in_backward
         if name == COMM or name.startswith(DDP_REDUCER):
             return ("step", "comm"), in_backward
         return inherited, in_backward
@@ -282,8 +346,8 @@ def attribute_step(
             out.modules[key] = out.modules.get(key, 0.0) + s
         else:
             out.step[owner[1]] = out.step.get(owner[1], 0.0) + s
-    for row in STEP_ROWS:
-        out.step.setdefault(row, 0.0)
+    for row in ("loss", "zero_grad", "data", "update", "unattributed"):
+        out.step.setdefault(row, 0.0)  # the rows every step has; the others when charged
     out.calls = dict(calls)
     out.spans = {
         o: ((a - step.start_us) * 1e-6, (b - step.start_us) * 1e-6) for o, (a, b) in spans.items()

@@ -28,6 +28,12 @@ from layertime.errors import LayertimeError
 from layertime.kinds import KindObserver
 from layertime.measure.aggregate import aggregate, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
+from layertime.measure.compiled import (
+    CompiledCollector,
+    CompiledTraceSession,
+    CompileOptions,
+    collecting,
+)
 from layertime.measure.events import busy_us
 from layertime.measure.tracer import ModuleTable, TraceSession
 from layertime.models import target
@@ -102,9 +108,10 @@ def _plain_step(work: Workload, sync: StepSync | None = None) -> tuple[float, to
 
 def _charge(
     work: Workload,
-    session: TraceSession,
+    session: TraceSession | CompiledTraceSession,
     walls: Sequence[float],
     sync: StepSync | None,
+    compiled: CompiledCollector | None = None,
 ) -> list[StepCharges]:
     """Attribute each traced step of a stopped session (one group per step range)."""
     groups = split_steps(session.events)
@@ -113,13 +120,19 @@ def _charge(
     cuda = work.device.type == "cuda"
     out = []
     for (step, members), wall in zip(groups, walls):
-        busy = None
-        if cuda:
-            busy = busy_us(session.kernels, step.start_us, step.end_us)[0] * 1e-6
-        charges = attribute_step(
-            step, members, device_time=cuda, step_wall_s=wall if cuda else None,
-            device_busy_s=busy,
-        )
+        if isinstance(session, CompiledTraceSession):
+            assert compiled is not None
+            charges = compiled.attribute(
+                session, step, members, device_time=cuda, step_wall_s=wall if cuda else None
+            )
+        else:
+            busy = None
+            if cuda:
+                busy = busy_us(session.kernels, step.start_us, step.end_us)[0] * 1e-6
+            charges = attribute_step(
+                step, members, device_time=cuda, step_wall_s=wall if cuda else None,
+                device_busy_s=busy,
+            )
         if sync is not None:
             charges = sync.charge(charges, cuda)
         out.append(charges)
@@ -127,7 +140,7 @@ def _charge(
 
 
 def _timed_in_session(
-    work: Workload, session: TraceSession, sync: StepSync | None
+    work: Workload, session: TraceSession | CompiledTraceSession, sync: StepSync | None
 ) -> tuple[float, torch.Tensor]:
     """One traced step inside a started session: (synchronised wall time, loss)."""
     if sync is not None:
@@ -145,10 +158,15 @@ def _timed_in_session(
 
 
 def _traced_step(
-    work: Workload, table: ModuleTable, sync: StepSync | None = None
+    work: Workload,
+    table: ModuleTable,
+    sync: StepSync | None = None,
+    compiled: CompiledCollector | None = None,
 ) -> tuple[StepCharges, torch.Tensor]:
-    """One traced step in a profiler session of its own (the CPU path)."""
-    session = TraceSession(table, work.device)
+    """One traced step in a profiler session of its own (the CPU path, and compiled models)."""
+    session: TraceSession | CompiledTraceSession = (
+        compiled.session() if compiled is not None else TraceSession(table, work.device)
+    )
     _sync(work.device)
     session.start()
     try:
@@ -157,7 +175,7 @@ def _traced_step(
         session.abort()
         raise
     session.stop()
-    return _charge(work, session, [wall], sync)[0], loss
+    return _charge(work, session, [wall], sync, compiled)[0], loss
 
 
 def _traced_steps(
@@ -265,10 +283,17 @@ def measure(
     options: MeasureOptions = MeasureOptions(),
     on_progress: ProgressFn | None = None,
     sync: StepSync | None = None,
+    compile: CompileOptions | CompiledCollector | None = None,  # noqa: A002 (its natural name)
 ) -> Run:
     """Profile ``model`` (already on ``device``) under ``config``.
 
     ``sync`` makes it one rank of a data-parallel run (``distributed.py``).
+    ``compile`` runs ``torch.compile(model)`` instead, its kernels charged to
+    the layers they came from (``compiled.py``); warm-up then lasts until a
+    step compiles nothing, and a measured step that compiles is dropped.  A
+    ready :class:`CompiledCollector` (built on ``model`` and ``ModuleTable(model)``)
+    may be given instead of options, to see its per-step findings afterwards.
+    Compiled steps are traced one profiler session each, on CUDA too.
     """
     progress = on_progress or (lambda stage, done, total: None)
     # The validating forward is also watched, so that kinds follow what each
@@ -280,19 +305,36 @@ def measure(
     plain: list[float] = []
     traced: list[StepCharges] = []
     losses: list[torch.Tensor] = []
+    warm_times: list[float] = []
     skipped = 0
-    with training_mode(model):
+    if compile is not None and sync is not None:
+        raise LayertimeError("--compile is not supported with data-parallel runs yet")
+    compiled = (
+        CompiledCollector.for_options(model, table, device, compile)
+        if isinstance(compile, CompileOptions)
+        else compile
+    )
+    with training_mode(model), collecting(compiled):
         try:
             stepped = sync.attach(model, table) if sync is not None else model
+            if compiled is not None:
+                stepped = compiled.wrapper
             work = Workload(stepped, config, device, output_shape)
-            warm_times = _warm_up(work, options.warmup_steps, progress, sync)
+            if compiled is not None:
+                warm_times = compiled.warm_up(
+                    lambda: _plain_step(work, sync)[0],
+                    options.warmup_steps,
+                    lambda i: progress("warmup", i, max(options.warmup_steps, i + 1)),
+                )
+            else:
+                warm_times = _warm_up(work, options.warmup_steps, progress, sync)
             n = options.steps
             if options.time_budget_s is not None:
                 per_pair = 2 * (min(warm_times) if warm_times else 1.0)
                 n = max(1, min(options.max_steps, int(options.time_budget_s // per_pair)))
             if sync is not None:
                 n = sync.agree(n)
-            if cuda:
+            if cuda and compiled is None:
                 # Every plain step before any profiler session (a session can
                 # leave CUPTI attached, which slows later steps), then every
                 # traced step in one session.  Plain steps are cheap here and
@@ -313,7 +355,9 @@ def measure(
             else:
                 # An empty session starts the profiler's own machinery (outside
                 # any timed step) so the first traced step is not charged.
-                idle = TraceSession(table, device)
+                idle: TraceSession | CompiledTraceSession = (
+                    compiled.session() if compiled is not None else TraceSession(table, device)
+                )
                 idle.start()
                 idle.abort()
                 for i in range(n):
@@ -322,11 +366,15 @@ def measure(
                     for j, traced_turn in enumerate((i % 2 == 1, i % 2 == 0)):
                         progress("measure", 2 * i + j, 2 * n)
                         if traced_turn:
-                            charges, loss = _traced_step(work, table, sync)
-                            traced.append(charges)
+                            charges, loss = _traced_step(work, table, sync, compiled)
+                            if compiled is None or compiled.keep_step():
+                                traced.append(charges)
+                            else:
+                                compiled.forget_last()
                         else:
                             dt, loss = _plain_step(work, sync)
-                            plain.append(dt)
+                            if compiled is None or compiled.keep_step(dt):
+                                plain.append(dt)
                         losses.append(loss)
             progress("measure", 2 * n, 2 * n)
             nan_steps = sum(int(not bool(torch.isfinite(loss).all())) for loss in losses)
@@ -336,8 +384,10 @@ def measure(
             if is_out_of_memory(e):
                 raise out_of_memory(e, config.batch_size, device) from e
             raise
+    if not traced:
+        raise LayertimeError("every measured step compiled again: no steady step to report")
     walls: tuple[float, ...] = ()
-    if cuda:
+    if cuda and compiled is None:
         walls = tuple(c.step_s for c in traced)
         _idle_from_plain(traced, statistics.median(plain))
     layers, phases, spread, samples = aggregate(table, traced)
@@ -349,9 +399,9 @@ def measure(
             f"fp16 loss scaling skipped the optimizer update in {skipped} of {len(losses)} "
             "measured steps (gradients overflowed)"
         )
-    if cuda:
+    if cuda and compiled is None:
         warnings.extend(_device_time_warnings(traced, statistics.median(plain)))
-    return Run(
+    run = Run(
         model=label,
         device=str(device),
         batch_size=config.batch_size,
@@ -359,7 +409,7 @@ def measure(
         dtype=config.dtype,
         optimizer=config.optimizer,
         steps=len(traced),
-        warmup_steps=options.warmup_steps,
+        warmup_steps=len(warm_times),
         step_samples_s=tuple(plain),
         profiled_step_samples_s=samples,
         layers=layers,
@@ -373,9 +423,13 @@ def measure(
         phase_spread_s=spread,
         timeline=timeline(table, traced),
         traced_step_samples_s=walls,
+        steps_requested=options.steps,
+        time_budget_s=options.time_budget_s,
+        warmup_step_s=min(warm_times) if warm_times else None,
         seq_len=config.seq_len,
         notes=shared_notes(table),
     )
+    return compiled.finish(run) if compiled is not None else run
 
 
 @dataclass(frozen=True)
@@ -451,6 +505,7 @@ def profile(
     max_steps: int = 50,
     seed: int = 0,
     on_progress: ProgressFn | None = None,
+    compile: CompileOptions | bool | None = None,  # noqa: A002
     seq_len: int | None = None,
     hf_config: Sequence[str] = (),
 ) -> Run:
@@ -464,7 +519,9 @@ def profile(
     own size such as 227 for ``alexnet2012``); ``image_size`` sets H and W
     of a 3-channel image.  ``time_budget_s`` replaces ``steps``: as many
     plain/traced pairs as fit (judged from the warm-up step), at most
-    ``max_steps``.  Raises :class:`LayertimeError` on bad input.
+    ``max_steps``.  ``compile`` (True or :class:`CompileOptions`) profiles
+    ``torch.compile(model)`` instead, per layer through the compiler's provenance.
+    Raises :class:`LayertimeError` on bad input.
     """
     options = MeasureOptions(
         steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s, max_steps=max_steps
@@ -483,6 +540,15 @@ def profile(
         seq_len=seq_len,
         hf_config=hf_config,
     )
+    compile_options = (
+        CompileOptions() if compile is True else compile if isinstance(compile, CompileOptions) else None
+    )
     return measure(
-        p.model, p.config, p.device, label=p.label, options=options, on_progress=on_progress
+        p.model,
+        p.config,
+        p.device,
+        label=p.label,
+        options=options,
+        on_progress=on_progress,
+        compile=compile_options,
     )

@@ -27,9 +27,10 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from torch import nn
+if TYPE_CHECKING:  # torch loads with the first model built, not with the name list
+    from torch import nn
 
 from layertime.errors import LayertimeError
 
@@ -62,9 +63,46 @@ class ModelSpec:
 
 @functools.lru_cache(maxsize=1)
 def torchvision_names() -> tuple[str, ...]:
+    """torchvision's classification models, as ``list_models(module=torchvision.models)``.
+
+    Read from the ``@register_model`` decorators in torchvision's source, without
+    importing it (importing torch takes seconds, and ``layertime models`` should
+    answer at once); torchvision itself is asked when its source is not there.
+    """
+    names = _scan_torchvision_sources()
+    if names:
+        return names
     import torchvision
 
     return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+def _scan_torchvision_sources() -> tuple[str, ...]:
+    import ast
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    names: set[str] = set()
+    for path in sorted(folder.glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            return ()
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for dec in node.decorator_list:
+                call = dec if isinstance(dec, ast.Call) else None
+                target = call.func if call is not None else dec
+                if isinstance(target, ast.Name) and target.id == "register_model":
+                    name = node.name
+                    for kw in call.keywords if call is not None else ():
+                        if kw.arg == "name" and isinstance(kw.value, ast.Constant):
+                            name = str(kw.value.value)
+                    names.add(name)
+    return tuple(sorted(names))
 
 
 def available() -> list[str]:
@@ -135,6 +173,8 @@ def _call_builder(fn: Callable[..., Any], label: str, num_classes: int) -> nn.Mo
         raise
     except Exception as e:
         raise LayertimeError(f"{label} raised {type(e).__name__}: {e}") from e
+    from torch import nn
+
     if not isinstance(model, nn.Module):
         raise LayertimeError(f"{label} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -268,6 +308,8 @@ def target(
     3-channel ``image_size`` square, else the model's own default size (224).
     A token model (``hf:``) takes ``seq_len`` token ids (default
     ``hf.DEFAULT_SEQ_LEN``)."""
+    from torch import nn
+
     if input_shape is not None and image_size is not None:
         raise LayertimeError("give --input-shape or --image-size, not both")
     if seq_len is not None and seq_len < 1:

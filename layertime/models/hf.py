@@ -39,12 +39,13 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from layertime.errors import LayertimeError
 from layertime.models.hf_configs import find_published, published_names
+
+if TYPE_CHECKING:  # torch loads with the first model built, not with the name list
+    from torch import nn
 
 PREFIX = "hf:"
 #: Token ids per sequence when ``--seq-len`` is not given.
@@ -139,6 +140,8 @@ class HFModel:
 
     def build(self) -> nn.Module:
         """The model with random init (seed it first for a repeatable init)."""
+        from torch import nn
+
         transformers = transformers_module()
         cls = getattr(transformers, self.model_class, None)
         if cls is None:

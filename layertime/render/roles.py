@@ -1,55 +1,33 @@
 """The roles summary printed after a transformer's table: attention, MLP, embeddings, ...
 
-Kept apart from the per-layer table (``table.py``) so that either can change
-alone; at most 80 columns wide.
+Kept apart from the per-layer tables (``table.py``, ``cost_table.py``) so
+that either can change alone; laid out by ``layout.lay_out`` like every
+terminal table (about 60 columns wide, so it fits 80).
 """
 
 from __future__ import annotations
 
 import statistics
 
-from rich import box
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from layertime.cost.result import CostResult
-from layertime.render.fmt import ms as _ms, pct as _pct
+from layertime.render.fmt import count, ms, num, pct
+from layertime.render.layout import Column, Row, lay_out
 from layertime.result import Run
 from layertime.roles import ROLE_LABELS, ROLES
 
-_STEP_LABELS = {"loss": "loss (step)", "step": "zero_grad, data (step)",
-                "unattributed": "unattributed (step)"}
+_STEP_LABELS = {"loss": "loss (step)", "step": "zero_grad, data",
+                "unattributed": "unattributed"}
+_TITLE = ("by role (layertime.roles): attention = its projections and core, "
+          "MLP = feed-forward layers and their activation")
 
 
 def has_roles(run: Run) -> bool:
     """Whether a run has attention or MLP rows (a transformer, text or image)."""
     roles = run.roles()
     return "attention" in roles or "mlp" in roles
-
-
-def roles_table(run: Run) -> Table:
-    """Time and parameters per role; shares of the profiled step, adding up to 100%."""
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
-    for col in ("role", "fwd+bwd ms", "total ms", "share", "params", "params %"):
-        t.add_column(col, justify="left" if col == "role" else "right")
-    roles = run.roles()
-    for role in ROLES:
-        rt = roles.get(role)
-        if rt is None:
-            continue
-        t.add_row(f"{ROLE_LABELS[role]} ({rt.rows})", _ms(rt.forward_s + rt.backward_s),
-                  Text(_ms(rt.time_s), style="bold"), Text(_pct(rt.share), style="bold"),
-                  f"{rt.params:,}" if rt.params else "-", _pct(rt.params_share))
-        if role == "attention" and rt.core_s:
-            t.add_row("  score/softmax core", "", _ms(rt.core_s), _pct(rt.core_share),
-                      "", "")
-    t.add_section()
-    for role, label in _STEP_LABELS.items():
-        rt = roles.get(role)
-        if rt is not None:
-            t.add_row(label, "", _ms(rt.time_s), _pct(rt.share), "", "")
-    return t
 
 
 def block_line(run: Run) -> str | None:
@@ -63,48 +41,70 @@ def block_line(run: Run) -> str | None:
     if not per:
         return None
     times = list(per.values())
-    first, last = next(iter(per)), list(per)[-1]
-    span = f"{first} .. {last}" if len(per) > 1 else first
-    return (f"{len(per)} block(s) ({span}): {_ms(min(times))} to {_ms(max(times))} ms each, "
-            f"median {_ms(statistics.median(times))} ms")
+    names = list(per)
+    span = f"{names[0]} .. {names[-1]}" if len(names) > 1 else names[0]
+    return (f"{len(per)} block(s) ({span}): {ms(min(times))} to {ms(max(times))} ms each, "
+            f"median {ms(statistics.median(times))} ms")
 
 
-def render_roles(run: Run) -> RenderableType:
-    """The roles table and the blocks line, with how roles are decided."""
-    parts: list[RenderableType] = [Text("by role (layertime.roles: attention = its projections "
-                                        "and core; MLP = feed-forward and activation)",
-                                        style="bold"), roles_table(run)]
+def render_roles(run: Run, width: int | None = None) -> RenderableType:
+    """Time and parameters per role (shares of the profiled step, adding up to 100%),
+    the attention core on its own line, and the blocks line."""
+    cols = [Column("role", align="left", name=True), Column("fwd+bwd ms", drop=1),
+            Column("total ms"), Column("share"), Column("params"), Column("params %")]
+    roles = run.roles()
+    rows: list[Row] = []
+    for role in ROLES:
+        rt = roles.get(role)
+        if rt is None:
+            continue
+        rows.append(Row((f"{ROLE_LABELS[role]} ({rt.rows})", ms(rt.forward_s + rt.backward_s),
+                         ms(rt.time_s), pct(rt.share), count(rt.params),
+                         pct(rt.params_share)), bold=role in ("attention", "mlp")))
+        if role == "attention" and rt.core_s:
+            rows.append(Row(("  score/softmax core", "", ms(rt.core_s), pct(rt.core_share),
+                             "", "")))
+    first = True
+    for role, label in _STEP_LABELS.items():
+        rt = roles.get(role)
+        if rt is not None:
+            rows.append(Row((label, "", ms(rt.time_s), pct(rt.share), "", ""), gap_before=first))
+            first = False
+    parts: list[RenderableType] = [Text(_TITLE, style="bold"),
+                                   lay_out(cols, rows, width).renderable()]
     line = block_line(run)
     if line:
         parts.append(Text(line, style="dim"))
     return Group(*parts)
 
 
-def cost_roles(cost: CostResult) -> RenderableType:
+def cost_roles(cost: CostResult, width: int | None = None) -> RenderableType:
     """A cost estimate by role (FLOPs, saved activations, parameters, predicted time)
     and the per-block line (FLOPs and activations saved for backward)."""
     roles = cost.by_role()
     pred = cost.prediction is not None
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    cols = ["role", "GFLOP", "share", "saved MB", "params %"] + (["est. share"] if pred else [])
-    for col in cols:
-        t.add_column(col, justify="left" if col == "role" else "right")
+    cols = [Column("role", align="left", name=True), Column("GFLOP"), Column("share"),
+            Column("saved MB", drop=2), Column("params %", drop=1)]
+    if pred:
+        cols.append(Column("est. share"))
     total = cost.flops.total or 1
+    rows: list[Row] = []
     for role in (*ROLES, "loss"):
         rc = roles.get(role)
         if rc is None:
             continue
         label = f"{ROLE_LABELS.get(role, role)} ({rc.layers})" if role != "loss" else "loss"
-        cells = [label, f"{rc.flops.total / 1e9:,.2f}", _pct(rc.flops_share),
-                 f"{rc.saved_activations / 1e6:,.1f}", _pct(rc.params_share)]
+        cells = [label, num(rc.flops.total / 1e9), pct(rc.flops_share),
+                 num(rc.saved_activations / 1e6), pct(rc.params_share)]
         if pred:
-            cells.append(_pct(rc.predicted_share))
-        t.add_row(*cells)
+            cells.append(pct(rc.predicted_share))
+        rows.append(Row(tuple(cells), bold=role in ("attention", "mlp")))
         if role == "attention" and rc.core_flops:
-            t.add_row("  score/softmax core", f"{rc.core_flops / 1e9:,.2f}",
-                      _pct(rc.core_flops / total), "", "", *([""] if pred else []))
+            rows.append(Row(("  score/softmax core", num(rc.core_flops / 1e9),
+                             pct(rc.core_flops / total), "", "", *([""] if pred else []))))
     parts: list[RenderableType] = [
-        Text("by role (layertime.roles; FLOPs of the whole step)", style="bold"), t]
+        Text("by role (layertime.roles; FLOPs of the whole step)", style="bold"),
+        lay_out(cols, rows, width).renderable()]
     blocks = cost.blocks()
     if blocks:
         flops = [b.flops for b in blocks.values()]
@@ -112,7 +112,7 @@ def cost_roles(cost: CostResult) -> RenderableType:
         names = list(blocks)
         span = f"{names[0]} .. {names[-1]}" if len(names) > 1 else names[0]
         parts.append(Text(
-            f"{len(blocks)} block(s) ({span}): {min(flops) / 1e9:,.2f} to {max(flops) / 1e9:,.2f} "
-            f"GFLOP and {min(saved) / 1e6:,.1f} to {max(saved) / 1e6:,.1f} MB of saved "
-            "activations each", style="dim"))
+            f"{len(blocks)} block(s) ({span}): {num(min(flops) / 1e9)} to "
+            f"{num(max(flops) / 1e9)} GFLOP and {num(min(saved) / 1e6)} to "
+            f"{num(max(saved) / 1e6)} MB of saved activations each", style="dim"))
     return Group(*parts)

@@ -50,7 +50,7 @@ PHASE_LABELS: dict[str, str] = {
     "backward_weight": "backward (weight gradient)",
     "update": "update",
     "comm": "gradient sync (exposed)",
-    "step": "step-level (loss, zero_grad, data)",
+    "step": "step-level (loss, zero_grad, data, ...)",
 }
 #: One colour per kind, for lines and points.
 KIND_COLORS: dict[str, str] = {
@@ -85,12 +85,18 @@ STEP_ROWS: tuple[tuple[str, str, str], ...] = (
     ("loss_s", "(loss)", "loss"),
     ("zero_grad_s", "(zero_grad)", "step"),
     ("data_s", "(data)", "step"),
+    ("clip_s", "(clip)", "step"),
+    ("scheduler_s", "(scheduler)", "step"),
+    ("logging_s", "(logging)", "step"),
     ("unattributed_s", "(unattributed)", "unattributed"),
 )
+#: Step rows shown only when measured non-zero.
+_OPTIONAL_STEP_ROWS = ("data_s", "clip_s", "scheduler_s", "logging_s", "unattributed_s")
 
 TIMING_NOTES = {
     "cpu-self-time": "Each row is the CPU self time of the ops charged to it; all rows "
-    "(layers, loss, zero_grad, data, unattributed) add up to the profiled step.",
+    "(layers, loss, zero_grad, data, clip, scheduler, logging, unattributed) add up to the "
+    "profiled step.",
     "cuda-kernel-time": "Each row is the GPU kernel time of the ops charged to it; "
     "'unattributed' is the rest of the step's wall time (GPU idle).",
 }
@@ -287,7 +293,7 @@ def profile_view(run: Run | Mapping[str, Any], cost: Any = None) -> dict[str, An
     loss_cost = cost_d.get("loss") if cost_d else None
     for attr, label, kind in STEP_ROWS:
         value = float(phases.get(attr) or 0.0)
-        if attr in ("data_s", "unattributed_s") and value == 0.0:
+        if attr in _OPTIONAL_STEP_ROWS and value == 0.0:
             continue
         extra = loss_cost if attr == "loss_s" and isinstance(loss_cost, Mapping) else {}
         rows.append({
@@ -614,6 +620,10 @@ def _profile_sections(d: Mapping[str, Any], env: Mapping[str, Any],
     ]
     if cost:
         sections.append(_cost_section(cost))
+    if isinstance(d.get("compiled"), Mapping):
+        from layertime.render.compiled import compiled_section
+
+        sections.append(compiled_section(d["compiled"]))
     return sections
 
 
@@ -1054,7 +1064,7 @@ def compare_view(runs: Sequence[Run], labels: Sequence[str] | None = None) -> di
     for i, r in enumerate(runs):
         p = r.phases
         vals = {"forward": p.forward_s, "backward": p.backward_s, "update": p.update_s,
-                "step": p.loss_s + p.zero_grad_s + p.data_s + p.unattributed_s}
+                "step": p.loss_s + p.step_level_s + p.unattributed_s}
         ratio = "" if i == 0 else f" · ×{r.profiled_step_s / runs[0].profiled_step_s:.2f} " \
                                   f"of {labels[0]}"
         step_rows.append({
