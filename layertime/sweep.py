@@ -12,17 +12,21 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from layertime.errors import LayertimeError
-from layertime.result import Run
+from layertime.measure.runner import MeasureOptions, profile_workload
+from layertime.results.run import Run
+from layertime.results.sweep import Crossover, SweepPoint, SweepResult
 from layertime.store import Store, config_key
+from layertime.workload import ImageInput, WorkloadSpec
 
 #: on_progress(done, total, label, eta_s): eta_s is None until one run is timed.
 SweepProgress = Callable[[int, int, str, "float | None"], None]
-ProfileFn = Callable[..., Run]
+#: Measures one configuration (``measure.runner.profile_workload``; tests inject one).
+ProfileFn = Callable[[WorkloadSpec, MeasureOptions], Run]
 
 
 def parse_axis(text: str, name: str, *, kind: type = int) -> tuple[Any, ...]:
@@ -85,65 +89,22 @@ class SweepAxes:
             )
         return out
 
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One configuration's outcome."""
-
-    config: dict[str, Any]
-    status: str  # "ok", "failed" or "skipped" (already stored)
-    run_id: int | None
-    run: Run | None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Crossover:
-    """The batch size below which fully connected layers take more time than conv layers."""
-
-    group: dict[str, Any]
-    batch_size: float
-    below: int
-    above: int
-    interpolated: bool = True
-
-    def describe(self) -> str:
-        label = ", ".join(f"{k} {v}" for k, v in self.group.items() if v is not None)
-        return (
-            f"crossover at batch ~{self.batch_size:.1f} (interpolated between {self.below} "
-            f"and {self.above}; {label}): below it fully connected layers take more time "
-            "than conv layers"
+    @staticmethod
+    def workload(config: Mapping[str, Any]) -> WorkloadSpec:
+        """The workload of one configuration."""
+        image = config["image_size"]
+        return WorkloadSpec(
+            config["model"],
+            ImageInput.square(image) if image else None,
+            batch_size=config["batch_size"],
+            device=config["device"],
+            dtype=config["dtype"],
+            optimizer=config["optimizer"],
         )
 
-
-@dataclass(frozen=True)
-class SweepResult:
-    sweep_id: int | None
-    points: tuple[SweepPoint, ...]
-    crossovers: tuple[Crossover, ...] = field(default_factory=tuple)
-
-    def summary(self) -> dict[str, Any]:
-        """What the sweep's own stored row holds."""
-        return {
-            "schema": "layertime.sweep/1",
-            "points": [
-                {
-                    "config": p.config,
-                    "status": p.status,
-                    "run_id": p.run_id,
-                    "error": p.error,
-                    "step_s": p.run.step_s if p.run else None,
-                    "kinds": (
-                        {k: v.share for k, v in p.run.by_kind().items()} if p.run else None
-                    ),
-                }
-                for p in self.points
-            ],
-            "crossovers": [
-                {"group": c.group, "batch_size": c.batch_size, "below": c.below, "above": c.above}
-                for c in self.crossovers
-            ],
-        }
+    @staticmethod
+    def options(config: Mapping[str, Any]) -> MeasureOptions:
+        return MeasureOptions(steps=config["steps"], warmup_steps=config["warmup_steps"])
 
 
 def _share(run: Run, kind: str) -> float:
@@ -191,19 +152,14 @@ def run_sweep(
     store: Store,
     *,
     force: bool = False,
-    profile_fn: ProfileFn | None = None,
+    profile_fn: ProfileFn = profile_workload,
     on_progress: SweepProgress | None = None,
 ) -> SweepResult:
     """Profile every configuration of ``axes``, storing each as it finishes.
 
-    ``profile_fn`` defaults to :func:`layertime.profile` (tests inject one).
     A ``KeyboardInterrupt`` marks the sweep ``interrupted`` and propagates;
     the configurations finished before it stay stored.
     """
-    if profile_fn is None:
-        from layertime.measure.runner import profile
-
-        profile_fn = profile
     progress = on_progress or (lambda done, total, label, eta: None)
     configs = axes.configs()
     sweep_id = store.add(
@@ -222,47 +178,15 @@ def run_sweep(
             remaining = len(configs) - i
             eta = (sum(durations) / len(durations)) * remaining if durations else None
             progress(i, len(configs), label, eta)
-            key = config_key(cfg)
-            done = None if force else store.find_ok(key)
+            done = None if force else store.find_ok(config_key(cfg))
             if done is not None and done.result is not None:
                 points.append(SweepPoint(cfg, "skipped", done.id, Run.from_dict(done.result)))
                 continue
             t0 = time.perf_counter()
-            try:
-                run = profile_fn(
-                    cfg["model"],
-                    batch_size=cfg["batch_size"],
-                    image_size=cfg["image_size"],
-                    device=cfg["device"],
-                    dtype=cfg["dtype"],
-                    optimizer=cfg["optimizer"],
-                    steps=cfg["steps"],
-                    warmup_steps=cfg["warmup_steps"],
-                )
-            except LayertimeError as e:
-                rid = store.add(
-                    "profile",
-                    model=cfg["model"],
-                    config=cfg,
-                    status="failed",
-                    error=str(e),
-                    batch_size=cfg["batch_size"],
-                    device=cfg["device"],
-                    sweep_id=sweep_id,
-                )
-                points.append(SweepPoint(cfg, "failed", rid, None, str(e)))
-                continue
-            durations.append(time.perf_counter() - t0)
-            rid = store.add(
-                "profile",
-                model=cfg["model"],
-                config=cfg,
-                result=run.to_dict(),
-                batch_size=cfg["batch_size"],
-                device=run.device,
-                sweep_id=sweep_id,
-            )
-            points.append(SweepPoint(cfg, "ok", rid, run))
+            point = _measure_point(cfg, store, sweep_id, profile_fn)
+            if point.run is not None:
+                durations.append(time.perf_counter() - t0)
+            points.append(point)
         progress(len(configs), len(configs), "done", 0.0)
     except BaseException as e:
         partial = SweepResult(sweep_id, tuple(points), tuple(crossovers(points)))
@@ -276,3 +200,42 @@ def run_sweep(
     result = SweepResult(sweep_id, tuple(points), tuple(crossovers(points)))
     store.update(sweep_id, status="ok", result=result.summary())
     return result
+
+
+def _measure_point(
+    cfg: dict[str, Any], store: Store, sweep_id: int, profile_fn: ProfileFn
+) -> SweepPoint:
+    """Profile one configuration and store it at once, finished or failed (the reason kept).
+
+    The stored configuration carries the workload's description beside the
+    axes' values; its key (for resuming) is that of the axes' values alone.
+    """
+    stored = dict(cfg)
+    try:
+        workload = SweepAxes.workload(cfg)
+        stored["workload"] = workload.to_dict()
+        run = profile_fn(workload, SweepAxes.options(cfg))
+    except LayertimeError as e:
+        rid = store.add(
+            "profile",
+            model=cfg["model"],
+            config=stored,
+            key=config_key(cfg),
+            status="failed",
+            error=str(e),
+            batch_size=cfg["batch_size"],
+            device=cfg["device"],
+            sweep_id=sweep_id,
+        )
+        return SweepPoint(cfg, "failed", rid, None, str(e))
+    rid = store.add(
+        "profile",
+        model=cfg["model"],
+        config=stored,
+        key=config_key(cfg),
+        result=run.to_dict(),
+        batch_size=cfg["batch_size"],
+        device=run.device,
+        sweep_id=sweep_id,
+    )
+    return SweepPoint(cfg, "ok", rid, run)

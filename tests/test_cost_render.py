@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from layertime.cost import estimate, get_profile, predict
-from layertime.cost.result import CostResult
 from layertime.render.cost_table import render_text
+from layertime.results.cost import CostResult
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,12 @@ from torch import nn
 
 from layertime.cost.devices import builtin_profiles, matches_device, profile_for_device
 from layertime.cost.roofline import MathMode
-from layertime.environment import conv_tf32, describe, matmul_tf32, matmul_tf32_set
 from layertime.measure.attribute import attribute_step, split_steps
-from layertime.measure.events import (
-    MODULE,
-    STEP,
-    KernelSpan,
-    busy_us,
-    device_spans,
-    from_profiler,
-)
+from layertime.measure.environment import conv_tf32, describe, matmul_tf32, matmul_tf32_set
+from layertime.measure.events import MODULE, STEP, KernelSpan, busy_us, device_spans, from_profiler
 from layertime.measure.runner import _traced_steps
-from layertime.measure.tracer import ModuleTable
-from layertime.workload import Workload, WorkloadConfig
+from layertime.modules import ModuleTable
+from layertime.workload import Workload, WorkloadSpec
 
 
 @dataclass
@@ -165,7 +158,7 @@ class _FakeScaler:
 
 
 def _work(model: nn.Module) -> Workload:
-    cfg = WorkloadConfig(batch_size=2, input_shape=(4,), num_classes=3)
+    cfg = WorkloadSpec.create("test", batch_size=2, input_shape=(4,), num_classes=3)
     return Workload(model, cfg, torch.device("cpu"), torch.Size([2, 3]))
 
 

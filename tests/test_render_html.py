@@ -24,8 +24,9 @@ import pytest
 from layertime.cli import main
 from layertime.errors import LayertimeError
 from layertime.render.html import render_html, write_html
-from layertime.render.views import compare_view, fmt_ms, profile_view
-from layertime.result import Run
+from layertime.render.views import compare_view, profile_view
+from layertime.render.views.style import fmt_ms
+from layertime.results.run import Run
 from layertime.store import Store
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -398,7 +399,8 @@ def test_layer_benchmark_adds_the_isolated_split(browser: Any, run: Run, tmp_pat
               for i, r in enumerate(run.layers) if r.name]
     bench = {"schema": "layertime.bench/1", "model": run.model, "device": "cpu", "batch_size": 4,
              "input_shape": [3, 16, 16], "dtype": "float32", "warmup": 1, "repeats": 3,
-             "total_s": 0.0, "layers": layers, "environment": {}, "created": "",
+             "total_s": 0.0, "layers": layers,
+             "environment": dataclasses.asdict(run.environment), "created": "",
              "in_situ": run.to_dict()}
     pg = _open(browser, tmp_path, bench, "bench.html")
     try:
@@ -445,21 +447,23 @@ def test_view_has_no_flop_columns_without_counts(run: Run) -> None:
     assert [s["key"] for s in view["charts"][0]["series"]] == ["time", "params"]
 
 
-def test_layers_with_their_own_counts_get_share_columns(run: Run) -> None:
-    d = run.to_dict()
-    for i, r in enumerate(d["layers"]):
-        r["flops"] = 1000 * (i + 1)
-        r["memory_bytes"] = {"weights": 10, "grads": 10, "optimizer_state": 0,
-                             "saved_activations": 80, "output": 999}
-    view = profile_view(d)
+def test_counts_without_predictions_get_share_columns(run: Run, cost: dict[str, Any]) -> None:
+    counts = {k: v for k, v in cost.items() if k not in ("prediction", "predicted")}
+    counts["layers"] = [{k: v for k, v in r.items() if k != "predicted"} for r in cost["layers"]]
+    counts["loss"] = {k: v for k, v in cost["loss"].items() if k != "predicted"}
+    view = profile_view(run, cost=counts)
     labels = [c["label"] for c in view["table"]["columns"]]
     assert "FLOPs %" in labels and "memory %" in labels and "predicted ms" not in labels
     rows = view["table"]["rows"]
+    first = next(r for r in cost["layers"] if r["name"] == run.layers[0].name)
+    flops_total = sum(sum(r["flops"].values()) for r in cost["layers"] + [cost["loss"]]
+                      if r["name"] in {x.name for x in run.layers} | {"(loss)"})
     col = labels.index("FLOPs %")
-    total = sum(1000 * (i + 1) for i in range(len(d["layers"])))
-    assert rows[0]["cells"][col]["v"] == pytest.approx(1000 / total)
+    assert rows[0]["cells"][col]["v"] == pytest.approx(sum(first["flops"].values()) / flops_total)
     mem = labels.index("memory")
-    assert rows[0]["cells"][mem]["v"] == 100  # output is not added
+    m = first["memory_bytes"]
+    assert rows[0]["cells"][mem]["v"] == (
+        m["weights"] + m["grads"] + m["optimizer_state"] + m["saved_activations"])  # not output
 
 
 def test_joining_a_different_model_is_an_error(run: Run, cost: dict[str, Any]) -> None:

@@ -43,7 +43,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
-from layertime.cost.result import (
+from layertime.cost.update import UpdateRule, update_rule
+from layertime.errors import LayertimeError
+from layertime.modules import ModuleEntry, ModuleTable, training_mode
+from layertime.results.cost import (
     CONVENTIONS,
     CostResult,
     LayerCost,
@@ -51,10 +54,7 @@ from layertime.cost.result import (
     OpWork,
     PhaseCounts,
 )
-from layertime.cost.update import update_rule
-from layertime.errors import LayertimeError
-from layertime.measure.tracer import ModuleTable
-from layertime.workload import AUX_LOSS_WEIGHT, DTYPES, WorkloadConfig, _logits, training_mode
+from layertime.workload import DTYPES, Batch, WorkloadSpec, main_output
 
 aten = torch.ops.aten
 
@@ -493,26 +493,9 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("meta")
 
 
-def _input(config: WorkloadConfig, device: torch.device) -> torch.Tensor:
-    shape = (config.batch_size, *config.input_shape)
-    dtype = DTYPES[config.dtype]
-    if device.type == "meta":
-        return torch.empty(shape, dtype=dtype, device=device)
-    gen = torch.Generator(device="cpu").manual_seed(config.seed)
-    return torch.randn(shape, generator=gen, dtype=dtype).to(device)
-
-
-def _targets(main: torch.Tensor, device: torch.device, seed: int) -> torch.Tensor:
-    shape = (main.shape[0], *main.shape[2:])
-    if device.type == "meta":
-        return torch.empty(shape, dtype=torch.long, device=device)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randint(0, int(main.shape[1]), shape, generator=gen).to(device)
-
-
 def count_step(
     model: nn.Module,
-    config: WorkloadConfig,
+    workload: WorkloadSpec,
     *,
     label: str,
     training: bool = True,
@@ -521,101 +504,94 @@ def count_step(
     """Count one training step of ``model`` (on the meta device, or real tensors) per layer.
 
     The step is what :class:`layertime.workload.Workload` runs: forward in
-    train mode, cross-entropy (plus auxiliary heads), backward, optimizer
-    update.  With ``training=False`` only a forward pass in eval mode under
-    ``no_grad`` is counted.  Gradients the model already holds are put back
-    afterwards.
+    train mode, the input's loss (cross-entropy, plus auxiliary heads, for
+    images), backward, optimizer update.  With ``training=False`` only a
+    forward pass in eval mode under ``no_grad`` is counted.  Gradients the
+    model already holds are put back afterwards.
     """
     table = ModuleTable(model)
-    owners = _param_owners(table)
-    state = _StepState(table, owners)
+    state = _StepState(table, _param_owners(table))
     params = {id(p): p for p in model.parameters()}
     state.param_keys = {storage_key(p) for p in params.values()}
     device = _device_of(model)
-    x = _input(config, device)
+    spec = workload.resolved_input
+    gen = torch.Generator(device="cpu").manual_seed(workload.seed)
+    batch = spec.batch(
+        workload.batch_size, model=model, device=device, dtype=DTYPES[workload.dtype],
+        generator=gen,
+    )
     trainable = [p for p in params.values() if p.requires_grad]
     if training:
         if not trainable:
             raise LayertimeError("the model has no trainable parameters")
-        # The batch becomes a leaf that requires grad, so that autograd's graph
-        # tells activations from parameters (a first layer's node then has an
-        # activation edge); backward(inputs=parameters) still computes only
-        # what a normal step computes: no gradient for the batch itself.
-        x = x.requires_grad_().clone()
+        # The batch's float tensors become leaves that require grad, so that
+        # autograd's graph tells activations from parameters (a first layer's
+        # node then has an activation edge); backward(inputs=parameters) still
+        # computes only what a normal step computes: no gradient for the batch.
+        batch = batch.requiring_grad()
     old_grads = {k: p.grad for k, p in params.items()}
-    loss_type = "CrossEntropyLoss"
-    num_classes: int | None = None
     try:
         for p in params.values():
             p.grad = None
-        mode_ctx: contextlib.AbstractContextManager[Any] = (
-            training_mode(model) if training else _eval_mode(model)
-        )
-        with mode_ctx, _module_scopes(state), _OpMode(state):
+        with training_mode(model, train=training), _module_scopes(state), _OpMode(state):
             if training:
-                with _GraphMode(state), torch.autograd.graph.saved_tensors_hooks(
-                    state.on_save, lambda t: t
-                ):
-                    out = model(x)
-                    state.in_loss = True
-                    main, aux = _logits(out)
-                    num_classes = int(main.shape[1]) if main.dim() >= 2 else None
-                    state.paused = True
-                    y = _targets(main, device, config.seed)
-                    state.paused = False
-                    loss_fn = nn.CrossEntropyLoss()
-                    loss = loss_fn(main, y)
-                    for a in aux:
-                        loss = loss + AUX_LOSS_WEIGHT * loss_fn(a, y)
-                    state.in_loss = False
-                state.in_backward = True
-                handles = []
-                for node in state.mixed_nodes():
-                    state.pending[node] = []
-                    handles.append(
-                        node.register_hook(
-                            lambda gi, go, _n=node: state.resolve_pending(_n, gi)
-                        )
-                    )
-                try:
-                    torch.autograd.backward(loss, inputs=trainable)
-                finally:
-                    for h in handles:
-                        h.remove()
-                    state.flush_pending()
-                    state.in_backward = False
+                num_classes = _count_training(model, workload, batch, state, trainable)
             else:
                 with torch.no_grad():
-                    out = model(x)
-                    main, _ = _logits(out)
-                    num_classes = int(main.shape[1]) if main.dim() >= 2 else None
+                    main, _ = main_output(batch.run(model))
+                    num_classes = spec.classes(main.shape) if main.dim() >= 2 else None
         with_grad = {k for k, p in params.items() if p.grad is not None}
     finally:
         for k, p in params.items():
             p.grad = old_grads[k]
     return _result(
         state,
-        config,
+        workload,
         label=label,
         training=training,
         with_grad=with_grad,
-        params=params,
-        device=device,
-        loss_type=loss_type,
+        loss_type=spec.loss_name,
         num_classes=num_classes,
+        device=device,
         warnings=warnings,
     )
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
+def _count_training(
+    model: nn.Module,
+    workload: WorkloadSpec,
+    batch: Batch,
+    state: _StepState,
+    trainable: Sequence[torch.Tensor],
+) -> int | None:
+    """Forward, loss and backward under the counting modes; returns the classes scored."""
+    spec = workload.resolved_input
+    with _GraphMode(state), torch.autograd.graph.saved_tensors_hooks(state.on_save, lambda t: t):
+        out = batch.run(model)
+        state.in_loss = True
+        main, _ = main_output(out)
+        num_classes = spec.classes(main.shape) if main.dim() >= 2 else None
+        state.paused = True  # making the targets is no work of the step's
+        gen = torch.Generator(device="cpu").manual_seed(workload.seed)
+        targets = spec.targets(main.shape, batch, gen)
+        state.paused = False
+        loss = spec.loss(out, targets)
+        state.in_loss = False
+    state.in_backward = True
+    handles = []
+    for node in state.mixed_nodes():
+        state.pending[node] = []
+        handles.append(
+            node.register_hook(lambda gi, go, _n=node: state.resolve_pending(_n, gi))
+        )
     try:
-        model.eval()
-        yield
+        torch.autograd.backward(loss, inputs=list(trainable))
     finally:
-        for m, mode in modes:
-            m.training = mode
+        for h in handles:
+            h.remove()
+        state.flush_pending()
+        state.in_backward = False
+    return num_classes
 
 
 def _ops_of(tallies: Mapping[tuple[str, str], _Tally]) -> tuple[OpWork, ...]:
@@ -636,64 +612,66 @@ def _sums(ops: Sequence[OpWork]) -> tuple[PhaseCounts, PhaseCounts]:
     return PhaseCounts(**f), PhaseCounts(**b)
 
 
+def _layer_cost(
+    state: _StepState, entry: ModuleEntry, rule: UpdateRule, with_grad: set[int]
+) -> LayerCost:
+    """One module's counts, with its optimizer update charged for the parameters it owns
+    that got a gradient (``with_grad``: ids of parameters)."""
+    own = [p for p in entry.module.parameters(recurse=False)
+           if state.param_owner.get(id(p)) == entry.index]
+    # A parameter listed twice in one module is still one parameter.
+    own = list({id(p): p for p in own}.values())
+    weights = sum(p.numel() * p.element_size() for p in own)
+    updated = [p for p in own if id(p) in with_grad]
+    grads = sum(p.numel() * p.element_size() for p in updated)
+    if updated:
+        elements = sum(p.numel() for p in updated)
+        state.charge(
+            entry.index,
+            f"update.{rule.optimizer}",
+            "update",
+            elements * rule.flops_per_element,
+            grads * rule.elements_moved_per_element,
+            "formula",
+            calls=len(updated),
+        )
+    ops = _ops_of(state.tallies.get(entry.index, {}))
+    flops, moved = _sums(ops)
+    return LayerCost(
+        name=entry.name,
+        kind=entry.kind,
+        type=entry.type,
+        params=entry.params,
+        trainable_params=entry.trainable,
+        calls=state.calls.get(entry.index, 0),
+        flops=flops,
+        bytes_moved=moved,
+        memory_bytes=MemoryBytes(
+            weights=weights,
+            grads=grads,
+            optimizer_state=grads * rule.state_per_element,
+            saved_activations=state.saved_bytes.get(entry.index, 0),
+            output=state.output_bytes.get(entry.index, 0),
+        ),
+        ops=ops,
+    )
+
+
 def _result(
     state: _StepState,
-    config: WorkloadConfig,
+    workload: WorkloadSpec,
     *,
     label: str,
     training: bool,
     with_grad: set[int],
-    params: Mapping[int, torch.Tensor],
     device: torch.device,
     loss_type: str,
     num_classes: int | None,
     warnings: Sequence[str],
 ) -> CostResult:
-    rule = update_rule(config)
-    layers: list[LayerCost] = []
-    for entry in state.table:
-        own = [p for p in entry.module.parameters(recurse=False)
-               if state.param_owner.get(id(p)) == entry.index]
-        # A parameter listed twice in one module is still one parameter.
-        own = list({id(p): p for p in own}.values())
-        weights = sum(p.numel() * p.element_size() for p in own)
-        updated = [p for p in own if id(p) in with_grad] if training else []
-        grads = sum(p.numel() * p.element_size() for p in updated)
-        state_bytes = grads * rule.state_per_element
-        if updated:
-            elements = sum(p.numel() for p in updated)
-            moved = sum(p.numel() * p.element_size() for p in updated)
-            state.charge(
-                entry.index,
-                f"update.{rule.optimizer}",
-                "update",
-                elements * rule.flops_per_element,
-                moved * rule.elements_moved_per_element,
-                "formula",
-                calls=len(updated),
-            )
-        ops = _ops_of(state.tallies.get(entry.index, {}))
-        flops, moved_counts = _sums(ops)
-        layers.append(
-            LayerCost(
-                name=entry.name,
-                kind=entry.kind,
-                type=entry.type,
-                params=entry.params,
-                trainable_params=entry.trainable,
-                calls=state.calls.get(entry.index, 0),
-                flops=flops,
-                bytes_moved=moved_counts,
-                memory_bytes=MemoryBytes(
-                    weights=weights,
-                    grads=grads,
-                    optimizer_state=state_bytes,
-                    saved_activations=state.saved_bytes.get(entry.index, 0),
-                    output=state.output_bytes.get(entry.index, 0),
-                ),
-                ops=ops,
-            )
-        )
+    rule = update_rule(workload.optimizer)
+    layers = [_layer_cost(state, entry, rule, with_grad if training else set())
+              for entry in state.table]
     loss_ops = _ops_of(state.tallies.get(LOSS, {}))
     lf, lb = _sums(loss_ops)
     loss = LayerCost(
@@ -710,11 +688,11 @@ def _result(
     )
     return CostResult(
         model=label,
-        batch_size=config.batch_size,
-        input_shape=tuple(config.input_shape),
+        batch_size=workload.batch_size,
+        input_shape=tuple(workload.resolved_input.sample_shape),
         num_classes=num_classes,
-        dtype=config.dtype,
-        optimizer=config.optimizer if training else "-",
+        dtype=workload.dtype,
+        optimizer=workload.optimizer if training else "-",
         layers=tuple(layers),
         loss=loss,
         tensors="meta" if device.type == "meta" else "real",

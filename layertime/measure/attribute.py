@@ -61,6 +61,29 @@ UNATTRIBUTED: Owner = ("step", "unattributed")
 STEP_ROWS = ("loss", "zero_grad", "data", "update", "unattributed")
 
 
+@dataclass(frozen=True)
+class CommCharge:
+    """A layer's gradient synchronisation in one step: all of it, and the exposed part
+    (the training thread waited for it)."""
+
+    comm_s: float
+    exposed_s: float
+
+
+@dataclass(frozen=True)
+class BucketCharge:
+    """One DDP gradient bucket in one step: its bytes, which modules' gradients it holds,
+    its all-reduce's wall time, its share of the communication busy time, the exposed part."""
+
+    index: int
+    bytes: int
+    #: module index -> bytes of its gradients in this bucket.
+    modules: dict[int, int]
+    allreduce_s: float
+    comm_s: float
+    exposed_s: float
+
+
 @dataclass
 class StepCharges:
     """What one profiled step cost, per owner, in seconds."""
@@ -75,15 +98,12 @@ class StepCharges:
     #: owner -> (first start, last end) in seconds from the step's start, on
     #: the CPU timeline: where each row's work lies, for traces.
     spans: dict[Owner, tuple[float, float]] = field(default_factory=dict)
-    #: Data-parallel only (filled by ``distributed.CommCollector.charge``):
-    #: module index -> (comm seconds, exposed part); the exposed parts add up
-    #: to ``step["comm"]``.  module index -> gradient bytes all-reduced.
-    comm: dict[int, tuple[float, float]] = field(default_factory=dict)
+    #: Data-parallel only (filled by ``comm_collector.charge_step``): module
+    #: index -> its communication; the exposed parts add up to ``step["comm"]``.
+    #: module index -> gradient bytes all-reduced.
+    comm: dict[int, CommCharge] = field(default_factory=dict)
     comm_bytes: dict[int, int] = field(default_factory=dict)
-    #: Per bucket: (index, bytes, {module index: bytes}, allreduce_s, comm_s, exposed_s).
-    buckets: list[tuple[int, int, dict[int, int], float, float, float]] = field(
-        default_factory=list
-    )
+    buckets: list[BucketCharge] = field(default_factory=list)
     #: CUDA only: kernel time beyond the device's busy time (kernels of several
     #: streams overlapping); the rows were scaled down by it to the busy time.
     overlap_s: float = 0.0
@@ -161,133 +181,15 @@ def attribute_step(
     evs = [e for e in events]
     if step not in evs:
         evs.append(step)
-    children = _children_index(evs)
-    roots = sorted(children[None], key=lambda e: (e.start_us, e.thread != step.thread))
-
-    seq_owner: dict[tuple[int, int], Owner] = {}
-    last_backward_owner: dict[int, Owner] = {}
-    charges: dict[Owner, float] = defaultdict(float)
-    spans: dict[Owner, tuple[float, float]] = {}
-    calls: dict[int, int] = defaultdict(int)
-
-    # Loop mode: where the model's forward starts and the backward starts.
-    forward_start = forward_end = backward_start = None
-    if loop:
-        for e in children.get(step.id, ()):
-            if e.name == f"{MODULE}{root_module}" and forward_start is None:
-                forward_start, forward_end = e.start_us, e.end_us
-        for e in evs:
-            if e.name.startswith(BACKWARD_NODE) or e.name == f"{PHASE}backward":
-                if backward_start is None or e.start_us < backward_start:
-                    backward_start = e.start_us
-
-    def segment_owner(t_us: float) -> Owner:
-        if forward_start is None or t_us < forward_start:
-            return ("step", "data")
-        if forward_end is not None and t_us >= forward_end and (
-            backward_start is None or t_us < backward_start
-        ):
-            return ("step", "loss")
-        return UNATTRIBUTED
-
-    def own(e: OpEvent, inherited: Owner, in_backward: bool) -> tuple[Owner, bool]:
-        name = e.name
-        if name == STEP:
-            return UNATTRIBUTED, False
-        if name.startswith(MODULE):
-            idx = int(name[len(MODULE) :])
-            if not in_backward:
-                calls[idx] += 1
-            return ("module", idx, "backward" if in_backward else "forward"), in_backward
-        if name.startswith(BACKWARD_NODE):
-            if ACCUMULATE_GRAD in name:
-                return last_backward_owner.get(e.thread, UNATTRIBUTED), True
-            fwd = seq_owner.get((e.fwd_thread, e.seq))
-            if fwd is None:
-                owner = UNATTRIBUTED
-            elif fwd[0] == "module":
-                owner = ("module", fwd[1], "backward")
-            else:
-                owner = fwd
-            last_backward_owner[e.thread] = owner
-            return owner, True
-        if name.startswith(PHASE):
-            phase = name[len(PHASE) :]
-            if phase == "backward":
-                return UNATTRIBUTED, True
-            if phase in STEP_ROWS:
-                return ("step", phase), in_backward
-            raise LayertimeError(f"unknown phase range {name!r}")
-        if name.startswith(OPTIMIZER_STEP):
-            return ("step", "update"), in_backward
-        if name.startswith(OPTIMIZER_ZERO_GRAD):
-            return ("step", "zero_grad"), in_backward
-        if name == COMM or name.startswith(DDP_REDUCER):
-            return ("step", "comm"), in_backward
-        return inherited, in_backward
-
-    def self_time_us(e: OpEvent, kids: Sequence[OpEvent]) -> float:
-        if device_time:
-            return e.device_us
-        return max(0.0, e.duration_us - sum(k.duration_us for k in kids if k.thread == e.thread))
-
+    walk = _Walk(step, evs, device_time=device_time, loop=loop, root_module=root_module)
+    roots = sorted(walk.children[None], key=lambda e: (e.start_us, e.thread != step.thread))
     for root in roots:
         if not device_time and root.thread != step.thread:
             # CPU self time is wall time on the step's thread; work on other
             # threads overlaps it and would be counted twice.
             continue
-        inherited = UNATTRIBUTED
-        stack: list[tuple[OpEvent, Owner, bool]] = [(root, inherited, False)]
-        while stack:
-            e, inh, in_bwd = stack.pop()
-            owner, in_bwd = own(e, inh, in_bwd)
-            if loop and e.parent == step.id and owner == UNATTRIBUTED and not e.name.startswith(
-                (MODULE, BACKWARD_NODE, PHASE)
-            ):
-                owner = segment_owner(e.start_us)
-            if e.seq >= 0 and not e.fwd_thread and not e.name.startswith(BACKWARD_NODE):
-                # An op records the thread's *next* sequence number whether or
-                # not it creates a node; the counter moves only when one is
-                # created.  So the last op seen with a number is its creator
-                # (or nested in it), and later writers win.  A node's own
-                # range (it carries a forward thread) is no forward op: it
-                # must not overwrite the number it was looked up by.
-                seq_owner[(e.thread, e.seq)] = owner
-            kids = children.get(e.id, [])
-            if loop and e is step and not device_time:
-                # The step's own gaps go to the segment they fall in.
-                cursor = e.start_us
-                for k in kids:
-                    if k.start_us > cursor:
-                        charges[segment_owner(cursor)] += k.start_us - cursor
-                    cursor = max(cursor, k.end_us)
-                if e.end_us > cursor:
-                    charges[segment_owner(cursor)] += e.end_us - cursor
-            else:
-                charges[owner] += self_time_us(e, kids)
-            span = spans.get(owner)
-            if span is None:
-                spans[owner] = (e.start_us, e.end_us)
-            else:
-                spans[owner] = (min(span[0], e.start_us), max(span[1], e.end_us))
-            # Push in reverse so children are visited in time order.
-            for k in reversed(kids):
-                stack.append((k, owner, in_bwd))
-
-    out = StepCharges(step_s=0.0)
-    for owner, us in charges.items():
-        s = us * 1e-6
-        if owner[0] == "module":
-            key = (owner[1], owner[2])
-            out.modules[key] = out.modules.get(key, 0.0) + s
-        else:
-            out.step[owner[1]] = out.step.get(owner[1], 0.0) + s
-    for row in STEP_ROWS:
-        out.step.setdefault(row, 0.0)
-    out.calls = dict(calls)
-    out.spans = {
-        o: ((a - step.start_us) * 1e-6, (b - step.start_us) * 1e-6) for o, (a, b) in spans.items()
-    }
+        walk.visit(root)
+    out = walk.result()
     if device_time:
         if step_wall_s is None:
             raise ValueError("device_time attribution needs the step's wall time")
@@ -305,3 +207,143 @@ def attribute_step(
     # the CPU) is unattributed, so the rows add up to the step by construction.
     out.step["unattributed"] += out.step_s - out.total_s()
     return out
+
+
+class _Walk:
+    """One step's event tree walked in time order, each event charged to its owner."""
+
+    def __init__(
+        self, step: OpEvent, evs: Sequence[OpEvent], *, device_time: bool, loop: bool,
+        root_module: int,
+    ) -> None:
+        self.step = step
+        self.children = _children_index(evs)
+        self.device_time = device_time
+        self.loop = loop
+        self.seq_owner: dict[tuple[int, int], Owner] = {}
+        self.last_backward_owner: dict[int, Owner] = {}
+        self.charges: dict[Owner, float] = defaultdict(float)
+        self.spans: dict[Owner, tuple[float, float]] = {}
+        self.calls: dict[int, int] = defaultdict(int)
+        # Loop mode: where the model's forward starts and ends, and the backward starts.
+        self.forward_start: float | None = None
+        self.forward_end: float | None = None
+        self.backward_start: float | None = None
+        if loop:
+            for e in self.children.get(step.id, ()):
+                if e.name == f"{MODULE}{root_module}" and self.forward_start is None:
+                    self.forward_start, self.forward_end = e.start_us, e.end_us
+            for e in evs:
+                if e.name.startswith(BACKWARD_NODE) or e.name == f"{PHASE}backward":
+                    if self.backward_start is None or e.start_us < self.backward_start:
+                        self.backward_start = e.start_us
+
+    def segment_owner(self, t_us: float) -> Owner:
+        """Loop mode: the step-level row a moment outside our ranges belongs to."""
+        if self.forward_start is None or t_us < self.forward_start:
+            return ("step", "data")
+        if self.forward_end is not None and t_us >= self.forward_end and (
+            self.backward_start is None or t_us < self.backward_start
+        ):
+            return ("step", "loss")
+        return UNATTRIBUTED
+
+    def own(self, e: OpEvent, inherited: Owner, in_backward: bool) -> tuple[Owner, bool]:
+        """Who an event belongs to (and whether it is in the backward), from its range name."""
+        name = e.name
+        if name == STEP:
+            return UNATTRIBUTED, False
+        if name.startswith(MODULE):
+            idx = int(name[len(MODULE) :])
+            if not in_backward:
+                self.calls[idx] += 1
+            return ("module", idx, "backward" if in_backward else "forward"), in_backward
+        if name.startswith(BACKWARD_NODE):
+            if ACCUMULATE_GRAD in name:
+                return self.last_backward_owner.get(e.thread, UNATTRIBUTED), True
+            fwd = self.seq_owner.get((e.fwd_thread, e.seq))
+            if fwd is None:
+                owner = UNATTRIBUTED
+            elif fwd[0] == "module":
+                owner = ("module", fwd[1], "backward")
+            else:
+                owner = fwd
+            self.last_backward_owner[e.thread] = owner
+            return owner, True
+        if name.startswith(PHASE):
+            phase = name[len(PHASE) :]
+            if phase == "backward":
+                return UNATTRIBUTED, True
+            if phase in STEP_ROWS:
+                return ("step", phase), in_backward
+            raise LayertimeError(f"unknown phase range {name!r}")
+        if name.startswith(OPTIMIZER_STEP):
+            return ("step", "update"), in_backward
+        if name.startswith(OPTIMIZER_ZERO_GRAD):
+            return ("step", "zero_grad"), in_backward
+        if name == COMM or name.startswith(DDP_REDUCER):
+            return ("step", "comm"), in_backward
+        return inherited, in_backward
+
+    def self_time_us(self, e: OpEvent, kids: Sequence[OpEvent]) -> float:
+        if self.device_time:
+            return e.device_us
+        return max(0.0, e.duration_us - sum(k.duration_us for k in kids if k.thread == e.thread))
+
+    def visit(self, root: OpEvent) -> None:
+        """Charge ``root`` and everything under it (depth first, children in time order)."""
+        stack: list[tuple[OpEvent, Owner, bool]] = [(root, UNATTRIBUTED, False)]
+        while stack:
+            e, inh, in_bwd = stack.pop()
+            owner, in_bwd = self.own(e, inh, in_bwd)
+            if self.loop and e.parent == self.step.id and owner == UNATTRIBUTED and \
+                    not e.name.startswith((MODULE, BACKWARD_NODE, PHASE)):
+                owner = self.segment_owner(e.start_us)
+            if e.seq >= 0 and not e.fwd_thread and not e.name.startswith(BACKWARD_NODE):
+                # An op records the thread's *next* sequence number whether or
+                # not it creates a node; the counter moves only when one is
+                # created.  So the last op seen with a number is its creator
+                # (or nested in it), and later writers win.  A node's own
+                # range (it carries a forward thread) is no forward op: it
+                # must not overwrite the number it was looked up by.
+                self.seq_owner[(e.thread, e.seq)] = owner
+            kids = self.children.get(e.id, [])
+            if self.loop and e is self.step and not self.device_time:
+                self._charge_gaps(e, kids)
+            else:
+                self.charges[owner] += self.self_time_us(e, kids)
+            span = self.spans.get(owner)
+            if span is None:
+                self.spans[owner] = (e.start_us, e.end_us)
+            else:
+                self.spans[owner] = (min(span[0], e.start_us), max(span[1], e.end_us))
+            # Push in reverse so children are visited in time order.
+            for k in reversed(kids):
+                stack.append((k, owner, in_bwd))
+
+    def _charge_gaps(self, e: OpEvent, kids: Sequence[OpEvent]) -> None:
+        """Loop mode: the step's own gaps go to the segment they fall in."""
+        cursor = e.start_us
+        for k in kids:
+            if k.start_us > cursor:
+                self.charges[self.segment_owner(cursor)] += k.start_us - cursor
+            cursor = max(cursor, k.end_us)
+        if e.end_us > cursor:
+            self.charges[self.segment_owner(cursor)] += e.end_us - cursor
+
+    def result(self) -> StepCharges:
+        """The charges in seconds, by module and phase or by step-level row (step_s unset)."""
+        out = StepCharges(step_s=0.0)
+        for owner, us in self.charges.items():
+            s = us * 1e-6
+            if owner[0] == "module":
+                key = (owner[1], owner[2])
+                out.modules[key] = out.modules.get(key, 0.0) + s
+            else:
+                out.step[owner[1]] = out.step.get(owner[1], 0.0) + s
+        for row in STEP_ROWS:
+            out.step.setdefault(row, 0.0)
+        out.calls = dict(self.calls)
+        start = self.step.start_us
+        out.spans = {o: ((a - start) * 1e-6, (b - start) * 1e-6) for o, (a, b) in self.spans.items()}
+        return out

@@ -6,7 +6,9 @@
         for x, y in loader:
             ...  # the usual step
             prof.step()
-    print(prof.report())
+    print(prof.result().headline())
+
+(``layertime.Profiler`` adds ``report()``, the result as a table.)
 
 ``prof.step()`` marks the end of one step.  After ``warmup_steps``, steps
 alternate between plain (only timed) and traced (per-layer rows), so the
@@ -21,17 +23,18 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
 
-from layertime.environment import describe
 from layertime.errors import LayertimeError
 from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
-from layertime.measure.tracer import ModuleTable, TraceSession
-from layertime.result import Run
+from layertime.measure.environment import describe
+from layertime.measure.tracer import TraceSession
+from layertime.modules import ModuleTable
+from layertime.results.run import Run
 
 
 class Profiler:
@@ -79,7 +82,7 @@ class Profiler:
         self._active = False
 
     # -- context -----------------------------------------------------------
-    def __enter__(self) -> Profiler:
+    def __enter__(self) -> Self:
         self._table = ModuleTable(self.model)
         self._shape_hook = self.model.register_forward_pre_hook(self._capture_shape)
         self._active = True
@@ -194,9 +197,3 @@ class Profiler:
             phase_spread_s=spread,
             timeline=timeline(self._table, self._traced),
         )
-
-    def report(self, width: int = 120) -> str:
-        """The result as a plain-text table (headline first)."""
-        from layertime.render.table import render_text
-
-        return render_text(self.result(), width=width)

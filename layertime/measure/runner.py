@@ -18,29 +18,31 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
 
-from layertime.environment import describe
-from layertime.errors import LayertimeError
+from layertime.errors import LayertimeError, memory_errors
 from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
+from layertime.measure.environment import describe
 from layertime.measure.events import busy_us
-from layertime.measure.tracer import ModuleTable, TraceSession
+from layertime.measure.tracer import TraceSession, phase
 from layertime.models import target
-from layertime.result import Run
+from layertime.modules import ModuleTable, training_mode
+from layertime.results.run import Run
 from layertime.workload import (
     DTYPES,
     Workload,
-    WorkloadConfig,
+    WorkloadOptions,
+    WorkloadSpec,
     check_input,
-    is_out_of_memory,
-    out_of_memory,
     resolve_device,
-    training_mode,
 )
+
+if TYPE_CHECKING:
+    from typing import Unpack
 
 #: on_progress(stage, done, total): stage is "warmup" or "measure".
 ProgressFn = Callable[[str, int, int], None]
@@ -94,7 +96,7 @@ def _plain_step(work: Workload, sync: StepSync | None = None) -> tuple[float, to
         sync.begin_step(traced=False)
     _sync(work.device)
     t0 = time.perf_counter()
-    loss = work.step(traced=False)
+    loss = work.step()
     _sync(work.device)
     return time.perf_counter() - t0, loss
 
@@ -134,7 +136,7 @@ def _timed_in_session(
     _sync(work.device)
     t0 = time.perf_counter()
     session.enter_step()
-    loss = work.step(traced=True)
+    loss = work.step(phase)
     _sync(work.device)
     session.exit_step()
     wall = time.perf_counter() - t0
@@ -257,7 +259,7 @@ def _device_time_warnings(traced: Sequence[StepCharges], plain_s: float) -> list
 
 def measure(
     model: nn.Module,
-    config: WorkloadConfig,
+    workload: WorkloadSpec,
     device: torch.device,
     *,
     label: str,
@@ -265,73 +267,105 @@ def measure(
     on_progress: ProgressFn | None = None,
     sync: StepSync | None = None,
 ) -> Run:
-    """Profile ``model`` (already on ``device``) under ``config``.
+    """Profile ``model`` (already built and on ``device``) running ``workload``.
 
+    ``workload.input`` must be resolved (:func:`prepare` does it);
     ``sync`` makes it one rank of a data-parallel run (``distributed.py``).
     """
     progress = on_progress or (lambda stage, done, total: None)
-    output_shape = check_input(model, config, device, label)
+    output_shape = check_input(model, workload, device, label)
     table = ModuleTable(model)
-    cuda = device.type == "cuda"
-    plain: list[float] = []
-    traced: list[StepCharges] = []
-    losses: list[torch.Tensor] = []
-    skipped = 0
-    with training_mode(model):
-        try:
-            stepped = sync.attach(model, table) if sync is not None else model
-            work = Workload(stepped, config, device, output_shape)
-            warm_times = _warm_up(work, options.warmup_steps, progress, sync)
-            n = options.steps
-            if options.time_budget_s is not None:
-                per_pair = 2 * (min(warm_times) if warm_times else 1.0)
-                n = max(1, min(options.max_steps, int(options.time_budget_s // per_pair)))
-            if sync is not None:
-                n = sync.agree(n)
-            if cuda:
-                # Every plain step before any profiler session (a session can
-                # leave CUPTI attached, which slows later steps), then every
-                # traced step in one session.  Plain steps are cheap here and
-                # their median is every row's reference (the idle time), so
-                # take at least MIN_CUDA_PLAIN_STEPS of them.
-                n_plain = max(n, MIN_CUDA_PLAIN_STEPS)
-                for i in range(n_plain):
-                    progress("measure", i, n_plain + n)
-                    dt, loss = _plain_step(work, sync)
-                    plain.append(dt)
-                    losses.append(loss)
-                    skipped += work.update_skipped()
-                progress("measure", n_plain, n_plain + n)
-                charges_list, traced_losses, more = _traced_steps(work, table, n, sync)
-                traced.extend(charges_list)
-                losses.extend(traced_losses)
-                skipped += more
+    with training_mode(model), memory_errors(workload.batch_size, device.type):
+        stepped = sync.attach(model, table) if sync is not None else model
+        work = Workload(stepped, workload, device, output_shape)
+        warm_times = _warm_up(work, options.warmup_steps, progress, sync)
+        n = options.steps
+        if options.time_budget_s is not None:
+            per_pair = 2 * (min(warm_times) if warm_times else 1.0)
+            n = max(1, min(options.max_steps, int(options.time_budget_s // per_pair)))
+        if sync is not None:
+            n = sync.agree(n)
+        steps = (_cuda_steps if device.type == "cuda" else _cpu_steps)(
+            work, table, n, progress, sync
+        )
+        nan_steps = sum(int(not bool(torch.isfinite(loss).all())) for loss in steps.losses)
+    return _run(workload, device, label, options, table, steps, nan_steps, output_shape)
+
+
+@dataclass
+class _Steps:
+    """What the measured steps gave: plain wall times, traced charges, losses, and how many
+    updates fp16 loss scaling skipped."""
+
+    plain: list[float]
+    traced: list[StepCharges]
+    losses: list[torch.Tensor]
+    skipped: int = 0
+
+
+def _cuda_steps(
+    work: Workload, table: ModuleTable, n: int, progress: ProgressFn, sync: StepSync | None
+) -> _Steps:
+    """Every plain step before any profiler session (a session can leave CUPTI attached,
+    which slows later steps), then every traced step in one session.  Plain steps are
+    cheap here and their median is every row's reference (the idle time), so take at
+    least MIN_CUDA_PLAIN_STEPS of them."""
+    out = _Steps([], [], [])
+    n_plain = max(n, MIN_CUDA_PLAIN_STEPS)
+    for i in range(n_plain):
+        progress("measure", i, n_plain + n)
+        dt, loss = _plain_step(work, sync)
+        out.plain.append(dt)
+        out.losses.append(loss)
+        out.skipped += work.update_skipped()
+    progress("measure", n_plain, n_plain + n)
+    charges, losses, skipped = _traced_steps(work, table, n, sync)
+    out.traced.extend(charges)
+    out.losses.extend(losses)
+    out.skipped += skipped
+    progress("measure", 2 * n, 2 * n)
+    return out
+
+
+def _cpu_steps(
+    work: Workload, table: ModuleTable, n: int, progress: ProgressFn, sync: StepSync | None
+) -> _Steps:
+    """``n`` pairs of a plain and a traced step, alternating which goes first."""
+    out = _Steps([], [], [])
+    # An empty session starts the profiler's own machinery (outside any timed
+    # step) so the first traced step is not charged.
+    idle = TraceSession(table, work.device)
+    idle.start()
+    idle.abort()
+    for i in range(n):
+        # Alternate which of the pair goes first, so a drift in the machine's
+        # speed does not favour either kind of step.
+        for j, traced_turn in enumerate((i % 2 == 1, i % 2 == 0)):
+            progress("measure", 2 * i + j, 2 * n)
+            if traced_turn:
+                charges, loss = _traced_step(work, table, sync)
+                out.traced.append(charges)
             else:
-                # An empty session starts the profiler's own machinery (outside
-                # any timed step) so the first traced step is not charged.
-                idle = TraceSession(table, device)
-                idle.start()
-                idle.abort()
-                for i in range(n):
-                    # Alternate which of the pair goes first, so a drift in the
-                    # machine's speed does not favour either kind of step.
-                    for j, traced_turn in enumerate((i % 2 == 1, i % 2 == 0)):
-                        progress("measure", 2 * i + j, 2 * n)
-                        if traced_turn:
-                            charges, loss = _traced_step(work, table, sync)
-                            traced.append(charges)
-                        else:
-                            dt, loss = _plain_step(work, sync)
-                            plain.append(dt)
-                        losses.append(loss)
-            progress("measure", 2 * n, 2 * n)
-            nan_steps = sum(int(not bool(torch.isfinite(loss).all())) for loss in losses)
-        except LayertimeError:
-            raise
-        except Exception as e:
-            if is_out_of_memory(e):
-                raise out_of_memory(e, config.batch_size, device) from e
-            raise
+                dt, loss = _plain_step(work, sync)
+                out.plain.append(dt)
+            out.losses.append(loss)
+    progress("measure", 2 * n, 2 * n)
+    return out
+
+
+def _run(
+    workload: WorkloadSpec,
+    device: torch.device,
+    label: str,
+    options: MeasureOptions,
+    table: ModuleTable,
+    steps: _Steps,
+    nan_steps: int,
+    output_shape: torch.Size,
+) -> Run:
+    """The measured steps as a :class:`Run` (on CUDA, idle time from the plain steps)."""
+    cuda = device.type == "cuda"
+    traced, plain, n_losses = steps.traced, steps.plain, len(steps.losses)
     walls: tuple[float, ...] = ()
     if cuda:
         walls = tuple(c.step_s for c in traced)
@@ -339,21 +373,22 @@ def measure(
     layers, phases, spread, samples = aggregate(table, traced)
     warnings = []
     if nan_steps:
-        warnings.append(f"the loss was NaN or infinite in {nan_steps} of {len(losses)} steps")
-    if skipped:
+        warnings.append(f"the loss was NaN or infinite in {nan_steps} of {n_losses} steps")
+    if steps.skipped:
         warnings.append(
-            f"fp16 loss scaling skipped the optimizer update in {skipped} of {len(losses)} "
+            f"fp16 loss scaling skipped the optimizer update in {steps.skipped} of {n_losses} "
             "measured steps (gradients overflowed)"
         )
     if cuda:
         warnings.extend(_device_time_warnings(traced, statistics.median(plain)))
+    spec = workload.resolved_input
     return Run(
         model=label,
         device=str(device),
-        batch_size=config.batch_size,
-        input_shape=tuple(config.input_shape),
-        dtype=config.dtype,
-        optimizer=config.optimizer,
+        batch_size=workload.batch_size,
+        input_shape=tuple(spec.sample_shape),
+        dtype=workload.dtype,
+        optimizer=workload.optimizer,
         steps=len(traced),
         warmup_steps=options.warmup_steps,
         step_samples_s=tuple(plain),
@@ -361,9 +396,9 @@ def measure(
         layers=layers,
         phases=phases,
         environment=describe(device),
-        timing="cuda-kernel-time" if device.type == "cuda" else "cpu-self-time",
-        amp=config.amp,
-        num_classes=int(output_shape[1]),
+        timing="cuda-kernel-time" if cuda else "cpu-self-time",
+        amp=workload.amp,
+        num_classes=spec.classes(output_shape),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         warnings=tuple(warnings),
         phase_spread_s=spread,
@@ -374,95 +409,63 @@ def measure(
 
 @dataclass(frozen=True)
 class Prepared:
-    """A model built and placed on its device, with the workload it will run."""
+    """A model built and placed on its device, with the workload (its input resolved) it runs."""
 
     model: nn.Module
-    config: WorkloadConfig
+    workload: WorkloadSpec
     device: torch.device
     label: str
 
 
-def prepare(
-    model: str | nn.Module,
-    *,
-    batch_size: int = 128,
-    input_shape: Sequence[int] | None = None,
-    image_size: int | None = None,
-    num_classes: int = 1000,
-    device: str = "auto",
-    optimizer: str = "sgd",
-    dtype: str = "float32",
-    amp: str | None = None,
-    seed: int = 0,
-) -> Prepared:
-    """Resolve, build and place a model; validate the workload (one-line errors)."""
-    dev = resolve_device(device)
-    tgt = target(model, input_shape, image_size)
-    shape, label = tgt.input_shape, tgt.label
-    config = WorkloadConfig(
-        batch_size=batch_size,
-        input_shape=shape,
-        num_classes=num_classes,
-        optimizer=optimizer,
-        dtype=dtype,
-        amp=amp,
-        seed=seed,
-    )
-    torch.manual_seed(seed)
-    try:
-        net = tgt.build(num_classes) if tgt.spec is not None else model
+def prepare(workload: WorkloadSpec) -> Prepared:
+    """Resolve the device and the model, build and place it, fill in the model's default
+    input; errors are one line."""
+    dev = resolve_device(workload.device)
+    tgt = target(workload.model, workload.input)
+    torch.manual_seed(workload.seed)
+    with memory_errors(workload.batch_size, dev.type):
+        net = tgt.build(workload.num_classes) if tgt.spec is not None else workload.model
         assert isinstance(net, nn.Module)
-        net = net.to(device=dev, dtype=DTYPES[dtype])
-    except LayertimeError:
-        raise
-    except Exception as e:
-        if is_out_of_memory(e):
-            raise out_of_memory(e, batch_size, dev) from e
-        raise
-    return Prepared(net, config, dev, label)
+        net = net.to(device=dev, dtype=DTYPES[workload.dtype])
+    return Prepared(net, workload.with_input(tgt.input), dev, tgt.label)
+
+
+def profile_workload(
+    workload: WorkloadSpec,
+    options: MeasureOptions = MeasureOptions(),
+    *,
+    on_progress: ProgressFn | None = None,
+) -> Run:
+    """Profile a training step of ``workload``, per layer (the spec form of :func:`profile`)."""
+    p = prepare(workload)
+    return measure(
+        p.model, p.workload, p.device, label=p.label, options=options, on_progress=on_progress
+    )
 
 
 def profile(
     model: str | nn.Module,
     *,
-    batch_size: int = 128,
-    input_shape: Sequence[int] | None = None,
-    image_size: int | None = None,
-    num_classes: int = 1000,
-    device: str = "auto",
-    optimizer: str = "sgd",
-    dtype: str = "float32",
-    amp: str | None = None,
     steps: int = 3,
     warmup_steps: int = 1,
     time_budget_s: float | None = None,
     max_steps: int = 50,
-    seed: int = 0,
     on_progress: ProgressFn | None = None,
+    **workload: Unpack[WorkloadOptions],
 ) -> Run:
     """Profile a training step of ``model`` (a name or an ``nn.Module``), per layer.
 
-    ``input_shape`` is one sample's shape (default 3x224x224, or the model's
-    own size such as 227 for ``alexnet2012``); ``image_size`` sets H and W
-    of a 3-channel image.  ``time_budget_s`` replaces ``steps``: as many
-    plain/traced pairs as fit (judged from the warm-up step), at most
-    ``max_steps``.  Raises :class:`LayertimeError` on bad input.
+    ``workload`` takes :meth:`WorkloadSpec.create`'s options: ``batch_size``
+    (128), ``input_shape`` (one sample's shape; default 3x224x224, or the
+    model's own size such as 227 for ``alexnet2012``) or ``image_size`` (H
+    and W of a 3-channel image) or ``input``, ``num_classes``, ``device``,
+    ``optimizer``, ``dtype``, ``amp``, ``seed``.  ``time_budget_s`` replaces
+    ``steps``: as many plain/traced pairs as fit (judged from the warm-up
+    step), at most ``max_steps``.  Raises :class:`LayertimeError` on bad input.
     """
     options = MeasureOptions(
         steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s, max_steps=max_steps
     )
-    p = prepare(
-        model,
-        batch_size=batch_size,
-        input_shape=input_shape,
-        image_size=image_size,
-        num_classes=num_classes,
-        device=device,
-        optimizer=optimizer,
-        dtype=dtype,
-        amp=amp,
-        seed=seed,
-    )
-    return measure(
-        p.model, p.config, p.device, label=p.label, options=options, on_progress=on_progress
+    return profile_workload(
+        WorkloadSpec.create(model, **workload), options, on_progress=on_progress
     )

@@ -11,63 +11,13 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from layertime.kinds import kind_of
-from layertime.measure.events import (
-    MODULE,
-    STEP,
-    KernelSpan,
-    OpEvent,
-    device_spans,
-    from_profiler,
-)
-
-
-@dataclass(frozen=True)
-class ModuleEntry:
-    """One distinct module of the model, by its first dotted path."""
-
-    index: int
-    name: str
-    module: nn.Module
-    kind: str
-    type: str
-    #: Parameters owned directly (not by children), counted once if shared.
-    params: int
-    #: Elements of directly owned parameters that require a gradient.
-    trainable: int
-
-
-class ModuleTable:
-    """The model's distinct modules, indexed in ``named_modules`` order (root first)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        entries: list[ModuleEntry] = []
-        seen_params: set[int] = set()
-        for i, (name, mod) in enumerate(model.named_modules()):
-            params = trainable = 0
-            for p in mod.parameters(recurse=False):
-                if id(p) in seen_params:
-                    continue
-                seen_params.add(id(p))
-                params += p.numel()
-                if p.requires_grad:
-                    trainable += p.numel()
-            entries.append(
-                ModuleEntry(i, name, mod, kind_of(mod), type(mod).__name__, params, trainable)
-            )
-        self.entries: tuple[ModuleEntry, ...] = tuple(entries)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __iter__(self) -> Iterator[ModuleEntry]:
-        return iter(self.entries)
+from layertime.measure.events import MODULE, STEP, KernelSpan, OpEvent, device_spans, from_profiler
+from layertime.modules import ModuleTable
 
 
 class _RangeHooks:

@@ -22,7 +22,7 @@ import importlib.util
 import inspect
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from layertime.errors import LayertimeError
+from layertime.workload.inputs import ImageInput, InputSpec
 
 BUILTIN: dict[str, tuple[str, int]] = {
     # name: (dotted builder, default image size)
@@ -53,6 +54,10 @@ class ModelSpec:
     #: whose shape is fixed at construction (ViT); None means the default.
     build: Builder
     default_image_size: int | None = 224
+
+    def default_input(self) -> InputSpec:
+        """The input the model is profiled on unless told otherwise."""
+        return ImageInput.square(self.default_image_size or 224)
 
 
 @functools.lru_cache(maxsize=1)
@@ -217,45 +222,32 @@ def resolve(name: str) -> ModelSpec:
 
 @dataclass(frozen=True)
 class Target:
-    """What to build and at which input: a resolved name (or the user's module) and a shape."""
+    """What to build and on which input: a resolved name (or the user's module) and its input."""
 
     spec: ModelSpec | None
     label: str
-    input_shape: tuple[int, ...]
+    input: InputSpec
 
     @property
-    def square_size(self) -> int | None:
-        """H (= W) of a square 3-d input, for models whose shape is fixed at construction."""
-        s = self.input_shape
-        return s[-1] if len(s) == 3 and s[-1] == s[-2] else None
+    def input_shape(self) -> tuple[int, ...]:
+        return self.input.sample_shape
 
     def build(self, num_classes: int) -> nn.Module:
         if self.spec is None:
             raise ValueError("a target given as a module is not built")
-        return self.spec.build(num_classes, self.square_size)
+        return self.spec.build(num_classes, self.input.image_size)
 
 
-def target(
-    model: str | nn.Module,
-    input_shape: Sequence[int] | None = None,
-    image_size: int | None = None,
-) -> Target:
-    """Resolve a model and its input shape: ``input_shape`` (one sample), else a
-    3-channel ``image_size`` square, else the model's own default size (224)."""
-    if input_shape is not None and image_size is not None:
-        raise LayertimeError("give --input-shape or --image-size, not both")
+def target(model: str | nn.Module, input: InputSpec | None = None) -> Target:
+    """Resolve a model and its input: ``input``, else the model's own default
+    (a 3-channel square image of its default size, 224 for a module)."""
     if isinstance(model, str):
         spec: ModelSpec | None = resolve(model)
         assert spec is not None
         label = spec.name
-        default_size = spec.default_image_size or 224
+        default = spec.default_input()
     elif isinstance(model, nn.Module):
-        spec, label, default_size = None, type(model).__name__, 224
+        spec, label, default = None, type(model).__name__, ImageInput.square(224)
     else:
         raise LayertimeError(f"expected a model name or an nn.Module, not {type(model).__name__}")
-    if input_shape is not None:
-        shape = tuple(int(d) for d in input_shape)
-    else:
-        size = image_size if image_size is not None else default_size
-        shape = (3, size, size)
-    return Target(spec, label, shape)
+    return Target(spec, label, input if input is not None else default)

@@ -7,9 +7,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from layertime.measure.isolated import BenchResult
-from layertime.result import KIND_LABELS, Run
 from layertime.render.fmt import ms as _ms
+from layertime.results.bench import BenchResult
+from layertime.results.run import Run
+from layertime.taxonomy import KIND_LABELS
 
 
 def bench_table(bench: BenchResult, situ: Run | None = None) -> RenderableType:

@@ -7,9 +7,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from layertime.cost.comm import CommPrediction
-from layertime.result import KIND_LABELS, KINDS
 from layertime.render.fmt import ms as _ms, pct as _pct
+from layertime.results.comm import CommPrediction
+from layertime.taxonomy import KIND_LABELS, KINDS
 
 
 def _mib(n: int) -> str:

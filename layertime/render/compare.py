@@ -11,10 +11,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from layertime.result import KIND_LABELS, KINDS, STEP_KINDS, Run
-from layertime.store import StoredRun
-from layertime.sweep import SweepResult
 from layertime.render.fmt import ms as _ms
+from layertime.results.run import Run
+from layertime.results.stored import StoredRun
+from layertime.results.sweep import SweepResult
+from layertime.taxonomy import KIND_LABELS, KINDS, STEP_KINDS
 
 
 def runs_table(runs: Sequence[StoredRun]) -> Table:

@@ -9,9 +9,9 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from layertime.cost.result import CostResult, LayerCost, PhaseCounts
-from layertime.result import KIND_LABELS, KINDS
 from layertime.render.fmt import ms as _ms, pct as _pct
+from layertime.results.cost import CostResult, LayerCost, PhaseCounts
+from layertime.taxonomy import KIND_LABELS, KINDS
 
 #: How many not-counted ops the footer names before summarising the rest.
 _MAX_NOT_COUNTED = 8

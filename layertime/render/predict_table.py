@@ -18,11 +18,10 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from layertime.cost.calibrate import Calibration
-from layertime.cost.compare import Comparison, JoinedKind, JoinedRow
-from layertime.cost.fit import EfficiencyFit
-from layertime.result import KIND_LABELS
 from layertime.render.fmt import pct as _pct
+from layertime.results.calibration import Calibration, EfficiencyFit
+from layertime.results.joined import Comparison, JoinedKind, JoinedRow
+from layertime.taxonomy import KIND_LABELS
 
 
 def _ms(s: float | None) -> str:

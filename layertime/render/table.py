@@ -9,8 +9,9 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from layertime.result import KIND_LABELS, KINDS, LayerRow, Run
 from layertime.render.fmt import ms as _ms, pct as _pct
+from layertime.results.run import LayerRow, Run
+from layertime.taxonomy import KIND_LABELS, KINDS
 
 
 def _params(n: int) -> str:

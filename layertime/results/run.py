@@ -9,7 +9,6 @@ otherwise.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,47 +16,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from layertime.errors import LayertimeError
+from layertime.files import read_text, write_text_atomic
+from layertime.records import (
+    build,
+    build_all,
+    check_schema,
+    number,
+    parse_object,
+    reading,
+    to_json,
+)
+from layertime.taxonomy import KIND_LABELS, KINDS, STEP_KINDS
 
 SCHEMA = "layertime.run/1"
-
-#: Layer kinds, in the order reports list them.  ``linear`` is shown to
-#: people as "fully connected".
-KINDS: tuple[str, ...] = (
-    "conv",
-    "linear",
-    "norm",
-    "activation",
-    "pool",
-    "dropout",
-    "embedding",
-    "attention",
-    "recurrent",
-    "loss",
-    "other",
-)
-#: Pseudo-kinds for step-level work that belongs to no layer.
-STEP_KINDS: tuple[str, ...] = ("step", "unattributed")
-
-KIND_LABELS: dict[str, str] = {
-    "conv": "conv",
-    "linear": "fully connected",
-    "norm": "norm",
-    "activation": "activation",
-    "pool": "pool",
-    "dropout": "dropout",
-    "embedding": "embedding",
-    "attention": "attention",
-    "recurrent": "recurrent",
-    "loss": "loss",
-    "other": "other",
-    "step": "step (data, zero_grad)",
-    "unattributed": "unattributed",
-}
-
-#: Step-level phases (rows that belong to no layer), in display order.
-STEP_PHASES: tuple[str, ...] = ("loss", "zero_grad", "data", "unattributed")
-
 
 def _std(samples: Sequence[float]) -> float:
     return statistics.stdev(samples) if len(samples) > 1 else 0.0
@@ -489,106 +460,51 @@ class Run:
         }
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(_finite(self.to_dict()), indent=indent)
+        return to_json(self.to_dict(), indent)
 
     def save(self, path: str | Path) -> None:
         """Write the JSON atomically: a failed write leaves no half file."""
-        write_text_atomic(Path(path), self.to_json() + "\n")
+        write_text_atomic(path, self.to_json() + "\n")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Run:
-        if not isinstance(d, Mapping):
-            raise LayertimeError(f"not a layertime run (JSON {type(d).__name__}, not an object)")
-        schema = d.get("schema")
-        if schema != SCHEMA:
-            raise LayertimeError(f"not a layertime run (schema {schema!r}, expected {SCHEMA!r})")
-        try:
-            layer_fields = {f for f in LayerRow.__dataclass_fields__}
-            layers = tuple(
-                LayerRow(**{k: v for k, v in row.items() if k in layer_fields})
-                for row in d["layers"]
+        """A run from its JSON object; keys this version does not know are ignored."""
+        check_schema(d, SCHEMA, "layertime run")
+        with reading("layertime run"):
+            return build(
+                cls,
+                d,
+                batch_size=int,
+                input_shape=lambda v: tuple(int(x) for x in v),
+                steps=int,
+                warmup_steps=int,
+                step_samples_s=_numbers,
+                profiled_step_samples_s=_numbers,
+                traced_step_samples_s=_numbers,
+                layers=lambda v: build_all(LayerRow, v),
+                phases=lambda v: build(Phases, v),
+                environment=lambda v: build(Environment, v),
+                warnings=tuple,
+                phase_spread_s=dict,
+                timeline=lambda v: build_all(Slice, v),
+                world_size=int,
+                ranks=lambda v: build_all(RankRow, v),
+                buckets=lambda v: build_all(BucketRow, v),
+                link=lambda v: build(LinkEstimate, v) if v else None,
+                prediction=lambda v: dict(v) if v else None,
             )
-            return cls(
-                model=d["model"],
-                device=d["device"],
-                batch_size=int(d["batch_size"]),
-                input_shape=tuple(int(x) for x in d["input_shape"]),
-                dtype=d["dtype"],
-                optimizer=d["optimizer"],
-                steps=int(d["steps"]),
-                warmup_steps=int(d["warmup_steps"]),
-                step_samples_s=tuple(_num(x) for x in d["step_samples_s"]),
-                profiled_step_samples_s=tuple(_num(x) for x in d["profiled_step_samples_s"]),
-                traced_step_samples_s=tuple(_num(x) for x in d.get("traced_step_samples_s", ())),
-                layers=layers,
-                phases=Phases(**d["phases"]),
-                environment=Environment(**d["environment"]),
-                timing=d["timing"],
-                amp=d.get("amp"),
-                num_classes=d.get("num_classes"),
-                created=d.get("created", ""),
-                warnings=tuple(d.get("warnings", ())),
-                update_split=d.get("update_split", "parameter-elements"),
-                phase_spread_s=dict(d.get("phase_spread_s", {})),
-                timeline=tuple(Slice(**sl) for sl in d.get("timeline", ())),
-                world_size=int(d.get("world_size", 1)),
-                backend=d.get("backend"),
-                ranks=tuple(RankRow(**r) for r in d.get("ranks", ())),
-                buckets=tuple(BucketRow(**b) for b in d.get("buckets", ())),
-                link=LinkEstimate(**d["link"]) if d.get("link") else None,
-                prediction=dict(d["prediction"]) if d.get("prediction") else None,
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise LayertimeError(f"malformed layertime run: {e!r}") from e
 
     @classmethod
     def from_json(cls, text: str) -> Run:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise LayertimeError(f"not JSON: {e}") from e
-        return cls.from_dict(data)
+        return cls.from_dict(parse_object(text, "layertime run"))
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise LayertimeError(f"cannot read {p}: {e.strerror}") from e
-        except UnicodeDecodeError as e:
-            raise LayertimeError(f"not a layertime run: {p} is not UTF-8 text") from e
-        return cls.from_json(text)
+        return cls.from_json(read_text(path, "run"))
 
     def with_layers(self, layers: Iterable[LayerRow]) -> Run:
         return replace(self, layers=tuple(layers))
 
 
-def _num(x: Any) -> float:
-    """A JSON number back to float; ``null`` (a non-finite value) is NaN."""
-    return math.nan if x is None else float(x)
-
-
-def _finite(obj: Any) -> Any:
-    """Replace NaN and infinities by None: JSON has no such numbers."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise LayertimeError(f"cannot write {path}: {e.strerror}") from e
+def _numbers(xs: Any) -> tuple[float, ...]:
+    return tuple(number(x) for x in xs)

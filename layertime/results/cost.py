@@ -9,23 +9,19 @@ renderers only read it.  It round-trips through JSON under the schema
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from layertime.errors import LayertimeError
-from layertime.result import KIND_LABELS, KINDS, _finite, write_text_atomic
+from layertime.files import read_text, write_text_atomic
+from layertime.records import build, check_schema, parse_object, reading, to_json
+from layertime.taxonomy import KIND_LABELS, KINDS
 
 SCHEMA = "layertime.cost/1"
 
 #: The phases work is charged to, in order.
 PHASES: tuple[str, ...] = ("forward", "backward_input", "backward_weight", "update")
-
-#: How an op's FLOPs were obtained: a formula (counted), none by nature
-#: (views, copies, allocation: 0 FLOPs exactly), or no formula (not counted).
-FLOP_STATUSES: tuple[str, ...] = ("formula", "none", "not_counted")
 
 #: The conventions every count follows; printed under tables and stored in JSON.
 CONVENTIONS: dict[str, str] = {
@@ -145,7 +141,8 @@ class OpWork:
     calls: int
     flops: int
     bytes_moved: int
-    #: One of FLOP_STATUSES.
+    #: How its FLOPs were obtained: "formula" (counted), "none" (no arithmetic by
+    #: nature: views, copies, allocation) or "not_counted" (no formula).
     flop_status: str = "formula"
     #: What the op is treated as for peak selection: "conv", "matmul" or "other".
     math: str = "other"
@@ -210,7 +207,7 @@ class PhaseTimes:
 class LayerCost:
     """The cost of one module in one training step; its *self* work, as in the profile.
 
-    ``name`` and ``kind`` are those of :class:`layertime.result.LayerRow`, so the
+    ``name`` and ``kind`` are those of :class:`layertime.results.run.LayerRow`, so the
     two join on ``name``.  A container's row holds only the ops its own
     ``forward`` runs outside its children.
     """
@@ -543,55 +540,42 @@ class CostResult:
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(_finite(self.to_dict()), indent=indent)
+        return to_json(self.to_dict(), indent)
 
     def save(self, path: str | Path) -> None:
         """Write the JSON atomically."""
-        write_text_atomic(Path(path), self.to_json() + "\n")
+        write_text_atomic(path, self.to_json() + "\n")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CostResult:
-        schema = d.get("schema")
-        if schema != SCHEMA:
-            raise LayertimeError(f"not a layertime cost (schema {schema!r}, expected {SCHEMA!r})")
-        try:
-            pred = d.get("prediction")
-            return cls(
-                model=str(d["model"]),
-                batch_size=int(d["batch_size"]),
-                input_shape=tuple(int(x) for x in d["input_shape"]),
-                num_classes=d.get("num_classes"),
-                dtype=str(d["dtype"]),
-                optimizer=str(d["optimizer"]),
-                layers=tuple(LayerCost.from_dict(r) for r in d["layers"]),
-                loss=LayerCost.from_dict(d["loss"]),
-                tensors=str(d.get("tensors", "meta")),
-                training=bool(d.get("training", True)),
-                warnings=tuple(str(w) for w in d.get("warnings", ())),
-                prediction=Prediction.from_dict(pred) if pred is not None else None,
-                conventions=dict(d.get("conventions", CONVENTIONS)),
+        """A cost result from its JSON object; keys this version does not know are ignored."""
+        check_schema(d, SCHEMA, "layertime cost")
+        with reading("layertime cost"):
+            return build(
+                cls,
+                d,
+                absent={"num_classes": None},
+                model=str,
+                batch_size=int,
+                input_shape=lambda v: tuple(int(x) for x in v),
+                dtype=str,
+                optimizer=str,
+                layers=lambda v: tuple(LayerCost.from_dict(r) for r in v),
+                loss=LayerCost.from_dict,
+                tensors=str,
+                training=bool,
+                warnings=lambda v: tuple(str(w) for w in v),
+                prediction=lambda v: Prediction.from_dict(v) if v is not None else None,
+                conventions=dict,
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise LayertimeError(f"malformed layertime cost: {e!r}") from e
 
     @classmethod
     def from_json(cls, text: str) -> CostResult:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise LayertimeError(f"not JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise LayertimeError("not a layertime cost: the JSON is not an object")
-        return cls.from_dict(data)
+        return cls.from_dict(parse_object(text, "layertime cost"))
 
     @classmethod
     def load(cls, path: str | Path) -> CostResult:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise LayertimeError(f"cannot read {p}: {e.strerror}") from e
-        return cls.from_json(text)
+        return cls.from_json(read_text(path, "cost"))
 
     def with_layers(self, layers: Sequence[LayerCost], loss: LayerCost) -> CostResult:
         return replace(self, layers=tuple(layers), loss=loss)

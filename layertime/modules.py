@@ -1,0 +1,72 @@
+"""The user's model as layertime sees it: its distinct modules, and its train/eval mode
+changed for a block only.
+
+Every collector (the tracer, the cost counter, the isolated benchmarks)
+indexes modules through one :class:`ModuleTable`, so rows made by any of
+them name and kind a module the same way, and join on ``name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from torch import nn
+
+from layertime.kinds import kind_of
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """One distinct module of the model, by its first dotted path."""
+
+    index: int
+    name: str
+    module: nn.Module
+    kind: str
+    type: str
+    #: Parameters owned directly (not by children), counted once if shared.
+    params: int
+    #: Elements of directly owned parameters that require a gradient.
+    trainable: int
+
+
+class ModuleTable:
+    """The model's distinct modules, indexed in ``named_modules`` order (root first)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        entries: list[ModuleEntry] = []
+        seen_params: set[int] = set()
+        for i, (name, mod) in enumerate(model.named_modules()):
+            params = trainable = 0
+            for p in mod.parameters(recurse=False):
+                if id(p) in seen_params:
+                    continue
+                seen_params.add(id(p))
+                params += p.numel()
+                if p.requires_grad:
+                    trainable += p.numel()
+            entries.append(
+                ModuleEntry(i, name, mod, kind_of(mod), type(mod).__name__, params, trainable)
+            )
+        self.entries: tuple[ModuleEntry, ...] = tuple(entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[ModuleEntry]:
+        return iter(self.entries)
+
+
+@contextmanager
+def training_mode(model: nn.Module, train: bool = True) -> Iterator[None]:
+    """Put the model in train mode (``train=False``: eval mode) for the block, then give
+    every module back its own mode (a frozen norm layer in a training model stays in eval)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.train(train)
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode

@@ -1,0 +1,55 @@
+"""The kinds layers are grouped by, in the order reports list them, and their labels.
+
+Torch-free, so that results and renderers can name kinds without importing
+torch; which module is which kind is decided in :mod:`layertime.kinds`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: Layer kinds, in the order reports list them.  ``linear`` is shown to
+#: people as "fully connected".
+KINDS: tuple[str, ...] = (
+    "conv",
+    "linear",
+    "norm",
+    "activation",
+    "pool",
+    "dropout",
+    "embedding",
+    "attention",
+    "recurrent",
+    "loss",
+    "other",
+)
+#: Pseudo-kinds for step-level work that belongs to no layer.
+STEP_KINDS: tuple[str, ...] = ("step", "unattributed")
+
+KIND_LABELS: dict[str, str] = {
+    "conv": "conv",
+    "linear": "fully connected",
+    "norm": "norm",
+    "activation": "activation",
+    "pool": "pool",
+    "dropout": "dropout",
+    "embedding": "embedding",
+    "attention": "attention",
+    "recurrent": "recurrent",
+    "loss": "loss",
+    "other": "other",
+    "step": "step (data, zero_grad)",
+    "unattributed": "unattributed",
+}
+
+
+def kind_label(kind: str) -> str:
+    """What people read for a kind ("fully connected" for ``linear``)."""
+    return KIND_LABELS.get(kind, kind)
+
+
+def kind_order(kinds: Iterable[str]) -> list[str]:
+    """``kinds`` in report order: the known kinds first, then any other in its own order."""
+    given = list(dict.fromkeys(kinds))
+    known = [k for k in KINDS + STEP_KINDS if k in given]
+    return known + [k for k in given if k not in known]
