@@ -23,7 +23,8 @@ from dataclasses import dataclass, replace
 from layertime.cost.devices import DeviceProfile, matches_device
 from layertime.cost.roofline import MathMode, predict
 from layertime.errors import LayertimeError
-from layertime.results.cost import CostResult, LayerCost
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import LayerCost
 from layertime.results.joined import LOSS_ROW, Comparison, JoinedKind, JoinedRow
 from layertime.results.run import LayerRow, Run
 from layertime.taxonomy import KINDS

@@ -47,7 +47,8 @@ from layertime.cost.devices import DeviceProfile
 from layertime.cost.roofline import Efficiency, MathMode, kernels_launched, math_peaks
 from layertime.errors import LayertimeError
 from layertime.results.calibration import EfficiencyFit, KindFit
-from layertime.results.cost import CostResult, OpWork
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import OpWork
 from layertime.results.run import Run
 from layertime.taxonomy import KINDS
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 
 from layertime.cost.devices import KERNEL_SETS, DeviceProfile
 from layertime.errors import LayertimeError
-from layertime.results.cost import CostResult, LayerCost, OpWork, PhaseTimes, Prediction
+from layertime.results.cost import CostResult, Prediction
+from layertime.results.cost_rows import LayerCost, OpWork, PhaseTimes
 from layertime.results.run import Environment
 
 #: Fraction of the peak FLOP/s that a layer kind's counted ops reach (uncalibrated guesses:

@@ -10,7 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from layertime.render.fmt import ms as _ms, pct as _pct
-from layertime.results.cost import CostResult, LayerCost, PhaseCounts
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import LayerCost, PhaseCounts
 from layertime.taxonomy import KIND_LABELS, KINDS
 
 #: How many not-counted ops the footer names before summarising the rest.

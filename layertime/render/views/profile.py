@@ -36,7 +36,8 @@ from layertime.render.views.style import (
     fmt_pct,
     fmt_shape,
 )
-from layertime.results.cost import CostResult, LayerCost
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import LayerCost
 from layertime.results.run import KindTotal, Run
 from layertime.taxonomy import STEP_KINDS, kind_label, kind_order
 
