@@ -174,7 +174,8 @@ from layertime.measure.runner import _plain_step, _traced_step  # noqa: E402
 from layertime.measure.tracer import TraceSession, module_ranges  # noqa: E402
 from layertime.models import resolve  # noqa: E402
 from layertime.modules import ModuleTable, training_mode  # noqa: E402
-from layertime.results.run import Environment, Run  # noqa: E402
+from layertime.results.environment import Environment  # noqa: E402
+from layertime.results.run import Run  # noqa: E402
 from layertime.workload import DTYPES, Workload, WorkloadSpec, check_input
 
 OVERHEAD_TARGETS = {"alexnet": 1.05, "resnet50": 1.15}

@@ -14,7 +14,8 @@ Public API::
 from layertime.api import Profiler
 from layertime.errors import LayertimeError, OutOfMemory
 from layertime.measure.runner import MeasureOptions, profile, profile_workload
-from layertime.results.run import SCHEMA, Environment, KindTotal, LayerRow, Phases, Run
+from layertime.results.environment import Environment
+from layertime.results.run import SCHEMA, KindTotal, LayerRow, Phases, Run
 from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
 
 __version__ = "0.1.0"

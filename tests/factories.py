@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from layertime.results.run import Environment, LayerRow, Phases, Run
+from layertime.results.environment import Environment
+from layertime.results.run import LayerRow, Phases, Run
 
 #: A row as (name, kind, forward_s, backward_s, update_s, params), or a ready LayerRow.
 RowSpec = LayerRow | tuple[Any, ...]

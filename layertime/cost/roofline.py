@@ -18,7 +18,7 @@ from layertime.cost.devices import KERNEL_SETS, DeviceProfile
 from layertime.errors import LayertimeError
 from layertime.results.cost import CostResult, Prediction
 from layertime.results.cost_rows import LayerCost, OpWork, PhaseTimes
-from layertime.results.run import Environment
+from layertime.results.environment import Environment
 
 #: Fraction of the peak FLOP/s that a layer kind's counted ops reach (uncalibrated guesses:
 #: large GEMMs and convolutions typically reach 50-80% of peak on datacenter GPUs).

@@ -7,6 +7,7 @@ under a versioned schema (``docs/schema.md``), read back tolerantly
 * :mod:`~layertime.results.run` — :class:`Run`, a profiled training step (``layertime.run/1``);
 * :mod:`~layertime.results.cost` — :class:`CostResult`, a counted step (``layertime.cost/1``),
   its per-layer records in :mod:`~layertime.results.cost_rows`;
+* :mod:`~layertime.results.environment` — where a result was measured;
 * :mod:`~layertime.results.joined` — a run joined with a cost estimate (``layertime.prediction/1``);
 * :mod:`~layertime.results.bench` — layers benchmarked alone (``layertime.bench/1``);
 * :mod:`~layertime.results.sweep` — a sweep and its stored summary (``layertime.sweep/1``);

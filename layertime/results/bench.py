@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from layertime.records import build, build_all, check_schema, reading
-from layertime.results.run import Environment, Run
+from layertime.results.environment import Environment
+from layertime.results.run import Run
 
 SCHEMA = "layertime.bench/1"
 

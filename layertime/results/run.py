@@ -17,18 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from layertime.files import read_text, write_text_atomic
-from layertime.records import (
-    build,
-    build_all,
-    check_schema,
-    number,
-    parse_object,
-    reading,
-    to_json,
-)
+from layertime.records import build, build_all, check_schema, number, parse_object, reading, to_json
+from layertime.results.environment import Environment
 from layertime.taxonomy import KIND_LABELS, KINDS, STEP_KINDS
 
 SCHEMA = "layertime.run/1"
+
 
 def _std(samples: Sequence[float]) -> float:
     return statistics.stdev(samples) if len(samples) > 1 else 0.0
@@ -144,28 +138,6 @@ class Slice:
     start_s: float
     end_s: float
     self_s: float
-
-
-@dataclass(frozen=True)
-class Environment:
-    """Where a run was measured."""
-
-    device: str
-    device_name: str
-    torch: str
-    torchvision: str | None
-    python: str
-    platform: str
-    host: str
-    threads: int
-    cuda: str | None = None
-    cudnn: int | None = None
-    #: The math settings the run used (they change which kernels run):
-    #: ``torch.backends.cudnn.benchmark``, and whether float32 convolutions
-    #: and matmuls may use TF32 tensor cores.  None in runs saved before them.
-    cudnn_benchmark: bool | None = None
-    conv_tf32: bool | None = None
-    matmul_tf32: bool | None = None
 
 
 @dataclass(frozen=True)
