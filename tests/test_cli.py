@@ -24,6 +24,9 @@ import pytest
 from layertime.cli import main
 from layertime.errors import LayertimeError
 
+#: Every test reads the results of real `layertime` subprocesses (about a minute).
+pytestmark = pytest.mark.slow
+
 #: A guard against a hung child, not a speed requirement: the slowest case
 #: takes seconds.
 HANG_GUARD_S = 600

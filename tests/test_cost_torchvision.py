@@ -21,6 +21,9 @@ from layertime.cost.counts import count_step
 from layertime.models import _torchvision_image_size, resolve, torchvision_names
 from layertime.workload import WorkloadSpec
 
+#: Builds every torchvision classification model (real models).
+pytestmark = pytest.mark.slow
+
 #: Models built differently from plain ``get_model(name)``, each with the reason.
 BUILD_EXCEPTIONS: dict[str, tuple[dict[str, object], str]] = {
     "googlenet": (

@@ -130,6 +130,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Run, str
     yield Run.load(out), proc.stdout, proc.stderr, tmp
 
 
+@pytest.mark.slow
 def test_both_ranks_are_gathered_into_one_result(ddp_run: tuple[Run, str, str, Path]) -> None:
     run, stdout, _, _ = ddp_run
     assert run.world_size == 2 and run.backend == "gloo"
@@ -144,6 +145,7 @@ def test_both_ranks_are_gathered_into_one_result(ddp_run: tuple[Run, str, str, P
     assert run.buckets and sum(b.bytes for b in run.buckets) == run.comm_bytes
 
 
+@pytest.mark.slow
 def test_comm_is_charged_only_to_layers_with_parameters(
     ddp_run: tuple[Run, str, str, Path],
 ) -> None:
@@ -156,6 +158,7 @@ def test_comm_is_charged_only_to_layers_with_parameters(
             assert r.comm_s == 0 and r.comm_exposed_s == 0 and r.comm_bytes == 0, r
 
 
+@pytest.mark.slow
 def test_fc_share_of_bytes_equals_fc_share_of_parameters(
     ddp_run: tuple[Run, str, str, Path],
 ) -> None:
@@ -168,6 +171,7 @@ def test_fc_share_of_bytes_equals_fc_share_of_parameters(
     assert kinds["linear"].comm_bytes_share == pytest.approx(kinds["linear"].params_share, abs=0)
 
 
+@pytest.mark.slow
 def test_rows_still_add_up_to_the_step(ddp_run: tuple[Run, str, str, Path]) -> None:
     run = ddp_run[0]
     p = run.phases
@@ -180,6 +184,7 @@ def test_rows_still_add_up_to_the_step(ddp_run: tuple[Run, str, str, Path]) -> N
     assert Run.from_json(run.to_json()) == run
 
 
+@pytest.mark.slow
 def test_what_if_against_the_measured_run(ddp_run: tuple[Run, str, str, Path]) -> None:
     run, _, _, tmp = ddp_run
     from layertime.cost.comm import from_run
@@ -194,6 +199,7 @@ def test_what_if_against_the_measured_run(ddp_run: tuple[Run, str, str, Path]) -
     )
 
 
+@pytest.mark.slow
 def test_a_rank_that_dies_fails_the_run_naming_it(tmp_path: Path) -> None:
     from layertime.store import Store
 
@@ -211,6 +217,7 @@ def test_a_rank_that_dies_fails_the_run_naming_it(tmp_path: Path) -> None:
         assert [r.id for r in store.list()] == [kept]
 
 
+@pytest.mark.slow
 def test_a_rank_that_hangs_fails_the_run_within_the_timeout(tmp_path: Path) -> None:
     proc, took = _launch(tmp_path, "--ddp-timeout", str(TIMEOUT_S), fail="1:3:hang")
     assert proc.returncode != 0
@@ -272,6 +279,28 @@ def test_charge_moves_the_wait_after_backward_into_comm_by_bytes() -> None:
     assert c.comm[2].exposed_s == pytest.approx(0.75 * 0.025 + 0.05 * 300 / 500)
     assert [b.index for b in c.buckets] == [0, 1]
     assert c.buckets[0].allreduce_s == pytest.approx(0.4 - 0.09)
+
+
+def test_traced_steps_are_charged_in_the_order_they_ended() -> None:
+    """CUDA charges several traced steps after one session: end_step keeps each step's
+    bucket times, charge takes them first in, first out."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from layertime.measure.comm_collector import CommCollector
+
+    col = CommCollector(2, torch.device("cpu"))
+    for done in (0.5, 0.9):  # step 1 waits 0.1 after compute, step 2 waits 0.5
+        col._launches = [SimpleNamespace(index=0, bytes=8, modules={1: 8}, start=0.0,
+                                         launched=0.1, done=done)]
+        col._compute_end = 0.4
+        col.end_step()
+    first = col.charge(_charges(unattributed=1.0, comm_on_thread=0.0), device_time=False)
+    second = col.charge(_charges(unattributed=1.0, comm_on_thread=0.0), device_time=False)
+    assert first.step["comm"] == pytest.approx(0.1)
+    assert second.step["comm"] == pytest.approx(0.5)
+    assert [b.index for b in col.bucket_rows()] == [0]
 
 
 def test_charge_never_takes_more_wait_than_is_unattributed() -> None:

@@ -178,6 +178,7 @@ def _shown_kinds(run: Run) -> list[str]:
 
 
 # -- a profile -------------------------------------------------------------------
+@pytest.mark.slow
 def test_profile_report_draws_every_bar_and_loads_nothing(browser: Any, run: Run,
                                                           tmp_path: Path) -> None:
     pg = _open(browser, tmp_path, run, "profile.html")
@@ -221,6 +222,7 @@ def test_profile_report_draws_every_bar_and_loads_nothing(browser: Any, run: Run
         pg.close()
 
 
+@pytest.mark.slow
 def test_hover_shows_exact_numbers(browser: Any, run: Run, tmp_path: Path) -> None:
     pg = _open(browser, tmp_path, run, "hover.html")
     try:
@@ -244,6 +246,7 @@ def test_hover_shows_exact_numbers(browser: Any, run: Run, tmp_path: Path) -> No
         pg.close()
 
 
+@pytest.mark.slow
 def test_table_sorts_and_restores_model_order(browser: Any, run: Run, tmp_path: Path) -> None:
     pg = _open(browser, tmp_path, run, "sort.html")
     try:
@@ -276,6 +279,7 @@ def test_table_sorts_and_restores_model_order(browser: Any, run: Run, tmp_path: 
         pg.close()
 
 
+@pytest.mark.slow
 def test_joined_with_cost_adds_flops_memory_and_predictions(browser: Any, run: Run,
                                                             cost: dict[str, Any],
                                                             tmp_path: Path) -> None:
@@ -306,6 +310,7 @@ def test_joined_with_cost_adds_flops_memory_and_predictions(browser: Any, run: R
         pg.close()
 
 
+@pytest.mark.slow
 def test_cost_report(browser: Any, cost: dict[str, Any], tmp_path: Path) -> None:
     pg = _open(browser, tmp_path, cost, "cost.html")
     try:
@@ -345,6 +350,7 @@ def _sweep_summary() -> dict[str, Any]:
     return {"schema": "layertime.sweep/1", "points": points, "crossovers": crossovers}
 
 
+@pytest.mark.slow
 def test_sweep_report_marks_the_crossover(browser: Any, tmp_path: Path) -> None:
     summary = _sweep_summary()
     pg = _open(browser, tmp_path, summary, "sweep.html", title="sweep 1")
@@ -368,6 +374,7 @@ def test_sweep_report_marks_the_crossover(browser: Any, tmp_path: Path) -> None:
         pg.close()
 
 
+@pytest.mark.slow
 def test_compare_report(browser: Any, run: Run, tmp_path: Path) -> None:
     # The same net at twice the batch: every forward twice as long, the step longer by as much.
     extra = sum(r.forward_s for r in run.layers)
@@ -391,6 +398,7 @@ def test_compare_report(browser: Any, run: Run, tmp_path: Path) -> None:
         pg.close()
 
 
+@pytest.mark.slow
 def test_layer_benchmark_adds_the_isolated_split(browser: Any, run: Run, tmp_path: Path) -> None:
     layers = [{"name": r.name, "kind": r.kind, "type": r.type, "calls": 1, "inputs": [],
                "forward_s": 0.001, "backward_input_s": 0.002 if i else 0.0,
@@ -426,6 +434,7 @@ def test_report_is_self_contained(run: Run) -> None:
     assert json.dumps(run.headline())[1:-1] in html or run.headline() in html
 
 
+@pytest.mark.slow
 def test_hostile_names_are_text_not_markup(browser: Any, run: Run, tmp_path: Path) -> None:
     evil = '</script><script>alert("x")</script><img src=x onerror=alert(1)>'
     hostile = dataclasses.replace(run, model=evil, layers=tuple(
@@ -473,6 +482,7 @@ def test_joining_a_different_model_is_an_error(run: Run, cost: dict[str, Any]) -
 
 
 # -- the command line ---------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_profile_writes_html_plot_and_trace(browser: Any, model_file: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "runs.db"

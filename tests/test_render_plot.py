@@ -157,6 +157,7 @@ def test_format_from_suffix_and_bad_paths(tmp_path: Path) -> None:
         check_output(tmp_path / "dir.png", plot=True)
 
 
+@pytest.mark.slow
 def test_plotting_leaves_pyplot_alone() -> None:
     """The CLI imports no matplotlib; a plot imports no pyplot and switches no backend,
     so plots work headless and beside a notebook's own figures alike."""

@@ -98,6 +98,7 @@ def test_rerun_skips_stored_configurations_unless_forced(tmp_path: Path) -> None
         assert calls == [1, 2, 4, 1]
 
 
+@pytest.mark.slow
 def test_real_small_sweep_stores_every_run(tmp_path: Path, tiny_model_file: Path) -> None:
     axes = SweepAxes(models=(f"{tiny_model_file}:build",), batch_sizes=(2, 4),
                      image_sizes=(8, 12), steps=1, warmup_steps=0)
@@ -133,6 +134,7 @@ def _count_ok_profiles(db: Path) -> int:
         return sum(1 for r in s.list() if r.kind == "profile" and r.status == "ok")
 
 
+@pytest.mark.slow
 def test_sigint_keeps_finished_runs_and_the_rerun_resumes(tmp_path: Path, tiny_model_file: Path) -> None:
     db = tmp_path / "sweep.db"
     cmd = [sys.executable, "-m", "layertime", "sweep", f"{tiny_model_file}:build",

@@ -4,7 +4,6 @@ configuration, progress bars, consoles, the store, and the report files."""
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -161,9 +160,3 @@ def write_json(path: str, data: Any) -> None:
     from layertime.files import write_text_atomic
 
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def announce_stored(rid: int, store: Store, quiet: bool = False) -> None:
-    """Say where a run was stored (stderr: stdout is the result)."""
-    if not quiet:
-        print(f"stored as run {rid} in {store.path}", file=sys.stderr)

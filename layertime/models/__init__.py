@@ -228,10 +228,6 @@ class Target:
     label: str
     input: InputSpec
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.input.sample_shape
-
     def build(self, num_classes: int) -> nn.Module:
         if self.spec is None:
             raise ValueError("a target given as a module is not built")

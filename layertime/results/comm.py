@@ -117,24 +117,23 @@ class CommPrediction:
     def by_kind(self) -> dict[str, KindComm]:
         total_p = self.comm_s or 1.0
         total_m = self.measured_comm_s
-        acc: dict[str, list[Any]] = {}
+        groups: dict[str, list[LayerComm]] = {}
         for r in self.layers:
-            a = acc.setdefault(r.kind, [0, 0.0, None])
-            a[0] += r.grad_bytes
-            a[1] += r.predicted_s
-            if r.measured_s is not None:
-                a[2] = (a[2] or 0.0) + r.measured_s
-        return {
-            k: KindComm(
+            groups.setdefault(r.kind, []).append(r)
+        out = {}
+        for k, rows in groups.items():
+            predicted = sum(r.predicted_s for r in rows)
+            measured_rows = [r.measured_s for r in rows if r.measured_s is not None]
+            measured = sum(measured_rows) if measured_rows else None
+            out[k] = KindComm(
                 kind=k,
-                grad_bytes=a[0],
-                predicted_s=a[1],
-                predicted_share=a[1] / total_p,
-                measured_s=a[2],
-                measured_share=(a[2] / total_m) if (a[2] is not None and total_m) else None,
+                grad_bytes=sum(r.grad_bytes for r in rows),
+                predicted_s=predicted,
+                predicted_share=predicted / total_p,
+                measured_s=measured,
+                measured_share=measured / total_m if measured is not None and total_m else None,
             )
-            for k, a in acc.items()
-        }
+        return out
 
     def headline(self) -> str:
         kinds = self.by_kind()

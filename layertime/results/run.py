@@ -122,6 +122,19 @@ class KindTotal:
         return KIND_LABELS.get(self.kind, self.kind)
 
 
+@dataclass
+class _KindSums:
+    """Running sums of one kind's rows, while :meth:`Run.by_kind` adds them up."""
+
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    update_s: float = 0.0
+    params: int = 0
+    comm_s: float = 0.0
+    comm_exposed_s: float = 0.0
+    comm_bytes: int = 0
+
+
 @dataclass(frozen=True)
 class Slice:
     """Where one row's work lay in one traced step (CPU timeline), for traces.
@@ -281,45 +294,40 @@ class Run:
         """
         total = self.profiled_step_s
         params_total = self.params or 1
-        acc: dict[str, list[float]] = {}
-        params: dict[str, int] = {}
-        comm: dict[str, list[float]] = {}
+        sums: dict[str, _KindSums] = {}
         for r in self.layers:
-            a = acc.setdefault(r.kind, [0.0, 0.0, 0.0])
-            a[0] += r.forward_s
-            a[1] += r.backward_s
-            a[2] += r.update_s
-            params[r.kind] = params.get(r.kind, 0) + r.params
-            c = comm.setdefault(r.kind, [0.0, 0.0, 0.0])
-            c[0] += r.comm_s
-            c[1] += r.comm_exposed_s
-            c[2] += r.comm_bytes
+            k = sums.setdefault(r.kind, _KindSums())
+            k.forward_s += r.forward_s
+            k.backward_s += r.backward_s
+            k.update_s += r.update_s
+            k.params += r.params
+            k.comm_s += r.comm_s
+            k.comm_exposed_s += r.comm_exposed_s
+            k.comm_bytes += r.comm_bytes
         comm_total, bytes_total = self.comm_s, self.comm_bytes
         p = self.phases
         if p.loss_s:
-            acc.setdefault("loss", [0.0, 0.0, 0.0])[0] += p.loss_s
-        acc["step"] = [p.zero_grad_s + p.data_s, 0.0, 0.0]
-        acc["unattributed"] = [p.unattributed_s, 0.0, 0.0]
-        order = [k for k in KINDS + STEP_KINDS if k in acc]
+            sums.setdefault("loss", _KindSums()).forward_s += p.loss_s
+        sums["step"] = _KindSums(forward_s=p.zero_grad_s + p.data_s)
+        sums["unattributed"] = _KindSums(forward_s=p.unattributed_s)
         out: dict[str, KindTotal] = {}
-        for k in order:
-            f, b, u = acc[k]
-            cs, ce, cb = comm.get(k, (0.0, 0.0, 0.0))
-            t = f + b + u + ce
-            out[k] = KindTotal(
-                kind=k,
+        for kind in [k for k in KINDS + STEP_KINDS if k in sums]:
+            k = sums[kind]
+            t = k.forward_s + k.backward_s + k.update_s + k.comm_exposed_s
+            out[kind] = KindTotal(
+                kind=kind,
                 time_s=t,
                 share=t / total if total else 0.0,
-                params=params.get(k, 0),
-                params_share=params.get(k, 0) / params_total,
-                forward_s=f,
-                backward_s=b,
-                update_s=u,
-                comm_s=cs,
-                comm_exposed_s=ce,
-                comm_share=cs / comm_total if comm_total else 0.0,
-                comm_bytes=int(cb),
-                comm_bytes_share=cb / bytes_total if bytes_total else 0.0,
+                params=k.params,
+                params_share=k.params / params_total,
+                forward_s=k.forward_s,
+                backward_s=k.backward_s,
+                update_s=k.update_s,
+                comm_s=k.comm_s,
+                comm_exposed_s=k.comm_exposed_s,
+                comm_share=k.comm_s / comm_total if comm_total else 0.0,
+                comm_bytes=k.comm_bytes,
+                comm_bytes_share=k.comm_bytes / bytes_total if bytes_total else 0.0,
             )
         return out
 

@@ -44,9 +44,6 @@ class Batch:
     def run(self, model: nn.Module) -> Any:
         return model(*self.args, **self.kwargs)
 
-    def tensors(self) -> list[torch.Tensor]:
-        return [*self.args, *self.kwargs.values()]
-
     def requiring_grad(self) -> Batch:
         """The batch with every floating-point tensor made a leaf that requires grad
         (cloned), so that autograd's graph tells activations from parameters."""
