@@ -408,7 +408,7 @@ def make_run(
         model=label,
         device="cpu",
         batch_size=config.batch_size,
-        input_shape=tuple(config.input_shape),
+        input_shape=tuple(config.resolved_input.sample_shape),
         dtype=config.dtype,
         optimizer=config.optimizer,
         steps=len(traced),

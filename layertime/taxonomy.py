@@ -1,7 +1,9 @@
-"""The kinds layers are grouped by, in the order reports list them, and their labels.
+"""The names layertime uses: the kinds layers are grouped by (in the order reports list
+them, with their labels), and the training settings it knows (optimizers, dtypes, mixed
+precision).
 
-Torch-free, so that results and renderers can name kinds without importing
-torch; which module is which kind is decided in :mod:`layertime.kinds`.
+Torch-free, so that results, renderers and the command line's flags can use them without
+importing torch; which module is which kind is decided in :mod:`layertime.kinds`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ KIND_LABELS: dict[str, str] = {
     "step": "step (data, zero_grad)",
     "unattributed": "unattributed",
 }
+
+
+#: The optimizers, parameter dtypes and mixed-precision modes a workload can use.
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
+DTYPE_NAMES: tuple[str, ...] = ("float32", "float64", "bfloat16")
+AMP_NAMES: tuple[str, ...] = ("bf16", "fp16")
 
 
 def kind_label(kind: str) -> str:

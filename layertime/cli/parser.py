@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from layertime.workload.spec import AMP_NAMES, DTYPE_NAMES, OPTIMIZERS
+from layertime.taxonomy import AMP_NAMES, DTYPE_NAMES, OPTIMIZERS
 
 EXIT_USAGE = 2
 #: Without --steps or --time-budget: this many pairs, fewer when they would

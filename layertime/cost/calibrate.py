@@ -10,6 +10,8 @@ when given; :mod:`layertime.cost.profile_file` saves it as TOML.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from layertime.cost.devices import DeviceProfile
@@ -33,22 +35,18 @@ def _source(cal: Calibration) -> str:
 
 def to_profile(cal: Calibration, name: str, fit: EfficiencyFit | None = None) -> DeviceProfile:
     """The device profile of a calibration, with fitted efficiencies when given."""
-    if fit is None:
-        return DeviceProfile(
-            key=name,
-            name=cal.device_name,
-            peak_tflops=dict(cal.matmul_tflops),
-            memory_bandwidth_gb_per_s=cal.memory_bandwidth_gb_per_s,
-            source=_source(cal),
-            memory_gb=cal.memory_gb,
-        )
-    return DeviceProfile(
+    profile = DeviceProfile(
         key=name,
         name=cal.device_name,
         peak_tflops=dict(cal.matmul_tflops),
         memory_bandwidth_gb_per_s=cal.memory_bandwidth_gb_per_s,
         source=_source(cal),
         memory_gb=cal.memory_gb,
+    )
+    if fit is None:
+        return profile
+    return replace(
+        profile,
         compute_efficiency=fit.fitted("compute"),
         memory_efficiency=fit.fitted("memory"),
         efficiency_source=fit.source,

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from layertime.errors import LayertimeError
-from layertime.workload.spec import MOMENTUM, OPTIMIZERS, WEIGHT_DECAY
+from layertime.taxonomy import OPTIMIZERS
+from layertime.workload.spec import MOMENTUM, WEIGHT_DECAY
 
 
 @dataclass(frozen=True)

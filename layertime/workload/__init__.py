@@ -10,7 +10,7 @@ from layertime.workload.inputs import (
     TokenInput,
     main_output,
 )
-from layertime.workload.spec import DTYPE_NAMES, OPTIMIZERS, WorkloadOptions, WorkloadSpec
+from layertime.workload.spec import WorkloadOptions, WorkloadSpec
 from layertime.workload.step import (
     AMP_DTYPES,
     DTYPES,
@@ -26,9 +26,7 @@ __all__ = [
     "AMP_DTYPES",
     "AUX_LOSS_WEIGHT",
     "DTYPES",
-    "DTYPE_NAMES",
     "INPUT_KINDS",
-    "OPTIMIZERS",
     "Batch",
     "ImageInput",
     "InputSpec",

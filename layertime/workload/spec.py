@@ -23,11 +23,9 @@ from torch import nn
 
 from layertime.errors import LayertimeError
 from layertime.records import build
+from layertime.taxonomy import AMP_NAMES, DTYPE_NAMES, OPTIMIZERS
 from layertime.workload.inputs import ImageInput, InputSpec
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-DTYPE_NAMES = ("float32", "float64", "bfloat16")
-AMP_NAMES = ("bf16", "fp16")
 #: How ``make_optimizer`` configures each optimizer (Adam and AdamW take a tenth of ``LR``).
 LR = 0.01
 MOMENTUM = 0.9
