@@ -79,7 +79,8 @@ from layertime.cost.compare import join  # noqa: E402
 from layertime.cost.devices import get_profile, profile_for_device  # noqa: E402
 from layertime.errors import LayertimeError  # noqa: E402
 from layertime.measure.events import busy_us, from_profiler  # noqa: E402
-from layertime.measure.runner import MeasureOptions, measure, prepare  # noqa: E402
+from layertime.measure.prepare import prepare  # noqa: E402
+from layertime.measure.runner import MeasureOptions, measure  # noqa: E402
 from layertime.measure.tracer import TraceSession, phase  # noqa: E402
 from layertime.modules import ModuleTable, training_mode  # noqa: E402
 from layertime.results.run import Run  # noqa: E402
@@ -115,7 +116,7 @@ FULL = (
     Config("vgg16", "vgg16", 32),
 )
 #: Each traced step's kernel time per layer is divided by the unprofiled step on
-#: CUDA (see layertime.measure.runner._idle_from_plain); the independent view does
+#: CUDA (see layertime.measure.device_time.idle_from_plain); the independent view does
 #: the same with its own unprofiled steps.
 SMOKE = (Config("resnet18", "resnet18", 2, image_size=32, num_classes=10),)
 
@@ -730,6 +731,22 @@ def check_cli(chk: Check, cfg: Config) -> None:
             _pass(p.returncode == 0), stdout=p.stdout[-6000:], stderr=p.stderr[-2000:])
 
 
+def check_compiled(chk: Check) -> None:
+    """torch.compile on this device: kernels charged back to layers (issue 13)."""
+    import compiled as compiled_bench  # benchmarks/compiled.py, beside this file
+
+    r = compiled_bench.gpu_compile_check(batch_size=128, steps=3)
+    diff = 100 * (r["conv_share_layertime"] - r["conv_share_independent"])
+    chk.add("alexnet-compiled", "compiled unattributed", f"{_pct(r['unattributed_share'])} of "
+            f"the step (placed {_pct(r['placed_share'])}); compile {r['compile_s']:.1f} s; step "
+            f"{1e3 * r['step_s']:.2f} ms", "< 3%", _pass(r["unattributed_share"] < 0.03), **r)
+    chk.add("alexnet-compiled", "compiled conv agreement", f"layertime {_pct(r['conv_share_layertime'])}"
+            f" vs kernel names+provenance {_pct(r['conv_share_independent'])}: {diff:+.2f} pts",
+            "within 3 pts", _pass(abs(diff) <= 3))
+    chk.add("alexnet-compiled", "compiled overhead", f"x{r['overhead']:.3f}", "<= 1.10",
+            _pass(r["overhead"] <= 1.10))
+
+
 def check_cuda_tests(chk: Check) -> None:
     argv = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
             str(ROOT / "tests" / "test_cuda.py")]
@@ -840,6 +857,10 @@ def main(argv: list[str] | None = None) -> int:
         if ok:
             check_cli(chk, Config(small.key, small.model, 32 if chk.cuda else 2,
                                   image_size=small.image_size, num_classes=small.num_classes))
+    if chk.cuda:
+        with chk.section("alexnet-compiled", "torch.compile", 90) as ok:
+            if ok:
+                check_compiled(chk)
     with chk.section("tests", "pytest -m cuda", 60 if chk.cuda else 15) as ok:
         if ok:
             check_cuda_tests(chk)

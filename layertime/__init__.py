@@ -9,14 +9,24 @@ Public API::
         prof.step()
     spec = layertime.WorkloadSpec.create("alexnet", batch_size=64)   # one workload,
     run = layertime.profile_workload(spec)               # for profile, cost, bench, sweep
+
+Importing ``layertime`` does not import torch: the names whose modules need it
+(``profile``, ``Profiler``, the workload) are loaded on first use, so
+``layertime --help`` answers at once.
 """
 
-from layertime.api import Profiler
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from layertime.errors import LayertimeError, OutOfMemory
-from layertime.measure.runner import MeasureOptions, profile, profile_workload
 from layertime.results.environment import Environment
 from layertime.results.run import SCHEMA, KindTotal, LayerRow, Phases, Run
-from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
+
+if TYPE_CHECKING:
+    from layertime.api import Profiler
+    from layertime.measure.runner import MeasureOptions, profile, profile_workload
+    from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
 
 __version__ = "0.1.0"
 
@@ -39,3 +49,23 @@ __all__ = [
     "profile_workload",
     "__version__",
 ]
+
+#: Names whose modules import torch, loaded on first access.
+_LAZY = {
+    "Profiler": "layertime.api",
+    "MeasureOptions": "layertime.measure.runner",
+    "profile": "layertime.measure.runner",
+    "profile_workload": "layertime.measure.runner",
+    "ImageInput": "layertime.workload",
+    "InputSpec": "layertime.workload",
+    "TokenInput": "layertime.workload",
+    "WorkloadSpec": "layertime.workload",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'layertime' has no attribute {name!r}")

@@ -16,6 +16,14 @@ class OutOfMemory(LayertimeError):
     """The workload did not fit in the device's memory."""
 
 
+class LayertimeWarning(UserWarning):
+    """Something layertime could not measure, said once; the training it watched goes on."""
+
+
+class MissingExtra(LayertimeError, ImportError):
+    """An optional framework an integration needs is not installed (names the extra)."""
+
+
 def first_line(e: BaseException, limit: int | None = None) -> str:
     """The first line of an exception's message (cut at ``limit`` characters), or its type."""
     text = str(e).strip()

@@ -31,7 +31,7 @@ STEP_KINDS: tuple[str, ...] = ("step", "unattributed")
 KIND_LABELS: dict[str, str] = {
     "conv": "conv",
     "linear": "fully connected",
-    "norm": "norm",
+    "norm": "normalisation",
     "activation": "activation",
     "pool": "pool",
     "dropout": "dropout",
@@ -40,7 +40,7 @@ KIND_LABELS: dict[str, str] = {
     "recurrent": "recurrent",
     "loss": "loss",
     "other": "other",
-    "step": "step (data, zero_grad)",
+    "step": "step (data, zero_grad, clip, scheduler, logging)",
     "unattributed": "unattributed",
 }
 

@@ -43,6 +43,9 @@ def run(
     data_s: float = 0.0,
     unattributed_s: float = 0.0,
     comm_exposed_s: float = 0.0,
+    clip_s: float = 0.0,
+    scheduler_s: float = 0.0,
+    logging_s: float = 0.0,
     profiled: Sequence[float] | Callable[[float], Sequence[float]] | None = None,
     plain: Sequence[float] | None = None,
     **fields: Any,
@@ -60,6 +63,9 @@ def run(
         data_s=data_s,
         unattributed_s=unattributed_s,
         comm_exposed_s=comm_exposed_s,
+        clip_s=clip_s,
+        scheduler_s=scheduler_s,
+        logging_s=logging_s,
     )
     total = phases.total_s
     samples = tuple(profiled(total) if callable(profiled) else profiled or (total,))

@@ -14,6 +14,7 @@ from layertime.errors import LayertimeError
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.events import (
     BACKWARD_NODE,
+    DATALOADER_NEXT,
     MODULE,
     OPTIMIZER_STEP,
     OPTIMIZER_ZERO_GRAD,
@@ -431,6 +432,88 @@ def test_loop_mode_with_backward_phase_range() -> None:
     assert c.step["unattributed"] == us(180 + 300)
 
 
+def test_loop_mode_with_two_micro_batches_segments_each_pass() -> None:
+    """Gradient accumulation: data, forward, loss, backward twice, then the update."""
+    t = Trace()
+    s = t.step(0, 2000)
+    t.module(0, 100, 300, s)
+    t.ev("aten::nll_loss", 300, 350, s, seq=0)
+    t.node("NllLossBackward0", 0, 400, 450, s)
+    t.node("NllLossBackward0", 0, 460, 500, s)  # a gap inside the backward pass: 450-460
+    t.ev("aten::copy_", 600, 700, s)  # between the passes: the next batch
+    t.module(0, 800, 1000, s)
+    t.ev("aten::nll_loss", 1000, 1050, s, seq=1)
+    t.node("NllLossBackward0", 1, 1100, 1150, s)
+    t.ev("aten::linalg_vector_norm", 1200, 1300, s)  # after the last backward
+    opt = t.ev(f"{OPTIMIZER_STEP}SGD.step", 1400, 1500, s)
+    t.ev("aten::add_", 1410, 1490, opt)
+    c = attribute(t, s, loop=True, after_backward="clip")
+    assert c.modules[(0, "forward")] == us(400)
+    assert c.calls == {0: 2}
+    # data: 0-100 before the first pass, 500-800 between the passes
+    assert c.step["data"] == us(100 + 300)
+    # loss: 300-400 and 1000-1100 (ops and gaps), and the loss nodes
+    assert c.step["loss"] == us(100 + 100 + 50 + 40 + 50)
+    assert c.step["unattributed"] == us(10)  # the engine's gap inside one backward pass
+    # after the last backward (1150-1400 but the update, and 1500-2000): clip
+    assert c.step["clip"] == us(250 + 500)
+    assert c.step["update"] == us(100)
+
+
+def test_loop_mode_forward_is_the_outermost_modules_when_the_root_never_runs() -> None:
+    """A Lightning training_step calls a child (self.net), never the root module."""
+    t = Trace()
+    s = t.step(0, 1000)
+    outer = t.module(1, 200, 500, s)
+    t.module(2, 250, 400, outer)
+    t.ev("aten::sum", 550, 600, s, seq=0)
+    c = attribute(t, s, loop=True, root_module=0)
+    assert c.step["data"] == us(200)
+    assert c.step["loss"] == us(500)  # 500-1000: after the forward, no backward
+
+
+def test_dataloader_range_is_data_wherever_it_is() -> None:
+    t = Trace()
+    s = t.step(0, 1000)
+    log = t.phase("logging", 0, 300, s)
+    fetch = t.ev(f"{DATALOADER_NEXT}_SingleProcessDataLoaderIter.__next__", 50, 250, log)
+    t.ev("aten::stack", 100, 200, fetch)
+    t.module(0, 400, 600, s)
+    c = attribute(t, s, loop=True)
+    assert c.step["data"] == us(200 + 100)  # the fetch with its collation, 300-400 in no range
+    assert c.step["logging"] == us(100)
+
+
+def test_framework_phase_ranges_become_their_rows() -> None:
+    t = Trace()
+    s = t.step(0, 1000)
+    upd = t.phase("update", 0, 600, s)
+    loss = t.phase("loss", 0, 300, upd)
+    t.module(0, 50, 200, loss)
+    t.ev("aten::cross_entropy", 200, 280, loss, seq=0)
+    bwd = t.phase("backward", 300, 400, upd)
+    t.node("LogSoftmaxBackward0", 0, 310, 390, bwd)
+    t.phase("clip", 400, 450, upd)
+    t.ev(f"{OPTIMIZER_STEP}SGD.step", 450, 580, upd)
+    t.phase("scheduler", 600, 650, s)
+    t.phase("logging", 650, 1000, s)
+    c = attribute(t, s, loop=True)
+    # the range's own gaps (0-50, 280-300), the loss op, and its backward node
+    assert c.step["loss"] == us(50 + 20 + 80 + 80)
+    assert c.step["clip"] == us(50)
+    assert c.step["update"] == us(130 + 20)  # the optimizer step and the update range's gaps
+    assert c.step["scheduler"] == us(50)
+    assert c.step["logging"] == us(350)
+    assert c.step["unattributed"] == us(20)  # the backward range's own time
+
+
+def test_after_backward_must_be_a_step_row() -> None:
+    t = Trace()
+    s = t.step(0, 10)
+    with pytest.raises(LayertimeError, match="unknown step row"):
+        attribute_step(s, t.events, loop=True, after_backward="optimizer")
+
+
 # -- device time ------------------------------------------------------------------
 
 
@@ -542,7 +625,9 @@ def test_split_steps_without_a_step_range() -> None:
 
 NAMES = (
     [f"{MODULE}{i}" for i in range(4)]
-    + [f"{PHASE}{p}" for p in ("loss", "zero_grad", "data", "update", "backward")]
+    + [f"{PHASE}{p}" for p in ("loss", "zero_grad", "data", "update", "backward", "clip",
+                                 "scheduler", "logging")]
+    + [f"{DATALOADER_NEXT}_SingleProcessDataLoaderIter.__next__"]
     + [f"{BACKWARD_NODE}AddBackward0", f"{BACKWARD_NODE}{ACC}"]
     + [f"{OPTIMIZER_STEP}SGD.step", f"{OPTIMIZER_ZERO_GRAD}SGD.zero_grad"]
     + ["aten::mm", "aten::add", "aten::relu"]

@@ -371,3 +371,44 @@ def test_models_lists_names(cli: dict[str, Result]) -> None:
     assert "alexnet2012" in names and "resnet50" in names and "alexnet" in names
     assert names == sorted(names)
     assert len(names) == len(r.stdout.splitlines())  # one name a line
+
+
+# -- the first five minutes: fast help, quiet pipes ---------------------------------
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["profile", "--help"],
+                                  ["cost", "--help"], ["models"]])
+def test_help_version_and_models_do_not_import_torch(argv: list[str]) -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from layertime.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        main({argv!r})\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('torch' in sys.modules, 'torchvision' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False False"
+
+
+def test_a_closed_pipe_ends_quietly_with_status_0() -> None:
+    # The reader has gone before the first line is written (as `| head -0` does).
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = subprocess.run([sys.executable, "-m", "layertime", "models"], stdout=write_end,
+                             stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert out.returncode == 0
+    assert out.stderr == ""
+
+
+def test_version_names_the_package() -> None:
+    out = subprocess.run([sys.executable, "-m", "layertime", "--version"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("layertime ")

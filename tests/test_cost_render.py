@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from layertime.cost import estimate, get_profile, predict
-from layertime.render.cost_table import render_text
+from layertime.render.cost_table import render, render_text
+from layertime.render.layout import to_text
 from layertime.results.cost import CostResult
+from width_checks import check_fits
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +52,22 @@ def test_conventions_and_not_counted_are_stated(alexnet: CostResult) -> None:
     assert f"{alexnet.macs_forward / 1e9:,.3f} GMACs" in text
 
 
-def test_narrow_width_drops_the_type_column(alexnet: CostResult) -> None:
-    wide = render_text(alexnet, 150)
-    narrow = render_text(alexnet, 100)
-    assert " type " in wide and "Conv2d" in wide
-    assert " type " not in narrow and "Conv2d" not in narrow
+@pytest.mark.parametrize("width", [60, 80, 100, 120, None])
+def test_fits_any_width_without_cutting_names_or_numbers(alexnet: CostResult,
+                                                          width: int | None) -> None:
+    for cost in (alexnet, predict(alexnet, get_profile("h100"))):
+        text = render_text(cost, None) if width is None else to_text(render(cost, width), None)
+        names = [r.label for r in cost.rows if r.ops or r.params]
+        check_fits(text, width, names, names_whole=width is None or width >= 80)
+        if width is None:
+            assert "hidden" not in text and " type " in text and "FLOP/B" in text
+
+
+def test_narrow_width_hides_the_least_important_columns_and_says_so(alexnet: CostResult) -> None:
+    narrow = render_text(alexnet, 80)
+    assert "saved MB" not in narrow.splitlines()[1]
+    note = next(line for line in narrow.splitlines() if "hidden to fit 80" in line)
+    assert "saved MB" in note and "--width" in note
     assert "features.10" in narrow
 
 

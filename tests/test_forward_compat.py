@@ -15,9 +15,17 @@ import factories
 from layertime.cost import estimate, get_profile, predict
 from layertime.cost.compare import join
 from layertime.results.bench import BenchResult, LayerBench, RecordedInput
+from layertime.results.compiled import (
+    Compilation,
+    CompiledSummary,
+    FusedGroup,
+    GraphBreak,
+    GraphTotal,
+)
 from layertime.results.cost import CostResult
 from layertime.results.joined import Comparison
-from layertime.results.run import BucketRow, LinkEstimate, RankRow, Run, Slice
+from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
+from layertime.results.run import Run, Slice
 from layertime.results.sweep import Crossover, SummaryPoint, SweepSummary
 from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
 
@@ -27,7 +35,7 @@ UNKNOWN = "field_of_a_later_version"
 MAPS = frozenset({
     "layers_of_bucket", "phase_spread_s", "kinds", "prediction", "not_modelled_s",
     "conventions", "peak_tflops", "compute_efficiency", "memory_efficiency", "math_peaks",
-    "config", "group", "not_counted", "arithmetic_intensity",
+    "config", "group", "not_counted", "arithmetic_intensity", "split_s", "unplaced_kernels",
 })
 
 
@@ -74,6 +82,14 @@ def run(cost: CostResult) -> Run:
         ranks=(RankRow(0, "a", 0.05, 0.05, 0.04, 0.002, 0.001, 0.0),),
         buckets=(BucketRow(0, 10280, {"fc": 10280}, 0.003, 0.002, 0.001),),
         link=LinkEstimate(10.0, 5.0, "measured"),
+        compiled=CompiledSummary(
+            "inductor", None, True, compile_s=1.5, compile_steps=2,
+            compilations=(Compilation("0/0", 1.2),), graph_breaks=(GraphBreak("print", "x.py:3"),),
+            graphs=(GraphTotal("0/0 forward", "forward", 0.01, 0.009),),
+            fused_groups=(FusedGroup("triton_poi_0", "0/0", "forward", ("conv", "fc"), 0.002,
+                                     {"conv": 0.0015, "fc": 0.0005}),),
+            unplaced_kernels={"k": 0.0001},
+        ),
     )
     return replace(base, prediction=join(base, cost).to_dict())
 
@@ -87,6 +103,7 @@ def test_run_reads_past_unknown_keys(run: Run) -> None:
     _round_trip(run, Run.from_dict)
     back = Run.from_dict(augmented(json.loads(run.to_json())))
     assert back.timeline and back.ranks and back.buckets and back.link and back.prediction
+    assert back.compiled is not None and back.compiled.fused_groups[0].members == ("conv", "fc")
 
 
 def test_cost_reads_past_unknown_keys(cost: CostResult) -> None:

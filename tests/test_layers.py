@@ -9,7 +9,8 @@ The layers, lowest first (also in ``docs/architecture.md``):
    sources (``models/``), the workload and its training step (``workload/``);
 4. **collectors** — what measures or counts: ``measure/``, ``cost/``, the store and sweeps;
 5. **renderers** — what shows a result: ``render/`` (they read results only);
-6. **entry points** — the public API and the command line.
+6. **entry points** — the public API, the command line and the framework callbacks
+   (``integrations/``: they run a collector, then render and store its result).
 
 A module may import its own layer and the layers it is allowed (``ALLOWED``);
 renderers sit beside collectors, not above them: they import results only.
@@ -42,6 +43,7 @@ LAYER_OF: dict[str, str] = {
     "layertime.sweep": "collectors",
     "layertime.render": "renderers",
     "layertime.api": "entry",
+    "layertime.integrations": "entry",  # framework callbacks: collect, then render and store
     "layertime.cli": "entry",
     "layertime.__main__": "entry",
     "layertime": "entry",  # the package itself: the public API

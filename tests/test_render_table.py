@@ -13,9 +13,11 @@ import re
 from pathlib import Path
 
 import pytest
+from width_checks import check_fits
 
 import factories
 from factories import environment, layer
+from layertime.render.fmt import count as fmt_count
 from layertime.render.table import render_text
 from layertime.results.run import Run
 from layertime.taxonomy import KIND_LABELS, KINDS
@@ -95,6 +97,11 @@ def _ms(cell: str) -> float:
     return float(cell.replace(",", ""))
 
 
+def _close(cell: str, value_ms: float) -> bool:
+    """A printed time (three significant digits) against the exact one."""
+    return _ms(cell) == pytest.approx(value_ms, rel=0.005, abs=0.0005)
+
+
 def test_kinds_are_grouped_in_order_with_subtotals() -> None:
     run = make_run()
     text = render_text(run, width=120)
@@ -127,14 +134,14 @@ def test_kinds_are_grouped_in_order_with_subtotals() -> None:
         # Each row's total ms is its own; the header's is their sum.
         for ln, r in zip(body, rows):
             cells = re.split(r"\s{2,}", ln.strip())
-            assert _ms(cells[5]) == pytest.approx(r.total_s / MS, abs=0.0051)
+            assert _close(cells[5], r.total_s / MS)
         head = next(ln for ln in lines if ln.startswith(f" {label} ("))
         cells = re.split(r"\s{2,}", head.strip())
         subtotal = sum(r.total_s for r in rows) / MS
-        assert _ms(cells[4]) == pytest.approx(subtotal, abs=0.0051), (label, head)
-        assert _ms(cells[1]) == pytest.approx(sum(r.forward_s for r in rows) / MS, abs=0.0051)
+        assert _close(cells[4], subtotal), (label, head)
+        assert _close(cells[1], sum(r.forward_s for r in rows) / MS)
         params = sum(r.params for r in rows)
-        assert cells[6] == (f"{params:,}" if params else "-")
+        assert cells[6] == fmt_count(params)
 
 
 def _step_rows(text: str) -> dict[str, list[str]]:
@@ -143,7 +150,7 @@ def _step_rows(text: str) -> dict[str, list[str]]:
 
 def test_unattributed_row_always_present() -> None:
     zero = _step_rows(render_text(make_run(unattributed_ms=0.0), width=120))
-    assert zero["unattributed (step)"][1:] == ["0.00", "0.0%"]
+    assert zero["unattributed (step)"][1:] == ["0", "0.0%"]
     some = _step_rows(render_text(make_run(unattributed_ms=3.5), width=120))
     assert some["unattributed (step)"][1] == "3.50"
 
@@ -158,9 +165,9 @@ def test_data_row_only_when_there_is_data_time() -> None:
 def test_profiled_step_row_is_the_sum_of_all_rows() -> None:
     run = make_run(unattributed_ms=0.75)
     cells = next(c for c in _table_lines(render_text(run, width=120)) if c[0] == "profiled step")
-    assert _ms(cells[4]) == pytest.approx(run.profiled_step_s / MS, abs=0.0051)
+    assert _close(cells[4], run.profiled_step_s / MS)
     assert cells[5] == "100.0%"
-    assert cells[6] == f"{run.params:,}"
+    assert cells[6] == fmt_count(run.params)
     total = sum(r.total_s for r in run.layers) + sum(
         dataclasses.astuple(run.phases)[3:]  # loss, zero_grad, data, unattributed
     )
@@ -168,7 +175,30 @@ def test_profiled_step_row_is_the_sum_of_all_rows() -> None:
 
 
 def test_render_text_has_no_colour_codes_and_respects_width() -> None:
-    for width in (80, 120, 200):
+    for width in (60, 80, 100, 120, 200):
         text = render_text(make_run(), width=width)
         assert "\x1b[" not in text
         assert max(len(line) for line in text.splitlines()) <= width
+        from layertime.render.layout import to_text
+        from layertime.render.table import render
+
+        check_fits(to_text(render(make_run(), width), None), width,
+                   [r.label for r in make_run().layers], names_whole=width >= 80)
+
+
+def test_piped_output_takes_the_width_it_needs() -> None:
+    text = render_text(make_run(), width=None)
+    check_fits(text, None, [r.label for r in make_run().layers], names_whole=True)
+    # Nothing hidden, nothing wrapped: the headline is one line and every column is there.
+    assert "hidden" not in text
+    assert text.splitlines()[0].endswith("float32)")
+    assert "params" in text and "calls" in text
+
+
+def test_hidden_columns_are_named_with_the_width_that_shows_them() -> None:
+    text = render_text(make_run(), width=80)
+    note = next(line for line in text.splitlines() if "hidden" in line)
+    m = re.search(r"--width (\d+)", note)
+    assert m is not None and "calls" in note
+    wide = render_text(make_run(), width=int(m.group(1)))
+    assert "hidden" not in wide

@@ -140,7 +140,32 @@ def test_headline_without_conv_names_the_two_biggest_kinds() -> None:
     )
     h = make_run(layers).headline()
     assert h.startswith("fully connected layers")
-    assert "norm layers" in h and "activation" not in h
+    assert "normalisation layers" in h and "activation" not in h
+
+
+def test_headline_names_a_kind_larger_than_conv_or_fully_connected() -> None:
+    # AlexNet 2012 on a CPU: the normalisation layers take the largest share.
+    layers = (
+        layer("conv1", "conv", 0.010, 0.020, 0.001, 100),
+        layer("lrn", "norm", 0.020, 0.020, 0.0, 0),
+        layer("fc", "linear", 0.005, 0.010, 0.004, 1000),
+        layer("act", "activation", 0.001, 0.001, 0.0, 0),
+    )
+    h = make_run(layers).headline()
+    assert h.index("conv layers") < h.index("fully connected layers") < h.index(
+        "normalisation layers")
+    assert "activation" not in h
+
+
+def test_headline_with_neither_conv_nor_linear_names_the_two_largest() -> None:
+    layers = (
+        layer("emb", "embedding", 0.010, 0.020, 0.001, 100),
+        layer("attn", "attention", 0.020, 0.030, 0.0, 50),
+        layer("ln", "norm", 0.001, 0.001, 0.0, 10),
+    )
+    h = make_run(layers).headline()
+    assert h.startswith("attention layers") and "embedding layers" in h
+    assert "normalisation" not in h
 
 
 def test_headline_without_layers() -> None:
@@ -269,3 +294,22 @@ def test_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.undo()
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
+def test_framework_rows_and_micro_batches_round_trip_and_older_files_read() -> None:
+    base = make_run()
+    p = replace(base.phases, clip_s=0.001, scheduler_s=0.0002, logging_s=0.003)
+    r = replace(base, phases=p, micro_batches=2,
+                profiled_step_samples_s=(p.total_s, p.total_s))
+    assert Run.from_json(r.to_json()) == r
+    assert r.by_kind()["step"].time_s == pytest.approx(
+        p.zero_grad_s + p.data_s + p.clip_s + p.scheduler_s + p.logging_s)
+    assert sum(k.share for k in r.by_kind().values()) == pytest.approx(1.0)
+    assert "batch 4 x 2 accumulated" in r.headline()
+    # a file written before these fields: no micro_batches, phases without the new rows
+    d = base.to_dict()
+    del d["micro_batches"]
+    for k in ("clip_s", "scheduler_s", "logging_s"):
+        del d["phases"][k]
+    old = Run.from_dict(d)
+    assert old.micro_batches == 1 and old.phases.clip_s == 0.0 and old == base

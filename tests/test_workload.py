@@ -9,7 +9,8 @@ from torch import nn
 from layertime.cost import estimate, estimate_workload
 from layertime.errors import LayertimeError
 from layertime.measure.isolated import bench_workload
-from layertime.measure.runner import MeasureOptions, prepare, profile_workload
+from layertime.measure.prepare import prepare
+from layertime.measure.runner import MeasureOptions, profile_workload
 from layertime.workload import ImageInput, TokenInput, WorkloadSpec
 
 

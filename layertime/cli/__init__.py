@@ -37,11 +37,28 @@ def _command(name: str, argv: list[str]) -> Callable[[argparse.Namespace], int]:
     }[name]
 
 
+def _closed_pipe() -> int:
+    """The reader went away (``layertime models | head``): end quietly, status 0.
+
+    stdout is pointed at /dev/null so the interpreter's final flush does not
+    raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(raw)
     try:
-        return int(_command(args.command_name, raw)(args))
+        rc = int(_command(args.command_name, raw)(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return rc
     except LayertimeError as e:
         if args.debug:
             raise
@@ -52,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("layertime: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _closed_pipe()
     except Exception as e:
         if args.debug:
             raise

@@ -4,6 +4,7 @@ configuration, progress bars, consoles, the store, and the report files."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -65,10 +66,36 @@ def open_store(path: str | None) -> Store:
     return Store(path)
 
 
-def console(width: int | None) -> Any:
+def table_width(args: argparse.Namespace) -> int | None:
+    """--width, else the terminal's width; None when stdout is a pipe or a file
+    (tables then take the width they need, nothing wraps)."""
+    if getattr(args, "width", None):
+        return int(args.width)
+    if sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def console(args: argparse.Namespace) -> Any:
+    """A console for stdout at the table width: wrapping prose at a terminal's width,
+    never wrapping in a pipe."""
     from rich.console import Console
 
-    return Console(width=width) if width else Console()
+    width = table_width(args)
+    if width is None:
+        return Console(width=100_000, soft_wrap=True)
+    return Console(width=width)
+
+
+def compile_options(args: argparse.Namespace) -> Any:
+    """``--compile``/``--compile-mode``: the CompileOptions, or None for an eager run."""
+    if not (getattr(args, "compile", False) or getattr(args, "compile_mode", None)):
+        return None
+    from layertime.measure.compiled import CompileOptions
+
+    return CompileOptions(mode=args.compile_mode)
 
 
 @contextmanager

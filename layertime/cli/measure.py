@@ -10,16 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 from layertime.cli.common import (
     check_report_paths,
+    compile_options,
     console,
     measure_options,
     open_store,
     progress,
     stored_config,
     sweep_progress,
+    table_width,
     workload_of,
     write_json,
     write_reports,
 )
+from layertime.cli.parser import EXIT_USAGE
 from layertime.errors import LayertimeError
 
 if TYPE_CHECKING:
@@ -33,6 +36,11 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
     from layertime.render.table import render
 
     check_report_paths(args)
+    compiled = compile_options(args)
+    if compiled is not None and (args.ddp or args.nproc):
+        print("layertime: error: --compile cannot be combined with --ddp/--nproc yet",
+              file=sys.stderr)
+        return EXIT_USAGE
     if args.nproc:
         return _launch_ranks(args, argv)
     workload = workload_of(args)
@@ -44,7 +52,8 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
             run = profile_ddp_workload(workload, measure_options(args), backend=args.backend,
                                        timeout_s=args.ddp_timeout, on_progress=on_progress)
         else:
-            run = profile_workload(workload, measure_options(args), on_progress=on_progress)
+            run = profile_workload(workload, measure_options(args), on_progress=on_progress,
+                                   compile=compiled)
     if run is None:  # a rank other than 0: rank 0 reports for all
         return 0
     joined = None
@@ -61,11 +70,11 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
         if joined is not None:
             print(joined.headline())
     else:
-        console(args.width).print(render(run))
+        console(args).print(render(run, table_width(args)))
         if joined is not None:
             from layertime.render.predict_table import render as render_joined
 
-            console(args.width).print(render_joined(joined))
+            console(args).print(render_joined(joined, table_width(args)))
     if not args.no_store:
         _store_run(args, "profile", run.to_dict(), run.model, run.batch_size, run.device,
                    workload, announce=not args.quiet)
@@ -129,7 +138,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     check_report_paths(args)
     with open_store(args.db) as store, sweep_progress(sys.stderr.isatty()) as on_progress:
         result = run_sweep(axes, store, force=args.force, on_progress=on_progress)
-    console(args.width).print(sweep_table(result))
+    console(args).print(sweep_table(result, table_width(args)))
     if args.json:
         write_json(args.json, result.summary())
     write_reports(args, result.summarised(), title=f"sweep {result.sweep_id}")
@@ -153,7 +162,7 @@ def cmd_bench_layers(args: argparse.Namespace) -> int:
             situ = profile_workload(workload, MeasureOptions(steps=args.steps),
                                     on_progress=on_progress)
             result = replace(result, in_situ=situ)
-    console(args.width).print(bench_table(result, result.in_situ))
+    console(args).print(bench_table(result, result.in_situ, table_width(args)))
     data = result.to_dict()
     if args.json:
         write_json(args.json, data)
@@ -182,8 +191,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     if args.quiet:
         print(cost.headline())
     else:
-        out = console(args.width)
-        out.print(render(cost, out.width))
+        console(args).print(render(cost, table_width(args)))
     write_reports(args, cost)
     if args.workers or args.run:
         _comm_what_if(args, cost)
@@ -221,7 +229,7 @@ def _comm_what_if(args: argparse.Namespace, cost: CostResult) -> None:
     if args.quiet:
         print(pred.headline())
     else:
-        console(args.width).print(render_comm(pred))
+        console(args).print(render_comm(pred, table_width(args)))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -268,8 +276,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         prof = fitting.to_profile(cal, name)
     written = save_profile(prof, path, fit, comment=f"written by layertime calibrate "
                            f"{cal.created}: measured on this machine, not a datasheet")
-    console(args.width).print(calibration_report(cal, fit, warnings, name, written),
-                              soft_wrap=True)
+    console(args).print(calibration_report(cal, fit, warnings, name, written, table_width(args)),
+                        soft_wrap=True)
     if args.json:
         write_json(args.json, {"calibration": cal.to_dict(), "profile": name,
                                "path": str(written),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from layertime.results.compiled import COMPILE_MODES
 from layertime.taxonomy import AMP_NAMES, DTYPE_NAMES, OPTIMIZERS
 
 EXIT_USAGE = 2
@@ -19,7 +20,16 @@ EXIT_USAGE = 2
 DEFAULT_STEPS = 3
 DEFAULT_BUDGET_S = 40.0
 MODEL_HELP = "alexnet, alexnet2012, vgg16, timm:NAME, file.py:fn, pkg.mod:fn"
-DESCRIPTION = "The ``layertime`` command: maps flags to library calls and renderers, nothing more."
+DESCRIPTION = """\
+Where does the time of training a neural network go, layer by layer? layertime
+runs real training steps (forward, backward, optimizer update) on synthetic data,
+charges every op to the layer and phase that caused it, and prints a table whose
+rows add up to the step, with the one-line answer on top (in AlexNet: conv or
+fully connected layers?). It also counts FLOPs, bytes and memory per layer and
+predicts the step on other devices (cost), benchmarks layers alone (bench-layers),
+sweeps batch and image sizes (sweep) and keeps every run in a local store (runs)."""
+
+EPILOG = "layertime COMMAND --help shows a command's flags; the README has examples."
 
 
 def shape(text: str) -> tuple[int, ...]:
@@ -130,6 +140,13 @@ def ddp_flags(p: argparse.ArgumentParser) -> None:
                    help="torch.distributed backend (auto: nccl on CUDA, gloo on the CPU)")
 
 
+def compile_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", action="store_true",
+                   help="profile torch.compile(model): compiled kernels charged to their layers")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES,
+                   help="torch.compile mode (implies --compile)")
+
+
 def comm_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data-parallel what-if (ring all-reduce of DDP's gradient buckets)")
     g.add_argument("--workers", type=positive_int, metavar="N", help="data-parallel workers")
@@ -167,6 +184,7 @@ def _profile(sub: Any) -> None:
     p.add_argument("--cost", action="store_true",
                    help="beside the measurement, each layer's share of FLOPs and memory")
     p.add_argument("--profiles", metavar="FILE.toml", help="extra device profiles for --predict")
+    compile_flags(p)
     p.set_defaults(command_name="profile")
 
 
@@ -283,7 +301,15 @@ def _calibrate(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand and its flags (``command_name`` says which one was given)."""
-    parser = Parser(prog="layertime", description=DESCRIPTION)
+    from importlib.metadata import PackageNotFoundError, version
+
+    parser = Parser(prog="layertime", description=DESCRIPTION, epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    try:
+        ver = version("layertime")
+    except PackageNotFoundError:
+        ver = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"layertime {ver}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=SubParser)
     _profile(sub)

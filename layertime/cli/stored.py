@@ -7,7 +7,13 @@ import argparse
 import json
 import sys
 
-from layertime.cli.common import check_report_paths, console, open_store, write_reports
+from layertime.cli.common import (
+    check_report_paths,
+    console,
+    open_store,
+    table_width,
+    write_reports,
+)
 from layertime.errors import LayertimeError
 
 
@@ -34,7 +40,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.summary() for r in runs], indent=2))
     else:
-        console(args.width).print(runs_table(runs))
+        console(args).print(runs_table(runs, table_width(args)))
     return 0
 
 
@@ -47,13 +53,12 @@ def _show_stored(stored: object, args: argparse.Namespace) -> None:
         from layertime.render.table import render
         from layertime.results.run import Run
 
-        console(args.width).print(render(Run.from_dict(stored.result)))
+        console(args).print(render(Run.from_dict(stored.result), table_width(args)))
     elif not args.json and stored.kind == "cost" and stored.result:
         from layertime.render.cost_table import render as render_cost
         from layertime.results.cost import CostResult
 
-        out = console(args.width)
-        out.print(render_cost(CostResult.from_dict(stored.result), out.width))
+        console(args).print(render_cost(CostResult.from_dict(stored.result), table_width(args)))
     else:
         print(json.dumps({**stored.summary(), "config": stored.config,
                           "result": stored.result}, indent=2))
@@ -76,7 +81,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             run = Run.from_dict(stored.result)
             runs.append(run)
             labels.append(run_label(rid, run))
-    console(args.width).print(compare_table(runs, labels))
+    console(args).print(compare_table(runs, labels, table_width(args)))
     return 0
 
 
@@ -114,5 +119,5 @@ def cmd_show(args: argparse.Namespace) -> int:
     from layertime.render.table import render
     from layertime.results.run import Run
 
-    console(args.width).print(render(Run.load(args.path)))
+    console(args).print(render(Run.load(args.path), table_width(args)))
     return 0

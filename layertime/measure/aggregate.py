@@ -108,6 +108,9 @@ def aggregate(
         "loss_s": [c.step.get("loss", 0.0) for c in steps],
         "zero_grad_s": [c.step.get("zero_grad", 0.0) for c in steps],
         "data_s": [c.step.get("data", 0.0) for c in steps],
+        "clip_s": [c.step.get("clip", 0.0) for c in steps],
+        "scheduler_s": [c.step.get("scheduler", 0.0) for c in steps],
+        "logging_s": [c.step.get("logging", 0.0) for c in steps],
         "unattributed_s": [
             c.step.get("unattributed", 0.0) + lo + c.step.get("comm", 0.0) - _exposed(c)
             for c, lo in zip(steps, leftover_update)

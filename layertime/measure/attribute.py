@@ -24,6 +24,12 @@ The method, in full:
 * Update and zero_grad: torch's optimizer wraps ``step`` and ``zero_grad`` in
   ranges of its own; their time is charged to the step-level ``update`` and
   ``zero_grad`` rows (the caller splits ``update`` across layers).
+* Data: torch's DataLoader wraps each ``next()`` of its iterator in a range of
+  its own (the fetch, collation, waiting for workers); its time is ``data``.
+* Phase ranges (``layertime::phase::<row>``) charge what they hold to a
+  step-level row, unless a module range, a backward node or another range
+  inside claims it; the framework integrations mark clip, scheduler and
+  logging (callbacks, loggers, the loop's bookkeeping) this way.
 * Self time: on the CPU each event's self time is its duration minus its
   children's, so the rows partition the step range exactly; whatever is in no
   owned range (the step's own gaps, engine bookkeeping) is ``unattributed``.
@@ -46,6 +52,7 @@ from layertime.measure.events import (
     ACCUMULATE_GRAD,
     BACKWARD_NODE,
     COMM,
+    DATALOADER_NEXT,
     DDP_REDUCER,
     MODULE,
     OPTIMIZER_STEP,
@@ -58,7 +65,9 @@ from layertime.measure.events import (
 #: An owner is either ("module", index, phase) or ("step", row).
 Owner = tuple
 UNATTRIBUTED: Owner = ("step", "unattributed")
-STEP_ROWS = ("loss", "zero_grad", "data", "update", "unattributed")
+STEP_ROWS = (
+    "loss", "zero_grad", "data", "update", "clip", "scheduler", "logging", "unattributed"
+)
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,8 @@ class StepCharges:
     step_s: float
     #: (module index, phase) -> seconds, phase in {"forward", "backward"}.
     modules: dict[tuple[int, str], float] = field(default_factory=dict)
-    #: step-level row -> seconds: loss, zero_grad, data, update, unattributed.
+    #: step-level row -> seconds: loss, zero_grad, data, update, clip,
+    #: scheduler, logging, unattributed (and comm when data-parallel).
     step: dict[str, float] = field(default_factory=dict)
     #: module index -> forward calls in this step (recomputation not counted).
     calls: dict[int, int] = field(default_factory=dict)
@@ -156,6 +166,49 @@ def split_steps(events: Sequence[OpEvent]) -> list[tuple[OpEvent, list[OpEvent]]
     return groups
 
 
+def _passes(evs: Sequence[OpEvent], root_module: int) -> list[tuple[float, float, str]]:
+    """The forward and backward passes of a step: ``(start_us, end_us, kind)`` in time order.
+
+    A forward pass is one call of the root module (or, when it never ran, one
+    outermost module call) outside any backward; a backward pass is a run of
+    backward nodes (or a ``backward`` phase range) with no forward between.
+    """
+    by_id = {e.id: e for e in evs}
+
+    def ancestors(e: OpEvent) -> Iterable[OpEvent]:
+        p = by_id.get(e.parent) if e.parent is not None else None
+        while p is not None:
+            yield p
+            p = by_id.get(p.parent) if p.parent is not None else None
+
+    backward: list[tuple[float, float]] = []
+    roots: list[tuple[float, float]] = []
+    outer: list[tuple[float, float]] = []
+    for e in evs:
+        if e.name.startswith(BACKWARD_NODE) or e.name == f"{PHASE}backward":
+            backward.append((e.start_us, e.end_us))
+        elif e.name.startswith(MODULE):
+            up = list(ancestors(e))
+            if any(a.name.startswith(BACKWARD_NODE) for a in up):
+                continue  # recomputation inside backward (checkpointing)
+            if e.name == f"{MODULE}{root_module}":
+                roots.append((e.start_us, e.end_us))
+            if not any(a.name.startswith(MODULE) for a in up):
+                outer.append((e.start_us, e.end_us))
+    forward = roots or outer
+    marks = sorted(
+        [(a, b, "forward") for a, b in forward] + [(a, b, "backward") for a, b in backward]
+    )
+    blocks: list[tuple[float, float, str]] = []
+    for a, b, kind in marks:
+        if blocks and blocks[-1][2] == kind and (kind == "backward" or a < blocks[-1][1]):
+            # Consecutive backward nodes are one pass; overlapping forwards are one.
+            blocks[-1] = (blocks[-1][0], max(blocks[-1][1], b), kind)
+        else:
+            blocks.append((a, b, kind))
+    return blocks
+
+
 def attribute_step(
     step: OpEvent,
     events: Iterable[OpEvent],
@@ -165,6 +218,7 @@ def attribute_step(
     loop: bool = False,
     root_module: int = 0,
     device_busy_s: float | None = None,
+    after_backward: str = "unattributed",
 ) -> StepCharges:
     """Charge the events of one step (``step`` is its ``layertime::step`` range).
 
@@ -175,13 +229,22 @@ def attribute_step(
     exceeds the busy time, and every row is scaled by busy / sum, which
     shares each overlapped moment among the kernels running in it.
     ``loop`` is for a user's own training loop, where the loss, zero_grad and
-    data loading have no ranges of ours: work before the model's forward is
-    ``data``, between its forward and the backward is ``loss``.
+    data loading have no ranges of ours: work in no range before the model's
+    forward is ``data``, between its forward and the backward is ``loss``.
+    With several forward/backward passes in one step (gradient accumulation)
+    each pass is segmented so: work between one backward and the next forward
+    is ``data``; work after the step's last backward is ``after_backward``
+    (``unattributed`` unless the caller knows what runs there, e.g. ``clip``).
+    The model's forward is the ``root_module``'s calls, or, when it never ran
+    (a Lightning ``training_step`` calling a child), the outermost module calls.
     """
     evs = [e for e in events]
     if step not in evs:
         evs.append(step)
-    walk = _Walk(step, evs, device_time=device_time, loop=loop, root_module=root_module)
+    if after_backward not in STEP_ROWS:
+        raise LayertimeError(f"unknown step row {after_backward!r}")
+    walk = _Walk(step, evs, device_time=device_time, loop=loop, root_module=root_module,
+                 after_backward=after_backward)
     roots = sorted(walk.children[None], key=lambda e: (e.start_us, e.thread != step.thread))
     for root in roots:
         if not device_time and root.thread != step.thread:
@@ -214,39 +277,38 @@ class _Walk:
 
     def __init__(
         self, step: OpEvent, evs: Sequence[OpEvent], *, device_time: bool, loop: bool,
-        root_module: int,
+        root_module: int, after_backward: str,
     ) -> None:
         self.step = step
         self.children = _children_index(evs)
         self.device_time = device_time
         self.loop = loop
+        self.after_backward = after_backward
         self.seq_owner: dict[tuple[int, int], Owner] = {}
         self.last_backward_owner: dict[int, Owner] = {}
         self.charges: dict[Owner, float] = defaultdict(float)
         self.spans: dict[Owner, tuple[float, float]] = {}
         self.calls: dict[int, int] = defaultdict(int)
-        # Loop mode: where the model's forward starts and ends, and the backward starts.
-        self.forward_start: float | None = None
-        self.forward_end: float | None = None
-        self.backward_start: float | None = None
-        if loop:
-            for e in self.children.get(step.id, ()):
-                if e.name == f"{MODULE}{root_module}" and self.forward_start is None:
-                    self.forward_start, self.forward_end = e.start_us, e.end_us
-            for e in evs:
-                if e.name.startswith(BACKWARD_NODE) or e.name == f"{PHASE}backward":
-                    if self.backward_start is None or e.start_us < self.backward_start:
-                        self.backward_start = e.start_us
+        # Loop mode: the step's forward and backward passes, in time order.
+        self.blocks = _passes(evs, root_module) if loop else []
 
     def segment_owner(self, t_us: float) -> Owner:
         """Loop mode: the step-level row a moment outside our ranges belongs to."""
-        if self.forward_start is None or t_us < self.forward_start:
+        prev = None
+        for i, b in enumerate(self.blocks):
+            if b[0] > t_us:
+                break
+            prev = i
+        if prev is None:
             return ("step", "data")
-        if self.forward_end is not None and t_us >= self.forward_end and (
-            self.backward_start is None or t_us < self.backward_start
-        ):
+        _, end, kind = self.blocks[prev]
+        if t_us < end:
+            return UNATTRIBUTED
+        if kind == "forward":
             return ("step", "loss")
-        return UNATTRIBUTED
+        if any(b[2] == "forward" for b in self.blocks[prev + 1 :]):
+            return ("step", "data")
+        return ("step", self.after_backward)
 
     def own(self, e: OpEvent, inherited: Owner, in_backward: bool) -> tuple[Owner, bool]:
         """Who an event belongs to (and whether it is in the backward), from its range name."""
@@ -281,6 +343,8 @@ class _Walk:
             return ("step", "update"), in_backward
         if name.startswith(OPTIMIZER_ZERO_GRAD):
             return ("step", "zero_grad"), in_backward
+        if name.startswith(DATALOADER_NEXT):
+            return ("step", "data"), in_backward
         if name == COMM or name.startswith(DDP_REDUCER):
             return ("step", "comm"), in_backward
         return inherited, in_backward
@@ -341,8 +405,8 @@ class _Walk:
                 out.modules[key] = out.modules.get(key, 0.0) + s
             else:
                 out.step[owner[1]] = out.step.get(owner[1], 0.0) + s
-        for row in STEP_ROWS:
-            out.step.setdefault(row, 0.0)
+        for row in ("loss", "zero_grad", "data", "update", "unattributed"):
+            out.step.setdefault(row, 0.0)  # the rows every step has; the others when charged
         out.calls = dict(self.calls)
         start = self.step.start_us
         out.spans = {o: ((a - start) * 1e-6, (b - start) * 1e-6) for o, (a, b) in self.spans.items()}

@@ -34,7 +34,8 @@ from layertime.measure.comm_collector import CommCollector
 from layertime.measure.ddp_health import Heartbeat, StatusFile, explain_failure, is_comm_failure
 from layertime.measure.link import measure_link
 from layertime.measure.merge import merge_ranks
-from layertime.measure.runner import MeasureOptions, Prepared, ProgressFn, measure, prepare
+from layertime.measure.prepare import Prepared, prepare
+from layertime.measure.runner import MeasureOptions, ProgressFn, measure
 from layertime.results.run import Run
 from layertime.workload import WorkloadOptions, WorkloadSpec
 

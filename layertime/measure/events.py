@@ -16,11 +16,15 @@ from typing import Any
 STEP = "layertime::step"
 #: Prefix of the range around one module call; the suffix is its table index.
 MODULE = "layertime::module::"
-#: Prefix of a step-level phase range: loss, zero_grad, update, backward, data.
+#: Prefix of a step-level phase range: loss, zero_grad, update, backward, data,
+#: clip, scheduler, logging (the last three from the framework integrations).
 PHASE = "layertime::phase::"
 #: torch's own ranges (``torch.optim.Optimizer`` wraps these in record_function).
 OPTIMIZER_STEP = "Optimizer.step#"
 OPTIMIZER_ZERO_GRAD = "Optimizer.zero_grad#"
+#: torch's own range around one ``next()`` of a DataLoader's iterator (the fetch,
+#: collation, and waiting for workers): the ``data`` row wherever it appears.
+DATALOADER_NEXT = "enumerate(DataLoader)#"
 #: The autograd engine's range around one backward node; it carries the
 #: sequence number and forward thread of the op that created the node.
 BACKWARD_NODE = "autograd::engine::evaluate_function: "
@@ -86,7 +90,14 @@ class KernelSpan:
 
 
 def from_profiler(function_events: Iterable[Any]) -> list[OpEvent]:
-    """Convert ``torch.profiler.profile().events()`` into :class:`OpEvent` records.
+    """Convert ``torch.profiler.profile().events()`` into :class:`OpEvent` records
+    (see :func:`from_profiler_indexed`)."""
+    return from_profiler_indexed(function_events)[0]
+
+
+def from_profiler_indexed(function_events: Iterable[Any]) -> tuple[list[OpEvent], dict[int, int]]:
+    """``torch.profiler.profile().events()`` as :class:`OpEvent` records, and the
+    id each kept profiler event got (keyed by ``id()`` of the profiler's event).
 
     Only CPU-side ops and ranges are kept; kernels are folded into the op
     that launched them (``self_device_time_total``).  Runtime and driver
@@ -125,7 +136,7 @@ def from_profiler(function_events: Iterable[Any]) -> list[OpEvent]:
                 device_us=_own_device_us(e),
             )
         )
-    return out
+    return out, index
 
 
 def _own_device_us(e: Any) -> float:

@@ -30,7 +30,7 @@ from torch import nn
 from layertime.errors import LayertimeError, memory_errors
 from layertime.kinds import kind_of
 from layertime.measure.environment import describe
-from layertime.measure.runner import prepare
+from layertime.measure.prepare import prepare
 from layertime.modules import training_mode
 from layertime.results.bench import BenchResult, LayerBench, RecordedInput
 from layertime.workload import DTYPES, Batch, WorkloadOptions, WorkloadSpec, check_input

@@ -10,6 +10,11 @@
 
 (``layertime.Profiler`` adds ``report()``, the result as a table.)
 
+``model`` may be ``torch.compile(module)`` (create the Profiler before its
+first call, so that compilation happens inside it): its compiled kernels are
+then charged to the layers they came from (``compiled.py``), a step in which
+anything compiled is dropped, and the result says how it was compiled.
+
 ``prof.step()`` marks the end of one step.  After ``warmup_steps``, steps
 alternate between plain (only timed) and traced (per-layer rows), so the
 profiler's overhead is measured in the same run.  A step spans from one
@@ -31,6 +36,8 @@ from torch import nn
 from layertime.errors import LayertimeError
 from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
+from layertime.measure.compiled import CompiledCollector, compiled_in_place, compiled_inner
+from layertime.measure.compiled_session import CompiledTraceSession
 from layertime.measure.environment import describe
 from layertime.measure.tracer import TraceSession
 from layertime.modules import ModuleTable
@@ -58,12 +65,20 @@ class Profiler:
             raise LayertimeError(f"warmup_steps must be >= 0, not {warmup_steps}")
         if every < 2:
             raise LayertimeError(f"every must be >= 2 (one plain step per traced one), not {every}")
+        if compiled_in_place(model):
+            raise LayertimeError(
+                "a module compiled in place (module.compile()) cannot be profiled per layer; "
+                "pass torch.compile(module) instead"
+            )
         self.model = model
+        #: The module inside ``torch.compile(module)``, whose layers are the rows.
+        self._inner = compiled_inner(model)
+        self._compiled: CompiledCollector | None = None
         self.optimizer = optimizer
         self.warmup_steps = warmup_steps
         self.every = every
         self.max_profiled_steps = max_profiled_steps
-        self.name = name or type(model).__name__
+        self.name = name or type(self._inner if self._inner is not None else model).__name__
         try:
             first = next(model.parameters())
             self.device = first.device
@@ -73,7 +88,7 @@ class Profiler:
             self.dtype = "float32"
         self._table: ModuleTable | None = None
         self._index = 0
-        self._session: TraceSession | None = None
+        self._session: TraceSession | CompiledTraceSession | None = None
         self._t0 = 0.0
         self._plain: list[float] = []
         self._traced: list[StepCharges] = []
@@ -83,11 +98,22 @@ class Profiler:
 
     # -- context -----------------------------------------------------------
     def __enter__(self) -> Self:
-        self._table = ModuleTable(self.model)
-        self._shape_hook = self.model.register_forward_pre_hook(self._capture_shape)
-        self._active = True
-        self._begin()
+        self._table = ModuleTable(self._inner if self._inner is not None else self.model)
+        if self._inner is not None:
+            self._compiled = CompiledCollector.for_user_model(self.model, self._table, self.device)
+            self._compiled.__enter__()
+        try:
+            self._shape_hook = self.model.register_forward_pre_hook(self._capture_shape)
+            self._active = True
+            self._begin()
+        except BaseException:
+            self._close_compiled()
+            raise
         return self
+
+    def _close_compiled(self) -> None:
+        if self._compiled is not None:
+            self._compiled.__exit__(None, None, None)
 
     def __exit__(
         self,
@@ -105,6 +131,7 @@ class Profiler:
             if self._shape_hook is not None:
                 self._shape_hook.remove()
                 self._shape_hook = None
+            self._close_compiled()
 
     def _capture_shape(self, _mod: nn.Module, args: Any) -> None:
         if self._input_shape is None and args and isinstance(args[0], torch.Tensor):
@@ -125,8 +152,14 @@ class Profiler:
     def _begin(self) -> None:
         assert self._table is not None
         self._sync()
+        if self._compiled is not None:
+            self._compiled.compiled_since_mark()  # a step that compiles is not kept
         if self._is_traced(self._index):
-            self._session = TraceSession(self._table, self.device)
+            self._session = (
+                self._compiled.session()
+                if self._compiled is not None
+                else TraceSession(self._table, self.device)
+            )
             self._session.start()
             self._t0 = time.perf_counter()
             self._session.enter_step()
@@ -144,17 +177,34 @@ class Profiler:
             if len(groups) == 1:
                 step, members = groups[0]
                 cuda = self.device.type == "cuda"
-                self._traced.append(
-                    attribute_step(
+                if isinstance(session, CompiledTraceSession) and self._compiled is not None:
+                    charges = self._compiled.attribute(
+                        session,
                         step,
                         members,
                         device_time=cuda,
                         step_wall_s=wall if cuda else None,
                         loop=True,
                     )
-                )
+                    if self._compiled.keep_step():
+                        self._traced.append(charges)
+                    else:
+                        self._compiled.forget_last()
+                else:
+                    self._traced.append(
+                        attribute_step(
+                            step,
+                            members,
+                            device_time=cuda,
+                            step_wall_s=wall if cuda else None,
+                            loop=True,
+                        )
+                    )
         elif self._index >= self.warmup_steps:
-            self._plain.append(wall)
+            if self._compiled is None or self._compiled.keep_step(wall):
+                self._plain.append(wall)
+        elif self._compiled is not None:
+            self._compiled.warm_step(wall)
 
     def step(self) -> None:
         """Mark the end of a training step (call it once per iteration)."""
@@ -178,7 +228,7 @@ class Profiler:
             )
         layers, phases, spread, samples = aggregate(self._table, self._traced)
         shape = self._input_shape or ()
-        return Run(
+        run = Run(
             model=self.name,
             device=str(self.device),
             batch_size=int(shape[0]) if shape else 0,
@@ -197,3 +247,4 @@ class Profiler:
             phase_spread_s=spread,
             timeline=timeline(self._table, self._traced),
         )
+        return self._compiled.finish(run) if self._compiled is not None else run

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from layertime.errors import LayertimeError
-from layertime.results.run import BucketRow, LayerRow, LinkEstimate, Phases, RankRow, Run
+from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
+from layertime.results.run import LayerRow, Phases, Run
 
 
 def _fmean(xs: Sequence[float]) -> float:

@@ -8,7 +8,7 @@ every traced step in one profiler session (CUPTI's start and teardown
 between sessions is slow and fragile); each step is synchronised once at its
 end (never per layer), layer times are the GPU kernel times the profiler maps
 to each layer's ops, and ``unattributed`` is the GPU's idle time in the
-unprofiled step (see :func:`_idle_from_plain`).
+unprofiled step (see :func:`~layertime.measure.device_time.idle_from_plain`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import datetime as _dt
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -26,20 +26,16 @@ from torch import nn
 from layertime.errors import LayertimeError, memory_errors
 from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
+from layertime.measure.compiled import CompiledCollector, CompileOptions, collecting
+from layertime.measure.compiled_session import CompiledTraceSession
+from layertime.measure.device_time import device_time_warnings, idle_from_plain
 from layertime.measure.environment import describe
 from layertime.measure.events import busy_us
+from layertime.measure.prepare import prepare
 from layertime.measure.tracer import TraceSession, phase
-from layertime.models import target
 from layertime.modules import ModuleTable, training_mode
 from layertime.results.run import Run
-from layertime.workload import (
-    DTYPES,
-    Workload,
-    WorkloadOptions,
-    WorkloadSpec,
-    check_input,
-    resolve_device,
-)
+from layertime.workload import Workload, WorkloadOptions, WorkloadSpec, check_input
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -103,9 +99,10 @@ def _plain_step(work: Workload, sync: StepSync | None = None) -> tuple[float, to
 
 def _charge(
     work: Workload,
-    session: TraceSession,
+    session: TraceSession | CompiledTraceSession,
     walls: Sequence[float],
     sync: StepSync | None,
+    compiled: CompiledCollector | None = None,
 ) -> list[StepCharges]:
     """Attribute each traced step of a stopped session (one group per step range)."""
     groups = split_steps(session.events)
@@ -114,13 +111,19 @@ def _charge(
     cuda = work.device.type == "cuda"
     out = []
     for (step, members), wall in zip(groups, walls):
-        busy = None
-        if cuda:
-            busy = busy_us(session.kernels, step.start_us, step.end_us)[0] * 1e-6
-        charges = attribute_step(
-            step, members, device_time=cuda, step_wall_s=wall if cuda else None,
-            device_busy_s=busy,
-        )
+        if isinstance(session, CompiledTraceSession):
+            assert compiled is not None
+            charges = compiled.attribute(
+                session, step, members, device_time=cuda, step_wall_s=wall if cuda else None
+            )
+        else:
+            busy = None
+            if cuda:
+                busy = busy_us(session.kernels, step.start_us, step.end_us)[0] * 1e-6
+            charges = attribute_step(
+                step, members, device_time=cuda, step_wall_s=wall if cuda else None,
+                device_busy_s=busy,
+            )
         if sync is not None:
             charges = sync.charge(charges, cuda)
         out.append(charges)
@@ -128,7 +131,7 @@ def _charge(
 
 
 def _timed_in_session(
-    work: Workload, session: TraceSession, sync: StepSync | None
+    work: Workload, session: TraceSession | CompiledTraceSession, sync: StepSync | None
 ) -> tuple[float, torch.Tensor]:
     """One traced step inside a started session: (synchronised wall time, loss)."""
     if sync is not None:
@@ -146,10 +149,15 @@ def _timed_in_session(
 
 
 def _traced_step(
-    work: Workload, table: ModuleTable, sync: StepSync | None = None
+    work: Workload,
+    table: ModuleTable,
+    sync: StepSync | None = None,
+    compiled: CompiledCollector | None = None,
 ) -> tuple[StepCharges, torch.Tensor]:
-    """One traced step in a profiler session of its own (the CPU path)."""
-    session = TraceSession(table, work.device)
+    """One traced step in a profiler session of its own (the CPU path, and compiled models)."""
+    session: TraceSession | CompiledTraceSession = (
+        compiled.session() if compiled is not None else TraceSession(table, work.device)
+    )
     _sync(work.device)
     session.start()
     try:
@@ -158,7 +166,7 @@ def _traced_step(
         session.abort()
         raise
     session.stop()
-    return _charge(work, session, [wall], sync)[0], loss
+    return _charge(work, session, [wall], sync, compiled)[0], loss
 
 
 def _traced_steps(
@@ -216,47 +224,6 @@ def _warm_up(
     return times
 
 
-def _idle_from_plain(traced: Sequence[StepCharges], plain_s: float) -> None:
-    """On CUDA, make ``unattributed`` the GPU's idle time in the *unprofiled* step.
-
-    A traced step's kernels run as they do unprofiled, but its wall time
-    also holds the profiler's and the hooks' host-side delay: when launching
-    is the bottleneck, the GPU waits for it, and charging that wait to the
-    step would shrink every layer's share.  So each traced step keeps its
-    kernel rows, and its idle row becomes the median unprofiled step less
-    those kernels (never below zero); the delay shows as the overhead ratio.
-    """
-    for c in traced:
-        # Kernels of ops in no owned range stay unattributed, beside the idle time.
-        kernel_s = c.total_s() - c.step.get("unattributed", 0.0) + c.unowned_s
-        c.step["unattributed"] = c.unowned_s + max(0.0, plain_s - kernel_s)
-        c.step_s = kernel_s + max(0.0, plain_s - kernel_s)
-
-
-#: Warn when kernels overlap, or exceed the unprofiled step, by more than this share.
-_WARN_SHARE = 0.01
-
-
-def _device_time_warnings(traced: Sequence[StepCharges], plain_s: float) -> list[str]:
-    """What the reader must know about CUDA rows: overlapped kernels, slower kernels."""
-    out = []
-    n = max(1, len(traced))
-    overlap = sum(c.overlap_s for c in traced) / n
-    step = sum(c.step_s for c in traced) / n
-    if overlap > _WARN_SHARE * step:
-        out.append(
-            f"kernels overlapped on several streams for {overlap * 1e3:.3g} ms per step; "
-            "rows are scaled to the device's busy time"
-        )
-    kernel = sum(c.total_s() - c.step.get("unattributed", 0.0) + c.unowned_s for c in traced) / n
-    if plain_s > 0 and kernel > (1 + _WARN_SHARE) * plain_s:
-        out.append(
-            f"traced steps' kernels took {kernel * 1e3:.3g} ms, more than the unprofiled step "
-            f"({plain_s * 1e3:.3g} ms): kernels ran slower while profiled"
-        )
-    return out
-
-
 def measure(
     model: nn.Module,
     workload: WorkloadSpec,
@@ -266,41 +233,72 @@ def measure(
     options: MeasureOptions = MeasureOptions(),
     on_progress: ProgressFn | None = None,
     sync: StepSync | None = None,
+    compile: CompileOptions | CompiledCollector | None = None,  # noqa: A002 (its natural name)
 ) -> Run:
     """Profile ``model`` (already built and on ``device``) running ``workload``.
 
     ``workload.input`` must be resolved (:func:`prepare` does it);
     ``sync`` makes it one rank of a data-parallel run (``distributed.py``).
+    ``compile`` runs ``torch.compile(model)`` instead, its kernels charged to
+    the layers they came from (``compiled.py``); warm-up then lasts until a
+    step compiles nothing, and a measured step that compiles is dropped.  A
+    ready :class:`CompiledCollector` (built on ``model`` and ``ModuleTable(model)``)
+    may be given instead of options, to see its per-step findings afterwards.
+    Compiled steps are traced one profiler session each, on CUDA too.
     """
     progress = on_progress or (lambda stage, done, total: None)
     output_shape = check_input(model, workload, device, label)
     table = ModuleTable(model)
-    with training_mode(model), memory_errors(workload.batch_size, device.type):
+    if compile is not None and sync is not None:
+        raise LayertimeError("--compile is not supported with data-parallel runs yet")
+    compiled = (
+        CompiledCollector.for_options(model, table, device, compile)
+        if isinstance(compile, CompileOptions)
+        else compile
+    )
+    with training_mode(model), collecting(compiled), \
+            memory_errors(workload.batch_size, device.type):
         stepped = sync.attach(model, table) if sync is not None else model
+        if compiled is not None:
+            stepped = compiled.wrapper
         work = Workload(stepped, workload, device, output_shape)
-        warm_times = _warm_up(work, options.warmup_steps, progress, sync)
+        if compiled is not None:
+            warm_times = compiled.warm_up(
+                lambda: _plain_step(work, sync)[0],
+                options.warmup_steps,
+                lambda i: progress("warmup", i, max(options.warmup_steps, i + 1)),
+            )
+        else:
+            warm_times = _warm_up(work, options.warmup_steps, progress, sync)
         n = options.steps
         if options.time_budget_s is not None:
             per_pair = 2 * (min(warm_times) if warm_times else 1.0)
             n = max(1, min(options.max_steps, int(options.time_budget_s // per_pair)))
         if sync is not None:
             n = sync.agree(n)
-        steps = (_cuda_steps if device.type == "cuda" else _cpu_steps)(
-            work, table, n, progress, sync
-        )
+        if device.type == "cuda" and compiled is None:
+            steps = _cuda_steps(work, table, n, progress, sync)
+        else:
+            steps = _paired_steps(work, table, n, progress, sync, compiled)
+        steps.warm = warm_times
         nan_steps = sum(int(not bool(torch.isfinite(loss).all())) for loss in steps.losses)
-    return _run(workload, device, label, options, table, steps, nan_steps, output_shape)
+    if not steps.traced:
+        raise LayertimeError("every measured step compiled again: no steady step to report")
+    run = _run(workload, device, label, options, table, steps, nan_steps, output_shape,
+               one_session=compiled is None)
+    return compiled.finish(run) if compiled is not None else run
 
 
 @dataclass
 class _Steps:
-    """What the measured steps gave: plain wall times, traced charges, losses, and how many
-    updates fp16 loss scaling skipped."""
+    """What the measured steps gave: plain wall times, traced charges, losses, how many
+    updates fp16 loss scaling skipped, and the warm-up steps' wall times."""
 
     plain: list[float]
     traced: list[StepCharges]
     losses: list[torch.Tensor]
     skipped: int = 0
+    warm: list[float] = field(default_factory=list)
 
 
 def _cuda_steps(
@@ -327,14 +325,23 @@ def _cuda_steps(
     return out
 
 
-def _cpu_steps(
-    work: Workload, table: ModuleTable, n: int, progress: ProgressFn, sync: StepSync | None
+def _paired_steps(
+    work: Workload,
+    table: ModuleTable,
+    n: int,
+    progress: ProgressFn,
+    sync: StepSync | None,
+    compiled: CompiledCollector | None = None,
 ) -> _Steps:
-    """``n`` pairs of a plain and a traced step, alternating which goes first."""
+    """``n`` pairs of a plain and a traced step, alternating which goes first, each traced
+    step in a profiler session of its own (the CPU path; compiled models on any device,
+    where a step that compiled again is dropped)."""
     out = _Steps([], [], [])
     # An empty session starts the profiler's own machinery (outside any timed
     # step) so the first traced step is not charged.
-    idle = TraceSession(table, work.device)
+    idle: TraceSession | CompiledTraceSession = (
+        compiled.session() if compiled is not None else TraceSession(table, work.device)
+    )
     idle.start()
     idle.abort()
     for i in range(n):
@@ -343,11 +350,15 @@ def _cpu_steps(
         for j, traced_turn in enumerate((i % 2 == 1, i % 2 == 0)):
             progress("measure", 2 * i + j, 2 * n)
             if traced_turn:
-                charges, loss = _traced_step(work, table, sync)
-                out.traced.append(charges)
+                charges, loss = _traced_step(work, table, sync, compiled)
+                if compiled is None or compiled.keep_step():
+                    out.traced.append(charges)
+                else:
+                    compiled.forget_last()
             else:
                 dt, loss = _plain_step(work, sync)
-                out.plain.append(dt)
+                if compiled is None or compiled.keep_step(dt):
+                    out.plain.append(dt)
             out.losses.append(loss)
     progress("measure", 2 * n, 2 * n)
     return out
@@ -362,14 +373,18 @@ def _run(
     steps: _Steps,
     nan_steps: int,
     output_shape: torch.Size,
+    *,
+    one_session: bool = True,
 ) -> Run:
-    """The measured steps as a :class:`Run` (on CUDA, idle time from the plain steps)."""
-    cuda = device.type == "cuda"
+    """The measured steps as a :class:`Run`.  On CUDA with ``one_session`` (all traced
+    steps in one profiler session; not a compiled model's), the idle time comes from the
+    plain steps and the traced walls are kept apart."""
+    cuda = device.type == "cuda" and one_session
     traced, plain, n_losses = steps.traced, steps.plain, len(steps.losses)
     walls: tuple[float, ...] = ()
     if cuda:
         walls = tuple(c.step_s for c in traced)
-        _idle_from_plain(traced, statistics.median(plain))
+        idle_from_plain(traced, statistics.median(plain))
     layers, phases, spread, samples = aggregate(table, traced)
     warnings = []
     if nan_steps:
@@ -380,7 +395,7 @@ def _run(
             "measured steps (gradients overflowed)"
         )
     if cuda:
-        warnings.extend(_device_time_warnings(traced, statistics.median(plain)))
+        warnings.extend(device_time_warnings(traced, statistics.median(plain)))
     spec = workload.resolved_input
     return Run(
         model=label,
@@ -390,13 +405,13 @@ def _run(
         dtype=workload.dtype,
         optimizer=workload.optimizer,
         steps=len(traced),
-        warmup_steps=options.warmup_steps,
+        warmup_steps=len(steps.warm),
         step_samples_s=tuple(plain),
         profiled_step_samples_s=samples,
         layers=layers,
         phases=phases,
         environment=describe(device),
-        timing="cuda-kernel-time" if cuda else "cpu-self-time",
+        timing="cuda-kernel-time" if device.type == "cuda" else "cpu-self-time",
         amp=workload.amp,
         num_classes=spec.classes(output_shape),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -404,30 +419,10 @@ def _run(
         phase_spread_s=spread,
         timeline=timeline(table, traced),
         traced_step_samples_s=walls,
+        steps_requested=options.steps,
+        time_budget_s=options.time_budget_s,
+        warmup_step_s=min(steps.warm) if steps.warm else None,
     )
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A model built and placed on its device, with the workload (its input resolved) it runs."""
-
-    model: nn.Module
-    workload: WorkloadSpec
-    device: torch.device
-    label: str
-
-
-def prepare(workload: WorkloadSpec) -> Prepared:
-    """Resolve the device and the model, build and place it, fill in the model's default
-    input; errors are one line."""
-    dev = resolve_device(workload.device)
-    tgt = target(workload.model, workload.input)
-    torch.manual_seed(workload.seed)
-    with memory_errors(workload.batch_size, dev.type):
-        net = tgt.build(workload.num_classes) if tgt.spec is not None else workload.model
-        assert isinstance(net, nn.Module)
-        net = net.to(device=dev, dtype=DTYPES[workload.dtype])
-    return Prepared(net, workload.with_input(tgt.input), dev, tgt.label)
 
 
 def profile_workload(
@@ -435,11 +430,21 @@ def profile_workload(
     options: MeasureOptions = MeasureOptions(),
     *,
     on_progress: ProgressFn | None = None,
+    compile: CompileOptions | bool | None = None,  # noqa: A002
 ) -> Run:
-    """Profile a training step of ``workload``, per layer (the spec form of :func:`profile`)."""
+    """Profile a training step of ``workload``, per layer (the spec form of :func:`profile`).
+
+    ``compile`` (True or :class:`CompileOptions`) profiles ``torch.compile(model)``
+    instead, per layer through the compiler's provenance.
+    """
     p = prepare(workload)
+    compile_options = (
+        CompileOptions() if compile is True else compile if isinstance(compile, CompileOptions)
+        else None
+    )
     return measure(
-        p.model, p.workload, p.device, label=p.label, options=options, on_progress=on_progress
+        p.model, p.workload, p.device, label=p.label, options=options, on_progress=on_progress,
+        compile=compile_options,
     )
 
 
@@ -451,6 +456,7 @@ def profile(
     time_budget_s: float | None = None,
     max_steps: int = 50,
     on_progress: ProgressFn | None = None,
+    compile: CompileOptions | bool | None = None,  # noqa: A002
     **workload: Unpack[WorkloadOptions],
 ) -> Run:
     """Profile a training step of ``model`` (a name or an ``nn.Module``), per layer.
@@ -461,11 +467,13 @@ def profile(
     and W of a 3-channel image) or ``input``, ``num_classes``, ``device``,
     ``optimizer``, ``dtype``, ``amp``, ``seed``.  ``time_budget_s`` replaces
     ``steps``: as many plain/traced pairs as fit (judged from the warm-up
-    step), at most ``max_steps``.  Raises :class:`LayertimeError` on bad input.
+    step), at most ``max_steps``.  ``compile`` (True or :class:`CompileOptions`)
+    profiles ``torch.compile(model)`` instead, per layer through the compiler's
+    provenance.  Raises :class:`LayertimeError` on bad input.
     """
     options = MeasureOptions(
         steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s, max_steps=max_steps
     )
     return profile_workload(
-        WorkloadSpec.create(model, **workload), options, on_progress=on_progress
+        WorkloadSpec.create(model, **workload), options, on_progress=on_progress, compile=compile
     )

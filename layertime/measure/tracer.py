@@ -141,3 +141,35 @@ def phase(name: str) -> Iterator[None]:
     """A step-level phase range (loss, zero_grad, update, backward, data)."""
     with torch.profiler.record_function(f"layertime::phase::{name}"):
         yield
+
+
+class PhaseMarker:
+    """Step-level phase ranges opened in one framework hook and closed in a later one.
+
+    A framework integration cannot wrap a ``with`` block around the code
+    between two of its callbacks; it opens a ``layertime::phase::<row>`` range
+    in the first and closes it in the second.  Ranges are closed innermost
+    first, and ``close_all`` (in ``finally``) leaves none open.
+    """
+
+    def __init__(self) -> None:
+        self._open: list[tuple[str, Any]] = []
+
+    def open(self, row: str) -> None:
+        handle = torch.ops.profiler._record_function_enter_new(f"layertime::phase::{row}", None)
+        self._open.append((row, handle))
+
+    def close(self, row: str | None = None) -> None:
+        """Close the innermost range (only if it is ``row``, when given)."""
+        if not self._open or (row is not None and self._open[-1][0] != row):
+            return
+        _, handle = self._open.pop()
+        torch.ops.profiler._record_function_exit._RecordFunction(handle)
+
+    @property
+    def current(self) -> str | None:
+        return self._open[-1][0] if self._open else None
+
+    def close_all(self) -> None:
+        while self._open:
+            self.close()

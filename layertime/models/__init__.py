@@ -25,12 +25,14 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Protocol
 
 from layertime.errors import LayertimeError
-from layertime.workload.inputs import ImageInput, InputSpec
+
+if TYPE_CHECKING:  # torch loads with the first model built, not with the name list
+    from torch import nn
+
+    from layertime.workload.inputs import InputSpec
 
 BUILTIN: dict[str, tuple[str, int]] = {
     # name: (dotted builder, default image size)
@@ -57,14 +59,53 @@ class ModelSpec:
 
     def default_input(self) -> InputSpec:
         """The input the model is profiled on unless told otherwise."""
+        from layertime.workload.inputs import ImageInput
+
         return ImageInput.square(self.default_image_size or 224)
 
 
 @functools.lru_cache(maxsize=1)
 def torchvision_names() -> tuple[str, ...]:
+    """torchvision's classification models, as ``list_models(module=torchvision.models)``.
+
+    Read from the ``@register_model`` decorators in torchvision's source, without
+    importing it (importing torch takes seconds, and ``layertime models`` should
+    answer at once); torchvision itself is asked when its source is not there.
+    """
+    names = _scan_torchvision_sources()
+    if names:
+        return names
     import torchvision
 
     return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+def _scan_torchvision_sources() -> tuple[str, ...]:
+    import ast
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    names: set[str] = set()
+    for path in sorted(folder.glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            return ()
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for dec in node.decorator_list:
+                call = dec if isinstance(dec, ast.Call) else None
+                target = call.func if call is not None else dec
+                if isinstance(target, ast.Name) and target.id == "register_model":
+                    name = node.name
+                    for kw in call.keywords if call is not None else ():
+                        if kw.arg == "name" and isinstance(kw.value, ast.Constant):
+                            name = str(kw.value.value)
+                    names.add(name)
+    return tuple(sorted(names))
 
 
 def available() -> list[str]:
@@ -133,6 +174,8 @@ def _call_builder(fn: Callable[..., Any], label: str, num_classes: int) -> nn.Mo
         raise
     except Exception as e:
         raise LayertimeError(f"{label} raised {type(e).__name__}: {e}") from e
+    from torch import nn
+
     if not isinstance(model, nn.Module):
         raise LayertimeError(f"{label} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -237,6 +280,10 @@ class Target:
 def target(model: str | nn.Module, input: InputSpec | None = None) -> Target:
     """Resolve a model and its input: ``input``, else the model's own default
     (a 3-channel square image of its default size, 224 for a module)."""
+    from torch import nn
+
+    from layertime.workload.inputs import ImageInput
+
     if isinstance(model, str):
         spec: ModelSpec | None = resolve(model)
         assert spec is not None

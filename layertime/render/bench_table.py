@@ -2,62 +2,62 @@
 
 from __future__ import annotations
 
-from rich import box
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
-from layertime.render.fmt import ms as _ms
+from layertime.render.fmt import ms
+from layertime.render.layout import Column, Row, lay_out
 from layertime.results.bench import BenchResult
 from layertime.results.run import Run
 from layertime.taxonomy import KIND_LABELS
 
 
-def bench_table(bench: BenchResult, situ: Run | None = None) -> RenderableType:
+def bench_table(bench: BenchResult, situ: Run | None = None,
+                width: int | None = None) -> RenderableType:
     """Per layer: forward, input-gradient and weight-gradient time alone; in situ beside it."""
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("layer", "kind", "fwd ms", "bwd input ms", "bwd weight ms", "alone ms"):
-        t.add_column(col, justify="left" if col in ("layer", "kind") else "right")
-    rows = {r.name: r for r in situ.layers} if situ else {}
+    cols = [Column("layer", align="left", name=True),
+            Column("kind", align="left", drop=3, shrink=4, min_width=6),
+            Column("fwd ms"), Column("bwd-in ms"), Column("bwd-w ms"), Column("alone ms")]
+    rows_by_name = {r.name: r for r in situ.layers} if situ else {}
     if situ:
-        t.add_column("in situ ms", justify="right")
-        t.add_column("alone / in situ", justify="right")
+        cols += [Column("in situ ms", drop=1), Column("alone/situ", drop=2)]
+    rows: list[Row] = []
     for b in bench.layers:
-        cells: list[RenderableType] = [
+        cells = [
             b.name or "(model)",
             KIND_LABELS.get(b.kind, b.kind),
-            _ms(b.forward_s),
-            _ms(b.backward_input_s) if b.inputs and any(i.requires_grad for i in b.inputs)
+            ms(b.forward_s),
+            ms(b.backward_input_s) if b.inputs and any(i.requires_grad for i in b.inputs)
             else "not run",
-            _ms(b.backward_weight_s) if b.params else "-",
-            _ms(b.total_s),
+            ms(b.backward_weight_s) if b.params else "-",
+            ms(b.total_s),
         ]
         if situ:
-            r = rows.get(b.name)
+            r = rows_by_name.get(b.name)
             s = r.forward_s + r.backward_s if r else 0.0
-            cells += [_ms(s), f"{b.total_s / s:.2f}" if s else "-"]
-        t.add_row(*cells)
-    t.add_section()
-    total: list[RenderableType] = [Text("sum", style="bold"), "", _ms(sum(b.forward_s for b in bench.layers)),
-             _ms(sum(b.backward_input_s for b in bench.layers)),
-             _ms(sum(b.backward_weight_s for b in bench.layers)), _ms(bench.total_s)]
-    parts: list[RenderableType] = []
+            cells += [ms(s), f"{b.total_s / s:.2f}" if s else "-"]
+        rows.append(Row(tuple(cells)))
+    total = ["sum", "", ms(sum(b.forward_s for b in bench.layers)),
+             ms(sum(b.backward_input_s for b in bench.layers)),
+             ms(sum(b.backward_weight_s for b in bench.layers)), ms(bench.total_s)]
+    parts: list[RenderableType] = [Text(
+        f"each layer alone: {bench.model}, batch {bench.batch_size}, {bench.device}, "
+        f"{bench.dtype}; median of {bench.repeats} after {bench.warmup} warm-up, x calls per step"
+        "; bwd-in, bwd-w: input and weight gradient; alone/situ: alone ms over in situ ms",
+        style="bold")]
     if situ:
-        situ_sum = sum(rows[b.name].forward_s + rows[b.name].backward_s
-                       for b in bench.layers if b.name in rows)
-        total += [_ms(situ_sum), f"{bench.total_s / situ_sum:.2f}" if situ_sum else "-"]
-        t.add_row(*total)
+        situ_sum = sum(rows_by_name[b.name].forward_s + rows_by_name[b.name].backward_s
+                       for b in bench.layers if b.name in rows_by_name)
+        total += [ms(situ_sum), f"{bench.total_s / situ_sum:.2f}" if situ_sum else "-"]
+        rows.append(Row(tuple(total), bold=True, gap_before=True))
+        parts.append(lay_out(cols, rows, width).renderable())
         diff = bench.total_s - situ_sum
         parts.append(Text(
-            f"layers alone: {_ms(bench.total_s)} ms of forward + backward; the same layers in "
-            f"the model: {_ms(situ_sum)} ms ({diff / situ_sum:+.1%}); the whole in-situ step: "
-            f"{_ms(situ.profiled_step_s)} ms (loss, optimizer update and containers are only "
+            f"layers alone: {ms(bench.total_s)} ms of forward + backward; the same layers in "
+            f"the model: {ms(situ_sum)} ms ({diff / situ_sum:+.1%}); the whole in-situ step: "
+            f"{ms(situ.profiled_step_s)} ms (loss, optimizer update and containers are only "
             "in the step)", style="bold"))
     else:
-        t.add_row(*total)
-    parts.insert(0, Text(
-        f"each layer alone: {bench.model}, batch {bench.batch_size}, {bench.device}, "
-        f"{bench.dtype}; median of {bench.repeats} after {bench.warmup} warm-up, x calls per step",
-        style="bold"))
-    parts.insert(1, t)
+        rows.append(Row(tuple(total), bold=True, gap_before=True))
+        parts.append(lay_out(cols, rows, width).renderable())
     return Group(*parts)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from rich import box
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
-from layertime.render.fmt import ms as _ms, pct as _pct
+from layertime.render.fmt import ms, num, pct
+from layertime.render.layout import Column, Laid, Row, lay_out
 from layertime.results.comm import CommPrediction
 from layertime.taxonomy import KIND_LABELS, KINDS
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2**20:,.2f}"
+    return num(n / 2**20)
 
 
 def _err(pred: float, meas: float | None) -> str:
@@ -22,55 +21,40 @@ def _err(pred: float, meas: float | None) -> str:
     return f"{(pred - meas) / meas:+.0%}"
 
 
-def comm_table(pred: CommPrediction) -> Table:
+def comm_table(pred: CommPrediction, width: int | None = None) -> Laid:
     measured = pred.measured_comm_s is not None
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("layer", overflow="fold")
-    table.add_column("grad MiB", justify="right")
-    table.add_column("bucket", justify="right")
-    table.add_column("predicted ms", justify="right")
-    table.add_column("share", justify="right")
+    cols = [Column("layer", align="left", name=True), Column("grad MiB", drop=3),
+            Column("bucket", drop=2), Column("predicted ms"), Column("share")]
     if measured:
-        table.add_column("measured ms", justify="right")
-        table.add_column("share", justify="right")
-        table.add_column("error", justify="right")
+        cols += [Column("measured ms"), Column("share"), Column("error", drop=1)]
     kinds = pred.by_kind()
     total_p = pred.comm_s or 1.0
     total_m = pred.measured_comm_s
+    rows: list[Row] = []
     for kind in KINDS:
-        rows = [r for r in pred.layers if r.kind == kind]
-        if not rows:
+        members = [r for r in pred.layers if r.kind == kind]
+        if not members:
             continue
         k = kinds[kind]
-        cells: list[str | Text] = [
-            Text(f"{KIND_LABELS[kind]} ({len(rows)})", style="bold"),
-            _mib(k.grad_bytes),
-            "",
-            Text(_ms(k.predicted_s), style="bold"),
-            Text(_pct(k.predicted_share), style="bold"),
-        ]
+        cells = [f"{KIND_LABELS[kind]} ({len(members)})", _mib(k.grad_bytes), "",
+                 ms(k.predicted_s), pct(k.predicted_share)]
         if measured:
-            cells += [_ms(k.measured_s), _pct(k.measured_share), _err(k.predicted_s, k.measured_s)]
-        table.add_row(*cells)
-        for r in rows:
-            cells = [
-                f"  {r.name or '(model)'}",
-                _mib(r.grad_bytes),
-                ",".join(str(i) for i in r.buckets),
-                _ms(r.predicted_s),
-                _pct(r.predicted_s / total_p),
-            ]
+            cells += [ms(k.measured_s), pct(k.measured_share), _err(k.predicted_s, k.measured_s)]
+        rows.append(Row(tuple(cells), bold=True, gap_before=bool(rows)))
+        for r in members:
+            cells = [f"  {r.name or '(model)'}", _mib(r.grad_bytes),
+                     ",".join(str(i) for i in r.buckets), ms(r.predicted_s),
+                     pct(r.predicted_s / total_p)]
             if measured:
                 share = r.measured_s / total_m if (r.measured_s is not None and total_m) else None
-                cells += [_ms(r.measured_s), _pct(share), _err(r.predicted_s, r.measured_s)]
-            table.add_row(*cells)
-        table.add_section()
-    cells = [Text("all-reduce per step", style="bold"), _mib(pred.grad_bytes),
-             str(len(pred.buckets)), Text(_ms(pred.comm_s), style="bold"), "100.0%"]
+                cells += [ms(r.measured_s), pct(share), _err(r.predicted_s, r.measured_s)]
+            rows.append(Row(tuple(cells)))
+    cells = ["all-reduce per step", _mib(pred.grad_bytes), str(len(pred.buckets)),
+             ms(pred.comm_s), "100.0%"]
     if measured:
-        cells += [_ms(total_m), "100.0%", _err(pred.comm_s, total_m)]
-    table.add_row(*cells)
-    return table
+        cells += [ms(total_m), "100.0%", _err(pred.comm_s, total_m)]
+    rows.append(Row(tuple(cells), bold=True, gap_before=True))
+    return lay_out(cols, rows, width)
 
 
 def summary_lines(pred: CommPrediction) -> list[str]:
@@ -83,18 +67,18 @@ def summary_lines(pred: CommPrediction) -> list[str]:
     ]
     if pred.measured_bucket_s is not None:
         parts = [
-            f"#{b.index} {_mib(b.bytes)} MiB {_ms(p)} vs {_ms(m)} ms ({_err(p, m)})"
+            f"#{b.index} {_mib(b.bytes)} MiB {ms(p)} vs {ms(m)} ms ({_err(p, m)})"
             for b, p, m in zip(pred.buckets, pred.bucket_s, pred.measured_bucket_s)
         ]
         lines.append("buckets predicted vs measured all-reduce: " + "; ".join(parts))
     if pred.step_s is not None:
         line = (
-            f"step: compute {_ms(pred.compute_s)} ms ({pred.compute_source}) + exposed "
-            f"{_ms(pred.exposed_s)} ms = {_ms(pred.step_s)} ms predicted"
+            f"step: compute {ms(pred.compute_s)} ms ({pred.compute_source}) + exposed "
+            f"{ms(pred.exposed_s)} ms = {ms(pred.step_s)} ms predicted"
         )
         if pred.measured_step_s is not None:
             line += (
-                f"; measured {_ms(pred.measured_step_s)} ms "
+                f"; measured {ms(pred.measured_step_s)} ms "
                 f"({_err(pred.step_s, pred.measured_step_s)})"
             )
         lines.append(line)
@@ -107,7 +91,8 @@ def summary_lines(pred: CommPrediction) -> list[str]:
     return lines
 
 
-def render(pred: CommPrediction) -> RenderableType:
-    parts: list[RenderableType] = [Text(pred.headline(), style="bold"), comm_table(pred)]
+def render(pred: CommPrediction, width: int | None = None) -> RenderableType:
+    parts: list[RenderableType] = [Text(pred.headline(), style="bold"),
+                                   comm_table(pred, width).renderable()]
     parts.extend(Text(line, style="dim") for line in summary_lines(pred))
     return Group(*parts)

@@ -6,40 +6,34 @@ import csv
 import io
 from collections.abc import Sequence
 
-from rich import box
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
-from layertime.render.fmt import ms as _ms
+from layertime.render.fmt import ms, pct
+from layertime.render.layout import Column, Row, lay_out
 from layertime.results.run import Run
 from layertime.results.stored import StoredRun
 from layertime.results.sweep import SweepResult
 from layertime.taxonomy import KIND_LABELS, KINDS, STEP_KINDS
 
 
-def runs_table(runs: Sequence[StoredRun]) -> Table:
+def runs_table(runs: Sequence[StoredRun], width: int | None = None) -> RenderableType:
     """Stored runs, one line each, in the order given (newest first from the store)."""
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("id", "kind", "model", "batch", "device", "status", "created", "step ms", "note"):
-        t.add_column(col, justify="right" if col in ("id", "batch", "step ms") else "left")
+    cols = [Column("id"), Column("kind", align="left"), Column("model", align="left", name=True),
+            Column("batch"), Column("device", align="left", drop=3),
+            Column("status", align="left", drop=2), Column("created", align="left", drop=4),
+            Column("step ms"), Column("note", align="left", shrink=5, min_width=10)]
+    rows = []
     for r in runs:
         step = r.result.get("step_s") if r.result and r.kind == "profile" else None
         note = r.error or ""
         if r.sweep_id is not None:
             note = (f"sweep {r.sweep_id}; " + note).rstrip("; ")
-        t.add_row(
-            str(r.id),
-            r.kind,
-            r.model,
-            "-" if r.batch_size is None else str(r.batch_size),
-            r.device or "-",
-            r.status,
-            r.created[:19].replace("T", " "),
-            _ms(step),
-            note[:60],
-        )
-    return t
+        rows.append(Row((
+            str(r.id), r.kind, r.model, "-" if r.batch_size is None else str(r.batch_size),
+            r.device or "-", r.status, r.created[:19].replace("T", " "), ms(step), note[:60],
+        )))
+    return lay_out(cols, rows, width).renderable()
 
 
 def runs_csv(runs: Sequence[StoredRun]) -> str:
@@ -71,33 +65,31 @@ _SHORT = {"linear": "fc", "activation": "act", "embedding": "embed", "attention"
           "recurrent": "rnn", "dropout": "drop", "step": "step", "unattributed": "unattr"}
 
 
-def sweep_table(result: SweepResult) -> RenderableType:
+def sweep_table(result: SweepResult, width: int | None = None) -> RenderableType:
     """Each configuration's share of step time per kind, then the crossover(s)."""
     runs = [p.run for p in result.points if p.run is not None]
     kinds = [k for k in KINDS + STEP_KINDS if any(k in r.by_kind() for r in runs)]
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("model", "batch", "image", "device", "status", "step ms"):
-        t.add_column(
-            col,
-            justify="right" if col in ("batch", "image", "step ms") else "left",
-            overflow="fold",
-        )
-    for k in kinds:
-        t.add_column(_SHORT.get(k, k) + " %", justify="right")
+    cols = [Column("model", align="left", name=True), Column("batch"), Column("image", drop=3),
+            Column("device", align="left", drop=4), Column("status", align="left", drop=2),
+            Column("step ms")]
+    # conv and fc always; the other kinds give way smallest first when narrow.
+    peak = {k: max((r.by_kind()[k].share for r in runs if k in r.by_kind()), default=0.0)
+            for k in kinds}
+    order = sorted((k for k in kinds if k not in ("conv", "linear")), key=lambda k: peak[k])
+    drop = {k: 10 + len(order) - i for i, k in enumerate(order)}
+    cols += [Column(_SHORT.get(k, k) + " %", drop=drop.get(k, 0)) for k in kinds]
+    rows = []
     for p in result.points:
         c = p.config
-        row = [
-            c["model"],
-            str(c["batch_size"]),
-            str(c["image_size"] or "default"),
+        by_kind = p.run.by_kind() if p.run else {}
+        rows.append(Row((
+            c["model"], str(c["batch_size"]), str(c["image_size"] or "default"),
             p.run.device if p.run else c["device"],
             p.status if p.status != "skipped" else "stored",
-            _ms(p.run.step_s) if p.run else "-",
-        ]
-        by_kind = p.run.by_kind() if p.run else {}
-        row += [f"{by_kind[k].share * 100:.1f}" if k in by_kind else "-" for k in kinds]
-        t.add_row(*row)
-    parts: list[RenderableType] = [t]
+            ms(p.run.step_s) if p.run else "-",
+            *[f"{by_kind[k].share * 100:.1f}" if k in by_kind else "-" for k in kinds],
+        )))
+    parts: list[RenderableType] = [lay_out(cols, rows, width).renderable()]
     for p in result.points:
         if p.status == "failed":
             parts.append(Text(f"failed: {p.config['model']} batch {p.config['batch_size']}: {p.error}"))
@@ -108,34 +100,39 @@ def sweep_table(result: SweepResult) -> RenderableType:
     return Group(*parts)
 
 
-def compare_table(runs: Sequence[Run], labels: Sequence[str]) -> RenderableType:
-    """Runs side by side, aligned by layer name, with ratios to the first run."""
+def compare_table(runs: Sequence[Run], labels: Sequence[str],
+                  width: int | None = None) -> RenderableType:
+    """Runs side by side, aligned by layer name, with ratios to the first run.
+
+    Each run's column is headed by its number in the legend above the tables
+    (run labels are long: model, batch, device).
+    """
     if len(runs) < 2:
         raise ValueError("compare needs two runs or more")
-    head = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="per kind: share of step (time)")
-    head.add_column("kind")
-    for lab in labels:
-        head.add_column(lab, justify="right")
+    heads = [f"run {i + 1}" for i in range(len(runs))]
+    legend = [Text(f"run {i + 1}: {lab}") for i, lab in enumerate(labels)]
+    kind_rows = []
     kind_maps = [r.by_kind() for r in runs]
     for k in KINDS + STEP_KINDS:
         if not any(k in m for m in kind_maps):
             continue
         cells = []
-        for m in kind_maps:
+        base_kt = kind_maps[0].get(k)
+        for i, m in enumerate(kind_maps):
             kt = m.get(k)
-            cells.append(f"{kt.share:.1%} ({_ms(kt.time_s)} ms)" if kt else "-")
-        head.add_row(KIND_LABELS.get(k, k), *cells)
-    head.add_row(
-        Text("step", style="bold"),
-        *[f"{_ms(r.step_s)} ms" + ("" if i == 0 else f" x{r.step_s / runs[0].step_s:.2f}")
-          for i, r in enumerate(runs)],
-    )
+            # Time ratio to the first run (e.g. compiled / eager: below 1 is faster).
+            ratio = (
+                f" x{kt.time_s / base_kt.time_s:.2f}"
+                if i and kt and base_kt and base_kt.time_s > 0
+                else ""
+            )
+            cells.append(f"{pct(kt.share)} ({ms(kt.time_s)} ms{ratio})" if kt else "-")
+        kind_rows.append(Row((KIND_LABELS.get(k, k), *cells)))
+    kind_rows.append(Row(
+        ("step", *[f"{ms(r.step_s)} ms" + ("" if i == 0 else f" x{r.step_s / runs[0].step_s:.2f}")
+                   for i, r in enumerate(runs)]), bold=True, gap_before=True))
+    kind_cols = [Column("kind", align="left", name=True)] + [Column(h) for h in heads]
 
-    layers = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="per layer: total ms (ratio to first)")
-    layers.add_column("layer")
-    layers.add_column("kind")
-    for lab in labels:
-        layers.add_column(lab, justify="right")
     names: list[str] = []
     kinds: dict[str, str] = {}
     for r in runs:
@@ -144,6 +141,7 @@ def compare_table(runs: Sequence[Run], labels: Sequence[str]) -> RenderableType:
                 names.append(row.name)
                 kinds[row.name] = row.kind
     rows_by_name = [{row.name: row for row in r.layers} for r in runs]
+    layer_rows = []
     for name in names:
         base = rows_by_name[0].get(name)
         cells = []
@@ -152,8 +150,19 @@ def compare_table(runs: Sequence[Run], labels: Sequence[str]) -> RenderableType:
             if lr is None:
                 cells.append("-")
             elif i == 0 or base is None or base.total_s == 0:
-                cells.append(_ms(lr.total_s))
+                cells.append(ms(lr.total_s))
             else:
-                cells.append(f"{_ms(lr.total_s)} x{lr.total_s / base.total_s:.2f}")
-        layers.add_row(name or "(model)", KIND_LABELS.get(kinds[name], kinds[name]), *cells)
-    return Group(head, layers)
+                cells.append(f"{ms(lr.total_s)} x{lr.total_s / base.total_s:.2f}")
+        layer_rows.append(Row((name or "(model)", KIND_LABELS.get(kinds[name], kinds[name]),
+                               *cells)))
+    layer_cols = ([Column("layer", align="left", name=True),
+                   Column("kind", align="left", drop=2, shrink=3, min_width=6)]
+                  + [Column(h) for h in heads])
+    return Group(
+        *legend,
+        Text("per kind: share of step (time, ratio to run 1)", style="bold"),
+        lay_out(kind_cols, kind_rows, width).renderable(),
+        Text(""),
+        Text("per layer: total ms (ratio to run 1)", style="bold"),
+        lay_out(layer_cols, layer_rows, width).renderable(),
+    )

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
-from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.table import Table
+from rich.console import Group, RenderableType
 from rich.text import Text
 
-from layertime.render.fmt import ms as _ms, pct as _pct
+from layertime.render.fmt import count, ms, num, pct
+from layertime.render.layout import Column, Laid, Row, lay_out, to_text
 from layertime.results.cost import CostResult
 from layertime.results.cost_rows import LayerCost, PhaseCounts
 from layertime.taxonomy import KIND_LABELS, KINDS
@@ -19,73 +16,57 @@ _MAX_NOT_COUNTED = 8
 
 
 def _g(flops: int) -> str:
-    """GFLOP with two decimals, or three significant digits below one."""
-    if not flops:
-        return "-"
-    v = flops / 1e9
-    return f"{v:,.2f}" if v >= 1 else f"{v:.3g}"
+    """GFLOP, three significant digits; '-' for none."""
+    return num(flops / 1e9) if flops else "-"
 
 
 def _gb(nbytes: int) -> str:
-    return f"{nbytes / 1e9:,.3f}" if nbytes else "-"
+    return num(nbytes / 1e9) if nbytes else "-"
 
 
 def _mb(nbytes: int) -> str:
-    return f"{nbytes / 1e6:,.1f}" if nbytes else "-"
-
-
-def _params(n: int) -> str:
-    """Compact parameter counts (exact ones are in the JSON)."""
-    if not n:
-        return "-"
-    if n >= 1e6:
-        return f"{n / 1e6:,.2f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f}K"
-    return str(n)
+    return num(nbytes / 1e6) if nbytes else "-"
 
 
 def _intensity(flops: int, nbytes: int) -> str:
-    return f"{flops / nbytes:,.1f}" if nbytes and flops else "-"
+    return num(flops / nbytes) if nbytes and flops else "-"
 
 
 def _is_empty_container(r: LayerCost) -> bool:
     return r.kind == "other" and not r.ops and not r.params
 
 
-def cost_table(cost: CostResult, width: int | None = None) -> Table:
-    """The per-layer table, grouped by kind with a subtotal per kind.
+def _columns(predicted: bool) -> list[Column]:
+    cols = [
+        Column("layer", align="left", name=True),
+        Column("type", align="left", drop=3, shrink=6, min_width=10),
+        Column("params", drop=4),
+        Column("fwd"), Column("bwd-in"), Column("bwd-w"), Column("upd", drop=2), Column("share", drop=1),
+        Column("GB", drop=5), Column("FLOP/B", drop=7), Column("saved MB", drop=8),
+    ]
+    if predicted:
+        cols += [Column("est. ms"), Column("est. %")]
+    return cols
 
-    Given a ``width`` the table would not fit, the module type column is left out.
-    """
+
+def cost_table(cost: CostResult, width: int | None = None) -> Laid:
+    """The per-layer table, grouped by kind with a subtotal per kind, fitted to ``width``."""
     predicted = cost.prediction is not None
     step_flops = cost.flops.total or 1
     step_pred = cost.predicted.total_s if cost.predicted is not None else 0.0
-    headers = ["layer", "type", "params", "fwd", "bwd-in", "bwd-w", "upd", "share", "GB",
-               "FLOP/B", "saved MB"]
-    if predicted:
-        headers += ["est. ms", "est. %"]
-    #: (cells, bold, section after)
-    lines: list[tuple[list[str], bool, bool]] = []
 
     def numbers(
         params: int, f: PhaseCounts, moved: int, saved: int, pred_s: float | None
-    ) -> list[str]:
+    ) -> tuple[str, ...]:
         cells = [
-            _params(params),
-            _g(f.forward),
-            _g(f.backward_input),
-            _g(f.backward_weight),
-            _g(f.update),
-            _pct(f.total / step_flops),
-            _gb(moved),
-            _intensity(f.total, moved),
+            count(params), _g(f.forward), _g(f.backward_input), _g(f.backward_weight),
+            _g(f.update), pct(f.total / step_flops), _gb(moved), _intensity(f.total, moved),
             _mb(saved),
         ]
         if predicted:
             share = pred_s / step_pred if pred_s is not None and step_pred else None
-            cells += [_ms(pred_s), _pct(share)]
-        return cells
+            cells += [ms(pred_s), pct(share)]
+        return tuple(cells)
 
     groups: dict[str, list[LayerCost]] = {}
     for r in cost.rows:
@@ -94,47 +75,26 @@ def cost_table(cost: CostResult, width: int | None = None) -> Table:
         groups.setdefault(r.kind, []).append(r)
     kinds = cost.by_kind()
     order = [k for k in KINDS if k in groups] + [k for k in groups if k not in KINDS]
-    for kind in order:
-        rows = groups[kind]
+    rows: list[Row] = []
+    for n, kind in enumerate(order):
+        members = groups[kind]
         kc = kinds[kind]
-        saved = sum(r.memory_bytes.saved_activations for r in rows)
-        head = [f"{KIND_LABELS.get(kind, kind)} ({len(rows)})", ""]
-        lines.append(
-            (head + numbers(kc.params, kc.flops, kc.bytes_moved.total, saved, kc.predicted_s),
-             True, False)
-        )
-        for i, r in enumerate(rows):
+        saved = sum(r.memory_bytes.saved_activations for r in members)
+        rows.append(Row(
+            (f"{KIND_LABELS.get(kind, kind)} ({len(members)})", "")
+            + numbers(kc.params, kc.flops, kc.bytes_moved.total, saved, kc.predicted_s),
+            bold=True, gap_before=n > 0))
+        for r in members:
             pred = r.predicted.total_s if r.predicted is not None else None
-            cells = [f"  {r.label}", r.type]
-            cells += numbers(r.params, r.flops, r.bytes_moved.total,
-                             r.memory_bytes.saved_activations, pred)
-            lines.append((cells, False, i == len(rows) - 1))
+            rows.append(Row((f"  {r.label}", r.type) + numbers(
+                r.params, r.flops, r.bytes_moved.total, r.memory_bytes.saved_activations, pred)))
     total_pred = step_pred if predicted else None
-    lines.append(
-        (["training step" if cost.training else "forward pass", ""]
-         + numbers(cost.params, cost.flops, cost.bytes_moved.total,
-                   cost.memory_bytes.saved_activations, total_pred),
-         True, False)
-    )
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    widths = [max(len(h), *(len(c[i]) for c, _, _ in lines)) for i, h in enumerate(headers)]
-    widths[1] = min(widths[1], 12)
-    if width is not None and sum(widths) + 2 * len(widths) > width:
-        headers.pop(1)
-        widths.pop(1)
-        lines = [([c[0], *c[2:]], bold, section) for c, bold, section in lines]
-    for i, h in enumerate(headers):
-        if i == 0:
-            table.add_column(h, no_wrap=True, overflow="ellipsis", min_width=min(widths[0], 14))
-        elif h == "type":
-            table.add_column(h, no_wrap=True, overflow="ellipsis", max_width=12)
-        else:
-            table.add_column(h, justify="right", no_wrap=True, min_width=widths[i])
-    for cells, bold, section in lines:
-        table.add_row(*[Text(c, style="bold") if bold else c for c in cells])
-        if section:
-            table.add_section()
-    return table
+    rows.append(Row(
+        ("training step" if cost.training else "forward pass", "")
+        + numbers(cost.params, cost.flops, cost.bytes_moved.total,
+                  cost.memory_bytes.saved_activations, total_pred),
+        bold=True, gap_before=True))
+    return lay_out(_columns(predicted), rows, width)
 
 
 def summary_lines(cost: CostResult) -> list[str]:
@@ -189,15 +149,13 @@ def summary_lines(cost: CostResult) -> list[str]:
 
 
 def render(cost: CostResult, width: int | None = None) -> RenderableType:
-    """Headline, table and summary as one rich renderable (``width``: see :func:`cost_table`)."""
-    parts: list[RenderableType] = [Text(cost.headline(), style="bold"), cost_table(cost, width)]
+    """Headline, table and summary as one rich renderable, the table fitted to ``width``."""
+    parts: list[RenderableType] = [Text(cost.headline(), style="bold"),
+                                   cost_table(cost, width).renderable()]
     parts.extend(Text(line, style="dim") for line in summary_lines(cost))
     return Group(*parts)
 
 
-def render_text(cost: CostResult, width: int = 140) -> str:
-    """The same as plain text at a fixed width, with no colour (for tests and reports)."""
-    buf = io.StringIO()
-    console = Console(file=buf, width=width, color_system=None, force_terminal=False)
-    console.print(render(cost, width))
-    return buf.getvalue()
+def render_text(cost: CostResult, width: int | None = 140) -> str:
+    """The same as plain text, with no colour (tests, reports); None: nothing wraps."""
+    return to_text(render(cost, width), width)

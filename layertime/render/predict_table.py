@@ -9,28 +9,17 @@ for the device that measured (a calibrated local profile).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.table import Table
+from rich.console import Group, RenderableType
 from rich.text import Text
 
-from layertime.render.fmt import pct as _pct
+from layertime.render.fmt import ms, pct
+from layertime.render.layout import Column, Laid, Row, lay_out, to_text
 from layertime.results.calibration import Calibration, EfficiencyFit
 from layertime.results.joined import Comparison, JoinedKind, JoinedRow
 from layertime.taxonomy import KIND_LABELS
-
-
-def _ms(s: float | None) -> str:
-    """Milliseconds: two decimals, or three significant digits below 1 ms (estimates for
-    a fast device are small)."""
-    if s is None:
-        return "-"
-    v = s * 1e3
-    return f"{v:,.2f}" if v >= 1 or v == 0 else f"{v:.3g}"
 
 
 def _pct_nz(x: float | None) -> str:
@@ -56,41 +45,40 @@ def _headers(cmp: Comparison) -> list[str]:
 
 
 def _cells(cmp: Comparison, x: JoinedRow | JoinedKind) -> list[str]:
-    cells = [_ms(x.measured_s), _pct(x.measured_share)]
+    cells = [ms(x.measured_s), pct(x.measured_share)]
     if cmp.predicted:
         pts = (None if x.predicted_share is None or x.measured_share is None
                else 100.0 * (x.predicted_share - x.measured_share))
-        cells += [_ms(x.predicted_s), _pct(x.predicted_share), _points(pts)]
+        cells += [ms(x.predicted_s), pct(x.predicted_share), _points(pts)]
         if cmp.same_device:
             cells.append(_err(x.error))
     return cells + [_pct_nz(x.flops_share), _pct_nz(x.params_share), _pct_nz(x.memory_share)]
 
 
-def _table(first: str, cmp: Comparison) -> Table:
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    t.add_column(first, no_wrap=True, overflow="ellipsis")
+def _columns(first: str, cmp: Comparison) -> list[Column]:
+    cols = [Column(first, align="left", name=True)]
     if first == "layer":
-        t.add_column("type", no_wrap=True, overflow="ellipsis", max_width=14)
+        cols.append(Column("type", align="left", drop=3, shrink=6, min_width=10))
+    drops = {"FLOPs %": 4, "params %": 5, "memory %": 7, "est. ms": 2, "measured ms": 0}
     for h in _headers(cmp):
-        t.add_column(h, justify="right", no_wrap=True)
-    return t
+        cols.append(Column(h, drop=drops.get(h, 0)))
+    return cols
 
 
-def kind_table(cmp: Comparison) -> Table:
+def kind_table(cmp: Comparison, width: int | None = None) -> Laid:
     """One row per kind: time share beside predicted, FLOP, parameter and memory shares."""
-    t = _table("kind", cmp)
-    for k in cmp.kinds:
-        t.add_row(f"{KIND_LABELS.get(k.kind, k.kind)} ({k.rows})", *_cells(cmp, k))
-    return t
+    rows = [Row((f"{KIND_LABELS.get(k.kind, k.kind)} ({k.rows})", *_cells(cmp, k)))
+            for k in cmp.kinds]
+    return lay_out(_columns("kind", cmp), rows, width)
 
 
-def layer_table(cmp: Comparison) -> Table:
+def layer_table(cmp: Comparison, width: int | None = None) -> Laid:
     """One row per layer (and the loss), in model order; a side's missing row shows '-'."""
-    t = _table("layer", cmp)
+    rows = []
     for r in cmp.rows:
         mark = "" if r.in_run and r.in_cost else " (run only)" if r.in_run else " (cost only)"
-        t.add_row(f"{r.label}{mark}", r.type, *_cells(cmp, r))
-    return t
+        rows.append(Row((f"{r.label}{mark}", r.type, *_cells(cmp, r))))
+    return lay_out(_columns("layer", cmp), rows, width)
 
 
 def notes(cmp: Comparison) -> list[str]:
@@ -99,8 +87,8 @@ def notes(cmp: Comparison) -> list[str]:
     step = cmp.profiled_step_s or 1.0
     lines = [
         "time %: measured share of the layers and the loss "
-        f"({_ms(cmp.measured_total_s)} ms; zero_grad, data and unattributed, "
-        f"{_ms(left)} ms = {left / step:.1%} of the profiled step, are not modelled and left out); "
+        f"({ms(cmp.measured_total_s)} ms; zero_grad, data and unattributed, "
+        f"{ms(left)} ms = {left / step:.1%} of the profiled step, are not modelled and left out); "
         "FLOPs, params, memory %: counted by the cost model, '-' for none (ops without a FLOP "
         "formula, such as ReLU or pooling, count no FLOPs; memory: weights, gradients, "
         "optimizer state, saved activations)",
@@ -110,7 +98,7 @@ def notes(cmp: Comparison) -> list[str]:
         lines.append(
             f"est.: ESTIMATES, not measurements: roofline on {where} "
             f"[{cmp.predicted_device}; efficiencies: {cmp.efficiency_source}]; "
-            f"est. total {_ms(cmp.predicted_total_s)} ms; est.-meas. pts: predicted share "
+            f"est. total {ms(cmp.predicted_total_s)} ms; est.-meas. pts: predicted share "
             "minus measured share, percentage points"
         )
         if cmp.same_device:
@@ -136,46 +124,42 @@ def notes(cmp: Comparison) -> list[str]:
     return lines
 
 
-def render(cmp: Comparison) -> RenderableType:
-    """Headline, the kind table, the layer table and the notes."""
-    parts: list[RenderableType] = [Text(cmp.headline(), style="bold"), kind_table(cmp),
-                                   layer_table(cmp)]
+def render(cmp: Comparison, width: int | None = None) -> RenderableType:
+    """Headline, the kind table, the layer table and the notes, fitted to ``width``."""
+    parts: list[RenderableType] = [Text(cmp.headline(), style="bold"),
+                                   kind_table(cmp, width).renderable(), Text(""),
+                                   layer_table(cmp, width).renderable()]
     parts.extend(Text(line, style="dim") for line in notes(cmp))
     return Group(*parts)
 
 
-def render_text(cmp: Comparison, width: int = 160) -> str:
-    """The same as plain text (tests, benchmarks)."""
-    buf = io.StringIO()
-    Console(file=buf, width=width, color_system=None, force_terminal=False).print(render(cmp))
-    return buf.getvalue()
+def render_text(cmp: Comparison, width: int | None = 160) -> str:
+    """The same as plain text (tests, benchmarks); None: nothing wraps."""
+    return to_text(render(cmp, width), width)
 
 
-def fit_table(fit: EfficiencyFit) -> RenderableType:
+def fit_table(fit: EfficiencyFit, width: int | None = None) -> RenderableType:
     """Per kind: measured time, which efficiency was fitted, its value and how it was obtained."""
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for h in ("kind", "measured ms", "of step", "efficiency", "before", "after", "status"):
-        t.add_column(h, justify="left" if h in ("kind", "efficiency", "status") else "right")
+    cols = [Column("kind", align="left", name=True), Column("measured ms"), Column("of step"),
+            Column("efficiency", align="left"), Column("before", drop=2), Column("after"),
+            Column("status", align="left", shrink=3, min_width=12)]
+    rows = []
     for k in fit.kinds:
         status = k.status if not k.reason else f"{k.status}: {k.reason}"
-        t.add_row(
+        rows.append(Row((
             KIND_LABELS.get(k.kind, k.kind) if k.kind != "update" else "update (optimizer)",
-            _ms(k.measured_s),
-            _pct(k.step_share),
-            k.target,
-            f"{k.default:.3g}",
-            f"{k.efficiency:.3g}",
-            status,
-        )
+            ms(k.measured_s), pct(k.step_share), k.target, f"{k.default:.3g}",
+            f"{k.efficiency:.3g}", status,
+        )))
     return Group(
         Text(f"efficiencies fitted to {fit.run_label} (before: the default; a kind under "
              f"{fit.min_share:.0%} of the step keeps it)", style="bold"),
-        t,
+        lay_out(cols, rows, width).renderable(),
     )
 
 
 def calibration_report(cal: Calibration, fit: EfficiencyFit | None, warnings: Sequence[str],
-                       name: str, path: Path) -> RenderableType:
+                       name: str, path: Path, width: int | None = None) -> RenderableType:
     """What ``layertime calibrate`` measured, fitted and saved."""
     peaks = ", ".join(f"{p} {v * 1e3:,.4g} GFLOP/s (side {cal.matmul_sizes[p]})"
                       for p, v in cal.matmul_tflops.items())
@@ -186,7 +170,7 @@ def calibration_report(cal: Calibration, fit: EfficiencyFit | None, warnings: Se
         f"to {cal.repeats} runs each")]
     parts += [Text(f"not measured: {prec}: {why}") for prec, why in cal.skipped.items()]
     if fit is not None:
-        parts.append(fit_table(fit))
+        parts.append(fit_table(fit, width))
     parts += [Text(f"warning: {w}") for w in warnings]
     parts.append(Text(f"saved device profile {name} in {path}; use it with --device-profile "
                       f"{name} (cost) or --predict {name} (profile)"))

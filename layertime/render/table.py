@@ -1,126 +1,101 @@
-"""Terminal table of a run: rows grouped by kind, phases as columns, headline on top."""
+"""Terminal table of a run: rows grouped by kind, phases as columns, headline on top.
+
+The table fits the width it is given (see :mod:`layertime.render.layout`):
+``calls``, then the communication detail, ``params`` and ``type`` give way
+first; layer names and numbers are never cut.  The footer gives the step
+times behind the overhead ratio, so the ratio can be recomputed by hand.
+"""
 
 from __future__ import annotations
 
-import io
+import statistics
 
-from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.table import Table
+from rich.console import Group, RenderableType
 from rich.text import Text
 
-from layertime.render.fmt import ms as _ms, pct as _pct
+from layertime.render.compiled import compiled_lines
+from layertime.render.fmt import count, ms, pct
+from layertime.render.layout import Column, Laid, Row, lay_out, to_text
 from layertime.results.run import LayerRow, Run
 from layertime.taxonomy import KIND_LABELS, KINDS
 
 
-def _params(n: int) -> str:
-    return f"{n:,}" if n else "-"
+#: Step rows shown only when measured non-zero (a user loop or a framework has them).
+_OPTIONAL_ROWS = ("data", "clip", "scheduler", "logging")
 
 
-def run_table(run: Run) -> Table:
-    """The per-layer table, grouped by kind with a subtotal per kind.
-
-    A data-parallel run adds communication columns after ``update ms``: the
-    exposed part (in ``total ms``), the hidden part, and each kind's share of
-    the run's communication.
-    """
-    step = run.profiled_step_s or 1.0
-    comm = run.comm_s > 0
-    table = _CommTable(comm, box=box.SIMPLE_HEAD, show_footer=False, pad_edge=False)
-    table.add_column("layer", overflow="fold")
-    table.add_column("type")
-    table.add_column("fwd ms", justify="right")
-    table.add_column("bwd ms", justify="right")
-    table.add_column("update ms", justify="right")
+def _columns(comm: bool) -> list[Column]:
+    cols = [
+        Column("layer", align="left", name=True),
+        Column("type", align="left", drop=2, shrink=5, min_width=10),
+        Column("fwd ms"),
+        Column("bwd ms"),
+        Column("upd ms"),
+    ]
     if comm:
-        table.add_column("comm ms", justify="right")
-        table.add_column("hidden ms", justify="right")
-        table.add_column("comm share", justify="right")
-    table.add_column("total ms", justify="right")
-    table.add_column("share", justify="right")
-    table.add_column("params", justify="right")
-    table.add_column("calls", justify="right")
+        cols += [Column("comm ms"), Column("hidden ms", drop=4), Column("comm %", drop=5)]
+    cols += [Column("total ms"), Column("share"), Column("params", drop=3),
+             Column("calls", drop=6)]
+    return cols
 
+
+def _rows(run: Run) -> list[Row]:
+    step = run.profiled_step_s or 1.0
+    has_comm = run.comm_s > 0
+
+    def comm(exposed_s: float, comm_s: float, share: str) -> tuple[str, ...]:
+        return (ms(exposed_s), ms(comm_s - exposed_s), share) if has_comm else ()
+
+    blank = ("", "", "") if has_comm else ()
     groups: dict[str, list[LayerRow]] = {}
     for r in run.layers:
         groups.setdefault(r.kind, []).append(r)
     kinds = run.by_kind()
-    for kind in KINDS:
-        rows = groups.get(kind)
-        if not rows:
-            continue
+    rows: list[Row] = []
+    first = True
+    for kind in [k for k in KINDS if k in groups] + [k for k in groups if k not in KINDS]:
+        members = groups[kind]
         kt = kinds[kind]
-        table.add_row(
-            Text(f"{KIND_LABELS[kind]} ({len(rows)})", style="bold"),
-            "",
-            _ms(kt.forward_s),
-            _ms(kt.backward_s),
-            _ms(kt.update_s),
-            *table.comm(kt.comm_exposed_s, kt.comm_s, Text(_pct(kt.comm_share), style="bold")),
-            Text(_ms(kt.time_s), style="bold"),
-            Text(_pct(kt.share), style="bold"),
-            _params(kt.params),
-            "",
-        )
-        for r in rows:
-            table.add_row(
-                f"  {r.label}",
-                r.type,
-                _ms(r.forward_s),
-                _ms(r.backward_s),
-                _ms(r.update_s),
-                *(
-                    table.comm(r.comm_exposed_s, r.comm_s, _pct(r.comm_s / run.comm_s))
-                    if r.comm_bytes
-                    else table.blank()
-                ),
-                _ms(r.total_s),
-                _pct(r.total_s / step),
-                _params(r.params),
-                f"{r.calls:g}",
-            )
-        table.add_section()
+        rows.append(Row((
+            f"{KIND_LABELS.get(kind, kind)} ({len(members)})", "", ms(kt.forward_s),
+            ms(kt.backward_s), ms(kt.update_s),
+            *comm(kt.comm_exposed_s, kt.comm_s, pct(kt.comm_share)),
+            ms(kt.time_s), pct(kt.share), count(kt.params), "",
+        ), bold=True, gap_before=not first))
+        first = False
+        for r in members:
+            rows.append(Row((
+                f"  {r.label}", r.type, ms(r.forward_s), ms(r.backward_s), ms(r.update_s),
+                *(comm(r.comm_exposed_s, r.comm_s, pct(r.comm_s / run.comm_s))
+                  if r.comm_bytes else blank),
+                ms(r.total_s), pct(r.total_s / step), count(r.params), f"{r.calls:g}",
+            )))
     p = run.phases
-    for label, value in (
-        ("loss (step)", p.loss_s),
-        ("zero_grad (step)", p.zero_grad_s),
-        ("data (step)", p.data_s),
-        ("unattributed (step)", p.unattributed_s),
-    ):
-        if label.startswith("data") and value == 0.0:
+    step_rows = [("loss (step)", p.loss_s), ("zero_grad (step)", p.zero_grad_s),
+                 ("data (step)", p.data_s), ("clip (step)", p.clip_s),
+                 ("scheduler (step)", p.scheduler_s), ("logging (step)", p.logging_s),
+                 ("unattributed (step)", p.unattributed_s)]
+    for i, (label, value) in enumerate(step_rows):
+        if label.split()[0] in _OPTIONAL_ROWS and value == 0.0:
             continue
-        table.add_row(label, "", "", "", "", *table.blank(), _ms(value), _pct(value / step), "", "")
-    table.add_section()
-    table.add_row(
-        Text("profiled step", style="bold"),
-        "",
-        _ms(p.forward_s),
-        _ms(p.backward_s),
-        _ms(p.update_s),
-        *table.comm(p.comm_exposed_s, run.comm_s, "100.0%" if comm else ""),
-        Text(_ms(run.profiled_step_s), style="bold"),
-        "100.0%",
-        _params(run.params),
-        "",
-    )
-    return table
+        rows.append(Row((label, "", "", "", "", *blank, ms(value), pct(value / step), "", ""),
+                        gap_before=i == 0))
+    rows.append(Row((
+        "profiled step", "", ms(p.forward_s), ms(p.backward_s), ms(p.update_s),
+        *comm(p.comm_exposed_s, run.comm_s, "100.0%" if has_comm else ""),
+        ms(run.profiled_step_s), "100.0%", count(run.params), "",
+    ), bold=True, gap_before=True))
+    return rows
 
 
-class _CommTable(Table):
-    """A table that knows whether it has the communication columns."""
+def run_table(run: Run, width: int | None = None) -> Laid:
+    """The per-layer table, grouped by kind with a subtotal per kind.
 
-    def __init__(self, comm: bool, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.has_comm = comm
-
-    def comm(self, exposed_s: float, comm_s: float, share: str | Text) -> list[str | Text]:
-        if not self.has_comm:
-            return []
-        return [_ms(exposed_s), _ms(comm_s - exposed_s), share]
-
-    def blank(self) -> list[str]:
-        return ["", "", ""] if self.has_comm else []
+    A data-parallel run adds communication columns after ``upd ms``: the
+    exposed part (in ``total ms``), the hidden part, and each kind's share of
+    the run's communication.
+    """
+    return lay_out(_columns(run.comm_s > 0), _rows(run), width)
 
 
 def comm_lines(run: Run) -> list[str]:
@@ -136,45 +111,97 @@ def comm_lines(run: Run) -> list[str]:
     lines = [
         f"data-parallel: {run.world_size} ranks, {run.backend or '?'}, "
         f"{len(run.buckets)} gradient bucket(s), {run.comm_bytes / 2**20:,.1f} MiB all-reduced "
-        f"per step; comm {_ms(run.comm_s)} ms per step, {_ms(run.phases.comm_exposed_s)} ms "
+        f"per step; comm {ms(run.comm_s)} ms per step, {ms(run.phases.comm_exposed_s)} ms "
         f"exposed{link}",
         "  comm ms: exposed (the training thread waited or copied; in total ms); hidden ms: "
-        "overlapped backward compute; comm share: of all communication",
+        "overlapped backward compute; comm %: of all communication",
     ]
     for r in run.ranks:
         lines.append(
-            f"  rank {r.rank} ({r.host}): step {_ms(r.step_s)} ms, profiled "
-            f"{_ms(r.profiled_step_s)} ms = compute {_ms(r.compute_s)} + exposed comm "
-            f"{_ms(r.comm_exposed_s)} ms (of which ~{_ms(r.wait_s)} ms waiting for the "
+            f"  rank {r.rank} ({r.host}): step {ms(r.step_s)} ms, profiled "
+            f"{ms(r.profiled_step_s)} ms = compute {ms(r.compute_s)} + exposed comm "
+            f"{ms(r.comm_exposed_s)} ms (of which ~{ms(r.wait_s)} ms waiting for the "
             "slowest rank)"
         )
     return lines
 
 
+def _samples(label: str, xs: tuple[float, ...]) -> str:
+    if len(xs) == 1:
+        return f"{label} {ms(xs[0])} ms (1 step)"
+    return (f"{label} {ms(statistics.median(xs))} ms (median of {len(xs)}, range "
+            f"{ms(min(xs))}–{ms(max(xs))})")
+
+
+def step_lines(run: Run) -> list[str]:
+    """The steps behind the overhead ratio, and why fewer steps than asked were taken.
+
+    The ratio is traced / unprofiled, both medians, as printed; it is "within
+    noise" when the ratios of the ranges' ends (slowest traced over fastest
+    unprofiled, and fastest traced over slowest unprofiled) enclose 1.
+    """
+    plain = run.step_samples_s
+    traced = run.traced_step_samples_s or run.profiled_step_samples_s
+    if not plain or not traced:
+        return []
+    pm, tm = statistics.median(plain), statistics.median(traced)
+    lo, hi = min(traced) / max(plain), max(traced) / min(plain)
+    if len(plain) == 1 or len(traced) == 1:
+        noise = "; one sample on a side: too few to tell overhead from noise"
+    elif lo <= 1.0 <= hi:
+        noise = "; within noise (the ranges overlap)"
+    else:
+        noise = ""
+    lines = [
+        f"{_samples('unprofiled step', plain)}; {_samples('traced', traced)}; overhead "
+        f"{ms(tm)} / {ms(pm)} = x{tm / pm:.2f}{noise}"
+    ]
+    if run.timing == "cuda-kernel-time":
+        lines.append(
+            f"rows: each layer's GPU kernel time in the traced steps; unattributed: the GPU's "
+            f"idle time in the unprofiled step (and kernels outside any layer); they add up to "
+            f"{ms(run.profiled_step_s)} ms"
+        )
+    else:
+        lines.append(f"rows: CPU self time of each layer's ops; they add up to the traced step "
+                     f"({ms(run.profiled_step_s)} ms, mean)")
+    asked = run.steps_requested
+    if asked is not None and run.steps < asked:
+        if run.time_budget_s is not None and run.warmup_step_s is not None:
+            n = run.steps
+            lines.append(
+                f"{n} traced step{'s' if n > 1 else ''}, not {asked}: the time budget of "
+                f"{run.time_budget_s:g} s allowed {n} plain/traced pair{'s' if n > 1 else ''} "
+                f"of about {2 * run.warmup_step_s:.2g} s (judged by the warm-up step); "
+                f"--steps {asked} forces {asked}"
+            )
+        else:
+            lines.append(f"{run.steps} traced steps, not {asked} (the ranks agreed on the fewest)")
+    return lines
+
+
 def summary_lines(run: Run) -> list[str]:
     env = run.environment
-    lines = [
-        f"unprofiled step {_ms(run.step_s)} ms (median of {len(run.step_samples_s)}, "
-        f"sd {_ms(run.step_spread_s)} ms); profiled step {_ms(run.profiled_step_s)} ms "
-        f"(mean of {len(run.profiled_step_samples_s)}); overhead x{run.overhead_ratio:.3f}",
+    lines = step_lines(run)
+    lines.append(
         f"{env.device_name} · {env.threads} threads · torch {env.torch} · "
-        f"{run.optimizer} · timing: {run.timing} · update split by {run.update_split}",
-    ]
+        f"{run.optimizer} · timing: {run.timing} · update split by {run.update_split}"
+    )
     lines.extend(comm_lines(run))
+    lines.extend(compiled_lines(run))
     lines.extend(f"warning: {w}" for w in run.warnings)
     return lines
 
 
-def render(run: Run) -> RenderableType:
-    """Headline, table and summary as one rich renderable."""
-    parts: list[RenderableType] = [Text(run.headline(), style="bold"), run_table(run)]
+def render(run: Run, width: int | None = None) -> RenderableType:
+    """Headline, table and summary as one rich renderable, the table fitted to ``width``."""
+    laid = run_table(run, width)
+    parts: list[RenderableType] = [Text(run.headline(), style="bold"), laid.renderable()]
     parts.extend(Text(line, style="dim") for line in summary_lines(run))
     return Group(*parts)
 
 
-def render_text(run: Run, width: int = 120) -> str:
-    """The same as plain text at a fixed width, with no colour (for tests and reports)."""
-    buf = io.StringIO()
-    console = Console(file=buf, width=width, color_system=None, force_terminal=False)
-    console.print(render(run))
-    return buf.getvalue()
+def render_text(run: Run, width: int | None = 120) -> str:
+    """The same as plain text, with no colour (tests, reports): the table fitted to
+    ``width``; prose lines wrap at that width (None: nothing wraps)."""
+    return to_text(render(run, width), width)

@@ -28,7 +28,9 @@ from layertime.files import write_text_atomic
 from layertime.results.run import Run, Slice
 
 #: Tracks in display order; a phase not in this list goes after them.
-PHASE_ORDER: tuple[str, ...] = ("data", "zero_grad", "forward", "loss", "backward", "update")
+PHASE_ORDER: tuple[str, ...] = (
+    "data", "zero_grad", "forward", "loss", "backward", "clip", "update", "scheduler", "logging"
+)
 #: The category of the per-row slices (the steps track uses "step").
 ROW_CATEGORY = "layertime.row"
 STEP_CATEGORY = "layertime.step"

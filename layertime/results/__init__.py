@@ -13,7 +13,8 @@ under a versioned schema (``docs/schema.md``), read back tolerantly
 * :mod:`~layertime.results.sweep` — a sweep and its stored summary (``layertime.sweep/1``);
 * :mod:`~layertime.results.stored` — one row of the run store;
 * :mod:`~layertime.results.comm` — the data-parallel what-if;
-* :mod:`~layertime.results.calibration` — a device calibration and an efficiency fit.
+* :mod:`~layertime.results.calibration` — a device calibration and an efficiency fit;
+* :mod:`~layertime.results.compiled` — what a ``torch.compile``d run adds (``Run.compiled``).
 
 Results import nothing above them: no torch, no collector, no renderer.
 """

@@ -18,6 +18,8 @@ from typing import Any
 
 from layertime.files import read_text, write_text_atomic
 from layertime.records import build, build_all, check_schema, number, parse_object, reading, to_json
+from layertime.results.compiled import CompiledSummary
+from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.environment import Environment
 from layertime.taxonomy import KIND_LABELS, KINDS, STEP_KINDS
 
@@ -82,6 +84,17 @@ class Phases:
     unattributed_s: float
     #: Data-parallel runs: exposed gradient synchronisation (sum over layers).
     comm_exposed_s: float = 0.0
+    #: Framework integrations (Lightning, Hugging Face): gradient clipping, the
+    #: LR scheduler's step, and logging (callbacks, loggers, the loop's own
+    #: bookkeeping between steps).  0 elsewhere and in older files.
+    clip_s: float = 0.0
+    scheduler_s: float = 0.0
+    logging_s: float = 0.0
+
+    @property
+    def step_level_s(self) -> float:
+        """The step-level rows other than loss and unattributed (kind ``step``)."""
+        return self.zero_grad_s + self.data_s + self.clip_s + self.scheduler_s + self.logging_s
 
     @property
     def total_s(self) -> float:
@@ -90,8 +103,7 @@ class Phases:
             + self.backward_s
             + self.update_s
             + self.loss_s
-            + self.zero_grad_s
-            + self.data_s
+            + self.step_level_s
             + self.unattributed_s
             + self.comm_exposed_s
         )
@@ -154,53 +166,6 @@ class Slice:
 
 
 @dataclass(frozen=True)
-class RankRow:
-    """One rank of a data-parallel run, to spot a straggler.
-
-    ``compute_s`` is the profiled step minus its exposed communication: the
-    rank that computes longest makes every other rank wait in the all-reduce.
-    """
-
-    rank: int
-    host: str
-    step_s: float
-    profiled_step_s: float
-    compute_s: float
-    comm_s: float
-    comm_exposed_s: float
-    #: Of ``comm_exposed_s``, the estimated wait for the slowest rank's compute
-    #: (its ``compute_s`` minus this rank's): imbalance, not the network.
-    wait_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class BucketRow:
-    """One DDP gradient bucket, as measured (means over traced steps and ranks).
-
-    ``allreduce_s`` is the all-reduce's wall time from its launch to its
-    completion; ``comm_s`` its share of the communication busy time (buckets
-    in flight together share it equally), ``exposed_s`` the part of that after
-    backward compute ended.  ``layers`` maps layer name to gradient bytes.
-    """
-
-    index: int
-    bytes: int
-    layers: Mapping[str, int]
-    allreduce_s: float
-    comm_s: float
-    exposed_s: float
-
-
-@dataclass(frozen=True)
-class LinkEstimate:
-    """A link measured with all-reduces outside any step, in the ring model's terms."""
-
-    bandwidth_gbps: float
-    latency_us: float
-    method: str = ""
-
-
-@dataclass(frozen=True)
 class Run:
     """One profiled configuration: its rows, phases, steps and environment."""
 
@@ -249,6 +214,19 @@ class Run:
     #: is not the traced wall; the overhead is measured on these.  Empty when
     #: the two are the same (CPU runs).
     traced_step_samples_s: tuple[float, ...] = ()
+    #: What was asked of the measurement, so a reader sees why fewer steps were
+    #: taken: the traced steps asked for, the time budget (seconds) that may
+    #: have cut them, and the fastest warm-up step the budget was judged by.
+    steps_requested: int | None = None
+    time_budget_s: float | None = None
+    warmup_step_s: float | None = None
+    #: ``profile --compile`` / a ``torch.compile``d model in ``Profiler``: how it was
+    #: compiled and attributed (``layertime.results.compiled``); None for eager runs.
+    compiled: CompiledSummary | None = None
+    #: Forward/backward passes per step: a step is one optimizer step, and with
+    #: gradient accumulation it holds this many micro-batches (each of
+    #: ``batch_size``); layers' ``calls`` count every pass.
+    micro_batches: int = 1
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -308,7 +286,7 @@ class Run:
         p = self.phases
         if p.loss_s:
             sums.setdefault("loss", _KindSums()).forward_s += p.loss_s
-        sums["step"] = _KindSums(forward_s=p.zero_grad_s + p.data_s)
+        sums["step"] = _KindSums(forward_s=p.step_level_s)
         sums["unattributed"] = _KindSums(forward_s=p.unattributed_s)
         out: dict[str, KindTotal] = {}
         for kind in [k for k in KINDS + STEP_KINDS if k in sums]:
@@ -335,15 +313,23 @@ class Run:
         """The one-line answer: the kinds that take the most time, with their parameter share.
 
         Conv and fully connected layers are named first when the model has
-        both, since that is the question the tool exists to answer.
+        them, since that is the question the tool exists to answer; then any
+        other kind that takes more time than either of them (AlexNet 2012's
+        normalisation layers); a model with neither names its two largest kinds.
         """
         kinds = {k: v for k, v in self.by_kind().items() if k not in STEP_KINDS}
         if not kinds:
             return f"no layers measured ({self._config_label()})"
-        if "conv" in kinds and "linear" in kinds:
-            chosen = ["conv", "linear"]
+        by_time = sorted(kinds, key=lambda k: -kinds[k].time_s)
+        chosen: list[str] = [k for k in ("conv", "linear") if k in kinds]
+        if not chosen:
+            chosen = by_time[:2]
         else:
-            chosen = sorted(kinds, key=lambda k: -kinds[k].time_s)[:2]
+            floor = min(kinds[k].time_s for k in chosen)
+            larger = [k for k in by_time if k not in chosen and kinds[k].time_s > floor]
+            if len(chosen) == 1 and not larger:
+                larger = [k for k in by_time if k not in chosen][:1]
+            chosen += larger
         parts = []
         for i, k in enumerate(chosen):
             kt = kinds[k]
@@ -371,7 +357,10 @@ class Run:
     def _config_label(self) -> str:
         dtype = self.dtype if not self.amp else f"amp {self.amp}"
         ranks = f" per rank x {self.world_size} ranks" if self.world_size > 1 else ""
-        return f"{self.model}, batch {self.batch_size}{ranks}, {self.device}, {dtype}"
+        compiled = ", compiled" if self.compiled is not None else ""
+        micro = f" x {self.micro_batches} accumulated" if self.micro_batches > 1 else ""
+        return (f"{self.model}, batch {self.batch_size}{micro}{ranks}, {self.device}, "
+                f"{dtype}{compiled}")
 
     # -- JSON --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -418,6 +407,10 @@ class Run:
             "profiled_step_s": self.profiled_step_s,
             "profiled_step_samples_s": list(self.profiled_step_samples_s),
             "traced_step_samples_s": list(self.traced_step_samples_s),
+            "steps_requested": self.steps_requested,
+            "time_budget_s": self.time_budget_s,
+            "warmup_step_s": self.warmup_step_s,
+            "micro_batches": self.micro_batches,
             "overhead_ratio": self.overhead_ratio,
             "headline": self.headline(),
             "params": self.params,
@@ -437,6 +430,7 @@ class Run:
             "buckets": [{**asdict(b), "layers": dict(b.layers)} for b in self.buckets],
             "link": asdict(self.link) if self.link is not None else None,
             **({"prediction": dict(self.prediction)} if self.prediction is not None else {}),
+            **({"compiled": self.compiled.to_dict()} if self.compiled is not None else {}),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -461,6 +455,10 @@ class Run:
                 step_samples_s=_numbers,
                 profiled_step_samples_s=_numbers,
                 traced_step_samples_s=_numbers,
+                steps_requested=lambda v: None if v is None else int(v),
+                time_budget_s=lambda v: None if v is None else number(v),
+                warmup_step_s=lambda v: None if v is None else number(v),
+                micro_batches=int,
                 layers=lambda v: build_all(LayerRow, v),
                 phases=lambda v: build(Phases, v),
                 environment=lambda v: build(Environment, v),
@@ -472,6 +470,7 @@ class Run:
                 buckets=lambda v: build_all(BucketRow, v),
                 link=lambda v: build(LinkEstimate, v) if v else None,
                 prediction=lambda v: dict(v) if v else None,
+                compiled=lambda v: CompiledSummary.from_dict(v) if v else None,
             )
 
     @classmethod

@@ -14,7 +14,7 @@ from layertime.workload.spec import WorkloadOptions, WorkloadSpec
 from layertime.workload.step import (
     AMP_DTYPES,
     DTYPES,
-    PhaseMarker,
+    PhaseScope,
     Workload,
     autocast,
     check_input,
@@ -30,7 +30,7 @@ __all__ = [
     "Batch",
     "ImageInput",
     "InputSpec",
-    "PhaseMarker",
+    "PhaseScope",
     "TokenInput",
     "Workload",
     "WorkloadOptions",

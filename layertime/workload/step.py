@@ -25,7 +25,7 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
 #: Opens a range around one phase of the step ("zero_grad", "loss", "backward", "update").
-PhaseMarker = Callable[[str], contextlib.AbstractContextManager[None]]
+PhaseScope = Callable[[str], contextlib.AbstractContextManager[None]]
 
 
 def resolve_device(text: str) -> torch.device:
@@ -138,9 +138,9 @@ class Workload:
         self._last_scale = scale
         return skipped
 
-    def step(self, phase: PhaseMarker | None = None) -> torch.Tensor:
+    def step(self, phase: PhaseScope | None = None) -> torch.Tensor:
         """One training step; returns the (detached) loss.  ``phase`` marks its phases."""
-        rng: PhaseMarker = phase if phase is not None else _no_phase
+        rng: PhaseScope = phase if phase is not None else _no_phase
         amp = self.workload.amp
         with rng("zero_grad"):
             self.optimizer.zero_grad(set_to_none=True)

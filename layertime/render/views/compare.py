@@ -97,7 +97,7 @@ def _steps(runs: Sequence[Run], labels: Sequence[str]) -> list[dict[str, Any]]:
     for i, r in enumerate(runs):
         p = r.phases
         vals = {"forward": p.forward_s, "backward": p.backward_s, "update": p.update_s,
-                "step": p.loss_s + p.zero_grad_s + p.data_s + p.unattributed_s}
+                "step": p.loss_s + p.step_level_s + p.unattributed_s}
         ratio = "" if i == 0 else f" · ×{r.profiled_step_s / runs[0].profiled_step_s:.2f} " \
                                   f"of {labels[0]}"
         tip = [labels[i]] + [f"{PHASE_LABELS[k] if k != 'step' else 'step-level'}: "

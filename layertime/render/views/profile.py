@@ -1,7 +1,8 @@
 """The view of one profiled run, joined with a cost estimate when one is given.
 
 Rows are the run's layers in model order, then the step-level rows (loss,
-zero_grad, data, unattributed).  FLOP, memory and predicted columns appear
+zero_grad, data, the framework rows clip, scheduler and logging when measured,
+unattributed); a compiled run adds its "Compiled model" section.  FLOP, memory and predicted columns appear
 only when a cost estimate is joined (its layers join the run's rows by
 name); nothing is invented.
 """
@@ -14,6 +15,7 @@ from dataclasses import asdict
 from typing import Any
 
 from layertime.errors import LayertimeError
+from layertime.render.compiled import compiled_section
 from layertime.render.views.charts import (
     bar,
     chart,
@@ -46,8 +48,13 @@ STEP_ROWS: tuple[tuple[str, str, str], ...] = (
     ("loss_s", "(loss)", "loss"),
     ("zero_grad_s", "(zero_grad)", "step"),
     ("data_s", "(data)", "step"),
+    ("clip_s", "(clip)", "step"),
+    ("scheduler_s", "(scheduler)", "step"),
+    ("logging_s", "(logging)", "step"),
     ("unattributed_s", "(unattributed)", "unattributed"),
 )
+#: Step rows shown only when measured non-zero.
+OPTIONAL_STEP_ROWS = ("data_s", "clip_s", "scheduler_s", "logging_s", "unattributed_s")
 
 
 def profile_view(run: Run, cost: CostResult | Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -136,7 +143,7 @@ def _rows(run: Run, cost: CostResult | None) -> list[dict[str, Any]]:
     phases = asdict(run.phases)
     for attr, label, kind in STEP_ROWS:
         value = float(phases.get(attr) or 0.0)
-        if attr in ("data_s", "unattributed_s") and value == 0.0:
+        if attr in OPTIONAL_STEP_ROWS and value == 0.0:
             continue
         loss = cost.loss if attr == "loss_s" and cost is not None else None
         rows.append({
@@ -391,6 +398,8 @@ def _sections(run: Run, cost: CostResult | None) -> list[dict[str, Any]]:
     ]
     if cost is not None:
         sections.append(cost_section(cost))
+    if run.compiled is not None:
+        sections.append(compiled_section(run.compiled))
     return sections
 
 

@@ -24,7 +24,7 @@ PHASE_LABELS: dict[str, str] = {
     "backward_weight": "backward (weight gradient)",
     "update": "update",
     "comm": "gradient sync (exposed)",
-    "step": "step-level (loss, zero_grad, data)",
+    "step": "step-level (loss, zero_grad, data, ...)",
 }
 #: One colour per kind, for lines and points.
 KIND_COLORS: dict[str, str] = {
@@ -56,7 +56,8 @@ RUN_COLORS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", 
 
 TIMING_NOTES = {
     "cpu-self-time": "Each row is the CPU self time of the ops charged to it; all rows "
-    "(layers, loss, zero_grad, data, unattributed) add up to the profiled step.",
+    "(layers, loss, zero_grad, data, clip, scheduler, logging, unattributed) add up to the "
+    "profiled step.",
     "cuda-kernel-time": "Each row is the GPU kernel time of the ops charged to it; "
     "'unattributed' is the rest of the step's wall time (GPU idle).",
 }

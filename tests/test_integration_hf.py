@@ -1,0 +1,208 @@
+"""LayertimeTrainerCallback in a real Hugging Face Trainer: a tiny CNN, a DataLoader, a few steps.
+
+The Trainer needs ``accelerate`` (``layertime[hf]`` installs both).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+import layertime
+import layertime.integrations.hf as hf
+from layertime.errors import LayertimeWarning
+from layertime.integrations.hf import LayertimeTrainerCallback, unattributable
+from layertime.results.run import Run
+
+LAYERTIME_DIR = str(Path(layertime.__file__).parent)
+BATCH = 8
+
+
+@pytest.fixture(autouse=True)
+def _quiet(one_thread: None) -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="transformers")
+        warnings.filterwarnings("ignore", module="accelerate")
+        yield
+
+
+class Images(torch.utils.data.Dataset):
+    """Synthetic 3x16x16 images as dicts; ``sleep_s`` per sample makes loading slow."""
+
+    def __init__(self, n: int = 256, sleep_s: float = 0.0) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 16, 16, generator=g)
+        self.y = torch.randint(0, 10, (n,), generator=g)
+        self.sleep_s = sleep_s
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        return {"pixel_values": self.x[i], "labels": self.y[i]}
+
+
+class TinyCNN(nn.Module):
+    """Returns its loss, as Hugging Face models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(8 * 8 * 8, 10),
+        )
+        self.loss = nn.CrossEntropyLoss()
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        logits = self.net(pixel_values)
+        return {"loss": self.loss(logits, labels), "logits": logits}
+
+
+def train(callbacks: list[Any], tmp_path: Path, *, max_steps: int = 8, sleep_s: float = 0.0,
+          **args_kw: Any) -> tuple[Trainer, TinyCNN]:
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, max_steps=max_steps,
+        per_device_train_batch_size=BATCH, logging_steps=1, disable_tqdm=True,
+        save_strategy="no", dataloader_num_workers=0, **args_kw,
+    )
+    model = TinyCNN()
+    trainer = Trainer(model, args, train_dataset=Images(sleep_s=sleep_s), callbacks=callbacks)
+    trainer.train()
+    return trainer, model
+
+
+def rows_sum(run: Run) -> float:
+    p = run.phases
+    return sum(r.total_s for r in run.layers) + p.loss_s + p.step_level_s + p.unattributed_s
+
+
+def module_hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_rows_add_up_and_slow_loading_shows_as_data(tmp_path: Path) -> None:
+    sleep_s = 0.002
+    cb = LayertimeTrainerCallback(start_step=2, steps=4, verbose=False)
+    trainer, model = train([cb], tmp_path, sleep_s=sleep_s)
+    assert trainer.state.global_step == 8
+    run = cb.result
+    assert run is not None and cb.skipped is None
+    assert run.steps == 2 and len(run.step_samples_s) == 2
+    assert rows_sum(run) == pytest.approx(run.profiled_step_s, rel=1e-9)
+    assert run.phases.data_s >= BATCH * sleep_s
+    names = {r.name: r for r in run.layers}
+    for layer in ("net.0", "net.4"):
+        assert names[layer].forward_s > 0 and names[layer].backward_s > 0
+        assert names[layer].update_s > 0 and names[layer].calls == 1
+    assert names["loss"].kind == "loss" and names["loss"].forward_s > 0
+    # max_grad_norm (1.0 by default) clips between the backward and the optimizer step
+    assert run.phases.clip_s > 0 and run.phases.scheduler_s > 0 and run.phases.logging_s > 0
+    assert run.optimizer == "adamw" and run.amp is None and run.micro_batches == 1
+    assert run.batch_size == BATCH and run.input_shape == (3, 16, 16)
+    assert module_hooks(model) == 0
+
+
+def test_a_step_after_the_window_runs_no_layertime_code(tmp_path: Path) -> None:
+    calls: list[str] = []
+    watched: list[int] = []
+
+    def watch(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename.startswith(LAYERTIME_DIR):
+            calls.append(f"{frame.f_code.co_filename}:{frame.f_code.co_name}")
+
+    class Watch(TrainerCallback):
+        """From the end of step 7 to the end of step 9 (the window is steps 2-5)."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 7:
+                sys.setprofile(watch)
+            elif state.global_step == 9:
+                sys.setprofile(None)
+                watched.append(state.global_step)
+
+    cb = LayertimeTrainerCallback(start_step=2, steps=4, verbose=False)
+    try:
+        _, model = train([cb, Watch()], tmp_path, max_steps=10)
+    finally:
+        sys.setprofile(None)
+    assert watched == [9] and cb.result is not None
+    assert calls == []
+    assert module_hooks(model) == 0 and not torch._C._autograd._profiler_enabled()
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path: Path) -> None:
+    cb = LayertimeTrainerCallback(start_step=1, steps=2, verbose=False)
+    train([cb], tmp_path, max_steps=4, gradient_accumulation_steps=2)
+    run = cb.result
+    assert run is not None and run.micro_batches == 2
+    assert all(r.calls == 2 for r in run.layers if r.name.startswith("net."))
+    assert any("2 micro-batches" in w for w in run.warnings)
+    assert rows_sum(run) == pytest.approx(run.profiled_step_s, rel=1e-9)
+
+
+def test_bf16_autocast_as_configured(tmp_path: Path) -> None:
+    cb = LayertimeTrainerCallback(start_step=1, steps=2, verbose=False)
+    train([cb], tmp_path, max_steps=4, bf16=True)
+    run = cb.result
+    assert run is not None and run.amp == "bf16"
+    assert rows_sum(run) == pytest.approx(run.profiled_step_s, rel=1e-9)
+
+
+def test_what_it_cannot_attribute_is_one_line_and_training_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FSDP and DeepSpeed need more than this CPU: the check is simulated, the training is real."""
+    reason = unattributable(SimpleNamespace(fsdp=["full_shard"]))
+    assert reason is not None
+    monkeypatch.setattr(hf, "unattributable", lambda args, model=None: reason)
+    cb = LayertimeTrainerCallback(start_step=1, steps=2)
+    with pytest.warns(LayertimeWarning) as caught:
+        trainer, model = train([cb], tmp_path, max_steps=4)
+    ours = [w for w in caught if issubclass(w.category, LayertimeWarning)]
+    assert len(ours) == 1 and "FSDP" in str(ours[0].message) and "\n" not in str(ours[0].message)
+    assert trainer.state.global_step == 4
+    assert cb.result is None and cb.skipped == reason and module_hooks(model) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (SimpleNamespace(deepspeed="ds.json"), "DeepSpeed"),
+        (SimpleNamespace(fsdp="full_shard auto_wrap"), "FSDP"),
+        (SimpleNamespace(torch_compile=True), "torch.compile"),
+        (SimpleNamespace(parallel_mode=SimpleNamespace(value="not_distributed")), "DataParallel"),
+        (SimpleNamespace(parallel_mode="tpu"), "XLA"),
+    ],
+)
+def test_what_it_cannot_attribute_is_named(args: Any, words: str) -> None:
+    reason = unattributable(args)
+    assert reason is not None and words in reason
+
+
+def test_single_process_and_ddp_arguments_are_attributed(tmp_path: Path) -> None:
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    assert unattributable(args) is None
+    assert unattributable(SimpleNamespace(parallel_mode="distributed", fsdp=[])) is None
+
+
+def test_reports_are_written_and_announced(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "run.json"
+    cb = LayertimeTrainerCallback(start_step=1, steps=2, json=path, store=tmp_path / "runs.db")
+    train([cb], tmp_path, max_steps=4)
+    out, err = capsys.readouterr()
+    assert cb.result is not None and Run.load(path).steps == cb.result.steps
+    assert f"wrote {path} (json)" in err and f"stored as run {cb.stored_id}" in err
+    assert "conv layers:" in out and "clip" in out  # the table, on stdout
