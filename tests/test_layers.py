@@ -19,6 +19,9 @@ renderers sit beside collectors, not above them: they import results only.
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +169,17 @@ def test_mypy_is_clean() -> None:
     out, err, status = api.run(["--config-file", str(PACKAGE.parent / "pyproject.toml"),
                                 str(PACKAGE)])
     assert status == 0, out + err
+
+
+def test_the_package_and_the_command_line_import_no_torch() -> None:
+    """``import layertime``, the command line's parser and the model list load neither
+    torch nor torchvision (``layertime --help`` answers at once; tests/test_cli.py runs
+    the commands themselves)."""
+    code = ("import sys, layertime\n"
+            "from layertime.cli.parser import build_parser\n"
+            "from layertime.models import available\n"
+            "build_parser(); available()\n"
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n")
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
