@@ -22,7 +22,7 @@ independent step, none kept) come ``--repeats`` rounds; each round is one
 *repeated profile* and runs ``--steps`` pairs of
 
 * a **plain** step: ``layertime.measure.runner._plain_step``, i.e.
-  ``Workload.step(traced=False)`` timed by ``perf_counter``: no profiler, no
+  ``Workload.step()`` timed by ``perf_counter``: no profiler, no
   hooks, no ranges;
 * a **profiled** step: ``layertime.measure.runner._traced_step``, the very
   step ``layertime.profile`` takes (module hooks + ``torch.profiler`` +
@@ -60,7 +60,7 @@ The measurements
    noise in the other.  The unattributed share of the profiled step is
    given too.
 3. **Agreement** with an independent measurement.  The independent step is
-   ``Workload.step(traced=False)`` under a stock ``torch.profiler.profile``
+   ``Workload.step()`` under a stock ``torch.profiler.profile``
    (CPU activity; no shapes, stacks or memory): no layertime hooks and no
    layertime ranges; one ``bench::step`` range around it marks the step's
    extent in the profiler's clock.  Every event under it (all on the step's
@@ -165,22 +165,18 @@ if "--omp-default" not in sys.argv[1:]:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import layertime.measure.runner as runner  # noqa: E402
-from layertime.environment import describe  # noqa: E402
+import layertime.measure.runner as runner
 from layertime.measure.aggregate import aggregate  # noqa: E402
 from layertime.measure.attribute import StepCharges  # noqa: E402
+from layertime.measure.environment import describe  # noqa: E402
 from layertime.measure.events import STEP, OpEvent  # noqa: E402
 from layertime.measure.runner import _plain_step, _traced_step  # noqa: E402
-from layertime.measure.tracer import ModuleTable, TraceSession, module_ranges  # noqa: E402
+from layertime.measure.tracer import TraceSession, module_ranges  # noqa: E402
 from layertime.models import resolve  # noqa: E402
-from layertime.result import Environment, Run  # noqa: E402
-from layertime.workload import (  # noqa: E402
-    DTYPES,
-    Workload,
-    WorkloadConfig,
-    check_input,
-    training_mode,
-)
+from layertime.modules import ModuleTable, training_mode  # noqa: E402
+from layertime.results.environment import Environment  # noqa: E402
+from layertime.results.run import Run  # noqa: E402
+from layertime.workload import DTYPES, Workload, WorkloadSpec, check_input
 
 OVERHEAD_TARGETS = {"alexnet": 1.05, "resnet50": 1.15}
 DEFAULT_OVERHEAD_TARGET = 1.15
@@ -389,7 +385,7 @@ def independent_step(work: Workload) -> tuple[Classified, float, float]:
     with prof:
         cpu0 = time.process_time()
         with torch.profiler.record_function(BENCH_STEP):
-            work.step(traced=False)
+            work.step()
         cpu = time.process_time() - cpu0
     c = classify_function_events(prof.events(), BENCH_STEP)
     return c, time.perf_counter() - t0, cpu
@@ -397,7 +393,7 @@ def independent_step(work: Workload) -> tuple[Classified, float, float]:
 
 def make_run(
     label: str,
-    config: WorkloadConfig,
+    config: WorkloadSpec,
     env: Environment,
     table: ModuleTable,
     plain: Sequence[float],
@@ -412,7 +408,7 @@ def make_run(
         model=label,
         device="cpu",
         batch_size=config.batch_size,
-        input_shape=tuple(config.input_shape),
+        input_shape=tuple(config.resolved_input.sample_shape),
         dtype=config.dtype,
         optimizer=config.optimizer,
         steps=len(traced),
@@ -477,7 +473,7 @@ class ModelResult:
 def fixed_cost(model: nn.Module, name: str, table: ModuleTable, rounds: int, size: int) -> FixedCost:
     """The per-step cost of tracing that does not grow with the batch: batch 1, small
     images, many interleaved rounds of plain / traced / profiler-only / hooks-only steps."""
-    config = WorkloadConfig(batch_size=1, input_shape=(3, size, size))
+    config = WorkloadSpec.create("test", batch_size=1, input_shape=(3, size, size))
     out_shape = check_input(model, config, torch.device("cpu"), name)
     work = Workload(model, config, torch.device("cpu"), out_shape)
     times: dict[str, list[float]] = {
@@ -487,7 +483,7 @@ def fixed_cost(model: nn.Module, name: str, table: ModuleTable, rounds: int, siz
 
     def hooks_only() -> None:
         with module_ranges(table):
-            work.step(traced=False)
+            work.step()
 
     for i in range(rounds + 1):
         gc.collect()
@@ -516,7 +512,7 @@ def bench_model(
     device = torch.device("cpu")
     spec = resolve(name)
     size = args.image_size or spec.default_image_size or 224
-    config = WorkloadConfig(batch_size=batch, input_shape=(3, size, size), seed=args.seed)
+    config = WorkloadSpec.create("test", batch_size=batch, input_shape=(3, size, size), seed=args.seed)
     torch.manual_seed(args.seed)
     model = spec.build(1000).to(device=device, dtype=DTYPES[config.dtype])
     output_shape = check_input(model, config, device, spec.name)

@@ -54,12 +54,11 @@ from pathlib import Path
 from layertime.cost import estimate, get_profile, predict
 from layertime.cost.devices import DeviceProfile
 from layertime.cost.fit import LatencyFit, LayerTimes, fit_layer_times
-from layertime.cost.result import CostResult, LayerCost, OpWork
-from layertime.models.googlenet2014 import CAFFE_LAYERS as GOOGLENET_LAYERS
-from layertime.models.googlenet2014 import GoogLeNet2014
-from layertime.models.overfeat import CAFFE_LAYERS as OVERFEAT_LAYERS
-from layertime.models.overfeat import OverFeatFast
-from layertime.result import KIND_LABELS
+from layertime.models.googlenet2014 import CAFFE_LAYERS as GOOGLENET_LAYERS, GoogLeNet2014
+from layertime.models.overfeat import CAFFE_LAYERS as OVERFEAT_LAYERS, OverFeatFast
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import LayerCost, OpWork
+from layertime.taxonomy import KIND_LABELS
 
 KIND_TARGET_POINTS = 3.0
 LAYER_TARGET = 0.20

@@ -41,16 +41,16 @@ import torch
 
 import layertime
 from layertime.measure.attribute import StepCharges
-from layertime.measure.compiled import (
-    CompiledCollector,
-    CompiledTraceSession,
-    CompileOptions,
-)
+from layertime.measure.compiled import CompiledCollector, CompileOptions
 from layertime.measure.compiled_attribute import CALL_GRAPH, CompiledStep, strip_graph_prefix
+from layertime.measure.compiled_session import CompiledTraceSession
 from layertime.measure.events import OpEvent
-from layertime.measure.runner import MeasureOptions, measure, prepare
-from layertime.measure.tracer import ModuleTable
-from layertime.result import KIND_LABELS, KINDS, STEP_KINDS, Run
+from layertime.measure.prepare import prepare
+from layertime.measure.runner import MeasureOptions, measure
+from layertime.modules import ModuleTable
+from layertime.results.run import Run
+from layertime.taxonomy import KIND_LABELS, KINDS, STEP_KINDS
+from layertime.workload import WorkloadSpec
 
 TARGET_UNATTRIBUTED = 0.03
 TARGET_OVERHEAD = 1.10
@@ -163,14 +163,14 @@ class Result:
 def run_model(model: str, batch: int, steps: int, device: str = "cpu") -> Result:
     t0 = time.perf_counter()
     eager = layertime.profile(model, batch_size=batch, device=device, steps=steps)
-    p = prepare(model, batch_size=batch, device=device)
+    p = prepare(WorkloadSpec.create(model, batch_size=batch, device=device))
     table = ModuleTable(p.model)
     collector = _ComparingCollector(
         CompileOptions().compile(p.model), p.model, table, p.device, backend="inductor"
     )
     collector.shares = _Shares()
     compiled = measure(
-        p.model, p.config, p.device, label=p.label,
+        p.model, p.workload, p.device, label=p.label,
         options=MeasureOptions(steps=steps, warmup_steps=1), compile=collector,
     )
     return Result(model, batch, eager, compiled, collector.shares, time.perf_counter() - t0)
@@ -243,13 +243,13 @@ def gpu_compile_check(batch_size: int = 128, steps: int = 3) -> dict[str, float]
     """
     if not torch.cuda.is_available():
         raise RuntimeError("gpu_compile_check needs CUDA")
-    p = prepare("alexnet", batch_size=batch_size, device="cuda")
+    p = prepare(WorkloadSpec.create("alexnet", batch_size=batch_size, device="cuda"))
     table = ModuleTable(p.model)
     collector = _ComparingCollector(
         CompileOptions().compile(p.model), p.model, table, p.device, backend="inductor"
     )
     collector.shares = _Shares()
-    run = measure(p.model, p.config, p.device, label=p.label,
+    run = measure(p.model, p.workload, p.device, label=p.label,
                   options=MeasureOptions(steps=steps, warmup_steps=1), compile=collector)
     cs = run.compiled
     assert cs is not None

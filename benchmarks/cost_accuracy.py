@@ -42,11 +42,15 @@ from pathlib import Path
 import torch
 
 from layertime.cost import estimate, predict
-from layertime.cost.calibrate import calibrate, fit_to_run, save_profile
-from layertime.cost.compare import Comparison, join
+from layertime.cost.calibrate import fit_to_run
+from layertime.cost.compare import join
 from layertime.cost.devices import load_profiles
+from layertime.cost.profile_file import save_profile
+from layertime.measure.calibrate import calibrate
 from layertime.measure.runner import profile
-from layertime.result import KIND_LABELS, Run
+from layertime.results.joined import Comparison
+from layertime.results.run import Run
+from layertime.taxonomy import KIND_LABELS
 
 KIND_TARGET_POINTS = 5.0
 LAYER_TARGET = 0.25

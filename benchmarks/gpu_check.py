@@ -79,10 +79,12 @@ from layertime.cost.compare import join  # noqa: E402
 from layertime.cost.devices import get_profile, profile_for_device  # noqa: E402
 from layertime.errors import LayertimeError  # noqa: E402
 from layertime.measure.events import busy_us, from_profiler  # noqa: E402
-from layertime.measure.runner import MeasureOptions, measure, prepare  # noqa: E402
-from layertime.measure.tracer import ModuleTable, TraceSession  # noqa: E402
-from layertime.result import Run  # noqa: E402
-from layertime.workload import Workload, check_input, training_mode  # noqa: E402
+from layertime.measure.prepare import prepare  # noqa: E402
+from layertime.measure.runner import MeasureOptions, measure  # noqa: E402
+from layertime.measure.tracer import TraceSession, phase  # noqa: E402
+from layertime.modules import ModuleTable, training_mode  # noqa: E402
+from layertime.results.run import Run  # noqa: E402
+from layertime.workload import Workload, WorkloadSpec, check_input  # noqa: E402
 
 
 @dataclass
@@ -114,7 +116,7 @@ FULL = (
     Config("vgg16", "vgg16", 32),
 )
 #: Each traced step's kernel time per layer is divided by the unprofiled step on
-#: CUDA (see layertime.measure.runner._idle_from_plain); the independent view does
+#: CUDA (see layertime.measure.device_time.idle_from_plain); the independent view does
 #: the same with its own unprofiled steps.
 SMOKE = (Config("resnet18", "resnet18", 2, image_size=32, num_classes=10),)
 
@@ -210,9 +212,9 @@ def busy_share(run: Run, kind: str) -> float:
 
 
 def profile_config(chk: Check, cfg: Config, steps: int, warmup: int) -> tuple[Any, Run]:
-    prepared = prepare(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                       num_classes=cfg.num_classes, device=str(chk.device), amp=cfg.amp)
-    run = measure(prepared.model, prepared.config, prepared.device, label=prepared.label,
+    prepared = prepare(WorkloadSpec.create(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                       num_classes=cfg.num_classes, device=str(chk.device), amp=cfg.amp))
+    run = measure(prepared.model, prepared.workload, prepared.device, label=prepared.label,
                   options=MeasureOptions(steps=steps, warmup_steps=warmup))
     return prepared, run
 
@@ -366,7 +368,7 @@ def check_config(chk: Check, cfg: Config, repeats: int, steps: int, warmup: int)
         with chk.section(key, f"repeat {i + 2}", 15 if chk.cuda else 4) as ok:
             if not ok or prepared is None:
                 break
-            runs.append(measure(prepared.model, prepared.config, prepared.device,
+            runs.append(measure(prepared.model, prepared.workload, prepared.device,
                                 label=prepared.label,
                                 options=MeasureOptions(steps=steps, warmup_steps=warmup)))
     if len(runs) > 1:
@@ -407,7 +409,7 @@ def check_config(chk: Check, cfg: Config, repeats: int, steps: int, warmup: int)
 
 
 def second_clock_and_memory(chk: Check, cfg: Config, prepared: Any, run: Run) -> None:
-    model, config, device = prepared.model, prepared.config, prepared.device
+    model, config, device = prepared.model, prepared.workload, prepared.device
     shape = check_input(model, config, device, prepared.label)
     with training_mode(model):
         work = Workload(model, config, device, shape)
@@ -480,7 +482,8 @@ def predict_builtin(chk: Check, cfg: Config, run: Run) -> None:
 
 def check_fit(chk: Check) -> None:
     """calibrate at reduced size, fit to alexnet, predict resnet50 and vgg16."""
-    from layertime.cost import calibrate as cal_mod
+    from layertime.cost.calibrate import fit_to_run
+    from layertime.measure.calibrate import calibrate
 
     base = "alexnet" if "alexnet" in chk.runs else next(iter(chk.runs), None)
     if base is None:
@@ -489,14 +492,14 @@ def check_fit(chk: Check) -> None:
     size = 256 if chk.smoke else 4096
     mem_mb = 8 if chk.smoke else 256
     t0 = time.monotonic()
-    cal = cal_mod.calibrate(chk.device, matmul_size=size, memory_mb=mem_mb, repeats=3)
+    cal = calibrate(chk.device, matmul_size=size, memory_mb=mem_mb, repeats=3)
     peaks = ", ".join(f"{k} {v:.1f}" for k, v in cal.matmul_tflops.items())
     chk.add("fit", "calibrate", f"{time.monotonic() - t0:.1f} s: TFLOP/s {peaks}; "
             f"{cal.memory_bandwidth_gb_per_s:.0f} GB/s (matmul side {size}, {mem_mb} MiB)",
             "-", "INFO", calibration=cal.to_dict())
     base_run = chk.runs[base]
     cfg = next(c for c in (FULL + SMOKE) if c.key == base)
-    prof, fit, warns = cal_mod.fit_to_run(cal, "local-gpu", base_run, model=cfg.model)
+    prof, fit, warns = fit_to_run(cal, "local-gpu", base_run, model=cfg.model)
     fitted = ", ".join(f"{k.kind} {k.efficiency:.2f}" for k in fit.kinds if k.status != "default")
     chk.add("fit", f"fit to {base}", fitted or "nothing fitted", "-", "INFO")
     for key, run in chk.runs.items():
@@ -518,9 +521,9 @@ def check_fit(chk: Check) -> None:
 
 def check_event_ids(chk: Check, cfg: Config) -> None:
     """Raw profiler ids on this device: duplicates, activity types; ours unique, no cycles."""
-    prepared = prepare(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                       num_classes=cfg.num_classes, device=str(chk.device))
-    model, config, device = prepared.model, prepared.config, prepared.device
+    prepared = prepare(WorkloadSpec.create(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                       num_classes=cfg.num_classes, device=str(chk.device)))
+    model, config, device = prepared.model, prepared.workload, prepared.device
     shape = check_input(model, config, device, prepared.label)
     table = ModuleTable(model)
     with training_mode(model):
@@ -531,7 +534,7 @@ def check_event_ids(chk: Check, cfg: Config) -> None:
         session.start()
         try:
             session.enter_step()
-            work.step(traced=True)
+            work.step(phase)
             _sync(device)
             session.exit_step()
         except BaseException:
@@ -570,9 +573,9 @@ def check_event_ids(chk: Check, cfg: Config) -> None:
 
 def check_sessions(chk: Check, cfg: Config, n_plain: int, n_sessions: int) -> None:
     """Plain steps before and after several profiler sessions: CUPTI's residue."""
-    prepared = prepare(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                       num_classes=cfg.num_classes, device=str(chk.device))
-    model, config, device = prepared.model, prepared.config, prepared.device
+    prepared = prepare(WorkloadSpec.create(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                       num_classes=cfg.num_classes, device=str(chk.device)))
+    model, config, device = prepared.model, prepared.workload, prepared.device
     shape = check_input(model, config, device, prepared.label)
     table = ModuleTable(model)
 
@@ -597,7 +600,7 @@ def check_sessions(chk: Check, cfg: Config, n_plain: int, n_sessions: int) -> No
             s.start()
             try:
                 s.enter_step()
-                work.step(traced=True)
+                work.step(phase)
                 _sync(device)
                 s.exit_step()
             except BaseException:
@@ -615,10 +618,10 @@ def check_sessions(chk: Check, cfg: Config, n_plain: int, n_sessions: int) -> No
 
 
 def check_time_limit(chk: Check, cfg: Config) -> None:
-    prepared = prepare(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                       num_classes=cfg.num_classes, device=str(chk.device))
+    prepared = prepare(WorkloadSpec.create(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                       num_classes=cfg.num_classes, device=str(chk.device)))
     budget = 1.0 if chk.smoke else 3.0
-    run = measure(prepared.model, prepared.config, prepared.device, label=prepared.label,
+    run = measure(prepared.model, prepared.workload, prepared.device, label=prepared.label,
                   options=MeasureOptions(steps=3, time_budget_s=budget, max_steps=20))
     rows = sum(r.total_s for r in run.layers) + run.phases.loss_s + run.phases.zero_grad_s \
         + run.phases.data_s + run.phases.unattributed_s
@@ -628,9 +631,9 @@ def check_time_limit(chk: Check, cfg: Config) -> None:
 
 
 def check_fp16(chk: Check, cfg: Config) -> None:
-    prepared = prepare(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                       num_classes=cfg.num_classes, device=str(chk.device), amp="fp16")
-    run = measure(prepared.model, prepared.config, prepared.device, label=prepared.label,
+    prepared = prepare(WorkloadSpec.create(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                       num_classes=cfg.num_classes, device=str(chk.device), amp="fp16"))
+    run = measure(prepared.model, prepared.workload, prepared.device, label=prepared.label,
                   options=MeasureOptions(steps=1 if chk.smoke else 3, warmup_steps=1))
     skipped = [w for w in run.warnings if "skipped" in w]
     upd = sum(r.update_s for r in run.layers)
@@ -649,8 +652,8 @@ def check_oom(chk: Check) -> None:
     msg = ""
     try:
         if big is not None:
-            prepared = prepare(big.model, batch_size=big.batch_size, device=str(chk.device))
-            measure(prepared.model, prepared.config, prepared.device, label=prepared.label,
+            prepared = prepare(WorkloadSpec.create(big.model, batch_size=big.batch_size, device=str(chk.device)))
+            measure(prepared.model, prepared.workload, prepared.device, label=prepared.label,
                     options=MeasureOptions(steps=1, warmup_steps=1))
             del prepared
         else:
@@ -670,9 +673,8 @@ def check_oom(chk: Check) -> None:
                     return self.fc(x)
 
             m = Oom()
-            from layertime.workload import WorkloadConfig
 
-            measure(m, WorkloadConfig(batch_size=64, input_shape=(8,), num_classes=4),
+            measure(m, WorkloadSpec.create("test", batch_size=64, input_shape=(8,), num_classes=4),
                     torch.device("cpu"), label="oom-stand-in", options=MeasureOptions(steps=1))
     except LayertimeError as e:
         msg = str(e)

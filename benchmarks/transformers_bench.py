@@ -15,6 +15,8 @@ that the machine's changing load hits all alike: a plain step and a traced step
 of ``layertime.profile`` (its own functions: ``runner._plain_step``, a
 ``TraceSession`` around ``runner._timed_in_session``, ``runner._charge``,
 ``aggregate``), and a stock step profiled by ``torch.profiler`` alone.
+The model is ``hf:gpt2`` with its config overrides in the workload's model
+reference (``layertime.ModelRef``).
 
 * **overhead**: ``Run.overhead_ratio`` of the traced steps (median traced
   step / median plain step).  Target <= 1.10.
@@ -61,13 +63,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import replace
 import os
 import statistics
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -266,19 +268,20 @@ def interleaved(seq_len: int, batch_size: int, steps: int, warmup: int,
     """
     import datetime as _dt
 
-    from layertime.environment import describe
     from layertime.kinds import KindObserver
     from layertime.measure.aggregate import aggregate, shared_notes
-    from layertime.measure.runner import _charge, _plain_step, _timed_in_session, prepare
-    from layertime.measure.tracer import ModuleTable, TraceSession
-    from layertime.result import Run
-    from layertime.workload import Workload, check_input, training_mode
+    from layertime.measure.environment import describe
+    from layertime.measure.prepare import prepare
+    from layertime.measure.runner import _charge, _plain_step, _timed_in_session
+    from layertime.measure.tracer import TraceSession
+    from layertime.modules import ModuleTable, training_mode
+    from layertime.results.run import Run
+    from layertime.workload import Workload, WorkloadSpec, check_input
 
-    overrides = [f"{k}={v}" for k, v in (config or {}).items()]
-    p = prepare("hf:gpt2", seq_len=seq_len, batch_size=batch_size, device="cpu",
-                hf_config=overrides)
+    p = prepare(WorkloadSpec.create(gpt2_ref(config), seq_len=seq_len, batch_size=batch_size,
+                                    device="cpu"))
     with KindObserver(p.model) as watched:
-        shape = check_input(p.model, p.config, p.device, p.label)
+        shape = check_input(p.model, p.workload, p.device, p.label)
     table = ModuleTable(p.model, watched.kinds())
     stock = StockStep(seq_len, batch_size, p.device, config)
     plain: list[float] = []
@@ -287,7 +290,7 @@ def interleaved(seq_len: int, batch_size: int, steps: int, warmup: int,
     indep: list[dict[str, float]] = []
     indep_steps: list[float] = []
     with training_mode(p.model):
-        work = Workload(p.model, p.config, p.device, shape)
+        work = Workload(p.model, p.workload, p.device, shape)
         for _ in range(warmup):
             _plain_step(work)
             stock.step()
@@ -350,13 +353,19 @@ def interleaved(seq_len: int, batch_size: int, steps: int, warmup: int,
 
 
 # -- layertime's view ---------------------------------------------------------------
+def gpt2_ref(config: dict[str, Any] | None, *extra: str) -> Any:
+    """``hf:gpt2`` with ``config`` (and ``extra`` KEY=VALUE) as its config overrides."""
+    from layertime.models import ModelRef
+
+    return ModelRef("hf:gpt2", (*(f"{k}={v}" for k, v in (config or {}).items()), *extra))
+
+
 def layertime_run(seq_len: int, batch_size: int, device: str, steps: int, warmup: int,
                   config: dict[str, Any] | None) -> Any:
     from layertime.measure.runner import profile
 
-    overrides = [f"{k}={v}" for k, v in (config or {}).items()]
-    return profile("hf:gpt2", seq_len=seq_len, batch_size=batch_size, device=device,
-                   steps=steps, warmup_steps=warmup, hf_config=overrides)
+    return profile(gpt2_ref(config), seq_len=seq_len, batch_size=batch_size, device=device,
+                   steps=steps, warmup_steps=warmup)
 
 
 def kind_share(run: Any, kind: str, busy: bool = False) -> float:
@@ -385,10 +394,8 @@ def predicted_crossover(seq_lens: Sequence[int], device_profile: Any,
 
     rows = []
     for s in seq_lens:
-        overrides = [f"{k}={v}" for k, v in (config or {}).items()]
-        if s > 1024 and "n_positions" not in (config or {}):
-            overrides.append(f"n_positions={s}")
-        cost = predict(estimate("hf:gpt2", seq_len=s, batch_size=1, hf_config=overrides),
+        extra = (f"n_positions={s}",) if s > 1024 and "n_positions" not in (config or {}) else ()
+        cost = predict(estimate(gpt2_ref(config, *extra), seq_len=s, batch_size=1),
                        device_profile)
         roles = cost.by_role()
         att, mlp = roles["attention"], roles["mlp"]
@@ -518,12 +525,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           + (f"seq ~{measured:.0f} (interpolated in log2 seq)" if measured else
              f"not within seq {seqs[0]}..{seqs[-1]}"))
     if not args.no_predict:
-        from layertime.cost import calibrate as cal_mod
+        from layertime.cost.calibrate import to_profile
+        from layertime.measure.calibrate import calibrate
 
         t0 = time.perf_counter()
-        cal = cal_mod.calibrate(device, matmul_size=256 if args.quick else 1024,
-                                memory_mb=32 if args.quick else 128, repeats=3)
-        prof = cal_mod.to_profile(cal, "local-cpu (this benchmark)")
+        cal = calibrate(device, matmul_size=256 if args.quick else 1024,
+                        memory_mb=32 if args.quick else 128, repeats=3)
+        prof = to_profile(cal, "local-cpu (this benchmark)")
         pseqs = [32, 64, 128, 256] if args.quick else [128, 256, 512, 1024, 2048, 4096, 8192]
         pred = predicted_crossover(pseqs, prof, config)
         print(f"  predicted (roofline on this CPU, calibrated here in "

@@ -7,9 +7,14 @@ Public API::
     with layertime.Profiler(model, optimizer) as prof:   # inside your own loop
         ...
         prof.step()
+    spec = layertime.WorkloadSpec.create("alexnet", batch_size=64)   # one workload,
+    run = layertime.profile_workload(spec)               # for profile, cost, bench, sweep
+    gpt2 = layertime.ModelRef("hf:gpt2", ("n_layer=2",)) # a name with config overrides
+    run = layertime.profile(gpt2, seq_len=512, batch_size=2)   # token ids
 
-Importing ``layertime`` does not import torch: ``profile`` and ``Profiler``
-are loaded on first use, so ``layertime --help`` answers at once.
+Importing ``layertime`` does not import torch: the names whose modules need it
+(``profile``, ``Profiler``, the workload) are loaded on first use, so
+``layertime --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -17,30 +22,50 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from layertime.errors import LayertimeError, OutOfMemory
-from layertime.result import SCHEMA, Environment, KindTotal, LayerRow, Phases, Run
+from layertime.models import ModelRef
+from layertime.results.environment import Environment
+from layertime.results.run import SCHEMA, KindTotal, LayerRow, Phases, RoleTotal, Run
 
 if TYPE_CHECKING:
-    from layertime.measure.loop import Profiler
-    from layertime.measure.runner import profile
+    from layertime.api import Profiler
+    from layertime.measure.runner import MeasureOptions, profile, profile_workload
+    from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SCHEMA",
     "Environment",
+    "ImageInput",
+    "InputSpec",
     "KindTotal",
     "LayerRow",
     "LayertimeError",
+    "MeasureOptions",
+    "ModelRef",
     "OutOfMemory",
     "Phases",
     "Profiler",
+    "RoleTotal",
     "Run",
+    "TokenInput",
+    "WorkloadSpec",
     "profile",
+    "profile_workload",
     "__version__",
 ]
 
 #: Names whose modules import torch, loaded on first access.
-_LAZY = {"Profiler": "layertime.measure.loop", "profile": "layertime.measure.runner"}
+_LAZY = {
+    "Profiler": "layertime.api",
+    "MeasureOptions": "layertime.measure.runner",
+    "profile": "layertime.measure.runner",
+    "profile_workload": "layertime.measure.runner",
+    "ImageInput": "layertime.workload",
+    "InputSpec": "layertime.workload",
+    "TokenInput": "layertime.workload",
+    "WorkloadSpec": "layertime.workload",
+}
 
 
 def __getattr__(name: str) -> Any:

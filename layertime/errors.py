@@ -1,6 +1,11 @@
-"""The one exception type the library raises for bad input or failed runs."""
+"""The one exception type the library raises for bad input or failed runs, and the
+helpers that turn other exceptions into it (first lines, out-of-memory)."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class LayertimeError(Exception):
@@ -17,3 +22,45 @@ class LayertimeWarning(UserWarning):
 
 class MissingExtra(LayertimeError, ImportError):
     """An optional framework an integration needs is not installed (names the extra)."""
+
+
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (cut at ``limit`` characters), or its type."""
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    line = text.splitlines()[0]
+    return line[:limit] if limit is not None else line
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` says the device (or the host) ran out of memory."""
+    torch = sys.modules.get("torch")  # an exception of torch's means torch is loaded
+    if torch is not None and isinstance(e, torch.OutOfMemoryError):
+        return True
+    msg = str(e)
+    return isinstance(e, RuntimeError) and (
+        "out of memory" in msg or "can't allocate memory" in msg or "not enough memory" in msg
+    )
+
+
+def out_of_memory(e: BaseException, batch_size: int, device_type: str) -> OutOfMemory:
+    """The one-line error for a batch that does not fit, with a smaller batch to try."""
+    hint = f"; try --batch-size {batch_size // 2}" if batch_size > 1 else ""
+    return OutOfMemory(
+        f"batch {batch_size} does not fit in {device_type} memory ({first_line(e, 160)}){hint}"
+    )
+
+
+@contextmanager
+def memory_errors(batch_size: int, device_type: str) -> Iterator[None]:
+    """Turn an out-of-memory error raised in the block into :class:`OutOfMemory`;
+    a :class:`LayertimeError` and any other error pass unchanged."""
+    try:
+        yield
+    except LayertimeError:
+        raise
+    except Exception as e:
+        if is_out_of_memory(e):
+            raise out_of_memory(e, batch_size, device_type) from e
+        raise

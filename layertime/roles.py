@@ -36,6 +36,11 @@ holds decides, reading the dotted module path segment by segment:
    adds, a model's mask building), dropouts outside attention and MLP.
    What cannot be placed is ``other``, never a guess.
 
+The roles' names and labels are in :mod:`layertime.taxonomy` (``ROLES``,
+``ROLE_LABELS``), so that results and renderers read them without this
+module; the collectors place every row (``measure.aggregate``,
+``cost.counts``) and store its role and block in the result.
+
 Block: the outermost module path whose last segment ends in a number
 (``h.0``, ``layers.3``, ``layer.5``, ``block.2``, ``blocks.7``,
 ``encoder_layer_3``) and that holds an attention or MLP layer below it; the
@@ -46,19 +51,10 @@ full path names it (``transformer.h.0``, ``encoder.block.2``,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-#: Roles, in the order reports list them.
-ROLES: tuple[str, ...] = ("attention", "mlp", "embedding", "norm", "head", "other")
-ROLE_LABELS: dict[str, str] = {
-    "attention": "attention",
-    "mlp": "MLP",
-    "embedding": "embeddings",
-    "norm": "norms",
-    "head": "head",
-    "other": "other",
-}
+from layertime.taxonomy import ROLE_LABELS, ROLES
 
 _HEAD = frozenset((
     "lm_head", "head", "heads", "cls", "classifier", "pooler", "score", "qa_outputs",
@@ -97,6 +93,9 @@ class Placement:
 
     role: str
     block: str | None
+
+
+__all__ = ["ROLES", "ROLE_LABELS", "Placement", "blocks_of", "place"]
 
 
 def _segments(name: str) -> list[str]:
@@ -198,8 +197,3 @@ def _role(
         if len(segs) == 1 and segs[0] in _TOP_EMBED:
             return "embedding"
     return "other"
-
-
-def roles_of(rows: Iterable[object]) -> dict[str, Placement]:
-    """``place`` for objects with ``name``, ``kind`` and ``type`` (layer rows, layer costs)."""
-    return place([(str(r.name), str(r.kind), str(r.type)) for r in rows])  # type: ignore[attr-defined]

@@ -20,11 +20,11 @@ import socket
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from layertime.errors import LayertimeError
+from layertime.results.stored import StoredRun
 
 #: Bumped when the tables change; ``_MIGRATIONS[v]`` upgrades v to v + 1.
 SCHEMA_VERSION = 2
@@ -73,40 +73,6 @@ def config_key(config: Mapping[str, Any]) -> str:
     """A stable key for a configuration: same settings, same key."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    """One row of the store."""
-
-    id: int
-    kind: str
-    model: str
-    batch_size: int | None
-    device: str | None
-    status: str
-    created: str
-    config: dict[str, Any]
-    result: dict[str, Any] | None
-    error: str | None
-    sweep_id: int | None
-    config_key: str | None
-    host: str | None
-
-    def summary(self) -> dict[str, Any]:
-        """The fields ``layertime runs --json`` lists."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "model": self.model,
-            "batch_size": self.batch_size,
-            "device": self.device,
-            "status": self.status,
-            "created": self.created,
-            "sweep_id": self.sweep_id,
-            "host": self.host,
-            "error": self.error,
-        }
 
 
 _COLUMNS = (
@@ -220,8 +186,10 @@ class Store:
         batch_size: int | None = None,
         device: str | None = None,
         sweep_id: int | None = None,
+        key: str | None = None,
     ) -> int:
-        """Store one run and commit it at once; returns its id."""
+        """Store one run and commit it at once; returns its id.  ``key`` (default: the
+        configuration's :func:`config_key`) is what a resumed sweep looks for."""
         if kind not in RUN_KINDS:
             raise ValueError(f"unknown run kind {kind!r}")
         if status not in STATUSES:
@@ -243,7 +211,7 @@ class Store:
                     json.dumps(result) if result is not None else None,
                     error,
                     sweep_id,
-                    config_key(config),
+                    key if key is not None else config_key(config),
                     socket.gethostname(),
                 ),
             )

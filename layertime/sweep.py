@@ -12,17 +12,22 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from layertime.errors import LayertimeError
-from layertime.result import Run
+from layertime.measure.runner import MeasureOptions, profile_workload
+from layertime.models import ModelRef
+from layertime.results.run import Run
+from layertime.results.sweep import Crossover, SeqCrossover, SweepPoint, SweepResult
 from layertime.store import Store, config_key
+from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
 
 #: on_progress(done, total, label, eta_s): eta_s is None until one run is timed.
 SweepProgress = Callable[[int, int, str, "float | None"], None]
-ProfileFn = Callable[..., Run]
+#: Measures one configuration (``measure.runner.profile_workload``; tests inject one).
+ProfileFn = Callable[[WorkloadSpec, MeasureOptions], Run]
 
 
 def parse_axis(text: str, name: str, *, kind: type = int) -> tuple[Any, ...]:
@@ -59,14 +64,23 @@ class SweepAxes:
     optimizers: tuple[str, ...] = ("sgd",)
     steps: int = 3
     warmup_steps: int = 1
-    #: Token models (hf:, issue 11): sequence lengths, and --config overrides.
+    #: Token inputs: sequence lengths (None: each model's own input).
     seq_lens: tuple[int | None, ...] = (None,)
-    hf_config: tuple[str, ...] = ()
+    #: ``hf:`` models: ``KEY=VALUE`` config overrides, the same for every configuration.
+    model_config: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(s is not None for s in self.seq_lens) and any(
+            i is not None for i in self.image_sizes
+        ):
+            raise LayertimeError("give --image-sizes or --seq-lens, not both")
+        for model in self.models:
+            ModelRef(model, self.model_config)  # --config applies to hf: models only
 
     def configs(self) -> list[dict[str, Any]]:
-        """One dict per configuration, in a stable order (batch size varies fastest,
-        then sequence length).  ``seq_len`` and ``config`` appear only when given,
-        so image sweeps keep the keys (and the stored configurations) they had."""
+        """One dict per configuration, in a stable order (batch size varies fastest, then
+        sequence length).  ``seq_len`` and ``config`` appear only when given, so image
+        sweeps keep the keys (and the stored configurations) they had."""
         out = []
         for model, image, device, dtype, opt, seq, batch in itertools.product(
             self.models,
@@ -89,107 +103,30 @@ class SweepAxes:
             }
             if seq is not None:
                 cfg["seq_len"] = seq
-            if self.hf_config:
-                cfg["config"] = list(self.hf_config)
+            if self.model_config:
+                cfg["config"] = list(self.model_config)
             out.append(cfg)
         return out
 
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One configuration's outcome."""
-
-    config: dict[str, Any]
-    status: str  # "ok", "failed" or "skipped" (already stored)
-    run_id: int | None
-    run: Run | None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Crossover:
-    """The batch size below which fully connected layers take more time than conv layers."""
-
-    group: dict[str, Any]
-    batch_size: float
-    below: int
-    above: int
-    interpolated: bool = True
-
-    def describe(self) -> str:
-        label = ", ".join(f"{k} {v}" for k, v in self.group.items() if v is not None)
-        return (
-            f"crossover at batch ~{self.batch_size:.1f} (interpolated between {self.below} "
-            f"and {self.above}; {label}): below it fully connected layers take more time "
-            "than conv layers"
+    @staticmethod
+    def workload(config: Mapping[str, Any]) -> WorkloadSpec:
+        """The workload of one configuration."""
+        image, seq = config["image_size"], config.get("seq_len")
+        spec: InputSpec | None = (
+            TokenInput(seq) if seq else ImageInput.square(image) if image else None
+        )
+        return WorkloadSpec(
+            ModelRef(config["model"], tuple(config.get("config") or ())),
+            spec,
+            batch_size=config["batch_size"],
+            device=config["device"],
+            dtype=config["dtype"],
+            optimizer=config["optimizer"],
         )
 
-
-@dataclass(frozen=True)
-class SeqCrossover:
-    """The sequence length above which attention takes more time than the MLP."""
-
-    group: dict[str, Any]
-    seq_len: float
-    below: int
-    above: int
-    interpolated: bool = True
-
-    def describe(self) -> str:
-        label = ", ".join(f"{k} {v}" for k, v in self.group.items() if v is not None)
-        return (
-            f"attention overtakes the MLP at seq ~{self.seq_len:.0f} (interpolated between "
-            f"{self.below} and {self.above}; {label}): above it attention layers take more "
-            "time than MLP layers"
-        )
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    sweep_id: int | None
-    points: tuple[SweepPoint, ...]
-    crossovers: tuple[Crossover, ...] = field(default_factory=tuple)
-    seq_crossovers: tuple[SeqCrossover, ...] = field(default_factory=tuple)
-
-    def summary(self) -> dict[str, Any]:
-        """What the sweep's own stored row holds."""
-        return {
-            "schema": "layertime.sweep/1",
-            "points": [
-                {
-                    "config": p.config,
-                    "status": p.status,
-                    "run_id": p.run_id,
-                    "error": p.error,
-                    "step_s": p.run.step_s if p.run else None,
-                    "kinds": (
-                        {k: v.share for k, v in p.run.by_kind().items()} if p.run else None
-                    ),
-                    **(
-                        {"roles": {k: v.share for k, v in p.run.roles().items()}
-                         if p.run else None}
-                        if p.config.get("seq_len") is not None
-                        else {}
-                    ),
-                }
-                for p in self.points
-            ],
-            "crossovers": [
-                {"group": c.group, "batch_size": c.batch_size, "below": c.below, "above": c.above}
-                for c in self.crossovers
-            ],
-            **(
-                {
-                    "seq_crossovers": [
-                        {"group": c.group, "seq_len": c.seq_len, "below": c.below,
-                         "above": c.above}
-                        for c in self.seq_crossovers
-                    ]
-                }
-                if any(p.config.get("seq_len") is not None for p in self.points)
-                else {}
-            ),
-        }
+    @staticmethod
+    def options(config: Mapping[str, Any]) -> MeasureOptions:
+        return MeasureOptions(steps=config["steps"], warmup_steps=config["warmup_steps"])
 
 
 def _share(run: Run, kind: str) -> float:
@@ -224,13 +161,9 @@ def crossovers(points: Sequence[SweepPoint]) -> list[Crossover]:
         )
     out = []
     for key, series in groups.items():
-        series.sort()
-        for (b1, d1), (b2, d2) in zip(series, series[1:]):
-            if d1 > 0 >= d2 or d1 < 0 <= d2:
-                x1, x2 = math.log2(b1), math.log2(b2)
-                x = x1 + (0 - d1) * (x2 - x1) / (d2 - d1)
-                out.append(Crossover(labels[key], 2**x, b1, b2))
-                break
+        found = log_crossing(sorted(series))
+        if found is not None:
+            out.append(Crossover(labels[key], *found))
     return out
 
 
@@ -240,7 +173,7 @@ def _role_share(run: Run, role: str) -> float:
 
 
 def log_crossing(series: Sequence[tuple[int, float]]) -> tuple[float, int, int] | None:
-    """Where ``d`` changes sign along ``x`` (sorted pairs ``(x, d)``): interpolated
+    """Where ``d`` first changes sign along ``x`` (sorted pairs ``(x, d)``): interpolated
     linearly in log2(x); (x, x below, x above), or None when it never does."""
     for (a1, d1), (a2, d2) in zip(series, series[1:]):
         if d1 > 0 >= d2 or d1 < 0 <= d2:
@@ -276,24 +209,24 @@ def seq_crossovers(points: Sequence[SweepPoint]) -> list[SeqCrossover]:
     return out
 
 
+def _result(sweep_id: int, points: Sequence[SweepPoint]) -> SweepResult:
+    return SweepResult(sweep_id, tuple(points), tuple(crossovers(points)),
+                       tuple(seq_crossovers(points)))
+
+
 def run_sweep(
     axes: SweepAxes,
     store: Store,
     *,
     force: bool = False,
-    profile_fn: ProfileFn | None = None,
+    profile_fn: ProfileFn = profile_workload,
     on_progress: SweepProgress | None = None,
 ) -> SweepResult:
     """Profile every configuration of ``axes``, storing each as it finishes.
 
-    ``profile_fn`` defaults to :func:`layertime.profile` (tests inject one).
     A ``KeyboardInterrupt`` marks the sweep ``interrupted`` and propagates;
     the configurations finished before it stay stored.
     """
-    if profile_fn is None:
-        from layertime.measure.runner import profile
-
-        profile_fn = profile
     progress = on_progress or (lambda done, total, label, eta: None)
     configs = axes.configs()
     sweep_id = store.add(
@@ -312,57 +245,18 @@ def run_sweep(
             remaining = len(configs) - i
             eta = (sum(durations) / len(durations)) * remaining if durations else None
             progress(i, len(configs), label, eta)
-            key = config_key(cfg)
-            done = None if force else store.find_ok(key)
+            done = None if force else store.find_ok(config_key(cfg))
             if done is not None and done.result is not None:
                 points.append(SweepPoint(cfg, "skipped", done.id, Run.from_dict(done.result)))
                 continue
             t0 = time.perf_counter()
-            try:
-                tokens: dict[str, Any] = {}
-                if cfg.get("seq_len") is not None:
-                    tokens["seq_len"] = cfg["seq_len"]
-                if cfg.get("config"):
-                    tokens["hf_config"] = tuple(cfg["config"])
-                run = profile_fn(
-                    cfg["model"],
-                    batch_size=cfg["batch_size"],
-                    image_size=cfg["image_size"],
-                    device=cfg["device"],
-                    dtype=cfg["dtype"],
-                    optimizer=cfg["optimizer"],
-                    steps=cfg["steps"],
-                    warmup_steps=cfg["warmup_steps"],
-                    **tokens,
-                )
-            except LayertimeError as e:
-                rid = store.add(
-                    "profile",
-                    model=cfg["model"],
-                    config=cfg,
-                    status="failed",
-                    error=str(e),
-                    batch_size=cfg["batch_size"],
-                    device=cfg["device"],
-                    sweep_id=sweep_id,
-                )
-                points.append(SweepPoint(cfg, "failed", rid, None, str(e)))
-                continue
-            durations.append(time.perf_counter() - t0)
-            rid = store.add(
-                "profile",
-                model=cfg["model"],
-                config=cfg,
-                result=run.to_dict(),
-                batch_size=cfg["batch_size"],
-                device=run.device,
-                sweep_id=sweep_id,
-            )
-            points.append(SweepPoint(cfg, "ok", rid, run))
+            point = _measure_point(cfg, store, sweep_id, profile_fn)
+            if point.run is not None:
+                durations.append(time.perf_counter() - t0)
+            points.append(point)
         progress(len(configs), len(configs), "done", 0.0)
     except BaseException as e:
-        partial = SweepResult(sweep_id, tuple(points), tuple(crossovers(points)),
-                              tuple(seq_crossovers(points)))
+        partial = _result(sweep_id, points)
         store.update(
             sweep_id,
             status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
@@ -370,7 +264,45 @@ def run_sweep(
             error=f"{type(e).__name__}: {e}"[:500],
         )
         raise
-    result = SweepResult(sweep_id, tuple(points), tuple(crossovers(points)),
-                         tuple(seq_crossovers(points)))
+    result = _result(sweep_id, points)
     store.update(sweep_id, status="ok", result=result.summary())
     return result
+
+
+def _measure_point(
+    cfg: dict[str, Any], store: Store, sweep_id: int, profile_fn: ProfileFn
+) -> SweepPoint:
+    """Profile one configuration and store it at once, finished or failed (the reason kept).
+
+    The stored configuration carries the workload's description beside the
+    axes' values; its key (for resuming) is that of the axes' values alone.
+    """
+    stored = dict(cfg)
+    try:
+        workload = SweepAxes.workload(cfg)
+        stored["workload"] = workload.to_dict()
+        run = profile_fn(workload, SweepAxes.options(cfg))
+    except LayertimeError as e:
+        rid = store.add(
+            "profile",
+            model=cfg["model"],
+            config=stored,
+            key=config_key(cfg),
+            status="failed",
+            error=str(e),
+            batch_size=cfg["batch_size"],
+            device=cfg["device"],
+            sweep_id=sweep_id,
+        )
+        return SweepPoint(cfg, "failed", rid, None, str(e))
+    rid = store.add(
+        "profile",
+        model=cfg["model"],
+        config=stored,
+        key=config_key(cfg),
+        result=run.to_dict(),
+        batch_size=cfg["batch_size"],
+        device=run.device,
+        sweep_id=sweep_id,
+    )
+    return SweepPoint(cfg, "ok", rid, run)

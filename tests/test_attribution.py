@@ -18,9 +18,11 @@ from torch.utils.checkpoint import checkpoint
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.events import ACCUMULATE_GRAD, BACKWARD_NODE, MODULE, PHASE, OpEvent
 from layertime.measure.runner import MeasureOptions, measure
-from layertime.measure.tracer import ModuleTable, TraceSession
-from layertime.result import KINDS, LayerRow, Run
-from layertime.workload import Workload, WorkloadConfig, check_input, training_mode
+from layertime.measure.tracer import TraceSession, phase
+from layertime.modules import ModuleTable, training_mode
+from layertime.results.run import LayerRow, Run
+from layertime.taxonomy import KINDS
+from layertime.workload import Workload, WorkloadSpec, check_input
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -32,8 +34,9 @@ CPU = torch.device("cpu")
 LOSS = "(loss)"
 
 
-def config(shape=(3, 8, 8), batch=2, classes=10, optimizer="sgd") -> WorkloadConfig:
-    return WorkloadConfig(
+def config(shape=(3, 8, 8), batch=2, classes=10, optimizer="sgd") -> WorkloadSpec:
+    return WorkloadSpec.create(
+        "test",
         batch_size=batch, input_shape=shape, num_classes=classes, optimizer=optimizer
     )
 
@@ -94,7 +97,7 @@ class Traced:
             session.start()
             try:
                 session.enter_step()
-                work.step(traced=True)
+                work.step(phase)
             except BaseException:
                 session.abort()
                 raise

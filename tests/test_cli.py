@@ -24,6 +24,9 @@ import pytest
 from layertime.cli import main
 from layertime.errors import LayertimeError
 
+#: Every test reads the results of real `layertime` subprocesses (about a minute).
+pytestmark = pytest.mark.slow
+
 #: A guard against a hung child, not a speed requirement: the slowest case
 #: takes seconds.
 HANG_GUARD_S = 600
@@ -366,6 +369,7 @@ def test_models_lists_names(cli: dict[str, Result]) -> None:
     assert r.returncode == 0, r
     names = r.stdout.split()
     assert "alexnet2012" in names and "resnet50" in names and "alexnet" in names
+    assert "hf:gpt2" in names and "hf:tinyllama-1.1b" in names  # listed without transformers
     assert names == sorted(names)
     assert len(names) == len(r.stdout.splitlines())  # one name a line
 
@@ -384,12 +388,13 @@ def test_help_version_and_models_do_not_import_torch(argv: list[str]) -> None:
         f"        main({argv!r})\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "print('torch' in sys.modules, 'torchvision' in sys.modules)\n"
+        "print('torch' in sys.modules, 'torchvision' in sys.modules,\n"
+        "      'transformers' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False False"
+    assert out.stdout.strip() == "False False False"
 
 
 def test_a_closed_pipe_ends_quietly_with_status_0() -> None:

@@ -21,7 +21,7 @@ from torch import nn
 import layertime
 from layertime.measure.compiled import CompileOptions
 from layertime.render.table import render_text
-from layertime.result import Run
+from layertime.results.run import Run
 
 pytestmark = pytest.mark.slow
 

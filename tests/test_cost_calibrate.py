@@ -16,16 +16,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import factories
 from layertime.cli import main
 from layertime.cost import predict
-from layertime.cost.calibrate import (
-    Calibration,
-    calibrate,
-    fit_to_run,
-    profile_toml,
-    save_profile,
-    to_profile,
-)
+from layertime.cost.calibrate import fit_to_run, to_profile
 from layertime.cost.devices import (
     DeviceProfile,
     find_profile,
@@ -34,9 +28,13 @@ from layertime.cost.devices import (
     user_profiles_path,
 )
 from layertime.cost.fit import fit_efficiency, solve_scale
-from layertime.cost.result import CostResult, LayerCost, MemoryBytes, OpWork, PhaseCounts
+from layertime.cost.profile_file import profile_toml, save_profile
 from layertime.errors import LayertimeError
-from layertime.result import Environment, LayerRow, Phases, Run
+from layertime.measure.calibrate import calibrate
+from layertime.results.calibration import Calibration
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
+from layertime.results.run import Run
 
 TINY = ["--matmul-size", "64", "--memory-mb", "1", "--repeats", "1"]
 
@@ -132,7 +130,6 @@ def test_save_refuses_a_file_that_does_not_parse(tmp_path: Path) -> None:
 
 # -- the efficiency fit on a hand-made run and cost ------------------------------------
 PROFILE = DeviceProfile("test", "Test CPU", {"fp32": 0.1}, 10.0, "made up for a test")
-ENV = Environment("cpu", "Test CPU", "2.x", None, "3.11", "linux", "host", 1)
 
 
 def op(phase: str, flops: float, nbytes: float, math_class: str = "other") -> OpWork:
@@ -170,20 +167,13 @@ def hand_made_cost() -> CostResult:
 
 
 def hand_made_run(fc_s: float = 0.4) -> Run:
-    def row(name: str, kind: str, f: float, b: float, u: float, params: int = 0) -> LayerRow:
-        return LayerRow(name, kind, kind.title(), f, b, u, params, 1.0)
-
-    layers = (
-        row("", "other", 0.0002, 0.0, 0.0),
-        row("conv", "conv", 0.15, 0.35, 0.001, 1000),
-        row("relu", "activation", 0.05, 0.10, 0.0),
-        row("drop", "dropout", 0.0005, 0.0, 0.0),
-        row("fc", "linear", fc_s / 3, 2 * fc_s / 3, 0.099, 1_000_000),
-    )
-    phases = Phases(sum(r.forward_s for r in layers), sum(r.backward_s for r in layers),
-                    sum(r.update_s for r in layers), 0.02, 0.001, 0.0, 0.002)
-    return Run("testnet", "cpu", 4, (3, 8, 8), "float32", "sgd", 1, 1, (phases.total_s,),
-               (phases.total_s,), layers, phases, ENV, "cpu-self-time", num_classes=10)
+    return factories.run(
+        [("", "other", 0.0002, 0.0, 0.0),
+         ("conv", "conv", 0.15, 0.35, 0.001, 1000),
+         ("relu", "activation", 0.05, 0.10, 0.0),
+         ("drop", "dropout", 0.0005, 0.0, 0.0),
+         ("fc", "linear", fc_s / 3, 2 * fc_s / 3, 0.099, 1_000_000)],
+        loss_s=0.02, zero_grad_s=0.001, unattributed_s=0.002)
 
 
 def predicted_by_kind(cost: CostResult) -> tuple[dict[str, float], float]:

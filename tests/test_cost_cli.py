@@ -129,6 +129,7 @@ def test_fallback_to_real_tensors_is_reported(
     assert "cannot run on the meta device" in out and "counted with real tensors" in out
 
 
+@pytest.mark.slow
 def test_the_issue_command_as_a_process(tmp_path: Path) -> None:
     path = tmp_path / "cost.json"
     proc = subprocess.run(

@@ -18,9 +18,10 @@ from torch import nn
 
 from layertime.cost import estimate, meta_copy
 from layertime.cost.counts import LOSS_NAME, count_step
-from layertime.cost.result import CostResult, LayerCost
 from layertime.errors import LayertimeError
-from layertime.workload import WorkloadConfig
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import LayerCost
+from layertime.workload import WorkloadSpec
 
 
 def _meta(model_fn) -> nn.Module:  # type: ignore[no-untyped-def]
@@ -29,7 +30,7 @@ def _meta(model_fn) -> nn.Module:  # type: ignore[no-untyped-def]
 
 
 def _count(model: nn.Module, shape: tuple[int, ...], batch: int = 2, **kw: str) -> CostResult:
-    cfg = WorkloadConfig(batch_size=batch, input_shape=shape, num_classes=10, **kw)
+    cfg = WorkloadSpec.create("test", batch_size=batch, input_shape=shape, num_classes=10, **kw)
     return count_step(model, cfg, label="test")
 
 
@@ -247,7 +248,7 @@ def test_loss_row_and_not_counted_ops_are_listed() -> None:
 
 
 def test_layer_names_and_kinds_match_the_profile_rows() -> None:
-    from layertime.measure.tracer import ModuleTable
+    from layertime.modules import ModuleTable
 
     model = _meta(lambda: StemConvHead(nn.Conv2d(4, 6, 3, padding=1), 6 * 64))
     cost = _count(model, (4, 8, 8))
@@ -279,7 +280,7 @@ def test_shared_module_is_one_row_with_two_calls() -> None:
 
 def test_forward_only_in_eval_mode_has_no_backward_update_or_saved_memory() -> None:
     model = _meta(lambda: StemConvHead(nn.Conv2d(4, 6, 3, padding=1), 6 * 64))
-    cfg = WorkloadConfig(batch_size=2, input_shape=(4, 8, 8), num_classes=10)
+    cfg = WorkloadSpec.create("test", batch_size=2, input_shape=(4, 8, 8), num_classes=10)
     cost = count_step(model, cfg, label="t", training=False)
     assert cost.flops.backward == 0 and cost.flops.update == 0
     assert cost.memory_bytes.saved_activations == 0 and cost.memory_bytes.grads == 0
@@ -332,7 +333,7 @@ def test_meta_and_real_tensors_give_the_same_counts() -> None:
     torch.manual_seed(0)
     real = SmallNet()
     meta = meta_copy(real)
-    cfg = WorkloadConfig(batch_size=4, input_shape=(3, 8, 8), num_classes=10)
+    cfg = WorkloadSpec.create("test", batch_size=4, input_shape=(3, 8, 8), num_classes=10)
     on_meta = count_step(meta, cfg, label="small")
     on_cpu = count_step(real, cfg, label="small")
     assert on_meta.tensors == "meta" and on_cpu.tensors == "real"

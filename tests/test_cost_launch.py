@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import factories
+from factories import environment, layer
 from layertime.cost import predict
 from layertime.cost.devices import (
     GPU_KERNEL_LATENCY_S,
@@ -26,10 +28,10 @@ from layertime.cost.devices import (
     parse_profiles,
 )
 from layertime.cost.fit import LayerTimes, fit_efficiency, fit_layer_times
-from layertime.cost.result import CostResult, LayerCost, MemoryBytes, OpWork, PhaseCounts
 from layertime.cost.roofline import kernels_launched
 from layertime.errors import LayertimeError
-from layertime.result import Environment, LayerRow, Phases, Run
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
 
 MS = 1e-3
 TOY = DeviceProfile("toy", "Toy GPU", {"fp32": 10.0}, 100.0, "test", kernel_latency_s=MS)
@@ -204,14 +206,12 @@ def test_fit_layer_times_over_two_models_and_its_checks() -> None:
 
 def test_fit_efficiency_leaves_the_launches_out_of_the_efficiency() -> None:
     """calibrate --fit on a profile with a kernel latency: the roofline makes up the rest."""
-    env = Environment("cuda", "Toy GPU", "2.x", None, "3.11", "linux", "host", 1)
     cost = _small_and_large()
-    rows = (LayerRow("large", "conv", "Conv", 0.2001, 0.0, 0.0, 0, 1.0),
-            LayerRow("small", "conv", "Conv", 0.012, 0.0, 0.0, 0, 1.0),
-            LayerRow("relu", "activation", "ReLU", 0.1001, 0.0, 0.0, 0, 1.0))
-    phases = Phases(0.3122, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    run = Run("toy", "cuda", 8, (3, 8, 8), "float32", "sgd", 1, 1, (0.3122,), (0.3122,), rows,
-              phases, env, "cpu-self-time", num_classes=10)
+    run = factories.run(
+        [layer("large", "conv", 0.2001, type="Conv"), layer("small", "conv", 0.012, type="Conv"),
+         layer("relu", "activation", 0.1001, type="ReLU")],
+        model="toy", device="cuda", batch_size=8, environment=environment(device="cuda",
+                                                                          device_name="Toy GPU"))
     fit = fit_efficiency(run, cost, replace(TOY, kernel_latency_s=1e-4))
     by_kind = {k.kind: k for k in fit.kinds}
     assert by_kind["conv"].efficiency == pytest.approx(0.5, rel=1e-12)

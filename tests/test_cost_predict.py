@@ -9,34 +9,27 @@ from pathlib import Path
 
 import pytest
 
+import factories
+from factories import layer
 from layertime.cli import main
 from layertime.cost import estimate, get_profile, predict
-from layertime.cost.compare import LOSS_ROW, Comparison, join
-from layertime.cost.result import CostResult, LayerCost, MemoryBytes, OpWork, PhaseCounts
+from layertime.cost.compare import join
 from layertime.errors import LayertimeError
 from layertime.render.predict_table import render_text
-from layertime.result import Environment, LayerRow, Phases, Run
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
+from layertime.results.joined import LOSS_ROW, Comparison
+from layertime.results.run import Run
 from layertime.store import Store
 
-ENV = Environment("cpu", "Test CPU", "2.x", None, "3.11", "linux", "host", 1)
-
-
-def _row(name: str, kind: str, f: float, b: float, u: float, params: int = 0) -> LayerRow:
-    return LayerRow(name, kind, kind.title(), f, b, u, params, 1.0)
-
-
 def make_run() -> Run:
-    layers = (
-        _row("", "other", 0.001, 0.0, 0.0),
-        _row("conv", "conv", 0.010, 0.020, 0.001, 100),
-        _row("relu", "activation", 0.002, 0.002, 0.0),
-        _row("measured_only", "other", 0.003, 0.0, 0.0),
-        _row("fc", "linear", 0.004, 0.008, 0.009, 900),
-    )
-    phases = Phases(sum(r.forward_s for r in layers), sum(r.backward_s for r in layers),
-                    sum(r.update_s for r in layers), 0.005, 0.002, 0.0, 0.001)
-    return Run("net", "cpu", 4, (3, 8, 8), "float32", "sgd", 1, 1, (phases.total_s,),
-               (phases.total_s,), layers, phases, ENV, "cpu-self-time", num_classes=10)
+    return factories.run(
+        [("", "other", 0.001, 0.0, 0.0),
+         ("conv", "conv", 0.010, 0.020, 0.001, 100),
+         ("relu", "activation", 0.002, 0.002, 0.0),
+         ("measured_only", "other", 0.003, 0.0, 0.0),
+         ("fc", "linear", 0.004, 0.008, 0.009, 900)],
+        loss_s=0.005, zero_grad_s=0.002, unattributed_s=0.001, model="net")
 
 
 def _cost_row(name: str, kind: str, flops: int, nbytes: int, params: int = 0,
@@ -126,7 +119,7 @@ def test_tables_say_what_is_estimated() -> None:
 
 
 def test_no_shared_layer_is_an_error() -> None:
-    run = make_run().with_layers([_row("x", "conv", 0.1, 0.1, 0.0)])
+    run = make_run().with_layers([layer("x", "conv", 0.1, 0.1, 0.0)])
     with pytest.raises(LayertimeError, match="share no layer names"):
         join(run, replace(make_cost(), layers=(make_cost().layers[3],)))
 

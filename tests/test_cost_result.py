@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from layertime.cost import estimate, get_profile, predict
-from layertime.cost.result import SCHEMA, CostResult
 from layertime.errors import LayertimeError
+from layertime.results.cost import SCHEMA, CostResult
 
 
 def _net() -> nn.Module:

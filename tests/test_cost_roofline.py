@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from layertime.cost.devices import DeviceProfile, get_profile
-from layertime.cost.result import CostResult, LayerCost, MemoryBytes, OpWork, PhaseCounts
 from layertime.cost.roofline import Efficiency, MathMode, math_peaks, predict
 from layertime.errors import LayertimeError
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
 
 #: 10 TFLOP/s FP32, 40 TF32, 80 BF16; 100 GB/s.
 DEV = DeviceProfile(

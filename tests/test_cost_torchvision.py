@@ -19,7 +19,10 @@ import torchvision
 from layertime.cost import build_meta
 from layertime.cost.counts import count_step
 from layertime.models import _torchvision_image_size, resolve, torchvision_names
-from layertime.workload import WorkloadConfig
+from layertime.workload import WorkloadSpec
+
+#: Builds every torchvision classification model (real models).
+pytestmark = pytest.mark.slow
 
 #: Models built differently from plain ``get_model(name)``, each with the reason.
 BUILD_EXCEPTIONS: dict[str, tuple[dict[str, object], str]] = {
@@ -55,7 +58,7 @@ def test_forward_macs_and_params_match_torchvision(name: str) -> None:
     meta = torchvision.models.get_model_weights(name).DEFAULT.meta
     size = _torchvision_image_size(name)
     model = _build(name, size)
-    cfg = WorkloadConfig(batch_size=1, input_shape=(3, size, size), num_classes=1000)
+    cfg = WorkloadSpec.create("test", batch_size=1, input_shape=(3, size, size), num_classes=1000)
     cost = count_step(model, cfg, label=name, training=False)
     assert cost.tensors == "meta"
     assert cost.params == meta["num_params"]

@@ -12,8 +12,9 @@ from torch import nn
 from layertime.errors import LayertimeError
 from layertime.measure.events import busy_us, from_profiler
 from layertime.measure.runner import MeasureOptions, measure
-from layertime.measure.tracer import ModuleTable, TraceSession
-from layertime.workload import Workload, WorkloadConfig, check_input, training_mode
+from layertime.measure.tracer import TraceSession, phase
+from layertime.modules import ModuleTable, training_mode
+from layertime.workload import Workload, WorkloadSpec, check_input
 
 pytestmark = pytest.mark.cuda
 
@@ -29,8 +30,8 @@ def _net() -> nn.Module:
     ).to(DEV)
 
 
-def _config(**kw: object) -> WorkloadConfig:
-    return WorkloadConfig(batch_size=32, input_shape=(3, 32, 32), num_classes=10, **kw)  # type: ignore[arg-type]
+def _config(**kw: object) -> WorkloadSpec:
+    return WorkloadSpec.create("test", batch_size=32, input_shape=(3, 32, 32), num_classes=10, **kw)  # type: ignore[arg-type]
 
 
 def test_rows_add_up_to_the_profiled_step_on_cuda() -> None:
@@ -60,7 +61,7 @@ def _one_traced_step() -> tuple[TraceSession, list]:  # type: ignore[type-arg]
         s.start()
         try:
             s.enter_step()
-            work.step(traced=True)
+            work.step(phase)
             torch.cuda.synchronize()
             s.exit_step()
         except BaseException:
@@ -105,7 +106,7 @@ def test_fp16_loss_scaling_settles_before_the_measured_steps() -> None:
 
 
 def test_calibration_at_small_size_after_the_new_tf32_api() -> None:
-    from layertime.cost.calibrate import calibrate
+    from layertime.measure.calibrate import calibrate
 
     m = torch.backends.cuda.matmul
     old = getattr(m, "fp32_precision", None)
@@ -124,7 +125,7 @@ def test_out_of_memory_then_a_normal_run() -> None:
     free, _ = torch.cuda.mem_get_info()
     # Leave about 256 MiB free, then ask for a batch whose activations need more.
     blocker = torch.empty(max(0, free - 2**28), dtype=torch.uint8, device=DEV)
-    big = WorkloadConfig(batch_size=4096, input_shape=(3, 32, 32), num_classes=10)
+    big = WorkloadSpec.create("test", batch_size=4096, input_shape=(3, 32, 32), num_classes=10)
     try:
         with pytest.raises(LayertimeError) as err:
             measure(_net(), big, DEV, label="net", options=MeasureOptions(steps=1))

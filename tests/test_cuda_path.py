@@ -12,19 +12,12 @@ from torch import nn
 
 from layertime.cost.devices import builtin_profiles, matches_device, profile_for_device
 from layertime.cost.roofline import MathMode
-from layertime.environment import conv_tf32, describe, matmul_tf32, matmul_tf32_set
 from layertime.measure.attribute import attribute_step, split_steps
-from layertime.measure.events import (
-    MODULE,
-    STEP,
-    KernelSpan,
-    busy_us,
-    device_spans,
-    from_profiler,
-)
+from layertime.measure.environment import conv_tf32, describe, matmul_tf32, matmul_tf32_set
+from layertime.measure.events import MODULE, STEP, KernelSpan, busy_us, device_spans, from_profiler
 from layertime.measure.runner import _traced_steps
-from layertime.measure.tracer import ModuleTable
-from layertime.workload import Workload, WorkloadConfig
+from layertime.modules import ModuleTable
+from layertime.workload import Workload, WorkloadSpec
 
 
 @dataclass
@@ -165,7 +158,7 @@ class _FakeScaler:
 
 
 def _work(model: nn.Module) -> Workload:
-    cfg = WorkloadConfig(batch_size=2, input_shape=(4,), num_classes=3)
+    cfg = WorkloadSpec.create("test", batch_size=2, input_shape=(4,), num_classes=3)
     return Workload(model, cfg, torch.device("cpu"), torch.Size([2, 3]))
 
 
@@ -248,7 +241,7 @@ def test_math_mode_of_an_old_run_is_torchs_default() -> None:
 
 def test_cuda_idle_is_taken_from_the_unprofiled_step() -> None:
     from layertime.measure.attribute import StepCharges
-    from layertime.measure.runner import _idle_from_plain
+    from layertime.measure.device_time import idle_from_plain
 
     # A traced step of 40 ms wall: 25 ms of layer kernels, 1 ms of kernels in no
     # range, and 14 ms the GPU waited (the profiler slowed the launches).
@@ -256,7 +249,7 @@ def test_cuda_idle_is_taken_from_the_unprofiled_step() -> None:
                     step={"unattributed": 15e-3, "loss": 0.0}, unowned_s=1e-3)
     slow = StepCharges(step_s=40e-3, modules={(1, "forward"): 31e-3},
                        step={"unattributed": 9e-3}, unowned_s=0.0)
-    _idle_from_plain([c, slow], plain_s=30e-3)
+    idle_from_plain([c, slow], plain_s=30e-3)
     assert c.step["unattributed"] == pytest.approx(1e-3 + 4e-3)
     assert c.step_s == pytest.approx(30e-3) and c.total_s() == pytest.approx(c.step_s)
     # Kernels longer than the unprofiled step: no idle, rows add up to the kernels.

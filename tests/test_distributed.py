@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
+import factories
+from factories import environment, layer
 from layertime.cost.comm import (
     BUCKET_CAP_BYTES,
     FIRST_BUCKET_BYTES,
-    Bucket,
     LayerInput,
-    Link,
     assign_buckets,
     predict_comm,
     ring_allreduce_s,
@@ -33,14 +33,11 @@ from layertime.cost.comm import (
 )
 from layertime.errors import LayertimeError
 from layertime.measure.attribute import StepCharges
-from layertime.measure.distributed import (
-    CommCollector,
-    _Bucket,
-    merge_ranks,
-    partition_busy,
-)
+from layertime.measure.comm_collector import BucketTimes, StepComm, charge_step, partition_busy
 from layertime.measure.launch import diagnose, torchrun_failures, worker_argv
-from layertime.result import Environment, LayerRow, Phases, Run
+from layertime.measure.merge import merge_ranks
+from layertime.results.comm import Bucket, Link
+from layertime.results.run import Run
 
 #: Each launch must end within this (the slowest, a hang, waits for its 3 s timeout).
 BOUND_S = 100
@@ -133,6 +130,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Run, str
     yield Run.load(out), proc.stdout, proc.stderr, tmp
 
 
+@pytest.mark.slow
 def test_both_ranks_are_gathered_into_one_result(ddp_run: tuple[Run, str, str, Path]) -> None:
     run, stdout, _, _ = ddp_run
     assert run.world_size == 2 and run.backend == "gloo"
@@ -147,6 +145,7 @@ def test_both_ranks_are_gathered_into_one_result(ddp_run: tuple[Run, str, str, P
     assert run.buckets and sum(b.bytes for b in run.buckets) == run.comm_bytes
 
 
+@pytest.mark.slow
 def test_comm_is_charged_only_to_layers_with_parameters(
     ddp_run: tuple[Run, str, str, Path],
 ) -> None:
@@ -159,6 +158,7 @@ def test_comm_is_charged_only_to_layers_with_parameters(
             assert r.comm_s == 0 and r.comm_exposed_s == 0 and r.comm_bytes == 0, r
 
 
+@pytest.mark.slow
 def test_fc_share_of_bytes_equals_fc_share_of_parameters(
     ddp_run: tuple[Run, str, str, Path],
 ) -> None:
@@ -171,6 +171,7 @@ def test_fc_share_of_bytes_equals_fc_share_of_parameters(
     assert kinds["linear"].comm_bytes_share == pytest.approx(kinds["linear"].params_share, abs=0)
 
 
+@pytest.mark.slow
 def test_rows_still_add_up_to_the_step(ddp_run: tuple[Run, str, str, Path]) -> None:
     run = ddp_run[0]
     p = run.phases
@@ -183,6 +184,7 @@ def test_rows_still_add_up_to_the_step(ddp_run: tuple[Run, str, str, Path]) -> N
     assert Run.from_json(run.to_json()) == run
 
 
+@pytest.mark.slow
 def test_what_if_against_the_measured_run(ddp_run: tuple[Run, str, str, Path]) -> None:
     run, _, _, tmp = ddp_run
     from layertime.cost.comm import from_run
@@ -197,6 +199,7 @@ def test_what_if_against_the_measured_run(ddp_run: tuple[Run, str, str, Path]) -
     )
 
 
+@pytest.mark.slow
 def test_a_rank_that_dies_fails_the_run_naming_it(tmp_path: Path) -> None:
     from layertime.store import Store
 
@@ -214,6 +217,7 @@ def test_a_rank_that_dies_fails_the_run_naming_it(tmp_path: Path) -> None:
         assert [r.id for r in store.list()] == [kept]
 
 
+@pytest.mark.slow
 def test_a_rank_that_hangs_fails_the_run_within_the_timeout(tmp_path: Path) -> None:
     proc, took = _launch(tmp_path, "--ddp-timeout", str(TIMEOUT_S), fail="1:3:hang")
     assert proc.returncode != 0
@@ -255,56 +259,66 @@ def _charges(unattributed: float, comm_on_thread: float) -> StepCharges:
 
 
 def test_charge_moves_the_wait_after_backward_into_comm_by_bytes() -> None:
-    import torch
-
-    col = CommCollector(2, torch.device("cpu"))
     # Bucket 0 (module 2: 300 B, module 1: 100 B) from 0.1 to 0.4; bucket 1 (module 1) 0.3-0.5.
-    col._buckets = [
-        _Bucket(0, 400, {2: 300, 1: 100}, 0.09, 0.1, 0.4),
-        _Bucket(1, 100, {1: 100}, 0.29, 0.3, 0.5),
-    ]
-    col._compute_end = 0.35
+    comm = StepComm((
+        BucketTimes(0, 400, {2: 300, 1: 100}, 0.09, 0.1, 0.4),
+        BucketTimes(1, 100, {1: 100}, 0.29, 0.3, 0.5),
+    ), compute_end_s=0.35)
     before = _charges(unattributed=0.25, comm_on_thread=0.05)
     total_before = before.total_s()
-    c = col.charge(before, device_time=False)
+    c = charge_step(before, comm, device_time=False)
     assert c.total_s() == pytest.approx(total_before)  # still a partition of the step
     # After 0.35: [0.35,0.4] shared by both, [0.4,0.5] bucket 1: 0.15 of waiting.
     assert c.step["unattributed"] == pytest.approx(0.25 - 0.15)
     assert c.step["comm"] == pytest.approx(0.05 + 0.15)
-    assert sum(e for _, e in c.comm.values()) == pytest.approx(c.step["comm"])
+    assert sum(x.exposed_s for x in c.comm.values()) == pytest.approx(c.step["comm"])
     assert c.comm_bytes == {2: 300, 1: 200}
     # Module 2: 3/4 of bucket 0 (0.3 - 0.05 - ... see partition) plus 300/500 of the on-thread part.
     busy0 = 0.2 + 0.05 / 2 + 0.05 / 2  # [0.1,0.3] alone, [0.3,0.4] shared
-    assert c.comm[2][0] == pytest.approx(0.75 * busy0 + 0.05 * 300 / 500)
-    assert c.comm[2][1] == pytest.approx(0.75 * 0.025 + 0.05 * 300 / 500)
-    assert [b[0] for b in c.buckets] == [0, 1]
+    assert c.comm[2].comm_s == pytest.approx(0.75 * busy0 + 0.05 * 300 / 500)
+    assert c.comm[2].exposed_s == pytest.approx(0.75 * 0.025 + 0.05 * 300 / 500)
+    assert [b.index for b in c.buckets] == [0, 1]
+    assert c.buckets[0].allreduce_s == pytest.approx(0.4 - 0.09)
+
+
+def test_traced_steps_are_charged_in_the_order_they_ended() -> None:
+    """CUDA charges several traced steps after one session: end_step keeps each step's
+    bucket times, charge takes them first in, first out."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from layertime.measure.comm_collector import CommCollector
+
+    col = CommCollector(2, torch.device("cpu"))
+    for done in (0.5, 0.9):  # step 1 waits 0.1 after compute, step 2 waits 0.5
+        col._launches = [SimpleNamespace(index=0, bytes=8, modules={1: 8}, start=0.0,
+                                         launched=0.1, done=done)]
+        col._compute_end = 0.4
+        col.end_step()
+    first = col.charge(_charges(unattributed=1.0, comm_on_thread=0.0), device_time=False)
+    second = col.charge(_charges(unattributed=1.0, comm_on_thread=0.0), device_time=False)
+    assert first.step["comm"] == pytest.approx(0.1)
+    assert second.step["comm"] == pytest.approx(0.5)
+    assert [b.index for b in col.bucket_rows()] == [0]
 
 
 def test_charge_never_takes_more_wait_than_is_unattributed() -> None:
-    import torch
-
-    col = CommCollector(2, torch.device("cpu"))
-    col._buckets = [_Bucket(0, 8, {1: 8}, 0.0, 0.0, 1.0)]
-    col._compute_end = 0.0
-    c = col.charge(_charges(unattributed=0.1, comm_on_thread=0.0), device_time=False)
+    comm = StepComm((BucketTimes(0, 8, {1: 8}, 0.0, 0.0, 1.0),), compute_end_s=0.0)
+    c = charge_step(_charges(unattributed=0.1, comm_on_thread=0.0), comm, device_time=False)
     assert c.step["unattributed"] == pytest.approx(0.0)
     assert c.step["comm"] == pytest.approx(0.1)
 
 
 def _run(rank_compute: float, exposed: float, host: str = "h") -> Run:
-    env = Environment("cpu", "cpu", "2", None, "3.11", "linux", host, 1)
-    layers = (
-        LayerRow("conv", "conv", "Conv2d", 0.1, 0.2, 0.01, 100, 1.0,
-                 comm_s=0.01, comm_exposed_s=0.005, comm_bytes=400),
-        LayerRow("fc", "linear", "Linear", 0.1, rank_compute - 0.5, 0.09, 900, 1.0,
-                 comm_s=exposed + 0.01, comm_exposed_s=exposed - 0.005, comm_bytes=3600),
+    return factories.run(
+        [layer("conv", "conv", 0.1, 0.2, 0.01, 100, type="Conv2d",
+               comm_s=0.01, comm_exposed_s=0.005, comm_bytes=400),
+         layer("fc", "linear", 0.1, rank_compute - 0.5, 0.09, 900, type="Linear",
+               comm_s=exposed + 0.01, comm_exposed_s=exposed - 0.005, comm_bytes=3600)],
+        comm_exposed_s=exposed, profiled=lambda total: (total, total), model="m", num_classes=None,
+        environment=environment(device_name="cpu", torch="2", host=host),
     )
-    fwd = 0.2
-    bwd = 0.2 + rank_compute - 0.5
-    phases = Phases(fwd, bwd, 0.1, 0.0, 0.0, 0.0, 0.0, exposed)
-    step = phases.total_s
-    return Run("m", "cpu", 4, (3, 8, 8), "float32", "sgd", 2, 1, (step, step), (step, step),
-               layers, phases, env, "cpu-self-time", world_size=1)
 
 
 def test_merge_ranks_means_rows_and_shows_a_straggler() -> None:

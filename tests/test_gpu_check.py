@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+#: Runs benchmarks/gpu_check.py as a subprocess (a minute or two).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

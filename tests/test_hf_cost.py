@@ -7,7 +7,12 @@ import torch
 
 from _tiny_transformers import tiny
 from layertime.cost import estimate
-from layertime.cost.counts import SDPA_BACKWARD_OP, SDPA_OP, sdpa_flops
+from layertime.cost.attention import SDPA_BACKWARD_OP, SDPA_OP, sdpa_flops
+from layertime.models import ModelRef
+
+
+def _hf(model_type: str, config: list[str] | None = None) -> ModelRef:
+    return ModelRef(f"hf:{model_type}", tuple(tiny(model_type) if config is None else config))
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +41,7 @@ def _rows(cost: object, prefix: str) -> dict[str, object]:
 
 
 def test_one_gpt2_block_counted_against_the_arithmetic() -> None:
-    cost = estimate("hf:gpt2", seq_len=S, batch_size=B, hf_config=tiny("gpt2"))
+    cost = estimate(_hf("gpt2"), seq_len=S, batch_size=B)
     rows = _rows(cost, "transformer.h.0")
     tokens = B * S
 
@@ -63,7 +68,7 @@ def test_one_gpt2_block_counted_against_the_arithmetic() -> None:
 
 
 def test_roles_blocks_and_the_transformer_headline() -> None:
-    cost = estimate("hf:llama", seq_len=S, batch_size=B, hf_config=tiny("llama"))
+    cost = estimate(_hf("llama"), seq_len=S, batch_size=B)
     roles = cost.by_role()
     assert set(roles) >= {"attention", "mlp", "embedding", "norm", "head", "loss"}
     assert sum(r.flops_share for r in roles.values()) == pytest.approx(1.0)
@@ -82,7 +87,7 @@ def test_roles_blocks_and_the_transformer_headline() -> None:
     assert d["seq_len"] == S and d["roles"]["attention"]["core_flops"] > 0
     assert d["blocks"]["model.layers.0"]["saved_activations_bytes"] == b0.saved_activations
     assert "attention" in d["conventions"]
-    from layertime.cost.result import CostResult
+    from layertime.results.cost import CostResult
 
     assert CostResult.from_dict(d).seq_len == S
 
@@ -91,14 +96,14 @@ def test_meta_and_real_tensors_count_the_same() -> None:
     from layertime.cost import build_meta
     from layertime.cost.counts import count_step
     from layertime.models import target
-    from layertime.workload import WorkloadConfig
+    from layertime.workload import TokenInput, WorkloadSpec
 
     for model_type in ("gpt2", "t5"):
-        tgt = target(f"hf:{model_type}", seq_len=S, hf_config=tiny(model_type))
-        config = WorkloadConfig(batch_size=B, input_shape=(S,), seq_len=S)
-        meta = count_step(build_meta(tgt.build, 1, "float32"), config, label="m")
+        tgt = target(_hf(model_type), TokenInput(S))
+        workload = WorkloadSpec(_hf(model_type), TokenInput(S), batch_size=B)
+        meta = count_step(build_meta(tgt.build, 1, "float32"), workload, label="m")
         torch.manual_seed(0)
-        real = count_step(tgt.build(1), config, label="r")
+        real = count_step(tgt.build(1), workload, label="r")
         assert real.tensors == "real" and meta.tensors == "meta"
         for a, b in zip(meta.layers, real.layers):
             assert (a.name, a.kind, a.flops) == (b.name, b.kind, b.flops), a.name
@@ -109,8 +114,8 @@ def test_attention_overtakes_the_mlp_where_the_arithmetic_says() -> None:
     # its causal core (4 + 10) * S * D / 2 per token; the MLP 3 x 2 x 8*D^2.
     # Equal at 24*D^2 + 7*S*D = 48*D^2: S = 24 * D / 7 (219.4 for D = 64).
     def attention_minus_mlp(seq: int) -> int:
-        cost = estimate("hf:gpt2", seq_len=seq, batch_size=1,
-                        hf_config=tiny("gpt2")[:-1] + ["n_positions=256"])
+        cost = estimate(_hf("gpt2", tiny("gpt2")[:-1] + ["n_positions=256"]), seq_len=seq,
+                        batch_size=1)
         roles = cost.by_role()
         fb = {k: roles[k].flops.forward + roles[k].flops.backward for k in ("attention", "mlp")}
         return fb["attention"] - fb["mlp"]
@@ -119,9 +124,8 @@ def test_attention_overtakes_the_mlp_where_the_arithmetic_says() -> None:
 
 
 def test_seven_billion_llama_shape_on_meta_is_counted() -> None:
-    cost = estimate("hf:llama", seq_len=4096, batch_size=1,
-                    hf_config=["hidden_size=4096", "num_hidden_layers=2",
-                               "intermediate_size=11008"])
+    cost = estimate(_hf("llama", ["hidden_size=4096", "num_hidden_layers=2",
+                                  "intermediate_size=11008"]), seq_len=4096, batch_size=1)
     assert cost.tensors == "meta"
     core = next(r for r in cost.layers if r.name == "model.layers.0.self_attn")
     assert core.flops.forward == 2 * 1 * 32 * 4096 * 4096 * 256 // 2

@@ -12,8 +12,9 @@ import torch
 
 from _tiny_transformers import tiny
 from layertime.errors import LayertimeError
-from layertime.models import available, resolve, target
+from layertime.models import ModelRef, available, resolve, target
 from layertime.models.hf import apply_overrides, choose_head, parse_value, resolve_hf
+from layertime.workload import ImageInput, TokenInput, WorkloadSpec
 
 
 @pytest.fixture(autouse=True)
@@ -183,13 +184,21 @@ def test_values_parse_by_the_type_of_the_default() -> None:
 
 def test_config_overrides_apply_to_hf_models_only() -> None:
     with pytest.raises(LayertimeError, match="hf: models only"):
-        resolve("alexnet", ["n_layer=2"])
-    with pytest.raises(LayertimeError, match="token models"):
-        target("alexnet", seq_len=16)
+        resolve(ModelRef("alexnet", ("n_layer=2",)))
+    with pytest.raises(LayertimeError, match="expected KEY=VALUE"):
+        ModelRef("hf:gpt2", ("n_layer",))
+    with pytest.raises(LayertimeError, match="alexnet takes images"):
+        target("alexnet", TokenInput(16))
     with pytest.raises(LayertimeError, match="give --seq-len"):
-        target("hf:gpt2", image_size=32)
-    t = target("hf:gpt2", seq_len=16, hf_config=tiny("gpt2"))
-    assert t.input_shape == (16,) and t.seq_len == 16 and t.spec is not None
+        target("hf:gpt2", ImageInput.square(32))
+    t = target(ModelRef("hf:gpt2", tuple(tiny("gpt2"))), TokenInput(16))
+    assert t.input == TokenInput(16) and t.spec is not None
+    assert target("hf:gpt2").input == TokenInput(128)  # the default sequence length
+    # The overrides travel with the name, and are stored with the workload.
+    spec = WorkloadSpec.create(ModelRef("hf:gpt2", ("n_layer=2",)), seq_len=16)
+    d = spec.to_dict()
+    assert d["model"] == "hf:gpt2" and d["model_config"] == ["n_layer=2"]
+    assert WorkloadSpec.from_dict(d) == spec
 
 
 def test_missing_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

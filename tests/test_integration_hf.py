@@ -22,7 +22,7 @@ import layertime
 import layertime.integrations.hf as hf
 from layertime.errors import LayertimeWarning
 from layertime.integrations.hf import LayertimeTrainerCallback, unattributable
-from layertime.result import Run
+from layertime.results.run import Run
 
 LAYERTIME_DIR = str(Path(layertime.__file__).parent)
 BATCH = 8

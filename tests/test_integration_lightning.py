@@ -29,7 +29,7 @@ from torch import nn
 import layertime
 from layertime.errors import LayertimeError, LayertimeWarning
 from layertime.integrations.lightning import LayertimeCallback, lightning_row, unattributable
-from layertime.result import Run
+from layertime.results.run import Run
 from layertime.store import Store
 
 LAYERTIME_DIR = str(Path(layertime.__file__).parent)

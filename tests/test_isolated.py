@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from layertime.measure.isolated import BenchResult, bench, bench_layers, record_inputs
+from layertime.measure.isolated import bench, bench_layers, record_inputs
+from layertime.results.bench import BenchResult
 
 
 class Twice(nn.Module):

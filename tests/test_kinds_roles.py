@@ -11,7 +11,7 @@ from torch import nn
 
 from _tiny_transformers import tiny
 from layertime.kinds import KindObserver, kind_of, observed_kinds
-from layertime.measure.tracer import ModuleTable
+from layertime.modules import ModuleTable
 from layertime.roles import place
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -194,11 +194,10 @@ def _hf(model_type: str) -> nn.Module:
 
 
 def _token_forward(model: nn.Module) -> object:
-    from layertime.token_workload import task_for
+    from layertime.workload import TokenInput
 
-    task = task_for(model, 8)
-    batch = task.make_batch(1, torch.device("cpu"))
-    return lambda: task.forward(model, batch)
+    batch = TokenInput(8).batch(1, model=model, device=torch.device("cpu"), dtype=torch.float32)
+    return lambda: batch.run(model)
 
 
 def test_roles_of_gpt2() -> None:

@@ -126,6 +126,7 @@ def test_torchvision_names_are_the_classification_models() -> None:
     assert "alexnet2012" in available()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", torchvision_names())
 def test_torchvision_model_has_documented_parameter_count(name: str) -> None:
     model = meta_model(name)
@@ -140,6 +141,7 @@ def test_torchvision_model_has_documented_parameter_count(name: str) -> None:
     assert n_params(model) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", torchvision_names())
 def test_torchvision_model_takes_its_default_input(name: str) -> None:
     """The default input size is the one the model was built for (ViT fixes it)."""
@@ -164,6 +166,7 @@ def test_torchvision_num_classes_is_passed() -> None:
 # -- timm ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_timm_model() -> None:
     spec = resolve("timm:resnet18")  # resolving never imports timm
     assert spec.source == "timm"

@@ -20,6 +20,9 @@ from layertime.models.googlenet2014 import GoogLeNet2014
 from layertime.models.overfeat import CAFFE_LAYERS as OVERFEAT_LAYERS
 from layertime.models.overfeat import OverFeatFast
 
+#: Builds and runs the 2012-2014 models at full size (real models).
+pytestmark = pytest.mark.slow
+
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from layertime.measure.runner import MeasureOptions, measure
-from layertime.result import KINDS
-from layertime.workload import WorkloadConfig
+from layertime.taxonomy import KINDS
+from layertime.workload import WorkloadSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,7 +83,8 @@ def build(spec: NetSpec) -> nn.Sequential:
 def test_random_cnns_attribute_consistently(spec: NetSpec) -> None:
     torch.manual_seed(0)
     model = build(spec)
-    config = WorkloadConfig(
+    config = WorkloadSpec.create(
+        "test",
         batch_size=spec.batch,
         input_shape=(3, spec.size, spec.size),
         num_classes=spec.classes,

@@ -24,8 +24,9 @@ import pytest
 from layertime.cli import main
 from layertime.errors import LayertimeError
 from layertime.render.html import render_html, write_html
-from layertime.render.views import compare_view, fmt_ms, profile_view
-from layertime.result import Run
+from layertime.render.views import compare_view, profile_view
+from layertime.render.views.style import fmt_ms
+from layertime.results.run import Run
 from layertime.store import Store
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -177,6 +178,7 @@ def _shown_kinds(run: Run) -> list[str]:
 
 
 # -- a profile -------------------------------------------------------------------
+@pytest.mark.slow
 def test_profile_report_draws_every_bar_and_loads_nothing(browser: Any, run: Run,
                                                           tmp_path: Path) -> None:
     pg = _open(browser, tmp_path, run, "profile.html")
@@ -220,6 +222,7 @@ def test_profile_report_draws_every_bar_and_loads_nothing(browser: Any, run: Run
         pg.close()
 
 
+@pytest.mark.slow
 def test_hover_shows_exact_numbers(browser: Any, run: Run, tmp_path: Path) -> None:
     pg = _open(browser, tmp_path, run, "hover.html")
     try:
@@ -243,6 +246,7 @@ def test_hover_shows_exact_numbers(browser: Any, run: Run, tmp_path: Path) -> No
         pg.close()
 
 
+@pytest.mark.slow
 def test_table_sorts_and_restores_model_order(browser: Any, run: Run, tmp_path: Path) -> None:
     pg = _open(browser, tmp_path, run, "sort.html")
     try:
@@ -275,6 +279,7 @@ def test_table_sorts_and_restores_model_order(browser: Any, run: Run, tmp_path: 
         pg.close()
 
 
+@pytest.mark.slow
 def test_joined_with_cost_adds_flops_memory_and_predictions(browser: Any, run: Run,
                                                             cost: dict[str, Any],
                                                             tmp_path: Path) -> None:
@@ -305,6 +310,7 @@ def test_joined_with_cost_adds_flops_memory_and_predictions(browser: Any, run: R
         pg.close()
 
 
+@pytest.mark.slow
 def test_cost_report(browser: Any, cost: dict[str, Any], tmp_path: Path) -> None:
     pg = _open(browser, tmp_path, cost, "cost.html")
     try:
@@ -344,6 +350,7 @@ def _sweep_summary() -> dict[str, Any]:
     return {"schema": "layertime.sweep/1", "points": points, "crossovers": crossovers}
 
 
+@pytest.mark.slow
 def test_sweep_report_marks_the_crossover(browser: Any, tmp_path: Path) -> None:
     summary = _sweep_summary()
     pg = _open(browser, tmp_path, summary, "sweep.html", title="sweep 1")
@@ -367,6 +374,7 @@ def test_sweep_report_marks_the_crossover(browser: Any, tmp_path: Path) -> None:
         pg.close()
 
 
+@pytest.mark.slow
 def test_compare_report(browser: Any, run: Run, tmp_path: Path) -> None:
     # The same net at twice the batch: every forward twice as long, the step longer by as much.
     extra = sum(r.forward_s for r in run.layers)
@@ -390,6 +398,7 @@ def test_compare_report(browser: Any, run: Run, tmp_path: Path) -> None:
         pg.close()
 
 
+@pytest.mark.slow
 def test_layer_benchmark_adds_the_isolated_split(browser: Any, run: Run, tmp_path: Path) -> None:
     layers = [{"name": r.name, "kind": r.kind, "type": r.type, "calls": 1, "inputs": [],
                "forward_s": 0.001, "backward_input_s": 0.002 if i else 0.0,
@@ -398,7 +407,8 @@ def test_layer_benchmark_adds_the_isolated_split(browser: Any, run: Run, tmp_pat
               for i, r in enumerate(run.layers) if r.name]
     bench = {"schema": "layertime.bench/1", "model": run.model, "device": "cpu", "batch_size": 4,
              "input_shape": [3, 16, 16], "dtype": "float32", "warmup": 1, "repeats": 3,
-             "total_s": 0.0, "layers": layers, "environment": {}, "created": "",
+             "total_s": 0.0, "layers": layers,
+             "environment": dataclasses.asdict(run.environment), "created": "",
              "in_situ": run.to_dict()}
     pg = _open(browser, tmp_path, bench, "bench.html")
     try:
@@ -424,6 +434,7 @@ def test_report_is_self_contained(run: Run) -> None:
     assert json.dumps(run.headline())[1:-1] in html or run.headline() in html
 
 
+@pytest.mark.slow
 def test_hostile_names_are_text_not_markup(browser: Any, run: Run, tmp_path: Path) -> None:
     evil = '</script><script>alert("x")</script><img src=x onerror=alert(1)>'
     hostile = dataclasses.replace(run, model=evil, layers=tuple(
@@ -445,21 +456,23 @@ def test_view_has_no_flop_columns_without_counts(run: Run) -> None:
     assert [s["key"] for s in view["charts"][0]["series"]] == ["time", "params"]
 
 
-def test_layers_with_their_own_counts_get_share_columns(run: Run) -> None:
-    d = run.to_dict()
-    for i, r in enumerate(d["layers"]):
-        r["flops"] = 1000 * (i + 1)
-        r["memory_bytes"] = {"weights": 10, "grads": 10, "optimizer_state": 0,
-                             "saved_activations": 80, "output": 999}
-    view = profile_view(d)
+def test_counts_without_predictions_get_share_columns(run: Run, cost: dict[str, Any]) -> None:
+    counts = {k: v for k, v in cost.items() if k not in ("prediction", "predicted")}
+    counts["layers"] = [{k: v for k, v in r.items() if k != "predicted"} for r in cost["layers"]]
+    counts["loss"] = {k: v for k, v in cost["loss"].items() if k != "predicted"}
+    view = profile_view(run, cost=counts)
     labels = [c["label"] for c in view["table"]["columns"]]
     assert "FLOPs %" in labels and "memory %" in labels and "predicted ms" not in labels
     rows = view["table"]["rows"]
+    first = next(r for r in cost["layers"] if r["name"] == run.layers[0].name)
+    flops_total = sum(sum(r["flops"].values()) for r in cost["layers"] + [cost["loss"]]
+                      if r["name"] in {x.name for x in run.layers} | {"(loss)"})
     col = labels.index("FLOPs %")
-    total = sum(1000 * (i + 1) for i in range(len(d["layers"])))
-    assert rows[0]["cells"][col]["v"] == pytest.approx(1000 / total)
+    assert rows[0]["cells"][col]["v"] == pytest.approx(sum(first["flops"].values()) / flops_total)
     mem = labels.index("memory")
-    assert rows[0]["cells"][mem]["v"] == 100  # output is not added
+    m = first["memory_bytes"]
+    assert rows[0]["cells"][mem]["v"] == (
+        m["weights"] + m["grads"] + m["optimizer_state"] + m["saved_activations"])  # not output
 
 
 def test_joining_a_different_model_is_an_error(run: Run, cost: dict[str, Any]) -> None:
@@ -469,6 +482,7 @@ def test_joining_a_different_model_is_an_error(run: Run, cost: dict[str, Any]) -
 
 
 # -- the command line ---------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_profile_writes_html_plot_and_trace(browser: Any, model_file: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "runs.db"

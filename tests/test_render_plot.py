@@ -11,15 +11,18 @@ from pathlib import Path
 
 import pytest
 
+import factories
+from factories import environment, layer
 from layertime.errors import LayertimeError
-from layertime.render.output import check_output
-from layertime.render.plot import plot_format, render_plot, write_plot
+from layertime.render.output import check_output, plot_format
+from layertime.render.plot import render_plot, write_plot
 from layertime.render.views import compare_view
-from layertime.result import Environment, LayerRow, Phases, Run, Slice
+from layertime.results.run import Run, Slice
 
 MS = 1e-3
-ENV = Environment(device="cpu", device_name="Test CPU", torch="2.14.1", torchvision="0.29.1",
-                  python="3.11.7", platform="Linux-test", host="test", threads=2)
+
+ENV = environment(torch="2.14.1", torchvision="0.29.1", python="3.11.7", platform="Linux-test",
+                  host="test", threads=2)
 
 # name, kind, type, forward ms, backward ms, update ms, params
 ROWS = [
@@ -34,21 +37,12 @@ ROWS = [
 
 
 def make_run(batch: int = 16, scale: float = 1.0) -> Run:
-    layers = tuple(
-        LayerRow(name=n, kind=k, type=t, forward_s=f * MS * scale, backward_s=b * MS * scale,
-                 update_s=u * MS, params=p, calls=1.0)
-        for n, k, t, f, b, u, p in ROWS
-    )
-    phases = Phases(
-        forward_s=sum(r.forward_s for r in layers), backward_s=sum(r.backward_s for r in layers),
-        update_s=sum(r.update_s for r in layers), loss_s=0.5 * MS, zero_grad_s=0.4 * MS,
-        data_s=0.0, unattributed_s=0.1 * MS,
-    )
-    return Run(
-        model="smallnet", device="cpu", batch_size=batch, input_shape=(3, 32, 32),
-        dtype="float32", optimizer="sgd", steps=1, warmup_steps=0,
-        step_samples_s=(phases.total_s,), profiled_step_samples_s=(phases.total_s,),
-        layers=layers, phases=phases, environment=ENV, timing="cpu-self-time",
+    return factories.run(
+        [layer(n, k, f * MS * scale, b * MS * scale, u * MS, p, type=t)
+         for n, k, t, f, b, u, p in ROWS],
+        loss_s=0.5 * MS, zero_grad_s=0.4 * MS, unattributed_s=0.1 * MS,
+        model="smallnet", batch_size=batch, input_shape=(3, 32, 32), warmup_steps=0,
+        environment=ENV, num_classes=None,
         timeline=(Slice(0, "features.0", "forward", 0.0, 0.01, 0.01),),
     )
 
@@ -163,11 +157,12 @@ def test_format_from_suffix_and_bad_paths(tmp_path: Path) -> None:
         check_output(tmp_path / "dir.png", plot=True)
 
 
+@pytest.mark.slow
 def test_plotting_leaves_pyplot_alone() -> None:
     """The CLI imports no matplotlib; a plot imports no pyplot and switches no backend,
     so plots work headless and beside a notebook's own figures alike."""
     code = ("import sys, layertime.cli; assert 'matplotlib' not in sys.modules, 'cli'; "
-            "from tests.test_render_plot import make_run; "
+            "sys.path.insert(0, 'tests'); from test_render_plot import make_run; "
             "from layertime.render.plot import render_plot; render_plot(make_run(), 'png'); "
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; print('ok')")
     root = Path(__file__).resolve().parent.parent

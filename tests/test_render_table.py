@@ -15,22 +15,17 @@ from pathlib import Path
 import pytest
 from width_checks import check_fits
 
+import factories
+from factories import environment, layer
 from layertime.render.fmt import count as fmt_count
 from layertime.render.table import render_text
-from layertime.result import KIND_LABELS, KINDS, Environment, LayerRow, Phases, Run
+from layertime.results.run import Run
+from layertime.taxonomy import KIND_LABELS, KINDS
 
 GOLDEN = Path(__file__).parent / "golden" / "table_small.txt"
 
-ENV = Environment(
-    device="cpu",
-    device_name="Test CPU 9000",
-    torch="2.14.1",
-    torchvision="0.29.1",
-    python="3.11.7",
-    platform="Linux-test",
-    host="golden",
-    threads=4,
-)
+ENV = environment(device_name="Test CPU 9000", torch="2.14.1", torchvision="0.29.1",
+                  python="3.11.7", platform="Linux-test", host="golden", threads=4)
 
 MS = 1e-3
 
@@ -57,39 +52,20 @@ def make_run(
     unattributed_ms: float = UNATTRIBUTED_MS,
     rows: list[tuple] = ROWS,  # type: ignore[type-arg]
 ) -> Run:
-    layers = tuple(
-        LayerRow(name, kind, typ, f * MS, b * MS, u * MS, params, float(calls))
-        for name, kind, typ, f, b, u, params, calls in rows
-    )
-    fwd = sum(r.forward_s for r in layers)
-    bwd = sum(r.backward_s for r in layers)
-    upd = sum(r.update_s for r in layers)
-    phases = Phases(
-        forward_s=fwd,
-        backward_s=bwd,
-        update_s=upd,
+    return factories.run(
+        [layer(name, kind, f * MS, b * MS, u * MS, params, float(calls), type=typ)
+         for name, kind, typ, f, b, u, params, calls in rows],
         loss_s=loss_ms * MS,
         zero_grad_s=zero_grad_ms * MS,
         data_s=data_ms * MS,
         unattributed_s=unattributed_ms * MS,
-    )
-    total = phases.total_s
-    return Run(
+        # Two profiled steps whose mean is exactly what the rows add up to.
+        profiled=lambda total: (total - 0.5 * MS, total + 0.5 * MS),
+        plain=(0.050, 0.052, 0.060),
         model="smallnet",
-        device="cpu",
         batch_size=16,
         input_shape=(3, 64, 64),
-        dtype="float32",
-        optimizer="sgd",
-        steps=2,
-        warmup_steps=1,
-        step_samples_s=(0.050, 0.052, 0.060),
-        # Two profiled steps whose mean is exactly what the rows add up to.
-        profiled_step_samples_s=(total - 0.5 * MS, total + 0.5 * MS),
-        layers=layers,
-        phases=phases,
         environment=ENV,
-        timing="cpu-self-time",
         num_classes=1000,
         created="2026-01-01T00:00:00+00:00",
         warnings=("the loss was NaN or infinite in 1 of 4 steps",),

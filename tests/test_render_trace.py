@@ -15,8 +15,14 @@ import pytest
 
 from layertime.cli import main
 from layertime.errors import LayertimeError
-from layertime.render.trace import ROW_CATEGORY, STEP_CATEGORY, trace_events, trace_json, write_trace
-from layertime.result import Run, Slice
+from layertime.render.trace import (
+    ROW_CATEGORY,
+    STEP_CATEGORY,
+    trace_events,
+    trace_json,
+    write_trace,
+)
+from layertime.results.run import Run, Slice
 from layertime.store import Store
 
 TINY = '''

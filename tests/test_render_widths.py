@@ -13,16 +13,17 @@ from test_render_table import make_run as make_profile_run
 from width_checks import check_fits
 
 from layertime.cost import get_profile, predict
-from layertime.cost.comm import Link, from_cost
+from layertime.cost.comm import from_cost
 from layertime.cost.compare import join
-from layertime.measure.isolated import BenchResult, InputSpec, LayerBench
 from layertime.render.bench_table import bench_table
 from layertime.render.comm import render as render_comm
 from layertime.render.compare import compare_table, runs_table, sweep_table
 from layertime.render.layout import Column, Row, lay_out, shorten_middle, to_text
 from layertime.render.predict_table import render as render_joined
-from layertime.store import StoredRun
-from layertime.sweep import SweepPoint, SweepResult
+from layertime.results.bench import BenchResult, LayerBench, RecordedInput
+from layertime.results.comm import Link
+from layertime.results.stored import StoredRun
+from layertime.results.sweep import SweepPoint, SweepResult
 
 WIDTHS = [60, 80, 100, 120, None]
 LONG = "encoder.layer.11.attention.output.dense"
@@ -50,7 +51,7 @@ def _renderings() -> dict[str, tuple[object, list[str]]]:
     ))
     bench = BenchResult(
         "smallnet", "cpu", 16, (3, 64, 64), "float32", 2, 5,
-        tuple(LayerBench(r.name, r.kind, r.type, 1, (InputSpec((16, 3), "float32", True),),
+        tuple(LayerBench(r.name, r.kind, r.type, 1, (RecordedInput((16, 3), "float32", True),),
                          r.forward_s, r.backward_s / 2, r.backward_s / 2, r.params)
               for r in run.layers if r.name),
         ENV,

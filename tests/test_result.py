@@ -3,38 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+import factories
+from factories import environment, layer as make_layer
 from layertime.errors import LayertimeError
-from layertime.result import KINDS, SCHEMA, Environment, LayerRow, Phases, Run
+from layertime.results.run import SCHEMA, LayerRow, Run
+from layertime.taxonomy import KINDS
 
-ENV = Environment(
-    device="cpu",
-    device_name="test cpu",
-    torch="2.14.1",
-    torchvision=None,
-    python="3.11.7",
-    platform="Linux",
-    host="test",
-    threads=1,
-)
+ENV = environment(device_name="test cpu", torch="2.14.1", python="3.11.7", platform="Linux",
+                  host="test")
 
 
 def layer(name: str, kind: str, f: float, b: float, u: float, params: int, calls=1.0) -> LayerRow:
-    return LayerRow(
-        name=name,
-        kind=kind,
-        type={"conv": "Conv2d", "linear": "Linear", "activation": "ReLU"}.get(kind, "Net"),
-        forward_s=f,
-        backward_s=b,
-        update_s=u,
-        params=params,
-        calls=calls,
-        spread_s=0.001,
-    )
+    return make_layer(name, kind, f, b, u, params, calls, spread_s=0.001,
+                      type={"conv": "Conv2d", "linear": "Linear", "activation": "ReLU"}.get(kind, "Net"))
 
 
 LAYERS = (
@@ -47,38 +34,18 @@ LAYERS = (
 
 def make_run(layers: tuple[LayerRow, ...] = LAYERS, **kw) -> Run:
     """A consistent run: the phases and the profiled step agree with the rows."""
-    loss, zero_grad, data, unattributed = 0.003, 0.0005, 0.0, 0.002
-    phases = Phases(
-        forward_s=sum(r.forward_s for r in layers),
-        backward_s=sum(r.backward_s for r in layers),
-        update_s=sum(r.update_s for r in layers),
-        loss_s=loss,
-        zero_grad_s=zero_grad,
-        data_s=data,
-        unattributed_s=unattributed,
-    )
     fields = dict(
-        model="testnet",
-        device="cpu",
-        batch_size=4,
-        input_shape=(3, 8, 8),
-        dtype="float32",
-        optimizer="sgd",
+        loss_s=0.003, zero_grad_s=0.0005, data_s=0.0, unattributed_s=0.002,
+        profiled=lambda total: (total * 0.99, total * 1.01),
+        plain=(0.05, 0.052),
         steps=2,
-        warmup_steps=1,
-        step_samples_s=(0.05, 0.052),
-        profiled_step_samples_s=(phases.total_s * 0.99, phases.total_s * 1.01),
-        layers=layers,
-        phases=phases,
         environment=ENV,
-        timing="cpu-self-time",
-        num_classes=10,
         created="2025-01-01T00:00:00+00:00",
         warnings=("a warning",),
         phase_spread_s={"forward_s": 0.001, "loss_s": 0.0},
     )
     fields.update(kw)
-    return Run(**fields)
+    return factories.run(layers, **fields)
 
 
 # -- JSON round trip and schema -------------------------------------------------------
@@ -318,10 +285,10 @@ def test_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Monk
     old.save(path)
     before = path.read_text()
 
-    def fail(self: Path, target: object) -> None:
+    def fail(source: object, target: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Path, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(LayertimeError, match="No space left"):
         replace(old, model="new").save(path)
     monkeypatch.undo()

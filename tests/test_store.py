@@ -105,6 +105,7 @@ def test_version_1_database_opens_after_upgrade(tmp_path: Path) -> None:
     con.close()
 
 
+@pytest.mark.slow
 def test_two_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     p = tmp_path / "shared.db"
     Store(p).close()

@@ -8,30 +8,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+import factories
+from factories import environment, layer
 from layertime.errors import LayertimeError, OutOfMemory
-from layertime.result import Environment, LayerRow, Phases, Run
+from layertime.measure.runner import MeasureOptions
+from layertime.results.run import Run
+from layertime.results.sweep import SweepPoint
 from layertime.store import Store
-from layertime.sweep import SweepAxes, SweepPoint, crossovers, parse_axis, run_sweep
-
-ENV = Environment("cpu", "test cpu", "2.x", None, "3.11", "linux", "host", 1)
-
+from layertime.sweep import SweepAxes, crossovers, parse_axis, run_sweep
+from layertime.workload import WorkloadSpec
 
 def fake_run(model: str, batch: int, conv_s: float, fc_s: float) -> Run:
-    layers = (
-        LayerRow("conv", "conv", "Conv2d", conv_s / 2, conv_s / 2, 0.0, 100, 1.0),
-        LayerRow("fc", "linear", "Linear", fc_s / 3, fc_s / 3, fc_s / 3, 900, 1.0),
-    )
-    total = conv_s + fc_s
-    return Run(
-        model=model, device="cpu", batch_size=batch, input_shape=(3, 8, 8), dtype="float32",
-        optimizer="sgd", steps=1, warmup_steps=0, step_samples_s=(total,),
-        profiled_step_samples_s=(total,), layers=layers,
-        phases=Phases(total - fc_s / 3, 0.0, fc_s / 3, 0.0, 0.0, 0.0, 0.0),
-        environment=ENV, timing="cpu-self-time",
+    return factories.run(
+        [layer("conv", "conv", conv_s / 2, conv_s / 2, 0.0, 100, type="Conv2d"),
+         layer("fc", "linear", fc_s / 3, fc_s / 3, fc_s / 3, 900, type="Linear")],
+        model=model, batch_size=batch, warmup_steps=0, num_classes=None,
+        environment=environment(device_name="test cpu"),
     )
 
 
@@ -64,11 +59,12 @@ def test_crossover_is_interpolated_in_log_batch() -> None:
 def test_oom_in_one_configuration_is_recorded_and_the_rest_complete(tmp_path: Path) -> None:
     calls: list[int] = []
 
-    def profile_fn(model: str, *, batch_size: int, **kw: Any) -> Run:
+    def profile_fn(workload: WorkloadSpec, options: MeasureOptions) -> Run:
+        batch_size = workload.batch_size
         calls.append(batch_size)
         if batch_size == 8:
             raise OutOfMemory("batch 8 does not fit in cpu memory; try --batch-size 4")
-        return fake_run(model, batch_size, conv_s=0.1 * batch_size, fc_s=0.5)
+        return fake_run(workload.model_label, batch_size, conv_s=0.1 * batch_size, fc_s=0.5)
 
     axes = SweepAxes(models=("m",), batch_sizes=(1, 8, 32))
     with Store(tmp_path / "s.db") as store:
@@ -86,9 +82,9 @@ def test_oom_in_one_configuration_is_recorded_and_the_rest_complete(tmp_path: Pa
 def test_rerun_skips_stored_configurations_unless_forced(tmp_path: Path) -> None:
     calls: list[int] = []
 
-    def profile_fn(model: str, *, batch_size: int, **kw: Any) -> Run:
-        calls.append(batch_size)
-        return fake_run(model, batch_size, conv_s=0.1, fc_s=0.2)
+    def profile_fn(workload: WorkloadSpec, options: MeasureOptions) -> Run:
+        calls.append(workload.batch_size)
+        return fake_run(workload.model_label, workload.batch_size, conv_s=0.1, fc_s=0.2)
 
     db = tmp_path / "s.db"
     with Store(db) as store:
@@ -102,6 +98,7 @@ def test_rerun_skips_stored_configurations_unless_forced(tmp_path: Path) -> None
         assert calls == [1, 2, 4, 1]
 
 
+@pytest.mark.slow
 def test_real_small_sweep_stores_every_run(tmp_path: Path, tiny_model_file: Path) -> None:
     axes = SweepAxes(models=(f"{tiny_model_file}:build",), batch_sizes=(2, 4),
                      image_sizes=(8, 12), steps=1, warmup_steps=0)
@@ -137,6 +134,7 @@ def _count_ok_profiles(db: Path) -> int:
         return sum(1 for r in s.list() if r.kind == "profile" and r.status == "ok")
 
 
+@pytest.mark.slow
 def test_sigint_keeps_finished_runs_and_the_rerun_resumes(tmp_path: Path, tiny_model_file: Path) -> None:
     db = tmp_path / "sweep.db"
     cmd = [sys.executable, "-m", "layertime", "sweep", f"{tiny_model_file}:build",

@@ -12,9 +12,13 @@ from typing import Any
 import pytest
 
 from _tiny_transformers import tiny
-from layertime.result import Environment, LayerRow, Phases, Run
+from layertime.errors import LayertimeError
+from layertime.measure.runner import MeasureOptions
+from layertime.models import ModelRef
+from layertime.results.run import Environment, LayerRow, Phases, Run
 from layertime.store import Store
 from layertime.sweep import SweepAxes, SweepPoint, run_sweep, seq_crossovers
+from layertime.workload import TokenInput, WorkloadSpec
 
 ENV = Environment("cpu", "test cpu", "2.x", None, "3.11", "linux", "host", 1)
 
@@ -22,9 +26,12 @@ ENV = Environment("cpu", "test cpu", "2.x", None, "3.11", "linux", "host", 1)
 def token_run(seq: int, attention_s: float, mlp_s: float) -> Run:
     """A transformer's run with one attention core, one projection and one MLP layer."""
     layers = (
-        LayerRow("h.0.attn", "attention", "Attention", attention_s / 2, attention_s / 2, 0.0, 0, 1),
-        LayerRow("h.0.attn.proj", "linear", "Linear", 0.0, 0.0, 0.0, 10, 1),
-        LayerRow("h.0.mlp.fc", "linear", "Linear", mlp_s / 2, mlp_s / 2, 0.0, 30, 1),
+        LayerRow("h.0.attn", "attention", "Attention", attention_s / 2, attention_s / 2, 0.0, 0, 1,
+                 role="attention", block="h.0"),
+        LayerRow("h.0.attn.proj", "linear", "Linear", 0.0, 0.0, 0.0, 10, 1,
+                 role="attention", block="h.0"),
+        LayerRow("h.0.mlp.fc", "linear", "Linear", mlp_s / 2, mlp_s / 2, 0.0, 30, 1,
+                 role="mlp", block="h.0"),
     )
     total = attention_s + mlp_s
     return Run(
@@ -62,20 +69,23 @@ def test_the_crossover_is_where_attention_overtakes_the_mlp_in_log_seq() -> None
 
 
 def test_a_token_sweep_passes_seq_len_and_config_and_stores_the_crossover(tmp_path: Path) -> None:
-    seen: list[dict[str, Any]] = []
+    seen: list[WorkloadSpec] = []
 
-    def profile_fn(model: str, **kw: Any) -> Run:
-        seen.append(kw)
-        seq = kw["seq_len"]
+    def profile_fn(workload: WorkloadSpec, options: MeasureOptions) -> Run:
+        seen.append(workload)
+        seq = workload.resolved_input.sequence_length
+        assert seq is not None
         share = {64: 0.3, 256: 0.7}[seq]
         return token_run(seq, share, 1 - share)
 
     axes = SweepAxes(models=("hf:m",), batch_sizes=(1,), seq_lens=(64, 256),
-                     hf_config=("n_layer=2",))
+                     model_config=("n_layer=2",))
     with Store(tmp_path / "s.db") as store:
         result = run_sweep(axes, store, profile_fn=profile_fn)
-    assert [kw["seq_len"] for kw in seen] == [64, 256]
-    assert all(kw["hf_config"] == ("n_layer=2",) for kw in seen)
+        stored = store.get(result.points[0].run_id)
+    assert [w.input for w in seen] == [TokenInput(64), TokenInput(256)]
+    assert all(w.model == ModelRef("hf:m", ("n_layer=2",)) for w in seen)
+    assert stored.config["workload"]["model_config"] == ["n_layer=2"]
     (c,) = result.seq_crossovers
     assert c.seq_len == pytest.approx(128.0)
     summary = result.summary()
@@ -84,6 +94,13 @@ def test_a_token_sweep_passes_seq_len_and_config_and_stores_the_crossover(tmp_pa
     # Image sweeps keep their configuration keys (and what is stored for them).
     image = SweepAxes(models=("alexnet",), batch_sizes=(1,)).configs()[0]
     assert "seq_len" not in image and "config" not in image
+
+
+def test_a_sweep_refuses_what_cannot_be_one_configuration() -> None:
+    with pytest.raises(LayertimeError, match="not both"):
+        SweepAxes(models=("hf:m",), batch_sizes=(1,), seq_lens=(64,), image_sizes=(32,))
+    with pytest.raises(LayertimeError, match="hf: models only"):
+        SweepAxes(models=("alexnet",), batch_sizes=(1,), model_config=("n_layer=2",))
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import copy
 import math
 import warnings as _warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,11 +25,15 @@ from torch.overrides import TorchFunctionMode
 
 from layertime.cost.counts import count_step
 from layertime.cost.devices import DeviceProfile, builtin_profiles, get_profile, load_profiles
-from layertime.cost.result import SCHEMA, CostResult, LayerCost, PhaseCounts, PhaseTimes
 from layertime.cost.roofline import Efficiency, MathMode, predict
-from layertime.errors import LayertimeError
-from layertime.models import target
-from layertime.workload import DTYPES, WorkloadConfig
+from layertime.errors import LayertimeError, first_line
+from layertime.models import ModelRef, target
+from layertime.results.cost import SCHEMA, CostResult
+from layertime.results.cost_rows import LayerCost, PhaseCounts, PhaseTimes
+from layertime.workload import DTYPES, WorkloadOptions, WorkloadSpec
+
+if TYPE_CHECKING:
+    from typing import Unpack
 
 __all__ = [
     "SCHEMA",
@@ -42,6 +46,7 @@ __all__ = [
     "PhaseTimes",
     "builtin_profiles",
     "estimate",
+    "estimate_workload",
     "get_profile",
     "load_profiles",
     "predict",
@@ -82,11 +87,6 @@ class _LargeTensorsOnMeta(TorchFunctionMode):
             if n >= _META_MIN_ELEMENTS:
                 kwargs["device"] = "meta"
         return func(*args, **kwargs)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _meta_limitation(e: BaseException) -> bool:
@@ -138,50 +138,34 @@ def freeze(model: nn.Module, prefixes: Sequence[str]) -> int:
     return frozen
 
 
-def estimate(
-    model: str | nn.Module,
-    *,
-    batch_size: int = 128,
-    input_shape: Sequence[int] | None = None,
-    image_size: int | None = None,
-    num_classes: int = 1000,
-    optimizer: str = "sgd",
-    dtype: str = "float32",
-    frozen: Sequence[str] = (),
-    training: bool = True,
-    seq_len: int | None = None,
-    hf_config: Sequence[str] = (),
+def estimate_workload(
+    workload: WorkloadSpec, *, frozen: Sequence[str] = (), training: bool = True
 ) -> CostResult:
-    """Count one training step of ``model`` per layer, on the meta device when it can.
+    """Count one training step of ``workload`` per layer, on the meta device when it can.
 
-    ``model`` is a name :func:`layertime.models.resolve` accepts or an
-    ``nn.Module`` (copied to meta, never modified).  ``frozen`` lists module
-    paths whose parameters get no gradient.  A model that cannot run on the
-    meta device is counted with real tensors on the CPU instead, and the
-    result's ``warnings`` say so.  Token models (``hf:``) take ``seq_len``
-    token ids per sample, and ``hf_config`` ``KEY=VALUE`` config overrides.
+    ``workload.model`` is a name :func:`layertime.models.resolve` accepts or
+    an ``nn.Module`` (copied to meta, never modified); its device, amp and
+    seed play no part in the counts.  ``frozen`` lists module paths whose
+    parameters get no gradient.  A model that cannot run on the meta device
+    is counted with real tensors on the CPU instead, and the result's
+    ``warnings`` say so.
     """
-    tgt = target(model, input_shape, image_size, seq_len=seq_len, hf_config=hf_config)
-    label, shape = tgt.label, tgt.input_shape
-    config = WorkloadConfig(
-        batch_size=batch_size,
-        input_shape=shape,
-        num_classes=num_classes,
-        optimizer=optimizer,
-        dtype=dtype,
-        seq_len=tgt.seq_len,
-    )
+    tgt = target(workload.model, workload.input)
+    label, model = tgt.label, workload.model
+    workload = workload.with_input(tgt.input)
+    dtype = DTYPES[workload.dtype]
 
     def on_meta() -> nn.Module:
-        if isinstance(model, str):
-            return build_meta(tgt.build, num_classes, dtype)
-        return meta_copy(model).to(dtype=DTYPES[dtype])
+        if not isinstance(model, nn.Module):
+            return build_meta(tgt.build, workload.num_classes, workload.dtype)
+        return meta_copy(model).to(dtype=dtype)
 
     def on_cpu() -> nn.Module:
-        real = tgt.build(num_classes) if isinstance(model, str) else copy.deepcopy(model)
-        return real.to(device="cpu", dtype=DTYPES[dtype])
+        real = (tgt.build(workload.num_classes) if not isinstance(model, nn.Module)
+                else copy.deepcopy(model))
+        return real.to(device="cpu", dtype=dtype)
 
-    shape_text = "x".join(str(d) for d in shape)
+    where = f"on {tgt.input.describe(short=True)}"
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
         try:
@@ -189,28 +173,39 @@ def estimate(
         except LayertimeError:
             raise
         except Exception as e:
-            raise LayertimeError(f"cannot build {label}: {_first_line(e)}") from e
+            raise LayertimeError(f"cannot build {label}: {first_line(e, 200)}") from e
         freeze(net, frozen)
         try:
-            return count_step(net, config, label=label, training=training)
+            return count_step(net, workload, label=label, training=training)
         except LayertimeError:
             raise
         except Exception as e:
             if not _meta_limitation(e):
-                raise LayertimeError(
-                    f"cannot run {label} on input {shape_text}: {_first_line(e)}"
-                ) from e
+                raise LayertimeError(f"cannot run {label} {where}: {first_line(e, 200)}") from e
             note = (
-                f"{label} cannot run on the meta device ({_first_line(e)}); "
+                f"{label} cannot run on the meta device ({first_line(e, 200)}); "
                 "counted with real tensors on the CPU instead"
             )
         try:
             real = on_cpu()
             freeze(real, frozen)
-            return count_step(real, config, label=label, training=training, warnings=(note,))
+            return count_step(real, workload, label=label, training=training, warnings=(note,))
         except LayertimeError:
             raise
         except Exception as e:
-            raise LayertimeError(
-                f"cannot run {label} on input {shape_text}: {_first_line(e)}"
-            ) from e
+            raise LayertimeError(f"cannot run {label} {where}: {first_line(e, 200)}") from e
+
+
+def estimate(
+    model: str | ModelRef | nn.Module,
+    *,
+    frozen: Sequence[str] = (),
+    training: bool = True,
+    **workload: Unpack[WorkloadOptions],
+) -> CostResult:
+    """:func:`estimate_workload` with ``layertime.profile``'s keyword options
+    (``batch_size``, ``input_shape`` or ``image_size``, ``num_classes``, ``optimizer``,
+    ``dtype``, ...)."""
+    return estimate_workload(
+        WorkloadSpec.create(model, **workload), frozen=frozen, training=training
+    )

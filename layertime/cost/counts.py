@@ -31,583 +31,24 @@ them here.  Ops with no formula are kept, with their bytes, as
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import flop_registry
 
-from layertime.cost.result import (
-    CONVENTIONS,
-    CostResult,
-    LayerCost,
-    MemoryBytes,
-    OpWork,
-    PhaseCounts,
-)
-from layertime.cost.update import update_rule
+from layertime.cost.op_work import storage_key
+from layertime.cost.step_state import LOSS, GraphMode, OpMode, StepState, Tally, module_scopes
+from layertime.cost.update import UpdateRule, update_rule
 from layertime.errors import LayertimeError
 from layertime.kinds import KindObserver
-from layertime.token_workload import TokenBatch, TokenTask
-from layertime.measure.tracer import ModuleTable
-from layertime.workload import AUX_LOSS_WEIGHT, DTYPES, WorkloadConfig, _logits, training_mode
+from layertime.modules import ModuleEntry, ModuleTable, training_mode
+from layertime.results.cost import CONVENTIONS, CostResult
+from layertime.results.cost_rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
+from layertime.roles import Placement, place
+from layertime.workload import DTYPES, Batch, WorkloadSpec, main_output
 
-aten = torch.ops.aten
-
-#: Scope index of the loss (step-level work outside the model).
-LOSS = -1
 #: Name of the loss row (parenthesised so that it never equals a module path).
 LOSS_NAME = "(loss)"
-
-#: Ops whose FLOP count is zero by definition: they move or make data.
-_NO_ARITHMETIC: frozenset[str] = frozenset(
-    "aten." + n
-    for n in (
-        "copy_ clone _to_copy cat stack constant_pad_nd zeros zeros_like ones ones_like "
-        "full full_like fill_ zero_ new_zeros new_ones new_full scalar_tensor index_select "
-        "gather index slice_backward select_backward as_strided_scatter slice_scatter "
-        "select_scatter diagonal_backward roll flip repeat narrow_copy masked_select "
-        "_unsafe_index lift_fresh_copy channel_shuffle pixel_shuffle pixel_unshuffle "
-        "native_channel_shuffle col2im im2col"
-    ).split()
-)
-#: Ops that only allocate: nothing moved, nothing computed, not listed.
-_ALLOCATION: frozenset[str] = frozenset(
-    "aten." + n for n in ("empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided")
-)
-_CONV_OPS: frozenset[str] = frozenset(
-    "aten." + n
-    for n in (
-        "convolution",
-        "_convolution",
-        "cudnn_convolution",
-        "_slow_conv2d_forward",
-        "convolution_overrideable",
-        "convolution_backward",
-    )
-)
-_MATMUL_OPS: frozenset[str] = frozenset(
-    "aten." + n for n in ("mm", "addmm", "bmm", "baddbmm", "_scaled_mm")
-)
-
-
-def _math_class(name: str) -> str:
-    """Which peak an op runs at: convolution, matrix multiply (attention too), or other."""
-    if name in _CONV_OPS:
-        return "conv"
-    if name in _MATMUL_OPS or "attention" in name:
-        return "matmul"
-    return "other"
-
-
-def storage_key(t: torch.Tensor) -> int:
-    """An identity for a tensor's storage, valid while the storage lives (meta included)."""
-    try:
-        return int(t.untyped_storage()._cdata)
-    except (RuntimeError, NotImplementedError, AttributeError):
-        return id(t)
-
-
-def tensor_bytes(t: torch.Tensor) -> int:
-    """Bytes of the distinct elements a tensor view covers (expanded dims count once)."""
-    n = t.numel()
-    if n == 0:
-        return 0
-    span = 1
-    for size, stride in zip(t.shape, t.stride()):
-        span += (size - 1) * abs(stride)
-    return min(n, span) * t.element_size()
-
-
-def _distinct_bytes(tensors: Sequence[torch.Tensor]) -> int:
-    seen: set[tuple[Any, ...]] = set()
-    total = 0
-    for t in tensors:
-        key: tuple[Any, ...]
-        try:
-            key = (storage_key(t), t.storage_offset(), tuple(t.shape), t.stride())
-        except (RuntimeError, NotImplementedError):
-            key = (id(t),)
-        if key in seen:
-            continue
-        seen.add(key)
-        total += tensor_bytes(t)
-    return total
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    leaves, _ = tree_flatten(obj)
-    return [x for x in leaves if isinstance(x, torch.Tensor)]
-
-
-def _bind(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    names = [a.name for a in func._schema.arguments]
-    bound = dict(zip(names, args))
-    bound.update(kwargs)
-    return bound
-
-
-@dataclass
-class _Tally:
-    """Mutable per-(op, phase) sums for one scope; private to one count."""
-
-    calls: int = 0
-    flops: int = 0
-    bytes_moved: int = 0
-    status: str = "formula"
-    math: str = "other"
-
-
-@dataclass
-class _Pending:
-    """A backward op of a node with both input and weight edges, waiting for the node's result."""
-
-    name: str
-    flops: int
-    bytes_moved: int
-    status: str
-    owner: int
-    in_keys: frozenset[int]
-    out_keys: frozenset[int]
-    #: Keeps the outputs alive until the node ends, so their storage keys stay unique.
-    keep: list[torch.Tensor] = field(default_factory=list)
-
-
-class _StepState:
-    """Everything one count learns; lives for one ``count_step`` call only."""
-
-    def __init__(self, table: ModuleTable, param_owner: Mapping[int, int]) -> None:
-        self.table = table
-        self.param_owner = dict(param_owner)  # id(param) -> scope index
-        self.param_keys: set[int] = set()
-        self.stack: list[int] = []
-        self.in_loss = False
-        self.in_backward = False
-        #: True while making data (the targets), which is not part of the step.
-        self.paused = False
-        self.node_owner: dict[Any, int] = {}
-        self.weight_side: dict[Any, bool] = {}
-        #: Whether the gradient a node passes on belongs to parameters only: its
-        #: weight side, unless its output depends on the batch (a token
-        #: embedding's output is an activation, though its node only makes the
-        #: table's gradient).
-        self.edge_weight: dict[Any, bool] = {}
-        #: Token models: storages of the batch's integer tensors (and what is
-        #: derived from them without autograd), and the nodes made from them.
-        self.data_keys: set[int] = set()
-        self.data_nodes: set[Any] = set()
-        self.tallies: dict[int, dict[tuple[str, str], _Tally]] = {}
-        self.producer: dict[int, int] = {}
-        self.saved_keys: set[int] = set()
-        self.saved_bytes: dict[int, int] = {}
-        self.output_bytes: dict[int, int] = {}
-        self.calls: dict[int, int] = {}
-        self.pending: dict[Any, list[_Pending]] = {}
-
-    # -- scopes ------------------------------------------------------------
-    def current(self) -> int:
-        if self.stack:
-            return self.stack[-1]
-        return LOSS if self.in_loss else 0
-
-    def charge(
-        self, owner: int, name: str, phase: str, flops: int, moved: int, status: str, calls: int = 1
-    ) -> None:
-        t = self.tallies.setdefault(owner, {}).setdefault((name, phase), _Tally())
-        t.calls += calls
-        t.flops += flops
-        t.bytes_moved += moved
-        t.status = status
-        t.math = _math_class(name)
-
-    # -- autograd nodes ----------------------------------------------------
-    def claim(self, objs: Sequence[Any]) -> None:
-        """Give every unclaimed autograd node reachable from ``objs`` to the current scope."""
-        owner = self.current()
-        for t in objs:
-            if not isinstance(t, torch.Tensor):
-                continue
-            root = t.grad_fn
-            if root is None or root in self.node_owner:
-                continue
-            stack: list[tuple[Any, bool]] = [(root, False)]
-            while stack:
-                node, done = stack.pop()
-                if done:
-                    children = [n for n, _ in node.next_functions if n is not None]
-                    self.weight_side[node] = bool(children) and all(
-                        self.edge_weight.get(c, False) for c in children
-                    )
-                    self.edge_weight[node] = (
-                        self.weight_side[node] and node not in self.data_nodes
-                    )
-                    continue
-                if node in self.node_owner:
-                    continue
-                var = getattr(node, "variable", None)
-                if isinstance(var, torch.Tensor):  # AccumulateGrad of a leaf
-                    p_owner = self.param_owner.get(id(var))
-                    self.node_owner[node] = p_owner if p_owner is not None else owner
-                    self.weight_side[node] = p_owner is not None
-                    self.edge_weight[node] = p_owner is not None
-                    continue
-                self.node_owner[node] = owner
-                stack.append((node, True))
-                for child, _ in node.next_functions:
-                    if child is not None and child not in self.node_owner:
-                        stack.append((child, False))
-
-    def mixed_nodes(self) -> list[Any]:
-        """Nodes with both a weight-side and an input-side edge."""
-        out = []
-        for node in self.node_owner:
-            if self.weight_side.get(node, False) or hasattr(node, "variable"):
-                continue
-            children = [n for n, _ in node.next_functions if n is not None]
-            sides = {self.edge_weight.get(n, False) for n in children}
-            if sides == {True, False}:
-                out.append(node)
-        return out
-
-    def resolve_pending(self, node: Any, grads: Sequence[Any]) -> None:
-        """Charge a mixed node's ops: weight phase if they feed only parameters' gradients."""
-        ops = self.pending.pop(node, [])
-        if not ops:
-            return
-        labels: list[set[bool]] = [set() for _ in ops]
-
-        def mark(key: int, before: int, weight: bool) -> None:
-            work = [(key, before)]
-            while work:
-                k, limit = work.pop()
-                for j in range(limit - 1, -1, -1):
-                    if k in ops[j].out_keys:
-                        if weight not in labels[j]:
-                            labels[j].add(weight)
-                            work.extend((ik, j) for ik in ops[j].in_keys)
-                        break
-
-        for (child, _), g in zip(node.next_functions, grads):
-            if child is None or not isinstance(g, torch.Tensor):
-                continue
-            mark(storage_key(g), len(ops), self.edge_weight.get(child, False))
-        for op, lab in zip(ops, labels):
-            phase = "backward_weight" if lab == {True} else "backward_input"
-            self.charge(op.owner, op.name, phase, op.flops, op.bytes_moved, op.status)
-
-    def flush_pending(self) -> None:
-        for node in list(self.pending):
-            for op in self.pending.pop(node):
-                self.charge(
-                    op.owner, op.name, "backward_input", op.flops, op.bytes_moved, op.status
-                )
-
-    # -- ops ---------------------------------------------------------------
-    def on_op(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> None:
-        name = str(func._overloadpacket)
-        if self.paused or func.is_view or name in _ALLOCATION:
-            return
-        ins = _tensors((args, kwargs))
-        outs = _tensors(out)
-        if not self.in_backward:
-            owner = self.current()
-            for t in outs:
-                self.producer[storage_key(t)] = owner
-            flops, status = self._flops(func, args, kwargs, out)
-            moved = _distinct_bytes(ins) + _distinct_bytes(outs)
-            self.charge(owner, name, "forward", flops, moved, status)
-            return
-        node = torch._C._current_autograd_node()
-        owner = self.node_owner.get(node, 0) if node is not None else LOSS
-        weight_only = node is not None and self.weight_side.get(node, False)
-        if func._overloadpacket is aten.convolution_backward and not weight_only:
-            self._conv_backward(owner, func, args, kwargs, out)
-            return
-        flops, status = self._flops(func, args, kwargs, out)
-        moved = _distinct_bytes(ins) + _distinct_bytes(outs)
-        if weight_only:
-            self.charge(owner, name, "backward_weight", flops, moved, status)
-        elif node is not None and node in self.pending:
-            self.pending[node].append(
-                _Pending(
-                    name,
-                    flops,
-                    moved,
-                    status,
-                    owner,
-                    frozenset(storage_key(t) for t in ins),
-                    frozenset(storage_key(t) for t in outs),
-                    outs,
-                )
-            )
-        else:
-            self.charge(owner, name, "backward_input", flops, moved, status)
-
-    def _flops(
-        self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any
-    ) -> tuple[int, str]:
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            return int(formula(*args, **kwargs, out_val=out)), "formula"
-        if str(func._overloadpacket) in _NO_ARITHMETIC:
-            return 0, "none"
-        return 0, "not_counted"
-
-    def _conv_backward(
-        self, owner: int, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any
-    ) -> None:
-        """Split one ``convolution_backward`` into its input- and weight-gradient parts."""
-        b = _bind(func, args, kwargs)
-        mask = list(b["output_mask"])
-        groups = int(b["groups"])
-        formula = flop_registry[aten.convolution_backward]
-        names = [a.name for a in func._schema.arguments]
-        outs = list(out) if isinstance(out, (tuple, list)) else [out]
-        name = str(func._overloadpacket)
-        grad_out, x, w = b["grad_output"], b["input"], b["weight"]
-
-        def with_mask(m: list[bool]) -> list[Any]:
-            return [m if n == "output_mask" else b[n] for n in names]
-
-        if mask[0]:
-            f_in = int(formula(*with_mask([True, False, False]), out_val=out))
-            moved = _distinct_bytes([grad_out, w]) + tensor_bytes(outs[0])
-            self.charge(owner, name, "backward_input", f_in, moved, "formula")
-        if mask[1] or mask[2]:
-            f_w = 0
-            if mask[1]:
-                # torch's formula treats every weight-gradient conv as ungrouped:
-                # with g groups it counts C_in*C_out instead of C_in*C_out/g per
-                # kernel tap and output position, g times the work.
-                f_w = int(formula(*with_mask([False, True, False]), out_val=out)) // groups
-            written = [t for t, m in zip(outs[1:], mask[1:]) if m and isinstance(t, torch.Tensor)]
-            moved = _distinct_bytes([grad_out, x]) + sum(tensor_bytes(t) for t in written)
-            self.charge(owner, name, "backward_weight", f_w, moved, "formula")
-
-    # -- memory ------------------------------------------------------------
-    def on_save(self, t: torch.Tensor) -> torch.Tensor:
-        if not self.in_backward:
-            key = storage_key(t)
-            if key not in self.param_keys and key not in self.saved_keys:
-                self.saved_keys.add(key)
-                owner = self.current()
-                nbytes = int(t.untyped_storage().nbytes())
-                self.saved_bytes[owner] = self.saved_bytes.get(owner, 0) + nbytes
-        return t
-
-    def on_output(self, index: int, out: Any) -> None:
-        seen: set[int] = set()
-        for t in _tensors(out):
-            key = storage_key(t)
-            if key in seen or self.producer.get(key) != index:
-                continue
-            seen.add(key)
-            self.output_bytes[index] = self.output_bytes.get(index, 0) + tensor_bytes(t)
-
-
-# -- scaled dot-product attention (issue 11) -------------------------------------------
-#: Names of the one op a counted SDPA call is listed as, forward and backward.
-SDPA_OP = "aten.scaled_dot_product_attention"
-SDPA_BACKWARD_OP = "aten.scaled_dot_product_attention_backward"
-_SDPA_FUNCS = {torch.nn.functional.scaled_dot_product_attention}
-
-
-def sdpa_flops(
-    q: Sequence[int], k: Sequence[int], v: Sequence[int], *, causal: bool, backward: bool = False
-) -> int:
-    """FLOPs of one scaled dot-product attention, whichever kernel runs it.
-
-    Forward: ``Q K^T`` and ``P V``, ``2*B*H*Sq*Sk*(Dqk + Dv)`` (``4*B*H*S^2*D``
-    for square attention), with ``H`` the query heads (grouped-query attention
-    broadcasts the key/value heads).  Backward: five matrix multiplies as the
-    fused kernels run them (``Q K^T`` recomputed, ``dO V^T``, ``P^T dO``,
-    ``dS K``, ``Q^T dS``): ``2*B*H*Sq*Sk*(2*Dqk + ... )`` = ``10*B*H*S^2*D``,
-    torch.utils.flop_counter's convention.  ``is_causal`` halves both: flash
-    and memory-efficient kernels skip the masked half; the math kernel and an
-    explicit mask tensor compute it all, and are still counted the same (the
-    convention is per call, not per kernel).  Softmax and scaling are not counted.
-    """
-    bh = 1
-    for d in q[:-2]:
-        bh *= int(d)  # batch x query heads (and any other leading dims)
-    sq, dqk, sk, dv = int(q[-2]), int(q[-1]), int(k[-2]), int(v[-1])
-    if backward:
-        flops = 2 * bh * sq * sk * (3 * dqk + 2 * dv)
-    else:
-        flops = 2 * bh * sq * sk * (dqk + dv)
-    return flops // 2 if causal else flops
-
-
-class _CountedSDPA(torch.autograd.Function):
-    """One SDPA call counted as one op by the formula above (the kernel inside is not counted).
-
-    Forward computes the attention (counting paused) and saves what the
-    fused kernels save: query, key, value, output and the float32
-    log-sum-exp per query row; backward recomputes through torch's SDPA
-    to get real (or meta) gradients, counting paused, and charges the
-    backward formula to the layer whose forward made the node.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, state: _StepState, opts: dict[str, Any], q: torch.Tensor, k: torch.Tensor,
-        v: torch.Tensor, mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        paused, state.paused = state.paused, True
-        try:
-            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, **opts)
-        finally:
-            state.paused = paused
-        lse = torch.empty(tuple(q.shape[:-1]), dtype=torch.float32, device=q.device)
-        causal = bool(opts.get("is_causal", False))
-        flops = sdpa_flops(q.shape, k.shape, v.shape, causal=causal)
-        ins = [q, k, v] + ([mask] if mask is not None else [])
-        owner = state.current()
-        if not state.paused:
-            state.charge(owner, SDPA_OP, "forward", flops,
-                         _distinct_bytes(ins) + tensor_bytes(out) + tensor_bytes(lse), "formula")
-            state.producer[storage_key(out)] = owner
-        ctx.state, ctx.opts = state, opts
-        ctx.save_for_backward(q, k, v, out, lse, mask)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> Any:  # type: ignore[override]
-        state: _StepState = ctx.state
-        q, k, v, out, lse, mask = ctx.saved_tensors
-        paused, state.paused = state.paused, True
-        try:
-            with torch.enable_grad():
-                leaves = [t.detach().requires_grad_(t.requires_grad) for t in (q, k, v)]
-                want = [t for t in leaves if t.requires_grad]
-                o = torch.nn.functional.scaled_dot_product_attention(
-                    leaves[0], leaves[1], leaves[2], attn_mask=mask, **ctx.opts
-                )
-                got = iter(torch.autograd.grad(o, want, grad_out)) if want else iter(())
-                grads = [next(got) if t.requires_grad else None for t in leaves]
-        finally:
-            state.paused = paused
-        node = torch._C._current_autograd_node()
-        owner = state.node_owner.get(node, 0) if node is not None else LOSS
-        causal = bool(ctx.opts.get("is_causal", False))
-        flops = sdpa_flops(q.shape, k.shape, v.shape, causal=causal, backward=True)
-        written = [g for g in grads if isinstance(g, torch.Tensor)]
-        moved = (_distinct_bytes([q, k, v, out, grad_out]) + tensor_bytes(lse)
-                 + sum(tensor_bytes(g) for g in written))
-        state.charge(owner, SDPA_BACKWARD_OP, "backward_input", flops, moved, "formula")
-        return (None, None, *grads, None)
-
-
-def _sdpa_call(state: _StepState, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
-    bound = dict(zip(names, args))
-    bound.update(kwargs)
-    q, k, v = bound.pop("query"), bound.pop("key"), bound.pop("value")
-    mask = bound.pop("attn_mask", None)
-    return _CountedSDPA.apply(state, bound, q, k, v, mask)
-
-
-class _GraphMode(TorchFunctionMode):
-    """Claims autograd nodes for the module running when each torch call returns,
-    and counts each scaled dot-product attention call as one op (``sdpa_flops``)."""
-
-    def __init__(self, state: _StepState) -> None:
-        super().__init__()
-        self._state = state
-
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-    ) -> Any:
-        if func in _SDPA_FUNCS and not self._state.paused:
-            out = _sdpa_call(self._state, args, kwargs or {})
-            self._state.claim(_tensors(out))
-            return out
-        state = self._state
-        data = bool(state.data_keys) and any(
-            storage_key(t) in state.data_keys for t in _tensors((args, kwargs))
-        )
-        out = func(*args, **(kwargs or {}))
-        if data:
-            for t in _tensors(out):
-                if t.grad_fn is not None:
-                    state.data_nodes.add(t.grad_fn)
-                else:
-                    state.data_keys.add(storage_key(t))
-        # Arguments too: an in-place call (x[i] = y) changes its argument's node.
-        self._state.claim(_tensors((out, args, kwargs)))
-        return out
-
-
-_IMPLICIT = torch._C.DispatchKey.CompositeImplicitAutograd
-
-
-def _has_implicit_kernel(func: Any) -> bool:
-    return func is not torch.ops.prim.device.default and bool(
-        torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _IMPLICIT)
-    )
-
-
-class _OpMode(TorchDispatchMode):
-    """Charges every aten op to a scope and phase (see the module docstring)."""
-
-    def __init__(self, state: _StepState) -> None:
-        super().__init__()
-        self._state = state
-
-    def __torch_dispatch__(
-        self,
-        func: Any,
-        types: Any,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        # An op without a formula that has a C++ CompositeImplicitAutograd
-        # kernel is counted through it, as FlopCounterMode does (such ops only
-        # reach here when autograd is off).  Python-only decompositions (of
-        # native_batch_norm, silu_backward, ...) are not used: the op as
-        # dispatched is what a device runs, and what its bytes are counted for.
-        if func._overloadpacket not in flop_registry and _has_implicit_kernel(func):
-            with self:
-                r = func._op_dk(_IMPLICIT, *args, **kwargs)
-            return r
-        out = func(*args, **kwargs)
-        self._state.on_op(func, args, kwargs, out)
-        return out
-
-
-@contextlib.contextmanager
-def _module_scopes(state: _StepState) -> Iterator[None]:
-    """Hooks on the model's own modules that keep the scope stack; removed on exit."""
-    handles: list[Any] = []
-    try:
-        for entry in state.table:
-
-            def pre(_m: nn.Module, _a: Any, _i: int = entry.index) -> None:
-                state.stack.append(_i)
-                state.calls[_i] = state.calls.get(_i, 0) + 1
-
-            def post(_m: nn.Module, _a: Any, out: Any, _i: int = entry.index) -> None:
-                if state.stack and state.stack[-1] == _i:
-                    state.stack.pop()
-                state.on_output(_i, out)
-
-            handles.append(entry.module.register_forward_pre_hook(pre))
-            handles.append(entry.module.register_forward_hook(post, always_call=True))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _param_owners(table: ModuleTable) -> dict[int, int]:
@@ -625,26 +66,9 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("meta")
 
 
-def _input(config: WorkloadConfig, device: torch.device) -> torch.Tensor:
-    shape = (config.batch_size, *config.input_shape)
-    dtype = DTYPES[config.dtype]
-    if device.type == "meta":
-        return torch.empty(shape, dtype=dtype, device=device)
-    gen = torch.Generator(device="cpu").manual_seed(config.seed)
-    return torch.randn(shape, generator=gen, dtype=dtype).to(device)
-
-
-def _targets(main: torch.Tensor, device: torch.device, seed: int) -> torch.Tensor:
-    shape = (main.shape[0], *main.shape[2:])
-    if device.type == "meta":
-        return torch.empty(shape, dtype=torch.long, device=device)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randint(0, int(main.shape[1]), shape, generator=gen).to(device)
-
-
 def count_step(
     model: nn.Module,
-    config: WorkloadConfig,
+    workload: WorkloadSpec,
     *,
     label: str,
     training: bool = True,
@@ -653,134 +77,107 @@ def count_step(
     """Count one training step of ``model`` (on the meta device, or real tensors) per layer.
 
     The step is what :class:`layertime.workload.Workload` runs: forward in
-    train mode, cross-entropy (plus auxiliary heads), backward, optimizer
-    update.  With ``training=False`` only a forward pass in eval mode under
-    ``no_grad`` is counted.  Gradients the model already holds are put back
-    afterwards.
+    train mode, the input's loss (cross-entropy, plus auxiliary heads, for
+    images), backward, optimizer update.  With ``training=False`` only a
+    forward pass in eval mode under ``no_grad`` is counted.  Gradients the
+    model already holds are put back afterwards.
     """
     table = ModuleTable(model)
-    owners = _param_owners(table)
-    state = _StepState(table, owners)
+    state = StepState(table, _param_owners(table))
     params = {id(p): p for p in model.parameters()}
     state.param_keys = {storage_key(p) for p in params.values()}
     device = _device_of(model)
+    spec = workload.resolved_input.for_model(model)
+    workload = workload.with_input(spec)
+    gen = torch.Generator(device="cpu").manual_seed(workload.seed)
+    batch = spec.batch(
+        workload.batch_size, model=model, device=device, dtype=DTYPES[workload.dtype],
+        generator=gen,
+    )
     trainable = [p for p in params.values() if p.requires_grad]
-    if training and not trainable:
-        raise LayertimeError("the model has no trainable parameters")
-    task: TokenTask | None = None
-    batch: TokenBatch | None = None
-    if config.seq_len is not None:  # token models (issue 11): ids need no gradient
-        from layertime.token_workload import task_for
-
-        task = task_for(model, config.seq_len)
-        batch = task.make_batch(
-            config.batch_size, device, torch.Generator(device="cpu").manual_seed(config.seed)
-        )
-        x = torch.empty(0)
-        state.data_keys = {storage_key(t) for t in batch.inputs.values()}
-    else:
-        x = _input(config, device)
-    if training and task is None:
-        # The batch becomes a leaf that requires grad, so that autograd's graph
-        # tells activations from parameters (a first layer's node then has an
-        # activation edge); backward(inputs=parameters) still computes only
-        # what a normal step computes: no gradient for the batch itself.
-        x = x.requires_grad_().clone()
+    if training:
+        if not trainable:
+            raise LayertimeError("the model has no trainable parameters")
+        # The batch's float tensors become leaves that require grad, so that
+        # autograd's graph tells activations from parameters (a first layer's
+        # node then has an activation edge); backward(inputs=parameters) still
+        # computes only what a normal step computes: no gradient for the batch.
+        batch = batch.requiring_grad()
+    # Integer tensors of the batch (token ids) need no gradient: what is made from
+    # them is followed, so that an embedding's output counts as an activation.
+    state.data_keys = {storage_key(t) for t in batch.tensors if not t.is_floating_point()}
     old_grads = {k: p.grad for k, p in params.items()}
-
-    def forward() -> Any:
-        if task is None or batch is None:
-            return model(x)
-        return task.forward(model, batch)
-
-    loss_type = "CrossEntropyLoss"
-    num_classes: int | None = None
     try:
         for p in params.values():
             p.grad = None
-        mode_ctx: contextlib.AbstractContextManager[Any] = (
-            training_mode(model) if training else _eval_mode(model)
-        )
+        # Kinds by what each layer computes in this forward (layertime.kinds).
         watched = KindObserver(model)
-        with mode_ctx, _module_scopes(state), _OpMode(state):
+        with training_mode(model, train=training), module_scopes(state), OpMode(state):
             if training:
-                with _GraphMode(state), torch.autograd.graph.saved_tensors_hooks(
-                    state.on_save, lambda t: t
-                ):
-                    with watched:
-                        out = forward()
-                    state.in_loss = True
-                    if task is not None and batch is not None:  # token models (issue 11)
-                        loss_type = f"{task.head} loss"
-                        num_classes = task.classes
-                        loss = task.loss(out, batch)
-                    else:
-                        main, aux = _logits(out)
-                        num_classes = int(main.shape[1]) if main.dim() >= 2 else None
-                        state.paused = True
-                        y = _targets(main, device, config.seed)
-                        state.paused = False
-                        loss_fn = nn.CrossEntropyLoss()
-                        loss = loss_fn(main, y)
-                        for a in aux:
-                            loss = loss + AUX_LOSS_WEIGHT * loss_fn(a, y)
-                    state.in_loss = False
-                state.in_backward = True
-                handles = []
-                for node in state.mixed_nodes():
-                    state.pending[node] = []
-                    handles.append(
-                        node.register_hook(
-                            lambda gi, go, _n=node: state.resolve_pending(_n, gi)
-                        )
-                    )
-                try:
-                    torch.autograd.backward(loss, inputs=trainable)
-                finally:
-                    for h in handles:
-                        h.remove()
-                    state.flush_pending()
-                    state.in_backward = False
+                num_classes = _count_training(model, workload, batch, state, trainable, watched)
             else:
                 with torch.no_grad(), watched:
-                    out = forward()
-                if task is not None:
-                    num_classes = task.classes
-                else:
-                    main, _ = _logits(out)
-                    num_classes = int(main.shape[1]) if main.dim() >= 2 else None
-        with_grad = {k for k, p in params.items() if p.grad is not None}
-        # Kinds by what each layer computed in this forward (layertime.kinds).
+                    main, _ = main_output(batch.run(model))
+                num_classes = spec.classes(main.shape) if main.dim() >= 2 else None
         state.table = ModuleTable(model, watched.kinds())
+        with_grad = {k for k, p in params.items() if p.grad is not None}
     finally:
         for k, p in params.items():
             p.grad = old_grads[k]
     return _result(
         state,
-        config,
+        workload,
         label=label,
         training=training,
         with_grad=with_grad,
-        params=params,
-        device=device,
-        loss_type=loss_type,
+        loss_type=spec.loss_name,
         num_classes=num_classes,
+        device=device,
         warnings=warnings,
     )
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
+def _count_training(
+    model: nn.Module,
+    workload: WorkloadSpec,
+    batch: Batch,
+    state: StepState,
+    trainable: Sequence[torch.Tensor],
+    watched: KindObserver,
+) -> int | None:
+    """Forward (``watched``), loss and backward under the counting modes; returns the
+    classes scored."""
+    spec = workload.resolved_input
+    with GraphMode(state), torch.autograd.graph.saved_tensors_hooks(state.on_save, lambda t: t):
+        with watched:
+            out = batch.run(model)
+        state.in_loss = True
+        main, _ = main_output(out)
+        num_classes = spec.classes(main.shape) if main.dim() >= 2 else None
+        state.paused = True  # making the targets is no work of the step's
+        gen = torch.Generator(device="cpu").manual_seed(workload.seed)
+        targets = spec.targets(main.shape, batch, gen)
+        state.paused = False
+        loss = spec.loss(out, targets)
+        state.in_loss = False
+    state.in_backward = True
+    handles = []
+    for node in state.mixed_nodes():
+        state.pending[node] = []
+        handles.append(
+            node.register_hook(lambda gi, go, _n=node: state.resolve_pending(_n, gi))
+        )
     try:
-        model.eval()
-        yield
+        torch.autograd.backward(loss, inputs=list(trainable))
     finally:
-        for m, mode in modes:
-            m.training = mode
+        for h in handles:
+            h.remove()
+        state.flush_pending()
+        state.in_backward = False
+    return num_classes
 
 
-def _ops_of(tallies: Mapping[tuple[str, str], _Tally]) -> tuple[OpWork, ...]:
+def _ops_of(tallies: Mapping[tuple[str, str], Tally]) -> tuple[OpWork, ...]:
     order = {p: i for i, p in enumerate(("forward", "backward_input", "backward_weight", "update"))}
     items = sorted(tallies.items(), key=lambda kv: (order[kv[0][1]], kv[0][0]))
     return tuple(
@@ -798,64 +195,70 @@ def _sums(ops: Sequence[OpWork]) -> tuple[PhaseCounts, PhaseCounts]:
     return PhaseCounts(**f), PhaseCounts(**b)
 
 
+def _layer_cost(
+    state: StepState, entry: ModuleEntry, rule: UpdateRule, with_grad: set[int],
+    placed: Placement,
+) -> LayerCost:
+    """One module's counts, with its optimizer update charged for the parameters it owns
+    that got a gradient (``with_grad``: ids of parameters)."""
+    own = [p for p in entry.module.parameters(recurse=False)
+           if state.param_owner.get(id(p)) == entry.index]
+    # A parameter listed twice in one module is still one parameter.
+    own = list({id(p): p for p in own}.values())
+    weights = sum(p.numel() * p.element_size() for p in own)
+    updated = [p for p in own if id(p) in with_grad]
+    grads = sum(p.numel() * p.element_size() for p in updated)
+    if updated:
+        elements = sum(p.numel() for p in updated)
+        state.charge(
+            entry.index,
+            f"update.{rule.optimizer}",
+            "update",
+            elements * rule.flops_per_element,
+            grads * rule.elements_moved_per_element,
+            "formula",
+            calls=len(updated),
+        )
+    ops = _ops_of(state.tallies.get(entry.index, {}))
+    flops, moved = _sums(ops)
+    return LayerCost(
+        name=entry.name,
+        kind=entry.kind,
+        type=entry.type,
+        params=entry.params,
+        trainable_params=entry.trainable,
+        calls=state.calls.get(entry.index, 0),
+        flops=flops,
+        bytes_moved=moved,
+        memory_bytes=MemoryBytes(
+            weights=weights,
+            grads=grads,
+            optimizer_state=grads * rule.state_per_element,
+            saved_activations=state.saved_bytes.get(entry.index, 0),
+            output=state.output_bytes.get(entry.index, 0),
+        ),
+        ops=ops,
+        role=placed.role,
+        block=placed.block,
+    )
+
+
 def _result(
-    state: _StepState,
-    config: WorkloadConfig,
+    state: StepState,
+    workload: WorkloadSpec,
     *,
     label: str,
     training: bool,
     with_grad: set[int],
-    params: Mapping[int, torch.Tensor],
     device: torch.device,
     loss_type: str,
     num_classes: int | None,
     warnings: Sequence[str],
 ) -> CostResult:
-    rule = update_rule(config)
-    layers: list[LayerCost] = []
-    for entry in state.table:
-        own = [p for p in entry.module.parameters(recurse=False)
-               if state.param_owner.get(id(p)) == entry.index]
-        # A parameter listed twice in one module is still one parameter.
-        own = list({id(p): p for p in own}.values())
-        weights = sum(p.numel() * p.element_size() for p in own)
-        updated = [p for p in own if id(p) in with_grad] if training else []
-        grads = sum(p.numel() * p.element_size() for p in updated)
-        state_bytes = grads * rule.state_per_element
-        if updated:
-            elements = sum(p.numel() for p in updated)
-            moved = sum(p.numel() * p.element_size() for p in updated)
-            state.charge(
-                entry.index,
-                f"update.{rule.optimizer}",
-                "update",
-                elements * rule.flops_per_element,
-                moved * rule.elements_moved_per_element,
-                "formula",
-                calls=len(updated),
-            )
-        ops = _ops_of(state.tallies.get(entry.index, {}))
-        flops, moved_counts = _sums(ops)
-        layers.append(
-            LayerCost(
-                name=entry.name,
-                kind=entry.kind,
-                type=entry.type,
-                params=entry.params,
-                trainable_params=entry.trainable,
-                calls=state.calls.get(entry.index, 0),
-                flops=flops,
-                bytes_moved=moved_counts,
-                memory_bytes=MemoryBytes(
-                    weights=weights,
-                    grads=grads,
-                    optimizer_state=state_bytes,
-                    saved_activations=state.saved_bytes.get(entry.index, 0),
-                    output=state.output_bytes.get(entry.index, 0),
-                ),
-                ops=ops,
-            )
-        )
+    rule = update_rule(workload.optimizer)
+    placed = place([(e.name, e.kind, e.type) for e in state.table])
+    layers = [_layer_cost(state, entry, rule, with_grad if training else set(), placed[entry.name])
+              for entry in state.table]
     loss_ops = _ops_of(state.tallies.get(LOSS, {}))
     lf, lb = _sums(loss_ops)
     loss = LayerCost(
@@ -872,17 +275,17 @@ def _result(
     )
     return CostResult(
         model=label,
-        batch_size=config.batch_size,
-        input_shape=tuple(config.input_shape),
+        batch_size=workload.batch_size,
+        input_shape=tuple(workload.resolved_input.sample_shape),
         num_classes=num_classes,
-        dtype=config.dtype,
-        optimizer=config.optimizer if training else "-",
+        dtype=workload.dtype,
+        optimizer=workload.optimizer if training else "-",
         layers=tuple(layers),
         loss=loss,
         tensors="meta" if device.type == "meta" else "real",
         training=training,
         warnings=tuple(warnings),
         conventions=dict(CONVENTIONS),
-        seq_len=config.seq_len,
+        seq_len=workload.resolved_input.sequence_length,
     )
 

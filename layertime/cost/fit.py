@@ -1,7 +1,7 @@
 """Fit per-kind efficiencies so that the roofline reproduces a measured run.
 
-Pure: a measured :class:`~layertime.result.Run`, the counted
-:class:`~layertime.cost.result.CostResult` of the same configuration and a
+Pure: a measured :class:`~layertime.results.run.Run`, the counted
+:class:`~layertime.results.cost.CostResult` of the same configuration and a
 :class:`~layertime.cost.devices.DeviceProfile` (the peaks that
 ``layertime calibrate`` measured) in, an :class:`EfficiencyFit` out.  Nothing
 is measured here and nothing is invented: every fitted number is a measured
@@ -44,102 +44,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from layertime.cost.devices import DeviceProfile
-from layertime.cost.result import CostResult, OpWork
 from layertime.cost.roofline import Efficiency, MathMode, kernels_launched, math_peaks
 from layertime.errors import LayertimeError
-from layertime.result import KINDS, Run
+from layertime.results.calibration import EfficiencyFit, KindFit
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import OpWork
+from layertime.results.run import Run
+from layertime.taxonomy import KINDS
 
-#: What a kind's entry ends as: fitted to the measurement, capped at 1, or left at the default.
-FIT_STATUSES: tuple[str, ...] = ("fitted", "capped", "default")
 #: Kinds under this share of the profiled step keep their default efficiency.
 DEFAULT_MIN_SHARE = 0.01
 #: The pseudo-kind of the optimizer update (as in ``Efficiency``).
 UPDATE = "update"
-
-
-@dataclass(frozen=True)
-class KindFit:
-    """The fit of one kind: what was measured, which efficiency, and what became of it."""
-
-    kind: str
-    #: "compute" or "memory": the efficiency of this kind the fit sets.
-    target: str
-    measured_s: float
-    #: measured_s over the run's profiled step.
-    step_share: float
-    #: The efficiency before the fit (the default, or the profile's own).
-    default: float
-    #: The efficiency after: fitted, capped at 1, or equal to ``default``.
-    efficiency: float
-    #: One of FIT_STATUSES.
-    status: str
-    #: Why a kind kept its default or was capped ("" when fitted).
-    reason: str
-    #: Roofline time of the kind's ops before and after the fit.
-    predicted_before_s: float
-    predicted_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "target": self.target,
-            "measured_s": self.measured_s,
-            "step_share": self.step_share,
-            "default": self.default,
-            "efficiency": self.efficiency,
-            "status": self.status,
-            "reason": self.reason,
-            "predicted_before_s": self.predicted_before_s,
-            "predicted_s": self.predicted_s,
-        }
-
-
-@dataclass(frozen=True)
-class EfficiencyFit:
-    """Efficiencies fitted to one measured run, per kind, with how each was obtained."""
-
-    profile: str
-    #: The run fitted to, e.g. "alexnet, batch 64, cpu, float32".
-    run_label: str
-    min_share: float
-    kinds: tuple[KindFit, ...]
-
-    def fitted(self, target: str) -> dict[str, float]:
-        """The efficiencies the fit set (fitted or capped) for ``target`` (compute or memory)."""
-        return {
-            k.kind: k.efficiency
-            for k in self.kinds
-            if k.target == target and k.status != "default"
-        }
-
-    @property
-    def source(self) -> str:
-        """How the efficiencies were made, for ``Prediction.efficiency_source``."""
-        done = [k.kind for k in self.kinds if k.status != "default"]
-        kept = [k.kind for k in self.kinds if k.status == "default"]
-        text = f"fitted to a measured run ({self.run_label}): " + (", ".join(done) or "no kind")
-        if kept:
-            text += f"; defaults (uncalibrated) for {', '.join(kept)} and any other kind"
-        else:
-            text += "; defaults (uncalibrated) for any other kind"
-        return text
-
-    def efficiency(self, base: Efficiency | None = None) -> Efficiency:
-        """``base`` (the defaults when None) with the fitted kinds replaced."""
-        return (base or Efficiency()).overridden(
-            self.fitted("compute"), self.fitted("memory"), self.source
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "profile": self.profile,
-            "run": self.run_label,
-            "min_share": self.min_share,
-            "source": self.source,
-            "compute_efficiency": self.fitted("compute"),
-            "memory_efficiency": self.fitted("memory"),
-            "kinds": [k.to_dict() for k in self.kinds],
-        }
 
 
 # -- the roofline of a set of ops, split into its two bounds ------------------------

@@ -2,7 +2,7 @@
 
 These follow torch's own update rules (``torch.optim.SGD``, ``Adam``,
 ``AdamW``, single-tensor or foreach, steady state: momentum buffers exist),
-configured as :class:`layertime.workload.WorkloadConfig` configures them.
+configured as :func:`layertime.workload.make_optimizer` configures them.
 Each elementwise multiply, add, subtract, divide or square root is one FLOP;
 a fused multiply-add (``add_(x, alpha=a)``) is two; scalar work (bias
 corrections, the learning rate schedule) is ignored.  Bytes follow the
@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from layertime.errors import LayertimeError
-from layertime.workload import OPTIMIZERS, WorkloadConfig
+from layertime.taxonomy import OPTIMIZERS
+from layertime.workload.spec import MOMENTUM, WEIGHT_DECAY
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class UpdateRule:
     formula: str
 
 
-def update_rule(config: WorkloadConfig) -> UpdateRule:
-    """The update rule ``make_optimizer`` builds for ``config``.
+def update_rule(optimizer: str) -> UpdateRule:
+    """The update rule of the ``optimizer`` that ``make_optimizer`` builds.
 
     SGD: ``g += wd*p`` (2 FLOPs when wd > 0), ``buf = mu*buf + g`` (2, when
     mu > 0), ``p -= lr*buf`` (2); reads p, g (and buf), writes p (and buf).
@@ -41,10 +42,10 @@ def update_rule(config: WorkloadConfig) -> UpdateRule:
     ``denom = sqrt(v)/sqrt(bc2) + eps`` (3), ``p -= step*m/denom`` (3) = 13;
     reads p, g, m, v, writes p, m, v.  AdamW adds ``p *= 1 - lr*wd`` (1).
     """
-    opt = config.optimizer
+    opt = optimizer
     if opt == "sgd":
-        wd = config.weight_decay > 0
-        mom = config.momentum > 0
+        wd = WEIGHT_DECAY > 0
+        mom = MOMENTUM > 0
         flops = 2 * wd + 2 * mom + 2
         moved = 5 if mom else 3
         formula = (
@@ -61,13 +62,13 @@ def update_rule(config: WorkloadConfig) -> UpdateRule:
             "m = lerp(m, g, 1-b1); v = b2*v + (1-b2)*g*g; p -= step*m/(sqrt(v)/sqrt(bc2)+eps)",
         )
     if opt == "adamw":
-        flops = 14 if config.weight_decay > 0 else 13
+        flops = 14 if WEIGHT_DECAY > 0 else 13
         return UpdateRule(
             "adamw",
             flops,
             7,
             2,
-            ("p *= 1-lr*wd; " if config.weight_decay > 0 else "")
+            ("p *= 1-lr*wd; " if WEIGHT_DECAY > 0 else "")
             + "m = lerp(m, g, 1-b1); v = b2*v + (1-b2)*g*g; p -= step*m/(sqrt(v)/sqrt(bc2)+eps)",
         )
     raise LayertimeError(f"unknown optimizer {opt!r} (choose {', '.join(OPTIMIZERS)})")

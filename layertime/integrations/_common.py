@@ -18,7 +18,7 @@ from typing import Any
 
 from layertime.errors import LayertimeError, LayertimeWarning
 from layertime.measure.window import StepWindow, check_window
-from layertime.result import Run
+from layertime.results.run import Run
 
 #: Default window: a few steps after the start (the first ones carry set-up).
 DEFAULT_START_STEP = 5

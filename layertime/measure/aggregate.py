@@ -1,14 +1,17 @@
-"""Turn per-step charges into the rows of a :class:`~layertime.result.Run`."""
+"""Turn per-step charges into the rows of a :class:`~layertime.results.run.Run`."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
 
-from layertime.measure.attribute import StepCharges
-from layertime.measure.tracer import ModuleTable
-from layertime.result import LayerRow, Phases, Slice
+from layertime.measure.attribute import CommCharge, StepCharges
+from layertime.modules import ModuleTable
+from layertime.results.run import LayerRow, Phases, Slice
 from layertime.roles import place
+
+#: A layer with no gradient synchronisation (not a data-parallel run).
+_NO_COMM = CommCharge(0.0, 0.0)
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -68,7 +71,7 @@ def timeline(table: ModuleTable, steps: Sequence[StepCharges]) -> tuple[Slice, .
 def _exposed(charges: StepCharges) -> float:
     """Exposed communication charged to layers (a ``comm`` row with no layers to
     carry it, which cannot happen with DDP, stays unattributed)."""
-    return sum(e for _, e in charges.comm.values())
+    return sum(c.exposed_s for c in charges.comm.values())
 
 
 def aggregate(
@@ -89,10 +92,10 @@ def aggregate(
         bwd = [c.modules.get((entry.index, "backward"), 0.0) for c in steps]
         upd = [u.get(entry.index, 0.0) for u in per_step_update]
         calls = [c.calls.get(entry.index, 0) for c in steps]
-        comm = [c.comm.get(entry.index, (0.0, 0.0)) for c in steps]
+        comm = [c.comm.get(entry.index, _NO_COMM) for c in steps]
         if not any(calls) and entry.params == 0 and not any(fwd) and not any(bwd):
             continue
-        totals = [f + b + u + ce for f, b, u, (_, ce) in zip(fwd, bwd, upd, comm)]
+        totals = [f + b + u + cc.exposed_s for f, b, u, cc in zip(fwd, bwd, upd, comm)]
         rows.append(
             LayerRow(
                 name=entry.name,
@@ -104,8 +107,8 @@ def aggregate(
                 params=entry.params,
                 calls=_mean([float(c) for c in calls]),
                 spread_s=_std(totals),
-                comm_s=_mean([cs for cs, _ in comm]),
-                comm_exposed_s=_mean([ce for _, ce in comm]),
+                comm_s=_mean([cc.comm_s for cc in comm]),
+                comm_exposed_s=_mean([cc.exposed_s for cc in comm]),
                 comm_bytes=max((c.comm_bytes.get(entry.index, 0) for c in steps), default=0),
                 role=placed[entry.name].role,
                 block=placed[entry.name].block,

@@ -70,6 +70,29 @@ STEP_ROWS = (
 )
 
 
+@dataclass(frozen=True)
+class CommCharge:
+    """A layer's gradient synchronisation in one step: all of it, and the exposed part
+    (the training thread waited for it)."""
+
+    comm_s: float
+    exposed_s: float
+
+
+@dataclass(frozen=True)
+class BucketCharge:
+    """One DDP gradient bucket in one step: its bytes, which modules' gradients it holds,
+    its all-reduce's wall time, its share of the communication busy time, the exposed part."""
+
+    index: int
+    bytes: int
+    #: module index -> bytes of its gradients in this bucket.
+    modules: dict[int, int]
+    allreduce_s: float
+    comm_s: float
+    exposed_s: float
+
+
 @dataclass
 class StepCharges:
     """What one profiled step cost, per owner, in seconds."""
@@ -85,15 +108,12 @@ class StepCharges:
     #: owner -> (first start, last end) in seconds from the step's start, on
     #: the CPU timeline: where each row's work lies, for traces.
     spans: dict[Owner, tuple[float, float]] = field(default_factory=dict)
-    #: Data-parallel only (filled by ``distributed.CommCollector.charge``):
-    #: module index -> (comm seconds, exposed part); the exposed parts add up
-    #: to ``step["comm"]``.  module index -> gradient bytes all-reduced.
-    comm: dict[int, tuple[float, float]] = field(default_factory=dict)
+    #: Data-parallel only (filled by ``comm_collector.charge_step``): module
+    #: index -> its communication; the exposed parts add up to ``step["comm"]``.
+    #: module index -> gradient bytes all-reduced.
+    comm: dict[int, CommCharge] = field(default_factory=dict)
     comm_bytes: dict[int, int] = field(default_factory=dict)
-    #: Per bucket: (index, bytes, {module index: bytes}, allreduce_s, comm_s, exposed_s).
-    buckets: list[tuple[int, int, dict[int, int], float, float, float]] = field(
-        default_factory=list
-    )
+    buckets: list[BucketCharge] = field(default_factory=list)
     #: CUDA only: kernel time beyond the device's busy time (kernels of several
     #: streams overlapping); the rows were scaled down by it to the busy time.
     overlap_s: float = 0.0
@@ -221,57 +241,96 @@ def attribute_step(
     evs = [e for e in events]
     if step not in evs:
         evs.append(step)
-    children = _children_index(evs)
-    roots = sorted(children[None], key=lambda e: (e.start_us, e.thread != step.thread))
-
-    seq_owner: dict[tuple[int, int], Owner] = {}
-    last_backward_owner: dict[int, Owner] = {}
-    charges: dict[Owner, float] = defaultdict(float)
-    spans: dict[Owner, tuple[float, float]] = {}
-    calls: dict[int, int] = defaultdict(int)
-
-    # Loop mode: the step's forward and backward passes, in time order.
-    blocks = _passes(evs, root_module) if loop else []
     if after_backward not in STEP_ROWS:
         raise LayertimeError(f"unknown step row {after_backward!r}")
+    walk = _Walk(step, evs, device_time=device_time, loop=loop, root_module=root_module,
+                 after_backward=after_backward)
+    roots = sorted(walk.children[None], key=lambda e: (e.start_us, e.thread != step.thread))
+    for root in roots:
+        if not device_time and root.thread != step.thread:
+            # CPU self time is wall time on the step's thread; work on other
+            # threads overlaps it and would be counted twice.
+            continue
+        walk.visit(root)
+    out = walk.result()
+    if device_time:
+        if step_wall_s is None:
+            raise ValueError("device_time attribution needs the step's wall time")
+        out.step_s = step_wall_s
+        kernel_s = out.total_s()
+        if device_busy_s is not None and kernel_s > device_busy_s > 0.0:
+            scale = device_busy_s / kernel_s
+            out.modules = {k: v * scale for k, v in out.modules.items()}
+            out.step = {k: v * scale for k, v in out.step.items()}
+            out.overlap_s = kernel_s - device_busy_s
+        out.unowned_s = out.step.get("unattributed", 0.0)
+    else:
+        out.step_s = step.duration_us * 1e-6
+    # Whatever the rows do not explain (GPU idle on CUDA; clamped rounding on
+    # the CPU) is unattributed, so the rows add up to the step by construction.
+    out.step["unattributed"] += out.step_s - out.total_s()
+    return out
 
-    def segment_owner(t_us: float) -> Owner:
+
+class _Walk:
+    """One step's event tree walked in time order, each event charged to its owner."""
+
+    def __init__(
+        self, step: OpEvent, evs: Sequence[OpEvent], *, device_time: bool, loop: bool,
+        root_module: int, after_backward: str,
+    ) -> None:
+        self.step = step
+        self.children = _children_index(evs)
+        self.device_time = device_time
+        self.loop = loop
+        self.after_backward = after_backward
+        self.seq_owner: dict[tuple[int, int], Owner] = {}
+        self.last_backward_owner: dict[int, Owner] = {}
+        self.charges: dict[Owner, float] = defaultdict(float)
+        self.spans: dict[Owner, tuple[float, float]] = {}
+        self.calls: dict[int, int] = defaultdict(int)
+        # Loop mode: the step's forward and backward passes, in time order.
+        self.blocks = _passes(evs, root_module) if loop else []
+
+    def segment_owner(self, t_us: float) -> Owner:
+        """Loop mode: the step-level row a moment outside our ranges belongs to."""
         prev = None
-        for i, b in enumerate(blocks):
+        for i, b in enumerate(self.blocks):
             if b[0] > t_us:
                 break
             prev = i
         if prev is None:
             return ("step", "data")
-        start, end, kind = blocks[prev]
+        _, end, kind = self.blocks[prev]
         if t_us < end:
             return UNATTRIBUTED
         if kind == "forward":
             return ("step", "loss")
-        if any(b[2] == "forward" for b in blocks[prev + 1 :]):
+        if any(b[2] == "forward" for b in self.blocks[prev + 1 :]):
             return ("step", "data")
-        return ("step", after_backward)
+        return ("step", self.after_backward)
 
-    def own(e: OpEvent, inherited: Owner, in_backward: bool) -> tuple[Owner, bool]:
+    def own(self, e: OpEvent, inherited: Owner, in_backward: bool) -> tuple[Owner, bool]:
+        """Who an event belongs to (and whether it is in the backward), from its range name."""
         name = e.name
         if name == STEP:
             return UNATTRIBUTED, False
         if name.startswith(MODULE):
             idx = int(name[len(MODULE) :])
             if not in_backward:
-                calls[idx] += 1
+                self.calls[idx] += 1
             return ("module", idx, "backward" if in_backward else "forward"), in_backward
         if name.startswith(BACKWARD_NODE):
             if ACCUMULATE_GRAD in name:
-                return last_backward_owner.get(e.thread, UNATTRIBUTED), True
-            fwd = seq_owner.get((e.fwd_thread, e.seq))
+                return self.last_backward_owner.get(e.thread, UNATTRIBUTED), True
+            fwd = self.seq_owner.get((e.fwd_thread, e.seq))
             if fwd is None:
                 owner = UNATTRIBUTED
             elif fwd[0] == "module":
                 owner = ("module", fwd[1], "backward")
             else:
                 owner = fwd
-            last_backward_owner[e.thread] = owner
+            self.last_backward_owner[e.thread] = owner
             return owner, True
         if name.startswith(PHASE):
             phase = name[len(PHASE) :]
@@ -290,25 +349,20 @@ def attribute_step(
             return ("step", "comm"), in_backward
         return inherited, in_backward
 
-    def self_time_us(e: OpEvent, kids: Sequence[OpEvent]) -> float:
-        if device_time:
+    def self_time_us(self, e: OpEvent, kids: Sequence[OpEvent]) -> float:
+        if self.device_time:
             return e.device_us
         return max(0.0, e.duration_us - sum(k.duration_us for k in kids if k.thread == e.thread))
 
-    for root in roots:
-        if not device_time and root.thread != step.thread:
-            # CPU self time is wall time on the step's thread; work on other
-            # threads overlaps it and would be counted twice.
-            continue
-        inherited = UNATTRIBUTED
-        stack: list[tuple[OpEvent, Owner, bool]] = [(root, inherited, False)]
+    def visit(self, root: OpEvent) -> None:
+        """Charge ``root`` and everything under it (depth first, children in time order)."""
+        stack: list[tuple[OpEvent, Owner, bool]] = [(root, UNATTRIBUTED, False)]
         while stack:
             e, inh, in_bwd = stack.pop()
-            owner, in_bwd = own(e, inh, in_bwd)
-            if loop and e.parent == step.id and owner == UNATTRIBUTED and not e.name.startswith(
-                (MODULE, BACKWARD_NODE, PHASE)
-            ):
-                owner = segment_owner(e.start_us)
+            owner, in_bwd = self.own(e, inh, in_bwd)
+            if self.loop and e.parent == self.step.id and owner == UNATTRIBUTED and \
+                    not e.name.startswith((MODULE, BACKWARD_NODE, PHASE)):
+                owner = self.segment_owner(e.start_us)
             if e.seq >= 0 and not e.fwd_thread and not e.name.startswith(BACKWARD_NODE):
                 # An op records the thread's *next* sequence number whether or
                 # not it creates a node; the counter moves only when one is
@@ -316,56 +370,44 @@ def attribute_step(
                 # (or nested in it), and later writers win.  A node's own
                 # range (it carries a forward thread) is no forward op: it
                 # must not overwrite the number it was looked up by.
-                seq_owner[(e.thread, e.seq)] = owner
-            kids = children.get(e.id, [])
-            if loop and e is step and not device_time:
-                # The step's own gaps go to the segment they fall in.
-                cursor = e.start_us
-                for k in kids:
-                    if k.start_us > cursor:
-                        charges[segment_owner(cursor)] += k.start_us - cursor
-                    cursor = max(cursor, k.end_us)
-                if e.end_us > cursor:
-                    charges[segment_owner(cursor)] += e.end_us - cursor
+                self.seq_owner[(e.thread, e.seq)] = owner
+            kids = self.children.get(e.id, [])
+            if self.loop and e is self.step and not self.device_time:
+                self._charge_gaps(e, kids)
             else:
-                charges[owner] += self_time_us(e, kids)
-            span = spans.get(owner)
+                self.charges[owner] += self.self_time_us(e, kids)
+            span = self.spans.get(owner)
             if span is None:
-                spans[owner] = (e.start_us, e.end_us)
+                self.spans[owner] = (e.start_us, e.end_us)
             else:
-                spans[owner] = (min(span[0], e.start_us), max(span[1], e.end_us))
+                self.spans[owner] = (min(span[0], e.start_us), max(span[1], e.end_us))
             # Push in reverse so children are visited in time order.
             for k in reversed(kids):
                 stack.append((k, owner, in_bwd))
 
-    out = StepCharges(step_s=0.0)
-    for owner, us in charges.items():
-        s = us * 1e-6
-        if owner[0] == "module":
-            key = (owner[1], owner[2])
-            out.modules[key] = out.modules.get(key, 0.0) + s
-        else:
-            out.step[owner[1]] = out.step.get(owner[1], 0.0) + s
-    for row in ("loss", "zero_grad", "data", "update", "unattributed"):
-        out.step.setdefault(row, 0.0)  # the rows every step has; the others when charged
-    out.calls = dict(calls)
-    out.spans = {
-        o: ((a - step.start_us) * 1e-6, (b - step.start_us) * 1e-6) for o, (a, b) in spans.items()
-    }
-    if device_time:
-        if step_wall_s is None:
-            raise ValueError("device_time attribution needs the step's wall time")
-        out.step_s = step_wall_s
-        kernel_s = out.total_s()
-        if device_busy_s is not None and kernel_s > device_busy_s > 0.0:
-            scale = device_busy_s / kernel_s
-            out.modules = {k: v * scale for k, v in out.modules.items()}
-            out.step = {k: v * scale for k, v in out.step.items()}
-            out.overlap_s = kernel_s - device_busy_s
-        out.unowned_s = out.step.get("unattributed", 0.0)
-    else:
-        out.step_s = step.duration_us * 1e-6
-    # Whatever the rows do not explain (GPU idle on CUDA; clamped rounding on
-    # the CPU) is unattributed, so the rows add up to the step by construction.
-    out.step["unattributed"] += out.step_s - out.total_s()
-    return out
+    def _charge_gaps(self, e: OpEvent, kids: Sequence[OpEvent]) -> None:
+        """Loop mode: the step's own gaps go to the segment they fall in."""
+        cursor = e.start_us
+        for k in kids:
+            if k.start_us > cursor:
+                self.charges[self.segment_owner(cursor)] += k.start_us - cursor
+            cursor = max(cursor, k.end_us)
+        if e.end_us > cursor:
+            self.charges[self.segment_owner(cursor)] += e.end_us - cursor
+
+    def result(self) -> StepCharges:
+        """The charges in seconds, by module and phase or by step-level row (step_s unset)."""
+        out = StepCharges(step_s=0.0)
+        for owner, us in self.charges.items():
+            s = us * 1e-6
+            if owner[0] == "module":
+                key = (owner[1], owner[2])
+                out.modules[key] = out.modules.get(key, 0.0) + s
+            else:
+                out.step[owner[1]] = out.step.get(owner[1], 0.0) + s
+        for row in ("loss", "zero_grad", "data", "update", "unattributed"):
+            out.step.setdefault(row, 0.0)  # the rows every step has; the others when charged
+        out.calls = dict(self.calls)
+        start = self.step.start_us
+        out.spans = {o: ((a - start) * 1e-6, (b - start) * 1e-6) for o, (a, b) in self.spans.items()}
+        return out

@@ -50,6 +50,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from layertime.measure.attribute import StepCharges, attribute_step
+from layertime.measure.compiled_graphs import CallSite, GraphInfo, NodeInfo
 from layertime.measure.events import ACCUMULATE_GRAD, BACKWARD_NODE, PHASE, OpEvent
 
 #: Dynamo's range around a compiled frame; the compile id follows ": ".
@@ -65,71 +66,6 @@ CALL_GRAPH = "## Call CompiledFxGraph"
 _GRAPH_PREFIX = re.compile(r"^graph_\d+_")
 #: Renamed compiled regions: attribute_step charges a phase range's subtree to that row.
 _UNATTRIBUTED_RANGE = f"{PHASE}unattributed"
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """One post-grad FX node: the module it came from and its counted cost.
-
-    ``module`` is a dotted path as in ``named_modules()`` (``""`` is the model
-    itself: functional code in its own ``forward``), or None when unknown.
-    ``call`` tells calls of one module apart (a module called twice in a graph
-    has two); ``weight`` is the node's cost on one scale (see ``compiled.py``;
-    zero for views, which move nothing); ``op`` its aten op (``aten::mm``).
-    """
-
-    module: str | None
-    call: str | None = None
-    weight: float = 1.0
-    op: str | None = None
-
-
-@dataclass(frozen=True)
-class CallSite:
-    """One kernel call in a compiled graph's generated wrapper, in call order.
-
-    ``kernel`` is its name in the wrapper code (``cpp_fused_relu_0``,
-    ``extern_kernels.convolution``); ``event`` the name of its profiler event
-    (``cpp_fused_relu_0`` once the ``graph_N_`` prefix is stripped, or
-    ``aten::convolution``).  ``nodes`` are its post-grad FX nodes, None when
-    provenance gave none for it.
-    """
-
-    kernel: str
-    event: str
-    generated: bool
-    nodes: tuple[str, ...] | None
-
-
-@dataclass(frozen=True)
-class GraphInfo:
-    """One graph Inductor compiled: its call sites in order and its nodes."""
-
-    compile_id: str | None
-    phase: str
-    sites: tuple[CallSite, ...]
-    nodes: Mapping[str, NodeInfo]
-
-    @property
-    def key(self) -> str:
-        return f"{self.compile_id or '?'} {self.phase}"
-
-    def extern_nodes(self) -> frozenset[str]:
-        """Nodes an extern kernel computes (its own op's nodes): a generated kernel whose
-        provenance lists one (it feeds or reads it) does none of that node's work."""
-        out: set[str] = set()
-        for s in self.sites:
-            if not s.generated:
-                out.update(n for n in s.nodes or () if n in self.nodes and self.nodes[n].op == s.event)
-        return frozenset(out)
-
-    def calls(self) -> dict[str, int]:
-        """Module -> calls per execution of this graph (distinct call keys)."""
-        keys: dict[str, set[str]] = defaultdict(set)
-        for info in self.nodes.values():
-            if info.module is not None and info.call is not None:
-                keys[info.module].add(info.call)
-        return {m: len(k) for m, k in keys.items()}
 
 
 @dataclass

@@ -21,125 +21,36 @@ from __future__ import annotations
 import datetime as _dt
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from layertime.environment import describe
-from layertime.errors import LayertimeError
-from layertime.kinds import kind_of
-from layertime.result import Environment
+from layertime.errors import LayertimeError, memory_errors
+from layertime.kinds import KindObserver, kind_of
+from layertime.measure.environment import describe
+from layertime.measure.prepare import prepare
+from layertime.modules import training_mode
+from layertime.results.bench import BenchResult, LayerBench, RecordedInput
+from layertime.models import ModelRef
+from layertime.workload import DTYPES, Batch, WorkloadOptions, WorkloadSpec, check_input
 
-SCHEMA = "layertime.bench/1"
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One tensor argument of a module call, as seen inside the model."""
-
-    shape: tuple[int, ...]
-    dtype: str
-    requires_grad: bool
-
-
-@dataclass(frozen=True)
-class LayerBench:
-    """One leaf module measured alone; times are per step (x calls)."""
-
-    name: str
-    kind: str
-    type: str
-    calls: int
-    inputs: tuple[InputSpec, ...]
-    forward_s: float
-    backward_input_s: float
-    backward_weight_s: float
-    params: int
-
-    @property
-    def backward_s(self) -> float:
-        return self.backward_input_s + self.backward_weight_s
-
-    @property
-    def total_s(self) -> float:
-        return self.forward_s + self.backward_s
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    """Every leaf module of a model benchmarked alone."""
-
-    model: str
-    device: str
-    batch_size: int
-    input_shape: tuple[int, ...]
-    dtype: str
-    warmup: int
-    repeats: int
-    layers: tuple[LayerBench, ...]
-    environment: Environment
-    created: str = ""
-
-    @property
-    def total_s(self) -> float:
-        return sum(layer.total_s for layer in self.layers)
-
-    def to_dict(self) -> dict[str, Any]:
-        layers = []
-        for layer in self.layers:
-            d = asdict(layer)
-            d["backward_s"] = layer.backward_s
-            d["total_s"] = layer.total_s
-            layers.append(d)
-        return {
-            "schema": SCHEMA,
-            "model": self.model,
-            "device": self.device,
-            "batch_size": self.batch_size,
-            "input_shape": list(self.input_shape),
-            "dtype": self.dtype,
-            "warmup": self.warmup,
-            "repeats": self.repeats,
-            "total_s": self.total_s,
-            "layers": layers,
-            "environment": asdict(self.environment),
-            "created": self.created,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BenchResult:
-        if d.get("schema") != SCHEMA:
-            raise LayertimeError(f"not a layertime layer benchmark (schema {d.get('schema')!r})")
-        fields = set(LayerBench.__dataclass_fields__)
-        layers = []
-        for row in d["layers"]:
-            kw = {k: v for k, v in row.items() if k in fields}
-            kw["inputs"] = tuple(
-                InputSpec(tuple(i["shape"]), i["dtype"], i["requires_grad"]) for i in row["inputs"]
-            )
-            layers.append(LayerBench(**kw))
-        return cls(
-            model=d["model"],
-            device=d["device"],
-            batch_size=d["batch_size"],
-            input_shape=tuple(d["input_shape"]),
-            dtype=d["dtype"],
-            warmup=d["warmup"],
-            repeats=d["repeats"],
-            layers=tuple(layers),
-            environment=Environment(**d["environment"]),
-            created=d.get("created", ""),
-        )
+if TYPE_CHECKING:
+    from typing import Unpack
 
 
 def record_inputs(
-    model: nn.Module, x: torch.Tensor
-) -> dict[str, tuple[nn.Module, list[tuple[InputSpec, ...]]]]:
-    """Run one training-mode forward and record each leaf module's tensor inputs per call."""
-    seen: dict[str, tuple[nn.Module, list[tuple[InputSpec, ...]]]] = {}
+    model: nn.Module, x: torch.Tensor | Batch
+) -> dict[str, tuple[nn.Module, list[tuple[RecordedInput, ...]]]]:
+    """Run one training-mode forward and record each leaf module's tensor inputs per call.
+
+    A leaf given tensors by keyword (transformers' rotary embeddings take
+    ``position_ids=``) cannot be run alone from positional inputs: that is a
+    one-line error naming it.
+    """
+    seen: dict[str, tuple[nn.Module, list[tuple[RecordedInput, ...]]]] = {}
+    keyword: dict[str, list[str]] = {}
     handles = []
     names: dict[int, str] = {}
     for name, mod in model.named_modules():
@@ -148,24 +59,34 @@ def record_inputs(
             continue
         names[id(mod)] = name
 
-        def pre(m: nn.Module, args: Any, _name: str = name) -> None:
+        def pre(m: nn.Module, args: Any, kwargs: Any, _name: str = name) -> None:
             specs = tuple(
-                InputSpec(tuple(a.shape), str(a.dtype).replace("torch.", ""), a.requires_grad)
+                RecordedInput(tuple(a.shape), str(a.dtype).replace("torch.", ""), a.requires_grad)
                 for a in args
                 if isinstance(a, torch.Tensor)
             )
             seen.setdefault(_name, (m, []))[1].append(specs)
+            tensors = [k for k, v in (kwargs or {}).items() if isinstance(v, torch.Tensor)]
+            if tensors:
+                keyword.setdefault(_name, tensors)
 
-        handles.append(mod.register_forward_pre_hook(pre))
+        handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
     try:
-        model(x)
+        _batch(x).run(model)
     finally:
         for h in handles:
             h.remove()
+    if keyword:
+        name, keys = next(iter(keyword.items()))
+        raise LayertimeError(
+            f"{name or '(model)'} ({type(seen[name][0]).__name__}) takes tensors by keyword "
+            f"({', '.join(keys)}), which layers benchmarked alone are not given: profile this "
+            "model with 'layertime profile' instead"
+        )
     return seen
 
 
-def _make_input(spec: InputSpec, module: nn.Module, device: torch.device) -> torch.Tensor:
+def _make_input(spec: RecordedInput, module: nn.Module, device: torch.device) -> torch.Tensor:
     dtype = getattr(torch, spec.dtype)
     if dtype.is_floating_point:
         return torch.randn(spec.shape, dtype=dtype, device=device, requires_grad=spec.requires_grad)
@@ -202,7 +123,7 @@ def _timed(
 
 def bench_module(
     module: nn.Module,
-    specs: tuple[InputSpec, ...],
+    specs: tuple[RecordedInput, ...],
     device: torch.device,
     *,
     warmup: int = 2,
@@ -247,24 +168,32 @@ def bench_module(
     return fwd, bwd_in, bwd_w
 
 
+def _batch(x: torch.Tensor | Batch) -> Batch:
+    return x if isinstance(x, Batch) else Batch((x,))
+
+
 def bench_layers(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Batch,
     *,
     label: str,
     warmup: int = 2,
     repeats: int = 5,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> BenchResult:
-    """Benchmark every leaf module of ``model`` alone, at its in-model input shapes."""
+    """Benchmark every leaf module of ``model`` alone, at its in-model input shapes.
+
+    ``x`` is the model's input (a tensor, or a whole :class:`Batch`)."""
     if repeats < 1 or warmup < 0:
         raise LayertimeError("repeats must be >= 1 and warmup >= 0")
-    device = x.device
-    modes = [(m, m.training) for m in model.modules()]
+    first = _batch(x).first
+    device = first.device
     progress = on_progress or (lambda done, total, name: None)
-    try:
-        model.train()
-        seen = record_inputs(model, x)
+    with training_mode(model):
+        # Kinds by what each layer computes in the recording forward (layertime.kinds).
+        with KindObserver(model) as watched:
+            seen = record_inputs(model, x)
+        kinds = watched.kinds()
         rows: list[LayerBench] = []
         items = list(seen.items())
         for i, (name, (mod, calls)) in enumerate(items):
@@ -274,7 +203,7 @@ def bench_layers(
             rows.append(
                 LayerBench(
                     name=name,
-                    kind=kind_of(mod),
+                    kind=kinds.get(id(mod)) or kind_of(mod),
                     type=type(mod).__name__,
                     calls=n,
                     inputs=calls[0],
@@ -285,15 +214,13 @@ def bench_layers(
                 )
             )
         progress(len(items), len(items), "done")
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    dtype = next((p.dtype for p in model.parameters()), first.dtype)
     return BenchResult(
         model=label,
         device=str(device),
-        batch_size=int(x.shape[0]),
-        input_shape=tuple(int(d) for d in x.shape[1:]),
-        dtype=str(x.dtype).replace("torch.", ""),
+        batch_size=int(first.shape[0]),
+        input_shape=tuple(int(d) for d in first.shape[1:]),
+        dtype=str(dtype).replace("torch.", ""),
         warmup=warmup,
         repeats=repeats,
         layers=tuple(rows),
@@ -302,38 +229,39 @@ def bench_layers(
     )
 
 
-def compare_in_situ(bench: BenchResult, layers: Sequence[Any]) -> list[tuple[str, float, float]]:
-    """(name, isolated fwd+bwd s, in-situ fwd+bwd s) for each benchmarked layer."""
-    situ = {row.name: row.forward_s + row.backward_s for row in layers}
-    return [(b.name, b.total_s, situ.get(b.name, 0.0)) for b in bench.layers]
-
-
-def bench(
-    model: str | nn.Module,
+def bench_workload(
+    workload: WorkloadSpec,
     *,
     warmup: int = 2,
     repeats: int = 5,
     on_progress: Callable[[int, int, str], None] | None = None,
-    **workload: Any,
 ) -> BenchResult:
-    """Benchmark each layer of ``model`` alone; ``workload`` takes :func:`~layertime.profile`'s
-    model options (batch_size, input_shape, image_size, num_classes, device, dtype, seed)."""
-    from layertime.measure.runner import prepare
-    from layertime.workload import DTYPES, check_input, is_out_of_memory, out_of_memory
-
-    p = prepare(model, **workload)
-    check_input(p.model, p.config, p.device, p.label)
-    gen = torch.Generator(device="cpu").manual_seed(p.config.seed)
-    try:
-        x = torch.randn(
-            (p.config.batch_size, *p.config.input_shape), generator=gen, dtype=DTYPES[p.config.dtype]
-        ).to(p.device)
-        return bench_layers(
-            p.model, x, label=p.label, warmup=warmup, repeats=repeats, on_progress=on_progress
+    """Benchmark each layer of ``workload``'s model alone, on its batch."""
+    p = prepare(workload)
+    check_input(p.model, p.workload, p.device, p.label)
+    gen = torch.Generator(device="cpu").manual_seed(p.workload.seed)
+    with memory_errors(p.workload.batch_size, p.device.type):
+        batch = p.workload.resolved_input.batch(
+            p.workload.batch_size, model=p.model, device=p.device,
+            dtype=DTYPES[p.workload.dtype], generator=gen,
         )
-    except LayertimeError:
-        raise
-    except Exception as e:
-        if is_out_of_memory(e):
-            raise out_of_memory(e, p.config.batch_size, p.device) from e
-        raise
+        return bench_layers(
+            p.model, batch, label=p.label, warmup=warmup, repeats=repeats, on_progress=on_progress
+        )
+
+
+def bench(
+    model: str | ModelRef | nn.Module,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    on_progress: Callable[[int, int, str], None] | None = None,
+    **workload: Unpack[WorkloadOptions],
+) -> BenchResult:
+    """:func:`bench_workload` with ``layertime.profile``'s keyword options."""
+    return bench_workload(
+        WorkloadSpec.create(model, **workload),
+        warmup=warmup,
+        repeats=repeats,
+        on_progress=on_progress,
+    )

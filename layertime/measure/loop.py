@@ -6,7 +6,9 @@
         for x, y in loader:
             ...  # the usual step
             prof.step()
-    print(prof.report())
+    print(prof.result().headline())
+
+(``layertime.Profiler`` adds ``report()``, the result as a table.)
 
 ``model`` may be ``torch.compile(module)`` (create the Profiler before its
 first call, so that compilation happens inside it): its compiled kernels are
@@ -26,24 +28,21 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
 
-from layertime.environment import describe
 from layertime.errors import LayertimeError
 from layertime.kinds import KindObserver
 from layertime.measure.aggregate import aggregate, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
-from layertime.measure.compiled import (
-    CompiledCollector,
-    CompiledTraceSession,
-    compiled_in_place,
-    compiled_inner,
-)
-from layertime.measure.tracer import ModuleTable, TraceSession
-from layertime.result import Run
+from layertime.measure.compiled import CompiledCollector, compiled_in_place, compiled_inner
+from layertime.measure.compiled_session import CompiledTraceSession
+from layertime.measure.environment import describe
+from layertime.measure.tracer import TraceSession
+from layertime.modules import ModuleTable
+from layertime.results.run import Run
 
 
 class Profiler:
@@ -101,7 +100,7 @@ class Profiler:
         self._seq_len: int | None = None
 
     # -- context -----------------------------------------------------------
-    def __enter__(self) -> Profiler:
+    def __enter__(self) -> Self:
         self._table = ModuleTable(self._inner if self._inner is not None else self.model)
         if self._inner is not None:
             self._compiled = CompiledCollector.for_user_model(self.model, self._table, self.device)
@@ -276,9 +275,3 @@ class Profiler:
             notes=shared_notes(self._table),
         )
         return self._compiled.finish(run) if self._compiled is not None else run
-
-    def report(self, width: int = 120) -> str:
-        """The result as a plain-text table (headline first)."""
-        from layertime.render.table import render_text
-
-        return render_text(self.result(), width=width)

@@ -8,7 +8,7 @@ every traced step in one profiler session (CUPTI's start and teardown
 between sessions is slow and fragile); each step is synchronised once at its
 end (never per layer), layer times are the GPU kernel times the profiler maps
 to each layer's ops, and ``unattributed`` is the GPU's idle time in the
-unprofiled step (see :func:`_idle_from_plain`).
+unprofiled step (see :func:`~layertime.measure.device_time.idle_from_plain`).
 """
 
 from __future__ import annotations
@@ -17,37 +17,30 @@ import datetime as _dt
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
 
-from layertime.environment import describe
-from layertime.errors import LayertimeError
+from layertime.errors import LayertimeError, memory_errors
 from layertime.kinds import KindObserver
 from layertime.measure.aggregate import aggregate, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
-from layertime.measure.compiled import (
-    CompiledCollector,
-    CompiledTraceSession,
-    CompileOptions,
-    collecting,
-)
+from layertime.measure.compiled import CompiledCollector, CompileOptions, collecting
+from layertime.measure.compiled_session import CompiledTraceSession
+from layertime.measure.device_time import device_time_warnings, idle_from_plain
+from layertime.measure.environment import describe
 from layertime.measure.events import busy_us
-from layertime.measure.tracer import ModuleTable, TraceSession
-from layertime.models import target
-from layertime.result import Run
-from layertime.workload import (
-    DTYPES,
-    Workload,
-    WorkloadConfig,
-    check_input,
-    is_out_of_memory,
-    out_of_memory,
-    resolve_device,
-    training_mode,
-)
+from layertime.measure.prepare import prepare
+from layertime.measure.tracer import TraceSession, phase
+from layertime.modules import ModuleTable, training_mode
+from layertime.results.run import Run
+from layertime.models import ModelRef
+from layertime.workload import Workload, WorkloadOptions, WorkloadSpec, check_input
+
+if TYPE_CHECKING:
+    from typing import Unpack
 
 #: on_progress(stage, done, total): stage is "warmup" or "measure".
 ProgressFn = Callable[[str, int, int], None]
@@ -101,7 +94,7 @@ def _plain_step(work: Workload, sync: StepSync | None = None) -> tuple[float, to
         sync.begin_step(traced=False)
     _sync(work.device)
     t0 = time.perf_counter()
-    loss = work.step(traced=False)
+    loss = work.step()
     _sync(work.device)
     return time.perf_counter() - t0, loss
 
@@ -148,7 +141,7 @@ def _timed_in_session(
     _sync(work.device)
     t0 = time.perf_counter()
     session.enter_step()
-    loss = work.step(traced=True)
+    loss = work.step(phase)
     _sync(work.device)
     session.exit_step()
     wall = time.perf_counter() - t0
@@ -233,50 +226,9 @@ def _warm_up(
     return times
 
 
-def _idle_from_plain(traced: Sequence[StepCharges], plain_s: float) -> None:
-    """On CUDA, make ``unattributed`` the GPU's idle time in the *unprofiled* step.
-
-    A traced step's kernels run as they do unprofiled, but its wall time
-    also holds the profiler's and the hooks' host-side delay: when launching
-    is the bottleneck, the GPU waits for it, and charging that wait to the
-    step would shrink every layer's share.  So each traced step keeps its
-    kernel rows, and its idle row becomes the median unprofiled step less
-    those kernels (never below zero); the delay shows as the overhead ratio.
-    """
-    for c in traced:
-        # Kernels of ops in no owned range stay unattributed, beside the idle time.
-        kernel_s = c.total_s() - c.step.get("unattributed", 0.0) + c.unowned_s
-        c.step["unattributed"] = c.unowned_s + max(0.0, plain_s - kernel_s)
-        c.step_s = kernel_s + max(0.0, plain_s - kernel_s)
-
-
-#: Warn when kernels overlap, or exceed the unprofiled step, by more than this share.
-_WARN_SHARE = 0.01
-
-
-def _device_time_warnings(traced: Sequence[StepCharges], plain_s: float) -> list[str]:
-    """What the reader must know about CUDA rows: overlapped kernels, slower kernels."""
-    out = []
-    n = max(1, len(traced))
-    overlap = sum(c.overlap_s for c in traced) / n
-    step = sum(c.step_s for c in traced) / n
-    if overlap > _WARN_SHARE * step:
-        out.append(
-            f"kernels overlapped on several streams for {overlap * 1e3:.3g} ms per step; "
-            "rows are scaled to the device's busy time"
-        )
-    kernel = sum(c.total_s() - c.step.get("unattributed", 0.0) + c.unowned_s for c in traced) / n
-    if plain_s > 0 and kernel > (1 + _WARN_SHARE) * plain_s:
-        out.append(
-            f"traced steps' kernels took {kernel * 1e3:.3g} ms, more than the unprofiled step "
-            f"({plain_s * 1e3:.3g} ms): kernels ran slower while profiled"
-        )
-    return out
-
-
 def measure(
     model: nn.Module,
-    config: WorkloadConfig,
+    workload: WorkloadSpec,
     device: torch.device,
     *,
     label: str,
@@ -285,8 +237,9 @@ def measure(
     sync: StepSync | None = None,
     compile: CompileOptions | CompiledCollector | None = None,  # noqa: A002 (its natural name)
 ) -> Run:
-    """Profile ``model`` (already on ``device``) under ``config``.
+    """Profile ``model`` (already built and on ``device``) running ``workload``.
 
+    ``workload.input`` must be resolved (:func:`prepare` does it);
     ``sync`` makes it one rank of a data-parallel run (``distributed.py``).
     ``compile`` runs ``torch.compile(model)`` instead, its kernels charged to
     the layers they came from (``compiled.py``); warm-up then lasts until a
@@ -296,17 +249,12 @@ def measure(
     Compiled steps are traced one profiler session each, on CUDA too.
     """
     progress = on_progress or (lambda stage, done, total: None)
-    # The validating forward is also watched, so that kinds follow what each
-    # layer computes (layertime.kinds).
+    workload = workload.with_input(workload.resolved_input.for_model(model))
+    # The validating forward is watched too, so that kinds follow what each layer
+    # computes (layertime.kinds).
     with KindObserver(model) as watched:
-        output_shape = check_input(model, config, device, label)
+        output_shape = check_input(model, workload, device, label)
     table = ModuleTable(model, watched.kinds())
-    cuda = device.type == "cuda"
-    plain: list[float] = []
-    traced: list[StepCharges] = []
-    losses: list[torch.Tensor] = []
-    warm_times: list[float] = []
-    skipped = 0
     if compile is not None and sync is not None:
         raise LayertimeError("--compile is not supported with data-parallel runs yet")
     compiled = (
@@ -314,110 +262,164 @@ def measure(
         if isinstance(compile, CompileOptions)
         else compile
     )
-    with training_mode(model), collecting(compiled):
-        try:
-            stepped = sync.attach(model, table) if sync is not None else model
-            if compiled is not None:
-                stepped = compiled.wrapper
-            work = Workload(stepped, config, device, output_shape)
-            if compiled is not None:
-                warm_times = compiled.warm_up(
-                    lambda: _plain_step(work, sync)[0],
-                    options.warmup_steps,
-                    lambda i: progress("warmup", i, max(options.warmup_steps, i + 1)),
-                )
-            else:
-                warm_times = _warm_up(work, options.warmup_steps, progress, sync)
-            n = options.steps
-            if options.time_budget_s is not None:
-                per_pair = 2 * (min(warm_times) if warm_times else 1.0)
-                n = max(1, min(options.max_steps, int(options.time_budget_s // per_pair)))
-            if sync is not None:
-                n = sync.agree(n)
-            if cuda and compiled is None:
-                # Every plain step before any profiler session (a session can
-                # leave CUPTI attached, which slows later steps), then every
-                # traced step in one session.  Plain steps are cheap here and
-                # their median is every row's reference (the idle time), so
-                # take at least MIN_CUDA_PLAIN_STEPS of them.
-                n_plain = max(n, MIN_CUDA_PLAIN_STEPS)
-                for i in range(n_plain):
-                    progress("measure", i, n_plain + n)
-                    dt, loss = _plain_step(work, sync)
-                    plain.append(dt)
-                    losses.append(loss)
-                    skipped += work.update_skipped()
-                progress("measure", n_plain, n_plain + n)
-                charges_list, traced_losses, more = _traced_steps(work, table, n, sync)
-                traced.extend(charges_list)
-                losses.extend(traced_losses)
-                skipped += more
-            else:
-                # An empty session starts the profiler's own machinery (outside
-                # any timed step) so the first traced step is not charged.
-                idle: TraceSession | CompiledTraceSession = (
-                    compiled.session() if compiled is not None else TraceSession(table, device)
-                )
-                idle.start()
-                idle.abort()
-                for i in range(n):
-                    # Alternate which of the pair goes first, so a drift in the
-                    # machine's speed does not favour either kind of step.
-                    for j, traced_turn in enumerate((i % 2 == 1, i % 2 == 0)):
-                        progress("measure", 2 * i + j, 2 * n)
-                        if traced_turn:
-                            charges, loss = _traced_step(work, table, sync, compiled)
-                            if compiled is None or compiled.keep_step():
-                                traced.append(charges)
-                            else:
-                                compiled.forget_last()
-                        else:
-                            dt, loss = _plain_step(work, sync)
-                            if compiled is None or compiled.keep_step(dt):
-                                plain.append(dt)
-                        losses.append(loss)
-            progress("measure", 2 * n, 2 * n)
-            nan_steps = sum(int(not bool(torch.isfinite(loss).all())) for loss in losses)
-        except LayertimeError:
-            raise
-        except Exception as e:
-            if is_out_of_memory(e):
-                raise out_of_memory(e, config.batch_size, device) from e
-            raise
-    if not traced:
+    with training_mode(model), collecting(compiled), \
+            memory_errors(workload.batch_size, device.type):
+        stepped = sync.attach(model, table) if sync is not None else model
+        if compiled is not None:
+            stepped = compiled.wrapper
+        work = Workload(stepped, workload, device, output_shape)
+        if compiled is not None:
+            warm_times = compiled.warm_up(
+                lambda: _plain_step(work, sync)[0],
+                options.warmup_steps,
+                lambda i: progress("warmup", i, max(options.warmup_steps, i + 1)),
+            )
+        else:
+            warm_times = _warm_up(work, options.warmup_steps, progress, sync)
+        n = options.steps
+        if options.time_budget_s is not None:
+            per_pair = 2 * (min(warm_times) if warm_times else 1.0)
+            n = max(1, min(options.max_steps, int(options.time_budget_s // per_pair)))
+        if sync is not None:
+            n = sync.agree(n)
+        if device.type == "cuda" and compiled is None:
+            steps = _cuda_steps(work, table, n, progress, sync)
+        else:
+            steps = _paired_steps(work, table, n, progress, sync, compiled)
+        steps.warm = warm_times
+        nan_steps = sum(int(not bool(torch.isfinite(loss).all())) for loss in steps.losses)
+    if not steps.traced:
         raise LayertimeError("every measured step compiled again: no steady step to report")
+    run = _run(workload, device, label, options, table, steps, nan_steps, output_shape,
+               one_session=compiled is None)
+    return compiled.finish(run) if compiled is not None else run
+
+
+@dataclass
+class _Steps:
+    """What the measured steps gave: plain wall times, traced charges, losses, how many
+    updates fp16 loss scaling skipped, and the warm-up steps' wall times."""
+
+    plain: list[float]
+    traced: list[StepCharges]
+    losses: list[torch.Tensor]
+    skipped: int = 0
+    warm: list[float] = field(default_factory=list)
+
+
+def _cuda_steps(
+    work: Workload, table: ModuleTable, n: int, progress: ProgressFn, sync: StepSync | None
+) -> _Steps:
+    """Every plain step before any profiler session (a session can leave CUPTI attached,
+    which slows later steps), then every traced step in one session.  Plain steps are
+    cheap here and their median is every row's reference (the idle time), so take at
+    least MIN_CUDA_PLAIN_STEPS of them."""
+    out = _Steps([], [], [])
+    n_plain = max(n, MIN_CUDA_PLAIN_STEPS)
+    for i in range(n_plain):
+        progress("measure", i, n_plain + n)
+        dt, loss = _plain_step(work, sync)
+        out.plain.append(dt)
+        out.losses.append(loss)
+        out.skipped += work.update_skipped()
+    progress("measure", n_plain, n_plain + n)
+    charges, losses, skipped = _traced_steps(work, table, n, sync)
+    out.traced.extend(charges)
+    out.losses.extend(losses)
+    out.skipped += skipped
+    progress("measure", 2 * n, 2 * n)
+    return out
+
+
+def _paired_steps(
+    work: Workload,
+    table: ModuleTable,
+    n: int,
+    progress: ProgressFn,
+    sync: StepSync | None,
+    compiled: CompiledCollector | None = None,
+) -> _Steps:
+    """``n`` pairs of a plain and a traced step, alternating which goes first, each traced
+    step in a profiler session of its own (the CPU path; compiled models on any device,
+    where a step that compiled again is dropped)."""
+    out = _Steps([], [], [])
+    # An empty session starts the profiler's own machinery (outside any timed
+    # step) so the first traced step is not charged.
+    idle: TraceSession | CompiledTraceSession = (
+        compiled.session() if compiled is not None else TraceSession(table, work.device)
+    )
+    idle.start()
+    idle.abort()
+    for i in range(n):
+        # Alternate which of the pair goes first, so a drift in the machine's
+        # speed does not favour either kind of step.
+        for j, traced_turn in enumerate((i % 2 == 1, i % 2 == 0)):
+            progress("measure", 2 * i + j, 2 * n)
+            if traced_turn:
+                charges, loss = _traced_step(work, table, sync, compiled)
+                if compiled is None or compiled.keep_step():
+                    out.traced.append(charges)
+                else:
+                    compiled.forget_last()
+            else:
+                dt, loss = _plain_step(work, sync)
+                if compiled is None or compiled.keep_step(dt):
+                    out.plain.append(dt)
+            out.losses.append(loss)
+    progress("measure", 2 * n, 2 * n)
+    return out
+
+
+def _run(
+    workload: WorkloadSpec,
+    device: torch.device,
+    label: str,
+    options: MeasureOptions,
+    table: ModuleTable,
+    steps: _Steps,
+    nan_steps: int,
+    output_shape: torch.Size,
+    *,
+    one_session: bool = True,
+) -> Run:
+    """The measured steps as a :class:`Run`.  On CUDA with ``one_session`` (all traced
+    steps in one profiler session; not a compiled model's), the idle time comes from the
+    plain steps and the traced walls are kept apart."""
+    cuda = device.type == "cuda" and one_session
+    traced, plain, n_losses = steps.traced, steps.plain, len(steps.losses)
     walls: tuple[float, ...] = ()
-    if cuda and compiled is None:
+    if cuda:
         walls = tuple(c.step_s for c in traced)
-        _idle_from_plain(traced, statistics.median(plain))
+        idle_from_plain(traced, statistics.median(plain))
     layers, phases, spread, samples = aggregate(table, traced)
     warnings = []
     if nan_steps:
-        warnings.append(f"the loss was NaN or infinite in {nan_steps} of {len(losses)} steps")
-    if skipped:
+        warnings.append(f"the loss was NaN or infinite in {nan_steps} of {n_losses} steps")
+    if steps.skipped:
         warnings.append(
-            f"fp16 loss scaling skipped the optimizer update in {skipped} of {len(losses)} "
+            f"fp16 loss scaling skipped the optimizer update in {steps.skipped} of {n_losses} "
             "measured steps (gradients overflowed)"
         )
-    if cuda and compiled is None:
-        warnings.extend(_device_time_warnings(traced, statistics.median(plain)))
-    run = Run(
+    if cuda:
+        warnings.extend(device_time_warnings(traced, statistics.median(plain)))
+    spec = workload.resolved_input
+    return Run(
         model=label,
         device=str(device),
-        batch_size=config.batch_size,
-        input_shape=tuple(config.input_shape),
-        dtype=config.dtype,
-        optimizer=config.optimizer,
+        batch_size=workload.batch_size,
+        input_shape=tuple(spec.sample_shape),
+        dtype=workload.dtype,
+        optimizer=workload.optimizer,
         steps=len(traced),
-        warmup_steps=len(warm_times),
+        warmup_steps=len(steps.warm),
         step_samples_s=tuple(plain),
         profiled_step_samples_s=samples,
         layers=layers,
         phases=phases,
         environment=describe(device),
         timing="cuda-kernel-time" if device.type == "cuda" else "cpu-self-time",
-        amp=config.amp,
-        num_classes=(int(output_shape[1]) or None) if config.seq_len else int(output_shape[1]),
+        amp=workload.amp,
+        num_classes=spec.classes(output_shape),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         warnings=tuple(warnings),
         phase_spread_s=spread,
@@ -425,130 +427,61 @@ def measure(
         traced_step_samples_s=walls,
         steps_requested=options.steps,
         time_budget_s=options.time_budget_s,
-        warmup_step_s=min(warm_times) if warm_times else None,
-        seq_len=config.seq_len,
+        warmup_step_s=min(steps.warm) if steps.warm else None,
+        seq_len=spec.sequence_length,
         notes=shared_notes(table),
     )
-    return compiled.finish(run) if compiled is not None else run
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A model built and placed on its device, with the workload it will run."""
-
-    model: nn.Module
-    config: WorkloadConfig
-    device: torch.device
-    label: str
-
-
-def prepare(
-    model: str | nn.Module,
+def profile_workload(
+    workload: WorkloadSpec,
+    options: MeasureOptions = MeasureOptions(),
     *,
-    batch_size: int = 128,
-    input_shape: Sequence[int] | None = None,
-    image_size: int | None = None,
-    num_classes: int = 1000,
-    device: str = "auto",
-    optimizer: str = "sgd",
-    dtype: str = "float32",
-    amp: str | None = None,
-    seed: int = 0,
-    seq_len: int | None = None,
-    hf_config: Sequence[str] = (),
-) -> Prepared:
-    """Resolve, build and place a model; validate the workload (one-line errors).
+    on_progress: ProgressFn | None = None,
+    compile: CompileOptions | bool | None = None,  # noqa: A002
+) -> Run:
+    """Profile a training step of ``workload``, per layer (the spec form of :func:`profile`).
 
-    ``seq_len`` and ``hf_config`` are for token models (``hf:``, issue 11).
+    ``compile`` (True or :class:`CompileOptions`) profiles ``torch.compile(model)``
+    instead, per layer through the compiler's provenance.
     """
-    dev = resolve_device(device)
-    tgt = target(model, input_shape, image_size, seq_len=seq_len, hf_config=hf_config)
-    shape, label = tgt.input_shape, tgt.label
-    config = WorkloadConfig(
-        batch_size=batch_size,
-        input_shape=shape,
-        num_classes=num_classes,
-        optimizer=optimizer,
-        dtype=dtype,
-        amp=amp,
-        seed=seed,
-        seq_len=tgt.seq_len,
+    p = prepare(workload)
+    compile_options = (
+        CompileOptions() if compile is True else compile if isinstance(compile, CompileOptions)
+        else None
     )
-    torch.manual_seed(seed)
-    try:
-        net = tgt.build(num_classes) if tgt.spec is not None else model
-        assert isinstance(net, nn.Module)
-        net = net.to(device=dev, dtype=DTYPES[dtype])
-    except LayertimeError:
-        raise
-    except Exception as e:
-        if is_out_of_memory(e):
-            raise out_of_memory(e, batch_size, dev) from e
-        raise
-    return Prepared(net, config, dev, label)
+    return measure(
+        p.model, p.workload, p.device, label=p.label, options=options, on_progress=on_progress,
+        compile=compile_options,
+    )
 
 
 def profile(
-    model: str | nn.Module,
+    model: str | ModelRef | nn.Module,
     *,
-    batch_size: int = 128,
-    input_shape: Sequence[int] | None = None,
-    image_size: int | None = None,
-    num_classes: int = 1000,
-    device: str = "auto",
-    optimizer: str = "sgd",
-    dtype: str = "float32",
-    amp: str | None = None,
     steps: int = 3,
     warmup_steps: int = 1,
     time_budget_s: float | None = None,
     max_steps: int = 50,
-    seed: int = 0,
     on_progress: ProgressFn | None = None,
     compile: CompileOptions | bool | None = None,  # noqa: A002
-    seq_len: int | None = None,
-    hf_config: Sequence[str] = (),
+    **workload: Unpack[WorkloadOptions],
 ) -> Run:
     """Profile a training step of ``model`` (a name or an ``nn.Module``), per layer.
 
-    Token models (``hf:NAME``, or a transformers module with ``seq_len``)
-    take ``seq_len`` token ids per sample; ``hf_config`` holds
-    ``KEY=VALUE`` overrides of an ``hf:`` model's config.
-
-    ``input_shape`` is one sample's shape (default 3x224x224, or the model's
-    own size such as 227 for ``alexnet2012``); ``image_size`` sets H and W
-    of a 3-channel image.  ``time_budget_s`` replaces ``steps``: as many
-    plain/traced pairs as fit (judged from the warm-up step), at most
-    ``max_steps``.  ``compile`` (True or :class:`CompileOptions`) profiles
-    ``torch.compile(model)`` instead, per layer through the compiler's provenance.
-    Raises :class:`LayertimeError` on bad input.
+    ``workload`` takes :meth:`WorkloadSpec.create`'s options: ``batch_size``
+    (128), ``input_shape`` (one sample's shape; default 3x224x224, or the
+    model's own size such as 227 for ``alexnet2012``) or ``image_size`` (H
+    and W of a 3-channel image) or ``input``, ``num_classes``, ``device``,
+    ``optimizer``, ``dtype``, ``amp``, ``seed``.  ``time_budget_s`` replaces
+    ``steps``: as many plain/traced pairs as fit (judged from the warm-up
+    step), at most ``max_steps``.  ``compile`` (True or :class:`CompileOptions`)
+    profiles ``torch.compile(model)`` instead, per layer through the compiler's
+    provenance.  Raises :class:`LayertimeError` on bad input.
     """
     options = MeasureOptions(
         steps=steps, warmup_steps=warmup_steps, time_budget_s=time_budget_s, max_steps=max_steps
     )
-    p = prepare(
-        model,
-        batch_size=batch_size,
-        input_shape=input_shape,
-        image_size=image_size,
-        num_classes=num_classes,
-        device=device,
-        optimizer=optimizer,
-        dtype=dtype,
-        amp=amp,
-        seed=seed,
-        seq_len=seq_len,
-        hf_config=hf_config,
-    )
-    compile_options = (
-        CompileOptions() if compile is True else compile if isinstance(compile, CompileOptions) else None
-    )
-    return measure(
-        p.model,
-        p.config,
-        p.device,
-        label=p.label,
-        options=options,
-        on_progress=on_progress,
-        compile=compile_options,
+    return profile_workload(
+        WorkloadSpec.create(model, **workload), options, on_progress=on_progress, compile=compile
     )

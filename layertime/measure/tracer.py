@@ -9,85 +9,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from layertime.kinds import kind_of
-from layertime.measure.events import (
-    MODULE,
-    STEP,
-    KernelSpan,
-    OpEvent,
-    device_spans,
-    from_profiler,
-)
-
-
-@dataclass(frozen=True)
-class ModuleEntry:
-    """One distinct module of the model, by its first dotted path."""
-
-    index: int
-    name: str
-    module: nn.Module
-    kind: str
-    type: str
-    #: Parameters owned directly (not by children), counted once if shared.
-    params: int
-    #: Elements of directly owned parameters that require a gradient.
-    trainable: int
-
-
-@dataclass(frozen=True)
-class SharedParam:
-    """A parameter owned by more than one module (tied weights): counted at ``owner``."""
-
-    owner: str
-    user: str
-    numel: int
-
-
-class ModuleTable:
-    """The model's distinct modules, indexed in ``named_modules`` order (root first).
-
-    ``kinds`` (``id(module)`` -> kind, from ``layertime.kinds.KindObserver``)
-    overrides the class-based kind of the modules it names.  A parameter
-    that several modules hold (a tied LM head) is counted once, at its first
-    owner; ``shared`` lists the others.
-    """
-
-    def __init__(self, model: nn.Module, kinds: Mapping[int, str] | None = None) -> None:
-        entries: list[ModuleEntry] = []
-        owner_of: dict[int, str] = {}
-        shared: list[SharedParam] = []
-        for i, (name, mod) in enumerate(model.named_modules()):
-            params = trainable = 0
-            for p in mod.parameters(recurse=False):
-                if id(p) in owner_of:
-                    if owner_of[id(p)] != name:
-                        shared.append(SharedParam(owner_of[id(p)], name, p.numel()))
-                    continue
-                owner_of[id(p)] = name
-                params += p.numel()
-                if p.requires_grad:
-                    trainable += p.numel()
-            kind = kinds.get(id(mod)) if kinds else None
-            entries.append(
-                ModuleEntry(i, name, mod, kind or kind_of(mod), type(mod).__name__, params, trainable)
-            )
-        self.entries: tuple[ModuleEntry, ...] = tuple(entries)
-        self.shared: tuple[SharedParam, ...] = tuple(shared)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __iter__(self) -> Iterator[ModuleEntry]:
-        return iter(self.entries)
+from layertime.measure.events import MODULE, STEP, KernelSpan, OpEvent, device_spans, from_profiler
+from layertime.modules import ModuleTable
 
 
 class _RangeHooks:

@@ -28,12 +28,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from layertime.environment import describe
 from layertime.errors import LayertimeError
 from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import STEP_ROWS, StepCharges, attribute_step, split_steps
-from layertime.measure.tracer import ModuleTable, PhaseMarker, TraceSession
-from layertime.result import Run
+from layertime.measure.environment import describe
+from layertime.measure.tracer import PhaseMarker, TraceSession
+from layertime.modules import ModuleTable
+from layertime.results.run import Run
 
 
 def first_tensor(obj: Any) -> torch.Tensor | None:

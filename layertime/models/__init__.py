@@ -8,7 +8,8 @@ Accepted names:
 * any torchvision classification model (``alexnet``, ``vgg16``, ``resnet50``, ...);
 * ``timm:NAME`` — a timm model, when timm is installed;
 * ``hf:NAME`` — a Hugging Face transformers text model from its config
-  (``layertime.models.hf``): it takes token ids, ``--seq-len`` long;
+  (:mod:`layertime.models.hf`; ``--config KEY=VALUE`` overrides travel with the
+  name in a :class:`ModelRef`): it takes token ids, ``--seq-len`` long;
 * ``path/to/file.py:callable`` or ``package.module:callable`` — a callable
   returning an ``nn.Module`` (given ``num_classes`` if it accepts it).
 
@@ -24,15 +25,17 @@ import importlib.util
 import inspect
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from layertime.errors import LayertimeError
+
 if TYPE_CHECKING:  # torch loads with the first model built, not with the name list
     from torch import nn
 
-from layertime.errors import LayertimeError
+    from layertime.workload.inputs import InputSpec
 
 BUILTIN: dict[str, tuple[str, int]] = {
     # name: (dotted builder, default image size)
@@ -40,6 +43,31 @@ BUILTIN: dict[str, tuple[str, int]] = {
     "overfeat": ("layertime.models.overfeat:OverFeatFast", 231),
     "googlenet2014": ("layertime.models.googlenet2014:GoogLeNet2014", 224),
 }
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model by name, with ``KEY=VALUE`` overrides of an ``hf:`` model's config
+    (``--config``, checked against the config class when the name is resolved)."""
+
+    name: str
+    config: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", tuple(str(c) for c in self.config))
+        if self.config and not self.name.strip().startswith("hf:"):
+            raise LayertimeError(
+                f"--config KEY=VALUE applies to hf: models only, not {self.name.strip()!r}"
+            )
+        for text in self.config:
+            key, sep, _ = text.partition("=")
+            if not sep or not key.strip():
+                raise LayertimeError(
+                    f"--config {text!r}: expected KEY=VALUE, e.g. num_hidden_layers=2"
+                )
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Builder(Protocol):
@@ -56,9 +84,19 @@ class ModelSpec:
     #: whose shape is fixed at construction (ViT); None means the default.
     build: Builder
     default_image_size: int | None = 224
-    #: What one sample is: "image" (a tensor of ``input_shape``) or "tokens"
-    #: (token ids of one sequence: ``hf:`` models).
+    #: What one sample is: "image" (a tensor of ``input_shape``) or "tokens" (token
+    #: ids of one sequence: ``hf:`` models).
     inputs: str = "image"
+
+    def default_input(self) -> InputSpec:
+        """The input the model is profiled on unless told otherwise."""
+        from layertime.workload.inputs import ImageInput, TokenInput
+
+        if self.inputs == "tokens":
+            from layertime.models.hf import DEFAULT_SEQ_LEN
+
+            return TokenInput(DEFAULT_SEQ_LEN)
+        return ImageInput.square(self.default_image_size or 224)
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,7 +144,8 @@ def _scan_torchvision_sources() -> tuple[str, ...]:
 
 
 def available() -> list[str]:
-    """Every name ``resolve`` accepts without a prefix, and the built-in ``hf:`` names."""
+    """Every name ``resolve`` accepts without a prefix, and the built-in ``hf:`` names
+    (listed without importing transformers)."""
     from layertime.models.hf import hf_names
 
     return sorted(set(BUILTIN) | set(torchvision_names()) | set(hf_names()))
@@ -225,23 +264,18 @@ def _ignore_size(fn: Callable[[int], nn.Module]) -> Builder:
     return build
 
 
-def resolve(name: str, hf_config: Sequence[str] = ()) -> ModelSpec:
-    """Resolve a model name to a :class:`ModelSpec`, or raise a one-line error.
-
-    ``hf_config`` (``--config KEY=VALUE``) overrides fields of an ``hf:`` model's config.
-    """
-    name = name.strip()
+def resolve(model: str | ModelRef) -> ModelSpec:
+    """Resolve a model name (with an ``hf:`` model's config overrides) to a
+    :class:`ModelSpec`, or raise a one-line error."""
+    ref = model if isinstance(model, ModelRef) else ModelRef(model)
+    name = ref.name.strip()
     if not name:
         raise LayertimeError("empty model name")
-    # -- hf: (issue 11) ------------------------------------------------------------
     if name.startswith("hf:"):
         from layertime.models.hf import resolve_hf
 
-        hf = resolve_hf(name[len("hf:") :], hf_config)
+        hf = resolve_hf(name[len("hf:") :], ref.config)
         return ModelSpec(hf.label, "hf", _ignore_size(lambda n: hf.build()), None, "tokens")
-    if hf_config:
-        raise LayertimeError("--config KEY=VALUE applies to hf: models only")
-    # -- end hf: -------------------------------------------------------------------
     if name in BUILTIN:
         target, size = BUILTIN[name]
         mod_text, attr = target.split(":")
@@ -276,74 +310,38 @@ def resolve(name: str, hf_config: Sequence[str] = ()) -> ModelSpec:
 
 @dataclass(frozen=True)
 class Target:
-    """What to build and at which input: a resolved name (or the user's module) and a shape."""
+    """What to build and on which input: a resolved name (or the user's module) and its input."""
 
     spec: ModelSpec | None
     label: str
-    input_shape: tuple[int, ...]
-    #: Token models: the sequence length (``input_shape`` is then ``(seq_len,)``).
-    seq_len: int | None = None
-
-    @property
-    def square_size(self) -> int | None:
-        """H (= W) of a square 3-d input, for models whose shape is fixed at construction."""
-        s = self.input_shape
-        return s[-1] if len(s) == 3 and s[-1] == s[-2] else None
+    input: InputSpec
 
     def build(self, num_classes: int) -> nn.Module:
         if self.spec is None:
             raise ValueError("a target given as a module is not built")
-        return self.spec.build(num_classes, self.square_size)
+        return self.spec.build(num_classes, self.input.image_size)
 
 
-def target(
-    model: str | nn.Module,
-    input_shape: Sequence[int] | None = None,
-    image_size: int | None = None,
-    *,
-    seq_len: int | None = None,
-    hf_config: Sequence[str] = (),
-) -> Target:
-    """Resolve a model and its input shape: ``input_shape`` (one sample), else a
-    3-channel ``image_size`` square, else the model's own default size (224).
-    A token model (``hf:``) takes ``seq_len`` token ids (default
-    ``hf.DEFAULT_SEQ_LEN``)."""
+def target(model: str | ModelRef | nn.Module, input: InputSpec | None = None) -> Target:
+    """Resolve a model and its input: ``input``, else the model's own default
+    (a 3-channel square image of its default size, 224 for a module; 128 token
+    ids for an ``hf:`` model).  A named model given the other kind of input is a
+    one-line error (a module takes whatever input it is given)."""
     from torch import nn
 
-    if input_shape is not None and image_size is not None:
-        raise LayertimeError("give --input-shape or --image-size, not both")
-    if seq_len is not None and seq_len < 1:
-        raise LayertimeError(f"--seq-len must be at least 1, not {seq_len}")
-    if isinstance(model, str):
-        spec: ModelSpec | None = resolve(model, hf_config)
+    from layertime.workload.inputs import ImageInput
+
+    if isinstance(model, (str, ModelRef)):
+        spec: ModelSpec | None = resolve(model)
         assert spec is not None
         label = spec.name
-        default_size = spec.default_image_size or 224
-        # -- token models (issue 11) ---------------------------------------------
-        if spec.inputs == "tokens":
-            if input_shape is not None or image_size is not None:
-                raise LayertimeError(
-                    f"{label} takes token ids: give --seq-len, not --input-shape/--image-size"
-                )
-            from layertime.models.hf import DEFAULT_SEQ_LEN
-
-            n = seq_len if seq_len is not None else DEFAULT_SEQ_LEN
-            return Target(spec, label, (n,), n)
-        # -- end token models ------------------------------------------------------
+        default = spec.default_input()
+        if input is not None and input.kind != default.kind:
+            raise LayertimeError(
+                f"{label} takes {default.takes}: give {default.flags}, not {input.flags}"
+            )
     elif isinstance(model, nn.Module):
-        spec, label, default_size = None, type(model).__name__, 224
-        if hf_config:
-            raise LayertimeError("--config KEY=VALUE applies to hf: model names, not a module")
+        spec, label, default = None, type(model).__name__, ImageInput.square(224)
     else:
         raise LayertimeError(f"expected a model name or an nn.Module, not {type(model).__name__}")
-    if seq_len is not None and isinstance(model, str):
-        raise LayertimeError(f"--seq-len applies to token models (hf:...), not {label}")
-    if seq_len is not None:
-        # A user's own module given with a sequence length: it takes token ids.
-        return Target(spec, label, (seq_len,), seq_len)
-    if input_shape is not None:
-        shape = tuple(int(d) for d in input_shape)
-    else:
-        size = image_size if image_size is not None else default_size
-        shape = (3, size, size)
-    return Target(spec, label, shape)
+    return Target(spec, label, input if input is not None else default)

@@ -19,7 +19,7 @@ key must be a field of the config class (or one of its aliases, such as
 the type of the field's current value (int, float, bool, str; JSON for lists
 and dicts; a field that is None takes a number, true/false, null or text).
 
-The head, and so the loss (``layertime.token_workload``), is chosen thus:
+The head, and so the loss (``layertime.workload.tokens``), is chosen thus:
 
 1. the config's ``architectures`` (a published config's own class), when
    transformers has that class and it is a causal-LM, masked-LM or
@@ -50,8 +50,6 @@ if TYPE_CHECKING:  # torch loads with the first model built, not with the name l
 PREFIX = "hf:"
 #: Token ids per sequence when ``--seq-len`` is not given.
 DEFAULT_SEQ_LEN = 128
-#: Heads, named by what they are trained to predict.
-HEADS: tuple[str, ...] = ("causal-lm", "masked-lm", "seq2seq-lm", "base")
 _INSTALL = "pip install 'layertime[hf]'"
 
 
@@ -200,7 +198,7 @@ def _cached_config(repo_id: str) -> Path | None:
         return None
     try:
         found = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # an id the hub would reject is simply not cached
+    except ValueError:  # an id the hub would reject (HFValidationError) is simply not cached
         return None
     return Path(found) if isinstance(found, str) else None
 

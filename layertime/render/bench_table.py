@@ -5,10 +5,11 @@ from __future__ import annotations
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from layertime.measure.isolated import BenchResult
-from layertime.result import KIND_LABELS, Run
 from layertime.render.fmt import ms
 from layertime.render.layout import Column, Row, lay_out
+from layertime.results.bench import BenchResult
+from layertime.results.run import Run
+from layertime.taxonomy import KIND_LABELS
 
 
 def bench_table(bench: BenchResult, situ: Run | None = None,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from layertime.cost.comm import CommPrediction
-from layertime.result import KIND_LABELS, KINDS
 from layertime.render.fmt import ms, num, pct
 from layertime.render.layout import Column, Laid, Row, lay_out
+from layertime.results.comm import CommPrediction
+from layertime.taxonomy import KIND_LABELS, KINDS
 
 
 def _mib(n: int) -> str:

@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from layertime.result import KIND_LABELS, KINDS, STEP_KINDS, Run
-from layertime.store import StoredRun
-from layertime.sweep import SweepResult
 from layertime.render.fmt import ms, pct
 from layertime.render.layout import Column, Row, lay_out
+from layertime.results.run import Run
+from layertime.results.stored import StoredRun
+from layertime.results.sweep import SweepResult
+from layertime.taxonomy import KIND_LABELS, KINDS, STEP_KINDS
 
 
 def runs_table(runs: Sequence[StoredRun], width: int | None = None) -> RenderableType:

@@ -3,12 +3,11 @@ fused groups with their split, and what ``unattributed`` holds (read-only render
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from layertime.compiled_result import CompiledSummary
 from layertime.render.fmt import ms as _ms
-from layertime.result import Run
+from layertime.results.compiled import CompiledSummary
+from layertime.results.run import Run
 
 #: Fused groups listed in the table (the largest); the JSON has all.
 MAX_GROUPS = 8
@@ -96,9 +95,8 @@ def compiled_lines(run: Run) -> list[str]:
     return compiled_summary_lines(run.compiled) if run.compiled is not None else []
 
 
-def compiled_section(d: Mapping[str, Any]) -> dict[str, Any]:
-    """The HTML report's section for a compiled run (``d`` is the run's ``compiled`` object)."""
-    c = CompiledSummary.from_dict(d)
+def compiled_section(c: CompiledSummary) -> dict[str, Any]:
+    """The HTML report's section for a compiled run (``c`` is the run's ``compiled``)."""
     items: list[list[str]] = [["compiled", _compile_line(c)]]
     if c.message:
         items.append(["provenance", c.message])

@@ -5,10 +5,12 @@ from __future__ import annotations
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from layertime.cost.result import CostResult, LayerCost, PhaseCounts
 from layertime.render.fmt import count, ms, num, pct
+from layertime.render.roles import cost_roles
 from layertime.render.layout import Column, Laid, Row, lay_out, to_text
-from layertime.result import KIND_LABELS, KINDS
+from layertime.results.cost import CostResult
+from layertime.results.cost_rows import LayerCost, PhaseCounts
+from layertime.taxonomy import KIND_LABELS, KINDS
 
 #: How many not-counted ops the footer names before summarising the rest.
 _MAX_NOT_COUNTED = 8
@@ -157,9 +159,7 @@ def render(cost: CostResult, width: int | None = None) -> RenderableType:
     """Headline, table and summary as one rich renderable, the table fitted to ``width``."""
     parts: list[RenderableType] = [Text(cost.headline(), style="bold"),
                                    cost_table(cost, width).renderable()]
-    if cost.is_transformer():  # issue 11
-        from layertime.render.roles import cost_roles
-
+    if cost.is_transformer():
         parts.append(cost_roles(cost, width))
     parts.extend(Text(line, style="dim") for line in summary_lines(cost))
     return Group(*parts)

@@ -1,4 +1,5 @@
-"""Writing report files: checked up front, written atomically (temporary file, then rename)."""
+"""Report files (``--html``, ``--plot``, ``--trace``): their paths checked before any long
+work, so a measurement is never lost to a path that cannot be written."""
 
 from __future__ import annotations
 
@@ -7,33 +8,25 @@ from pathlib import Path
 
 from layertime.errors import LayertimeError
 
+#: Image formats a plot can be written in, by file suffix.
+PLOT_FORMATS = {".png": "png", ".svg": "svg"}
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` through a temporary file in the same folder and a rename."""
-    # A name of our own beside the target (not mkstemp: its 0600 mode would stick).
-    tmp: Path | None = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    assert tmp is not None
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise LayertimeError(f"cannot write {path}: {e.strerror or e}") from e
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+
+def plot_format(path: str | Path) -> str:
+    """``png`` or ``svg`` from the path's suffix; anything else is an error."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in PLOT_FORMATS:
+        raise LayertimeError(
+            f"cannot plot to {path}: the file name must end in .png or .svg"
+            + (f", not {suffix}" if suffix else "")
+        )
+    return PLOT_FORMATS[suffix]
 
 
 def check_output(path: str | Path, *, plot: bool = False) -> None:
     """Fail early (before a long measurement) if ``path`` clearly cannot be written."""
     p = Path(path)
     if plot:
-        from layertime.render.plot import plot_format
-
         plot_format(p)
     parent = p.parent if str(p.parent) else Path(".")
     if p.is_dir():

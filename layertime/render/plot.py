@@ -18,23 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from layertime.errors import LayertimeError
-from layertime.render.output import check_output, write_bytes_atomic
+from layertime.files import write_bytes_atomic
+from layertime.render.output import PLOT_FORMATS, check_output, plot_format
 from layertime.render.views import view_of
 
-FORMATS = {".png": "png", ".svg": "svg"}
 _MUTED = "#6b7280"
 _INK = "#1b2330"
-
-
-def plot_format(path: str | Path) -> str:
-    """``png`` or ``svg`` from the path's suffix; anything else is an error."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise LayertimeError(
-            f"cannot plot to {path}: the file name must end in .png or .svg"
-            + (f", not {suffix}" if suffix else "")
-        )
-    return FORMATS[suffix]
 
 
 def _rc() -> dict[str, Any]:
@@ -327,7 +316,7 @@ class _rc_context:
 
 def render_plot(obj: Any, fmt: str = "png", **kw: Any) -> bytes:
     """The plot as PNG or SVG bytes."""
-    if fmt not in FORMATS.values():
+    if fmt not in PLOT_FORMATS.values():
         raise LayertimeError(f"unknown plot format {fmt!r}: png or svg")
     fig = figure(obj, **kw)
     buf = io.BytesIO()
@@ -347,4 +336,4 @@ def write_plot(obj: Any, path: str | Path, **kw: Any) -> Path:
     return p
 
 
-__all__: Sequence[str] = ("FORMATS", "figure", "plot_format", "render_plot", "write_plot")
+__all__: Sequence[str] = ("figure", "render_plot", "write_plot")

@@ -15,12 +15,11 @@ from pathlib import Path
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from layertime.cost.calibrate import Calibration
-from layertime.cost.compare import Comparison, JoinedKind, JoinedRow
-from layertime.cost.fit import EfficiencyFit
-from layertime.result import KIND_LABELS
 from layertime.render.fmt import ms, pct
 from layertime.render.layout import Column, Laid, Row, lay_out, to_text
+from layertime.results.calibration import Calibration, EfficiencyFit
+from layertime.results.joined import Comparison, JoinedKind, JoinedRow
+from layertime.taxonomy import KIND_LABELS
 
 
 def _pct_nz(x: float | None) -> str:

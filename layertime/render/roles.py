@@ -1,5 +1,7 @@
 """The roles summary printed after a transformer's table: attention, MLP, embeddings, ...
 
+It reads the roles and blocks the collectors placed in the result
+(``Run.roles()``, ``LayerRow.block``; ``CostResult.by_role()``, ``blocks()``).
 Kept apart from the per-layer tables (``table.py``, ``cost_table.py``) so
 that either can change alone; laid out by ``layout.lay_out`` like every
 terminal table (about 60 columns wide, so it fits 80).
@@ -12,11 +14,11 @@ import statistics
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from layertime.cost.result import CostResult
 from layertime.render.fmt import count, ms, num, pct
 from layertime.render.layout import Column, Row, lay_out
-from layertime.result import Run
-from layertime.roles import ROLE_LABELS, ROLES
+from layertime.results.cost import CostResult
+from layertime.results.run import Run
+from layertime.taxonomy import ROLE_LABELS, ROLES
 
 _STEP_LABELS = {"loss": "loss (step)", "step": "zero_grad, data",
                 "unattributed": "unattributed"}
@@ -32,12 +34,10 @@ def has_roles(run: Run) -> bool:
 
 def block_line(run: Run) -> str | None:
     """How many blocks, and the spread of their times (rows grouped by ``block``)."""
-    placed = run.placements()
     per: dict[str, float] = {}
     for r in run.layers:
-        block = placed[r.name][1]
-        if block is not None:
-            per[block] = per.get(block, 0.0) + r.total_s
+        if r.block is not None:
+            per[r.block] = per.get(r.block, 0.0) + r.total_s
     if not per:
         return None
     times = list(per.values())

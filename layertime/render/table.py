@@ -13,10 +13,12 @@ import statistics
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from layertime.render.fmt import count, ms, pct
-from layertime.render.layout import Column, Laid, Row, lay_out, to_text
-from layertime.result import KIND_LABELS, KINDS, LayerRow, Run
 from layertime.render.compiled import compiled_lines
+from layertime.render.fmt import count, ms, pct
+from layertime.render.roles import has_roles, render_roles
+from layertime.render.layout import Column, Laid, Row, lay_out, to_text
+from layertime.results.run import LayerRow, Run
+from layertime.taxonomy import KIND_LABELS, KINDS
 
 
 #: Step rows shown only when measured non-zero (a user loop or a framework has them).
@@ -197,8 +199,6 @@ def render(run: Run, width: int | None = None) -> RenderableType:
     """Headline, table and summary as one rich renderable, the table fitted to ``width``."""
     laid = run_table(run, width)
     parts: list[RenderableType] = [Text(run.headline(), style="bold"), laid.renderable()]
-    from layertime.render.roles import has_roles, render_roles  # issue 11
-
     if has_roles(run):
         parts.append(render_roles(run, width))
     parts.extend(Text(line, style="dim") for line in summary_lines(run))

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from layertime.errors import LayertimeError
-from layertime.result import Run, Slice, write_text_atomic
+from layertime.files import write_text_atomic
+from layertime.results.run import Run, Slice
 
 #: Tracks in display order; a phase not in this list goes after them.
 PHASE_ORDER: tuple[str, ...] = (
@@ -70,8 +71,6 @@ def trace_events(run: Run, *, pid: int = 1, label: str | None = None) -> dict[st
             "this run has no timeline to trace (it was saved before timelines were kept, "
             "or no step was traced); profile it again"
         )
-    kinds = {r.name: (r.kind, r.type) for r in run.layers}
-    step_kinds = {"loss": "loss", "zero_grad": "step", "data": "step", "update": "step"}
     samples = run.profiled_step_samples_s
     steps = sorted({sl.step for sl in run.timeline})
     # Lay the traced steps end to end: each starts where the previous one ended.
@@ -82,47 +81,14 @@ def trace_events(run: Run, *, pid: int = 1, label: str | None = None) -> dict[st
         length = samples[i] if i < len(samples) else max(
             sl.end_s for sl in run.timeline if sl.step == i)
         t += length
-
-    phases = [p for p in PHASE_ORDER if any(sl.phase == p for sl in run.timeline)]
-    phases += sorted({sl.phase for sl in run.timeline} - set(phases))
-    base_tid = {p: 2 + i for i, p in enumerate(phases)}  # tid 1 is the steps track
-
-    rows: list[tuple[Slice, float, float]] = []
-    for sl in run.timeline:
-        start = _us(offset[sl.step] + sl.start_s)
-        end = max(start, _us(offset[sl.step] + sl.end_s))
-        rows.append((sl, start, end))
-    lane_of: dict[int, int] = {}
-    for p in phases:
-        mine = [(s, e, i) for i, (sl, s, e) in enumerate(rows) if sl.phase == p]
-        lane_of.update(_lanes(mine))
-
-    # Enclosing slices first at equal start times: viewers nest in input order.
-    order = sorted(range(len(rows)), key=lambda i: (rows[i][1], -(rows[i][2] - rows[i][1]), i))
-    events: list[dict[str, Any]] = []
     name = label or f"layertime: {run.model} · batch {run.batch_size} · {run.device}"
-    events.append({"ph": "M", "pid": pid, "tid": 0, "name": "process_name",
-                   "args": {"name": name}})
-    events.append({"ph": "M", "pid": pid, "tid": 0, "name": "process_sort_index",
-                   "args": {"sort_index": pid}})
-    tracks: dict[int, str] = {1: "steps"}
-    for i in order:
-        sl, start, end = rows[i]
-        lane = lane_of[i]
-        tid = base_tid[sl.phase] + lane * _LANE_TID_STRIDE
-        tracks.setdefault(tid, sl.phase if lane == 0 else f"{sl.phase} · {lane + 1}")
-        if sl.name.startswith("(") and sl.name.endswith(")"):
-            kind, typ = step_kinds.get(sl.phase, "step"), ""
-        else:
-            kind, typ = kinds.get(sl.name, ("other", ""))
-        events.append({
-            "ph": "X", "cat": ROW_CATEGORY, "pid": pid, "tid": tid,
-            "name": sl.name or "(model)",
-            "ts": start, "dur": round(end - start, 3),
-            "args": {"layer": sl.name, "phase": sl.phase, "step": sl.step, "kind": kind,
-                     "type": typ, "self_ms": round(sl.self_s * 1e3, 6),
-                     "span_ms": round((end - start) / 1e3, 6)},
-        })
+    events: list[dict[str, Any]] = [
+        {"ph": "M", "pid": pid, "tid": 0, "name": "process_name", "args": {"name": name}},
+        {"ph": "M", "pid": pid, "tid": 0, "name": "process_sort_index",
+         "args": {"sort_index": pid}},
+    ]
+    slices, tracks = _slice_events(run, offset, pid)
+    events += slices
     for i in steps:
         length = samples[i] if i < len(samples) else 0.0
         events.append({
@@ -149,6 +115,49 @@ def trace_events(run: Run, *, pid: int = 1, label: str | None = None) -> dict[st
             "headline": run.headline(),
         },
     }
+
+
+def _slice_events(
+    run: Run, offset: dict[int, float], pid: int
+) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """One complete event per slice, on a track per phase (more lanes where slices of a
+    phase overlap without nesting); returns the events and the tracks' names by tid."""
+    kinds = {r.name: (r.kind, r.type) for r in run.layers}
+    step_kinds = {"loss": "loss", "zero_grad": "step", "data": "step", "update": "step"}
+    phases = [p for p in PHASE_ORDER if any(sl.phase == p for sl in run.timeline)]
+    phases += sorted({sl.phase for sl in run.timeline} - set(phases))
+    base_tid = {p: 2 + i for i, p in enumerate(phases)}  # tid 1 is the steps track
+    rows: list[tuple[Slice, float, float]] = []
+    for sl in run.timeline:
+        start = _us(offset[sl.step] + sl.start_s)
+        end = max(start, _us(offset[sl.step] + sl.end_s))
+        rows.append((sl, start, end))
+    lane_of: dict[int, int] = {}
+    for p in phases:
+        mine = [(s, e, i) for i, (sl, s, e) in enumerate(rows) if sl.phase == p]
+        lane_of.update(_lanes(mine))
+    # Enclosing slices first at equal start times: viewers nest in input order.
+    order = sorted(range(len(rows)), key=lambda i: (rows[i][1], -(rows[i][2] - rows[i][1]), i))
+    events: list[dict[str, Any]] = []
+    tracks: dict[int, str] = {1: "steps"}
+    for i in order:
+        sl, start, end = rows[i]
+        lane = lane_of[i]
+        tid = base_tid[sl.phase] + lane * _LANE_TID_STRIDE
+        tracks.setdefault(tid, sl.phase if lane == 0 else f"{sl.phase} · {lane + 1}")
+        if sl.name.startswith("(") and sl.name.endswith(")"):
+            kind, typ = step_kinds.get(sl.phase, "step"), ""
+        else:
+            kind, typ = kinds.get(sl.name, ("other", ""))
+        events.append({
+            "ph": "X", "cat": ROW_CATEGORY, "pid": pid, "tid": tid,
+            "name": sl.name or "(model)",
+            "ts": start, "dur": round(end - start, 3),
+            "args": {"layer": sl.name, "phase": sl.phase, "step": sl.step, "kind": kind,
+                     "type": typ, "self_ms": round(sl.self_s * 1e3, 6),
+                     "span_ms": round((end - start) / 1e3, 6)},
+        })
+    return events, tracks
 
 
 def trace_json(runs: Run | Sequence[Run], labels: Sequence[str] | None = None) -> str:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import torch
 
-from layertime.result import Environment
+from layertime.results.environment import Environment
 
 
 def matmul_tf32() -> bool:

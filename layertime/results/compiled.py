@@ -12,8 +12,10 @@ provenance and gradient accumulation.  JSON: the ``compiled`` object of
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from layertime.records import build, build_all, reading
 
 #: ``torch.compile`` modes layertime accepts (``profile --compile-mode``).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -109,21 +111,16 @@ class CompiledSummary:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CompiledSummary:
         """Read the ``compiled`` object; unknown keys are ignored (fields may be added)."""
-
-        def pick(klass: Any, row: Mapping[str, Any]) -> dict[str, Any]:
-            names = {f.name for f in fields(klass)}
-            return {k: v for k, v in row.items() if k in names}
-
-        top = pick(cls, d)
-        top["compilations"] = tuple(Compilation(**pick(Compilation, c)) for c in d.get("compilations", ()))
-        top["graph_breaks"] = tuple(GraphBreak(**pick(GraphBreak, g)) for g in d.get("graph_breaks", ()))
-        top["graphs"] = tuple(GraphTotal(**pick(GraphTotal, g)) for g in d.get("graphs", ()))
-        top["fused_groups"] = tuple(
-            FusedGroup(**{**pick(FusedGroup, g), "members": tuple(g.get("members", ()))})
-            for g in d.get("fused_groups", ())
-        )
-        top["unplaced_kernels"] = dict(d.get("unplaced_kernels", {}))
-        return cls(**top)
+        with reading("compiled summary"):
+            return build(
+                cls,
+                d,
+                compilations=lambda v: build_all(Compilation, v),
+                graph_breaks=lambda v: build_all(GraphBreak, v),
+                graphs=lambda v: build_all(GraphTotal, v),
+                fused_groups=lambda v: build_all(FusedGroup, v, members=tuple, split_s=dict),
+                unplaced_kernels=dict,
+            )
 
     def split_by_layer(self) -> dict[str, float]:
         """Layer name -> the part of its time that comes from splitting fused groups."""

@@ -9,23 +9,24 @@ renderers only read it.  It round-trips through JSON under the schema
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from layertime.errors import LayertimeError
-from layertime.result import KIND_LABELS, KINDS, _finite, write_text_atomic
+from layertime.files import read_text, write_text_atomic
+from layertime.records import build, check_schema, parse_object, reading, to_json
+from layertime.results.cost_roles import (
+    BlockCost,
+    RoleCost,
+    block_costs,
+    role_costs,
+    transformer_headline,
+)
+from layertime.results.cost_rows import LayerCost, MemoryBytes, PhaseCounts, PhaseTimes
+from layertime.taxonomy import KIND_LABELS, KINDS
 
 SCHEMA = "layertime.cost/1"
-
-#: The phases work is charged to, in order.
-PHASES: tuple[str, ...] = ("forward", "backward_input", "backward_weight", "update")
-
-#: How an op's FLOPs were obtained: a formula (counted), none by nature
-#: (views, copies, allocation: 0 FLOPs exactly), or no formula (not counted).
-FLOP_STATUSES: tuple[str, ...] = ("formula", "none", "not_counted")
 
 #: The conventions every count follows; printed under tables and stored in JSON.
 CONVENTIONS: dict[str, str] = {
@@ -75,228 +76,6 @@ CONVENTIONS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class PhaseCounts:
-    """An integer quantity (FLOPs or bytes) for each phase of a step."""
-
-    forward: int = 0
-    backward_input: int = 0
-    backward_weight: int = 0
-    update: int = 0
-
-    @property
-    def backward(self) -> int:
-        return self.backward_input + self.backward_weight
-
-    @property
-    def total(self) -> int:
-        return self.forward + self.backward + self.update
-
-    def __add__(self, other: PhaseCounts) -> PhaseCounts:
-        return PhaseCounts(
-            self.forward + other.forward,
-            self.backward_input + other.backward_input,
-            self.backward_weight + other.backward_weight,
-            self.update + other.update,
-        )
-
-    def to_dict(self) -> dict[str, int]:
-        return {p: getattr(self, p) for p in PHASES}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PhaseCounts:
-        return cls(**{p: int(d.get(p, 0)) for p in PHASES})
-
-
-@dataclass(frozen=True)
-class MemoryBytes:
-    """Bytes one layer holds during a step, by what they are."""
-
-    weights: int = 0
-    grads: int = 0
-    optimizer_state: int = 0
-    saved_activations: int = 0
-    output: int = 0
-
-    @property
-    def total(self) -> int:
-        """Weights, gradients, optimizer state and saved activations (output is not added)."""
-        return self.weights + self.grads + self.optimizer_state + self.saved_activations
-
-    def __add__(self, other: MemoryBytes) -> MemoryBytes:
-        return MemoryBytes(
-            self.weights + other.weights,
-            self.grads + other.grads,
-            self.optimizer_state + other.optimizer_state,
-            self.saved_activations + other.saved_activations,
-            self.output + other.output,
-        )
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "weights": self.weights,
-            "grads": self.grads,
-            "optimizer_state": self.optimizer_state,
-            "saved_activations": self.saved_activations,
-            "output": self.output,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> MemoryBytes:
-        return cls(**{k: int(d.get(k, 0)) for k in cls().to_dict()})
-
-
-@dataclass(frozen=True)
-class OpWork:
-    """All calls of one op in one layer and phase: FLOPs and bytes moved, summed."""
-
-    op: str
-    phase: str
-    calls: int
-    flops: int
-    bytes_moved: int
-    #: One of FLOP_STATUSES.
-    flop_status: str = "formula"
-    #: What the op is treated as for peak selection: "conv", "matmul" or "other".
-    math: str = "other"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "op": self.op,
-            "phase": self.phase,
-            "calls": self.calls,
-            "flops": self.flops,
-            "bytes": self.bytes_moved,
-            "flop_status": self.flop_status,
-            "math": self.math,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> OpWork:
-        return cls(
-            op=str(d["op"]),
-            phase=str(d["phase"]),
-            calls=int(d["calls"]),
-            flops=int(d["flops"]),
-            bytes_moved=int(d["bytes"]),
-            flop_status=str(d.get("flop_status", "formula")),
-            math=str(d.get("math", "other")),
-        )
-
-
-@dataclass(frozen=True)
-class PhaseTimes:
-    """Predicted seconds per phase of one layer (an estimate, never a measurement)."""
-
-    forward_s: float = 0.0
-    backward_s: float = 0.0
-    update_s: float = 0.0
-
-    @property
-    def total_s(self) -> float:
-        return self.forward_s + self.backward_s + self.update_s
-
-    def __add__(self, other: PhaseTimes) -> PhaseTimes:
-        return PhaseTimes(
-            self.forward_s + other.forward_s,
-            self.backward_s + other.backward_s,
-            self.update_s + other.update_s,
-        )
-
-    def to_dict(self) -> dict[str, float]:
-        return {
-            "forward_s": self.forward_s,
-            "backward_s": self.backward_s,
-            "update_s": self.update_s,
-            "total_s": self.total_s,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PhaseTimes:
-        return cls(float(d["forward_s"]), float(d["backward_s"]), float(d["update_s"]))
-
-
-@dataclass(frozen=True)
-class LayerCost:
-    """The cost of one module in one training step; its *self* work, as in the profile.
-
-    ``name`` and ``kind`` are those of :class:`layertime.result.LayerRow`, so the
-    two join on ``name``.  A container's row holds only the ops its own
-    ``forward`` runs outside its children.
-    """
-
-    name: str
-    kind: str
-    type: str
-    params: int
-    trainable_params: int
-    calls: int
-    flops: PhaseCounts
-    bytes_moved: PhaseCounts
-    memory_bytes: MemoryBytes
-    ops: tuple[OpWork, ...] = ()
-    predicted: PhaseTimes | None = None
-
-    @property
-    def label(self) -> str:
-        return self.name or "(model)"
-
-    @property
-    def macs_forward(self) -> int:
-        """Forward multiply-accumulates: counted forward FLOPs / 2."""
-        return self.flops.forward // 2
-
-    def intensity(self, phase: str) -> float | None:
-        """FLOPs per byte in ``forward``, ``backward``, ``update`` or ``total`` (None: no bytes)."""
-        f = getattr(self.flops, phase)
-        b = getattr(self.bytes_moved, phase)
-        return f / b if b else None
-
-    @property
-    def not_counted(self) -> tuple[str, ...]:
-        """Ops of this layer whose arithmetic has no formula, sorted."""
-        return tuple(sorted({w.op for w in self.ops if w.flop_status == "not_counted"}))
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "name": self.name,
-            "kind": self.kind,
-            "type": self.type,
-            "params": self.params,
-            "trainable_params": self.trainable_params,
-            "calls": self.calls,
-            "macs_forward": self.macs_forward,
-            "flops": self.flops.to_dict(),
-            "bytes_moved": self.bytes_moved.to_dict(),
-            "arithmetic_intensity": {
-                p: self.intensity(p) for p in ("forward", "backward", "update", "total")
-            },
-            "memory_bytes": self.memory_bytes.to_dict(),
-            "not_counted": list(self.not_counted),
-            "ops": [w.to_dict() for w in self.ops],
-        }
-        if self.predicted is not None:
-            d["predicted"] = self.predicted.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LayerCost:
-        pred = d.get("predicted")
-        return cls(
-            name=str(d["name"]),
-            kind=str(d["kind"]),
-            type=str(d["type"]),
-            params=int(d["params"]),
-            trainable_params=int(d.get("trainable_params", d["params"])),
-            calls=int(d.get("calls", 0)),
-            flops=PhaseCounts.from_dict(d["flops"]),
-            bytes_moved=PhaseCounts.from_dict(d["bytes_moved"]),
-            memory_bytes=MemoryBytes.from_dict(d["memory_bytes"]),
-            ops=tuple(OpWork.from_dict(w) for w in d.get("ops", ())),
-            predicted=PhaseTimes.from_dict(pred) if pred is not None else None,
-        )
-
-
-@dataclass(frozen=True)
 class KindCost:
     """Parameters, FLOPs, bytes and predicted time of all rows of one kind, with shares."""
 
@@ -314,39 +93,6 @@ class KindCost:
     @property
     def label(self) -> str:
         return KIND_LABELS.get(self.kind, self.kind)
-
-
-@dataclass(frozen=True)
-class RoleCost:
-    """Counts of all layers of one role (``layertime.roles``); ``core_flops``: the
-    attention role's ``attention``-kind layers (its score/softmax core)."""
-
-    role: str
-    layers: int
-    params: int
-    params_share: float
-    flops: PhaseCounts
-    flops_share: float
-    core_flops: int = 0
-    saved_activations: int = 0
-    predicted_s: float | None = None
-    predicted_share: float | None = None
-
-    @property
-    def label(self) -> str:
-        from layertime.roles import ROLE_LABELS
-
-        return ROLE_LABELS.get(self.role, self.role)
-
-
-@dataclass(frozen=True)
-class BlockCost:
-    """One transformer block's FLOPs (whole step), saved activations (bytes) and parameters."""
-
-    block: str
-    flops: int
-    saved_activations: int
-    params: int
 
 
 @dataclass(frozen=True)
@@ -424,7 +170,7 @@ class CostResult:
     warnings: tuple[str, ...] = ()
     prediction: Prediction | None = None
     conventions: Mapping[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
-    #: Token models (``hf:``): token ids per sequence; None for image models.
+    #: Token inputs: token ids per sequence; None for image inputs.
     seq_len: int | None = None
 
     # -- derived -----------------------------------------------------------
@@ -519,93 +265,31 @@ class CostResult:
         return out
 
     def by_role(self) -> dict[str, RoleCost]:
-        """Totals per role (``layertime.roles``), the loss row as ``loss``; shares of the step."""
-        from layertime.roles import ROLES, roles_of
-
-        placed = roles_of(self.layers)
-        params_total = self.params or 1
-        flops_total = self.flops.total or 1
+        """Totals per role (as each layer was placed), the loss row as ``loss``; shares of
+        the step."""
         pred = self.predicted
-        pred_total = pred.total_s if pred is not None else 0.0
-        groups: dict[str, list[LayerCost]] = {}
-        for r in self.layers:
-            groups.setdefault(placed[r.name].role, []).append(r)
-        if self.loss.calls or self.loss.flops.total:
-            groups["loss"] = [self.loss]
-        out: dict[str, RoleCost] = {}
-        for role in [k for k in (*ROLES, "loss") if k in groups]:
-            rows = groups[role]
-            flops = PhaseCounts()
-            for r in rows:
-                flops = flops + r.flops
-            core = sum(r.flops.total for r in rows if role == "attention" and r.kind == "attention")
-            p_s: float | None = None
-            if pred is not None:
-                p_s = sum(r.predicted.total_s for r in rows if r.predicted is not None)
-            params = sum(r.params for r in rows)
-            out[role] = RoleCost(
-                role=role,
-                layers=len(rows),
-                params=params,
-                params_share=params / params_total,
-                flops=flops,
-                flops_share=flops.total / flops_total,
-                core_flops=core,
-                saved_activations=sum(r.memory_bytes.saved_activations for r in rows),
-                predicted_s=p_s,
-                predicted_share=(p_s / pred_total if pred_total else 0.0)
-                if p_s is not None else None,
-            )
-        return out
+        return role_costs(self.layers, self.loss,
+                          predicted_total_s=pred.total_s if pred is not None else None)
 
     def blocks(self) -> dict[str, BlockCost]:
-        """Per block (``layertime.roles``): FLOPs and the activations saved for backward."""
-        from layertime.roles import roles_of
-
-        placed = roles_of(self.layers)
-        acc: dict[str, list[int]] = {}
-        for r in self.layers:
-            block = placed[r.name].block
-            if block is None:
-                continue
-            a = acc.setdefault(block, [0, 0, 0])
-            a[0] += r.flops.total
-            a[1] += r.memory_bytes.saved_activations
-            a[2] += r.params
-        return {b: BlockCost(b, f, m, p) for b, (f, m, p) in acc.items()}
+        """Per transformer block: FLOPs and the activations saved for backward."""
+        return block_costs(self.layers)
 
     def is_transformer(self) -> bool:
+        """Whether the model has attention and MLP layers."""
         roles = self.by_role()
         return "attention" in roles and "mlp" in roles
 
-    def _transformer_headline(self) -> str:
-        roles = self.by_role()
-        what = "training FLOPs" if self.training else "forward FLOPs"
-        flops_total = self.flops.total or 1
-
-        def part(noun: str, rcs: list[RoleCost], first: bool, core: int = 0) -> str:
-            share = sum(r.flops_share for r in rcs)
-            text = f"{noun}: {share:.0%} of {what if first else 'FLOPs'}"
-            if core:
-                text += f" (its score/softmax core: {core / flops_total:.0%})"
-            if all(r.predicted_share is not None for r in rcs):
-                text += f", {sum(r.predicted_share or 0.0 for r in rcs):.0%} of predicted time"
-            return text + f", {sum(r.params_share for r in rcs):.0%} of parameters"
-
-        att, mlp = roles["attention"], roles["mlp"]
-        parts = [part("attention", [att], True, att.core_flops), part("MLP", [mlp], False)]
-        ends = [roles[k] for k in ("embedding", "head") if k in roles]
-        if ends:
-            parts.append(part(" and ".join(r.label for r in ends), ends, False))
-        where = f", estimated for {self.prediction.device}" if self.prediction else ""
-        seq = f", seq {self.seq_len}" if self.seq_len is not None else ""
-        return "; ".join(parts) + f" ({self.model}, batch {self.batch_size}{seq}{where})"
-
     def headline(self) -> str:
-        """One line: the share of FLOPs (and predicted time) of conv and fully connected layers,
-        or for a transformer (attention and MLP layers) of attention and the MLP."""
+        """One line: the share of FLOPs (and predicted time) of conv and fully connected
+        layers, or for a transformer (attention and MLP layers) of attention and the MLP."""
         if self.is_transformer():
-            return self._transformer_headline()
+            where = f", estimated for {self.prediction.device}" if self.prediction else ""
+            seq = f", seq {self.seq_len}" if self.seq_len is not None else ""
+            return transformer_headline(
+                self.by_role(), training=self.training, flops_total=self.flops.total,
+                where=f"{self.model}, batch {self.batch_size}{seq}{where}",
+            )
         kinds = self.by_kind()
         if "conv" in kinds and "linear" in kinds:
             chosen = ["conv", "linear"]
@@ -694,56 +378,43 @@ class CostResult:
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(_finite(self.to_dict()), indent=indent)
+        return to_json(self.to_dict(), indent)
 
     def save(self, path: str | Path) -> None:
         """Write the JSON atomically."""
-        write_text_atomic(Path(path), self.to_json() + "\n")
+        write_text_atomic(path, self.to_json() + "\n")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CostResult:
-        schema = d.get("schema")
-        if schema != SCHEMA:
-            raise LayertimeError(f"not a layertime cost (schema {schema!r}, expected {SCHEMA!r})")
-        try:
-            pred = d.get("prediction")
-            return cls(
-                model=str(d["model"]),
-                batch_size=int(d["batch_size"]),
-                input_shape=tuple(int(x) for x in d["input_shape"]),
-                num_classes=d.get("num_classes"),
-                dtype=str(d["dtype"]),
-                optimizer=str(d["optimizer"]),
-                layers=tuple(LayerCost.from_dict(r) for r in d["layers"]),
-                loss=LayerCost.from_dict(d["loss"]),
-                tensors=str(d.get("tensors", "meta")),
-                training=bool(d.get("training", True)),
-                warnings=tuple(str(w) for w in d.get("warnings", ())),
-                prediction=Prediction.from_dict(pred) if pred is not None else None,
-                conventions=dict(d.get("conventions", CONVENTIONS)),
-                seq_len=int(d["seq_len"]) if d.get("seq_len") is not None else None,
+        """A cost result from its JSON object; keys this version does not know are ignored."""
+        check_schema(d, SCHEMA, "layertime cost")
+        with reading("layertime cost"):
+            return build(
+                cls,
+                d,
+                absent={"num_classes": None},
+                model=str,
+                batch_size=int,
+                input_shape=lambda v: tuple(int(x) for x in v),
+                dtype=str,
+                optimizer=str,
+                layers=lambda v: tuple(LayerCost.from_dict(r) for r in v),
+                loss=LayerCost.from_dict,
+                tensors=str,
+                training=bool,
+                warnings=lambda v: tuple(str(w) for w in v),
+                prediction=lambda v: Prediction.from_dict(v) if v is not None else None,
+                conventions=dict,
+                seq_len=lambda v: None if v is None else int(v),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise LayertimeError(f"malformed layertime cost: {e!r}") from e
 
     @classmethod
     def from_json(cls, text: str) -> CostResult:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise LayertimeError(f"not JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise LayertimeError("not a layertime cost: the JSON is not an object")
-        return cls.from_dict(data)
+        return cls.from_dict(parse_object(text, "layertime cost"))
 
     @classmethod
     def load(cls, path: str | Path) -> CostResult:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise LayertimeError(f"cannot read {p}: {e.strerror}") from e
-        return cls.from_json(text)
+        return cls.from_json(read_text(path, "cost"))
 
     def with_layers(self, layers: Sequence[LayerCost], loss: LayerCost) -> CostResult:
         return replace(self, layers=tuple(layers), loss=loss)

@@ -1,0 +1,307 @@
+"""The commands that measure or count: ``profile``, ``sweep``, ``bench-layers``, ``cost``
+and ``calibrate``.  Each is flags, then one library call, then a renderer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from layertime.cli.common import (
+    check_report_paths,
+    compile_options,
+    console,
+    measure_options,
+    open_store,
+    progress,
+    stored_config,
+    sweep_progress,
+    table_width,
+    workload_of,
+    write_json,
+    write_reports,
+)
+from layertime.cli.parser import EXIT_USAGE
+from layertime.errors import LayertimeError
+
+if TYPE_CHECKING:
+    from layertime.results.cost import CostResult
+    from layertime.results.run import Run
+
+
+def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
+    """``argv`` is the whole command line: ``--nproc`` starts ranks that run it again."""
+    from layertime.measure.runner import profile_workload
+    from layertime.render.table import render
+
+    check_report_paths(args)
+    compiled = compile_options(args)
+    if compiled is not None and (args.ddp or args.nproc):
+        print("layertime: error: --compile cannot be combined with --ddp/--nproc yet",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.nproc:
+        return _launch_ranks(args, argv)
+    workload = workload_of(args)
+    cost = _profile_cost(args, workload)  # before measuring: a bad profile name fails at once
+    with progress(not args.quiet and sys.stderr.isatty()) as on_progress:
+        if args.ddp:  # one rank of a data-parallel run
+            from layertime.measure.distributed import profile_ddp_workload
+
+            run = profile_ddp_workload(workload, measure_options(args), backend=args.backend,
+                                       timeout_s=args.ddp_timeout, on_progress=on_progress)
+        else:
+            run = profile_workload(workload, measure_options(args), on_progress=on_progress,
+                                   compile=compiled)
+    if run is None:  # a rank other than 0: rank 0 reports for all
+        return 0
+    joined = None
+    if cost is not None:
+        from layertime.cost.compare import with_prediction
+        from layertime.cost.devices import find_profile
+
+        device = find_profile(args.predict, args.profiles) if args.predict else None
+        run, cost, joined = with_prediction(run, cost, device)
+    if args.json:
+        run.save(args.json)
+    if args.quiet:
+        print(run.headline())
+        if joined is not None:
+            print(joined.headline())
+    else:
+        console(args).print(render(run, table_width(args)))
+        if joined is not None:
+            from layertime.render.predict_table import render as render_joined
+
+            console(args).print(render_joined(joined, table_width(args)))
+    if not args.no_store:
+        _store_run(args, "profile", run.to_dict(), run.model, run.batch_size, run.device,
+                   workload, announce=not args.quiet)
+    write_reports(args, run, cost=cost)
+    return 0
+
+
+def _profile_cost(args: argparse.Namespace, workload: Any) -> CostResult | None:
+    """``profile --predict NAME`` / ``--cost``: the cost estimate of the same workload."""
+    if args.profiles and not args.predict:
+        raise LayertimeError("--profiles needs --predict PROFILE")
+    if not (args.predict or args.cost):
+        return None
+    from layertime.cost import estimate_workload, predict
+    from layertime.cost.devices import find_profile
+
+    device = find_profile(args.predict, args.profiles) if args.predict else None
+    cost = estimate_workload(workload)
+    return predict(cost, device) if device is not None else cost
+
+
+def _store_run(args: argparse.Namespace, kind: str, result: dict[str, Any], model: str,
+               batch_size: int, device: str | None, workload: Any, *,
+               announce: bool = False) -> int:
+    """Keep a finished run in the store (with its flags and workload)."""
+    with open_store(args.db) as store:
+        rid = store.add(kind, model=model, config=stored_config(args, workload), result=result,
+                        batch_size=batch_size, device=device)
+    if announce:
+        print(f"stored as run {rid} in {store.path}", file=sys.stderr)
+    return rid
+
+
+def _launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
+    from layertime.measure.launch import launch, worker_argv
+
+    out = launch(args.nproc, worker_argv(argv))
+    if out.returncode == 0:
+        sys.stderr.write(out.log)
+        return 0
+    if args.debug:
+        sys.stderr.write(out.log)
+    print(f"layertime: error: {out.error}", file=sys.stderr)
+    return out.returncode
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from layertime.render.compare import sweep_table
+    from layertime.sweep import SweepAxes, parse_axis, run_sweep
+
+    axes = SweepAxes(
+        models=parse_axis(args.models, "models", kind=str),
+        batch_sizes=parse_axis(args.batch_sizes, "batch-sizes"),
+        image_sizes=parse_axis(args.image_sizes, "image-sizes") if args.image_sizes else (None,),
+        seq_lens=parse_axis(args.seq_lens, "seq-lens") if args.seq_lens else (None,),
+        model_config=tuple(args.config),
+        devices=parse_axis(args.devices, "devices", kind=str),
+        dtypes=parse_axis(args.dtypes, "dtypes", kind=str),
+        optimizers=parse_axis(args.optimizers, "optimizers", kind=str),
+        steps=args.steps,
+        warmup_steps=args.warmup,
+    )
+    check_report_paths(args)
+    with open_store(args.db) as store, sweep_progress(sys.stderr.isatty()) as on_progress:
+        result = run_sweep(axes, store, force=args.force, on_progress=on_progress)
+    console(args).print(sweep_table(result, table_width(args)))
+    if args.json:
+        write_json(args.json, result.summary())
+    write_reports(args, result.summarised(), title=f"sweep {result.sweep_id}")
+    return 0
+
+
+def cmd_bench_layers(args: argparse.Namespace) -> int:
+    from layertime.measure.isolated import bench_workload
+    from layertime.measure.runner import MeasureOptions, profile_workload
+    from layertime.render.bench_table import bench_table
+
+    workload = workload_of(args)
+    with progress(sys.stderr.isatty()) as on_progress:
+        result = bench_workload(
+            workload,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            on_progress=lambda done, total, name: on_progress("layers alone", done, total),
+        )
+        if not args.no_compare:
+            situ = profile_workload(workload, MeasureOptions(steps=args.steps),
+                                    on_progress=on_progress)
+            result = replace(result, in_situ=situ)
+    console(args).print(bench_table(result, result.in_situ, table_width(args)))
+    data = result.to_dict()
+    if args.json:
+        write_json(args.json, data)
+    if not args.no_store:
+        _store_run(args, "bench-layers", data, result.model, result.batch_size, result.device,
+                   workload)
+    return 0
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    from layertime.cost import MathMode, estimate_workload, predict
+    from layertime.cost.devices import find_profile
+    from layertime.render.cost_table import render
+
+    check_report_paths(args)
+    if args.profiles and not args.device_profile:
+        raise LayertimeError("--profiles needs --device-profile NAME to choose one")
+    profile = find_profile(args.device_profile, args.profiles) if args.device_profile else None
+    workload = workload_of(args)
+    cost = estimate_workload(workload, frozen=args.freeze)
+    if profile is not None:
+        tf32 = {"torch": MathMode(), "on": MathMode(True, True), "off": MathMode(False, False)}
+        cost = predict(cost, profile, mode=tf32[args.tf32])
+    if args.json:
+        cost.save(args.json)
+    if args.quiet:
+        print(cost.headline())
+    else:
+        console(args).print(render(cost, table_width(args)))
+    write_reports(args, cost)
+    if args.workers or args.run:
+        _comm_what_if(args, cost)
+    if not args.no_store:
+        _store_run(args, "cost", cost.to_dict(), cost.model, cost.batch_size,
+                   args.device_profile, workload,
+                   announce=not args.quiet and sys.stderr.isatty())
+    return 0
+
+
+def _comm_what_if(args: argparse.Namespace, cost: CostResult) -> None:
+    from layertime.cost.comm import from_cost, from_run
+    from layertime.render.comm import render as render_comm
+    from layertime.results.comm import DEFAULT_LATENCY_US, Link
+    from layertime.results.run import Run
+
+    run = Run.load(args.run) if args.run else None
+    link = None
+    if args.link_gbps:
+        latency = args.link_latency_us
+        if latency is None:
+            latency = run.link.latency_us if run is not None and run.link else DEFAULT_LATENCY_US
+        link = Link(args.link_gbps, latency)
+    elif args.link_latency_us is not None:
+        raise LayertimeError("--link-latency-us needs --link-gbps")
+    caps = {"cap_bytes": int(args.bucket_cap_mb * 2**20)}
+    if run is not None:
+        pred = from_run(run, args.workers, link, **caps)
+    else:
+        if link is None:
+            raise LayertimeError("give --link-gbps G (and --workers N) for the what-if")
+        pred = from_cost(cost, args.workers, link, **caps)
+    if args.comm_json:
+        write_json(args.comm_json, pred.to_dict())
+    if args.quiet:
+        print(pred.headline())
+    else:
+        console(args).print(render_comm(pred, table_width(args)))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from layertime.cost import calibrate as fitting
+    from layertime.cost.profile_file import check_profile_file, save_profile
+    from layertime.measure import calibrate as measuring
+    from layertime.render.predict_table import calibration_report
+    from layertime.workload import resolve_device
+
+    if args.json:
+        from layertime.render.output import check_output
+
+        check_output(args.json)
+    if not 0 <= args.min_share < 1:
+        raise LayertimeError(f"--min-share must be in [0, 1), not {args.min_share}")
+    path = check_profile_file(args.out)
+    device = resolve_device(args.device)
+    workload = workload_of(args, model=args.fit) if args.fit else None
+    if args.fit:
+        from layertime.models import resolve
+
+        resolve(args.fit)  # an unknown name fails before any measuring
+    name = args.name or measuring.default_name(device)
+    run = _run_to_fit(args)
+    with progress(sys.stderr.isatty()) as on_progress:
+        cal = measuring.calibrate(device, matmul_size=args.matmul_size, memory_mb=args.memory_mb,
+                                  repeats=args.repeats,
+                                  on_progress=lambda what: on_progress(what, 0, 1))
+        if workload is not None and run is None:
+            from layertime.measure.runner import MeasureOptions, profile_workload
+
+            run = profile_workload(
+                replace(workload, device=str(device)),
+                MeasureOptions(steps=args.steps, warmup_steps=args.warmup),
+                on_progress=on_progress)
+            if not args.no_store:
+                _store_run(args, "profile", run.to_dict(), run.model, run.batch_size,
+                           run.device, workload)
+    fit, warnings = None, list[str]()
+    if run is not None:
+        prof, fit, warnings = fitting.fit_to_run(cal, name, run, model=args.fit,
+                                                 min_share=args.min_share)
+    else:
+        prof = fitting.to_profile(cal, name)
+    written = save_profile(prof, path, fit, comment=f"written by layertime calibrate "
+                           f"{cal.created}: measured on this machine, not a datasheet")
+    console(args).print(calibration_report(cal, fit, warnings, name, written, table_width(args)),
+                        soft_wrap=True)
+    if args.json:
+        write_json(args.json, {"calibration": cal.to_dict(), "profile": name,
+                               "path": str(written),
+                               "fit": fit.to_dict() if fit is not None else None})
+    return 0
+
+
+def _run_to_fit(args: argparse.Namespace) -> Run | None:
+    """``calibrate --from-run ID|RUN.json``: the profile to fit to, checked against --fit."""
+    if not args.from_run:
+        return None
+    from layertime.results.run import Run
+
+    if args.from_run.isdigit():
+        with open_store(args.db) as store:
+            stored = store.get(int(args.from_run))
+        if stored.kind != "profile" or not stored.result:
+            raise LayertimeError(f"run {stored.id} is a {stored.kind} run "
+                                 f"({stored.status}), not a finished profile")
+        run = Run.from_dict(stored.result)
+    else:
+        run = Run.load(args.from_run)
+    if args.fit and args.fit != run.model:
+        raise LayertimeError(f"the run is of {run.model}, not {args.fit}")
+    return run

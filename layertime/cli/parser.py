@@ -1,0 +1,340 @@
+"""The ``layertime`` command line: its subcommands and their flags.
+
+Flags that describe the workload are added by one function
+(:func:`workload_flags`), so every command that runs or counts a model takes
+them with the same names, types, defaults and help; each command picks the
+ones that apply to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from layertime.results.compiled import COMPILE_MODES
+from layertime.taxonomy import AMP_NAMES, DTYPE_NAMES, OPTIMIZERS
+
+EXIT_USAGE = 2
+#: Without --steps or --time-budget: this many pairs, fewer when they would
+#: take longer than the budget (so a default run answers within a minute).
+DEFAULT_STEPS = 3
+DEFAULT_BUDGET_S = 40.0
+MODEL_HELP = "alexnet, alexnet2012, vgg16, timm:NAME, hf:gpt2, hf:llama, file.py:fn, pkg.mod:fn"
+DESCRIPTION = """\
+Where does the time of training a neural network go, layer by layer? layertime
+runs real training steps (forward, backward, optimizer update) on synthetic data,
+charges every op to the layer and phase that caused it, and prints a table whose
+rows add up to the step, with the one-line answer on top (in AlexNet: conv or
+fully connected layers?). It also counts FLOPs, bytes and memory per layer and
+predicts the step on other devices (cost), benchmarks layers alone (bench-layers),
+sweeps batch, image and sequence sizes (sweep) and keeps every run in a local store
+(runs). Transformers (hf:NAME, --seq-len) answer attention against the MLP."""
+
+EPILOG = "layertime COMMAND --help shows a command's flags; the README has examples."
+
+
+def shape(text: str) -> tuple[int, ...]:
+    try:
+        # Every part must be a number: "3,x" or "3,,64" is an error, not (3,) or (3, 64).
+        dims = tuple(int(p) for p in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: expected sizes like 3,224,224")
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: every size must be >= 1")
+    return dims
+
+
+def _whole(text: str, least: int) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if v < least:
+        raise argparse.ArgumentTypeError(f"{v} must be at least {least}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    return _whole(text, 1)
+
+
+def nonneg_int(text: str) -> int:
+    return _whole(text, 0)
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{v} must be > 0")
+    return v
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"layertime: error: {message}\n")
+
+
+class SubParser(Parser):
+    """A subcommand's parser: also takes ``--debug``, so ``layertime profile X --debug`` works."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+        )
+
+
+def workload_flags(
+    p: argparse.ArgumentParser,
+    *,
+    model: bool = True,
+    device: bool = True,
+    optimizer: bool = True,
+    amp: bool = True,
+    seed: bool = True,
+) -> None:
+    """The flags of :class:`~layertime.workload.WorkloadSpec`, the ones a command takes."""
+    if model:
+        p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--batch-size", "-b", type=positive_int, default=128)
+    p.add_argument("--image-size", type=positive_int, help="H=W of a 3-channel input")
+    p.add_argument("--input-shape", type=shape, help="one sample's shape, e.g. 3,64,64")
+    p.add_argument("--seq-len", type=positive_int, metavar="N",
+                   help="token ids per sequence (hf: models; default 128)")
+    config_flag(p)
+    p.add_argument("--num-classes", type=positive_int, default=1000)
+    if device:
+        p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    if optimizer:
+        p.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
+    if amp:
+        p.add_argument("--amp", choices=AMP_NAMES, help="automatic mixed precision")
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
+
+
+def config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="hf: models: override a config field, e.g. num_hidden_layers=2 "
+                   "(repeatable)")
+
+
+def report_flags(p: argparse.ArgumentParser, *, trace: bool = False) -> None:
+    p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
+    p.add_argument("--plot", metavar="PATH", help="write the charts as an image (.png or .svg)")
+    if trace:
+        p.add_argument("--trace", metavar="PATH", help="write a Chrome trace (open in Perfetto)")
+
+
+def store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="PATH", help="database (default $LAYERTIME_DB or data dir)")
+    p.add_argument("--no-store", action="store_true", help="do not keep this run in the database")
+
+
+def width_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--width", type=positive_int, help="table width (default: terminal)")
+
+
+def ddp_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ddp", action="store_true",
+                   help="one rank of a torchrun job (DistributedDataParallel); batch size per rank")
+    p.add_argument("--nproc", type=positive_int, metavar="N",
+                   help="start N ranks on this machine with torchrun (implies --ddp)")
+    p.add_argument("--ddp-timeout", type=positive_float, default=120.0, metavar="SECONDS",
+                   help="a rank that hangs fails the run after this long (default 120)")
+    p.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"),
+                   help="torch.distributed backend (auto: nccl on CUDA, gloo on the CPU)")
+
+
+def compile_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", action="store_true",
+                   help="profile torch.compile(model): compiled kernels charged to their layers")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES,
+                   help="torch.compile mode (implies --compile)")
+
+
+def comm_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data-parallel what-if (ring all-reduce of DDP's gradient buckets)")
+    g.add_argument("--workers", type=positive_int, metavar="N", help="data-parallel workers")
+    g.add_argument("--link-gbps", type=positive_float, metavar="G", help="link bandwidth, Gbit/s")
+    g.add_argument("--link-latency-us", type=float, metavar="US",
+                   help="link latency per message, µs (default 5, or the run's measured one)")
+    g.add_argument("--bucket-cap-mb", type=positive_float, default=25.0, metavar="MB",
+                   help="DDP's bucket cap in MiB (default 25)")
+    g.add_argument("--run", metavar="RUN.json", help="a measured run (profile --json): compare "
+                   "with its communication, take its compute times, buckets and link")
+    g.add_argument("--comm-json", metavar="PATH", help="write the what-if as JSON")
+
+
+def _profile(sub: Any) -> None:
+    p = sub.add_parser("profile", help="measure a training step, layer by layer")
+    workload_flags(p)
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        help=f"measured plain/traced pairs (default {DEFAULT_STEPS}, fewer if a pair takes over "
+        f"{DEFAULT_BUDGET_S / DEFAULT_STEPS:.0f} s)",
+    )
+    p.add_argument("--warmup", type=nonneg_int, default=1, help="warm-up steps (default 1)")
+    p.add_argument(
+        "--time-budget", type=positive_float, metavar="SECONDS", help="measure for about this long"
+    )
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON (layertime.run/1)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the headline")
+    width_flag(p)
+    report_flags(p, trace=True)
+    store_flags(p)
+    ddp_flags(p)
+    p.add_argument("--predict", metavar="PROFILE",
+                   help="beside the measurement, the roofline estimate on this device profile")
+    p.add_argument("--cost", action="store_true",
+                   help="beside the measurement, each layer's share of FLOPs and memory")
+    p.add_argument("--profiles", metavar="FILE.toml", help="extra device profiles for --predict")
+    compile_flags(p)
+    p.set_defaults(command_name="profile")
+
+
+def _sweep(sub: Any) -> None:
+    sw = sub.add_parser("sweep", help="profile every combination of the given axes")
+    sw.add_argument("models", help="model name(s), comma-separated")
+    sw.add_argument("--batch-sizes", required=True, help="e.g. 1,8,32,128")
+    sw.add_argument("--image-sizes", help="e.g. 224,227 (default: each model's own)")
+    sw.add_argument("--seq-lens", metavar="N,N",
+                    help="token models (hf:...): e.g. 128,256,512,1024")
+    config_flag(sw)
+    sw.add_argument("--devices", default="auto", help="e.g. cpu,cuda")
+    sw.add_argument("--dtypes", default="float32")
+    sw.add_argument("--optimizers", default="sgd")
+    sw.add_argument("--steps", type=positive_int, default=3)
+    sw.add_argument("--warmup", type=nonneg_int, default=1)
+    sw.add_argument("--force", action="store_true", help="measure again what is stored")
+    sw.add_argument("--json", metavar="PATH", help="write the sweep summary as JSON")
+    report_flags(sw)
+    width_flag(sw)
+    sw.add_argument("--db", metavar="PATH", help="database (default $LAYERTIME_DB or data dir)")
+    sw.set_defaults(command_name="sweep")
+
+
+def _stored_commands(sub: Any) -> None:
+    r = sub.add_parser("runs", help="stored runs, newest first")
+    r.add_argument("action", nargs="?", choices=("list", "show", "export"), default="list")
+    r.add_argument("id", nargs="?", type=int, help="run id (for show)")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r.add_argument("--csv", metavar="PATH", help="export: write CSV here")
+    r.add_argument("--limit", type=positive_int)
+    width_flag(r)
+    r.add_argument("--db", metavar="PATH")
+    r.set_defaults(command_name="runs")
+
+    c = sub.add_parser("compare", help="two or more stored runs side by side")
+    c.add_argument("ids", nargs="+", type=int)
+    width_flag(c)
+    c.add_argument("--db", metavar="PATH")
+    c.set_defaults(command_name="compare")
+
+    rp = sub.add_parser(
+        "report", help="HTML report, plot or trace of stored runs (one: a run or sweep; several: "
+        "a comparison; a profile and a cost estimate: joined)"
+    )
+    rp.add_argument("ids", nargs="+", type=int, metavar="ID")
+    report_flags(rp, trace=True)
+    rp.add_argument("--db", metavar="PATH")
+    rp.set_defaults(command_name="report")
+
+
+def _bench_layers(sub: Any) -> None:
+    bl = sub.add_parser("bench-layers", help="each layer alone: forward, input- and weight-gradient")
+    workload_flags(bl, optimizer=False, amp=False)
+    bl.add_argument("--repeats", type=positive_int, default=5, help="timed runs per layer (5)")
+    bl.add_argument("--warmup", type=nonneg_int, default=2, help="untimed runs per layer (2)")
+    bl.add_argument("--steps", type=positive_int, default=3, help="in-situ profile steps (3)")
+    bl.add_argument("--no-compare", action="store_true", help="skip the in-situ profile")
+    bl.add_argument("--json", metavar="PATH", help="write the benchmark as JSON")
+    width_flag(bl)
+    store_flags(bl)
+    bl.set_defaults(command_name="bench-layers")
+
+
+def _cost(sub: Any) -> None:
+    co = sub.add_parser(
+        "cost", help="count FLOPs, bytes and memory of a training step per layer (no GPU needed)"
+    )
+    workload_flags(co, device=False, amp=False, seed=False)
+    co.add_argument(
+        "--freeze", action="append", default=[], metavar="MODULE",
+        help="parameters under this module path get no gradient (repeatable)",
+    )
+    co.add_argument(
+        "--device-profile", metavar="NAME", help="predict times on this device (roofline estimate)"
+    )
+    co.add_argument(
+        "--profiles", metavar="FILE.toml", help="extra device profiles ([devices.NAME] tables)"
+    )
+    co.add_argument(
+        "--tf32", choices=("torch", "on", "off"), default="torch",
+        help="float32 conv/matmul on TF32 tensor cores: torch's defaults (conv on, matmul off)",
+    )
+    co.add_argument("--json", metavar="PATH", help="write the result as JSON (layertime.cost/1)")
+    report_flags(co)
+    co.add_argument("--quiet", "-q", action="store_true", help="print only the headline")
+    width_flag(co)
+    comm_flags(co)
+    store_flags(co)
+    co.set_defaults(command_name="cost")
+
+
+def _calibrate(sub: Any) -> None:
+    ca = sub.add_parser("calibrate", help="measure this machine and save it as a device profile")
+    ca.add_argument("--name", help="profile name (default local-cpu or local-<gpu>)")
+    ca.add_argument("--out", metavar="PATH",
+                    help="TOML file to write (default $XDG_CONFIG_HOME/layertime/devices.toml)")
+    ca.add_argument("--matmul-size", type=positive_int, metavar="N",
+                    help="largest matmul side (default 2048 on the CPU, 8192 on CUDA)")
+    ca.add_argument("--memory-mb", type=positive_float, metavar="MB",
+                    help="bytes per buffer of the bandwidth test (default 256 CPU, 1024 CUDA)")
+    ca.add_argument("--repeats", type=positive_int, default=5, help="timed runs (best of; 5)")
+    ca.add_argument("--fit", metavar="MODEL",
+                    help="also profile MODEL and fit each kind's efficiency to its times")
+    ca.add_argument("--from-run", metavar="ID|RUN.json",
+                    help="fit to a stored profile run (or a run JSON) instead of profiling")
+    ca.add_argument("--min-share", type=float, default=0.01, metavar="FRACTION",
+                    help="kinds under this share of the step keep the default (0.01)")
+    workload_flags(ca, model=False, amp=False)
+    ca.add_argument("--steps", type=positive_int, default=3)
+    ca.add_argument("--warmup", type=nonneg_int, default=1)
+    ca.add_argument("--json", metavar="PATH", help="write the measurement (and fit) as JSON")
+    width_flag(ca)
+    store_flags(ca)
+    ca.set_defaults(command_name="calibrate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and its flags (``command_name`` says which one was given)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parser = Parser(prog="layertime", description=DESCRIPTION, epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    try:
+        ver = version("layertime")
+    except PackageNotFoundError:
+        ver = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"layertime {ver}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=SubParser)
+    _profile(sub)
+    _sweep(sub)
+    _stored_commands(sub)
+    _bench_layers(sub)
+    _cost(sub)
+    _calibrate(sub)
+    sub.add_parser("models", help="list the model names layertime knows").set_defaults(
+        command_name="models")
+    s = sub.add_parser("show", help="render a saved run (JSON)")
+    s.add_argument("path")
+    width_flag(s)
+    s.set_defaults(command_name="show")
+    return parser

@@ -1,0 +1,147 @@
+"""One run from every rank's run of a data-parallel profile (pure)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import replace
+
+from layertime.errors import LayertimeError
+from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
+from layertime.results.run import LayerRow, Phases, Run
+
+
+def _fmean(xs: Sequence[float]) -> float:
+    return statistics.fmean(xs) if xs else 0.0
+
+
+def merge_ranks(
+    runs: Sequence[Run], *, backend: str | None = None, link: LinkEstimate | None = None
+) -> Run:
+    """One run from every rank's: rows, phases and samples are means over ranks.
+
+    Means keep the rows adding up (each rank's do).  ``ranks`` keeps every
+    rank's step, compute and communication; ``rank_spread_s`` of a layer is
+    the max minus min of its ``total_s`` over ranks.
+    """
+    if not runs:
+        raise ValueError("no ranks to merge")
+    first = runs[0]
+    names = [r.name for r in first.layers]
+    for i, run in enumerate(runs[1:], start=1):
+        if [r.name for r in run.layers] != names:
+            raise LayertimeError(f"rank {i} profiled different layers than rank 0")
+    phases = Phases(
+        **{k: _fmean([getattr(run.phases, k) for run in runs]) for k in Phases.__dataclass_fields__}
+    )
+    spread = {
+        k: _fmean([run.phase_spread_s.get(k, 0.0) for run in runs]) for k in first.phase_spread_s
+    }
+    ranks = _rank_rows(runs)
+    warnings = list(dict.fromkeys(w for run in runs for w in run.warnings))
+    straggler = _straggler(ranks)
+    if straggler:
+        warnings.append(straggler)
+    plain, profiled, traced = _mean_samples(runs)
+    return replace(
+        first,
+        step_samples_s=plain,
+        profiled_step_samples_s=profiled,
+        traced_step_samples_s=traced,
+        layers=_mean_layers(runs),
+        phases=phases,
+        phase_spread_s=spread,
+        warnings=tuple(warnings),
+        world_size=len(runs),
+        backend=backend if backend is not None else first.backend,
+        ranks=ranks,
+        buckets=_mean_buckets(runs),
+        link=link if link is not None else first.link,
+    )
+
+
+def _mean_layers(runs: Sequence[Run]) -> tuple[LayerRow, ...]:
+    """Each layer's row as the mean over ranks, with its spread over ranks."""
+    layers = []
+    for j, base in enumerate(runs[0].layers):
+        rows = [run.layers[j] for run in runs]
+        layers.append(
+            replace(
+                base,
+                forward_s=_fmean([r.forward_s for r in rows]),
+                backward_s=_fmean([r.backward_s for r in rows]),
+                update_s=_fmean([r.update_s for r in rows]),
+                calls=_fmean([r.calls for r in rows]),
+                spread_s=_fmean([r.spread_s for r in rows]),
+                comm_s=_fmean([r.comm_s for r in rows]),
+                comm_exposed_s=_fmean([r.comm_exposed_s for r in rows]),
+                rank_spread_s=max(r.total_s for r in rows) - min(r.total_s for r in rows),
+            )
+        )
+    return tuple(layers)
+
+
+def _mean_samples(
+    runs: Sequence[Run],
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """Plain, profiled and traced step samples as means over ranks, as many as every rank
+    has (traced walls only when every rank kept them)."""
+    n_plain = min(len(run.step_samples_s) for run in runs)
+    n_traced = min(len(run.profiled_step_samples_s) for run in runs)
+    traced_walls = all(len(run.traced_step_samples_s) >= n_traced for run in runs)
+    return (
+        tuple(_fmean([run.step_samples_s[i] for run in runs]) for i in range(n_plain)),
+        tuple(_fmean([run.profiled_step_samples_s[i] for run in runs]) for i in range(n_traced)),
+        tuple(_fmean([run.traced_step_samples_s[i] for run in runs]) for i in range(n_traced))
+        if traced_walls else (),
+    )
+
+
+def _mean_buckets(runs: Sequence[Run]) -> tuple[BucketRow, ...]:
+    buckets = []
+    for j, b in enumerate(runs[0].buckets):
+        same = [run.buckets[j] for run in runs if len(run.buckets) > j]
+        buckets.append(
+            replace(
+                b,
+                allreduce_s=_fmean([x.allreduce_s for x in same]),
+                comm_s=_fmean([x.comm_s for x in same]),
+                exposed_s=_fmean([x.exposed_s for x in same]),
+            )
+        )
+    return tuple(buckets)
+
+
+def _rank_rows(runs: Sequence[Run]) -> tuple[RankRow, ...]:
+    """Each rank's step, compute and communication, and its wait for the slowest rank."""
+    compute = [run.profiled_step_s - run.phases.comm_exposed_s for run in runs]
+    return tuple(
+        RankRow(
+            rank=i,
+            host=run.environment.host,
+            step_s=run.step_s,
+            profiled_step_s=run.profiled_step_s,
+            compute_s=compute[i],
+            comm_s=run.comm_s,
+            comm_exposed_s=run.phases.comm_exposed_s,
+            wait_s=min(run.phases.comm_exposed_s, max(compute) - compute[i]),
+        )
+        for i, run in enumerate(runs)
+    )
+
+
+#: A rank whose compute exceeds the fastest rank's by this much is called a straggler.
+STRAGGLER_RATIO = 1.2
+
+
+def _straggler(ranks: Sequence[RankRow]) -> str | None:
+    if len(ranks) < 2:
+        return None
+    slow = max(ranks, key=lambda r: r.compute_s)
+    fast = min(ranks, key=lambda r: r.compute_s)
+    if fast.compute_s > 0 and slow.compute_s > STRAGGLER_RATIO * fast.compute_s:
+        return (
+            f"rank {slow.rank} ({slow.host}) computes {slow.compute_s / fast.compute_s - 1:.0%} "
+            f"longer than rank {fast.rank}: the other ranks wait for it in the all-reduce"
+        )
+    return None

@@ -1,0 +1,92 @@
+"""The user's model as layertime sees it: its distinct modules, and its train/eval mode
+changed for a block only.
+
+Every collector (the tracer, the cost counter, the isolated benchmarks)
+indexes modules through one :class:`ModuleTable`, so rows made by any of
+them name and kind a module the same way, and join on ``name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from torch import nn
+
+from layertime.kinds import kind_of
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """One distinct module of the model, by its first dotted path."""
+
+    index: int
+    name: str
+    module: nn.Module
+    kind: str
+    type: str
+    #: Parameters owned directly (not by children), counted once if shared.
+    params: int
+    #: Elements of directly owned parameters that require a gradient.
+    trainable: int
+
+
+@dataclass(frozen=True)
+class SharedParam:
+    """A parameter held by more than one module (tied weights): counted at ``owner`` only."""
+
+    owner: str
+    user: str
+    numel: int
+
+
+class ModuleTable:
+    """The model's distinct modules, indexed in ``named_modules`` order (root first).
+
+    ``kinds`` (``id(module)`` -> kind, from :class:`layertime.kinds.KindObserver`)
+    overrides the class-based kind of the modules it names.  A parameter that
+    several modules hold (a tied LM head) is counted once, at its first owner;
+    ``shared`` lists the others.
+    """
+
+    def __init__(self, model: nn.Module, kinds: Mapping[int, str] | None = None) -> None:
+        entries: list[ModuleEntry] = []
+        owner_of: dict[int, str] = {}
+        shared: list[SharedParam] = []
+        for i, (name, mod) in enumerate(model.named_modules()):
+            params = trainable = 0
+            for p in mod.parameters(recurse=False):
+                if id(p) in owner_of:
+                    if owner_of[id(p)] != name:
+                        shared.append(SharedParam(owner_of[id(p)], name, p.numel()))
+                    continue
+                owner_of[id(p)] = name
+                params += p.numel()
+                if p.requires_grad:
+                    trainable += p.numel()
+            kind = kinds.get(id(mod)) if kinds else None
+            entries.append(ModuleEntry(
+                i, name, mod, kind or kind_of(mod), type(mod).__name__, params, trainable
+            ))
+        self.entries: tuple[ModuleEntry, ...] = tuple(entries)
+        self.shared: tuple[SharedParam, ...] = tuple(shared)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[ModuleEntry]:
+        return iter(self.entries)
+
+
+@contextmanager
+def training_mode(model: nn.Module, train: bool = True) -> Iterator[None]:
+    """Put the model in train mode (``train=False``: eval mode) for the block, then give
+    every module back its own mode (a frozen norm layer in a training model stays in eval)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.train(train)
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode

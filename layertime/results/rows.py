@@ -1,0 +1,267 @@
+"""The rows of a profiled run and their totals: per layer (:class:`LayerRow`), per phase
+(:class:`Phases`), per kind (:class:`KindTotal`) and per role (:class:`RoleTotal`).
+
+:class:`~layertime.results.run.Run` holds the rows and adds them up through
+:func:`kind_totals` and :func:`role_totals`; both give shares of the profiled
+step that add up to 1, with the step-level rows (loss, ``step``,
+``unattributed``) beside the layers'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from layertime.taxonomy import KIND_LABELS, KINDS, ROLE_LABELS, ROLES, STEP_KINDS
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """Self time of one module in one training step, split by phase.
+
+    ``name`` is the dotted module path (``""`` is the root model); a
+    container's row holds only its *self* time, the work its own
+    ``forward`` does outside its children (functional calls such as
+    ``torch.flatten`` or a residual ``+``).  ``update_s`` is the optimizer's
+    work on this module's own parameters.
+    """
+
+    name: str
+    kind: str
+    type: str
+    forward_s: float
+    backward_s: float
+    update_s: float
+    params: int
+    calls: float
+    #: Standard deviation over measured steps of ``total_s``.
+    spread_s: float = 0.0
+    #: Data-parallel runs only (0 otherwise): gradient synchronisation charged to
+    #: this layer (its share, by bytes, of the buckets holding its gradients),
+    #: ``comm_exposed_s`` the part the training thread spent on it (in ``total_s``);
+    #: the rest was hidden behind backward compute.  ``comm_bytes``: bytes of its
+    #: gradients all-reduced per step.  ``rank_spread_s``: max minus min of
+    #: ``total_s`` over ranks.
+    comm_s: float = 0.0
+    comm_exposed_s: float = 0.0
+    comm_bytes: int = 0
+    rank_spread_s: float = 0.0
+    #: What the layer is for in a transformer (placed by ``layertime.roles``):
+    #: attention, mlp, embedding, norm, head or other; its block
+    #: (``transformer.h.0``) or None.  None in runs saved before roles: such a
+    #: row counts as ``other``.
+    role: str | None = None
+    block: str | None = None
+
+    @property
+    def total_s(self) -> float:
+        return self.forward_s + self.backward_s + self.update_s + self.comm_exposed_s
+
+    @property
+    def label(self) -> str:
+        return self.name or "(model)"
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Per-step time of each phase; together they add up to the profiled step."""
+
+    forward_s: float
+    backward_s: float
+    update_s: float
+    loss_s: float
+    zero_grad_s: float
+    data_s: float
+    unattributed_s: float
+    #: Data-parallel runs: exposed gradient synchronisation (sum over layers).
+    comm_exposed_s: float = 0.0
+    #: Framework integrations (Lightning, Hugging Face): gradient clipping, the
+    #: LR scheduler's step, and logging (callbacks, loggers, the loop's own
+    #: bookkeeping between steps).  0 elsewhere and in older files.
+    clip_s: float = 0.0
+    scheduler_s: float = 0.0
+    logging_s: float = 0.0
+
+    @property
+    def step_level_s(self) -> float:
+        """The step-level rows other than loss and unattributed (kind ``step``)."""
+        return self.zero_grad_s + self.data_s + self.clip_s + self.scheduler_s + self.logging_s
+
+    @property
+    def total_s(self) -> float:
+        return (
+            self.forward_s
+            + self.backward_s
+            + self.update_s
+            + self.loss_s
+            + self.step_level_s
+            + self.unattributed_s
+            + self.comm_exposed_s
+        )
+
+
+@dataclass(frozen=True)
+class KindTotal:
+    """Time and parameters of all rows of one kind."""
+
+    kind: str
+    time_s: float
+    share: float
+    params: int
+    params_share: float
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    update_s: float = 0.0
+    #: Data-parallel runs: gradient synchronisation of the kind's layers, its
+    #: exposed part (included in ``time_s``), and shares of the run's totals.
+    comm_s: float = 0.0
+    comm_exposed_s: float = 0.0
+    comm_share: float = 0.0
+    comm_bytes: int = 0
+    comm_bytes_share: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return KIND_LABELS.get(self.kind, self.kind)
+
+
+@dataclass(frozen=True)
+class RoleTotal:
+    """Time and parameters of all rows of one role (``attention``, ``mlp``, ...), or of a
+    step-level row (``loss``, ``step``, ``unattributed``: time only).
+
+    ``core_s`` is the attention role only: the self time of its ``attention``-kind
+    rows (scores, softmax, weighted sum), without the projections.
+    """
+
+    role: str
+    time_s: float
+    share: float
+    params: int
+    params_share: float
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    update_s: float = 0.0
+    core_s: float = 0.0
+    core_share: float = 0.0
+    rows: int = 0
+
+    @property
+    def label(self) -> str:
+        return ROLE_LABELS.get(self.role, self.role)
+
+
+@dataclass
+class _KindSums:
+    """Running sums of one kind's rows, while :meth:`Run.by_kind` adds them up."""
+
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    update_s: float = 0.0
+    params: int = 0
+    comm_s: float = 0.0
+    comm_exposed_s: float = 0.0
+    comm_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Where one row's work lay in one traced step (CPU timeline), for traces.
+
+    ``name`` is a layer's dotted path or a step-level row in parentheses
+    (``(loss)``, ``(update)``); ``phase`` is forward, backward, update, loss,
+    zero_grad or data.  ``start_s``/``end_s`` are from the step's start, and
+    span the first to the last op charged to the row; ``self_s`` is its charge.
+    """
+
+    step: int
+    name: str
+    phase: str
+    start_s: float
+    end_s: float
+    self_s: float
+
+
+def kind_totals(
+    layers: Sequence[LayerRow], phases: Phases, total_s: float
+) -> dict[str, KindTotal]:
+    """Time and parameters per kind (plus ``loss``, ``step`` and ``unattributed``), shares
+    of ``total_s`` (the profiled step), in report order."""
+    params_total = sum(r.params for r in layers) or 1
+    sums: dict[str, _KindSums] = {}
+    for r in layers:
+        k = sums.setdefault(r.kind, _KindSums())
+        k.forward_s += r.forward_s
+        k.backward_s += r.backward_s
+        k.update_s += r.update_s
+        k.params += r.params
+        k.comm_s += r.comm_s
+        k.comm_exposed_s += r.comm_exposed_s
+        k.comm_bytes += r.comm_bytes
+    comm_total = sum(r.comm_s for r in layers)
+    bytes_total = sum(r.comm_bytes for r in layers)
+    p = phases
+    if p.loss_s:
+        sums.setdefault("loss", _KindSums()).forward_s += p.loss_s
+    sums["step"] = _KindSums(forward_s=p.step_level_s)
+    sums["unattributed"] = _KindSums(forward_s=p.unattributed_s)
+    out: dict[str, KindTotal] = {}
+    for kind in [k for k in KINDS + STEP_KINDS if k in sums]:
+        k = sums[kind]
+        t = k.forward_s + k.backward_s + k.update_s + k.comm_exposed_s
+        out[kind] = KindTotal(
+            kind=kind,
+            time_s=t,
+            share=t / total_s if total_s else 0.0,
+            params=k.params,
+            params_share=k.params / params_total,
+            forward_s=k.forward_s,
+            backward_s=k.backward_s,
+            update_s=k.update_s,
+            comm_s=k.comm_s,
+            comm_exposed_s=k.comm_exposed_s,
+            comm_share=k.comm_s / comm_total if comm_total else 0.0,
+            comm_bytes=k.comm_bytes,
+            comm_bytes_share=k.comm_bytes / bytes_total if bytes_total else 0.0,
+        )
+    return out
+
+
+def role_totals(
+    layers: Sequence[LayerRow], phases: Phases, total_s: float
+) -> dict[str, RoleTotal]:
+    """Time and parameters per role (a row without one is ``other``), then ``loss``,
+    ``step`` and ``unattributed``; shares of ``total_s`` add up to 1, parameter shares
+    over the roles too."""
+    params_total = sum(r.params for r in layers) or 1
+    sums: dict[str, _KindSums] = {}
+    core: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    for r in layers:
+        role = r.role or "other"
+        k = sums.setdefault(role, _KindSums())
+        k.forward_s += r.forward_s
+        k.backward_s += r.backward_s
+        k.update_s += r.update_s
+        k.comm_exposed_s += r.comm_exposed_s
+        k.params += r.params
+        rows[role] = rows.get(role, 0) + 1
+        if role == "attention" and r.kind == "attention":
+            core[role] = core.get(role, 0.0) + r.total_s
+    out: dict[str, RoleTotal] = {}
+    for role in [k for k in ROLES if k in sums]:
+        k = sums[role]
+        t = k.forward_s + k.backward_s + k.update_s + k.comm_exposed_s
+        c = core.get(role, 0.0)
+        out[role] = RoleTotal(
+            role=role, time_s=t, share=t / total_s if total_s else 0.0, params=k.params,
+            params_share=k.params / params_total, forward_s=k.forward_s,
+            backward_s=k.backward_s, update_s=k.update_s, core_s=c,
+            core_share=c / total_s if total_s else 0.0, rows=rows[role],
+        )
+    p = phases
+    for role, t in (("loss", p.loss_s), ("step", p.step_level_s),
+                    ("unattributed", p.unattributed_s)):
+        if t or role != "loss":
+            out[role] = RoleTotal(role, t, t / total_s if total_s else 0.0, 0, 0.0, forward_s=t)
+    return out

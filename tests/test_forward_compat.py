@@ -1,0 +1,152 @@
+"""Forward-compatible JSON: within a schema version fields may be added, so every reader
+ignores keys it does not know, in every object of every schema."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from torch import nn
+
+import factories
+from layertime.cost import estimate, get_profile, predict
+from layertime.cost.compare import join
+from layertime.results.bench import BenchResult, LayerBench, RecordedInput
+from layertime.results.compiled import (
+    Compilation,
+    CompiledSummary,
+    FusedGroup,
+    GraphBreak,
+    GraphTotal,
+)
+from layertime.results.cost import CostResult
+from layertime.results.joined import Comparison
+from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
+from layertime.results.run import Run, Slice
+from layertime.results.sweep import Crossover, SummaryPoint, SweepSummary
+from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
+
+UNKNOWN = "field_of_a_later_version"
+#: Keys whose value is a free-form map (names to numbers, a configuration), not a record:
+#: a key added inside one would be data, not a new field.
+MAPS = frozenset({
+    "layers_of_bucket", "phase_spread_s", "kinds", "prediction", "not_modelled_s",
+    "conventions", "peak_tflops", "compute_efficiency", "memory_efficiency", "math_peaks",
+    "config", "group", "not_counted", "arithmetic_intensity", "split_s", "unplaced_kernels",
+})
+
+
+def augmented(obj: Any, key: str | None = None) -> Any:
+    """``obj`` with an unknown key added to every record (JSON object) in it."""
+    if isinstance(obj, dict):
+        if key in MAPS:
+            return obj
+        out = {k: augmented(v, "layers_of_bucket" if key == "buckets" and k == "layers" else k)
+               for k, v in obj.items()}
+        out[UNKNOWN] = {"nested": [1, 2]}
+        return out
+    if isinstance(obj, list):
+        return [augmented(v, key if key != "buckets" else "buckets") for v in obj]
+    return obj
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: Any) -> Any:
+        return self.fc(self.conv(x).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def cost() -> CostResult:
+    return predict(estimate(Net(), batch_size=2, input_shape=(3, 8, 8), num_classes=10),
+                   get_profile("a100"))
+
+
+@pytest.fixture(scope="module")
+def run(cost: CostResult) -> Run:
+    base = factories.run(
+        [factories.layer("", "other", 0.001), factories.layer("conv", "conv", 0.01, 0.02, 0.001, 112),
+         factories.layer("fc", "linear", 0.004, 0.008, 0.004, 2570, comm_s=0.002,
+                         comm_exposed_s=0.001, comm_bytes=10280)],
+        loss_s=0.002, zero_grad_s=0.001, model="Net", batch_size=2, amp="bf16",
+        phase_spread_s={"forward_s": 0.001},
+        timeline=(Slice(0, "conv", "forward", 0.0, 0.01, 0.01),),
+        world_size=2, backend="gloo",
+        ranks=(RankRow(0, "a", 0.05, 0.05, 0.04, 0.002, 0.001, 0.0),),
+        buckets=(BucketRow(0, 10280, {"fc": 10280}, 0.003, 0.002, 0.001),),
+        link=LinkEstimate(10.0, 5.0, "measured"),
+        compiled=CompiledSummary(
+            "inductor", None, True, compile_s=1.5, compile_steps=2,
+            compilations=(Compilation("0/0", 1.2),), graph_breaks=(GraphBreak("print", "x.py:3"),),
+            graphs=(GraphTotal("0/0 forward", "forward", 0.01, 0.009),),
+            fused_groups=(FusedGroup("triton_poi_0", "0/0", "forward", ("conv", "fc"), 0.002,
+                                     {"conv": 0.0015, "fc": 0.0005}),),
+            unplaced_kernels={"k": 0.0001},
+        ),
+    )
+    return replace(base, prediction=join(base, cost).to_dict())
+
+
+def _round_trip(obj: Any, read: Callable[[dict[str, Any]], Any]) -> None:
+    plain = json.loads(json.dumps(obj.to_dict()))
+    assert read(augmented(plain)) == read(plain)
+
+
+def test_run_reads_past_unknown_keys(run: Run) -> None:
+    _round_trip(run, Run.from_dict)
+    back = Run.from_dict(augmented(json.loads(run.to_json())))
+    assert back.timeline and back.ranks and back.buckets and back.link and back.prediction
+    assert back.compiled is not None and back.compiled.fused_groups[0].members == ("conv", "fc")
+
+
+def test_cost_reads_past_unknown_keys(cost: CostResult) -> None:
+    _round_trip(cost, CostResult.from_dict)
+    back = CostResult.from_dict(augmented(json.loads(cost.to_json())))
+    assert back.prediction is not None and back.layers[1].ops and back.loss.predicted
+
+
+def test_prediction_reads_past_unknown_keys(run: Run, cost: CostResult) -> None:
+    _round_trip(join(run, cost), Comparison.from_dict)
+
+
+def test_bench_reads_past_unknown_keys(run: Run) -> None:
+    bench = BenchResult(
+        model="Net", device="cpu", batch_size=2, input_shape=(3, 8, 8), dtype="float32",
+        warmup=1, repeats=3, environment=run.environment, created="now", in_situ=run,
+        layers=(LayerBench("conv", "conv", "Conv2d", 1, (RecordedInput((2, 3, 8, 8), "float32",
+                                                                      False),),
+                           0.001, 0.0, 0.002, 112),),
+    )
+    _round_trip(bench, BenchResult.from_dict)
+
+
+def test_sweep_reads_past_unknown_keys() -> None:
+    summary = SweepSummary(
+        points=(SummaryPoint({"model": "m", "batch_size": 1}, "ok", 2, None, 0.1,
+                             {"conv": 0.4, "linear": 0.6}),
+                SummaryPoint({"model": "m", "batch_size": 8}, "failed", 3, "out of memory")),
+        crossovers=(Crossover({"model": "m"}, 2.5, 1, 8),),
+    )
+    _round_trip(summary, SweepSummary.from_dict)
+
+
+@pytest.mark.parametrize("spec", [
+    WorkloadSpec.create("alexnet", batch_size=8, image_size=64, amp="bf16"),
+    WorkloadSpec("gpt", TokenInput(128), batch_size=2),
+    WorkloadSpec("m"),
+])
+def test_workload_reads_past_unknown_keys(spec: WorkloadSpec) -> None:
+    plain = json.loads(json.dumps(spec.to_dict()))
+    assert WorkloadSpec.from_dict(augmented(plain)) == WorkloadSpec.from_dict(plain) == spec
+
+
+def test_input_kinds_round_trip() -> None:
+    for spec in (ImageInput((3, 32, 32)), TokenInput(64, vocab_size=100)):
+        assert InputSpec.from_dict(augmented(spec.to_dict())) == spec
