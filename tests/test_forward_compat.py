@@ -26,7 +26,8 @@ from layertime.results.cost import CostResult
 from layertime.results.joined import Comparison
 from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.run import Run, Slice
-from layertime.results.sweep import Crossover, SummaryPoint, SweepSummary
+from layertime.models import ModelRef
+from layertime.results.sweep import Crossover, SeqCrossover, SummaryPoint, SweepSummary
 from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
 
 UNKNOWN = "field_of_a_later_version"
@@ -36,6 +37,7 @@ MAPS = frozenset({
     "layers_of_bucket", "phase_spread_s", "kinds", "prediction", "not_modelled_s",
     "conventions", "peak_tflops", "compute_efficiency", "memory_efficiency", "math_peaks",
     "config", "group", "not_counted", "arithmetic_intensity", "split_s", "unplaced_kernels",
+    "roles", "blocks",
 })
 
 
@@ -74,11 +76,11 @@ def run(cost: CostResult) -> Run:
     base = factories.run(
         [factories.layer("", "other", 0.001), factories.layer("conv", "conv", 0.01, 0.02, 0.001, 112),
          factories.layer("fc", "linear", 0.004, 0.008, 0.004, 2570, comm_s=0.002,
-                         comm_exposed_s=0.001, comm_bytes=10280)],
+                         comm_exposed_s=0.001, comm_bytes=10280, role="mlp", block="h.0")],
         loss_s=0.002, zero_grad_s=0.001, model="Net", batch_size=2, amp="bf16",
         phase_spread_s={"forward_s": 0.001},
         timeline=(Slice(0, "conv", "forward", 0.0, 0.01, 0.01),),
-        world_size=2, backend="gloo",
+        world_size=2, backend="gloo", seq_len=8, notes=("fc shares 10 parameters",),
         ranks=(RankRow(0, "a", 0.05, 0.05, 0.04, 0.002, 0.001, 0.0),),
         buckets=(BucketRow(0, 10280, {"fc": 10280}, 0.003, 0.002, 0.001),),
         link=LinkEstimate(10.0, 5.0, "measured"),
@@ -135,11 +137,19 @@ def test_sweep_reads_past_unknown_keys() -> None:
         crossovers=(Crossover({"model": "m"}, 2.5, 1, 8),),
     )
     _round_trip(summary, SweepSummary.from_dict)
+    tokens = SweepSummary(
+        points=(SummaryPoint({"model": "hf:m", "batch_size": 1, "seq_len": 64}, "ok", 4, None,
+                             0.1, {"linear": 0.6}, {"attention": 0.3, "mlp": 0.5}),),
+        seq_crossovers=(SeqCrossover({"model": "hf:m"}, 181.0, 128, 256),),
+    )
+    _round_trip(tokens, SweepSummary.from_dict)
+    assert SweepSummary.from_dict(augmented(tokens.to_dict())) == tokens
 
 
 @pytest.mark.parametrize("spec", [
     WorkloadSpec.create("alexnet", batch_size=8, image_size=64, amp="bf16"),
     WorkloadSpec("gpt", TokenInput(128), batch_size=2),
+    WorkloadSpec(ModelRef("hf:gpt2", ("n_layer=2",)), TokenInput(64, 50257, "causal-lm")),
     WorkloadSpec("m"),
 ])
 def test_workload_reads_past_unknown_keys(spec: WorkloadSpec) -> None:
@@ -148,5 +158,6 @@ def test_workload_reads_past_unknown_keys(spec: WorkloadSpec) -> None:
 
 
 def test_input_kinds_round_trip() -> None:
-    for spec in (ImageInput((3, 32, 32)), TokenInput(64, vocab_size=100)):
+    for spec in (ImageInput((3, 32, 32)), TokenInput(64, vocab_size=100),
+                 TokenInput(64, 100, "masked-lm")):
         assert InputSpec.from_dict(augmented(spec.to_dict())) == spec

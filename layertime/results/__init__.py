@@ -4,9 +4,11 @@ One module per result, each a frozen dataclass that round-trips through JSON
 under a versioned schema (``docs/schema.md``), read back tolerantly
 (:mod:`layertime.records`):
 
-* :mod:`~layertime.results.run` — :class:`Run`, a profiled training step (``layertime.run/1``);
+* :mod:`~layertime.results.run` — :class:`Run`, a profiled training step (``layertime.run/1``),
+  its rows and their totals per kind and role in :mod:`~layertime.results.rows`;
 * :mod:`~layertime.results.cost` — :class:`CostResult`, a counted step (``layertime.cost/1``),
-  its per-layer records in :mod:`~layertime.results.cost_rows`;
+  its per-layer records in :mod:`~layertime.results.cost_rows`, its totals per role and
+  transformer block in :mod:`~layertime.results.cost_roles`;
 * :mod:`~layertime.results.environment` — where a result was measured;
 * :mod:`~layertime.results.joined` — a run joined with a cost estimate (``layertime.prediction/1``);
 * :mod:`~layertime.results.bench` — layers benchmarked alone (``layertime.bench/1``);
