@@ -36,8 +36,8 @@ from layertime.measure.link import measure_link
 from layertime.measure.merge import merge_ranks
 from layertime.measure.prepare import Prepared, prepare
 from layertime.measure.runner import MeasureOptions, ProgressFn, measure
-from layertime.results.run import Run
 from layertime.models import ModelRef
+from layertime.results.run import Run
 from layertime.workload import WorkloadOptions, WorkloadSpec
 
 if TYPE_CHECKING:

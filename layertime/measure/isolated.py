@@ -31,9 +31,9 @@ from layertime.errors import LayertimeError, memory_errors
 from layertime.kinds import KindObserver, kind_of
 from layertime.measure.environment import describe
 from layertime.measure.prepare import prepare
+from layertime.models import ModelRef
 from layertime.modules import training_mode
 from layertime.results.bench import BenchResult, LayerBench, RecordedInput
-from layertime.models import ModelRef
 from layertime.workload import DTYPES, Batch, WorkloadOptions, WorkloadSpec, check_input
 
 if TYPE_CHECKING:

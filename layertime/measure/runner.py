@@ -34,9 +34,9 @@ from layertime.measure.environment import describe
 from layertime.measure.events import busy_us
 from layertime.measure.prepare import prepare
 from layertime.measure.tracer import TraceSession, phase
+from layertime.models import ModelRef
 from layertime.modules import ModuleTable, training_mode
 from layertime.results.run import Run
-from layertime.models import ModelRef
 from layertime.workload import Workload, WorkloadOptions, WorkloadSpec, check_input
 
 if TYPE_CHECKING:
@@ -467,12 +467,14 @@ def profile(
     compile: CompileOptions | bool | None = None,  # noqa: A002
     **workload: Unpack[WorkloadOptions],
 ) -> Run:
-    """Profile a training step of ``model`` (a name or an ``nn.Module``), per layer.
+    """Profile a training step of ``model`` (a name, a :class:`ModelRef` carrying an
+    ``hf:`` model's config overrides, or an ``nn.Module``), per layer.
 
     ``workload`` takes :meth:`WorkloadSpec.create`'s options: ``batch_size``
     (128), ``input_shape`` (one sample's shape; default 3x224x224, or the
     model's own size such as 227 for ``alexnet2012``) or ``image_size`` (H
-    and W of a 3-channel image) or ``input``, ``num_classes``, ``device``,
+    and W of a 3-channel image) or ``seq_len`` (token ids; default 128 for
+    ``hf:`` models) or ``input``, ``num_classes``, ``device``,
     ``optimizer``, ``dtype``, ``amp``, ``seed``.  ``time_budget_s`` replaces
     ``steps``: as many plain/traced pairs as fit (judged from the warm-up
     step), at most ``max_steps``.  ``compile`` (True or :class:`CompileOptions`)

@@ -22,8 +22,7 @@ from layertime.taxonomy import ROLE_LABELS, ROLES
 
 _STEP_LABELS = {"loss": "loss (step)", "step": "zero_grad, data",
                 "unattributed": "unattributed"}
-_TITLE = ("by role (layertime.roles): attention = its projections and core, "
-          "MLP = feed-forward layers and their activation")
+_TITLE = "by role (layertime.roles): attention = projections + core, MLP = feed-forward"
 
 
 def has_roles(run: Run) -> bool:
@@ -65,7 +64,12 @@ def render_roles(run: Run, width: int | None = None) -> RenderableType:
             rows.append(Row(("  score/softmax core", "", ms(rt.core_s), pct(rt.core_share),
                              "", "")))
     first = True
-    for role, label in _STEP_LABELS.items():
+    p = run.phases
+    step_parts = [name for name, t in (("zero_grad", p.zero_grad_s), ("data", p.data_s),
+                                       ("clip", p.clip_s), ("scheduler", p.scheduler_s),
+                                       ("logging", p.logging_s)) if t]
+    labels = {**_STEP_LABELS, "step": ", ".join(step_parts) or _STEP_LABELS["step"]}
+    for role, label in labels.items():
         rt = roles.get(role)
         if rt is not None:
             rows.append(Row((label, "", ms(rt.time_s), pct(rt.share), "", ""), gap_before=first))
