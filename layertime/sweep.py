@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from layertime.errors import LayertimeError
+from layertime.errors import BadValue, LayertimeError
 from layertime.measure.runner import MeasureOptions, profile_workload
 from layertime.results.run import Run
 from layertime.results.sweep import Crossover, SweepPoint, SweepResult
@@ -33,21 +33,21 @@ def parse_axis(text: str, name: str, *, kind: type = int) -> tuple[Any, ...]:
     """Parse a comma-separated axis such as ``1,8,32``; errors are one line."""
     parts = [p.strip() for p in text.split(",")]
     if not text.strip() or any(not p for p in parts):
-        raise LayertimeError(f"--{name}: empty value in {text!r}")
+        raise BadValue(f"--{name}: empty value in {text!r}")
     out: list[Any] = []
     for p in parts:
         if kind is int:
             try:
                 v = int(p)
             except ValueError:
-                raise LayertimeError(f"--{name}: {p!r} is not a whole number") from None
+                raise BadValue(f"--{name}: {p!r} is not a whole number") from None
             if v < 1:
-                raise LayertimeError(f"--{name}: {v} must be at least 1")
+                raise BadValue(f"--{name}: {v} must be at least 1")
             out.append(v)
         else:
             out.append(p)
     if len(set(out)) != len(out):
-        raise LayertimeError(f"--{name}: repeated value in {text!r}")
+        raise BadValue(f"--{name}: repeated value in {text!r}")
     return tuple(out)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from layertime.errors import LayertimeError
+from layertime.errors import BadValue, LayertimeError
 
 if TYPE_CHECKING:  # torch loads with the first model built, not with the name list
     from torch import nn
@@ -157,7 +157,7 @@ def _build_timm(name: str, num_classes: int) -> nn.Module:
     except RuntimeError as e:  # timm raises RuntimeError for unknown names
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
-        raise LayertimeError(f"unknown timm model {name!r}{hint}") from e
+        raise BadValue(f"unknown timm model {name!r}{hint}") from e
 
 
 def _call_builder(fn: Callable[..., Any], label: str, num_classes: int) -> nn.Module:
@@ -230,7 +230,7 @@ def resolve(name: str) -> ModelSpec:
     """Resolve a model name to a :class:`ModelSpec`, or raise a one-line error."""
     name = name.strip()
     if not name:
-        raise LayertimeError("empty model name")
+        raise BadValue("empty model name")
     if name in BUILTIN:
         target, size = BUILTIN[name]
         mod_text, attr = target.split(":")
@@ -257,7 +257,7 @@ def resolve(name: str) -> ModelSpec:
         )
     close = difflib.get_close_matches(name.lower(), available(), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise LayertimeError(
+    raise BadValue(
         f"unknown model {name!r}{hint} (see 'layertime models'; "
         "or give timm:NAME, file.py:callable or package.module:callable)"
     )
