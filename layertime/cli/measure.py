@@ -4,6 +4,7 @@ and ``calibrate``.  Each is flags, then one library call, then a renderer."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -230,6 +231,11 @@ def _comm_what_if(args: argparse.Namespace, cost: CostResult) -> None:
         raise BadValue("--link-latency-us needs --link-gbps")
     caps = {"cap_bytes": int(args.bucket_cap_mb * 2**20)}
     if run is not None:
+        for what, measured, counted in (("model", run.model, cost.model),
+                                        ("batch size", run.batch_size, cost.batch_size)):
+            if measured != counted:
+                print(f"warning: the run was measured with {what} {measured}, the estimate "
+                      f"above is for {counted}: the what-if below uses the run's", file=sys.stderr)
         pred = from_run(run, args.workers, link, **caps)
     else:
         if link is None:
@@ -287,7 +293,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         prof = fitting.to_profile(cal, name)
     written = save_profile(prof, path, fit, comment=f"written by layertime calibrate "
                            f"{cal.created}: measured on this machine, not a datasheet")
-    console(args).print(calibration_report(cal, fit, warnings, name, written, table_width(args)),
+    from layertime.cost.devices import user_profiles_path
+
+    default_file = Path(written).resolve() == user_profiles_path().resolve()
+    console(args).print(calibration_report(cal, fit, warnings, name, written, table_width(args),
+                                           default_file),
                         soft_wrap=True)
     if args.json:
         write_json(args, args.json, {"calibration": cal.to_dict(), "profile": name,

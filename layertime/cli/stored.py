@@ -133,6 +133,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.trace and not report.traced:
         raise BadValue(f"--trace needs profile runs; run {stored[0].id} is a "
                              f"{stored[0].kind} run")
+    cost = report.options.get("cost")
+    if cost is not None:  # a profile joined with a cost estimate: say any mismatch here too
+        from layertime.cost.compare import join
+        from layertime.results.run import Run
+
+        assert isinstance(report.subject, Run)
+        for w in join(report.subject, cost).warnings:  # type: ignore[arg-type]
+            print(f"warning: {w}", file=sys.stderr)
     write_reports(args, report.subject, trace=False, **report.options)
     if args.trace:
         from layertime.render.trace import write_trace
