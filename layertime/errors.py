@@ -12,8 +12,25 @@ class LayertimeError(Exception):
     """A problem the user can fix: the message is one line, without a traceback."""
 
 
+class BadValue(LayertimeError):
+    """A flag's or an argument's value is wrong (an unknown model, device or profile
+    name, a malformed list): the command line exits 2 for it, as argparse does."""
+
+
 class OutOfMemory(LayertimeError):
-    """The workload did not fit in the device's memory."""
+    """The workload did not fit in the device's memory.
+
+    ``batch_size`` and ``device_type`` say what did not fit and ``detail`` is
+    the allocator's own words, so a caller that knows the workload can offer a
+    better batch size (:func:`layertime.cost.memory.batch_hint`).
+    """
+
+    def __init__(self, message: str, batch_size: int = 0, device_type: str = "",
+                 detail: str = "") -> None:
+        super().__init__(message)
+        self.batch_size = batch_size
+        self.device_type = device_type
+        self.detail = detail
 
 
 class LayertimeWarning(UserWarning):
@@ -44,11 +61,30 @@ def is_out_of_memory(e: BaseException) -> bool:
     )
 
 
+#: Sentences of torch's out-of-memory messages that give advice, not facts.
+_OOM_ADVICE = ("If reserved", "See documentation", "Including non-PyTorch", "Of the allocated",
+               "Process ", "This error", "Please ")
+
+
+def oom_detail(e: BaseException) -> str:
+    """What the allocator said, in one line and whole sentences: how much it tried to
+    allocate and how much there was, without torch's advice that follows."""
+    text = " ".join(str(e).split())
+    if not text:
+        return type(e).__name__
+    sentences = [s for s in text.replace(". ", ".\n").splitlines() if s]
+    kept = [s for s in sentences if not s.startswith(_OOM_ADVICE)]
+    return " ".join(kept or sentences[:1]).rstrip(".")
+
+
 def out_of_memory(e: BaseException, batch_size: int, device_type: str) -> OutOfMemory:
-    """The one-line error for a batch that does not fit, with a smaller batch to try."""
+    """The one-line error for a batch that does not fit, with a smaller batch to try
+    (half of it: a caller that knows the workload can do better, see OutOfMemory)."""
+    detail = oom_detail(e)
     hint = f"; try --batch-size {batch_size // 2}" if batch_size > 1 else ""
     return OutOfMemory(
-        f"batch {batch_size} does not fit in {device_type} memory ({first_line(e, 160)}){hint}"
+        f"batch {batch_size} does not fit in {device_type} memory ({detail}){hint}",
+        batch_size, device_type, detail,
     )
 
 

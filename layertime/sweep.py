@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from layertime.errors import LayertimeError
+from layertime.errors import BadValue, LayertimeError
 from layertime.measure.runner import MeasureOptions, profile_workload
 from layertime.models import ModelRef
 from layertime.results.run import Run
@@ -34,21 +34,21 @@ def parse_axis(text: str, name: str, *, kind: type = int) -> tuple[Any, ...]:
     """Parse a comma-separated axis such as ``1,8,32``; errors are one line."""
     parts = [p.strip() for p in text.split(",")]
     if not text.strip() or any(not p for p in parts):
-        raise LayertimeError(f"--{name}: empty value in {text!r}")
+        raise BadValue(f"--{name}: empty value in {text!r}")
     out: list[Any] = []
     for p in parts:
         if kind is int:
             try:
                 v = int(p)
             except ValueError:
-                raise LayertimeError(f"--{name}: {p!r} is not a whole number") from None
+                raise BadValue(f"--{name}: {p!r} is not a whole number") from None
             if v < 1:
-                raise LayertimeError(f"--{name}: {v} must be at least 1")
+                raise BadValue(f"--{name}: {v} must be at least 1")
             out.append(v)
         else:
             out.append(p)
     if len(set(out)) != len(out):
-        raise LayertimeError(f"--{name}: repeated value in {text!r}")
+        raise BadValue(f"--{name}: repeated value in {text!r}")
     return tuple(out)
 
 
@@ -73,7 +73,7 @@ class SweepAxes:
         if any(s is not None for s in self.seq_lens) and any(
             i is not None for i in self.image_sizes
         ):
-            raise LayertimeError("give --image-sizes or --seq-lens, not both")
+            raise BadValue("give --image-sizes or --seq-lens, not both")
         for model in self.models:
             ModelRef(model, self.model_config)  # --config applies to hf: models only
 

@@ -10,6 +10,8 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import pytest
+
+from layertime.errors import LayertimeError
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -569,7 +571,8 @@ class FailsInTraining(nn.Module):
 
 def test_hooks_removed_and_mode_restored_after_an_error_mid_step() -> None:
     model = FailsInTraining().eval()
-    with pytest.raises(RuntimeError, match="boom in training"):
+    # The model's own error, as one line naming the step (the original is its cause).
+    with pytest.raises(LayertimeError, match="a training step failed.*boom in training"):
         measure(model, config(), CPU, label="f", options=MeasureOptions(1, 0))
     assert hooks_of(model) == {}
     assert not model.training and not model.conv.training

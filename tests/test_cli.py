@@ -213,7 +213,7 @@ def assert_one_line_error(r: Result, exit_code: int | None = None) -> str:
 
 
 def test_unknown_model_suggests_close_name(cli: dict[str, Result]) -> None:
-    msg = assert_one_line_error(cli["unknown"], exit_code=1)
+    msg = assert_one_line_error(cli["unknown"], exit_code=2)
     assert "alexnett" in msg
     assert "did you mean alexnet" in msg, cli["unknown"]
 
@@ -222,14 +222,14 @@ def test_debug_shows_traceback(cli: dict[str, Result]) -> None:
     r = cli["unknown_debug"]
     assert r.returncode != 0, r
     assert "Traceback (most recent call last)" in r.stderr, r
-    assert "LayertimeError" in r.stderr and "alexnett" in r.stderr, r
+    assert "BadValue" in r.stderr and "alexnett" in r.stderr, r
 
 
 def test_debug_after_subcommand_raises_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     # "rerun with --debug" is naturally done by appending it to the command.
     with pytest.raises(LayertimeError, match="alexnett"):
         main(["profile", "alexnett", "--debug"])
-    assert main(["profile", "alexnett"]) == 1
+    assert main(["profile", "alexnett"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("layertime: error: unknown model")
 
@@ -267,7 +267,7 @@ def test_input_shape_the_model_cannot_take_fails_in_forward_check(
 
 
 def test_cuda_without_cuda(cli: dict[str, Result]) -> None:
-    msg = assert_one_line_error(cli["cuda"], exit_code=1)
+    msg = assert_one_line_error(cli["cuda"], exit_code=2)
     assert "CUDA" in msg and "not available" in msg
 
 
@@ -414,3 +414,83 @@ def test_version_names_the_package() -> None:
     out = subprocess.run([sys.executable, "-m", "layertime", "--version"], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("layertime ")
+
+
+# -- errors that help -----------------------------------------------------------------------
+
+
+def test_out_of_memory_is_one_whole_line_with_an_estimated_batch(capsys) -> None:
+    from layertime.cost.memory import BatchFit, batch_that_fits, hint_text
+    from layertime.errors import oom_detail
+    from layertime.workload import WorkloadSpec
+
+    torch_msg = ("CUDA out of memory. Tried to allocate 3.06 GiB. GPU 0 has a total capacity of "
+                 "139.81 GiB of which 1.2 GiB is free. Including non-PyTorch memory, this process "
+                 "has 138 GiB memory in use. Of the allocated memory 130 GiB is allocated by "
+                 "PyTorch. If reserved but unallocated memory is large try setting "
+                 "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.")
+    detail = oom_detail(RuntimeError(torch_msg))
+    assert detail == ("CUDA out of memory. Tried to allocate 3.06 GiB. GPU 0 has a total capacity "
+                      "of 139.81 GiB of which 1.2 GiB is free")
+    # The fit from the estimate: fixed + per-sample, exactly as estimated at batch 1 and 2.
+    spec = WorkloadSpec.create("alexnet", batch_size=64, image_size=64, num_classes=10)
+    fit = batch_that_fits(spec, 2 * 10**9)
+    from layertime.cost import estimate_workload
+
+    one = estimate_workload(dataclasses_replace(spec, batch_size=1)).memory_bytes.total
+    assert fit.per_sample_bytes + fit.fixed_bytes == one
+    assert fit.fixed_bytes + fit.batch_size * fit.per_sample_bytes <= 0.85 * 2 * 10**9
+    assert fit.fixed_bytes + (fit.batch_size + 1) * fit.per_sample_bytes > 0.85 * 2 * 10**9
+    text = hint_text(fit, 100_000)
+    assert f"try --batch-size {fit.batch_size}" in text and "an estimate" in text
+    assert "even batch 1" in hint_text(BatchFit(10, 10**9, 10**8, 0), 4)
+    assert "something else holds memory: try --batch-size 2" in hint_text(
+        BatchFit(10, 10, 10**9, 5000), 4)
+
+
+def dataclasses_replace(obj, **kw):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
+
+
+@pytest.mark.parametrize("argv", [
+    ["sweep", "alexnet", "--batch-sizes", "4,abc"],
+    ["profile", "alexnett"],
+    ["cost", "alexnet", "--device-profile", "h2000"],
+])
+def test_bad_values_exit_2_with_one_line(argv: list[str], capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("layertime: error: ") and err.count("\n") == 1
+
+
+def test_every_written_file_is_announced_and_quiet_silences_it(tmp_path, capsys) -> None:
+    from layertime.cli.common import wrote
+
+    import argparse
+
+    path = tmp_path / "x.json"
+    wrote(argparse.Namespace(quiet=False), path)
+    wrote(argparse.Namespace(quiet=True), path)
+    wrote(argparse.Namespace(), path)
+    err = capsys.readouterr().err
+    assert err == f"wrote {path}\nwrote {path}\n"
+    # A real command: --json and --html each said once, on stderr, stdout untouched.
+    out_json, out_html = tmp_path / "c.json", tmp_path / "c.html"
+    assert main(["cost", "alexnet", "-b", "2", "--json", str(out_json), "--html", str(out_html),
+                 "--no-store", "--width", "120"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"wrote {out_json}", f"wrote {out_html}"]
+    assert "wrote" not in captured.out
+
+
+def test_show_prints_a_stored_run_by_id(tmp_path, capsys) -> None:
+    db = tmp_path / "runs.db"
+    assert main(["cost", "alexnet", "-b", "2", "--db", str(db), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["show", "1", "--db", str(db), "--width", "100"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("conv layers:") and "features.0" in out
+    assert main(["show", "7", "--db", str(db)]) == 1  # no such run: one line
+    assert capsys.readouterr().err.count("\n") == 1

@@ -216,11 +216,14 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "layertime", "profile", "hf:gpt2", "--config",
                         "n_layers=2", "--no-store"], capture_output=True, text=True, env=env,
                        timeout=120)
-    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr  # a bad flag value
     assert "close: n_layer" in r.stderr
     r = subprocess.run([sys.executable, "-m", "layertime", "cost", "hf:someorg/private-model",
                         "--no-store"], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "never downloads" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "never downloads" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "layertime", "profile", "alexnet", "--seq-len",
+                        "16", "--no-store"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "alexnet takes images" in r.stderr, r.stderr
     r = subprocess.run([sys.executable, "-m", "layertime", "profile", "hf:gpt2", "--seq-len",
                         "0"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "--seq-len" in r.stderr

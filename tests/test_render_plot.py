@@ -169,3 +169,46 @@ def test_plotting_leaves_pyplot_alone() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_sweep_panels_line_up_and_their_titles_do_not_meet() -> None:
+    """Two panels side by side: the same widths, one figure-wide legend, titles apart."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from layertime.render.plot import figure
+
+    two_sizes = {
+        "schema": "layertime.sweep/1",
+        "points": [
+            {"config": {"model": "smallnet", "batch_size": b, "image_size": img,
+                        "device": "cpu", "dtype": "float32", "optimizer": "sgd"},
+             "status": "ok", "run_id": i, "error": None, "step_s": 0.01 * b,
+             "kinds": {"conv": c, "linear": 0.9 - c, "activation": 0.05, "step": 0.05}}
+            for i, (img, b, c) in enumerate(
+                (img, b, c) for img in (64, 224) for b, c in ((1, 0.2), (8, 0.4), (64, 0.7)))
+        ],
+    }
+    fig = figure(two_sizes, title="sweep 3")
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    axes = [ax for ax in fig.get_axes() if ax.get_visible()]
+    assert len(axes) >= 4
+    assert not any(ax.get_legend() for ax in axes)  # the legend is the figure's, above
+    # Pixel boxes (each column is a subfigure: its own coordinates).
+    boxes = {ax: ax.get_window_extent(renderer) for ax in axes}
+    widths = sorted({round(b.width) for b in boxes.values()})
+    assert widths[-1] - widths[0] <= 2, widths  # every panel equally wide
+    lefts = sorted({round(b.x0) for b in boxes.values()})
+    assert len(lefts) == 2  # two columns, each aligned
+    left_col = [ax for ax in axes if round(boxes[ax].x0) == lefts[0]]
+    right_col = [ax for ax in axes if round(boxes[ax].x0) == lefts[1]]
+    pairs = 0
+    for left in left_col:
+        for right in right_col:
+            if abs(boxes[left].y1 - boxes[right].y1) < 3:  # the same row: tops line up
+                title = left._left_title
+                assert title.get_window_extent(renderer).x1 < boxes[right].x0, title.get_text()
+                pairs += 1
+    assert pairs >= 2  # rows line up across the columns

@@ -215,7 +215,7 @@ def test_cli_report_trace_of_a_stored_run(run: Run, tmp_path: Path,
     assert len(_rows(json.loads(out.read_text()))) == len(run.timeline)
     capsys.readouterr()
     bad = tmp_path / "bad.json"
-    assert main(["report", str(sid), "--trace", str(bad), "--db", str(db)]) == 1
+    assert main(["report", str(sid), "--trace", str(bad), "--db", str(db)]) == 2  # a bad flag
     assert "needs profile runs" in capsys.readouterr().err
     assert not bad.exists()
 

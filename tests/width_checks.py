@@ -27,3 +27,8 @@ def check_fits(text: str, width: int | None, names: Iterable[str], *,
     for name in names:
         if names_whole or not shortened:
             assert re.search(rf"(^|\s){re.escape(name)}(\s|$)", text, re.M), name
+
+
+def only_announcements(err: str) -> bool:
+    """stderr holds nothing but the lines that say what was written or stored."""
+    return all(line.startswith(("wrote ", "stored as ")) for line in err.splitlines())

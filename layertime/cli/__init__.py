@@ -13,8 +13,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from layertime.cli.parser import build_parser
-from layertime.errors import LayertimeError, first_line
+from layertime.cli.parser import EXIT_USAGE, build_parser
+from layertime.errors import BadValue, LayertimeError, first_line
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"layertime: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(e, BadValue) else EXIT_ERROR
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from layertime.cli.parser import DEFAULT_BUDGET_S, DEFAULT_STEPS
-from layertime.errors import LayertimeError
+from layertime.errors import BadValue, LayertimeError, OutOfMemory
 
 if TYPE_CHECKING:  # the commands import torch only when they run, so --help stays fast
     from layertime.measure.runner import MeasureOptions
@@ -40,6 +40,27 @@ def workload_of(args: argparse.Namespace, model: str | None = None) -> WorkloadS
         dtype=args.dtype,
         amp=getattr(args, "amp", None),
         seed=getattr(args, "seed", 0),
+    )
+
+
+def oom_with_hint(e: OutOfMemory, workload: WorkloadSpec) -> OutOfMemory:
+    """The out-of-memory error again, its batch hint from the cost model's memory
+    estimate for this machine's free memory (kept as it was when that fails)."""
+    from layertime.cost.memory import batch_that_fits, hint_text
+    from layertime.measure.environment import free_memory_bytes
+    from layertime.workload import resolve_device
+
+    try:
+        free = free_memory_bytes(resolve_device(workload.device))
+        if free is None or not e.batch_size:
+            return e
+        fit = batch_that_fits(workload, free)
+    except LayertimeError:
+        return e
+    return OutOfMemory(
+        f"batch {e.batch_size} does not fit in {e.device_type} memory ({e.detail}); "
+        + hint_text(fit, e.batch_size),
+        e.batch_size, e.device_type, e.detail,
     )
 
 
@@ -163,6 +184,12 @@ def check_report_paths(args: argparse.Namespace) -> None:
             check_output(path, plot=flag == "plot")
 
 
+def wrote(args: argparse.Namespace, path: object) -> None:
+    """Say on stderr that a file was written (``wrote PATH``), unless --quiet."""
+    if not getattr(args, "quiet", False):
+        print(f"wrote {path}", file=sys.stderr)
+
+
 def write_reports(args: argparse.Namespace, obj: object, *, trace: bool = True,
                   **kw: object) -> None:
     """Write the --html/--plot (and, unless ``trace`` is False, --trace) files of ``obj``."""
@@ -170,23 +197,27 @@ def write_reports(args: argparse.Namespace, obj: object, *, trace: bool = True,
         from layertime.render.html import write_html
 
         write_html(obj, args.html, **kw)
+        wrote(args, args.html)
     if getattr(args, "plot", None):
         from layertime.render.plot import write_plot
 
         write_plot(obj, args.plot, **kw)
+        wrote(args, args.plot)
     if trace and getattr(args, "trace", None):
         from layertime.render.trace import write_trace
         from layertime.results.run import Run
 
         if not isinstance(obj, Run):
-            raise LayertimeError("--trace needs one profile run")
+            raise BadValue("--trace needs one profile run")
         write_trace(obj, args.trace)
+        wrote(args, args.trace)
 
 
-def write_json(path: str, data: Any) -> None:
-    """``data`` as indented JSON, written atomically."""
+def write_json(args: argparse.Namespace, path: str, data: Any) -> None:
+    """``data`` as indented JSON, written atomically, and said (``wrote PATH``)."""
     import json
 
     from layertime.files import write_text_atomic
 
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    wrote(args, path)

@@ -4,6 +4,7 @@ and ``calibrate``.  Each is flags, then one library call, then a renderer."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -17,13 +18,15 @@ from layertime.cli.common import (
     progress,
     stored_config,
     sweep_progress,
+    oom_with_hint,
+    wrote,
     table_width,
     workload_of,
     write_json,
     write_reports,
 )
 from layertime.cli.parser import EXIT_USAGE
-from layertime.errors import LayertimeError
+from layertime.errors import BadValue, LayertimeError, OutOfMemory
 
 if TYPE_CHECKING:
     from layertime.results.cost import CostResult
@@ -46,14 +49,17 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
     workload = workload_of(args)
     cost = _profile_cost(args, workload)  # before measuring: a bad profile name fails at once
     with progress(not args.quiet and sys.stderr.isatty()) as on_progress:
-        if args.ddp:  # one rank of a data-parallel run
-            from layertime.measure.distributed import profile_ddp_workload
+        try:
+            if args.ddp:  # one rank of a data-parallel run
+                from layertime.measure.distributed import profile_ddp_workload
 
-            run = profile_ddp_workload(workload, measure_options(args), backend=args.backend,
-                                       timeout_s=args.ddp_timeout, on_progress=on_progress)
-        else:
-            run = profile_workload(workload, measure_options(args), on_progress=on_progress,
-                                   compile=compiled)
+                run = profile_ddp_workload(workload, measure_options(args), backend=args.backend,
+                                           timeout_s=args.ddp_timeout, on_progress=on_progress)
+            else:
+                run = profile_workload(workload, measure_options(args), on_progress=on_progress,
+                                       compile=compiled)
+        except OutOfMemory as e:
+            raise oom_with_hint(e, workload) from e
     if run is None:  # a rank other than 0: rank 0 reports for all
         return 0
     joined = None
@@ -65,6 +71,7 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
         run, cost, joined = with_prediction(run, cost, device)
     if args.json:
         run.save(args.json)
+        wrote(args, args.json)
     if args.quiet:
         print(run.headline())
         if joined is not None:
@@ -77,7 +84,7 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
             console(args).print(render_joined(joined, table_width(args)))
     if not args.no_store:
         _store_run(args, "profile", run.to_dict(), run.model, run.batch_size, run.device,
-                   workload, announce=not args.quiet)
+                   workload)
     write_reports(args, run, cost=cost)
     return 0
 
@@ -85,7 +92,7 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
 def _profile_cost(args: argparse.Namespace, workload: Any) -> CostResult | None:
     """``profile --predict NAME`` / ``--cost``: the cost estimate of the same workload."""
     if args.profiles and not args.predict:
-        raise LayertimeError("--profiles needs --predict PROFILE")
+        raise BadValue("--profiles needs --predict PROFILE")
     if not (args.predict or args.cost):
         return None
     from layertime.cost import estimate_workload, predict
@@ -98,12 +105,12 @@ def _profile_cost(args: argparse.Namespace, workload: Any) -> CostResult | None:
 
 def _store_run(args: argparse.Namespace, kind: str, result: dict[str, Any], model: str,
                batch_size: int, device: str | None, workload: Any, *,
-               announce: bool = False) -> int:
+               announce: bool = True) -> int:
     """Keep a finished run in the store (with its flags and workload)."""
     with open_store(args.db) as store:
         rid = store.add(kind, model=model, config=stored_config(args, workload), result=result,
                         batch_size=batch_size, device=device)
-    if announce:
+    if announce and not getattr(args, "quiet", False):
         print(f"stored as run {rid} in {store.path}", file=sys.stderr)
     return rid
 
@@ -142,8 +149,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         result = run_sweep(axes, store, force=args.force, on_progress=on_progress)
     console(args).print(sweep_table(result, table_width(args)))
     if args.json:
-        write_json(args.json, result.summary())
+        write_json(args, args.json, result.summary())
     write_reports(args, result.summarised(), title=f"sweep {result.sweep_id}")
+    if result.sweep_id is not None:
+        measured = sum(1 for p in result.points if p.status == "ok")
+        print(f"stored as sweep {result.sweep_id} in {store.path} ({len(result.points)} "
+              f"configurations, {measured} measured now); layertime report {result.sweep_id} "
+              "--html FILE draws it", file=sys.stderr)
     return 0
 
 
@@ -167,7 +179,7 @@ def cmd_bench_layers(args: argparse.Namespace) -> int:
     console(args).print(bench_table(result, result.in_situ, table_width(args)))
     data = result.to_dict()
     if args.json:
-        write_json(args.json, data)
+        write_json(args, args.json, data)
     if not args.no_store:
         _store_run(args, "bench-layers", data, result.model, result.batch_size, result.device,
                    workload)
@@ -181,7 +193,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
     check_report_paths(args)
     if args.profiles and not args.device_profile:
-        raise LayertimeError("--profiles needs --device-profile NAME to choose one")
+        raise BadValue("--profiles needs --device-profile NAME to choose one")
     profile = find_profile(args.device_profile, args.profiles) if args.device_profile else None
     workload = workload_of(args)
     cost = estimate_workload(workload, frozen=args.freeze)
@@ -190,6 +202,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         cost = predict(cost, profile, mode=tf32[args.tf32])
     if args.json:
         cost.save(args.json)
+        wrote(args, args.json)
     if args.quiet:
         print(cost.headline())
     else:
@@ -199,8 +212,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         _comm_what_if(args, cost)
     if not args.no_store:
         _store_run(args, "cost", cost.to_dict(), cost.model, cost.batch_size,
-                   args.device_profile, workload,
-                   announce=not args.quiet and sys.stderr.isatty())
+                   args.device_profile, workload)
     return 0
 
 
@@ -218,16 +230,21 @@ def _comm_what_if(args: argparse.Namespace, cost: CostResult) -> None:
             latency = run.link.latency_us if run is not None and run.link else DEFAULT_LATENCY_US
         link = Link(args.link_gbps, latency)
     elif args.link_latency_us is not None:
-        raise LayertimeError("--link-latency-us needs --link-gbps")
+        raise BadValue("--link-latency-us needs --link-gbps")
     caps = {"cap_bytes": int(args.bucket_cap_mb * 2**20)}
     if run is not None:
+        for what, measured, counted in (("model", run.model, cost.model),
+                                        ("batch size", run.batch_size, cost.batch_size)):
+            if measured != counted:
+                print(f"warning: the run was measured with {what} {measured}, the estimate "
+                      f"above is for {counted}: the what-if below uses the run's", file=sys.stderr)
         pred = from_run(run, args.workers, link, **caps)
     else:
         if link is None:
             raise LayertimeError("give --link-gbps G (and --workers N) for the what-if")
         pred = from_cost(cost, args.workers, link, **caps)
     if args.comm_json:
-        write_json(args.comm_json, pred.to_dict())
+        write_json(args, args.comm_json, pred.to_dict())
     if args.quiet:
         print(pred.headline())
     else:
@@ -246,7 +263,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
         check_output(args.json)
     if not 0 <= args.min_share < 1:
-        raise LayertimeError(f"--min-share must be in [0, 1), not {args.min_share}")
+        raise BadValue(f"--min-share must be in [0, 1), not {args.min_share}")
     path = check_profile_file(args.out)
     device = resolve_device(args.device)
     workload = workload_of(args, model=args.fit) if args.fit else None
@@ -278,10 +295,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         prof = fitting.to_profile(cal, name)
     written = save_profile(prof, path, fit, comment=f"written by layertime calibrate "
                            f"{cal.created}: measured on this machine, not a datasheet")
-    console(args).print(calibration_report(cal, fit, warnings, name, written, table_width(args)),
+    from layertime.cost.devices import user_profiles_path
+
+    default_file = Path(written).resolve() == user_profiles_path().resolve()
+    console(args).print(calibration_report(cal, fit, warnings, name, written, table_width(args),
+                                           default_file),
                         soft_wrap=True)
     if args.json:
-        write_json(args.json, {"calibration": cal.to_dict(), "profile": name,
+        write_json(args, args.json, {"calibration": cal.to_dict(), "profile": name,
                                "path": str(written),
                                "fit": fit.to_dict() if fit is not None else None})
     return 0

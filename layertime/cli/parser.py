@@ -333,8 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     _calibrate(sub)
     sub.add_parser("models", help="list the model names layertime knows").set_defaults(
         command_name="models")
-    s = sub.add_parser("show", help="render a saved run (JSON)")
-    s.add_argument("path")
+    s = sub.add_parser("show", help="render a saved run (a JSON file) or a stored one (its id)")
+    s.add_argument("path", metavar="RUN", help="a JSON file (--json of any command) or a "
+                   "stored run's id (layertime runs lists them)")
     width_flag(s)
+    s.add_argument("--db", metavar="PATH", help="database (default $LAYERTIME_DB or data dir)")
     s.set_defaults(command_name="show")
     return parser

@@ -26,7 +26,7 @@ from torch.overrides import TorchFunctionMode
 from layertime.cost.counts import count_step
 from layertime.cost.devices import DeviceProfile, builtin_profiles, get_profile, load_profiles
 from layertime.cost.roofline import Efficiency, MathMode, predict
-from layertime.errors import LayertimeError, first_line
+from layertime.errors import BadValue, LayertimeError, first_line
 from layertime.models import ModelRef, target
 from layertime.results.cost import SCHEMA, CostResult
 from layertime.results.cost_rows import LayerCost, PhaseCounts, PhaseTimes
@@ -134,7 +134,7 @@ def freeze(model: nn.Module, prefixes: Sequence[str]) -> int:
                     p.requires_grad_(False)
                     frozen += p.numel()
         if not hit:
-            raise LayertimeError(f"--freeze {prefix!r} matches no parameter of the model")
+            raise BadValue(f"--freeze {prefix!r} matches no parameter of the model")
     return frozen
 
 

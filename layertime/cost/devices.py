@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
-from layertime.errors import LayertimeError
+from layertime.errors import BadValue, LayertimeError
 
 #: The precisions a profile may give a peak for, in the order tables show them.
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp64")
@@ -433,7 +433,7 @@ def get_profile(name: str, extra: Mapping[str, DeviceProfile] | None = None) -> 
             return prof
     close = difflib.get_close_matches(key, list(table), n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}? " if close else ""
-    raise LayertimeError(
+    raise BadValue(
         f"unknown device profile {name!r} ({hint}known: {', '.join(sorted(table))})"
     )
 

@@ -62,6 +62,22 @@ def conv_tf32() -> bool:
         return True
 
 
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation could have now: free CUDA memory (after returning
+    the caching allocator's spare blocks), or the host's MemAvailable on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def describe(device: torch.device) -> Environment:
     """Device name, library versions and thread count, for every result."""
     try:

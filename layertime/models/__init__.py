@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from layertime.errors import LayertimeError
+from layertime.errors import BadValue, LayertimeError
 
 if TYPE_CHECKING:  # torch loads with the first model built, not with the name list
     from torch import nn
@@ -56,13 +56,13 @@ class ModelRef:
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", tuple(str(c) for c in self.config))
         if self.config and not self.name.strip().startswith("hf:"):
-            raise LayertimeError(
+            raise BadValue(
                 f"--config KEY=VALUE applies to hf: models only, not {self.name.strip()!r}"
             )
         for text in self.config:
             key, sep, _ = text.partition("=")
             if not sep or not key.strip():
-                raise LayertimeError(
+                raise BadValue(
                     f"--config {text!r}: expected KEY=VALUE, e.g. num_hidden_layers=2"
                 )
 
@@ -195,7 +195,7 @@ def _build_timm(name: str, num_classes: int) -> nn.Module:
     except RuntimeError as e:  # timm raises RuntimeError for unknown names
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
-        raise LayertimeError(f"unknown timm model {name!r}{hint}") from e
+        raise BadValue(f"unknown timm model {name!r}{hint}") from e
 
 
 def _call_builder(fn: Callable[..., Any], label: str, num_classes: int) -> nn.Module:
@@ -270,7 +270,7 @@ def resolve(model: str | ModelRef) -> ModelSpec:
     ref = model if isinstance(model, ModelRef) else ModelRef(model)
     name = ref.name.strip()
     if not name:
-        raise LayertimeError("empty model name")
+        raise BadValue("empty model name")
     if name.startswith("hf:"):
         from layertime.models.hf import resolve_hf
 
@@ -302,7 +302,7 @@ def resolve(model: str | ModelRef) -> ModelSpec:
         )
     close = difflib.get_close_matches(name.lower(), available(), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise LayertimeError(
+    raise BadValue(
         f"unknown model {name!r}{hint} (see 'layertime models'; "
         "or give timm:NAME, hf:NAME, file.py:callable or package.module:callable)"
     )
@@ -337,7 +337,7 @@ def target(model: str | ModelRef | nn.Module, input: InputSpec | None = None) ->
         label = spec.name
         default = spec.default_input()
         if input is not None and input.kind != default.kind:
-            raise LayertimeError(
+            raise BadValue(
                 f"{label} takes {default.takes}: give {default.flags}, not {input.flags}"
             )
     elif isinstance(model, nn.Module):

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layertime.errors import LayertimeError
+from layertime.errors import BadValue, LayertimeError
 from layertime.models.hf_configs import find_published, published_names
 
 if TYPE_CHECKING:  # torch loads with the first model built, not with the name list
@@ -232,7 +232,7 @@ def parse_override(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise LayertimeError(f"--config {text!r}: expected KEY=VALUE, e.g. num_hidden_layers=2")
+        raise BadValue(f"--config {text!r}: expected KEY=VALUE, e.g. num_hidden_layers=2")
     return key, value.strip()
 
 
@@ -249,24 +249,24 @@ def parse_value(key: str, text: str, default: Any) -> Any:
             return True
         if low in _FALSE:
             return False
-        raise LayertimeError(f"{where}: expected true or false")
+        raise BadValue(f"{where}: expected true or false")
     if isinstance(default, int):
         try:
             return int(text)
         except ValueError:
-            raise LayertimeError(f"{where}: expected a whole number") from None
+            raise BadValue(f"{where}: expected a whole number") from None
     if isinstance(default, float):
         try:
             return float(text)
         except ValueError:
-            raise LayertimeError(f"{where}: expected a number") from None
+            raise BadValue(f"{where}: expected a number") from None
     if isinstance(default, str):
         return text
     if isinstance(default, (list, tuple, dict)):
         try:
             return json.loads(text)
         except json.JSONDecodeError:
-            raise LayertimeError(f"{where}: expected JSON like the current value") from None
+            raise BadValue(f"{where}: expected JSON like the current value") from None
     # The field is None (or of another type): a number, a flag, null, JSON, or text.
     for conv in (int, float):
         try:
@@ -304,7 +304,7 @@ def apply_overrides(
             if key not in keys:
                 close = difflib.get_close_matches(key, sorted(keys), n=4, cutoff=0.5)
                 hint = f" (close: {', '.join(close)})" if close else ""
-                raise LayertimeError(
+                raise BadValue(
                     f"--config {key}: {label}'s config ({config_class.__name__}) has no field "
                     f"{key!r}{hint}"
                 )
@@ -315,7 +315,7 @@ def apply_overrides(
                 return config_class.from_dict({**dict(base_dict), **parsed})
             return config_class(**parsed)
         except Exception as e:
-            raise LayertimeError(f"--config for {label}: {_first_line(e)}") from e
+            raise BadValue(f"--config for {label}: {_first_line(e)}") from e
 
 
 # -- resolution -------------------------------------------------------------------
@@ -325,7 +325,7 @@ def resolve_hf(name: str, overrides: Sequence[str] = ()) -> HFModel:
     name = name.strip()
     label = PREFIX + name
     if not name:
-        raise LayertimeError("hf: needs a name: hf:gpt2, hf:llama, hf:path/to/config.json")
+        raise BadValue("hf: needs a name: hf:gpt2, hf:llama, hf:path/to/config.json")
     if _looks_like_path(name):
         path = Path(name).expanduser()
         if path.is_dir():
@@ -353,7 +353,7 @@ def resolve_hf(name: str, overrides: Sequence[str] = ()) -> HFModel:
     candidates = list(published_names()) + list(types)
     close = difflib.get_close_matches(name.lower(), candidates, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(PREFIX + c for c in close)}?" if close else ""
-    raise LayertimeError(
+    raise BadValue(
         f"{label}: not a built-in config ({', '.join(published_names())}), not a model type "
         f"transformers knows, and its config.json is not in the local Hugging Face cache "
         f"({_cache_dir()}){hint}; layertime never downloads: fetch the config where there is a "
@@ -366,7 +366,7 @@ def _finish(name: str, source: str, origin: str, config: Any) -> HFModel:
     if getattr(config, "vocab_size", None) is None:
         inner = text() if callable(text) else None
         if inner is None or getattr(inner, "vocab_size", None) is None or inner is config:
-            raise LayertimeError(
+            raise BadValue(
                 f"hf:{name} ({config.model_type}) is not a text model: its config has no "
                 "vocab_size, and layertime's token workload feeds token ids"
             )

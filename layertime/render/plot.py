@@ -229,11 +229,14 @@ def figure(obj: Any, **kw: Any) -> Any:
     for c in charts:
         if c["type"] != "lines":
             legends[id(c)] = list(c.get("series") or ())
-    if lines:
-        union: dict[str, dict[str, Any]] = {}
-        for c in lines:
-            for se in c["series"]:
-                union.setdefault(se["key"], se)
+    union: dict[str, dict[str, Any]] = {}
+    for c in lines:
+        for se in c["series"]:
+            union.setdefault(se["key"], se)
+    # A sweep (every chart a line chart) lists its kinds once, across the figure's top,
+    # so that no panel is narrowed by the legend and the panels line up.
+    figure_legend = bool(lines) and len(lines) == len(charts)
+    if lines and not figure_legend:
         legends[id(lines[0])] = list(union.values())
     halves = [c for c in charts if c.get("layout") != "full"]
     fulls = [c for c in charts if c.get("layout") == "full"]
@@ -250,15 +253,38 @@ def figure(obj: Any, **kw: Any) -> Any:
     head = textwrap.wrap(view["headline"], 120 if len(cols) > 1 else 95)
     head_h = 0.25 + 0.18 * len(head)
     width = 12.0 if len(cols) > 1 else 8.0
+    legend_ncol = min(len(union), 5)
+    legend_h = 0.22 * math.ceil(len(union) / legend_ncol) + 0.1 if figure_legend else 0.0
     with _rc_context(_rc()):
-        fig = Figure(figsize=(width, head_h + col_h + sum(full_h)), layout="constrained")
+        fig = Figure(figsize=(width, head_h + legend_h + col_h + sum(full_h)),
+                     layout="constrained")
         engine: Any = fig.get_layout_engine()
         engine.set(h_pad=0.06, w_pad=0.06)
-        parts = ([col_h] if cols else []) + full_h
+        parts = ([legend_h] if figure_legend else []) + ([col_h] if cols else []) + full_h
         subs = fig.subfigures(len(parts), 1, height_ratios=parts, squeeze=False)[:, 0]
         fig.suptitle("\n".join(head), x=0.01, ha="left", fontsize=9.5, fontweight="bold",
                      color=_INK)
+        if figure_legend:
+            from matplotlib.patches import Patch
+
+            handles = [Patch(color=se["color"], label=se["label"]) for se in union.values()]
+            subs[0].legend(handles=handles, loc="center left", ncol=legend_ncol,
+                           handlelength=1.0, handleheight=0.9, columnspacing=1.2,
+                           borderpad=0.2)
+            subs = subs[1:]
         k = 0
+        if cols and figure_legend:
+            # A sweep: equal panels on a grid, in reading order, so rows line up.
+            ncols = len(cols)
+            nrows = math.ceil(len(halves) / ncols)
+            grid = subs[0].subplots(nrows, ncols, squeeze=False)
+            for i, ax in enumerate(grid.flat):
+                if i < len(halves):
+                    _draw(ax, halves[i], None)
+                else:
+                    ax.set_visible(False)
+            cols = []
+            k = 1
         if cols:
             ratio = [5, 7] if len(cols) == 2 else [1]
             colfigs = subs[0].subfigures(1, len(cols), width_ratios=ratio, squeeze=False)[0]
@@ -295,7 +321,13 @@ def _draw(ax: Any, c: Mapping[str, Any], legend: Sequence[Mapping[str, Any]] | N
         pad += 12.0 * math.ceil(len(legend) / ncol) + 2
     # A sweep's charts all plot shares against one axis: the title says which configuration.
     title = c["caption"] if c["type"] == "lines" and c.get("caption") else c["title"]
-    ax.set_title(title, loc="left", pad=pad)
+    # Wrapped to the panel's width, so that two panels' titles never run into each other.
+    root = ax.figure  # a subfigure's .figure is its parent, up to the figure itself
+    while not hasattr(root, "get_figwidth") and getattr(root, "figure", root) is not root:
+        root = root.figure
+    fig_w = root.get_figwidth() if hasattr(root, "get_figwidth") else 8.0
+    chars = max(30, int(ax.get_position().width * fig_w * 13))
+    ax.set_title("\n".join(textwrap.wrap(title, chars)), loc="left", pad=pad)
 
 
 class _rc_context:

@@ -159,7 +159,8 @@ def fit_table(fit: EfficiencyFit, width: int | None = None) -> RenderableType:
 
 
 def calibration_report(cal: Calibration, fit: EfficiencyFit | None, warnings: Sequence[str],
-                       name: str, path: Path, width: int | None = None) -> RenderableType:
+                       name: str, path: Path, width: int | None = None,
+                       default_file: bool = True) -> RenderableType:
     """What ``layertime calibrate`` measured, fitted and saved."""
     peaks = ", ".join(f"{p} {v * 1e3:,.4g} GFLOP/s (side {cal.matmul_sizes[p]})"
                       for p, v in cal.matmul_tflops.items())
@@ -172,6 +173,8 @@ def calibration_report(cal: Calibration, fit: EfficiencyFit | None, warnings: Se
     if fit is not None:
         parts.append(fit_table(fit, width))
     parts += [Text(f"warning: {w}") for w in warnings]
+    # A profile outside the user's file is found only when the file is named too.
+    extra = "" if default_file else f" --profiles {path}"
     parts.append(Text(f"saved device profile {name} in {path}; use it with --device-profile "
-                      f"{name} (cost) or --predict {name} (profile)"))
+                      f"{name}{extra} (cost) or --predict {name}{extra} (profile)"))
     return Group(*parts)

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from layertime.errors import LayertimeError
+from layertime.errors import BadValue, LayertimeError
 from layertime.records import build
 from layertime.workload.tokens import (
     HEADS,
@@ -339,7 +339,7 @@ class TokenInput(InputSpec):
         positions = learned_positions(model)
         if positions is not None and self.seq_len > positions[1]:
             name, n = positions
-            raise LayertimeError(
+            raise BadValue(
                 f"--seq-len {self.seq_len} is longer than {label}'s {n} learned positions "
                 f"({name}); use --seq-len {n} or less, or --config {name}={self.seq_len}"
             )

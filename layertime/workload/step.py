@@ -16,7 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from layertime.errors import LayertimeError, first_line, is_out_of_memory, out_of_memory
+from layertime.errors import (
+    BadValue,
+    LayertimeError,
+    first_line,
+    is_out_of_memory,
+    out_of_memory,
+)
 from layertime.modules import training_mode
 from layertime.workload.inputs import main_output
 from layertime.workload.spec import LR, MOMENTUM, WEIGHT_DECAY, WorkloadSpec
@@ -35,16 +41,17 @@ def resolve_device(text: str) -> torch.device:
     try:
         dev = torch.device(text)
     except RuntimeError as e:
-        raise LayertimeError(f"unknown device {text!r} (use cpu, cuda or cuda:N)") from e
+        raise BadValue(f"unknown device {text!r} (use auto, cpu, cuda or cuda:N)") from e
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise LayertimeError("--device cuda asked for, but CUDA is not available here")
+            raise BadValue(f"--device {text} asked for, but CUDA is not available here "
+                           "(use --device cpu, or auto)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise LayertimeError(
-                f"no {dev}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
+            n = torch.cuda.device_count()
+            raise BadValue(f"no {dev}: this machine has {n} CUDA device(s) (cuda:0"
+                           + (f" to cuda:{n - 1})" if n > 1 else ")"))
     elif dev.type != "cpu":
-        raise LayertimeError(f"device {text!r} is not supported (use cpu or cuda)")
+        raise BadValue(f"device {text!r} is not supported (use auto, cpu, cuda or cuda:N)")
     return dev
 
 
@@ -145,7 +152,28 @@ class Workload:
         return skipped
 
     def step(self, phase: PhaseScope | None = None) -> torch.Tensor:
-        """One training step; returns the (detached) loss.  ``phase`` marks its phases."""
+        """One training step; returns the (detached) loss.  ``phase`` marks its phases.
+
+        An error the model raises in training (not in the eval-mode check
+        before: a batch norm given one value per channel at batch 1, say) is a
+        one-line :class:`LayertimeError` naming the step; out-of-memory errors
+        pass unchanged, for the caller to translate.
+        """
+        try:
+            return self._step(phase)
+        except LayertimeError:
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:
+            # Under torch.distributed a collective's failure is for the rank's health
+            # check to name (a rank that died or hung), not a model error.
+            if is_out_of_memory(e) or _distributed():
+                raise
+            raise LayertimeError(
+                f"a training step failed at batch {self.workload.batch_size}: "
+                f"{type(e).__name__}: {first_line(e)}"
+            ) from e
+
+    def _step(self, phase: PhaseScope | None) -> torch.Tensor:
         rng: PhaseScope = phase if phase is not None else _no_phase
         amp = self.workload.amp
         with rng("zero_grad"):
@@ -166,6 +194,10 @@ class Workload:
             else:
                 self.optimizer.step()
         return loss.detach()
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _no_phase(name: str) -> contextlib.AbstractContextManager[None]:

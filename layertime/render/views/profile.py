@@ -10,6 +10,7 @@ name); nothing is invented.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -344,11 +345,22 @@ def _cells(i: int, r: Mapping[str, Any], comm: bool,
 
 def _summary(run: Run, cost: CostResult | None) -> list[dict[str, str]]:
     ratio = run.overhead_ratio
+    traced = run.traced_step_samples_s
+    if traced:  # CUDA: the rows are kernels plus the GPU's idle time in the plain step
+        rows_card = ("rows add up to", f"{fmt_ms(run.profiled_step_s)} ms",
+                     "each layer's GPU kernel time, plus the GPU's idle time in the "
+                     "unprofiled step (unattributed)")
+        traced_card = ("traced step", f"{fmt_ms(statistics.median(traced))} ms",
+                       f"median of {len(traced)} traced steps (wall, profiler included)")
+        items_steps = [rows_card, traced_card]
+    else:
+        items_steps = [("profiled step", f"{fmt_ms(run.profiled_step_s)} ms",
+                        f"mean of {len(run.profiled_step_samples_s)} traced steps; the rows "
+                        "add up to it")]
     items = [
         ("step (unprofiled)", f"{fmt_ms(run.step_s)} ms",
          f"median of {len(run.step_samples_s)} plain steps"),
-        ("profiled step", f"{fmt_ms(run.profiled_step_s)} ms",
-         f"mean of {len(run.profiled_step_samples_s)} traced steps; the rows add up to it"),
+        *items_steps,
         ("profiler overhead", f"×{ratio:.3f}" if math.isfinite(ratio) else "–",
          "median traced step / median plain step"),
         ("parameters", fmt_int(run.params), ""),
