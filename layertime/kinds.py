@@ -41,7 +41,7 @@ a class named ``...Norm`` is a norm.  Everything else is ``other``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -302,10 +302,3 @@ def observed_kinds(model: nn.Module, forward: Callable[[], object]) -> dict[int,
     with KindObserver(model) as obs:
         forward()
     return obs.kinds()
-
-
-@contextlib.contextmanager
-def watching(model: nn.Module) -> Iterator[KindObserver]:
-    """``with watching(model) as w: <forward>`` then ``w.kinds()``."""
-    with KindObserver(model) as obs:
-        yield obs

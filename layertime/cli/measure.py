@@ -234,7 +234,8 @@ def _comm_what_if(args: argparse.Namespace, cost: CostResult) -> None:
     caps = {"cap_bytes": int(args.bucket_cap_mb * 2**20)}
     if run is not None:
         for what, measured, counted in (("model", run.model, cost.model),
-                                        ("batch size", run.batch_size, cost.batch_size)):
+                                        ("batch size", run.batch_size, cost.batch_size),
+                                        ("sequence length", run.seq_len, cost.seq_len)):
             if measured != counted:
                 print(f"warning: the run was measured with {what} {measured}, the estimate "
                       f"above is for {counted}: the what-if below uses the run's", file=sys.stderr)
