@@ -731,6 +731,26 @@ def check_cli(chk: Check, cfg: Config) -> None:
             _pass(p.returncode == 0), stdout=p.stdout[-6000:], stderr=p.stderr[-2000:])
 
 
+def check_transformers(chk: Check) -> None:
+    """GPT-2 small at seq 1024 (issue 11 on a GPU): attention vs MLP, agreement, overhead."""
+    import transformers_bench  # benchmarks/transformers_bench.py, beside this file
+
+    r = transformers_bench.gpu_check_transformers(device="cuda", seq_len=1024, batch_size=8,
+                                                  steps=3, warmup=2)
+    lt, ind = r["layertime"], r["independent"]
+    roles = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["roles"].items()
+                      if isinstance(v, (int, float)) and v >= 0.01)
+    key = "gpt2-1024"
+    chk.add(key, "overhead", f"x{r['overhead']:.3f} (step {r['step_ms']:.1f} ms)", "<= 1.05",
+            _pass(r["overhead"] <= 1.05), **{k: v for k, v in r.items() if k != "headline"})
+    for what, ours, diff in (("attention core", lt["core_busy_share"], r["core_busy_diff_points"]),
+                             ("matmul", lt["matmul_busy_share"], r["matmul_busy_diff_points"])):
+        chk.add(key, f"{what} agreement", f"of busy time: layertime {_pct(ours)}, "
+                f"{diff:+.2f} pts from torch.profiler's kernel classes", "within 3 pts",
+                _pass(abs(diff) <= 3))
+    chk.add(key, "roles", f"{roles}; {r['headline'][:120]}", "-", "INFO")
+
+
 def check_compiled(chk: Check) -> None:
     """torch.compile on this device: kernels charged back to layers (issue 13)."""
     import compiled as compiled_bench  # benchmarks/compiled.py, beside this file
@@ -858,6 +878,9 @@ def main(argv: list[str] | None = None) -> int:
             check_cli(chk, Config(small.key, small.model, 32 if chk.cuda else 2,
                                   image_size=small.image_size, num_classes=small.num_classes))
     if chk.cuda:
+        with chk.section("gpt2-1024", "transformers", 40) as ok:
+            if ok:
+                check_transformers(chk)
         with chk.section("alexnet-compiled", "torch.compile", 90) as ok:
             if ok:
                 check_compiled(chk)
