@@ -494,3 +494,25 @@ def test_show_prints_a_stored_run_by_id(tmp_path, capsys) -> None:
     assert out.startswith("conv layers:") and "features.0" in out
     assert main(["show", "7", "--db", str(db)]) == 1  # no such run: one line
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_every_flag_has_help_and_shows_its_default() -> None:
+    import argparse as ap
+
+    from layertime.cli.parser import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, ap._SubParsersAction))
+    assert subs.choices
+    for name, sub in subs.choices.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if isinstance(action, ap._HelpAction) or action.help == ap.SUPPRESS:
+                continue
+            assert action.help, (name, action.option_strings or action.dest)
+            default = action.default
+            if action.option_strings and default not in (None, False, [], ap.SUPPRESS):
+                # The default is printed, by the formatter or in the help's own words.
+                shown = sub._get_formatter()._get_help_string(action)  # type: ignore[attr-defined]
+                assert "default" in shown, (name, action.option_strings)
+        assert "(default:" in text or name in ("models", "show", "compare", "report")

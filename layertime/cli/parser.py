@@ -77,10 +77,29 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"layertime: error: {message}\n")
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is argparse.SUPPRESS
+            or default is False
+            or default == []
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: {default})"
+
+
 class SubParser(Parser):
     """A subcommand's parser: also takes ``--debug``, so ``layertime profile X --debug`` works."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
         self.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
@@ -99,22 +118,31 @@ def workload_flags(
     """The flags of :class:`~layertime.workload.WorkloadSpec`, the ones a command takes."""
     if model:
         p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--batch-size", "-b", type=positive_int, default=128)
-    p.add_argument("--image-size", type=positive_int, help="H=W of a 3-channel input")
-    p.add_argument("--input-shape", type=shape, help="one sample's shape, e.g. 3,64,64")
+    p.add_argument("--batch-size", "-b", type=positive_int, default=128, metavar="N",
+                   help="samples per step (per rank with --ddp)")
+    p.add_argument("--image-size", type=positive_int, metavar="N",
+                   help="H=W of a 3-channel input (default: the model's own, mostly 224)")
+    p.add_argument("--input-shape", type=shape, metavar="C,H,W",
+                   help="one sample's shape, e.g. 3,64,64 (default: 3 x the image size)")
     p.add_argument("--seq-len", type=positive_int, metavar="N",
                    help="token ids per sequence (hf: models; default 128)")
     config_flag(p)
-    p.add_argument("--num-classes", type=positive_int, default=1000)
+    p.add_argument("--num-classes", type=positive_int, default=1000, metavar="N",
+                   help="classes of the model's output (image models)")
     if device:
-        p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+        p.add_argument("--device", default="auto",
+                       help="auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N")
     if optimizer:
-        p.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
-    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
+        p.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
+                       help="sgd: momentum 0.9, weight decay 5e-4; adam, adamw")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES,
+                   help="parameters' and inputs' dtype")
     if amp:
-        p.add_argument("--amp", choices=AMP_NAMES, help="automatic mixed precision")
+        p.add_argument("--amp", choices=AMP_NAMES,
+                       help="automatic mixed precision (default: off)")
     if seed:
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, metavar="N",
+                       help="seed of the random weights and the synthetic batch")
 
 
 def config_flag(p: argparse.ArgumentParser) -> None:
@@ -136,7 +164,8 @@ def store_flags(p: argparse.ArgumentParser) -> None:
 
 
 def width_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--width", type=positive_int, help="table width (default: terminal)")
+    p.add_argument("--width", type=positive_int, metavar="COLUMNS",
+                   help="table width (default: the terminal's; in a pipe, what the table needs)")
 
 
 def ddp_flags(p: argparse.ArgumentParser) -> None:
@@ -176,12 +205,15 @@ def _profile(sub: Any) -> None:
     p.add_argument(
         "--steps",
         type=positive_int,
+        metavar="N",
         help=f"measured plain/traced pairs (default {DEFAULT_STEPS}, fewer if a pair takes over "
         f"{DEFAULT_BUDGET_S / DEFAULT_STEPS:.0f} s)",
     )
-    p.add_argument("--warmup", type=nonneg_int, default=1, help="warm-up steps (default 1)")
+    p.add_argument("--warmup", type=nonneg_int, default=1, metavar="N",
+                   help="warm-up steps (default 1)")
     p.add_argument(
-        "--time-budget", type=positive_float, metavar="SECONDS", help="measure for about this long"
+        "--time-budget", type=positive_float, metavar="SECONDS",
+        help="as many pairs as fit in about this long, at most 50 (instead of --steps)"
     )
     p.add_argument("--json", metavar="PATH", help="write the result as JSON (layertime.run/1)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the headline")
@@ -201,16 +233,20 @@ def _profile(sub: Any) -> None:
 def _sweep(sub: Any) -> None:
     sw = sub.add_parser("sweep", help="profile every combination of the given axes")
     sw.add_argument("models", help="model name(s), comma-separated")
-    sw.add_argument("--batch-sizes", required=True, help="e.g. 1,8,32,128")
-    sw.add_argument("--image-sizes", help="e.g. 224,227 (default: each model's own)")
+    sw.add_argument("--batch-sizes", required=True, metavar="N,N",
+                    help="batch sizes to measure, e.g. 1,8,32,128 (required)")
+    sw.add_argument("--image-sizes", metavar="N,N",
+                    help="image sizes, e.g. 224,227 (default: each model's own)")
     sw.add_argument("--seq-lens", metavar="N,N",
                     help="token models (hf:...): e.g. 128,256,512,1024")
     config_flag(sw)
-    sw.add_argument("--devices", default="auto", help="e.g. cpu,cuda")
-    sw.add_argument("--dtypes", default="float32")
-    sw.add_argument("--optimizers", default="sgd")
-    sw.add_argument("--steps", type=positive_int, default=3)
-    sw.add_argument("--warmup", type=nonneg_int, default=1)
+    sw.add_argument("--devices", default="auto", help="devices, e.g. cpu,cuda")
+    sw.add_argument("--dtypes", default="float32", help="dtypes, e.g. float32,bfloat16")
+    sw.add_argument("--optimizers", default="sgd", help="optimizers, e.g. sgd,adamw")
+    sw.add_argument("--steps", type=positive_int, default=3,
+                    help="measured plain/traced pairs per configuration")
+    sw.add_argument("--warmup", type=nonneg_int, default=1,
+                    help="warm-up steps per configuration")
     sw.add_argument("--force", action="store_true", help="measure again what is stored")
     sw.add_argument("--json", metavar="PATH", help="write the sweep summary as JSON")
     report_flags(sw)
@@ -221,28 +257,31 @@ def _sweep(sub: Any) -> None:
 
 def _stored_commands(sub: Any) -> None:
     r = sub.add_parser("runs", help="stored runs, newest first")
-    r.add_argument("action", nargs="?", choices=("list", "show", "export"), default="list")
+    r.add_argument("action", nargs="?", choices=("list", "show", "export"), default="list",
+                   help="list (default), show ID, or export (CSV)")
     r.add_argument("id", nargs="?", type=int, help="run id (for show)")
     r.add_argument("--json", action="store_true", help="print JSON")
     r.add_argument("--csv", metavar="PATH", help="export: write CSV here")
-    r.add_argument("--limit", type=positive_int)
+    r.add_argument("--limit", type=positive_int, metavar="N",
+                   help="only the newest N runs (default: all)")
     width_flag(r)
-    r.add_argument("--db", metavar="PATH")
+    r.add_argument("--db", metavar="PATH", help="database (default $LAYERTIME_DB or data dir)")
     r.set_defaults(command_name="runs")
 
     c = sub.add_parser("compare", help="two or more stored runs side by side")
-    c.add_argument("ids", nargs="+", type=int)
+    c.add_argument("ids", nargs="+", type=int, metavar="ID", help="stored profile runs")
     width_flag(c)
-    c.add_argument("--db", metavar="PATH")
+    c.add_argument("--db", metavar="PATH", help="database (default $LAYERTIME_DB or data dir)")
     c.set_defaults(command_name="compare")
 
     rp = sub.add_parser(
         "report", help="HTML report, plot or trace of stored runs (one: a run or sweep; several: "
         "a comparison; a profile and a cost estimate: joined)"
     )
-    rp.add_argument("ids", nargs="+", type=int, metavar="ID")
+    rp.add_argument("ids", nargs="+", type=int, metavar="ID",
+                    help="stored runs (layertime runs lists them)")
     report_flags(rp, trace=True)
-    rp.add_argument("--db", metavar="PATH")
+    rp.add_argument("--db", metavar="PATH", help="database (default $LAYERTIME_DB or data dir)")
     rp.set_defaults(command_name="report")
 
 
@@ -304,8 +343,9 @@ def _calibrate(sub: Any) -> None:
     ca.add_argument("--min-share", type=float, default=0.01, metavar="FRACTION",
                     help="kinds under this share of the step keep the default (0.01)")
     workload_flags(ca, model=False, amp=False)
-    ca.add_argument("--steps", type=positive_int, default=3)
-    ca.add_argument("--warmup", type=nonneg_int, default=1)
+    ca.add_argument("--steps", type=positive_int, default=3,
+                    help="measured pairs of the --fit profile")
+    ca.add_argument("--warmup", type=nonneg_int, default=1, help="warm-up steps of --fit")
     ca.add_argument("--json", metavar="PATH", help="write the measurement (and fit) as JSON")
     width_flag(ca)
     store_flags(ca)
