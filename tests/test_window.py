@@ -132,3 +132,28 @@ def test_first_tensor_finds_the_batch_in_nested_containers() -> None:
     t = torch.zeros(3, 5)
     assert first_tensor({"labels": [1, 2], "x": (None, t)}) is t
     assert first_tensor(((), {"a": "b"})) is None
+
+
+def test_the_step_before_the_window_is_watched_for_kinds() -> None:
+    """A layer is classed by what it computes (GPT-2's Conv1D is fully connected), from
+    the one step before the window; the measured steps are not watched."""
+    import transformers  # installed by the setup (layertime[hf]): never skipped
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=16)
+    model = transformers.GPT2LMHeadModel(cfg)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    ids = torch.randint(0, 64, (2, 16))
+    w = StepWindow(model, start_step=2, steps=2)
+    for i in range(5):
+        out = model(input_ids=ids, labels=ids, use_cache=False)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        w.boundary(i + 1)
+    run = w.result()
+    assert run is not None
+    kinds = {r.name: r.kind for r in run.layers}
+    assert kinds["transformer.h.0.attn.c_attn"] == "linear"  # a Conv1D by class
+    assert kinds["transformer.h.0.mlp.c_fc"] == "linear"
+    assert _hooks(model) == 0 and not _profiler_on()

@@ -33,6 +33,7 @@ from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import STEP_ROWS, StepCharges, attribute_step, split_steps
 from layertime.measure.environment import describe
 from layertime.measure.tracer import PhaseMarker, TraceSession
+from layertime.kinds import KindObserver
 from layertime.modules import ModuleTable
 from layertime.results.run import Run
 
@@ -114,6 +115,9 @@ class StepWindow:
         self._dropped: Counter[str] = Counter()
         self._input_shape: tuple[int, ...] | None = None
         self._shape_hook: Any = None
+        #: The step just before the window, watched for each module's kind (what it
+        #: computes: GPT-2's Conv1D is fully connected); never a measured step.
+        self._watch: KindObserver | None = None
 
     # -- state -------------------------------------------------------------
     @property
@@ -144,6 +148,7 @@ class StepWindow:
         """
         if self._done:
             return False
+        self._stop_watching()
         if self._current is not None:
             self._end()
         if self._kept >= self.steps or done_steps >= self.start_step + 2 * self.steps:
@@ -151,7 +156,16 @@ class StepWindow:
             return True
         if done_steps >= self.start_step:
             self._begin(done_steps)
+        elif done_steps == self.start_step - 1 and self._table is None:
+            self._watch = KindObserver(self.model).__enter__()
         return False
+
+    def _stop_watching(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.__exit__(None, None, None)
+            if self._table is None:
+                self._table = ModuleTable(self.model, watch.kinds())
 
     def note_micro_batch(self) -> None:
         """One forward/backward pass began in the step in progress."""
@@ -182,6 +196,7 @@ class StepWindow:
     def close(self) -> None:
         """Close the window now: discard a step in progress, remove every hook."""
         try:
+            self._stop_watching()
             self._abort()
         finally:
             self._done = True
