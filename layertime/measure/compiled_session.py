@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from layertime.measure.events import MODULE, STEP, OpEvent, from_profiler_indexed
+from layertime.measure.events import MODULE, OpEvent, from_profiler_indexed
+from layertime.measure.tracer import StepRange
 
 #: Ops inside AccumulateGrad whose first input is the gradient (its shape names the parameter).
 _SHAPED_OPS = frozenset({"aten::copy_", "aten::new_empty_strided", "aten::detach", "aten::clone",
@@ -37,7 +38,7 @@ class CompiledTraceSession:
             acts.append(torch.profiler.ProfilerActivity.CUDA)
         # Shapes tell which parameter an AccumulateGrad after a compiled backward is for.
         self._prof = torch.profiler.profile(activities=acts, record_shapes=True)
-        self._step_range: Any = None
+        self._step_range = StepRange()
         self.events: list[OpEvent] = []
         self.kernels: dict[int, list[tuple[str, float]]] = {}
         self.shapes: dict[int, tuple[int, ...]] = {}
@@ -71,12 +72,10 @@ class CompiledTraceSession:
             raise
 
     def enter_step(self) -> None:
-        self._step_range = torch.ops.profiler._record_function_enter_new(STEP, None)
+        self._step_range.enter()
 
     def exit_step(self) -> None:
-        if self._step_range is not None:
-            torch.ops.profiler._record_function_exit._RecordFunction(self._step_range)
-            self._step_range = None
+        self._step_range.exit()
 
     def stop(self) -> list[OpEvent]:
         try:

@@ -76,6 +76,22 @@ def _activities(device: torch.device) -> list[Any]:
     return acts
 
 
+class StepRange:
+    """The ``layertime::step`` range around one traced step, opened and closed by hand
+    (a step spans code the profiler's context managers cannot wrap)."""
+
+    def __init__(self) -> None:
+        self._handle: Any = None
+
+    def enter(self) -> None:
+        self._handle = torch.ops.profiler._record_function_enter_new(STEP, None)
+
+    def exit(self) -> None:
+        if self._handle is not None:
+            torch.ops.profiler._record_function_exit._RecordFunction(self._handle)
+            self._handle = None
+
+
 class TraceSession:
     """One ``torch.profiler`` session with module ranges; events after ``stop``."""
 
@@ -90,7 +106,7 @@ class TraceSession:
             with_stack=False,
             profile_memory=False,
         )
-        self._step_range: Any = None
+        self._step_range = StepRange()
         self.events: list[OpEvent] = []
         #: Device activities (CUDA only), for the device's busy time per step.
         self.kernels: list[KernelSpan] = []
@@ -109,12 +125,10 @@ class TraceSession:
             raise
 
     def enter_step(self) -> None:
-        self._step_range = torch.ops.profiler._record_function_enter_new(STEP, None)
+        self._step_range.enter()
 
     def exit_step(self) -> None:
-        if self._step_range is not None:
-            torch.ops.profiler._record_function_exit._RecordFunction(self._step_range)
-            self._step_range = None
+        self._step_range.exit()
 
     def stop(self) -> list[OpEvent]:
         try:
