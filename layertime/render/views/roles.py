@@ -140,6 +140,11 @@ def _sublabel(rows: Sequence[Mapping[str, Any]], block: str) -> str:
     return next((r["type"] for r in rows if r["name"] == block), "")
 
 
+def _block_head(rows: Sequence[Mapping[str, Any]], block: str, n: int) -> str:
+    """A block's first hover line: its name, class and number of rows."""
+    return f"{block}  ({', '.join(filter(None, (_sublabel(rows, block), f'{n} rows')))})"
+
+
 def _role_split(mine: Sequence[Mapping[str, Any]], value: Any, fmt: Any) -> str:
     per: dict[str, float] = {}
     for r in mine:
@@ -160,7 +165,7 @@ def blocks_chart(rows: Sequence[Mapping[str, Any]], step_s: float) -> dict[str, 
         values = {k: sum(r["values"].get(k, 0.0) for r in mine) for k in keys}
         total = sum(values.values())
         params = sum(r["params"] for r in mine)
-        tip = [name + (f"  ({_sublabel(rows, name)}, {len(mine)} rows)")]
+        tip = [_block_head(rows, name, len(mine))]
         tip += [f"{PHASE_LABELS[k]}: {fmt_ms(values[k])} ms" for k in keys]
         tip.append(f"total: {fmt_ms(total)} ms · {fmt_pct(total / step_s if step_s else None, 2)}"
                    " of step")
@@ -192,7 +197,7 @@ def flops_blocks_chart(rows: Sequence[Mapping[str, Any]],
     for name, mine in blocks.items():
         values = sums[name]
         total = sum(values.values())
-        tip = [name + f"  ({_sublabel(rows, name)}, {len(mine)} rows)"]
+        tip = [_block_head(rows, name, len(mine))]
         tip += [f"{PHASE_LABELS[k]}: {fmt_count(values[k])}" for k in phases]
         tip.append(f"total: {fmt_count(total)} · {fmt_pct(total / flops_total, 2)} of FLOPs")
         tip.append("by role: " + _role_split(mine, lambda r: r["flops"]["total"], fmt_count))
