@@ -88,3 +88,41 @@ def run(
     )
     base.update(fields)
     return Run(**base)
+
+
+#: A two-block transformer's rows as (name, kind, type, forward ms, backward ms, update ms,
+#: params, role, block): GPT-2's layout (a tied head: no parameters of its own).
+TRANSFORMER_ROWS: tuple[tuple[Any, ...], ...] = (
+    ("", "other", "GPT2LMHeadModel", 0.2, 0.0, 0.0, 0, "other", None),
+    ("transformer.wte", "embedding", "Embedding", 1.0, 4.0, 3.0, 6_400, "embedding", None),
+    ("transformer.wpe", "embedding", "Embedding", 0.5, 0.5, 0.5, 1_024, "embedding", None),
+    *(row for i, scale in ((0, 1.0), (1, 2.0)) for row in (
+        (f"transformer.h.{i}", "other", "GPT2Block", 0.5 * scale, 0.0, 0.0, 0, "other",
+         f"transformer.h.{i}"),
+        (f"transformer.h.{i}.ln_1", "norm", "LayerNorm", 0.25, 0.25, 0.0, 128, "norm",
+         f"transformer.h.{i}"),
+        (f"transformer.h.{i}.attn", "attention", "GPT2Attention", 3.0 * scale, 3.0 * scale,
+         0.0, 0, "attention", f"transformer.h.{i}"),
+        (f"transformer.h.{i}.attn.c_attn", "linear", "Conv1D", 2.0, 4.0, 1.0, 12_480,
+         "attention", f"transformer.h.{i}"),
+        (f"transformer.h.{i}.mlp.c_fc", "linear", "Conv1D", 3.0, 6.0, 2.0, 16_640, "mlp",
+         f"transformer.h.{i}"),
+        (f"transformer.h.{i}.mlp.act", "activation", "NewGELUActivation", 1.0, 1.0, 0.0, 0,
+         "mlp", f"transformer.h.{i}"),
+    )),
+    ("transformer.ln_f", "norm", "LayerNorm", 0.25, 0.25, 0.0, 128, "norm", None),
+    ("lm_head", "linear", "Linear", 5.0, 10.0, 0.0, 0, "head", None),
+)
+
+
+def transformer_run(**fields: Any) -> Run:
+    """A hand-made run of a two-block GPT-2-like transformer (rows with roles and blocks),
+    seq 16; its second block takes twice the first's attention core and container time."""
+    rows = [layer(n, k, f * 1e-3, b * 1e-3, u * 1e-3, p, type=t, role=role, block=block)
+            for n, k, t, f, b, u, p, role, block in TRANSFORMER_ROWS]
+    base: dict[str, Any] = dict(loss_s=2e-3, zero_grad_s=1e-3, model="hf:gpt2", batch_size=2,
+                                input_shape=(16,), seq_len=16, num_classes=128,
+                                notes=("lm_head shares 6,400 parameters with transformer.wte "
+                                       "(tied weights): counted once",))
+    base.update(fields)
+    return run(rows, **base)

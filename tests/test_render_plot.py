@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 import subprocess
@@ -212,3 +213,73 @@ def test_sweep_panels_line_up_and_their_titles_do_not_meet() -> None:
                 assert title.get_window_extent(renderer).x1 < boxes[right].x0, title.get_text()
                 pairs += 1
     assert pairs >= 2  # rows line up across the columns
+
+
+# -- transformers: roles and blocks (issue 11) -----------------------------------------------
+def _legends_fit(fig: object) -> list[tuple[float, float]]:
+    """Draws ``fig``; each legend's right edge and its column's, in pixels, after checking
+    that every visible panel kept a real width (no legend squeezed it)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    out = []
+    for ax in fig.get_axes():  # type: ignore[attr-defined]
+        if not ax.get_visible():
+            continue
+        assert ax.get_window_extent(renderer).width > 1.0 * fig.dpi, ax.get_title(loc="left")
+        leg = ax.get_legend()
+        if leg is not None:
+            out.append((leg.get_window_extent(renderer).x1, ax.get_figure(root=False).bbox.x1))
+    return out
+
+
+def test_a_transformer_plot_draws_the_role_and_block_charts(tmp_path: Path) -> None:
+    run = factories.transformer_run()
+    ids = _svg_ids(write_plot(run, tmp_path / "gpt.svg").read_bytes())
+    # Share by role: time and parameters for each of the 9 groups (the core has 0 params).
+    assert sum(1 for i in ids if i.startswith("roles-bar-time-")) == 9
+    assert sum(1 for i in ids if i.startswith("roles-bar-params-")) == 9
+    # Time per block: two blocks, forward, backward and update each.
+    assert {i for i in ids if i.startswith("blocks-bar-")} == {
+        f"blocks-bar-{b}-{p}" for b in (0, 1) for p in ("forward", "backward", "update")}
+    assert any(i.startswith("layers-bar-") for i in ids)
+    w, h = _png_size(write_plot(run, tmp_path / "gpt.png").read_bytes())
+    assert w >= 1200 and h > w * 0.7
+
+
+def test_legends_stay_inside_their_column_and_leave_panels_their_width() -> None:
+    """A legend wider than its panel wraps to fewer columns (the step-level entry of a
+    CNN's charts; four metrics beside a transformer's roles) instead of running into the
+    next panel or squeezing the panels of its column."""
+    from layertime.render.plot import figure
+
+    for obj in (make_run(), factories.transformer_run()):
+        fits = _legends_fit(figure(obj))
+        assert fits
+        for right, edge in fits:
+            assert right <= edge, (right, edge)
+
+
+def test_a_seq_sweep_plot_marks_the_interpolated_crossover_under_one_legend() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from layertime.render.plot import figure
+    from layertime.results.sweep import SweepResult
+    from layertime.sweep import SweepPoint, seq_crossovers
+    from test_sweep_seq import cfg, token_run
+
+    points = [SweepPoint({**cfg(seq), "batch_size": b}, "ok", i,
+                         dataclasses.replace(token_run(seq, att, 1 - att), batch_size=b))
+              for i, (b, seq, att) in enumerate(
+                  (b, seq, att) for b in (1, 4) for seq, att in ((128, 0.2), (512, 0.8)))]
+    fig = figure(SweepResult(1, tuple(points), (), tuple(seq_crossovers(points))))
+    FigureCanvasAgg(fig).draw()
+    axes = [ax for ax in fig.get_axes() if ax.get_visible()]
+    assert len(axes) == 2 + 2  # against length per batch size, against batch per length
+    assert not any(ax.get_legend() for ax in axes)  # one legend, the figure's, on top
+    marked = [t.get_text() for ax in axes for t in ax.texts]
+    assert marked == ["crossover ≈ 256 (interpolated)"] * 2
+    assert [ax.get_title(loc="left").split(" · ")[1] for ax in axes[:2]] == ["batch 1",
+                                                                             "batch 4"]

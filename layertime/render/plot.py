@@ -23,6 +23,8 @@ from layertime.render.output import PLOT_FORMATS, check_output, plot_format
 from layertime.render.views import view_of
 
 _MUTED = "#6b7280"
+#: Pixels per inch of a PNG.
+_DPI = 160
 _INK = "#1b2330"
 
 
@@ -256,7 +258,9 @@ def figure(obj: Any, **kw: Any) -> Any:
     legend_ncol = min(len(union), 5)
     legend_h = 0.22 * math.ceil(len(union) / legend_ncol) + 0.1 if figure_legend else 0.0
     with _rc_context(_rc()):
-        fig = Figure(figsize=(width, head_h + legend_h + col_h + sum(full_h)),
+        # At the resolution it is saved in, so that text measured for the legends is the
+        # size it is drawn.
+        fig = Figure(figsize=(width, head_h + legend_h + col_h + sum(full_h)), dpi=_DPI,
                      layout="constrained")
         engine: Any = fig.get_layout_engine()
         engine.set(h_pad=0.06, w_pad=0.06)
@@ -273,6 +277,7 @@ def figure(obj: Any, **kw: Any) -> Any:
                            borderpad=0.2)
             subs = subs[1:]
         k = 0
+        drawn: dict[Any, tuple[list[Any], int]] = {}
         if cols and figure_legend:
             # A sweep: equal panels on a grid, in reading order, so rows line up.
             ncols = len(cols)
@@ -280,7 +285,7 @@ def figure(obj: Any, **kw: Any) -> Any:
             grid = subs[0].subplots(nrows, ncols, squeeze=False)
             for i, ax in enumerate(grid.flat):
                 if i < len(halves):
-                    _draw(ax, halves[i], None)
+                    _draw(ax, halves[i], None, drawn)
                 else:
                     ax.set_visible(False)
             cols = []
@@ -294,40 +299,83 @@ def figure(obj: Any, **kw: Any) -> Any:
                     hs.append(col_h - sum(hs))
                 axes = cf.subplots(len(hs), 1, height_ratios=hs, squeeze=False)[:, 0]
                 for ax, c in zip(axes, col):
-                    _draw(ax, c, legends.get(id(c)))
+                    _draw(ax, c, legends.get(id(c)), drawn)
                 for ax in axes[len(col):]:
                     ax.set_visible(False)
             k = 1
         for c in fulls:
             ax = subs[k].subplots(1, 1)
-            _draw(ax, c, legends.get(id(c)))
+            _draw(ax, c, legends.get(id(c)), drawn)
             k += 1
+        _fit_legends(fig, drawn)
     return fig
 
 
-def _draw(ax: Any, c: Mapping[str, Any], legend: Sequence[Mapping[str, Any]] | None) -> None:
-    """One chart; ``legend`` is the series to list above it (None: no legend)."""
+def _draw(ax: Any, c: Mapping[str, Any], legend: Sequence[Mapping[str, Any]] | None,
+          drawn: dict[Any, tuple[list[Any], int]]) -> None:
+    """One chart; ``legend`` is the series to list above it (None: no legend), recorded in
+    ``drawn`` (axes: handles, columns) for :func:`_fit_legends`."""
     from matplotlib.patches import Patch
 
     _style(ax)
     _DRAW[c["type"]](ax, c)
-    pad = 4.0
-    if legend:
-        ncol = min(len(legend), 4)
-        handles = [Patch(color=se["color"], label=se["label"]) for se in legend]
-        ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=ncol,
-                  borderaxespad=0.3, handlelength=1.0, handleheight=0.9, columnspacing=1.2,
-                  borderpad=0.2)
-        pad += 12.0 * math.ceil(len(legend) / ncol) + 2
     # A sweep's charts all plot shares against one axis: the title says which configuration.
     title = c["caption"] if c["type"] == "lines" and c.get("caption") else c["title"]
     # Wrapped to the panel's width, so that two panels' titles never run into each other.
+    ax.set_title("\n".join(textwrap.wrap(title, _panel_chars(ax))), loc="left")
+    if legend:
+        handles = [Patch(color=se["color"], label=se["label"]) for se in legend]
+        drawn[ax] = (handles, min(len(legend), 4))
+        _legend(ax, *drawn[ax])
+    else:
+        ax.set_title(ax.get_title(loc="left"), loc="left", pad=4.0)
+
+
+def _legend(ax: Any, handles: Sequence[Any], ncol: int) -> None:
+    """The legend above a chart, in ``ncol`` columns, and room for it under the title.
+
+    It takes no part in the layout: :func:`_fit_legends` gives it fewer columns when it
+    is wider than its panel, rather than the panel being narrowed to make room."""
+    leg = ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=ncol,
+                    borderaxespad=0.3, handlelength=1.0, handleheight=0.9, columnspacing=1.2,
+                    borderpad=0.2)
+    leg.set_in_layout(False)
+    pad = 4.0 + 12.0 * math.ceil(len(handles) / ncol) + 2
+    ax.set_title(ax.get_title(loc="left"), loc="left", pad=pad)
+
+
+def _fit_legends(fig: Any, drawn: dict[Any, tuple[list[Any], int]]) -> None:
+    """Give each legend wider than the room right of its panel's left edge (to its column's
+    edge) fewer columns, so that no legend runs into the panel beside it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # measures text; saving as SVG switches canvas itself
+    for _ in range(4):
+        fig.draw_without_rendering()
+        renderer = canvas.get_renderer()
+        changed = False
+        for ax, (handles, ncol) in drawn.items():
+            if ncol <= 1:
+                continue
+            # A tenth of an inch to spare: text set at the saved resolution runs a little wider.
+            room = (ax.get_figure(root=False).bbox.x1 - ax.get_window_extent(renderer).x0
+                    - 0.1 * fig.dpi)
+            if ax.get_legend().get_window_extent(renderer).width <= room:
+                continue
+            drawn[ax] = (handles, ncol - 1)
+            _legend(ax, *drawn[ax])
+            changed = True
+        if not changed:
+            return
+
+
+def _panel_chars(ax: Any) -> int:
+    """About how many characters of legend or title text fit across a panel."""
     root = ax.figure  # a subfigure's .figure is its parent, up to the figure itself
     while not hasattr(root, "get_figwidth") and getattr(root, "figure", root) is not root:
         root = root.figure
     fig_w = root.get_figwidth() if hasattr(root, "get_figwidth") else 8.0
-    chars = max(30, int(ax.get_position().width * fig_w * 13))
-    ax.set_title("\n".join(textwrap.wrap(title, chars)), loc="left", pad=pad)
+    return max(30, int(ax.get_position().width * fig_w * 13))
 
 
 class _rc_context:
@@ -354,7 +402,7 @@ def render_plot(obj: Any, fmt: str = "png", **kw: Any) -> bytes:
     buf = io.BytesIO()
     with _rc_context(_rc()):
         metadata = {"Date": None} if fmt == "svg" else {"Software": "layertime"}
-        fig.savefig(buf, format=fmt, dpi=160, metadata=metadata, facecolor="white")
+        fig.savefig(buf, format=fmt, dpi=_DPI, metadata=metadata, facecolor="white")
     return buf.getvalue()
 
 

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from layertime.render.fmt import count, ms, num, pct
 from layertime.render.layout import Column, Row, lay_out
+from layertime.render.views.roles import shows_roles
 from layertime.results.cost import CostResult
 from layertime.results.run import Run
 from layertime.taxonomy import ROLE_LABELS, ROLES
@@ -26,9 +27,9 @@ _TITLE = "by role (layertime.roles): attention = projections + core, MLP = feed-
 
 
 def has_roles(run: Run) -> bool:
-    """Whether a run has attention or MLP rows (a transformer, text or image)."""
-    roles = run.roles()
-    return "attention" in roles or "mlp" in roles
+    """Whether a run has attention or MLP rows (a transformer, text or image): the rule
+    the HTML report and the plots follow too."""
+    return shows_roles(run.roles())
 
 
 def block_line(run: Run) -> str | None:

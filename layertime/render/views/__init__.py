@@ -8,11 +8,14 @@ shows exactly the charts of the page.  One module per view:
 
 * :mod:`~layertime.render.views.profile` — a profiled run (with a cost estimate joined);
 * :mod:`~layertime.render.views.cost` — a cost estimate;
-* :mod:`~layertime.render.views.sweep` — a sweep;
+* :mod:`~layertime.render.views.sweep` — a sweep (a token sweep's in
+  :mod:`~layertime.render.views.sweep_roles`);
 * :mod:`~layertime.render.views.compare` — several runs side by side;
 * :mod:`~layertime.render.views.bench` — layers benchmarked alone.
 
-Colours, labels and number formats are in :mod:`~layertime.render.views.style`.
+A transformer's charts by role and by block (profile and cost) are in
+:mod:`~layertime.render.views.roles`.  Colours, labels and number formats are in
+:mod:`~layertime.render.views.style`.
 """
 
 from __future__ import annotations

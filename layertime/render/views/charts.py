@@ -66,11 +66,19 @@ def kinds_chart(kinds: Sequence[Mapping[str, Any]], metrics: Sequence[str], titl
     fraction; None: no bar) and the absolute number under ``time_s``,
     ``params_n``, ``flops_n``, ``memory_n``, ``predicted_s``.
     """
-    groups = []
-    for k in kinds:
+    groups = [{**k, "key": k["kind"], "label": kind_label(k["kind"])} for k in kinds]
+    return shares_chart("kinds", groups, metrics, title, caption)
+
+
+def shares_chart(id: str, groups: Sequence[Mapping[str, Any]], metrics: Sequence[str],
+                 title: str, caption: str) -> dict[str, Any]:
+    """A grouped chart of shares: one group per ``key`` (shown as ``label``), one bar per
+    metric, as :func:`kinds_chart` describes; ``note`` (optional) is a last hover line."""
+    rows = []
+    for k in groups:
         values: dict[str, float | None] = {}
         tips: dict[str, list[str]] = {}
-        label = kind_label(k["kind"])
+        label = k["label"]
         for m in metrics:
             v = k.get(m)
             values[m] = None if v is None else v * 100
@@ -84,11 +92,13 @@ def kinds_chart(kinds: Sequence[Mapping[str, Any]], metrics: Sequence[str], titl
                 "predicted": f"{fmt_ms(k.get('predicted_s'))} ms predicted",
             }.get(m, "")
             tips[m] = [label, f"{METRICS[m][0]}: {fmt_pct(v, 2)}", detail]
-        groups.append({"key": k["kind"], "label": label, "values": values, "tips": tips})
+            if k.get("note"):
+                tips[m].append(k["note"])
+        rows.append({"key": k["key"], "label": label, "values": values, "tips": tips})
     return chart(
-        "kinds", "grouped", title, caption, unit="%", max=100.0, layout="half",
+        id, "grouped", title, caption, unit="%", max=100.0, layout="half",
         series=[{"key": m, "label": METRICS[m][0], "color": METRICS[m][1]} for m in metrics],
-        rows=groups,
+        rows=rows,
     )
 
 

@@ -7,6 +7,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from layertime.render.views.charts import bar, chart, kinds_chart, phase_series, table, view
+from layertime.render.views.roles import (
+    ROLES_NOTE,
+    flops_blocks_chart,
+    role_groups,
+    role_label,
+    roles_chart,
+    shows_roles,
+)
 from layertime.render.views.style import (
     PHASE_LABELS,
     cell,
@@ -34,6 +42,7 @@ def _row(r: LayerCost, loss: bool) -> dict[str, Any]:
     p = r.predicted
     return {
         "name": r.name, "label": r.label, "type": r.type, "kind": r.kind, "params": r.params,
+        "role": "loss" if loss else r.role or "other", "block": None if loss else r.block,
         "flops": flops_parts(r.flops), "bytes": flops_parts(r.bytes_moved),
         "memory": float(r.memory_bytes.total),
         "predicted": None if p is None else {"forward_s": p.forward_s, "backward_s": p.backward_s,
@@ -58,6 +67,15 @@ def cost_view(cost: CostResult) -> dict[str, Any]:
                     "and memory" + (" and of the predicted time." if has_pred else ".")),
         _flops_chart(rows, totals["flops"]),
     ]
+    transformer = shows_roles(cost.by_role())
+    if transformer:
+        # The answer first (attention against the MLP), then the layers, then the blocks.
+        blocks = flops_blocks_chart(rows, _phase_keys(rows))
+        charts = [roles_chart(role_groups(rows, metrics), metrics,
+                              "Each role's share of the step's FLOPs beside its share of the "
+                              "parameters and memory" + (" and of the predicted time."
+                                                         if has_pred else ".")),
+                  charts[1]] + ([blocks] if blocks else []) + [charts[0]]
     if has_pred:
         charts.append(_predicted_chart(rows))
     f = flops_parts(cost.flops)
@@ -76,10 +94,10 @@ def cost_view(cost: CostResult) -> dict[str, Any]:
         "cost", f"{cost.model} · batch {cost.batch_size} · cost estimate", cost.headline(),
         summary=summary,
         charts=charts,
-        table=_table(rows, totals, has_pred),
+        table=_table(rows, totals, has_pred, transformer),
         sections=[cost_section(cost)],
         notes=["Counted, not measured: FLOPs, bytes and memory come from the cost model; "
-               "predicted times are roofline estimates."],
+               "predicted times are roofline estimates."] + ([ROLES_NOTE] if transformer else []),
         warnings=list(cost.warnings),
     )
 
@@ -154,9 +172,12 @@ def _predicted_chart(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _table(rows: Sequence[Mapping[str, Any]], totals: Mapping[str, float],
-           has_pred: bool) -> dict[str, Any]:
+           has_pred: bool, roles: bool = False) -> dict[str, Any]:
+    """The sortable table of the layers and the loss; ``roles``: a role column beside the kind
+    (a transformer)."""
     keys = _phase_keys(rows)
     cols = [("#", True), ("layer", False), ("type", False), ("kind", False)]
+    cols += [("role", False)] if roles else []
     cols += [(f"{PHASE_LABELS[k].replace('backward', 'bwd').replace(' gradient', '')}"
               .replace("(", "").replace(")", ""), True) for k in keys]
     cols += [("FLOPs", True), ("FLOPs %", True), ("params", True), ("memory", True),
@@ -167,6 +188,8 @@ def _table(rows: Sequence[Mapping[str, Any]], totals: Mapping[str, float],
     for i, r in enumerate(rows):
         f, m = r["flops"]["total"], r["memory"]
         cells = [cell(i, str(i)), cell(r["label"]), cell(r["type"]), cell(kind_label(r["kind"]))]
+        if roles:
+            cells.append(cell("", "") if r["loss_row"] else cell(role_label(r["role"])))
         cells += [cell(r["flops"].get(k, 0.0), fmt_count(r["flops"].get(k, 0.0))) for k in keys]
         cells += [cell(f, fmt_count(f)),
                   cell(f / totals["flops"], fmt_pct(f / totals["flops"])),

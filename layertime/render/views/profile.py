@@ -28,6 +28,14 @@ from layertime.render.views.charts import (
     view,
 )
 from layertime.render.views.cost import cost_section, flops_parts
+from layertime.render.views.roles import (
+    ROLES_NOTE,
+    blocks_chart,
+    role_groups,
+    role_label,
+    roles_chart,
+    shows_roles,
+)
 from layertime.render.views.style import (
     PHASE_LABELS,
     TIMING_NOTES,
@@ -67,14 +75,23 @@ def profile_view(run: Run, cost: CostResult | Mapping[str, Any] | None = None) -
     rows = _rows(run, cost)
     has = {key: any(r[key] is not None for r in rows) for key in ("flops", "memory", "predicted")}
     kinds, metrics = _kinds(run, rows, has)
+    of = ("parameters" + (", FLOPs" if has["flops"] else "")
+          + (" and memory" if has["memory"] else "") + ".")
     charts = [
         kinds_chart(kinds, metrics, "Share by kind",
-                    "Each kind's share of the profiled step beside its share of the parameters"
-                    + (", FLOPs" if has["flops"] else "")
-                    + (" and memory" if has["memory"] else "") + "."),
+                    "Each kind's share of the profiled step beside its share of the " + of),
         _layers_chart(rows, step),
         _kind_phase_chart(run.by_kind(), step),
     ]
+    roles = run.roles()
+    transformer = shows_roles(roles)
+    if transformer:
+        # The answer first (attention against the MLP), then the layers, then the blocks.
+        blocks = blocks_chart(rows, step)
+        charts = [roles_chart(role_groups(rows, metrics, roles), metrics,
+                              "Each role's share of the profiled step beside its share of "
+                              "the " + of), charts[1]] + ([blocks] if blocks else []) + \
+            [charts[0], charts[2]]
     if has["predicted"] and cost is not None:
         charts.append(_predicted_chart(rows, run, cost))
     title = f"{run.model} · batch {run.batch_size} · {run.device} · " + (
@@ -82,11 +99,11 @@ def profile_view(run: Run, cost: CostResult | Mapping[str, Any] | None = None) -
     return view(
         "profile", title, run.headline(),
         subheadlines=[cost.headline()] if cost is not None else [],
-        summary=_summary(run, cost),
+        summary=_summary(run, cost) + (_blocks_card(run) if transformer else []),
         charts=charts,
-        table=_table(rows, step, has),
+        table=_table(rows, step, has, transformer),
         sections=_sections(run, cost),
-        notes=_notes(run, cost),
+        notes=_notes(run, cost) + ([ROLES_NOTE] if transformer else []) + list(run.notes),
         warnings=warnings,
     )
 
@@ -137,7 +154,7 @@ def _rows(run: Run, cost: CostResult | None) -> list[dict[str, Any]]:
             values["comm"] = layer.comm_exposed_s
         rows.append({
             "name": layer.name, "label": layer.label, "type": layer.type, "kind": layer.kind,
-            "values": values,
+            "role": layer.role or "other", "block": layer.block, "values": values,
             "total_s": layer.forward_s + layer.backward_s + layer.update_s + layer.comm_exposed_s,
             "params": layer.params, "calls": layer.calls, **_counts(by_name.get(layer.name)),
         })
@@ -148,7 +165,8 @@ def _rows(run: Run, cost: CostResult | None) -> list[dict[str, Any]]:
             continue
         loss = cost.loss if attr == "loss_s" and cost is not None else None
         rows.append({
-            "name": label, "label": label, "type": "", "kind": kind, "values": {"step": value},
+            "name": label, "label": label, "type": "", "kind": kind, "role": kind, "block": None,
+            "values": {"step": value},
             "total_s": value, "params": 0, "calls": None, "step_row": True, **_counts(loss),
         })
     step = _step_s(run)
@@ -285,18 +303,21 @@ def _predicted_chart(rows: Sequence[Mapping[str, Any]], run: Run,
                  series=kind_series(kind_order(pt["series"] for pt in points)), points=points)
 
 
-def _table(rows: Sequence[Mapping[str, Any]], step: float,
-           has: Mapping[str, bool]) -> dict[str, Any]:
+def _table(rows: Sequence[Mapping[str, Any]], step: float, has: Mapping[str, bool],
+           roles: bool = False) -> dict[str, Any]:
+    """The sortable table: one row per layer and step-level row; ``roles``: a role column
+    beside the kind (a transformer)."""
     comm = any("comm" in r["values"] for r in rows)
-    cols = [("#", True), ("layer", False), ("type", False), ("kind", False),
-            ("fwd ms", True), ("bwd ms", True), ("update ms", True)]
+    cols = [("#", True), ("layer", False), ("type", False), ("kind", False)]
+    cols += [("role", False)] if roles else []
+    cols += [("fwd ms", True), ("bwd ms", True), ("update ms", True)]
     cols += [("sync ms", True)] if comm else []
     cols += [("total ms", True), ("share", True), ("params", True), ("params %", True)]
     cols += [("FLOPs", True), ("FLOPs %", True)] if has["flops"] else []
     cols += [("memory", True), ("memory %", True)] if has["memory"] else []
     cols += [("predicted ms", True)] if has["predicted"] else []
     cols += [("calls", True)]
-    body = [{"cells": _cells(i, r, comm, has), "muted": bool(r.get("step_row")),
+    body = [{"cells": _cells(i, r, comm, has, roles), "muted": bool(r.get("step_row")),
              "kind": r["kind"]} for i, r in enumerate(rows)]
     total = sum(r["total_s"] for r in rows)
     labels = [c[0] for c in cols]
@@ -307,8 +328,8 @@ def _table(rows: Sequence[Mapping[str, Any]], step: float,
     return table(cols, body, foot)
 
 
-def _cells(i: int, r: Mapping[str, Any], comm: bool,
-           has: Mapping[str, bool]) -> list[dict[str, Any]]:
+def _cells(i: int, r: Mapping[str, Any], comm: bool, has: Mapping[str, bool],
+           roles: bool) -> list[dict[str, Any]]:
     """One row of the table (the step-level rows have no phases)."""
     v = r["values"]
     step_row = bool(r.get("step_row"))
@@ -319,7 +340,10 @@ def _cells(i: int, r: Mapping[str, Any], comm: bool,
         return cell(v.get(key, 0.0), fmt_ms(v.get(key, 0.0)))
 
     cells = [cell(i, str(i)), cell(r["label"]), cell(r["type"] or "", r["type"] or ""),
-             cell(kind_label(r["kind"])), phase("forward"), phase("backward"), phase("update")]
+             cell(kind_label(r["kind"]))]
+    if roles:
+        cells.append(cell("", "") if step_row else cell(role_label(r["role"])))
+    cells += [phase("forward"), phase("backward"), phase("update")]
     if comm:
         cells.append(phase("comm"))
     cells += [cell(r["total_s"], fmt_ms(r["total_s"])), cell(r["share"], fmt_pct(r["share"])),
@@ -370,6 +394,15 @@ def _summary(run: Run, cost: CostResult | None) -> list[dict[str, str]]:
         items.append(("FLOPs per step", fmt_count(flops_parts(cost.flops)["total"]),
                       "counted, not measured"))
     return summary(items)
+
+
+def _blocks_card(run: Run) -> list[dict[str, str]]:
+    """How many blocks the rows sit in (a transformer), first and last named on hover."""
+    names = list(dict.fromkeys(r.block for r in run.layers if r.block is not None))
+    if not names:
+        return []
+    span = f"{names[0]} .. {names[-1]}" if len(names) > 1 else names[0]
+    return summary([("blocks", fmt_int(len(names)), span)])
 
 
 def _sections(run: Run, cost: CostResult | None) -> list[dict[str, Any]]:

@@ -42,6 +42,20 @@ KIND_COLORS: dict[str, str] = {
     "step": "#d3d3d3",
     "unattributed": "#8c8c8c",
 }
+#: One colour per role of a transformer's layers (``taxonomy.ROLES``), then the
+#: step-level rows, for a token sweep's lines.  Attention and the MLP, the two
+#: compared, get the two strongest colours.
+ROLE_COLORS: dict[str, str] = {
+    "attention": "#e45756",
+    "mlp": "#4c78a8",
+    "embedding": "#9d755d",
+    "norm": "#54a24b",
+    "head": "#b279a2",
+    "other": "#bab0ac",
+    "loss": "#79706e",
+    "step": "#d3d3d3",
+    "unattributed": "#8c8c8c",
+}
 #: The metrics of the by-kind chart, in order, with their colours.
 METRICS: dict[str, tuple[str, str]] = {
     "time": ("time", "#1f4e79"),

@@ -1,5 +1,7 @@
 """The view of a sweep (``layertime.sweep/1``): each kind's share against batch size (and
-image size), with the conv/fully connected crossovers marked."""
+image size), with the conv/fully connected crossovers marked; for a token sweep
+(``--seq-lens``), each role's share against sequence length (and batch size), with the
+points where attention overtakes the MLP marked (:mod:`~layertime.render.views.sweep_roles`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from layertime.render.views.charts import chart, kind_series, table, view
+from layertime.render.views.sweep_roles import token_sweep_view
 from layertime.render.views.style import cell, fmt_int, fmt_ms, fmt_pct
 from layertime.results.sweep import Crossover, SummaryPoint, SweepResult, SweepSummary
 from layertime.taxonomy import STEP_KINDS, kind_label, kind_order
@@ -21,6 +24,8 @@ def sweep_view(summary: SweepSummary | SweepResult, *, title: str | None = None,
     a table of every point, the crossovers in the headline."""
     if isinstance(summary, SweepResult):
         summary = summary.summarised()
+    if any(p.config.get("seq_len") is not None for p in summary.points):
+        return token_sweep_view(summary, title=title, status=status)
     points = list(summary.points)
     ok = [p for p in points if p.kinds]
     crossovers = list(summary.crossovers)
