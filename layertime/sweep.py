@@ -203,9 +203,12 @@ def seq_crossovers(points: Sequence[SweepPoint]) -> list[SeqCrossover]:
         )
     out = []
     for key, series in groups.items():
-        found = log_crossing(sorted(series))
+        ordered = sorted(series)
+        found = log_crossing(ordered)
         if found is not None:
-            out.append(SeqCrossover(labels[key], *found))
+            at, below, above = found
+            after = dict(ordered)[above]  # attention minus MLP just above the crossing
+            out.append(SeqCrossover(labels[key], at, below, above, attention_above=after > 0))
     return out
 
 

@@ -62,7 +62,16 @@ def test_the_crossover_is_where_attention_overtakes_the_mlp_in_log_seq() -> None
     assert c.seq_len == pytest.approx(256.0)
     text = c.describe()
     assert "attention overtakes the MLP at seq ~256" in text and "interpolated" in text
+    assert c.attention_above
     assert seq_crossovers(points[2:]) == []  # attention leads throughout
+    # The other way round (the MLP overtakes attention): said so, not the usual sentence.
+    backwards = [
+        SweepPoint(cfg(128), "ok", 5, token_run(128, 0.8, 0.2)),
+        SweepPoint(cfg(512), "ok", 6, token_run(512, 0.2, 0.8)),
+    ]
+    (b,) = seq_crossovers(backwards)
+    assert not b.attention_above
+    assert "the MLP overtakes attention at seq ~256" in b.describe()
     run = token_run(128, 0.2, 0.8)
     assert run.roles()["attention"].share == pytest.approx(0.2)
     assert run.roles()["attention"].core_share == pytest.approx(0.2)

@@ -52,20 +52,28 @@ class Crossover:
 
 @dataclass(frozen=True)
 class SeqCrossover:
-    """The sequence length above which attention takes more time than the MLP."""
+    """The sequence length where attention and the MLP trade places: above it,
+    attention takes more time than the MLP (``attention_above``), or less."""
 
     group: dict[str, Any]
     seq_len: float
     below: int
     above: int
     interpolated: bool = True
+    #: Which way they cross: True when attention leads above ``seq_len`` (the usual
+    #: case: attention's work grows with the square of the length).
+    attention_above: bool = True
 
     def describe(self) -> str:
         label = ", ".join(f"{k} {v}" for k, v in self.group.items() if v is not None)
+        if self.attention_above:
+            what, after = "attention overtakes the MLP", "attention layers take more"
+        else:
+            what, after = "the MLP overtakes attention", "MLP layers take more"
         return (
-            f"attention overtakes the MLP at seq ~{self.seq_len:.0f} (interpolated between "
-            f"{self.below} and {self.above}; {label}): above it attention layers take more "
-            "time than MLP layers"
+            f"{what} at seq ~{self.seq_len:.0f} (interpolated between {self.below} and "
+            f"{self.above}; {label}): above it {after} time than "
+            + ("MLP layers" if self.attention_above else "attention layers")
         )
 
 
@@ -113,7 +121,8 @@ class SweepSummary:
                 for c in self.crossovers
             ],
             **({"seq_crossovers": [
-                {"group": c.group, "seq_len": c.seq_len, "below": c.below, "above": c.above}
+                {"group": c.group, "seq_len": c.seq_len, "below": c.below, "above": c.above,
+                 "attention_above": c.attention_above}
                 for c in self.seq_crossovers
             ]} if tokens else {}),
         }
