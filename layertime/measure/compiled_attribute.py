@@ -238,6 +238,11 @@ def attribute_compiled_step(
     owning a trainable parameter of each shape (for AccumulateGrad).  Other
     arguments are as for :func:`~layertime.measure.attribute.attribute_step`.
     """
+    # Long on purpose (about 260 lines): one pass over one step, whose nested
+    # helpers share that step's tree, charges and running totals; its stages
+    # (eager attribution, graph calls and their kernels, AccumulateGrad, the
+    # itemised rest) are marked below and tested one by one in
+    # tests/test_compiled_pure.py.
     evs = list(events)
     if step not in evs:
         evs.append(step)

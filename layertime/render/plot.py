@@ -214,6 +214,8 @@ def _null_locator() -> Any:
 
 def figure(obj: Any, **kw: Any) -> Any:
     """A matplotlib Figure of the report's charts (headline on top)."""
+    # Long on purpose: the figure's layout (legends, columns, grid, sizes) read top
+    # to bottom as it is built; each chart itself is drawn by _draw.
     try:
         import matplotlib
         from matplotlib.figure import Figure

@@ -242,6 +242,7 @@ class Run:
     # -- JSON --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The run as plain JSON types, schema ``layertime.run/1``."""
+        # Long on purpose: one line per documented field (docs/schema.md), in order.
         kinds = {
             k: {
                 "time_s": v.time_s,
