@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/caffe_reference.py                     # reads ../shared/reference
+    python benchmarks/caffe_reference.py                     # reads benchmarks/reference
     python benchmarks/caffe_reference.py --reference DIR     # another copy of the logs
 
 The reference (``README.md`` and two CSVs in ``--reference``) holds Caffe's
@@ -233,8 +233,9 @@ def print_judged(net: Network, j: Judged, title: str, per_layer: bool) -> tuple[
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--reference", type=Path,
-                    default=Path(__file__).resolve().parents[2] / "shared" / "reference",
-                    help="folder with caffe-titanx-{overfeat,googlenet}.csv (../shared/reference)")
+                    default=Path(__file__).resolve().parent / "reference",
+                    help="folder with caffe-titanx-{overfeat,googlenet}.csv "
+                    "(benchmarks/reference: a copy of the published timings)")
     ap.add_argument("--quiet-layers", action="store_true",
                     help="leave out the per-layer lines of the shipped profile")
     args = ap.parse_args()
