@@ -146,10 +146,19 @@ def _own_device_us(e: Any) -> float:
     (Kineto's GPU user annotation), linked to it like a kernel; it spans the
     range's kernels, which are already charged to the ops that launched them.
     """
-    kernels = getattr(e, "kernels", None)
-    if kernels is None:
+    if getattr(e, "kernels", None) is None:
         return float(getattr(e, "self_device_time_total", 0.0) or 0.0)
-    return float(sum(k.duration for k in kernels if k.name != e.name))
+    return float(sum(us for _, us in own_kernels(e)))
+
+
+def own_kernels(e: Any) -> list[tuple[str, float]]:
+    """The device kernels a profiler event launched itself, as (name, µs), less a
+    range's GPU-side mirror (Kineto's annotation of the same name)."""
+    return [
+        (str(getattr(k, "name", "")), float(getattr(k, "duration", 0.0) or 0.0))
+        for k in getattr(e, "kernels", None) or ()
+        if str(getattr(k, "name", "")) != str(e.name)
+    ]
 
 
 def device_spans(function_events: Iterable[Any]) -> list[KernelSpan]:

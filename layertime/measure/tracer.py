@@ -92,36 +92,47 @@ class StepRange:
             self._handle = None
 
 
-class TraceSession:
-    """One ``torch.profiler`` session with module ranges; events after ``stop``."""
+class ProfilerSession:
+    """``torch.profiler`` around traced steps, with hooks that exist only while it runs.
 
-    def __init__(self, table: ModuleTable, device: torch.device) -> None:
+    The lifecycle is shared; what is hooked and what is kept of the profile
+    are a subclass's (:meth:`_install`, :meth:`_remove`, :meth:`_collect`).
+    """
+
+    def __init__(self, device: torch.device, *, record_shapes: bool = False) -> None:
         # Kineto logs to stderr at every start and stop unless told not to;
         # the library never prints, so quiet it (only if the user did not choose).
         os.environ.setdefault("KINETO_LOG_LEVEL", "6")
-        self._hooks = _RangeHooks(table)
         self._prof = torch.profiler.profile(
             activities=_activities(device),
-            record_shapes=False,
+            record_shapes=record_shapes,
             with_stack=False,
             profile_memory=False,
         )
         self._step_range = StepRange()
         self.events: list[OpEvent] = []
-        #: Device activities (CUDA only), for the device's busy time per step.
-        self.kernels: list[KernelSpan] = []
 
     @property
     def profiler(self) -> Any:
         """The underlying ``torch.profiler.profile`` (its raw events after ``stop``)."""
         return self._prof
 
+    def _install(self) -> None:
+        """Add the hooks that open ranges while the session runs."""
+
+    def _remove(self) -> None:
+        """Remove every hook :meth:`_install` added."""
+
+    def _collect(self, raw: list[Any]) -> list[OpEvent]:
+        """Keep what the session needs of the profile's raw events; the op events."""
+        return from_profiler(raw)
+
     def start(self) -> None:
-        self._hooks.install()
+        self._install()
         try:
             self._prof.__enter__()
         except BaseException:
-            self._hooks.remove()
+            self._remove()
             raise
 
     def enter_step(self) -> None:
@@ -135,10 +146,8 @@ class TraceSession:
             self.exit_step()
             self._prof.__exit__(None, None, None)
         finally:
-            self._hooks.remove()
-        raw = self._prof.events()
-        self.events = from_profiler(raw)
-        self.kernels = device_spans(raw)
+            self._remove()
+        self.events = self._collect(list(self._prof.events()))
         return self.events
 
     def abort(self) -> None:
@@ -147,7 +156,27 @@ class TraceSession:
             self.exit_step()
             self._prof.__exit__(None, None, None)
         finally:
-            self._hooks.remove()
+            self._remove()
+
+
+class TraceSession(ProfilerSession):
+    """One ``torch.profiler`` session with module ranges; events after ``stop``."""
+
+    def __init__(self, table: ModuleTable, device: torch.device) -> None:
+        super().__init__(device)
+        self._hooks = _RangeHooks(table)
+        #: Device activities (CUDA only), for the device's busy time per step.
+        self.kernels: list[KernelSpan] = []
+
+    def _install(self) -> None:
+        self._hooks.install()
+
+    def _remove(self) -> None:
+        self._hooks.remove()
+
+    def _collect(self, raw: list[Any]) -> list[OpEvent]:
+        self.kernels = device_spans(raw)
+        return from_profiler(raw)
 
 
 @contextmanager
