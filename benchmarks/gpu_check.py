@@ -108,6 +108,17 @@ class Config:
     image_size: int | None = None
     num_classes: int = 1000
 
+    def prepare(self, device: torch.device, amp: str | None = None) -> Any:
+        """The model built and placed on ``device`` (``amp``: this config's by default)."""
+        return prepare(WorkloadSpec.create(
+            self.model, batch_size=self.batch_size, image_size=self.image_size,
+            num_classes=self.num_classes, device=str(device), amp=amp or self.amp))
+
+    def cost(self) -> Any:
+        """The cost model's count of this configuration's step."""
+        return estimate(self.model, batch_size=self.batch_size, image_size=self.image_size,
+                        num_classes=self.num_classes)
+
 
 FULL = (
     Config("alexnet", "alexnet", 128),
@@ -212,8 +223,7 @@ def busy_share(run: Run, kind: str) -> float:
 
 
 def profile_config(chk: Check, cfg: Config, steps: int, warmup: int) -> tuple[Any, Run]:
-    prepared = prepare(WorkloadSpec.create(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                       num_classes=cfg.num_classes, device=str(chk.device), amp=cfg.amp))
+    prepared = cfg.prepare(chk.device)
     run = measure(prepared.model, prepared.workload, prepared.device, label=prepared.label,
                   options=MeasureOptions(steps=steps, warmup_steps=warmup))
     return prepared, run
@@ -346,8 +356,7 @@ def check_config(chk: Check, cfg: Config, repeats: int, steps: int, warmup: int)
                 profiled_s=list(first.profiled_step_samples_s))
         total = first.phases.total_s
         idle = first.phases.unattributed_s
-        rows_sum = sum(r.total_s for r in first.layers) + (
-            first.phases.loss_s + first.phases.zero_grad_s + first.phases.data_s + idle)
+        rows_sum = rows_s(first)
         cov = rows_sum / first.step_s
         if chk.cuda:
             # Rows: each layer's kernels; unattributed: the GPU's idle time in the
@@ -443,9 +452,7 @@ def second_clock_and_memory(chk: Check, cfg: Config, prepared: Any, run: Run) ->
     else:
         chk.add(cfg.key, "second clock", f"host clock {host:.2f} ms (no CUDA events on the CPU),"
                 f" profiled {profiled:.2f} ms", "-", "INFO", host_ms=host_ms)
-    cost = estimate(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                    num_classes=cfg.num_classes)
-    est = cost.memory_bytes.total
+    est = cfg.cost().memory_bytes.total
     if peak is not None:
         chk.add(cfg.key, "memory", f"peak {peak / 2**30:.2f} GiB vs estimate {est / 2**30:.2f} GiB"
                 f" (x{peak / est:.2f})", "-", "INFO", peak_bytes=peak, estimate_bytes=est)
@@ -465,12 +472,28 @@ def _kind_errors(joined: Any) -> tuple[str, float]:
     return ", ".join(parts), worst
 
 
+def builtin_prediction(cfg: Config, run: Run) -> tuple[Any, Any]:
+    """The built-in profile of the device that measured (h200 when none matches) and
+    the cost estimate predicted on it, with the math settings the run recorded."""
+    prof = profile_for_device(run.environment.device_name) or get_profile("h200")
+    return prof, predict(cfg.cost(), prof, mode=MathMode.of_run(run.environment))
+
+
+def config_of(key: str) -> Config:
+    return next(c for c in (FULL + SMOKE) if c.key == key)
+
+
+def rows_s(run: Run) -> float:
+    """Every row of a run added up: layers, then the step-level rows."""
+    p = run.phases
+    return sum(r.total_s for r in run.layers) + (
+        p.loss_s + p.zero_grad_s + p.data_s + p.clip_s + p.scheduler_s + p.logging_s
+        + p.unattributed_s)
+
+
 def predict_builtin(chk: Check, cfg: Config, run: Run) -> None:
     """Measured per-kind shares beside the built-in profile's prediction."""
-    prof = profile_for_device(run.environment.device_name) or get_profile("h200")
-    cost = estimate(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                    num_classes=cfg.num_classes)
-    cost = predict(cost, prof, mode=MathMode.of_run(run.environment))
+    prof, cost = builtin_prediction(cfg, run)
     joined = join(run, cost)
     text, worst = _kind_errors(joined)
     med = joined.median_layer_error(0.01)
@@ -498,17 +521,14 @@ def check_fit(chk: Check) -> None:
             f"{cal.memory_bandwidth_gb_per_s:.0f} GB/s (matmul side {size}, {mem_mb} MiB)",
             "-", "INFO", calibration=cal.to_dict())
     base_run = chk.runs[base]
-    cfg = next(c for c in (FULL + SMOKE) if c.key == base)
+    cfg = config_of(base)
     prof, fit, warns = fit_to_run(cal, "local-gpu", base_run, model=cfg.model)
     fitted = ", ".join(f"{k.kind} {k.efficiency:.2f}" for k in fit.kinds if k.status != "default")
     chk.add("fit", f"fit to {base}", fitted or "nothing fitted", "-", "INFO")
     for key, run in chk.runs.items():
         if key == base or "bf16" in key:
             continue
-        c = next(c for c in (FULL + SMOKE) if c.key == key)
-        cost = estimate(c.model, batch_size=c.batch_size, image_size=c.image_size,
-                        num_classes=c.num_classes)
-        cost = predict(cost, prof, mode=MathMode.of_run(run.environment))
+        cost = predict(config_of(key).cost(), prof, mode=MathMode.of_run(run.environment))
         joined = join(run, cost)
         text, worst = _kind_errors(joined)
         med = joined.median_layer_error(0.01)
@@ -521,8 +541,7 @@ def check_fit(chk: Check) -> None:
 
 def check_event_ids(chk: Check, cfg: Config) -> None:
     """Raw profiler ids on this device: duplicates, activity types; ours unique, no cycles."""
-    prepared = prepare(WorkloadSpec.create(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                       num_classes=cfg.num_classes, device=str(chk.device)))
+    prepared = cfg.prepare(chk.device)
     model, config, device = prepared.model, prepared.workload, prepared.device
     shape = check_input(model, config, device, prepared.label)
     table = ModuleTable(model)
@@ -573,8 +592,7 @@ def check_event_ids(chk: Check, cfg: Config) -> None:
 
 def check_sessions(chk: Check, cfg: Config, n_plain: int, n_sessions: int) -> None:
     """Plain steps before and after several profiler sessions: CUPTI's residue."""
-    prepared = prepare(WorkloadSpec.create(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                       num_classes=cfg.num_classes, device=str(chk.device)))
+    prepared = cfg.prepare(chk.device)
     model, config, device = prepared.model, prepared.workload, prepared.device
     shape = check_input(model, config, device, prepared.label)
     table = ModuleTable(model)
@@ -618,21 +636,18 @@ def check_sessions(chk: Check, cfg: Config, n_plain: int, n_sessions: int) -> No
 
 
 def check_time_limit(chk: Check, cfg: Config) -> None:
-    prepared = prepare(WorkloadSpec.create(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                       num_classes=cfg.num_classes, device=str(chk.device)))
+    prepared = cfg.prepare(chk.device)
     budget = 1.0 if chk.smoke else 3.0
     run = measure(prepared.model, prepared.workload, prepared.device, label=prepared.label,
                   options=MeasureOptions(steps=3, time_budget_s=budget, max_steps=20))
-    rows = sum(r.total_s for r in run.layers) + run.phases.loss_s + run.phases.zero_grad_s \
-        + run.phases.data_s + run.phases.unattributed_s
+    rows = rows_s(run)
     err = abs(rows - run.profiled_step_s) / run.profiled_step_s
     chk.add(cfg.key, "time limit", f"--time-budget {budget:g}: {run.steps} pairs; rows add up "
             f"to the profiled step within {100 * err:.2g}%", "within 0.1%", _pass(err <= 1e-3))
 
 
 def check_fp16(chk: Check, cfg: Config) -> None:
-    prepared = prepare(WorkloadSpec.create(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                       num_classes=cfg.num_classes, device=str(chk.device), amp="fp16"))
+    prepared = cfg.prepare(chk.device, amp="fp16")
     run = measure(prepared.model, prepared.workload, prepared.device, label=prepared.label,
                   options=MeasureOptions(steps=1 if chk.smoke else 3, warmup_steps=1))
     skipped = [w for w in run.warnings if "skipped" in w]
@@ -652,7 +667,7 @@ def check_oom(chk: Check) -> None:
     msg = ""
     try:
         if big is not None:
-            prepared = prepare(WorkloadSpec.create(big.model, batch_size=big.batch_size, device=str(chk.device)))
+            prepared = big.prepare(chk.device)
             measure(prepared.model, prepared.workload, prepared.device, label=prepared.label,
                     options=MeasureOptions(steps=1, warmup_steps=1))
             del prepared
@@ -787,11 +802,7 @@ def write_reports(chk: Check) -> None:
 
     key = next(iter(chk.runs))
     run = chk.runs[key]
-    cfg = next(c for c in (FULL + SMOKE) if c.key == key)
-    prof = profile_for_device(run.environment.device_name) or get_profile("h200")
-    cost = predict(estimate(cfg.model, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                            num_classes=cfg.num_classes), prof,
-                   mode=MathMode.of_run(run.environment))
+    _, cost = builtin_prediction(config_of(key), run)
     write_html(run, chk.out / f"{key}.html", cost=cost.to_dict())
     write_trace(run, chk.out / f"{key}-trace.json")
     chk.add(key, "reports", f"wrote {key}.html, {key}-trace.json", "-", "INFO")
