@@ -32,6 +32,16 @@ class OutOfMemory(LayertimeError):
         self.device_type = device_type
         self.detail = detail
 
+    @classmethod
+    def of(cls, batch_size: int, device_type: str, detail: str, hint: str) -> OutOfMemory:
+        """The one-line message: what did not fit, the allocator's words, what to try."""
+        return cls(f"batch {batch_size} does not fit in {device_type} memory ({detail}); {hint}",
+                   batch_size, device_type, detail)
+
+    def with_hint(self, hint: str) -> OutOfMemory:
+        """The same error with another hint (one that knows the workload)."""
+        return OutOfMemory.of(self.batch_size, self.device_type, self.detail, hint)
+
 
 class LayertimeWarning(UserWarning):
     """Something layertime could not measure, said once; the training it watched goes on."""
@@ -81,11 +91,10 @@ def out_of_memory(e: BaseException, batch_size: int, device_type: str) -> OutOfM
     """The one-line error for a batch that does not fit, with a smaller batch to try
     (half of it: a caller that knows the workload can do better, see OutOfMemory)."""
     detail = oom_detail(e)
-    hint = f"; try --batch-size {batch_size // 2}" if batch_size > 1 else ""
-    return OutOfMemory(
-        f"batch {batch_size} does not fit in {device_type} memory ({detail}){hint}",
-        batch_size, device_type, detail,
-    )
+    if batch_size > 1:
+        return OutOfMemory.of(batch_size, device_type, detail, f"try --batch-size {batch_size // 2}")
+    return OutOfMemory(f"batch {batch_size} does not fit in {device_type} memory ({detail})",
+                       batch_size, device_type, detail)
 
 
 @contextmanager

@@ -57,11 +57,7 @@ def oom_with_hint(e: OutOfMemory, workload: WorkloadSpec) -> OutOfMemory:
         fit = batch_that_fits(workload, free)
     except LayertimeError:
         return e
-    return OutOfMemory(
-        f"batch {e.batch_size} does not fit in {e.device_type} memory ({e.detail}); "
-        + hint_text(fit, e.batch_size),
-        e.batch_size, e.device_type, e.detail,
-    )
+    return e.with_hint(hint_text(fit, e.batch_size))
 
 
 def measure_options(args: argparse.Namespace) -> MeasureOptions:

@@ -61,11 +61,10 @@ def count(n: int | None) -> str:
     a = abs(n)
     if a < 1000:
         return str(n)
-    for div, unit in ((1e3, "k"), (1e6, "M"), (1e9, "G")):
-        v = n / div
-        if abs(v) < 999.5 or unit == "G":
-            return (f"{v:,.0f}" if abs(v) >= 99.95 else _sig3(v)) + unit
-    raise AssertionError("unreachable")
+    # The smallest unit whose value rounds below 1000 (999.7k is 1.00M), G at most.
+    div, unit = next(((d, u) for d, u in ((1e3, "k"), (1e6, "M")) if a / d < 999.5),
+                     (1e9, "G"))
+    return num(n / div) + unit
 
 
 def ratio(x: float | None) -> str:
