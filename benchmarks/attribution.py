@@ -2,8 +2,9 @@
 
 Run from the repository root::
 
-    python benchmarks/attribution.py          # alexnet b64 + resnet50 b16, <= ~10 min on 2 cores
-    python benchmarks/attribution.py --quick  # smoke run: batch 2 at 64x64, 3 rounds of 1 pair
+    python benchmarks/attribution.py          # alexnet b64, resnet50 b16, vit_b_16 b8,
+                                              # GPT-2 small b1 at sequence 512; <= ~12 min
+    python benchmarks/attribution.py --quick  # smoke run: batch 2 at 64x64 (sequence 32)
     python benchmarks/attribution.py --models vgg11 --batch-sizes 8 --steps 3 --repeats 2
     python benchmarks/attribution.py --fixed-cost 10   # also: tracing's fixed per-step cost
 
@@ -14,12 +15,13 @@ with the range behind it.
 
 What runs, per model
 --------------------
-The model is built once (random init, as ``layertime.profile`` builds it)
-and one :class:`layertime.workload.Workload` (the model, SGD, one synthetic
-batch) serves every step, so all steps train the same network on the same
-batch.  After warm-up (``--warmup`` plain steps, one profiled and one
-independent step, none kept) come ``--repeats`` rounds; each round is one
-*repeated profile* and runs ``--steps`` pairs of
+The model is built once as ``layertime.profile`` builds it (random init,
+seeded; images for vision models, ``--seq-len`` token ids for ``hf:``
+models) and one :class:`layertime.workload.Workload` (the model, SGD, one
+synthetic batch) serves every step, so all steps train the same network on
+the same batch.  After warm-up (``--warmup`` plain steps, one profiled and
+one stock-profiled step, none kept) come ``--repeats`` rounds; each round
+is one *repeated profile* and runs ``--steps`` samples of three steps:
 
 * a **plain** step: ``layertime.measure.runner._plain_step``, i.e.
   ``Workload.step()`` timed by ``perf_counter``: no profiler, no
@@ -28,27 +30,34 @@ independent step, none kept) come ``--repeats`` rounds; each round is one
   step ``layertime.profile`` takes (module hooks + ``torch.profiler`` +
   attribution), unchanged -- the benchmark only swaps in a ``TraceSession``
   subclass that keeps the events list ``stop()`` builds anyway;
+* a **stock-profiled** (independent) step, below: the stock profiler alone.
 
-in ABBA order (plain-profiled, profiled-plain, ...) so that a drift in the
-machine's load hits both sides alike; then ``--indep-steps`` pairs of a
-plain step and an **independent** step (below).  A round's profiled steps
-are aggregated into a :class:`layertime.Run` with
+The order of a sample's three steps cycles through all six permutations, so
+that a drift in the machine's load hits all three alike.  A round's profiled
+steps are aggregated into a :class:`layertime.Run` with
 ``layertime.measure.aggregate.aggregate``, as ``runner.measure`` does; all
 rounds pooled make one more Run.  ``gc.collect()`` runs before every step,
-outside its timing.  ``--budget-min`` (default 10) caps the whole run:
-each model gets an equal part of what is left, and once the next step would
+outside its timing.  ``--budget-min`` (default 12) caps the whole run:
+each model gets an equal part of what is left, and once the next sample would
 overrun it no more samples are taken (the first round always completes);
 the report says so when that happens.
 
 The measurements
 ----------------
-1. **Overhead** = median profiled step / median plain step over all pairs
+1. **Overhead** = median profiled step / median plain step over all samples
    (``Run.overhead_ratio``'s definition on the pooled Run; the profiled
    step is the ``layertime::step`` range, which is what the rows add up to).
-   Details: every per-pair ratio, the best-of ratio (min / min, the least
+   Beside it, the **stock profiler's own overhead** on the same samples
+   (stock-profiled / plain), and **layertime - stock**: per sample, the
+   profiled step's process CPU time less the stock step's, over the plain
+   step's, then the median (target <= +0.02: layertime's module ranges and
+   hooks cost at most 2% of the step beyond the profiler itself).  And the
+   **post-processing** time: from the end of the profiled step to its
+   attributed result (profiler stop, events read, attribution), which the
+   user waits for, over the plain step (target <= 20%).
+   Details: every per-sample ratio, the best-of ratio (min / min, the least
    disturbed estimate on a loaded machine), the same ratios in process CPU
-   time (see below), the stock profiler's own ratio
-   (independent step / the plain step before it), and the profiled step's
+   time (see below), and the profiled step's
    wall time from profiler start to events parsed, which the step range
    leaves out but a user waits for.
 2. **Coverage** = the sum of all attributed rows (layers, loss, zero_grad;
@@ -114,8 +123,9 @@ The measurements
    column separates the two: the op-name classifier applied to the very
    events of layertime's profiled steps (layertime's ranges ignored) --
    the method difference alone, no noise.
-4. **Repeatability**: ``Run.by_kind()['conv'].share`` of each round's Run;
-   max - min over the rounds, in percentage points.
+4. **Repeatability**: ``Run.by_kind()[kind].share`` of each round's Run, for
+   conv or linear, whichever is larger; max - min over the rounds, in
+   percentage points.
 
 ``--fixed-cost N`` adds a diagnostic: tracing's cost that does not grow with
 the batch (per-op profiler records, per-module hooks, profiler start/stop),
@@ -123,9 +133,10 @@ measured at batch 1 on small images over N interleaved rounds of plain /
 profiled / profiler-only / hooks-only steps, in milliseconds.
 
 Targets: overhead <= 1.05 (alexnet), <= 1.15 (resnet50; others 1.15 or
-``--overhead-target``); coverage within 0.95..1.05; conv and linear shares
-each within 3 points of the independent measurement; conv share spread
-<= 3 points.
+``--overhead-target``); layertime - stock <= +0.02 in process CPU time;
+post-processing <= 20% of the step; coverage within 0.95..1.05; conv and
+linear shares each within 3 points of the independent measurement; the
+larger of the conv and linear shares spread <= 3 points over the profiles.
 
 OpenMP on a shared machine
 --------------------------
@@ -166,22 +177,27 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import layertime.measure.runner as runner
+from layertime.kinds import KindObserver  # noqa: E402
 from layertime.measure.aggregate import aggregate  # noqa: E402
 from layertime.measure.attribute import StepCharges  # noqa: E402
 from layertime.measure.environment import describe  # noqa: E402
 from layertime.measure.events import STEP, OpEvent  # noqa: E402
 from layertime.measure.runner import _plain_step, _traced_step  # noqa: E402
 from layertime.measure.tracer import TraceSession, module_ranges  # noqa: E402
-from layertime.models import resolve  # noqa: E402
+from layertime.measure.prepare import prepare  # noqa: E402
 from layertime.modules import ModuleTable, training_mode  # noqa: E402
 from layertime.results.environment import Environment  # noqa: E402
 from layertime.results.run import Run  # noqa: E402
-from layertime.workload import DTYPES, Workload, WorkloadSpec, check_input
+from layertime.workload import Workload, WorkloadSpec, check_input  # noqa: E402
 
 OVERHEAD_TARGETS = {"alexnet": 1.05, "resnet50": 1.15}
 DEFAULT_OVERHEAD_TARGET = 1.15
 COVERAGE_RANGE = (0.95, 1.05)
 AGREEMENT_POINTS = 3.0
+#: layertime's overhead over the stock profiler's own, in process CPU time
+STOCK_MARGIN = 0.02
+#: the time from the end of a traced step to its attributed result, over the step
+POST_SHARE = 0.20
 SPREAD_POINTS = 3.0
 
 T0 = time.perf_counter()
@@ -307,7 +323,7 @@ def param_elements(model: nn.Module) -> dict[str, int]:
         counts["total"] += n
         if isinstance(m, nn.modules.conv._ConvNd):
             counts["conv"] += n
-        elif isinstance(m, nn.Linear):
+        elif isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D":  # transformers' GPT-2
             counts["linear"] += n
     return counts
 
@@ -353,15 +369,18 @@ class _CapturingSession(TraceSession):
     captured: list[OpEvent] = []
     #: process CPU time (all threads) from enter_step to exit_step
     step_cpu_s: float = 0.0
+    #: perf_counter at the end of the traced step (the start of post-processing)
+    step_end: float = 0.0
 
     def enter_step(self) -> None:
         super().enter_step()
         self._cpu0 = time.process_time()
 
     def exit_step(self) -> None:
-        if self._step_range is not None:
+        if self._step_range.open:  # stop() closes it again: only the first close counts
             _CapturingSession.step_cpu_s = time.process_time() - self._cpu0
-        super().exit_step()
+            super().exit_step()
+            _CapturingSession.step_end = time.perf_counter()
 
     def stop(self) -> list[OpEvent]:
         events = super().stop()
@@ -427,18 +446,22 @@ def make_run(
 
 @dataclass
 class Pair:
+    """One round-robin sample: a plain, a layertime-profiled and a stock-profiled step."""
+
     plain_s: float
     plain_cpu_s: float
     traced: StepCharges
     traced_cpu_s: float
     traced_wall_s: float  # session start -> events converted and attributed
+    post_s: float  # end of the step -> attributed result (profiler stop, events, attribution)
     same_events: Classified  # this traced step's own events, classified by op name
     shares: dict[str, float]  # layertime's shares for this one step
+    stock: Indep  # the stock profiler's step of the same sample
 
 
 @dataclass
 class Indep:
-    plain_s: float  # the plain step just before it
+    plain_s: float  # the plain step of the same sample
     plain_cpu_s: float
     classified: Classified
     wall_s: float
@@ -458,14 +481,14 @@ class FixedCost:
 class ModelResult:
     label: str
     batch: int
-    image: int
+    input_desc: str
     pooled: Run
     rounds: list[Run]
     pairs: list[Pair]
     indep: list[Indep]
     elements: dict[str, int]
     elapsed_s: float
-    planned: tuple[int, int, int]  # rounds, pairs per round, independent per round
+    planned: tuple[int, int]  # rounds, samples per round
     cut: str = ""
     fixed: FixedCost | None = None
 
@@ -505,25 +528,37 @@ def fixed_cost(model: nn.Module, name: str, table: ModuleTable, rounds: int, siz
     return FixedCost(size=size, rounds=rounds, times=times)
 
 
+#: The order of a sample's three steps cycles through every permutation, so that a
+#: drift in the machine's load favours none of them.
+ORDERS = ("PLS", "LSP", "SPL", "PSL", "LPS", "SLP")
+
+
+def build(name: str, batch: int, args: argparse.Namespace) -> tuple[nn.Module, WorkloadSpec, str]:
+    """The model as ``layertime.profile`` builds it (random init, seeded) and its workload:
+    images for vision models, ``--seq-len`` token ids for ``hf:`` models."""
+    size = {} if args.image_size is None else {"image_size": args.image_size}
+    shape = {"seq_len": args.seq_len} if name.startswith("hf:") else size
+    p = prepare(WorkloadSpec.create(name, batch_size=batch, device="cpu", seed=args.seed, **shape))
+    return p.model, p.workload, p.label
+
+
 def bench_model(
     name: str, batch: int, args: argparse.Namespace, env: Environment, deadline: float
 ) -> ModelResult:
     t_start = time.perf_counter()
     device = torch.device("cpu")
-    spec = resolve(name)
-    size = args.image_size or spec.default_image_size or 224
-    config = WorkloadSpec.create("test", batch_size=batch, input_shape=(3, size, size), seed=args.seed)
-    torch.manual_seed(args.seed)
-    model = spec.build(1000).to(device=device, dtype=DTYPES[config.dtype])
-    output_shape = check_input(model, config, device, spec.name)
-    classes = int(output_shape[1])
-    table = ModuleTable(model)
+    model, config, label = build(name, batch, args)
+    # Kinds follow what each layer computes, watched in the validating forward, as
+    # runner.measure does (GPT-2's Conv1D is a linear layer).
+    with KindObserver(model) as watched:
+        output_shape = check_input(model, config, device, label)
+    classes = config.resolved_input.classes(output_shape)
+    table = ModuleTable(model, watched.kinds())
     elements = param_elements(model)
     pairs: list[Pair] = []
     rounds: list[Run] = []
-    indep: list[Indep] = []
     cut = ""
-    tag = f"{spec.name} b{batch}"
+    tag = f"{label} b{batch}"
 
     def plain() -> tuple[float, float]:
         gc.collect()
@@ -531,70 +566,61 @@ def bench_model(
         dt = _plain_step(work)[0]
         return dt, time.process_time() - cpu0
 
-    def traced() -> tuple[StepCharges, float, float, Classified]:
+    def traced() -> tuple[StepCharges, float, float, float, Classified]:
         gc.collect()
         t = time.perf_counter()
         charges, _ = _traced_step(work, table)
-        wall = time.perf_counter() - t
+        end = time.perf_counter()
         same = classify_op_events(_CapturingSession.captured)
-        return charges, wall, _CapturingSession.step_cpu_s, same
+        return (charges, end - t, end - _CapturingSession.step_end, _CapturingSession.step_cpu_s,
+                same)
 
-    def independent() -> tuple[Classified, float, float]:
+    def stock() -> tuple[Classified, float, float]:
         gc.collect()
         return independent_step(work)
 
     last = {"plain": 0.0, "traced": 0.0, "indep": 0.0}
 
-    def fits(*kinds: str) -> bool:
-        return time.perf_counter() + sum(last[k] for k in kinds) <= deadline
+    def fits() -> bool:
+        return time.perf_counter() + sum(last.values()) <= deadline
 
     with training_mode(model):
         work = Workload(model, config, device, output_shape)
         for i in range(args.warmup):
             last["plain"] = plain()[0]
             log(f"{tag}: warm-up plain step {i + 1}/{args.warmup}: {last['plain']:.2f}s")
-        c, last["traced"], _, _ = traced()
+        c, last["traced"], _, _, _ = traced()
         log(f"{tag}: warm-up traced step: {c.step_s:.2f}s ({last['traced']:.2f}s with start/stop)")
-        ic, last["indep"], _ = independent()
-        log(f"{tag}: warm-up independent step: {ic.step_us * 1e-6:.2f}s")
+        ic, last["indep"], _ = stock()
+        log(f"{tag}: warm-up stock-profiled step: {ic.step_us * 1e-6:.2f}s")
         k = 0
         for r in range(args.repeats):
             round_pairs: list[Pair] = []
             for i in range(args.steps):
-                if r > 0 and not fits("plain", "traced"):
-                    cut = f"time budget reached in round {r + 1}, pair {i + 1}"
+                if r > 0 and not fits():
+                    cut = f"time budget reached in round {r + 1}, sample {i + 1}"
                     break
-                if k % 2 == 0:  # ABBA: plain-traced, traced-plain, ...
-                    p, pc = plain()
-                    c, w, tc, same = traced()
-                else:
-                    c, w, tc, same = traced()
-                    p, pc = plain()
+                got: dict[str, Any] = {}
+                for step in ORDERS[k % len(ORDERS)]:
+                    got[step] = {"P": plain, "L": traced, "S": stock}[step]()
                 k += 1
-                last["plain"], last["traced"] = p, w
-                one = make_run(spec.name, config, env, table, [p], [c], args.warmup, classes)
-                round_pairs.append(Pair(p, pc, c, tc, w, same, layertime_shares(one)))
+                p, pc = got["P"]
+                c, w, post, tc, same = got["L"]
+                ic, iw, icpu = got["S"]
+                last.update(plain=p, traced=w, indep=iw)
+                one = make_run(label, config, env, table, [p], [c], args.warmup, classes)
+                round_pairs.append(Pair(p, pc, c, tc, w, post, same, layertime_shares(one),
+                                        Indep(p, pc, ic, iw, icpu)))
                 log(
-                    f"{tag}: round {r + 1}/{args.repeats} pair {i + 1}/{args.steps}: "
-                    f"plain {p:.2f}s traced {c.step_s:.2f}s (x{c.step_s / p:.3f})"
-                )
-            for i in range(args.indep_steps if not cut else 0):
-                if r > 0 and not fits("plain", "indep"):
-                    cut = f"time budget reached in round {r + 1}, independent step {i + 1}"
-                    break
-                p, pc = plain()
-                ic, last["indep"], icpu = independent()
-                last["plain"] = p
-                indep.append(Indep(p, pc, ic, last["indep"], icpu))
-                log(
-                    f"{tag}: round {r + 1}/{args.repeats} independent {i + 1}/{args.indep_steps}:"
-                    f" plain {p:.2f}s profiled {ic.step_us * 1e-6:.2f}s"
+                    f"{tag}: round {r + 1}/{args.repeats} sample {i + 1}/{args.steps}: "
+                    f"plain {p:.2f}s layertime {c.step_s:.2f}s (x{c.step_s / p:.3f}, +{post:.2f}s "
+                    f"after) stock {ic.step_us * 1e-6:.2f}s (x{ic.step_us * 1e-6 / p:.3f})"
                 )
             if round_pairs:
                 pairs.extend(round_pairs)
                 rounds.append(
                     make_run(
-                        spec.name,
+                        label,
                         config,
                         env,
                         table,
@@ -608,11 +634,11 @@ def bench_model(
                 log(f"{tag}: {cut}; stopping early")
                 break
         fixed = None
-        if args.fixed_cost:
+        if args.fixed_cost and not name.startswith("hf:"):
             log(f"{tag}: fixed cost, batch 1 at {args.fixed_cost_size}px, {args.fixed_cost} rounds")
-            fixed = fixed_cost(model, spec.name, table, args.fixed_cost, args.fixed_cost_size)
+            fixed = fixed_cost(model, label, table, args.fixed_cost, args.fixed_cost_size)
     pooled = make_run(
-        spec.name,
+        label,
         config,
         env,
         table,
@@ -622,23 +648,41 @@ def bench_model(
         classes,
     )
     return ModelResult(
-        label=spec.name,
+        label=label,
         batch=batch,
-        image=size,
+        input_desc=describe_input(config),
         pooled=pooled,
         rounds=rounds,
         pairs=pairs,
-        indep=indep,
+        indep=[q.stock for q in pairs],
         elements=elements,
         elapsed_s=time.perf_counter() - t_start,
-        planned=(args.repeats, args.steps, args.indep_steps),
+        planned=(args.repeats, args.steps),
         cut=cut,
         fixed=fixed,
     )
 
 
+def describe_input(config: WorkloadSpec) -> str:
+    spec = config.resolved_input
+    if spec.sequence_length is not None:
+        return f"sequence {spec.sequence_length}"
+    return "x".join(str(d) for d in spec.sample_shape)
+
+
 # --------------------------------------------------------------------------
 # The report.
+
+
+def spread_kind(run: Run) -> str:
+    """conv or linear, whichever takes more of the pooled step: the share whose spread
+    over repeated profiles is reported (linear for transformers)."""
+    kinds = run.by_kind()
+    return max(("conv", "linear"), key=lambda k: kinds[k].share if k in kinds else 0.0)
+
+
+def kind_shares(runs: Sequence[Run], kind: str) -> list[float]:
+    return [r.by_kind()[kind].share if kind in r.by_kind() else 0.0 for r in runs]
 
 
 def verdict(ok: bool) -> str:
@@ -663,25 +707,38 @@ def report(res: ModelResult, args: argparse.Namespace) -> list[str]:
     run = res.pooled
     L: list[str] = []
     rows: list[tuple[str, str, str, str]] = []  # metric, measured, target, verdict
-    n_r, n_p, n_i = res.planned
+    n_r, n_p = res.planned
     L.append("=" * 96)
     L.append(
-        f"{res.label}, batch {res.batch}, 3x{res.image}x{res.image}, cpu, "
-        f"{torch.get_num_threads()} threads, sgd: {len(res.pairs)} plain/traced pairs in "
-        f"{len(res.rounds)} rounds (planned {n_r}x{n_p}), {len(res.indep)} independent steps "
-        f"(planned {n_r * n_i}), {res.elapsed_s:.0f}s"
+        f"{res.label}, batch {res.batch}, {res.input_desc}, cpu, "
+        f"{torch.get_num_threads()} threads, sgd: {len(res.pairs)} samples of a plain, a "
+        f"layertime-profiled and a stock-profiled step in {len(res.rounds)} rounds (planned "
+        f"{n_r}x{n_p}), {res.elapsed_s:.0f}s"
     )
     if res.cut:
         L.append(f"NOTE: stopped early ({res.cut}); fewer samples than planned.")
 
-    # 1. overhead
+    # 1. overhead, and the stock profiler's own in the same samples
     target = args.overhead_target or OVERHEAD_TARGETS.get(res.label, DEFAULT_OVERHEAD_TARGET)
     ratio = run.overhead_ratio
     pair_wall = med([p.traced.step_s / p.plain_s for p in res.pairs])
     pair_cpu = med([p.traced_cpu_s / p.plain_cpu_s for p in res.pairs])
+    stock_wall = med([p.stock.classified.step_us * 1e-6 / p.plain_s for p in res.pairs])
+    stock_cpu = med([p.stock.cpu_s / p.plain_cpu_s for p in res.pairs])
     rows.append(("overhead: median profiled / median plain step",
-                 f"{ratio:.3f} (per pair {pair_wall:.3f}, CPU time {pair_cpu:.3f})",
+                 f"{ratio:.3f} (per sample {pair_wall:.3f}, CPU time {pair_cpu:.3f})",
                  f"<= {target:.2f}", verdict(ratio <= target)))
+    rows.append(("stock torch.profiler alone, same samples",
+                 f"{stock_wall:.3f} (CPU time {stock_cpu:.3f})", "(info)", ""))
+    # The difference per sample (the same plain step divides both), then the median.
+    diff = med([(p.traced_cpu_s - p.stock.cpu_s) / p.plain_cpu_s for p in res.pairs])
+    rows.append(("layertime - stock, CPU time / plain CPU time",
+                 f"{diff:+.3f} (wall {pair_wall - stock_wall:+.3f})",
+                 f"<= +{STOCK_MARGIN:.2f}", verdict(diff <= STOCK_MARGIN)))
+    post = med([p.post_s for p in res.pairs])
+    rows.append(("post-processing: step end -> attributed, / plain",
+                 f"{post:.3f}s = {pct(post / run.step_s)}",
+                 f"<= {pct(POST_SHARE)}", verdict(post / run.step_s <= POST_SHARE)))
     # 2. coverage
     attributed = [p.traced.step_s - p.traced.step.get("unattributed", 0.0) for p in res.pairs]
     cov_pairs = [a / p.plain_s for a, p in zip(attributed, res.pairs)]
@@ -705,13 +762,14 @@ def report(res: ModelResult, args: argparse.Namespace) -> list[str]:
                      f"{pct(lt[k])} vs {pct(ind[k])} ({d:+.1f} pt)",
                      f"|diff| <= {AGREEMENT_POINTS:.0f} pt", verdict(abs(d) <= AGREEMENT_POINTS)))
     # 4. repeatability
-    conv = [r.by_kind()["conv"].share if "conv" in r.by_kind() else 0.0 for r in res.rounds]
+    big = spread_kind(run)
+    conv = kind_shares(res.rounds, big)
     if len(conv) >= 2:
         sp = 100 * (max(conv) - min(conv))
-        rows.append((f"conv share spread over {len(conv)} profiles", f"{sp:.1f} pt",
+        rows.append((f"{big} share spread over {len(conv)} profiles", f"{sp:.1f} pt",
                      f"<= {SPREAD_POINTS:.0f} pt", verdict(sp <= SPREAD_POINTS)))
     else:
-        rows.append(("conv share spread over profiles", f"only {len(conv)} profile",
+        rows.append((f"{big} share spread over profiles", f"only {len(conv)} profile",
                      f"<= {SPREAD_POINTS:.0f} pt", "MISS"))
     w = [max(len(r[i]) for r in rows) for i in range(3)]
     L.append(f"{'metric':<{w[0]}}  {'measured':<{w[1]}}  {'target':<{w[2]}}  result")
@@ -778,9 +836,8 @@ def report(res: ModelResult, args: argparse.Namespace) -> list[str]:
         oth = med([i.classified.share("other") for i in res.indep])
         L.append(f"  independent step, not conv/linear/update/zero_grad: AccumulateGrad {acc:.2%}, "
                  f"other ops and gaps {oth:.1%}")
-    conv = [r.by_kind()["conv"].share if "conv" in r.by_kind() else 0.0 for r in res.rounds]
-    L.append(f"spread detail: conv share per profile {', '.join(pct(s) for s in conv)}; "
-             f"per step {rng([p.shares['conv total'] for p in res.pairs], '{:.1%}')}")
+    L.append(f"spread detail: {big} share per profile {', '.join(pct(s) for s in conv)}; "
+             f"per step {rng([p.shares[big + ' total'] for p in res.pairs], '{:.1%}')}")
 
     p = run.phases
     L.append(
@@ -816,36 +873,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Benchmark layertime's attribution on the CPU "
         "(overhead, coverage, agreement, repeatability).",
     )
-    ap.add_argument("--models", nargs="+", default=None, help="default: alexnet resnet50")
+    ap.add_argument("--models", nargs="+", default=None,
+                    help="default: alexnet resnet50 vit_b_16 hf:gpt2")
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=None,
-                    help="one per model, or one for all; default 64 16 (--quick: 2)")
+                    help="one per model, or one for all; default 64 16 8 1 (--quick: 2)")
     ap.add_argument("--steps", type=int, default=None,
-                    help="plain/profiled pairs per round (default 2; --quick 1)")
+                    help="samples (plain, layertime, stock) per round (default 2; --quick 1)")
     ap.add_argument("--repeats", type=int, default=3, help="rounds = repeated profiles (3)")
-    ap.add_argument("--indep-steps", type=int, default=1,
-                    help="independently profiled steps per round (1)")
     ap.add_argument("--warmup", type=int, default=1, help="plain warm-up steps (1)")
     ap.add_argument("--image-size", type=int, default=None,
                     help="H=W of the input (default: the model's own; --quick: 64)")
+    ap.add_argument("--seq-len", type=int, default=None,
+                    help="token ids per sample for hf: models (default 512; --quick: 32)")
     ap.add_argument("--overhead-target", type=float, default=None,
                     help="override the overhead target (default 1.05 alexnet, 1.15 otherwise)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    ap.add_argument("--budget-min", type=float, default=10.0,
-                    help="stop taking more samples once this many minutes are used (10); the "
+    ap.add_argument("--budget-min", type=float, default=12.0,
+                    help="stop taking more samples once this many minutes are used (12); the "
                     "first round of every model always completes")
     ap.add_argument("--fixed-cost", type=int, default=0, metavar="ROUNDS",
-                    help="also measure tracing's fixed per-step cost at batch 1 (0: off)")
+                    help="also measure tracing's fixed per-step cost at batch 1 (0: off; "
+                    "image models only)")
     ap.add_argument("--fixed-cost-size", type=int, default=64, help="image size for --fixed-cost")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--omp-default", action="store_true",
                     help="do not set OMP_WAIT_POLICY=PASSIVE (keep OpenMP's spinning default)")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: batch 2 at 64px, 1 pair per round, 3 rounds")
+                    help="smoke run: batch 2 at 64px (sequence 32), 1 sample per round, 3 rounds")
     args = ap.parse_args(argv)
     if args.models is None:
-        args.models = ["alexnet", "resnet50"]
+        # vit_b_16 takes 224x224 only, too slow for a smoke run
+        args.models = ["alexnet", "resnet50", "hf:gpt2"] if args.quick else [
+            "alexnet", "resnet50", "vit_b_16", "hf:gpt2"]
     if args.batch_sizes is None:
-        defaults = {"alexnet": 64, "resnet50": 16}
+        defaults = {"alexnet": 64, "resnet50": 16, "vit_b_16": 8, "hf:gpt2": 1}
         args.batch_sizes = [2 if args.quick else defaults.get(m, 16) for m in args.models]
     if len(args.batch_sizes) == 1 and len(args.models) > 1:
         args.batch_sizes = args.batch_sizes * len(args.models)
@@ -855,8 +916,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.steps = 1 if args.quick else 2
     if args.quick and args.image_size is None:
         args.image_size = 64
-    if args.steps < 1 or args.repeats < 1 or args.indep_steps < 0 or args.warmup < 0:
-        ap.error("--steps and --repeats must be >= 1, --indep-steps and --warmup >= 0")
+    if args.seq_len is None:
+        args.seq_len = 32 if args.quick else 512
+    if args.steps < 1 or args.repeats < 1 or args.warmup < 0:
+        ap.error("--steps and --repeats must be >= 1, --warmup >= 0")
     return args
 
 

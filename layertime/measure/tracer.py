@@ -83,6 +83,11 @@ class StepRange:
     def __init__(self) -> None:
         self._handle: Any = None
 
+    @property
+    def open(self) -> bool:
+        """Whether the range is entered and not yet closed."""
+        return self._handle is not None
+
     def enter(self) -> None:
         self._handle = torch.ops.profiler._record_function_enter_new(STEP, None)
 

@@ -1,0 +1,38 @@
+"""benchmarks/attribution.py stays runnable: one image and one token model at toy size."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_the_report_runs_quick_with_the_stock_profiler_beside_it() -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "attribution.py"), "--quick",
+         "--models", "alexnet", "hf:gpt2", "--repeats", "2"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    # Both models, each with its own input, and two samples of three steps each.
+    assert "alexnet, batch 2, 3x64x64" in out and "hf:gpt2, batch 2, sequence 32" in out
+    assert out.count("2 samples of a plain, a layertime-profiled and a stock-profiled step") == 2
+    # The stock profiler's overhead, the difference and the post-processing time are numbers.
+    stock = re.findall(r"stock torch\.profiler alone, same samples +(\d\.\d{3}) \(CPU time (\d\.\d{3})\)", out)
+    diff = re.findall(r"layertime - stock, CPU time / plain CPU time +([+-]\d\.\d{3})", out)
+    post = re.findall(r"post-processing: step end -> attributed, / plain +(\d+\.\d{3})s = ", out)
+    assert len(stock) == len(diff) == len(post) == 2
+    assert all(float(p) > 0 for p in post)
+    # GPT-2's Conv1D layers are linear on both sides: the shares agree to a few points.
+    gpt2 = out[out.index("hf:gpt2, batch 2"):]
+    m = re.search(r"linear total share: layertime vs independent +([\d.]+)% vs ([\d.]+)%", gpt2)
+    assert m and abs(float(m.group(1)) - float(m.group(2))) < 10
+    assert "linear share spread over 2 profiles" in gpt2
