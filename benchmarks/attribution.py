@@ -155,6 +155,7 @@ includes any profiler thread, but not time spent waiting for a CPU).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import gc
 import os
@@ -177,6 +178,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import layertime.measure.runner as runner
+from layertime.errors import LayertimeError  # noqa: E402
 from layertime.kinds import KindObserver  # noqa: E402
 from layertime.measure.aggregate import aggregate  # noqa: E402
 from layertime.measure.attribute import StepCharges  # noqa: E402
@@ -493,11 +495,19 @@ class ModelResult:
     fixed: FixedCost | None = None
 
 
-def fixed_cost(model: nn.Module, name: str, table: ModuleTable, rounds: int, size: int) -> FixedCost:
+def fixed_cost(
+    model: nn.Module, name: str, table: ModuleTable, rounds: int, size: int, own: WorkloadSpec
+) -> FixedCost:
     """The per-step cost of tracing that does not grow with the batch: batch 1, small
-    images, many interleaved rounds of plain / traced / profiler-only / hooks-only steps."""
+    images (the model's own input where it takes no other, as ViTs), many interleaved
+    rounds of plain / traced / profiler-only / hooks-only steps."""
     config = WorkloadSpec.create("test", batch_size=1, input_shape=(3, size, size))
-    out_shape = check_input(model, config, torch.device("cpu"), name)
+    try:
+        out_shape = check_input(model, config, torch.device("cpu"), name)
+    except LayertimeError:
+        config = dataclasses.replace(own, batch_size=1)
+        out_shape = check_input(model, config, torch.device("cpu"), name)
+        size = config.resolved_input.sample_shape[-1]
     work = Workload(model, config, torch.device("cpu"), out_shape)
     times: dict[str, list[float]] = {
         k: [] for k in ("plain", "traced (step range)", "traced (start..parsed)",
@@ -636,7 +646,7 @@ def bench_model(
         fixed = None
         if args.fixed_cost and not name.startswith("hf:"):
             log(f"{tag}: fixed cost, batch 1 at {args.fixed_cost_size}px, {args.fixed_cost} rounds")
-            fixed = fixed_cost(model, label, table, args.fixed_cost, args.fixed_cost_size)
+            fixed = fixed_cost(model, label, table, args.fixed_cost, args.fixed_cost_size, config)
     pooled = make_run(
         label,
         config,
@@ -930,28 +940,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner.TraceSession = _CapturingSession  # type: ignore[misc]
     env = describe(torch.device("cpu"))
     load0 = os.getloadavg()
-    end = T0 + 60 * args.budget_min
-    results: list[ModelResult] = []
-    for i, (name, batch) in enumerate(zip(args.models, args.batch_sizes)):
-        # Each model may use an equal part of what is left of the budget.
-        deadline = time.perf_counter() + (end - time.perf_counter()) / (len(args.models) - i)
-        log(f"{name} batch {batch}: building (sample budget until t={deadline - T0:.0f}s)")
-        results.append(bench_model(name, batch, args, env, deadline))
-    load1 = os.getloadavg()
     print(
         f"layertime attribution benchmark{' --quick' if args.quick else ''}: torch {env.torch}, "
         f"{env.device_name}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
     print(
-        f"load average (1/5/15 min) at start {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, "
-        f"at end {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}.  Wall-clock timings on a shared "
-        "CPU: other jobs ran beside this one, so read the ranges, not single numbers."
+        f"load average (1/5/15 min) at start {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}.  "
+        "Wall-clock timings on a shared CPU: other jobs ran beside this one, so read the "
+        "ranges, not single numbers.", flush=True
     )
-    for res in results:
-        print("\n".join(report(res, args)))
+    end = T0 + 60 * args.budget_min
+    for i, (name, batch) in enumerate(zip(args.models, args.batch_sizes)):
+        # Each model may use an equal part of what is left of the budget.
+        deadline = time.perf_counter() + (end - time.perf_counter()) / (len(args.models) - i)
+        log(f"{name} batch {batch}: building (sample budget until t={deadline - T0:.0f}s)")
+        # Each model's report as soon as it is measured: a later failure loses nothing.
+        print("\n".join(report(bench_model(name, batch, args, env, deadline), args)), flush=True)
+    load1 = os.getloadavg()
     print("=" * 96)
-    print(f"{len(results)} configuration(s), {time.perf_counter() - T0:.0f}s in all")
+    print(f"{len(args.models)} configuration(s), {time.perf_counter() - T0:.0f}s in all; load "
+          f"average at end {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}")
     return 0
 
 

@@ -56,7 +56,8 @@ class CompiledTraceSession(ProfilerSession):
         self._handles.clear()
         self._open.clear()
 
-    def _collect(self, raw: list[Any]) -> list[OpEvent]:
+    def _collect(self) -> list[OpEvent]:
+        raw = list(self._prof.events())
         events, index = from_profiler_indexed(raw)
         for e in raw:
             # Keyed like the OpEvents: the ids from_profiler gave (profiler ids

@@ -139,6 +139,113 @@ def from_profiler_indexed(function_events: Iterable[Any]) -> tuple[list[OpEvent]
     return out, index
 
 
+#: Names torch's own parser (``_parse_kineto_results``) drops: memory records and
+#: the profiler's bookkeeping ops.  :func:`from_kineto` drops them too.
+_TORCH_FILTERED = frozenset(
+    {"[memory]", "[OutOfMemory]", "profiler::_record_function_enter",
+     "profiler::_record_function_enter_new", "profiler::_record_function_exit",
+     "aten::is_leaf", "aten::output_nr", "aten::_version"}
+)
+
+
+def from_kineto(result: Any) -> list[OpEvent]:
+    """The op events of a CPU-only profile read straight from Kineto's results
+    (``prof.profiler.kineto_results``): what :func:`from_profiler` gives from
+    ``prof.events()``, without torch building a ``FunctionEvent`` (some forty
+    fields) for every event and a tree of them, which cost more than the traced
+    step itself on a transformer.
+
+    The result is the same, field for field and in the same order (the tests
+    compare both on real profiles), because torch's steps are followed: drop
+    the names its parser drops; sort by start, longest first; per thread, an
+    event's parent is the innermost open event containing it
+    (``EventList._populate_cpu_children``); an only child of the same name as
+    its parent is merged into it (``_remove_dup_nodes``: an op re-dispatched to
+    itself); then :func:`from_profiler`'s filter.  Device time is zero: this is
+    for profiles without device activities (the tracer reads ``prof.events()``
+    when there are).
+    """
+    start0 = result.trace_start_ns()
+    # Each candidate: (start_ns, end_ns, name, thread, seq, fwd_thread, is_op).
+    rows: list[tuple[int, int, str, int, int, int, bool]] = []
+    for e in result.events():
+        name = e.name()
+        if name in _TORCH_FILTERED or e.is_hidden_event() or e.is_async():
+            continue
+        thread = e.start_thread_id()
+        if e.end_thread_id() != thread or e.device_type().name != "CPU":
+            continue  # torch's async events, and device activities: not in the tree
+        if name.startswith("ProfilerStep#"):  # torch's wildcard, as in FunctionEvent.name
+            name = "ProfilerStep*"
+        is_op = str(e.activity_type()).lower() not in _NOT_OPS and not _RUNTIME_NAME.match(name)
+        rows.append((e.start_ns(), e.end_ns(), name, thread, e.sequence_nr(),
+                     e.fwd_thread_id() or 0, is_op))
+    rows.sort(key=lambda r: (r[0], -r[1]))  # stable, as torch's final sort
+    parents = _nesting_parents([(r[3], r[0], r[1]) for r in rows])
+    alive = _merge_same_name_only_children([r[2] for r in rows], parents)
+    ids: dict[int, int] = {}
+    out: list[OpEvent] = []
+    for i in alive:
+        a, b, name, thread, seq, fwd, is_op = rows[i]
+        if not is_op:
+            continue
+        parent = parents[i]
+        while parent is not None and parent not in ids:  # the nearest kept ancestor
+            parent = parents[parent]
+        ids[i] = len(out)
+        out.append(OpEvent(id=len(out), name=name, thread=thread, start_us=(a - start0) / 1000,
+                           end_us=(b - start0) / 1000,
+                           parent=None if parent is None else ids[parent], seq=seq,
+                           fwd_thread=fwd))
+    return out
+
+
+def _nesting_parents(spans: list[tuple[int, int, int]]) -> list[int | None]:
+    """Per (thread, start, end) span (sorted by start, longest first), the index of
+    the innermost span on its thread that contains it, or None (torch's rule: a
+    partial overlap is no parent)."""
+    parents: list[int | None] = [None] * len(spans)
+    order = sorted(range(len(spans)), key=lambda i: spans[i][0])  # stable: by thread
+    stack: list[int] = []
+    thread = None
+    for i in order:
+        t, a, b = spans[i]
+        if t != thread:
+            thread, stack = t, []
+        while stack:
+            top = spans[stack[-1]]
+            if a >= top[2] or b > top[2]:
+                stack.pop()
+            else:
+                parents[i] = stack[-1]
+                break
+        stack.append(i)
+    return parents
+
+
+def _merge_same_name_only_children(names: list[str], parents: list[int | None]) -> list[int]:
+    """torch's ``EventList._remove_dup_nodes``: an event that is its parent's only child
+    and has its name is dropped, its children moved up; repeated until none is left.
+    Updates ``parents`` and returns the indices that remain, in order."""
+    children: list[list[int]] = [[] for _ in names]
+    for i, p in enumerate(parents):
+        if p is not None:
+            children[p].append(i)
+    alive = list(range(len(names)))
+    while True:
+        dropped = set()
+        for i in alive:
+            p = parents[i]
+            if p is not None and names[p] == names[i] and len(children[p]) == 1:
+                children[p] = children[i]
+                for c in children[i]:
+                    parents[c] = p
+                dropped.add(i)
+        if not dropped:
+            return alive
+        alive = [i for i in alive if i not in dropped]
+
+
 def _own_device_us(e: Any) -> float:
     """Device time of the kernels ``e`` launched itself (not its children's).
 

@@ -16,38 +16,92 @@ from typing import Any
 import torch
 from torch import nn
 
-from layertime.measure.events import MODULE, STEP, KernelSpan, OpEvent, device_spans, from_profiler
+from layertime.measure.events import (
+    MODULE,
+    STEP,
+    KernelSpan,
+    OpEvent,
+    device_spans,
+    from_kineto,
+    from_profiler,
+)
 from layertime.modules import ModuleTable
 
 
-class _RangeHooks:
-    """Forward hooks that open and close a profiler range per module call."""
+#: torch's lightweight range (what Dynamo uses): a C++ RecordFunction entered from
+#: Python directly, not through two dispatcher calls of the ``record_function`` ops
+#: (``benchmarks/hook_cost.py`` measures both per module call).  Absent from older
+#: torch, where the ops are used.
+_FAST_RANGE: Any = getattr(getattr(torch._C, "_profiler", None), "_RecordFunctionFast", None)
 
-    def __init__(self, table: ModuleTable) -> None:
+
+class _RangeHooks:
+    """Forward hooks that open and close a profiler range per module call.
+
+    One pre-hook and one hook per module, each a closure over its label; the
+    open ranges are a per-thread stack (a module's forward may run on another
+    thread, as in ``nn.DataParallel``), closed innermost first, and the hook
+    runs even when the forward raises (``always_call``).  ``fast=False`` uses
+    the ``record_function`` ops even where the lightweight range exists.
+    """
+
+    def __init__(self, table: ModuleTable, *, fast: bool = True) -> None:
         self._table = table
         self._local = threading.local()
         self._handles: list[Any] = []
+        self._fast = fast and _FAST_RANGE is not None
 
     def _stack(self) -> list[Any]:
-        st = getattr(self._local, "stack", None)
-        if st is None:
-            st = self._local.stack = []
-        return st
+        try:
+            return self._local.stack  # type: ignore[no-any-return]
+        except AttributeError:
+            st: list[Any] = []
+            self._local.stack = st
+            return st
 
     def install(self) -> None:
-        enter = torch.ops.profiler._record_function_enter_new
-        exit_ = torch.ops.profiler._record_function_exit._RecordFunction
+        stack = self._stack
+        if self._fast:
+            fast_range = _FAST_RANGE
+
+            def make(label: str) -> tuple[Any, Any]:
+                # One range object per module, entered again at each call (no
+                # allocation per call); a module called inside its own forward,
+                # or on two threads at once, gets a new one.
+                mine = fast_range(label)
+
+                def pre(_mod: nn.Module, _args: Any) -> None:
+                    try:
+                        mine.__enter__()
+                        rf = mine
+                    except RuntimeError:  # already open
+                        rf = fast_range(label)
+                        rf.__enter__()
+                    stack().append(rf)
+
+                def post(_mod: nn.Module, _args: Any, _out: Any) -> None:
+                    st = stack()
+                    if st:
+                        st.pop().__exit__(None, None, None)
+
+                return pre, post
+        else:
+            enter = torch.ops.profiler._record_function_enter_new
+            exit_ = torch.ops.profiler._record_function_exit._RecordFunction
+
+            def make(label: str) -> tuple[Any, Any]:
+                def pre(_mod: nn.Module, _args: Any) -> None:
+                    stack().append(enter(label, None))
+
+                def post(_mod: nn.Module, _args: Any, _out: Any) -> None:
+                    st = stack()
+                    if st:
+                        exit_(st.pop())
+
+                return pre, post
+
         for entry in self._table:
-            label = f"{MODULE}{entry.index}"
-
-            def pre(_mod: nn.Module, _args: Any, _label: str = label) -> None:
-                self._stack().append(enter(_label, None))
-
-            def post(_mod: nn.Module, _args: Any, _out: Any) -> None:
-                st = self._stack()
-                if st:
-                    exit_(st.pop())
-
+            pre, post = make(f"{MODULE}{entry.index}")
             self._handles.append(entry.module.register_forward_pre_hook(pre))
             self._handles.append(entry.module.register_forward_hook(post, always_call=True))
 
@@ -59,9 +113,9 @@ class _RangeHooks:
 
 
 @contextmanager
-def module_ranges(table: ModuleTable) -> Iterator[None]:
+def module_ranges(table: ModuleTable, *, fast: bool = True) -> Iterator[None]:
     """Wrap every module call in a ``layertime::module::<i>`` range, for this block only."""
-    hooks = _RangeHooks(table)
+    hooks = _RangeHooks(table, fast=fast)
     try:
         hooks.install()
         yield
@@ -128,9 +182,9 @@ class ProfilerSession:
     def _remove(self) -> None:
         """Remove every hook :meth:`_install` added."""
 
-    def _collect(self, raw: list[Any]) -> list[OpEvent]:
-        """Keep what the session needs of the profile's raw events; the op events."""
-        return from_profiler(raw)
+    def _collect(self) -> list[OpEvent]:
+        """Keep what the session needs of the stopped profile; the op events."""
+        return from_profiler(self._prof.events())
 
     def start(self) -> None:
         self._install()
@@ -152,7 +206,7 @@ class ProfilerSession:
             self._prof.__exit__(None, None, None)
         finally:
             self._remove()
-        self.events = self._collect(list(self._prof.events()))
+        self.events = self._collect()
         return self.events
 
     def abort(self) -> None:
@@ -165,11 +219,19 @@ class ProfilerSession:
 
 
 class TraceSession(ProfilerSession):
-    """One ``torch.profiler`` session with module ranges; events after ``stop``."""
+    """One ``torch.profiler`` session with module ranges; events after ``stop``.
 
-    def __init__(self, table: ModuleTable, device: torch.device) -> None:
+    Without device activities the events are read straight from Kineto's
+    results (:func:`~layertime.measure.events.from_kineto`), not through
+    torch's ``FunctionEvent`` tree; with them (CUDA), through the tree, whose
+    linking of kernels to ops is used as torch tests it.
+    """
+
+    def __init__(self, table: ModuleTable, device: torch.device, *, fast: bool = True) -> None:
         super().__init__(device)
-        self._hooks = _RangeHooks(table)
+        self._hooks = _RangeHooks(table, fast=fast)
+        self._cpu_only = device.type != "cuda"  # as _activities: no device activities
+        self._fast = fast
         #: Device activities (CUDA only), for the device's busy time per step.
         self.kernels: list[KernelSpan] = []
 
@@ -179,7 +241,11 @@ class TraceSession(ProfilerSession):
     def _remove(self) -> None:
         self._hooks.remove()
 
-    def _collect(self, raw: list[Any]) -> list[OpEvent]:
+    def _collect(self) -> list[OpEvent]:
+        results = getattr(getattr(self._prof, "profiler", None), "kineto_results", None)
+        if self._fast and self._cpu_only and results is not None:
+            return from_kineto(results)
+        raw = list(self._prof.events())
         self.kernels = device_spans(raw)
         return from_profiler(raw)
 
