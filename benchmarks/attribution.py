@@ -88,6 +88,14 @@ The measurements
      and the nodes ``AddmmBackward0``, ``MmBackward0``, ``LinearBackward0``,
      ``MkldnnLinearBackward0``, ``TBackward0`` (``aten::linear`` is ``t`` +
      ``addmm``; the transpose's backward is a view, microseconds);
+   * attention: a name containing ``scaled_dot_product``, ``multi_head_attention``
+     or ``_attention`` (SDPA and its backends with their backward nodes).  Where
+     the model has layertime's attention kind, conv and linear are compared as
+     before, but linear alone only for information: an attention module that
+     computes its projections itself (``nn.MultiheadAttention`` in ViT) has them
+     charged to attention by layertime and to linear by op name, so *linear +
+     attention* is the compared share (update apportioned by the parameter
+     elements of linear and attention modules);
    * update: ``Optimizer.step#...`` (torch's own range) and all under it;
      zero_grad: ``Optimizer.zero_grad#...``;
    * AccumulateGrad nodes: layertime charges each to the layer whose
@@ -219,7 +227,10 @@ _LINEAR = re.compile(
     r"^(aten::(linear|addmm|mm|matmul|_addmm_activation|mkldnn_linear)"
     r"|(Addmm|Mm|Linear|MkldnnLinear|T)Backward\d*)$"
 )
-CLASSES = ("conv", "linear", "update", "zero_grad", "accumulate_grad", "other")
+#: Attention's own ops (SDPA and its backends, the fused multi-head kernel): what
+#: layertime's attention kind holds beside the projections.
+_ATTENTION = re.compile(r"scaled_dot_product|multi_head_attention|_attention", re.IGNORECASE)
+CLASSES = ("conv", "linear", "attention", "update", "zero_grad", "accumulate_grad", "other")
 
 
 def classify(name: str) -> str | None:
@@ -231,6 +242,8 @@ def classify(name: str) -> str | None:
     n = name[len(EVAL_PREFIX) :] if name.startswith(EVAL_PREFIX) else name
     if "AccumulateGrad" in n:
         return "accumulate_grad"
+    if _ATTENTION.search(n):
+        return "attention"
     if _CONV.search(n):
         return "conv"
     if _LINEAR.match(n):
@@ -315,8 +328,10 @@ def classify_op_events(events: Sequence[OpEvent]) -> Classified:
 
 
 def param_elements(model: nn.Module) -> dict[str, int]:
-    """Trainable parameter elements of conv and linear modules (by torch class) and in all."""
-    counts = {"conv": 0, "linear": 0, "total": 0}
+    """Trainable parameter elements of conv, linear and attention modules (by class;
+    an attention module's own, such as ``nn.MultiheadAttention``'s in-projection) and
+    in all."""
+    counts = {"conv": 0, "linear": 0, "attention": 0, "total": 0}
     seen: set[int] = set()
     for m in model.modules():
         own = [p for p in m.parameters(recurse=False) if p.requires_grad and id(p) not in seen]
@@ -327,34 +342,49 @@ def param_elements(model: nn.Module) -> dict[str, int]:
             counts["conv"] += n
         elif isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D":  # transformers' GPT-2
             counts["linear"] += n
+        elif "Attention" in type(m).__name__:
+            counts["attention"] += n
     return counts
 
 
 def name_shares(c: Classified, elements: dict[str, int]) -> dict[str, float]:
-    """conv/linear shares of a step by op name, forward+backward and total (with the update)."""
+    """Shares of a step by op name, forward+backward and total (with the update apportioned
+    by parameter elements), for conv, linear, and linear with attention."""
     total = elements["total"] or 1
     out = {}
-    for kind in ("conv", "linear"):
+    for kind in ("conv", "linear", "attention"):
         fb = c.share(kind)
         out[f"{kind} fwd+bwd"] = fb
         out[f"{kind} total"] = fb + c.share("update") * elements[kind] / total
+    for part in ("total", "fwd+bwd"):
+        out[f"linear+attention {part}"] = out[f"linear {part}"] + out.pop(f"attention {part}")
     return out
 
 
 def layertime_shares(run: Run) -> dict[str, float]:
-    """The same four shares as layertime reports them (``Run.by_kind``)."""
+    """The same shares as layertime reports them (``Run.by_kind``)."""
     kinds = run.by_kind()
     out = {}
-    for kind in ("conv", "linear"):
+    for kind in ("conv", "linear", "attention"):
         kt = kinds.get(kind)
         out[f"{kind} total"] = kt.share if kt else 0.0
         out[f"{kind} fwd+bwd"] = (
             (kt.forward_s + kt.backward_s) / run.profiled_step_s if kt else 0.0
         )
+    for part in ("total", "fwd+bwd"):
+        out[f"linear+attention {part}"] = out[f"linear {part}"] + out.pop(f"attention {part}")
     return out
 
 
 SHARE_KEYS = ("conv total", "conv fwd+bwd", "linear total", "linear fwd+bwd")
+#: With an attention kind: op names count the projections an attention module computes
+#: itself (``nn.MultiheadAttention``'s) as linear, layertime charges them to attention;
+#: linear and attention together compare like with like.
+ATTENTION_KEYS = ("linear+attention total", "linear+attention fwd+bwd")
+
+
+def share_keys(run: Run) -> tuple[str, ...]:
+    return SHARE_KEYS + (ATTENTION_KEYS if "attention" in run.by_kind() else ())
 
 
 # --------------------------------------------------------------------------
@@ -760,16 +790,22 @@ def report(res: ModelResult, args: argparse.Namespace) -> list[str]:
     unattr = run.phases.unattributed_s / run.profiled_step_s
     rows.append(("unattributed share of the profiled step", pct(unattr), "(info)", ""))
     # 3. agreement: median over steps of each step's share, on both sides
-    lt = {k: med([p.shares[k] for p in res.pairs]) for k in SHARE_KEYS}
+    keys = share_keys(run)
+    lt = {k: med([p.shares[k] for p in res.pairs]) for k in keys}
     ind_steps = [name_shares(i.classified, res.elements) for i in res.indep]
-    ind = {k: med([s[k] for s in ind_steps]) for k in SHARE_KEYS}
-    for k in SHARE_KEYS:
+    ind = {k: med([s[k] for s in ind_steps]) for k in keys}
+    for k in keys:
         if not ind_steps:
             rows.append((f"{k} share vs independent", "no independent steps", "", "MISS"))
             continue
         d = 100 * (lt[k] - ind[k])
-        rows.append((f"{k} share: layertime vs independent",
-                     f"{pct(lt[k])} vs {pct(ind[k])} ({d:+.1f} pt)",
+        measured = f"{pct(lt[k])} vs {pct(ind[k])} ({d:+.1f} pt)"
+        if k.startswith("linear ") and ATTENTION_KEYS[0] in keys:
+            # Attention's projections are linear by op name, attention in layertime.
+            rows.append((f"{k} share: layertime vs independent", measured,
+                         "(info: see linear+attention)", ""))
+            continue
+        rows.append((f"{k} share: layertime vs independent", measured,
                      f"|diff| <= {AGREEMENT_POINTS:.0f} pt", verdict(abs(d) <= AGREEMENT_POINTS)))
     # 4. repeatability
     big = spread_kind(run)
@@ -831,7 +867,7 @@ def report(res: ModelResult, args: argparse.Namespace) -> list[str]:
     L.append("agreement detail (shares of each side's own profiled step; median over steps, range):")
     same = [name_shares(p.same_events, res.elements) for p in res.pairs]
     L.append(f"  {'':16} {'layertime':>22}  {'independent (op names)':>24}  {'same events, op names':>24}")
-    for k in SHARE_KEYS:
+    for k in keys:
         xa = [p.shares[k] for p in res.pairs]
         xb = [s[k] for s in ind_steps]
         xc = [s[k] for s in same]

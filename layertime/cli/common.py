@@ -61,7 +61,7 @@ def oom_with_hint(e: OutOfMemory, workload: WorkloadSpec) -> OutOfMemory:
 
 
 def measure_options(args: argparse.Namespace) -> MeasureOptions:
-    """--steps, --time-budget, or the default: 3 pairs within a 40 s budget."""
+    """--steps, --time-budget, or the default: up to 3 pairs within a 12 s budget."""
     from layertime.measure.runner import MeasureOptions
 
     if args.steps is not None:
