@@ -95,7 +95,10 @@ The measurements
      computes its projections itself (``nn.MultiheadAttention`` in ViT) has them
      charged to attention by layertime and to linear by op name, so *linear +
      attention* is the compared share (update apportioned by the parameter
-     elements of linear and attention modules);
+     elements of linear and attention modules).  Where the projections are linear
+     modules (GPT-2's ``Conv1D``), linear alone is compared, and linear +
+     attention is shown for information: layertime's attention also holds the
+     module's reshapes and copies, which op names leave in "other";
    * update: ``Optimizer.step#...`` (torch's own range) and all under it;
      zero_grad: ``Optimizer.zero_grad#...``;
    * AccumulateGrad nodes: layertime charges each to the layer whose
@@ -379,7 +382,7 @@ def layertime_shares(run: Run) -> dict[str, float]:
 SHARE_KEYS = ("conv total", "conv fwd+bwd", "linear total", "linear fwd+bwd")
 #: With an attention kind: op names count the projections an attention module computes
 #: itself (``nn.MultiheadAttention``'s) as linear, layertime charges them to attention;
-#: linear and attention together compare like with like.
+#: then linear and attention together compare like with like (see ``report``).
 ATTENTION_KEYS = ("linear+attention total", "linear+attention fwd+bwd")
 
 
@@ -800,10 +803,17 @@ def report(res: ModelResult, args: argparse.Namespace) -> list[str]:
             continue
         d = 100 * (lt[k] - ind[k])
         measured = f"{pct(lt[k])} vs {pct(ind[k])} ({d:+.1f} pt)"
-        if k.startswith("linear ") and ATTENTION_KEYS[0] in keys:
-            # Attention's projections are linear by op name, attention in layertime.
+        # An attention module with weights of its own (nn.MultiheadAttention's in-projection)
+        # computes its projections itself: linear by op name, attention in layertime, so
+        # linear and attention together are compared.  Otherwise (GPT-2: the projections
+        # are linear modules) linear alone is, and linear+attention is shown: layertime's
+        # attention also holds the module's reshapes and copies, "other" by op name.
+        own_projections = res.elements["attention"] > 0
+        if (k.startswith("linear ") and own_projections) or (
+                k.startswith("linear+attention") and not own_projections):
+            see = "linear+attention" if own_projections else "linear"
             rows.append((f"{k} share: layertime vs independent", measured,
-                         "(info: see linear+attention)", ""))
+                         f"(info: see {see})", ""))
             continue
         rows.append((f"{k} share: layertime vs independent", measured,
                      f"|diff| <= {AGREEMENT_POINTS:.0f} pt", verdict(abs(d) <= AGREEMENT_POINTS)))
