@@ -151,3 +151,24 @@ def test_a_module_called_inside_itself_gets_a_range_per_call() -> None:
     assert len(outer) == 3  # depth 2, 1, 0: nested, each closed after its own body
     assert outer[1].parent == outer[0].id and outer[2].parent == outer[1].id
     assert outer[0].end_us >= outer[1].end_us >= outer[2].end_us
+
+
+def test_results_without_the_methods_are_read_through_torchs_tree(work) -> None:  # type: ignore[no-untyped-def]
+    from layertime.measure.events import kineto_readable
+
+    session = traced(*work, fast=True)
+    results = session.profiler.profiler.kineto_results
+    assert kineto_readable(results)
+
+    class Bare:  # an older torch's event, without sequence numbers
+        def name(self) -> str:
+            return "aten::mm"
+
+    class Old:
+        def trace_start_ns(self) -> int:
+            return 0
+
+        def events(self) -> list[Bare]:
+            return [Bare()]
+
+    assert not kineto_readable(Old()) and not kineto_readable(None)

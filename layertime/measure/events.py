@@ -166,18 +166,24 @@ def from_kineto(result: Any) -> list[OpEvent]:
     when there are).
     """
     start0 = result.trace_start_ns()
+    events = result.events()
+    # Methods newer torch added, looked up once (torch's parser does the same per event).
+    cls = type(events[0]) if events else object
+    hidden = getattr(cls, "is_hidden_event", None)
+    activity = getattr(cls, "activity_type", None)
     # Each candidate: (start_ns, end_ns, name, thread, seq, fwd_thread, is_op).
     rows: list[tuple[int, int, str, int, int, int, bool]] = []
-    for e in result.events():
+    for e in events:
         name = e.name()
-        if name in _TORCH_FILTERED or e.is_hidden_event() or e.is_async():
+        if name in _TORCH_FILTERED or (hidden is not None and hidden(e)) or e.is_async():
             continue
         thread = e.start_thread_id()
         if e.end_thread_id() != thread or e.device_type().name != "CPU":
             continue  # torch's async events, and device activities: not in the tree
         if name.startswith("ProfilerStep#"):  # torch's wildcard, as in FunctionEvent.name
             name = "ProfilerStep*"
-        is_op = str(e.activity_type()).lower() not in _NOT_OPS and not _RUNTIME_NAME.match(name)
+        is_op = not _RUNTIME_NAME.match(name) and (
+            activity is None or str(activity(e)).lower() not in _NOT_OPS)
         rows.append((e.start_ns(), e.end_ns(), name, thread, e.sequence_nr(),
                      e.fwd_thread_id() or 0, is_op))
     rows.sort(key=lambda r: (r[0], -r[1]))  # stable, as torch's final sort
@@ -198,6 +204,19 @@ def from_kineto(result: Any) -> list[OpEvent]:
                            parent=None if parent is None else ids[parent], seq=seq,
                            fwd_thread=fwd))
     return out
+
+
+#: The methods :func:`from_kineto` needs of Kineto's events (those of torch 1.13 on).
+_KINETO_METHODS = ("name", "start_ns", "end_ns", "start_thread_id", "end_thread_id", "is_async",
+                   "device_type", "sequence_nr", "fwd_thread_id")
+
+
+def kineto_readable(result: Any) -> bool:
+    """Whether :func:`from_kineto` can read these results (else read ``prof.events()``)."""
+    if result is None or not hasattr(result, "trace_start_ns") or not hasattr(result, "events"):
+        return False
+    events = result.events()
+    return not events or all(hasattr(type(events[0]), m) for m in _KINETO_METHODS)
 
 
 def _nesting_parents(spans: list[tuple[int, int, int]]) -> list[int | None]:

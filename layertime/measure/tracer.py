@@ -24,6 +24,7 @@ from layertime.measure.events import (
     device_spans,
     from_kineto,
     from_profiler,
+    kineto_readable,
 )
 from layertime.modules import ModuleTable
 
@@ -243,7 +244,7 @@ class TraceSession(ProfilerSession):
 
     def _collect(self) -> list[OpEvent]:
         results = getattr(getattr(self._prof, "profiler", None), "kineto_results", None)
-        if self._fast and self._cpu_only and results is not None:
+        if self._fast and self._cpu_only and kineto_readable(results):
             return from_kineto(results)
         raw = list(self._prof.events())
         self.kernels = device_spans(raw)
