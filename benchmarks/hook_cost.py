@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,134 +49,92 @@ from torch import nn  # noqa: E402
 from layertime.measure.attribute import attribute_step, split_steps  # noqa: E402
 from layertime.measure.events import from_kineto, from_profiler  # noqa: E402
 from layertime.measure.prepare import prepare  # noqa: E402
-from layertime.measure.tracer import TraceSession, phase  # noqa: E402
+from layertime.measure.tracer import TraceSession, _RangeHooks, phase  # noqa: E402
 from layertime.modules import ModuleTable, training_mode  # noqa: E402
 from layertime.workload import Workload, WorkloadSpec, check_input  # noqa: E402
 
 FAST: Any = getattr(torch._C._profiler, "_RecordFunctionFast", None)
-ENTER = torch.ops.profiler._record_function_enter_new
-EXIT = torch.ops.profiler._record_function_exit._RecordFunction
-Handles = list[Any]
+#: Undoes one way of opening ranges.
+Remove = Callable[[], None]
 
 
-def per_module(model: nn.Sequential, make: Callable[[str], tuple[Any, Any]]) -> Handles:
+def per_module(model: nn.Sequential, make: Callable[[str], tuple[Any, Any]]) -> Remove:
     handles = []
     for i, m in enumerate(model):
         pre, post = make(f"layertime::module::{i}")
         handles.append(m.register_forward_pre_hook(pre))
         handles.append(m.register_forward_hook(post, always_call=True))
-    return handles
+    return lambda: [h.remove() for h in handles] and None
 
 
-def thread_stack() -> Callable[[], list[Any]]:
-    local = threading.local()
-
-    def stack() -> list[Any]:
-        try:
-            return local.stack  # type: ignore[no-any-return]
-        except AttributeError:
-            local.stack = []
-            return local.stack  # type: ignore[no-any-return]
-
-    return stack
+def close_innermost(stack: list[Any]) -> None:
+    if stack:
+        stack.pop().__exit__(None, None, None)
 
 
-def empty(model: nn.Sequential) -> Handles:
+def empty(model: nn.Sequential) -> Remove:
     def make(_label: str) -> tuple[Any, Any]:
         return (lambda _m, _a: None), (lambda _m, _a, _o: None)
 
     return per_module(model, make)
 
 
-def ops(model: nn.Sequential) -> Handles:
-    stack = thread_stack()
+def layertime_ranges(fast: bool) -> Callable[[nn.Sequential], Remove]:
+    """layertime's own hooks (``tracer._RangeHooks``): the record_function ops
+    (``fast=False``, as before) or the lightweight range, one per module (now)."""
 
-    def make(label: str) -> tuple[Any, Any]:
-        def pre(_m: nn.Module, _a: Any) -> None:
-            stack().append(ENTER(label, None))
+    def install(model: nn.Sequential) -> Remove:
+        hooks = _RangeHooks(ModuleTable(model), fast=fast)
+        hooks.install()
+        return hooks.remove
 
-        def post(_m: nn.Module, _a: Any, _o: Any) -> None:
-            st = stack()
-            if st:
-                EXIT(st.pop())
-
-        return pre, post
-
-    return per_module(model, make)
+    return install
 
 
-def fast_new(model: nn.Sequential) -> Handles:
-    stack = thread_stack()
+def fast_new(model: nn.Sequential) -> Remove:
+    stack: list[Any] = []  # one thread here
 
     def make(label: str) -> tuple[Any, Any]:
         def pre(_m: nn.Module, _a: Any) -> None:
             rf = FAST(label)
             rf.__enter__()
-            stack().append(rf)
+            stack.append(rf)
 
-        def post(_m: nn.Module, _a: Any, _o: Any) -> None:
-            st = stack()
-            if st:
-                st.pop().__exit__(None, None, None)
-
-        return pre, post
+        return pre, lambda _m, _a, _o: close_innermost(stack)
 
     return per_module(model, make)
 
 
-def fast_reused(model: nn.Sequential) -> Handles:
-    stack = thread_stack()
-
-    def make(label: str) -> tuple[Any, Any]:
-        mine = FAST(label)
-
-        def pre(_m: nn.Module, _a: Any) -> None:
-            try:
-                mine.__enter__()
-                rf = mine
-            except RuntimeError:  # already open: the module called inside itself
-                rf = FAST(label)
-                rf.__enter__()
-            stack().append(rf)
-
-        def post(_m: nn.Module, _a: Any, _o: Any) -> None:
-            st = stack()
-            if st:
-                st.pop().__exit__(None, None, None)
-
-        return pre, post
-
-    return per_module(model, make)
-
-
-def global_fast(model: nn.Sequential) -> Handles:
+def global_fast(model: nn.Sequential) -> Remove:
     labels = {id(m): f"layertime::module::{i}" for i, m in enumerate(model)}
-    stack = thread_stack()
+    stack: list[Any] = []
 
     def pre(m: nn.Module, _a: Any) -> None:
         label = labels.get(id(m))
         if label is not None:
             rf = FAST(label)
             rf.__enter__()
-            stack().append(rf)
+            stack.append(rf)
 
     def post(m: nn.Module, _a: Any, _o: Any) -> None:
-        st = stack()
-        if id(m) in labels and st:
-            st.pop().__exit__(None, None, None)
+        if id(m) in labels:
+            close_innermost(stack)
 
-    return [module_hooks.register_module_forward_pre_hook(pre),
-            module_hooks.register_module_forward_hook(post, always_call=True)]
+    handles = [module_hooks.register_module_forward_pre_hook(pre),
+               module_hooks.register_module_forward_hook(post, always_call=True)]
+    return lambda: [h.remove() for h in handles] and None
 
 
-WAYS: dict[str, Callable[[nn.Sequential], Handles] | None] = {
+WAYS: dict[str, Callable[[nn.Sequential], Remove] | None] = {
     "no hooks": None,
     "empty hooks": empty,
-    "record_function ops (before)": ops,
+    "record_function ops (before)": layertime_ranges(fast=False),
     "lightweight range, new per call": fast_new,
-    "lightweight range, one per module (now)": fast_reused,
+    "lightweight range, one per module (now)": layertime_ranges(fast=True),
     "global hooks + lightweight range": global_fast,
 }
+NEEDS_FAST = ("lightweight range, new per call", "lightweight range, one per module (now)",
+              "global hooks + lightweight range")
 
 
 def best_us_per_call(model: nn.Sequential, x: torch.Tensor, reps: int) -> float:
@@ -195,18 +152,17 @@ def module_calls(n: int, reps: int) -> list[str]:
     rows = []
     with torch.no_grad():
         for label, way in WAYS.items():
-            if way is not None and FAST is None and way not in (empty, ops):
+            if FAST is None and label in NEEDS_FAST:
                 rows.append((label, float("nan"), float("nan")))
                 continue
-            handles = way(model) if way is not None else []
+            remove = way(model) if way is not None else (lambda: None)
             try:
                 off = best_us_per_call(model, x, reps)
                 prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
                 with prof:
                     on = best_us_per_call(model, x, max(3, reps // 4))
             finally:
-                for h in handles:
-                    h.remove()
+                remove()
             rows.append((label, off, on))
     floor = rows[0][2]
     out = [f"1. per module call, best of {reps} calls of a chain of {n} nn.Identity "

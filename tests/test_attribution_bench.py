@@ -36,3 +36,19 @@ def test_the_report_runs_quick_with_the_stock_profiler_beside_it() -> None:
     m = re.search(r"linear total share: layertime vs independent +([\d.]+)% vs ([\d.]+)%", gpt2)
     assert m and abs(float(m.group(1)) - float(m.group(2))) < 10
     assert "linear share spread over 2 profiles" in gpt2
+
+
+@pytest.mark.slow
+def test_hook_cost_runs_quick_and_measures_every_way() -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "hook_cost.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert r.returncode == 0, r.stderr
+    ways = re.findall(r"^   (\S.*?) +(\d+\.\d\d) +(\d+\.\d\d) +([+-]\d+\.\d\d)$", r.stdout, re.M)
+    assert [w[0] for w in ways] == [
+        "no hooks", "empty hooks", "record_function ops (before)",
+        "lightweight range, new per call", "lightweight range, one per module (now)",
+        "global hooks + lightweight range"]
+    assert all(float(w[1]) > 0 and float(w[2]) > 0 for w in ways)
+    assert re.search(r"events straight from Kineto \(now\) +\d+\.\d ms +x\d\.\d\d", r.stdout)
