@@ -774,9 +774,11 @@ def report(res: ModelResult, args: argparse.Namespace) -> list[str]:
     rows.append(("stock torch.profiler alone, same samples",
                  f"{stock_wall:.3f} (CPU time {stock_cpu:.3f})", "(info)", ""))
     # The difference per sample (the same plain step divides both), then the median.
-    diff = med([(p.traced_cpu_s - p.stock.cpu_s) / p.plain_cpu_s for p in res.pairs])
+    diffs = [(p.traced_cpu_s - p.stock.cpu_s) / p.plain_cpu_s for p in res.pairs]
+    diff = med(diffs)
     rows.append(("layertime - stock, CPU time / plain CPU time",
-                 f"{diff:+.3f} (wall {pair_wall - stock_wall:+.3f})",
+                 f"{diff:+.3f} (per sample {rng(diffs, '{:+.3f}')}; wall "
+                 f"{pair_wall - stock_wall:+.3f})",
                  f"<= +{STOCK_MARGIN:.2f}", verdict(diff <= STOCK_MARGIN)))
     post = med([p.post_s for p in res.pairs])
     rows.append(("post-processing: step end -> attributed, / plain",

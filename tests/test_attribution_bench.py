@@ -27,10 +27,11 @@ def test_the_report_runs_quick_with_the_stock_profiler_beside_it() -> None:
     assert out.count("2 samples of a plain, a layertime-profiled and a stock-profiled step") == 2
     # The stock profiler's overhead, the difference and the post-processing time are numbers.
     stock = re.findall(r"stock torch\.profiler alone, same samples +(\d\.\d{3}) \(CPU time (\d\.\d{3})\)", out)
-    diff = re.findall(r"layertime - stock, CPU time / plain CPU time +([+-]\d\.\d{3})", out)
+    diff = re.findall(r"layertime - stock, CPU time / plain CPU time +([+-]\d\.\d{3}) \(per sample ([+-]\d\.\d{3})\.\.([+-]\d\.\d{3}); wall", out)
     post = re.findall(r"post-processing: step end -> attributed, / plain +(\d+\.\d{3})s = ", out)
     assert len(stock) == len(diff) == len(post) == 2
     assert all(float(p) > 0 for p in post)
+    assert all(float(lo) <= float(med) <= float(hi) for med, lo, hi in diff)
     # GPT-2's Conv1D layers are linear on both sides: the shares agree to a few points.
     gpt2 = out[out.index("hf:gpt2, batch 2"):]
     m = re.search(r"linear total share: layertime vs independent +([\d.]+)% vs ([\d.]+)%", gpt2)
