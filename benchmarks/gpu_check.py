@@ -64,7 +64,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ from layertime.cost import MathMode, estimate, predict  # noqa: E402
 from layertime.cost.compare import join  # noqa: E402
 from layertime.cost.devices import get_profile, profile_for_device  # noqa: E402
 from layertime.errors import LayertimeError  # noqa: E402
-from layertime.measure.events import busy_us, from_profiler  # noqa: E402
+from layertime.measure.events import busy_us, from_kineto, from_profiler  # noqa: E402
 from layertime.measure.prepare import prepare  # noqa: E402
 from layertime.measure.runner import MeasureOptions, measure  # noqa: E402
 from layertime.measure.tracer import TraceSession, phase  # noqa: E402
@@ -581,6 +581,16 @@ def check_event_ids(chk: Check, cfg: Config) -> None:
     chk.add(cfg.key, "event ids", f"raw: {len(cpu_side)} CPU-side events, {dup} ids shared "
             f"(types {dict(dup_types)}); kept {len(ours)}, unique {unique}, cycles {cycles}",
             "unique, no cycles", _pass(unique and cycles == 0), activity_types=dict(types))
+    # Whether Kineto's events read directly (the CPU path's from_kineto) give the events
+    # torch's tree gives here, device time aside: the evidence for reading them so on CUDA.
+    direct = from_kineto(session.profiler.profiler.kineto_results)
+    via_tree = [replace(e, device_us=0.0) for e in from_profiler(raw)]
+    first = next((i for i, (a, b) in enumerate(zip(direct, via_tree)) if a != b), None)
+    same = first is None and len(direct) == len(via_tree)
+    chk.add(cfg.key, "kineto events", f"{len(direct)} read directly vs {len(via_tree)} via the "
+            "tree" + ("" if same else f"; first difference at {first}: "
+                      f"{direct[first] if first is not None else '-'}"),
+            "the same, device time aside", _pass(same))
     if chk.cuda:
         step = next(e for e in ours if e.name == "layertime::step")
         union, total = busy_us(session.kernels, step.start_us, step.end_us)
