@@ -49,7 +49,7 @@ def test_hook_cost_runs_quick_and_measures_every_way() -> None:
     ways = re.findall(r"^   (\S.*?) +(\d+\.\d\d) +(\d+\.\d\d) +([+-]\d+\.\d\d)$", r.stdout, re.M)
     assert [w[0] for w in ways] == [
         "no hooks", "empty hooks", "record_function ops (before)",
-        "lightweight range, new per call", "lightweight range, one per module (now)",
+        "lightweight range, new per call (now)", "lightweight range, one per module",
         "global hooks + lightweight range"]
     assert all(float(w[1]) > 0 and float(w[2]) > 0 for w in ways)
     assert re.search(r"events straight from Kineto \(now\) +\d+\.\d ms +x\d\.\d\d", r.stdout)
