@@ -220,7 +220,9 @@ class TraceSession(ProfilerSession):
     Without device activities the events are read straight from Kineto's
     results (:func:`~layertime.measure.events.from_kineto`), not through
     torch's ``FunctionEvent`` tree; with them (CUDA), through the tree, whose
-    linking of kernels to ops is used as torch tests it.
+    linking of kernels to ops is used as torch tests it.  ``fast=False`` takes
+    the slower ways (``record_function`` ops, the tree) everywhere: the same
+    result, for comparing the two.
     """
 
     def __init__(self, table: ModuleTable, device: torch.device, *, fast: bool = True) -> None:
