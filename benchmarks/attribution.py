@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/attribution.py          # alexnet b64, resnet50 b16, vit_b_16 b8,
-                                              # GPT-2 small b1 at sequence 512; <= ~12 min
+                                              # GPT-2 small b1 at sequence 512; ~5 min
     python benchmarks/attribution.py --quick  # smoke run: batch 2 at 64x64 (sequence 32)
     python benchmarks/attribution.py --models vgg11 --batch-sizes 8 --steps 3 --repeats 2
     python benchmarks/attribution.py --fixed-cost 10   # also: tracing's fixed per-step cost
