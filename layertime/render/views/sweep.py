@@ -8,14 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from layertime.render.views.charts import chart, kind_series, table, view
+from layertime.render.views.charts import chart, kind_series, table
+from layertime.render.views.sweep_page import MIN_SHOWN_SHARE, cfg, sweep_page
 from layertime.render.views.sweep_roles import token_sweep_view
-from layertime.render.views.style import cell, fmt_int, fmt_ms, fmt_pct
+from layertime.render.views.style import cell, fmt_ms, fmt_pct
 from layertime.results.sweep import Crossover, SummaryPoint, SweepResult, SweepSummary
 from layertime.taxonomy import STEP_KINDS, kind_label, kind_order
 
-#: A kind under this share at every point is left out of the charts (it stays in the table).
-MIN_SHOWN_SHARE = 0.005
 
 
 def sweep_view(summary: SweepSummary | SweepResult, *, title: str | None = None,
@@ -39,49 +38,27 @@ def sweep_view(summary: SweepSummary | SweepResult, *, title: str | None = None,
         headline = _no_crossover(ok)
     else:
         headline = "no configuration of this sweep finished"
-    failed = sum(1 for p in points if p.status == "failed")
-    cards = [
-        {"label": "configurations", "value": fmt_int(len(points)), "title": ""},
-        {"label": "finished", "value": fmt_int(len(ok)), "title": ""},
-        {"label": "failed", "value": fmt_int(failed), "title": "out of memory or refused"},
-        {"label": "crossovers", "value": fmt_int(len(crossovers)), "title": ""},
-    ]
     notes = ["Shares are of the profiled step; crossovers are interpolated linearly in "
              "log2(batch size) between the two measured batch sizes around the change."]
     notes += [_describe_crossover(c) + "." for c in crossovers]
     if hidden:
         notes.append("Kinds under 0.5% at every point are left out of the charts (see the "
                      "table): " + ", ".join(kind_label(k) for k in hidden) + ".")
-    warnings = []
-    if status and status != "ok":
-        warnings.append(f"this sweep is {status}: it shows the configurations stored so far")
-    warnings += [f"failed: {_cfg(p, 'model')} batch {_cfg(p, 'batch_size')}: {p.error}"
-                 for p in points if p.status == "failed"]
-    return view(
-        "sweep",
-        title or "sweep: " + ", ".join(dict.fromkeys(str(_cfg(p, "model")) for p in points)),
-        headline,
-        summary=cards,
-        charts=_charts(ok, shown, crossovers),
-        grid="even",
-        table=_table(points, kinds_all),
-        sections=[],
-        notes=notes,
-        warnings=warnings,
+    return sweep_page(
+        points, ok, title=title, status=status, headline=headline,
+        crossovers=len(crossovers), crossover_title="", notes=notes,
+        charts=_charts(ok, shown, crossovers), table=_table(points, kinds_all),
+        failed_as=lambda p: f"{cfg(p, 'model')} batch {cfg(p, 'batch_size')}",
     )
 
 
-def _cfg(p: SummaryPoint, key: str) -> Any:
-    return p.config.get(key)
-
-
 def _group_label(p: SummaryPoint, skip: str) -> str:
-    parts = [str(_cfg(p, "model"))]
+    parts = [str(cfg(p, "model"))]
     if skip != "batch_size":
-        parts.append(f"batch {_cfg(p, 'batch_size')}")
+        parts.append(f"batch {cfg(p, 'batch_size')}")
     if skip != "image_size":
-        parts.append(f"image {_cfg(p, 'image_size') or 'default'}")
-    parts += [str(_cfg(p, "device")), str(_cfg(p, "dtype")), str(_cfg(p, "optimizer"))]
+        parts.append(f"image {cfg(p, 'image_size') or 'default'}")
+    parts += [str(cfg(p, "device")), str(cfg(p, "dtype")), str(cfg(p, "optimizer"))]
     return " · ".join(parts)
 
 
@@ -93,14 +70,14 @@ def _charts(ok: Sequence[SummaryPoint], shown: Sequence[str],
     for axis, other in (("batch_size", "image_size"), ("image_size", "batch_size")):
         groups: dict[tuple[Any, ...], list[SummaryPoint]] = {}
         for p in ok:
-            key = tuple(_cfg(p, k) for k in ("model", other, "device", "dtype", "optimizer"))
+            key = tuple(cfg(p, k) for k in ("model", other, "device", "dtype", "optimizer"))
             groups.setdefault(key, []).append(p)
         for key, pts in groups.items():
-            xs = sorted({_cfg(p, axis) for p in pts if _cfg(p, axis) is not None})
+            xs = sorted({cfg(p, axis) for p in pts if cfg(p, axis) is not None})
             if len(xs) < (2 if axis == "image_size" else 1):
                 continue
-            pts = sorted((p for p in pts if _cfg(p, axis) is not None),
-                         key=lambda p: _cfg(p, axis))
+            pts = sorted((p for p in pts if cfg(p, axis) is not None),
+                         key=lambda p: cfg(p, axis))
             markers = _markers(key, crossovers) if axis == "batch_size" else []
             charts.append(chart(
                 f"sweep-{len(charts)}", "lines",
@@ -122,9 +99,9 @@ def _series(pts: Sequence[SummaryPoint], shown: Sequence[str], axis: str) -> lis
     out = []
     for k, legend in zip(shown, kind_series(shown)):
         out.append({**legend, "points": [{
-            "x": _cfg(p, axis), "y": ((p.kinds or {}).get(k) or 0.0) * 100,
+            "x": cfg(p, axis), "y": ((p.kinds or {}).get(k) or 0.0) * 100,
             "tip": [f"{kind_label(k)}: {fmt_pct((p.kinds or {}).get(k) or 0.0, 2)} of step",
-                    f"{'batch' if axis == 'batch_size' else 'image'} {_cfg(p, axis)}"
+                    f"{'batch' if axis == 'batch_size' else 'image'} {cfg(p, axis)}"
                     f" · step {fmt_ms(p.step_s)} ms"
                     + (f" · run {p.run_id}" if p.run_id is not None else "")],
         } for p in pts]})
@@ -154,13 +131,13 @@ def _table(points: Sequence[SummaryPoint], kinds_all: Sequence[str]) -> dict[str
     cols += [(f"{kind_label(k)} %", True) for k in kinds_all]
     body: list[dict[str, Any]] = []
     for p in points:
-        b = _cfg(p, "batch_size")
+        b = cfg(p, "batch_size")
         per = p.step_s / b if p.step_s is not None and b else None
         status = str(p.status if p.status != "skipped" else "stored") + (
             f": {p.error}" if p.error else "")
-        cells = [cell(len(body), str(len(body))), cell(_cfg(p, "model")), cell(b),
-                 cell(_cfg(p, "image_size"), str(_cfg(p, "image_size") or "default")),
-                 cell(_cfg(p, "device")), cell(_cfg(p, "dtype")), cell(_cfg(p, "optimizer")),
+        cells = [cell(len(body), str(len(body))), cell(cfg(p, "model")), cell(b),
+                 cell(cfg(p, "image_size"), str(cfg(p, "image_size") or "default")),
+                 cell(cfg(p, "device")), cell(cfg(p, "dtype")), cell(cfg(p, "optimizer")),
                  cell(p.status, status), cell(p.run_id), cell(p.step_s, fmt_ms(p.step_s)),
                  cell(per, fmt_ms(per))]
         kinds_p = p.kinds or {}
@@ -202,7 +179,7 @@ def _no_crossover(ok: Sequence[SummaryPoint]) -> str:
     def share(p: SummaryPoint, k: str) -> float:
         return (p.kinds or {}).get(k) or 0.0
 
-    batches = sorted(b for b in {_cfg(p, "batch_size") for p in ok} if b is not None)
+    batches = sorted(b for b in {cfg(p, "batch_size") for p in ok} if b is not None)
     span = f"{batches[0]}–{batches[-1]}" if len(batches) > 1 else f"{batches[0]}" if batches else ""
     has = {k for p in ok for k in (p.kinds or {})}
     if "conv" in has and "linear" in has:

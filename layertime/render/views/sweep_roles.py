@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from layertime.render.views.charts import chart, table, view
+from layertime.render.views.charts import chart, table
 from layertime.render.views.roles import ROLE_ORDER, role_label
-from layertime.render.views.style import ROLE_COLORS, cell, fmt_int, fmt_ms, fmt_pct
+from layertime.render.views.style import ROLE_COLORS, cell, fmt_ms, fmt_pct
+from layertime.render.views.sweep_page import MIN_SHOWN_SHARE, cfg, sweep_page
 from layertime.results.sweep import SeqCrossover, SummaryPoint, SweepSummary
 
-#: A role under this share at every point is left out of the charts (it stays in the table).
-MIN_SHOWN_SHARE = 0.005
 _GROUP = ("model", "batch_size", "device", "dtype", "optimizer")
 
 
@@ -41,14 +40,6 @@ def token_sweep_view(summary: SweepSummary, *, title: str | None = None,
         headline = _no_crossover(ok)
     else:
         headline = "no configuration of this sweep finished"
-    failed = sum(1 for p in points if p.status == "failed")
-    cards = [
-        {"label": "configurations", "value": fmt_int(len(points)), "title": ""},
-        {"label": "finished", "value": fmt_int(len(ok)), "title": ""},
-        {"label": "failed", "value": fmt_int(failed), "title": "out of memory or refused"},
-        {"label": "crossovers", "value": fmt_int(len(crossovers)),
-         "title": "where attention and the MLP trade places (interpolated)"},
-    ]
     notes = ["Shares are of the profiled step, by role (layertime.roles: attention is its "
              "projections and its score/softmax core, MLP the feed-forward layers); "
              "crossovers are interpolated linearly in log2(sequence length) between the two "
@@ -57,27 +48,14 @@ def token_sweep_view(summary: SweepSummary, *, title: str | None = None,
     if hidden:
         notes.append("Roles under 0.5% at every point are left out of the charts (see the "
                      "table): " + ", ".join(role_label(k) for k in hidden) + ".")
-    warnings = []
-    if status and status != "ok":
-        warnings.append(f"this sweep is {status}: it shows the configurations stored so far")
-    warnings += [f"failed: {_cfg(p, 'model')} batch {_cfg(p, 'batch_size')} seq "
-                 f"{_cfg(p, 'seq_len')}: {p.error}" for p in points if p.status == "failed"]
-    return view(
-        "sweep",
-        title or "sweep: " + ", ".join(dict.fromkeys(str(_cfg(p, "model")) for p in points)),
-        headline,
-        summary=cards,
-        charts=_charts(ok, shown, crossovers),
-        grid="even",
-        table=_table(points, roles_all),
-        sections=[],
-        notes=notes,
-        warnings=warnings,
+    return sweep_page(
+        points, ok, title=title, status=status, headline=headline,
+        crossovers=len(crossovers),
+        crossover_title="where attention and the MLP trade places (interpolated)",
+        notes=notes, charts=_charts(ok, shown, crossovers), table=_table(points, roles_all),
+        failed_as=lambda p: (f"{cfg(p, 'model')} batch {cfg(p, 'batch_size')} seq "
+                             f"{cfg(p, 'seq_len')}"),
     )
-
-
-def _cfg(p: SummaryPoint, key: str) -> Any:
-    return p.config.get(key)
 
 
 def _share(p: SummaryPoint, role: str) -> float:
@@ -85,12 +63,12 @@ def _share(p: SummaryPoint, role: str) -> float:
 
 
 def _group_label(p: SummaryPoint, axis: str) -> str:
-    parts = [str(_cfg(p, "model"))]
+    parts = [str(cfg(p, "model"))]
     if axis != "batch_size":
-        parts.append(f"batch {_cfg(p, 'batch_size')}")
+        parts.append(f"batch {cfg(p, 'batch_size')}")
     if axis != "seq_len":
-        parts.append(f"seq {_cfg(p, 'seq_len')}")
-    parts += [str(_cfg(p, "device")), str(_cfg(p, "dtype")), str(_cfg(p, "optimizer"))]
+        parts.append(f"seq {cfg(p, 'seq_len')}")
+    parts += [str(cfg(p, "device")), str(cfg(p, "dtype")), str(cfg(p, "optimizer"))]
     return " · ".join(parts)
 
 
@@ -104,13 +82,13 @@ def _charts(ok: Sequence[SummaryPoint], shown: Sequence[str],
             group_by = [k if k != axis else "seq_len" for k in _GROUP]
             groups: dict[tuple[Any, ...], list[SummaryPoint]] = {}
             for p in ok:
-                if _cfg(p, axis) is not None:
-                    groups.setdefault(tuple(_cfg(p, k) for k in group_by), []).append(p)
+                if cfg(p, axis) is not None:
+                    groups.setdefault(tuple(cfg(p, k) for k in group_by), []).append(p)
             for pts in groups.values():
-                xs = sorted({_cfg(p, axis) for p in pts})
+                xs = sorted({cfg(p, axis) for p in pts})
                 if len(xs) < least:
                     continue
-                pts = sorted(pts, key=lambda p: _cfg(p, axis))
+                pts = sorted(pts, key=lambda p: cfg(p, axis))
                 markers = _markers(pts[0], crossovers, ok) if axis == "seq_len" else []
                 seq = axis == "seq_len"
                 charts.append(chart(
@@ -131,9 +109,9 @@ def _charts(ok: Sequence[SummaryPoint], shown: Sequence[str],
 def _series(pts: Sequence[SummaryPoint], shown: Sequence[str], axis: str) -> list[dict[str, Any]]:
     """One line per role: its share at each point of the group."""
     return [{"key": k, "label": role_label(k), "color": ROLE_COLORS.get(k, "#888"), "points": [{
-        "x": _cfg(p, axis), "y": _share(p, k) * 100,
+        "x": cfg(p, axis), "y": _share(p, k) * 100,
         "tip": [f"{role_label(k)}: {fmt_pct(_share(p, k), 2)} of step",
-                f"seq {_cfg(p, 'seq_len')} · batch {_cfg(p, 'batch_size')}"
+                f"seq {cfg(p, 'seq_len')} · batch {cfg(p, 'batch_size')}"
                 f" · step {fmt_ms(p.step_s)} ms"
                 + (f" · run {p.run_id}" if p.run_id is not None else "")],
     } for p in pts]} for k in shown]
@@ -144,9 +122,9 @@ def _same_group(p: SummaryPoint, c: SeqCrossover) -> bool:
     resolved (``cpu``) where the point's configuration may say ``auto``."""
     g = c.group
     if (g.get("model"), g.get("batch"), g.get("dtype"), g.get("optimizer")) != (
-            _cfg(p, "model"), _cfg(p, "batch_size"), _cfg(p, "dtype"), _cfg(p, "optimizer")):
+            cfg(p, "model"), cfg(p, "batch_size"), cfg(p, "dtype"), cfg(p, "optimizer")):
         return False
-    device = str(_cfg(p, "device"))
+    device = str(cfg(p, "device"))
     return device in ("auto", str(g.get("device"))) or str(g.get("device", "")).startswith(device)
 
 
@@ -154,7 +132,7 @@ def _attention_leads_above(c: SeqCrossover, ok: Sequence[SummaryPoint]) -> bool:
     """Which way the crossover goes: attention ahead of the MLP at the measured length
     above it (the usual way: attention's work grows with the square of the length)."""
     for p in ok:
-        if _same_group(p, c) and _cfg(p, "seq_len") == c.above:
+        if _same_group(p, c) and cfg(p, "seq_len") == c.above:
             return _share(p, "attention") > _share(p, "mlp")
     return True
 
@@ -185,13 +163,13 @@ def _table(points: Sequence[SummaryPoint], roles_all: Sequence[str]) -> dict[str
     cols += [(f"{role_label(k)} %", True) for k in roles_all]
     body: list[dict[str, Any]] = []
     for p in points:
-        b = _cfg(p, "batch_size")
+        b = cfg(p, "batch_size")
         per = p.step_s / b if p.step_s is not None and b else None
         status = str(p.status if p.status != "skipped" else "stored") + (
             f": {p.error}" if p.error else "")
-        cells = [cell(len(body), str(len(body))), cell(_cfg(p, "model")), cell(b),
-                 cell(_cfg(p, "seq_len")), cell(_cfg(p, "device")), cell(_cfg(p, "dtype")),
-                 cell(_cfg(p, "optimizer")), cell(p.status, status), cell(p.run_id),
+        cells = [cell(len(body), str(len(body))), cell(cfg(p, "model")), cell(b),
+                 cell(cfg(p, "seq_len")), cell(cfg(p, "device")), cell(cfg(p, "dtype")),
+                 cell(cfg(p, "optimizer")), cell(p.status, status), cell(p.run_id),
                  cell(p.step_s, fmt_ms(p.step_s)), cell(per, fmt_ms(per))]
         roles_p = p.roles or {}
         cells += [cell(roles_p.get(k), fmt_pct(roles_p[k]) if k in roles_p else "–")
@@ -222,7 +200,7 @@ def _crossover_headline(crossovers: Sequence[SeqCrossover], ok: Sequence[Summary
 
 
 def _no_crossover(ok: Sequence[SummaryPoint]) -> str:
-    seqs = sorted({_cfg(p, "seq_len") for p in ok})
+    seqs = sorted({cfg(p, "seq_len") for p in ok})
     span = f"{seqs[0]}–{seqs[-1]}" if len(seqs) > 1 else f"{seqs[0]}"
     leads = [_share(p, "attention") >= _share(p, "mlp") for p in ok]
     if all(leads):
