@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from layertime.render.views.charts import chart, kind_series, table
-from layertime.render.views.sweep_page import MIN_SHOWN_SHARE, cfg, sweep_page
+from layertime.render.views.sweep_page import MIN_SHOWN_SHARE, cfg, group_label, sweep_page
 from layertime.render.views.sweep_roles import token_sweep_view
 from layertime.render.views.style import cell, fmt_ms, fmt_pct
 from layertime.results.sweep import Crossover, SummaryPoint, SweepResult, SweepSummary
@@ -52,16 +52,6 @@ def sweep_view(summary: SweepSummary | SweepResult, *, title: str | None = None,
     )
 
 
-def _group_label(p: SummaryPoint, skip: str) -> str:
-    parts = [str(cfg(p, "model"))]
-    if skip != "batch_size":
-        parts.append(f"batch {cfg(p, 'batch_size')}")
-    if skip != "image_size":
-        parts.append(f"image {cfg(p, 'image_size') or 'default'}")
-    parts += [str(cfg(p, "device")), str(cfg(p, "dtype")), str(cfg(p, "optimizer"))]
-    return " · ".join(parts)
-
-
 def _charts(ok: Sequence[SummaryPoint], shown: Sequence[str],
             crossovers: Sequence[Crossover]) -> list[dict[str, Any]]:
     """Against batch size, one chart per image size; against image size (when it varies),
@@ -83,8 +73,8 @@ def _charts(ok: Sequence[SummaryPoint], shown: Sequence[str],
                 f"sweep-{len(charts)}", "lines",
                 ("Share by kind against batch size" if axis == "batch_size"
                  else "Share by kind against image size"),
-                _group_label(pts[0], axis) + ("" if markers or axis != "batch_size"
-                                              else " · no crossover in this range"),
+                group_label(pts[0], axis, "image_size", "image")
+                + ("" if markers or axis != "batch_size" else " · no crossover in this range"),
                 x_label="batch size" if axis == "batch_size" else "image size (H = W)",
                 x_scale="log2" if axis == "batch_size" else "linear",
                 y_label="share of step time", unit="%", y_max=100.0,

@@ -22,6 +22,18 @@ def cfg(p: SummaryPoint, key: str) -> Any:
     return p.config.get(key)
 
 
+def group_label(p: SummaryPoint, axis: str, size: str, size_label: str) -> str:
+    """A chart's title: what its points share, all of the configuration but ``axis``
+    (``size`` is the other axis: ``image_size`` or ``seq_len``, named ``size_label``)."""
+    parts = [str(cfg(p, "model"))]
+    if axis != "batch_size":
+        parts.append(f"batch {cfg(p, 'batch_size')}")
+    if axis != size:
+        parts.append(f"{size_label} {cfg(p, size) or 'default'}")
+    parts += [str(cfg(p, "device")), str(cfg(p, "dtype")), str(cfg(p, "optimizer"))]
+    return " · ".join(parts)
+
+
 def sweep_page(
     points: Sequence[SummaryPoint],
     ok: Sequence[SummaryPoint],

@@ -15,7 +15,7 @@ from typing import Any
 from layertime.render.views.charts import chart, table
 from layertime.render.views.roles import ROLE_ORDER, role_label
 from layertime.render.views.style import ROLE_COLORS, cell, fmt_ms, fmt_pct
-from layertime.render.views.sweep_page import MIN_SHOWN_SHARE, cfg, sweep_page
+from layertime.render.views.sweep_page import MIN_SHOWN_SHARE, cfg, group_label, sweep_page
 from layertime.results.sweep import SeqCrossover, SummaryPoint, SweepSummary
 
 _GROUP = ("model", "batch_size", "device", "dtype", "optimizer")
@@ -62,16 +62,6 @@ def _share(p: SummaryPoint, role: str) -> float:
     return (p.roles or {}).get(role) or 0.0
 
 
-def _group_label(p: SummaryPoint, axis: str) -> str:
-    parts = [str(cfg(p, "model"))]
-    if axis != "batch_size":
-        parts.append(f"batch {cfg(p, 'batch_size')}")
-    if axis != "seq_len":
-        parts.append(f"seq {cfg(p, 'seq_len')}")
-    parts += [str(cfg(p, "device")), str(cfg(p, "dtype")), str(cfg(p, "optimizer"))]
-    return " · ".join(parts)
-
-
 def _charts(ok: Sequence[SummaryPoint], shown: Sequence[str],
             crossovers: Sequence[SeqCrossover]) -> list[dict[str, Any]]:
     """Against sequence length, one chart per batch size; against batch size (when it
@@ -94,8 +84,8 @@ def _charts(ok: Sequence[SummaryPoint], shown: Sequence[str],
                 charts.append(chart(
                     f"sweep-{len(charts)}", "lines",
                     "Share by role against " + ("sequence length" if seq else "batch size"),
-                    _group_label(pts[0], axis) + ("" if markers or not seq
-                                                  else " · no crossover in this range"),
+                    group_label(pts[0], axis, "seq_len", "seq")
+                    + ("" if markers or not seq else " · no crossover in this range"),
                     x_label="sequence length (tokens)" if seq else "batch size",
                     x_scale="log2", y_label="share of step time", unit="%", y_max=100.0,
                     layout="half", series=_series(pts, shown, axis), markers=markers,
