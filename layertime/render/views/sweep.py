@@ -8,10 +8,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from layertime.render.views.charts import chart, kind_series, table
-from layertime.render.views.sweep_page import MIN_SHOWN_SHARE, cfg, group_label, sweep_page
+from layertime.render.views.charts import chart, kind_series
+from layertime.render.views.sweep_page import (
+    MIN_SHOWN_SHARE,
+    cfg,
+    group_label,
+    points_table,
+    sweep_page,
+)
 from layertime.render.views.sweep_roles import token_sweep_view
-from layertime.render.views.style import cell, fmt_ms, fmt_pct
+from layertime.render.views.style import fmt_ms, fmt_pct
 from layertime.results.sweep import Crossover, SummaryPoint, SweepResult, SweepSummary
 from layertime.taxonomy import STEP_KINDS, kind_label, kind_order
 
@@ -47,7 +53,10 @@ def sweep_view(summary: SweepSummary | SweepResult, *, title: str | None = None,
     return sweep_page(
         points, ok, title=title, status=status, headline=headline,
         crossovers=len(crossovers), crossover_title="", notes=notes,
-        charts=_charts(ok, shown, crossovers), table=_table(points, kinds_all),
+        charts=_charts(ok, shown, crossovers), table=points_table(
+            points, lambda p: p.kinds, [(k, kind_label(k)) for k in kinds_all],
+            size="image_size", size_label="image", size_missing="default",
+            per_label="ms / sample"),
         failed_as=lambda p: f"{cfg(p, 'model')} batch {cfg(p, 'batch_size')}",
     )
 
@@ -112,29 +121,6 @@ def _markers(key: tuple[Any, ...], crossovers: Sequence[Crossover]) -> list[dict
         out.append({"x": c.batch_size, "label": f"crossover ≈ {c.batch_size:.1f}",
                     "tip": [_describe_crossover(c)]})
     return out
-
-
-def _table(points: Sequence[SummaryPoint], kinds_all: Sequence[str]) -> dict[str, Any]:
-    cols = [("#", True), ("model", False), ("batch", True), ("image", True), ("device", False),
-            ("dtype", False), ("optimizer", False), ("status", False), ("run", True),
-            ("step ms", True), ("ms / sample", True)]
-    cols += [(f"{kind_label(k)} %", True) for k in kinds_all]
-    body: list[dict[str, Any]] = []
-    for p in points:
-        b = cfg(p, "batch_size")
-        per = p.step_s / b if p.step_s is not None and b else None
-        status = str(p.status if p.status != "skipped" else "stored") + (
-            f": {p.error}" if p.error else "")
-        cells = [cell(len(body), str(len(body))), cell(cfg(p, "model")), cell(b),
-                 cell(cfg(p, "image_size"), str(cfg(p, "image_size") or "default")),
-                 cell(cfg(p, "device")), cell(cfg(p, "dtype")), cell(cfg(p, "optimizer")),
-                 cell(p.status, status), cell(p.run_id), cell(p.step_s, fmt_ms(p.step_s)),
-                 cell(per, fmt_ms(per))]
-        kinds_p = p.kinds or {}
-        cells += [cell(kinds_p.get(k), fmt_pct(kinds_p[k]) if k in kinds_p else "–")
-                  for k in kinds_all]
-        body.append({"cells": cells, "muted": not p.kinds})
-    return table(cols, body, None, id="points")
 
 
 def _describe_crossover(c: Crossover) -> str:

@@ -5,11 +5,11 @@ sequence length)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from layertime.render.views.charts import view
-from layertime.render.views.style import fmt_int
+from layertime.render.views.charts import table, view
+from layertime.render.views.style import cell, fmt_int, fmt_ms, fmt_pct
 from layertime.results.sweep import SummaryPoint
 
 #: A kind or role under this share at every point is left out of the charts (it stays in
@@ -32,6 +32,41 @@ def group_label(p: SummaryPoint, axis: str, size: str, size_label: str) -> str:
         parts.append(f"{size_label} {cfg(p, size) or 'default'}")
     parts += [str(cfg(p, "device")), str(cfg(p, "dtype")), str(cfg(p, "optimizer"))]
     return " · ".join(parts)
+
+
+def points_table(
+    points: Sequence[SummaryPoint],
+    shares: Callable[[SummaryPoint], Mapping[str, float] | None],
+    columns: Sequence[tuple[str, str]],
+    *,
+    size: str,
+    size_label: str,
+    size_missing: str,
+    per_label: str,
+) -> dict[str, Any]:
+    """Every point of the sweep, one row each: its configuration (``size`` is
+    ``image_size`` or ``seq_len``, shown as ``size_missing`` when unset), status and
+    step time, then its share of each (key, label) of ``columns`` from ``shares``."""
+    cols = [("#", True), ("model", False), ("batch", True), (size_label, True),
+            ("device", False), ("dtype", False), ("optimizer", False), ("status", False),
+            ("run", True), ("step ms", True), (per_label, True)]
+    cols += [(f"{label} %", True) for _, label in columns]
+    body: list[dict[str, Any]] = []
+    for p in points:
+        b = cfg(p, "batch_size")
+        per = p.step_s / b if p.step_s is not None and b else None
+        status = str(p.status if p.status != "skipped" else "stored") + (
+            f": {p.error}" if p.error else "")
+        x = cfg(p, size)
+        cells = [cell(len(body), str(len(body))), cell(cfg(p, "model")), cell(b),
+                 cell(x, str(x) if x is not None else size_missing),
+                 cell(cfg(p, "device")), cell(cfg(p, "dtype")), cell(cfg(p, "optimizer")),
+                 cell(p.status, status), cell(p.run_id), cell(p.step_s, fmt_ms(p.step_s)),
+                 cell(per, fmt_ms(per))]
+        own = shares(p) or {}
+        cells += [cell(own.get(k), fmt_pct(own[k]) if k in own else "–") for k, _ in columns]
+        body.append({"cells": cells, "muted": not shares(p)})
+    return table(cols, body, None, id="points")
 
 
 def sweep_page(

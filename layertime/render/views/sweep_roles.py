@@ -12,10 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from layertime.render.views.charts import chart, table
+from layertime.render.views.charts import chart
 from layertime.render.views.roles import ROLE_ORDER, role_label
-from layertime.render.views.style import ROLE_COLORS, cell, fmt_ms, fmt_pct
-from layertime.render.views.sweep_page import MIN_SHOWN_SHARE, cfg, group_label, sweep_page
+from layertime.render.views.style import ROLE_COLORS, fmt_ms, fmt_pct
+from layertime.render.views.sweep_page import (
+    MIN_SHOWN_SHARE,
+    cfg,
+    group_label,
+    points_table,
+    sweep_page,
+)
 from layertime.results.sweep import SeqCrossover, SummaryPoint, SweepSummary
 
 _GROUP = ("model", "batch_size", "device", "dtype", "optimizer")
@@ -52,7 +58,9 @@ def token_sweep_view(summary: SweepSummary, *, title: str | None = None,
         points, ok, title=title, status=status, headline=headline,
         crossovers=len(crossovers),
         crossover_title="where attention and the MLP trade places (interpolated)",
-        notes=notes, charts=_charts(ok, shown, crossovers), table=_table(points, roles_all),
+        notes=notes, charts=_charts(ok, shown, crossovers), table=points_table(
+            points, lambda p: p.roles, [(k, role_label(k)) for k in roles_all],
+            size="seq_len", size_label="seq", size_missing="–", per_label="ms / sequence"),
         failed_as=lambda p: (f"{cfg(p, 'model')} batch {cfg(p, 'batch_size')} seq "
                              f"{cfg(p, 'seq_len')}"),
     )
@@ -144,28 +152,6 @@ def _markers(p: SummaryPoint, crossovers: Sequence[SeqCrossover],
     """The crossovers of ``p``'s group (model, batch size, device, dtype, optimizer)."""
     return [{"x": c.seq_len, "label": f"crossover ≈ {c.seq_len:.0f} (interpolated)",
              "tip": [_describe(c, ok)]} for c in crossovers if _same_group(p, c)]
-
-
-def _table(points: Sequence[SummaryPoint], roles_all: Sequence[str]) -> dict[str, Any]:
-    cols = [("#", True), ("model", False), ("batch", True), ("seq", True), ("device", False),
-            ("dtype", False), ("optimizer", False), ("status", False), ("run", True),
-            ("step ms", True), ("ms / sequence", True)]
-    cols += [(f"{role_label(k)} %", True) for k in roles_all]
-    body: list[dict[str, Any]] = []
-    for p in points:
-        b = cfg(p, "batch_size")
-        per = p.step_s / b if p.step_s is not None and b else None
-        status = str(p.status if p.status != "skipped" else "stored") + (
-            f": {p.error}" if p.error else "")
-        cells = [cell(len(body), str(len(body))), cell(cfg(p, "model")), cell(b),
-                 cell(cfg(p, "seq_len")), cell(cfg(p, "device")), cell(cfg(p, "dtype")),
-                 cell(cfg(p, "optimizer")), cell(p.status, status), cell(p.run_id),
-                 cell(p.step_s, fmt_ms(p.step_s)), cell(per, fmt_ms(per))]
-        roles_p = p.roles or {}
-        cells += [cell(roles_p.get(k), fmt_pct(roles_p[k]) if k in roles_p else "–")
-                  for k in roles_all]
-        body.append({"cells": cells, "muted": not p.roles})
-    return table(cols, body, None, id="points")
 
 
 def _crossover_headline(crossovers: Sequence[SeqCrossover], ok: Sequence[SummaryPoint]) -> str:
