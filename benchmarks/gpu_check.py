@@ -80,8 +80,8 @@ from layertime.cost.devices import get_profile, profile_for_device  # noqa: E402
 from layertime.errors import LayertimeError  # noqa: E402
 from layertime.measure.events import busy_us, from_kineto, from_profiler  # noqa: E402
 from layertime.measure.prepare import prepare  # noqa: E402
-from layertime.measure.runner import MeasureOptions, measure  # noqa: E402
-from layertime.measure.tracer import TraceSession, phase  # noqa: E402
+from layertime.measure.runner import MeasureOptions, measure, trace_step  # noqa: E402
+from layertime.measure.tracer import TraceSession  # noqa: E402
 from layertime.modules import ModuleTable, training_mode  # noqa: E402
 from layertime.results.run import Run  # noqa: E402
 from layertime.workload import Workload, WorkloadSpec, check_input  # noqa: E402
@@ -548,18 +548,9 @@ def check_event_ids(chk: Check, cfg: Config) -> None:
     with training_mode(model):
         work = Workload(model, config, device, shape)
         work.step()
-        _sync(device)
         session = TraceSession(table, device)
-        session.start()
-        try:
-            session.enter_step()
-            work.step(phase)
-            _sync(device)
-            session.exit_step()
-        except BaseException:
-            session.abort()
-            raise
-        ours = session.stop()
+        trace_step(work, session)
+        ours = session.events
     raw = list(session.profiler.events())
     types = collections.Counter(str(getattr(e, "activity_type", None)) for e in raw)
     cpu_side = [e for e in raw if str(getattr(e, "device_type", "CPU")).endswith("CPU")]
@@ -624,17 +615,7 @@ def check_sessions(chk: Check, cfg: Config, n_plain: int, n_sessions: int) -> No
         before = plain()
         t0 = time.perf_counter()
         for _ in range(n_sessions):
-            s = TraceSession(table, device)
-            s.start()
-            try:
-                s.enter_step()
-                work.step(phase)
-                _sync(device)
-                s.exit_step()
-            except BaseException:
-                s.abort()
-                raise
-            s.stop()
+            trace_step(work, TraceSession(table, device))
         per_session = (time.perf_counter() - t0) / n_sessions
         after = plain()
     r = statistics.median(after) / statistics.median(before)

@@ -49,7 +49,8 @@ from torch import nn  # noqa: E402
 from layertime.measure.attribute import attribute_step, split_steps  # noqa: E402
 from layertime.measure.events import from_kineto, from_profiler  # noqa: E402
 from layertime.measure.prepare import prepare  # noqa: E402
-from layertime.measure.tracer import TraceSession, _RangeHooks, phase  # noqa: E402
+from layertime.measure.runner import trace_step  # noqa: E402
+from layertime.measure.tracer import TraceSession, _RangeHooks  # noqa: E402
 from layertime.modules import ModuleTable, training_mode  # noqa: E402
 from layertime.workload import Workload, WorkloadSpec, check_input  # noqa: E402
 
@@ -195,13 +196,7 @@ def after_the_step(model_name: str, reps: int) -> list[str]:
         work = Workload(p.model, p.workload, p.device, out_shape)
         work.step()
         session = TraceSession(table, p.device)
-        session.start()
-        session.enter_step()
-        t = time.perf_counter()
-        work.step(phase)
-        step_s = time.perf_counter() - t
-        session.exit_step()
-        session.stop()
+        step_s, _ = trace_step(work, session)
     prof = session.profiler
     results = prof.profiler.kineto_results
 

@@ -13,7 +13,7 @@ PASS or MISS and never asserts.  For each sequence length (batch 1):
 Each length runs ``--steps`` rounds (5) of three steps, in rotating order so
 that the machine's changing load hits all alike: a plain step and a traced step
 of ``layertime.profile`` (its own functions: ``runner._plain_step``, a
-``TraceSession`` around ``runner._timed_in_session``, ``runner._charge``,
+``TraceSession`` run by ``runner.trace_step``, ``runner._charge``,
 ``aggregate``), and a stock step profiled by ``torch.profiler`` alone.
 The model is ``hf:gpt2`` with its config overrides in the workload's model
 reference (``layertime.ModelRef``).
@@ -261,7 +261,7 @@ def interleaved(seq_len: int, batch_size: int, steps: int, warmup: int,
 
     On a shared CPU the load changes from minute to minute; taking the three
     kinds of step in rotation puts them under the same conditions.  The
-    traced steps are ``layertime.profile``'s own (``runner._timed_in_session``
+    traced steps are ``layertime.profile``'s own (``runner.trace_step``
     in a ``TraceSession``, charged by ``runner._charge``), aggregated into a
     Run as ``runner.measure`` does; the session's raw events are kept for
     the same-step classification.
@@ -272,7 +272,7 @@ def interleaved(seq_len: int, batch_size: int, steps: int, warmup: int,
     from layertime.measure.aggregate import aggregate, shared_notes
     from layertime.measure.environment import describe
     from layertime.measure.prepare import prepare
-    from layertime.measure.runner import _charge, _plain_step, _timed_in_session
+    from layertime.measure.runner import _charge, _plain_step, trace_step
     from layertime.measure.tracer import TraceSession
     from layertime.modules import ModuleTable, training_mode
     from layertime.results.run import Run
@@ -305,13 +305,7 @@ def interleaved(seq_len: int, batch_size: int, steps: int, warmup: int,
                     plain.append(_plain_step(work)[0])
                 elif which == 1:
                     session = TraceSession(table, p.device)
-                    session.start()
-                    try:
-                        wall, _ = _timed_in_session(work, session, None)
-                    except BaseException:
-                        session.abort()
-                        raise
-                    session.stop()
+                    wall, _ = trace_step(work, session)
                     charges.append(_charge(work, session, [wall], None)[0])
                     per = classify_events(session.profiler.events(), p.device,
                                           "layertime::step")

@@ -19,8 +19,8 @@ from torch.utils.checkpoint import checkpoint
 
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.events import ACCUMULATE_GRAD, BACKWARD_NODE, MODULE, PHASE, OpEvent
-from layertime.measure.runner import MeasureOptions, measure
-from layertime.measure.tracer import TraceSession, phase
+from layertime.measure.runner import MeasureOptions, measure, trace_step
+from layertime.measure.tracer import TraceSession
 from layertime.modules import ModuleTable, training_mode
 from layertime.results.run import LayerRow, Run
 from layertime.taxonomy import KINDS
@@ -96,14 +96,8 @@ class Traced:
             work = Workload(model, cfg, CPU, out_shape)
             work.step()  # a plain step first, as measure() does
             session = TraceSession(self.table, CPU)
-            session.start()
-            try:
-                session.enter_step()
-                work.step(phase)
-            except BaseException:
-                session.abort()
-                raise
-            events = session.stop()
+            trace_step(work, session)
+            events = session.events
         [(self.step, self.events)] = split_steps(events)
         self.by_id = {e.id: e for e in self.events}
         self.charges: StepCharges = attribute_step(self.step, self.events)

@@ -11,8 +11,8 @@ from torch import nn
 
 from layertime.errors import LayertimeError
 from layertime.measure.events import busy_us, from_profiler
-from layertime.measure.runner import MeasureOptions, measure
-from layertime.measure.tracer import TraceSession, phase
+from layertime.measure.runner import MeasureOptions, measure, trace_step
+from layertime.measure.tracer import TraceSession
 from layertime.modules import ModuleTable, training_mode
 from layertime.workload import Workload, WorkloadSpec, check_input
 
@@ -56,18 +56,9 @@ def _one_traced_step() -> tuple[TraceSession, list]:  # type: ignore[type-arg]
     with training_mode(model):
         work = Workload(model, cfg, DEV, shape)
         work.step()
-        torch.cuda.synchronize()
         s = TraceSession(table, DEV)
-        s.start()
-        try:
-            s.enter_step()
-            work.step(phase)
-            torch.cuda.synchronize()
-            s.exit_step()
-        except BaseException:
-            s.abort()
-            raise
-        events = s.stop()
+        trace_step(work, s)
+        events = s.events
     return s, events
 
 

@@ -14,7 +14,8 @@ from torch import nn
 import layertime.measure.tracer as tracer
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.events import MODULE, from_kineto, from_profiler
-from layertime.measure.tracer import TraceSession, phase
+from layertime.measure.runner import trace_step
+from layertime.measure.tracer import TraceSession
 from layertime.modules import ModuleTable, training_mode
 from layertime.workload import Workload, WorkloadSpec, check_input
 
@@ -62,11 +63,7 @@ def work(request: pytest.FixtureRequest) -> Iterator[tuple[Workload, ModuleTable
 
 def traced(work: Workload, table: ModuleTable, *, fast: bool) -> TraceSession:
     session = TraceSession(table, torch.device("cpu"), fast=fast)
-    session.start()
-    session.enter_step()
-    work.step(phase)
-    session.exit_step()
-    session.stop()
+    trace_step(work, session)
     return session
 
 

@@ -150,6 +150,25 @@ def _timed_in_session(
     return wall, loss
 
 
+def trace_step(
+    work: Workload,
+    session: TraceSession | CompiledTraceSession,
+    sync: StepSync | None = None,
+) -> tuple[float, torch.Tensor]:
+    """One step of ``work`` traced in ``session``, a profiler session of its own: started,
+    then stopped with its events read, or aborted if the step raises.  Returns the step's
+    synchronised wall time and its loss."""
+    _sync(work.device)
+    session.start()
+    try:
+        wall, loss = _timed_in_session(work, session, sync)
+    except BaseException:
+        session.abort()
+        raise
+    session.stop()
+    return wall, loss
+
+
 def _traced_step(
     work: Workload,
     table: ModuleTable,
@@ -160,14 +179,7 @@ def _traced_step(
     session: TraceSession | CompiledTraceSession = (
         compiled.session() if compiled is not None else TraceSession(table, work.device)
     )
-    _sync(work.device)
-    session.start()
-    try:
-        wall, loss = _timed_in_session(work, session, sync)
-    except BaseException:
-        session.abort()
-        raise
-    session.stop()
+    wall, loss = trace_step(work, session, sync)
     return _charge(work, session, [wall], sync, compiled)[0], loss
 
 
