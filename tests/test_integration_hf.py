@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from _datasets import Images
+
 import layertime
 import layertime.integrations.hf as hf
 from layertime.errors import LayertimeWarning
@@ -34,24 +36,6 @@ def _quiet(one_thread: None) -> Iterator[None]:
         warnings.filterwarnings("ignore", module="transformers")
         warnings.filterwarnings("ignore", module="accelerate")
         yield
-
-
-class Images(torch.utils.data.Dataset):
-    """Synthetic 3x16x16 images as dicts; ``sleep_s`` per sample makes loading slow."""
-
-    def __init__(self, n: int = 256, sleep_s: float = 0.0) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 3, 16, 16, generator=g)
-        self.y = torch.randint(0, 10, (n,), generator=g)
-        self.sleep_s = sleep_s
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if self.sleep_s:
-            time.sleep(self.sleep_s)
-        return {"pixel_values": self.x[i], "labels": self.y[i]}
 
 
 class TinyCNN(nn.Module):
@@ -79,7 +63,8 @@ def train(callbacks: list[Any], tmp_path: Path, *, max_steps: int = 8, sleep_s: 
         save_strategy="no", dataloader_num_workers=0, **args_kw,
     )
     model = TinyCNN()
-    trainer = Trainer(model, args, train_dataset=Images(sleep_s=sleep_s), callbacks=callbacks)
+    trainer = Trainer(model, args, train_dataset=Images(sleep_s=sleep_s, as_dict=True),
+                      callbacks=callbacks)
     trainer.train()
     return trainer, model
 

@@ -26,6 +26,8 @@ from lightning.pytorch.strategies import (
 )
 from torch import nn
 
+from _datasets import Images
+
 import layertime
 from layertime.errors import LayertimeError, LayertimeWarning
 from layertime.integrations.lightning import LayertimeCallback, lightning_row, unattributable
@@ -45,24 +47,6 @@ def _quiet_lightning(one_thread: None) -> Iterator[None]:
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*val_dataloader.*")
         yield
-
-
-class Images(torch.utils.data.Dataset):
-    """Synthetic 3x16x16 images; ``sleep_s`` per sample makes loading slow on purpose."""
-
-    def __init__(self, n: int = 256, sleep_s: float = 0.0) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 3, 16, 16, generator=g)
-        self.y = torch.randint(0, 10, (n,), generator=g)
-        self.sleep_s = sleep_s
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.sleep_s:
-            time.sleep(self.sleep_s)
-        return self.x[i], self.y[i]
 
 
 class TinyCNN(L.LightningModule):
