@@ -155,7 +155,8 @@ def test_results_without_the_methods_are_read_through_torchs_tree(work) -> None:
 
     session = traced(*work, fast=True)
     results = session.profiler.profiler.kineto_results
-    assert kineto_readable(results)
+    assert kineto_readable(results, tracer._KINETO_EVENT)
+    assert type(results.events()[0]) is tracer._KINETO_EVENT
 
     class Bare:  # an older torch's event, without sequence numbers
         def name(self) -> str:
@@ -168,4 +169,5 @@ def test_results_without_the_methods_are_read_through_torchs_tree(work) -> None:
         def events(self) -> list[Bare]:
             return [Bare()]
 
-    assert not kineto_readable(Old()) and not kineto_readable(None)
+    assert not kineto_readable(Old(), Bare) and not kineto_readable(None, tracer._KINETO_EVENT)
+    assert not kineto_readable(results, None)

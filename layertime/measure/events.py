@@ -211,12 +211,15 @@ _KINETO_METHODS = ("name", "start_ns", "end_ns", "start_thread_id", "end_thread_
                    "device_type", "sequence_nr", "fwd_thread_id")
 
 
-def kineto_readable(result: Any) -> bool:
-    """Whether :func:`from_kineto` can read these results (else read ``prof.events()``)."""
-    if result is None or not hasattr(result, "trace_start_ns") or not hasattr(result, "events"):
-        return False
-    events = result.events()
-    return not events or all(hasattr(type(events[0]), m) for m in _KINETO_METHODS)
+def kineto_readable(result: Any, event_type: Any) -> bool:
+    """Whether :func:`from_kineto` can read these results, whose events are of
+    ``event_type`` (torch's ``_KinetoEvent``); else read ``prof.events()``.  Judged
+    from the class, so that the events are not built twice."""
+    return (
+        result is not None and event_type is not None
+        and hasattr(result, "trace_start_ns") and hasattr(result, "events")
+        and all(hasattr(event_type, m) for m in _KINETO_METHODS)
+    )
 
 
 def _nesting_parents(spans: list[tuple[int, int, int]]) -> list[int | None]:

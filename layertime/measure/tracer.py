@@ -34,6 +34,8 @@ from layertime.modules import ModuleTable
 #: (``benchmarks/hook_cost.py`` measures both per module call).  Absent from older
 #: torch, where the ops are used.
 _FAST_RANGE: Any = getattr(getattr(torch._C, "_profiler", None), "_RecordFunctionFast", None)
+#: The class of Kineto's events, whose methods ``from_kineto`` reads.
+_KINETO_EVENT: Any = getattr(getattr(torch._C, "_autograd", None), "_KinetoEvent", None)
 
 
 class _RangeHooks:
@@ -109,9 +111,9 @@ class _RangeHooks:
 
 
 @contextmanager
-def module_ranges(table: ModuleTable, *, fast: bool = True) -> Iterator[None]:
+def module_ranges(table: ModuleTable) -> Iterator[None]:
     """Wrap every module call in a ``layertime::module::<i>`` range, for this block only."""
-    hooks = _RangeHooks(table, fast=fast)
+    hooks = _RangeHooks(table)
     try:
         hooks.install()
         yield
@@ -241,7 +243,7 @@ class TraceSession(ProfilerSession):
 
     def _collect(self) -> list[OpEvent]:
         results = getattr(getattr(self._prof, "profiler", None), "kineto_results", None)
-        if self._fast and self._cpu_only and kineto_readable(results):
+        if self._fast and self._cpu_only and kineto_readable(results, _KINETO_EVENT):
             return from_kineto(results)
         raw = list(self._prof.events())
         self.kernels = device_spans(raw)
