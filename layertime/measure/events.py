@@ -8,7 +8,7 @@ with hand-made events.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,13 +71,18 @@ _RUNTIME_NAME = re.compile(r"^(cuda[A-Z]|cu[A-Z]|hip[A-Z]|nccl[A-Z]|cupti|CUPTI 
 
 
 def _is_op(e: Any) -> bool:
-    """Whether a CPU-side profiler event is an op or a range (not a runtime call)."""
-    activity = getattr(e, "activity_type", None)
+    """Whether a CPU-side ``FunctionEvent`` is an op or a range (not a runtime call)."""
+    return _op_or_range(str(e.name), getattr(e, "activity_type", None),
+                        lambda: int(getattr(e, "linked_correlation_id", 0) or 0))
+
+
+def _op_or_range(name: str, activity: Any, linked: Callable[[], int]) -> bool:
+    """The rule of :func:`_is_op`, for either kind of event: by its activity type where
+    torch gives one, else not linked to another op (runtime calls are) and not named
+    as a runtime call."""
     if activity is not None:
         return str(activity).lower() not in _NOT_OPS
-    if int(getattr(e, "linked_correlation_id", 0) or 0) > 0:
-        return False
-    return not _RUNTIME_NAME.match(str(e.name))
+    return linked() <= 0 and not _RUNTIME_NAME.match(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +187,8 @@ def from_kineto(result: Any) -> list[OpEvent]:
             continue  # torch's async events, and device activities: not in the tree
         if name.startswith("ProfilerStep#"):  # torch's wildcard, as in FunctionEvent.name
             name = "ProfilerStep*"
-        is_op = not _RUNTIME_NAME.match(name) and (
-            activity is None or str(activity(e)).lower() not in _NOT_OPS)
+        is_op = _op_or_range(name, activity(e) if activity is not None else None,
+                             e.linked_correlation_id)
         rows.append((e.start_ns(), e.end_ns(), name, thread, e.sequence_nr(),
                      e.fwd_thread_id() or 0, is_op))
     rows.sort(key=lambda r: (r[0], -r[1]))  # stable, as torch's final sort
@@ -208,7 +213,7 @@ def from_kineto(result: Any) -> list[OpEvent]:
 
 #: The methods :func:`from_kineto` needs of Kineto's events (those of torch 1.13 on).
 _KINETO_METHODS = ("name", "start_ns", "end_ns", "start_thread_id", "end_thread_id", "is_async",
-                   "device_type", "sequence_nr", "fwd_thread_id")
+                   "device_type", "sequence_nr", "fwd_thread_id", "linked_correlation_id")
 
 
 def kineto_readable(result: Any, event_type: Any) -> bool:
