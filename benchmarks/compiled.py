@@ -41,9 +41,9 @@ import torch
 
 import layertime
 from layertime.measure.attribute import StepCharges
-from layertime.measure.compiled import CompiledCollector, CompileOptions
-from layertime.measure.compiled_attribute import CALL_GRAPH, CompiledStep, strip_graph_prefix
-from layertime.measure.compiled_session import CompiledTraceSession
+from layertime.measure.compiled.collector import CompiledCollector, CompileOptions
+from layertime.measure.compiled.attribute import CALL_GRAPH, CompiledStep, strip_graph_prefix
+from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.events import OpEvent
 from layertime.measure.prepare import prepare
 from layertime.measure.runner import MeasureOptions, measure

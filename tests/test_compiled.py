@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import layertime
-from layertime.measure.compiled import CompileOptions
+from layertime.measure.compiled.collector import CompileOptions
 from layertime.render.table import render_text
 from layertime.results.run import Run
 

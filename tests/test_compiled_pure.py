@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import pytest
 
-from layertime.measure.compiled_attribute import (
+from layertime.measure.compiled.attribute import (
     CALL_GRAPH,
     attribute_compiled_step,
     strip_graph_prefix,
 )
-from layertime.measure.compiled_capture import call_sites, module_path
-from layertime.measure.compiled_graphs import CallSite, GraphInfo, NodeInfo
+from layertime.measure.compiled.capture import call_sites, module_path
+from layertime.measure.compiled.graphs import CallSite, GraphInfo, NodeInfo
 from layertime.measure.events import BACKWARD_NODE, MODULE, OPTIMIZER_STEP, PHASE, STEP, OpEvent
 
 MAIN = 1

@@ -33,9 +33,9 @@ from layertime.cost.comm import (
 )
 from layertime.errors import LayertimeError
 from layertime.measure.attribute import StepCharges
-from layertime.measure.comm_collector import BucketTimes, StepComm, charge_step, partition_busy
-from layertime.measure.launch import diagnose, torchrun_failures, worker_argv
-from layertime.measure.merge import merge_ranks
+from layertime.measure.parallel.ddp_comm import BucketTimes, StepComm, charge_step, partition_busy
+from layertime.measure.parallel.launch import diagnose, torchrun_failures, worker_argv
+from layertime.measure.parallel.merge import merge_ranks
 from layertime.results.comm import Bucket, Link
 from layertime.results.run import Run
 
@@ -288,7 +288,7 @@ def test_traced_steps_are_charged_in_the_order_they_ended() -> None:
 
     import torch
 
-    from layertime.measure.comm_collector import CommCollector
+    from layertime.measure.parallel.ddp_comm import CommCollector
 
     col = CommCollector(2, torch.device("cpu"))
     for done in (0.5, 0.9):  # step 1 waits 0.1 after compute, step 2 waits 0.5

@@ -113,7 +113,7 @@ def compile_options(args: argparse.Namespace) -> Any:
     """``--compile``/``--compile-mode``: the CompileOptions, or None for an eager run."""
     if not (getattr(args, "compile", False) or getattr(args, "compile_mode", None)):
         return None
-    from layertime.measure.compiled import CompileOptions
+    from layertime.measure.compiled.collector import CompileOptions
 
     return CompileOptions(mode=args.compile_mode)
 

@@ -51,7 +51,7 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
     with progress(not args.quiet and sys.stderr.isatty()) as on_progress:
         try:
             if args.ddp:  # one rank of a data-parallel run
-                from layertime.measure.distributed import profile_ddp_workload
+                from layertime.measure.parallel.ddp import profile_ddp_workload
 
                 run = profile_ddp_workload(workload, measure_options(args), backend=args.backend,
                                            timeout_s=args.ddp_timeout, on_progress=on_progress)
@@ -116,7 +116,7 @@ def _store_run(args: argparse.Namespace, kind: str, result: dict[str, Any], mode
 
 
 def _launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
-    from layertime.measure.launch import launch, worker_argv
+    from layertime.measure.parallel.launch import launch, worker_argv
 
     out = launch(args.nproc, worker_argv(argv))
     if out.returncode == 0:

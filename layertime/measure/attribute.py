@@ -37,7 +37,7 @@ The method, in full:
   ``unattributed`` is the rest of the step's wall time (GPU idle).
 * Data-parallel gradient synchronisation on the training thread (our DDP comm
   hook's range, DDP's bucket copies) is the step-level ``comm`` row; the
-  collector in ``distributed.py`` adds the wait for the all-reduce after
+  collector in ``parallel/ddp_comm.py`` adds the wait for the all-reduce after
   backward to it and splits it across layers.
 """
 
@@ -108,7 +108,7 @@ class StepCharges:
     #: owner -> (first start, last end) in seconds from the step's start, on
     #: the CPU timeline: where each row's work lies, for traces.
     spans: dict[Owner, tuple[float, float]] = field(default_factory=dict)
-    #: Data-parallel only (filled by ``comm_collector.charge_step``): module
+    #: Data-parallel only (filled by ``parallel/ddp_comm.charge_step``): module
     #: index -> its communication; the exposed parts add up to ``step["comm"]``.
     #: module index -> gradient bytes all-reduced.
     comm: dict[int, CommCharge] = field(default_factory=dict)

@@ -12,7 +12,7 @@
 
 ``model`` may be ``torch.compile(module)`` (create the Profiler before its
 first call, so that compilation happens inside it): its compiled kernels are
-then charged to the layers they came from (``compiled.py``), a step in which
+then charged to the layers they came from (``compiled/collector.py``), a step in which
 anything compiled is dropped, and the result says how it was compiled.
 
 ``prof.step()`` marks the end of one step.  After ``warmup_steps``, steps
@@ -37,8 +37,8 @@ from layertime.errors import LayertimeError
 from layertime.kinds import KindObserver
 from layertime.measure.aggregate import aggregate, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
-from layertime.measure.compiled import CompiledCollector, compiled_in_place, compiled_inner
-from layertime.measure.compiled_session import CompiledTraceSession
+from layertime.measure.compiled.collector import CompiledCollector, compiled_in_place, compiled_inner
+from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.environment import describe
 from layertime.measure.tracer import TraceSession
 from layertime.modules import ModuleTable

@@ -27,8 +27,8 @@ from layertime.errors import LayertimeError, memory_errors
 from layertime.kinds import KindObserver
 from layertime.measure.aggregate import aggregate, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
-from layertime.measure.compiled import CompiledCollector, CompileOptions, collecting
-from layertime.measure.compiled_session import CompiledTraceSession
+from layertime.measure.compiled.collector import CompiledCollector, CompileOptions, collecting
+from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.device_time import device_time_warnings, idle_from_plain
 from layertime.measure.environment import describe
 from layertime.measure.events import busy_us
@@ -252,9 +252,9 @@ def measure(
     """Profile ``model`` (already built and on ``device``) running ``workload``.
 
     ``workload.input`` must be resolved (:func:`prepare` does it);
-    ``sync`` makes it one rank of a data-parallel run (``distributed.py``).
+    ``sync`` makes it one rank of a data-parallel run (``parallel/ddp.py``).
     ``compile`` runs ``torch.compile(model)`` instead, its kernels charged to
-    the layers they came from (``compiled.py``); warm-up then lasts until a
+    the layers they came from (``compiled/collector.py``); warm-up then lasts until a
     step compiles nothing, and a measured step that compiles is dropped.  A
     ready :class:`CompiledCollector` (built on ``model`` and ``ModuleTable(model)``)
     may be given instead of options, to see its per-step findings afterwards.

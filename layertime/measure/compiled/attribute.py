@@ -7,7 +7,7 @@ range whose children are the graph's kernels in the order the generated wrapper
 calls them: Inductor's generated kernels (``graph_0_cpp_fused_...`` on the CPU,
 with kernel profiling on; on CUDA the Triton kernels appear as device kernels
 launched by the range itself) and extern kernels (plain aten ops such as
-``aten::convolution``, ``aten::mm``).  The collector (``compiled.py``) reads,
+``aten::convolution``, ``aten::mm``).  The collector (``collector.py``) reads,
 for every graph Inductor compiled, the same call order from the generated code
 and, for every call site, the post-grad FX nodes it came from (Inductor's
 provenance tracking) and the module of each node (Dynamo's ``nn_module_stack``;
@@ -50,7 +50,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from layertime.measure.attribute import StepCharges, attribute_step
-from layertime.measure.compiled_graphs import CallSite, GraphInfo, NodeInfo
+from layertime.measure.compiled.graphs import CallSite, GraphInfo, NodeInfo
 from layertime.measure.events import ACCUMULATE_GRAD, BACKWARD_NODE, PHASE, OpEvent
 
 #: Dynamo's range around a compiled frame; the compile id follows ": ".

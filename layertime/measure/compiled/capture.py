@@ -1,6 +1,6 @@
 """Read what the compiler knows while it compiles: each graph's kernel calls, the FX
 nodes behind every call, and each node's module and counted cost (part of
-:mod:`layertime.measure.compiled`; everything here is scoped to the capture's ``with``
+:mod:`layertime.measure.compiled.collector`; everything here is scoped to the capture's ``with``
 block: configs are restored and handlers removed in ``finally``).
 
 * **Node -> module.**  Every FX node Dynamo traces carries ``nn_module_stack``
@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from layertime.measure.compiled_graphs import CallSite, GraphInfo, NodeInfo
+from layertime.measure.compiled.graphs import CallSite, GraphInfo, NodeInfo
 from layertime.results.compiled import Compilation, GraphBreak
 
 #: The logger torch's structured trace writes to.

@@ -1,5 +1,5 @@
 """``torch.profiler`` around one step of a compiled model (part of
-:mod:`layertime.measure.compiled`): one range on the compiled wrapper, and per CPU
+:mod:`layertime.measure.compiled.collector`): one range on the compiled wrapper, and per CPU
 event the device kernels it launched and the shape of its first input."""
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 torchrun (``torch.distributed.run``) starts the ranks; each one runs the
 single-process profile (``runner.measure``) with the model wrapped in
 ``DistributedDataParallel`` and a
-:class:`~layertime.measure.comm_collector.CommCollector` registered as DDP's
+:class:`~layertime.measure.parallel.ddp_comm.CommCollector` registered as DDP's
 communication hook, which times every gradient bucket's all-reduce and
-charges it to the layers whose gradients it holds (``comm_collector.py``).
+charges it to the layers whose gradients it holds (``parallel/ddp_comm.py``).
 
 After measuring, each rank times two all-reduces outside any step (the
 link's latency and bandwidth in the ring model, ``link.py``), then rank 0
@@ -15,7 +15,7 @@ so a straggler (the rank the others wait for) is visible.
 
 Failures: the process group has a bounded timeout; a heartbeat per rank
 lets the rank whose collective fails name the rank that died or hung
-(``ddp_health.py``).
+(``parallel/health.py``).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import torch.distributed as dist
 from torch import nn
 
 from layertime.errors import LayertimeError, first_line
-from layertime.measure.comm_collector import CommCollector
-from layertime.measure.ddp_health import Heartbeat, StatusFile, explain_failure, is_comm_failure
-from layertime.measure.link import measure_link
-from layertime.measure.merge import merge_ranks
+from layertime.measure.parallel.ddp_comm import CommCollector
+from layertime.measure.parallel.health import Heartbeat, StatusFile, explain_failure, is_comm_failure
+from layertime.measure.parallel.link import measure_link
+from layertime.measure.parallel.merge import merge_ranks
 from layertime.measure.prepare import Prepared, prepare
 from layertime.measure.runner import MeasureOptions, ProgressFn, measure
 from layertime.models import ModelRef

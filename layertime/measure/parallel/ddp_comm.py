@@ -43,7 +43,7 @@ from torch import nn
 
 from layertime.errors import LayertimeError
 from layertime.measure.attribute import BucketCharge, CommCharge, StepCharges
-from layertime.measure.ddp_health import Heartbeat
+from layertime.measure.parallel.health import Heartbeat
 from layertime.measure.events import COMM
 from layertime.modules import ModuleTable
 from layertime.results.data_parallel import BucketRow

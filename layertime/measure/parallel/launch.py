@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from layertime.measure.ddp_health import STATUS_DIR_ENV
+from layertime.measure.parallel.health import STATUS_DIR_ENV
 
 #: Seconds torchrun gets to stop its workers after SIGTERM before everything is killed.
 STOP_GRACE_S = 10.0

@@ -3,16 +3,16 @@
 The collector (:class:`CompiledCollector`) joins three parts, each scoped to its
 ``with`` block:
 
-* **What the compiler knows** (:mod:`~layertime.measure.compiled_capture`): for
+* **What the compiler knows** (:mod:`~layertime.measure.compiled.capture`): for
   each graph Inductor lowers, its kernel calls in order, the FX nodes behind each
   call (Inductor's provenance tracking) and each node's module (Dynamo's
   ``nn_module_stack``) and counted cost.
-* **Kernel events** (:mod:`~layertime.measure.compiled_session`).  On the CPU,
+* **Kernel events** (:mod:`~layertime.measure.compiled.session`).  On the CPU,
   Inductor's C++ kernels appear in the profile only with
   ``config.cpp.enable_kernel_profile`` (on in scope); extern kernels are aten
   ops.  On CUDA, Triton kernels are device kernels launched by the graph's
   ``## Call CompiledFxGraph ##`` range.
-* **The join** (:mod:`~layertime.measure.compiled_attribute`), a pure function.
+* **The join** (:mod:`~layertime.measure.compiled.attribute`), a pure function.
 
 **Compile apart.**  Warm-up runs until a step compiles nothing; compilation
 time is the warm-up steps that compiled minus as many steady steps (measured).
@@ -38,10 +38,10 @@ from torch import nn
 
 from layertime.errors import LayertimeError
 from layertime.measure.attribute import StepCharges
-from layertime.measure.compiled_attribute import CompiledStep, attribute_compiled_step
-from layertime.measure.compiled_capture import BALANCE, ProvenanceCapture
-from layertime.measure.compiled_graphs import GraphInfo
-from layertime.measure.compiled_session import CompiledTraceSession
+from layertime.measure.compiled.attribute import CompiledStep, attribute_compiled_step
+from layertime.measure.compiled.capture import BALANCE, ProvenanceCapture
+from layertime.measure.compiled.graphs import GraphInfo
+from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.events import OpEvent
 from layertime.modules import ModuleTable
 from layertime.results.compiled import COMPILE_MODES, CompiledSummary, FusedGroup, GraphTotal

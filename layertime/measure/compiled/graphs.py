@@ -1,8 +1,8 @@
 """What the compiler says about each graph it compiled: its kernel calls in order (call
 sites), the post-grad FX nodes behind each call, and each node's module and counted cost.
 
-:mod:`~layertime.measure.compiled_capture` fills these in while compiling;
-:mod:`~layertime.measure.compiled_attribute` joins them with a traced step's events.
+:mod:`~layertime.measure.compiled.capture` fills these in while compiling;
+:mod:`~layertime.measure.compiled.attribute` joins them with a traced step's events.
 Plain, torch-free records, so that tests can make them by hand.
 """
 
@@ -20,7 +20,7 @@ class NodeInfo:
     ``module`` is a dotted path as in ``named_modules()`` (``""`` is the model
     itself: functional code in its own ``forward``), or None when unknown.
     ``call`` tells calls of one module apart (a module called twice in a graph
-    has two); ``weight`` is the node's cost on one scale (see ``compiled.py``;
+    has two); ``weight`` is the node's cost on one scale (see ``collector.py``;
     zero for views, which move nothing); ``op`` its aten op (``aten::mm``).
     """
 
