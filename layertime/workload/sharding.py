@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from layertime.errors import LayertimeError
@@ -159,6 +160,7 @@ def _is_conv1d(m: nn.Module) -> bool:
 def _features(m: nn.Module) -> tuple[int, int]:
     """(in, out) features of a linear layer (``nn.Linear`` or ``Conv1D``)."""
     w = m.weight
+    assert isinstance(w, torch.Tensor)
     if _is_conv1d(m):
         return int(w.shape[0]), int(w.shape[1])
     return int(w.shape[1]), int(w.shape[0])
