@@ -17,6 +17,18 @@ from torch import nn
 from layertime.kinds import kind_of
 
 
+def class_name(module: nn.Module) -> str:
+    """The module's own class name: FSDP2's ``fully_shard`` swaps a module's class for a
+    subclass named ``FSDP<Class>`` (of ``FSDPModule`` and the class), which says nothing
+    the sharding description does not."""
+    cls = type(module)
+    bases = cls.__bases__
+    if len(bases) == 2 and bases[0].__name__ == "FSDPModule" and \
+            cls.__name__ == f"FSDP{bases[1].__name__}":
+        return bases[1].__name__
+    return cls.__name__
+
+
 @dataclass(frozen=True)
 class ModuleEntry:
     """One distinct module of the model, by its first dotted path."""
@@ -67,7 +79,7 @@ class ModuleTable:
                     trainable += p.numel()
             kind = kinds.get(id(mod)) if kinds else None
             entries.append(ModuleEntry(
-                i, name, mod, kind or kind_of(mod), type(mod).__name__, params, trainable
+                i, name, mod, kind or kind_of(mod), class_name(mod), params, trainable
             ))
         self.entries: tuple[ModuleEntry, ...] = tuple(entries)
         self.shared: tuple[SharedParam, ...] = tuple(shared)

@@ -31,6 +31,7 @@ from layertime.errors import BadValue, LayertimeError, OutOfMemory
 if TYPE_CHECKING:
     from layertime.results.cost import CostResult
     from layertime.results.run import Run
+    from layertime.workload.sharding import ShardingSpec
 
 
 def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
@@ -44,13 +45,22 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
         print("layertime: error: --compile cannot be combined with --ddp/--nproc yet",
               file=sys.stderr)
         return EXIT_USAGE
+    sharding = _sharding(args)
     if args.nproc:
+        if sharding is not None:
+            _check_sharding(args, sharding)
         return _launch_ranks(args, argv)
     workload = workload_of(args)
     cost = _profile_cost(args, workload)  # before measuring: a bad profile name fails at once
     with progress(not args.quiet and sys.stderr.isatty()) as on_progress:
         try:
-            if args.ddp:  # one rank of a data-parallel run
+            if sharding is not None:  # one rank of a sharded run
+                from layertime.measure.parallel.sharded import profile_sharded_workload
+
+                run = profile_sharded_workload(
+                    workload, sharding, measure_options(args), backend=args.backend,
+                    timeout_s=args.ddp_timeout, on_progress=on_progress)
+            elif args.ddp:  # one rank of a data-parallel run
                 from layertime.measure.parallel.ddp import profile_ddp_workload
 
                 run = profile_ddp_workload(workload, measure_options(args), backend=args.backend,
@@ -87,6 +97,52 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
                    workload)
     write_reports(args, run, cost=cost)
     return 0
+
+
+def _sharding(args: argparse.Namespace) -> ShardingSpec | None:
+    """``--fsdp``/``--tp K``/``--reshard-after-forward`` as a spec (None: not sharded)."""
+    if not args.fsdp and args.tp == 1:
+        if not args.reshard_after_forward:
+            raise BadValue("--no-reshard-after-forward needs --fsdp")
+        return None
+    if args.ddp:
+        raise BadValue("--ddp is DistributedDataParallel; --fsdp/--tp shard the model instead: "
+                       "use one of them")
+    if args.compile or args.compile_mode:
+        raise BadValue("--compile cannot be combined with --fsdp/--tp yet")
+    if not args.fsdp and not args.reshard_after_forward:
+        raise BadValue("--no-reshard-after-forward needs --fsdp")
+    from layertime.workload.sharding import ShardingSpec
+
+    try:
+        return ShardingSpec(fsdp=args.fsdp, tp=args.tp,
+                            reshard_after_forward=args.reshard_after_forward)
+    except LayertimeError as e:
+        raise BadValue(str(e)) from e
+
+
+def _check_sharding(args: argparse.Namespace, sharding: ShardingSpec) -> None:
+    """Before starting ranks: the mesh fits ``--nproc``, and a ``--tp`` plan exists (on the
+    meta device, no weights), so a bad layout is one line, not N ranks failing."""
+    try:
+        sharding.mesh(args.nproc)
+    except LayertimeError as e:
+        raise BadValue(f"{e} (--nproc {args.nproc})") from e
+    if sharding.tp > 1:
+        import torch
+
+        from layertime.models import resolve
+        from layertime.workload.sharding import tp_plan
+
+        workload = workload_of(args)
+        assert not isinstance(workload.model, torch.nn.Module)  # the CLI names models
+        spec = resolve(workload.model)
+        with torch.device("meta"):
+            model = spec.build(workload.num_classes or 1000)
+        try:
+            tp_plan(model, sharding.tp, spec.name)
+        except LayertimeError as e:
+            raise BadValue(str(e)) from e
 
 
 def _profile_cost(args: argparse.Namespace, workload: Any) -> CostResult | None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from layertime.measure.attribute import CommCharge, StepCharges
 from layertime.modules import ModuleTable
 from layertime.results.run import LayerRow, Phases, Slice
+from layertime.results.sharded import CollectiveRow
 from layertime.roles import place
 
 #: A layer with no gradient synchronisation (not a data-parallel run).
@@ -55,11 +56,19 @@ def timeline(table: ModuleTable, steps: Sequence[StepCharges]) -> tuple[Slice, .
     out: list[Slice] = []
     for i, c in enumerate(steps):
         step_slices = []
+        exposed = {ch.key: ch.exposed_s for ch in c.collective_charges}
         for owner, (start, end) in c.spans.items():
             if owner[0] == "module":
                 idx, phase = owner[1], owner[2]
                 charge = c.modules.get((idx, phase), 0.0)
                 step_slices.append(Slice(i, names[idx], phase, start, end, charge))
+            elif owner[0] == "comm":
+                # A sharded step's collectives, on a track of their own.
+                scope, target, kind = owner[1], owner[2], owner[3]
+                who = (names.get(int(target), str(target)) if scope == "layer"
+                       else f"unit {target or '(root)'}" if scope == "unit" else f"({target})")
+                step_slices.append(Slice(i, f"{kind} {who}", "comm", start, end,
+                                         exposed.get(owner[1:], 0.0)))
             elif owner[1] != "unattributed":
                 row = owner[1]
                 step_slices.append(Slice(i, f"({row})", row, start, end, c.step.get(row, 0.0)))
@@ -138,3 +147,25 @@ def aggregate(
     spread = {k: _std(v) for k, v in series.items()}
     samples = tuple(c.step_s for c in steps)
     return tuple(rows), phases, spread, samples
+
+
+def collective_rows(table: ModuleTable, steps: Sequence[StepCharges]) -> tuple[CollectiveRow, ...]:
+    """The step's collectives by (kind, phase, scope, owner): means over traced steps (a
+    collective absent from a step counts 0 there), layers named by path."""
+    names = {e.index: e.name for e in table}
+    n = len(steps)
+    sums: dict[tuple[str, str, str, str], list[float]] = {}
+    for c in steps:
+        for ch in c.collective_charges:
+            scope, target, kind, phase = ch.key
+            who = names.get(int(target), str(target)) if scope == "layer" else str(target)
+            acc = sums.setdefault((kind, phase, scope, who), [0.0] * 5)
+            for i, v in enumerate((ch.count, ch.nbytes, ch.exposed_s, ch.hidden_s, ch.busy_s)):
+                acc[i] += v
+    rows = [
+        CollectiveRow(kind=k, phase=p, scope=sc, target=t, count=v[0] / n,
+                      bytes=round(v[1] / n), exposed_s=v[2] / n, hidden_s=v[3] / n,
+                      busy_s=v[4] / n)
+        for (k, p, sc, t), v in sums.items()
+    ]
+    return tuple(sorted(rows, key=lambda r: (r.kind, r.phase, r.scope, r.target)))

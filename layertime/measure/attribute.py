@@ -39,21 +39,36 @@ The method, in full:
   hook's range, DDP's bucket copies) is the step-level ``comm`` row; the
   collector in ``parallel/ddp_comm.py`` adds the wait for the all-reduce after
   backward to it and splits it across layers.
+* Sharded training (FSDP2, tensor parallelism): FSDP2's own ranges
+  (``FSDP::all_gather (<unit>)``, ...) and every collective op (``c10d::*``,
+  ``_c10d_functional::*``, and their waits) are charged to a *communication owner*:
+  ``(scope, target, kind, phase)`` where scope is ``unit`` (an FSDP unit, named by
+  its range), ``layer`` (the layer whose range or backward node holds the op: a
+  tensor-parallel layer) or ``step`` (a step row, e.g. the optimizer's).  Their
+  training-thread time goes to :attr:`StepCharges.collectives`; each collective call
+  (an outermost collective op) to :attr:`StepCharges.collective_calls`; the CPU
+  backend's own events on its worker threads (``gloo:*``) to
+  :attr:`StepCharges.backend_busy`.  ``parallel/sharded_comm.py`` then charges them to
+  layers, exposed and hidden.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from layertime.errors import LayertimeError
 from layertime.measure.events import (
     ACCUMULATE_GRAD,
     BACKWARD_NODE,
+    COLLECTIVE_OPS,
     COMM,
     DATALOADER_NEXT,
     DDP_REDUCER,
+    FSDP_RANGE,
+    GLOO_WORK,
     MODULE,
     OPTIMIZER_STEP,
     OPTIMIZER_ZERO_GRAD,
@@ -62,9 +77,66 @@ from layertime.measure.events import (
     OpEvent,
 )
 
-#: An owner is either ("module", index, phase) or ("step", row).
+#: An owner is ("module", index, phase), ("step", row), or a communication owner
+#: ("comm", scope, target, kind, phase) (see the module doc and :data:`CommKey`).
 Owner = tuple
 UNATTRIBUTED: Owner = ("step", "unattributed")
+#: A communication owner without its tag: (scope, target, kind, phase); scope is
+#: "unit" (target: an FSDP unit's path), "layer" (a module index) or "step" (a row).
+CommKey = tuple[str, "str | int", str, str]
+_FSDP_NAME = re.compile(
+    r"^FSDP::(?P<what>\w+?)(?: for (?P<target>\S*))?(?: \((?P<unit>[^)]*)\))?(?: \[.*\])?$"
+)
+#: FSDP2's ranges by what they do: their all-gather (and its copies, and prefetching
+#: it), their reduce-scatter, and the rest of FSDP's work (hooks, resharding).
+_FSDP_KIND = {
+    "all_gather": "all_gather", "all_gather_copy_out": "all_gather",
+    "forward_prefetch": "all_gather", "backward_prefetch": "all_gather",
+    "post_backward_reduce": "reduce_scatter", "post_backward_rs_wait": "reduce_scatter",
+}
+#: Collective ops by what they compute (the name's last part, without c10d's ``_``).
+_OP_KIND = (
+    ("reduce_scatter", "reduce_scatter"), ("allgather", "all_gather"),
+    ("all_gather", "all_gather"), ("allreduce", "all_reduce"), ("all_reduce", "all_reduce"),
+    ("alltoall", "all_to_all"), ("all_to_all", "all_to_all"), ("broadcast", "broadcast"),
+)
+#: A collective op that waits for one launched before (it is no call of its own).
+_WAIT_OPS = ("wait_tensor", "wait")
+
+
+def fsdp_owner_of(name: str, phase: str) -> Owner | None:
+    """The communication owner of one of FSDP2's ranges, or None for another name."""
+    m = _FSDP_NAME.match(name)
+    if m is None:
+        return None
+    what = m.group("what")
+    unit = m.group("target") if m.group("target") is not None else (m.group("unit") or "")
+    return ("comm", "unit", unit, _FSDP_KIND.get(what, "fsdp"), phase)
+
+
+def collective_kind(name: str) -> str:
+    """What a collective op computes: all_gather, reduce_scatter, all_reduce, ... or other."""
+    op = name.split("::", 1)[-1].strip("_").lower()
+    for key, kind in _OP_KIND:
+        if key in op:
+            return kind
+    return "other"
+
+
+def is_wait(name: str) -> bool:
+    return name.split("::", 1)[-1].strip("_") in _WAIT_OPS
+
+
+@dataclass(frozen=True)
+class CollectiveCall:
+    """One collective launched on the training thread (an outermost collective op):
+    its owner, when it ran there (µs on the profiler's clock), its buffer's bytes."""
+
+    key: CommKey
+    start_us: float
+    end_us: float
+    nbytes: int
+    name: str
 STEP_ROWS = (
     "loss", "zero_grad", "data", "update", "clip", "scheduler", "logging", "unattributed"
 )
@@ -93,6 +165,20 @@ class BucketCharge:
     exposed_s: float
 
 
+@dataclass(frozen=True)
+class CollectiveCharge:
+    """One communication owner's collectives in one step, charged: how many calls, their
+    bytes, the training thread's time on them (exposed), the backend's time beside the
+    thread's compute (hidden), and the backend's own time."""
+
+    key: CommKey
+    count: int
+    nbytes: int
+    exposed_s: float
+    hidden_s: float
+    busy_s: float
+
+
 @dataclass
 class StepCharges:
     """What one profiled step cost, per owner, in seconds."""
@@ -119,9 +205,20 @@ class StepCharges:
     overlap_s: float = 0.0
     #: CUDA only: kernel time of ops in no owned range (part of ``unattributed``).
     unowned_s: float = 0.0
+    #: Sharded runs (see the module doc): training-thread seconds per communication
+    #: owner, until ``parallel/sharded_comm.py`` charges them (then empty); the calls;
+    #: the backend's own events (name, start, end in seconds from the step's start);
+    #: the training thread's intervals in communication (seconds from the step's start).
+    collectives: dict[CommKey, float] = field(default_factory=dict)
+    collective_calls: list[CollectiveCall] = field(default_factory=list)
+    backend_busy: list[tuple[str, float, float]] = field(default_factory=list)
+    comm_intervals: list[tuple[float, float]] = field(default_factory=list)
+    #: After charging: one entry per communication owner of this step.
+    collective_charges: list[CollectiveCharge] = field(default_factory=list)
 
     def total_s(self) -> float:
-        return sum(self.modules.values()) + sum(self.step.values())
+        return (sum(self.modules.values()) + sum(self.step.values())
+                + sum(self.collectives.values()))
 
 
 def _children_index(events: Sequence[OpEvent]) -> dict[int | None, list[OpEvent]]:
@@ -246,13 +343,19 @@ def attribute_step(
     walk = _Walk(step, evs, device_time=device_time, loop=loop, root_module=root_module,
                  after_backward=after_backward)
     roots = sorted(walk.children[None], key=lambda e: (e.start_us, e.thread != step.thread))
+    backend: list[tuple[str, float, float]] = []
     for root in roots:
         if not device_time and root.thread != step.thread:
             # CPU self time is wall time on the step's thread; work on other
-            # threads overlaps it and would be counted twice.
+            # threads overlaps it and would be counted twice.  The CPU backend's
+            # collectives run there: kept as their busy time.
+            if root.name.startswith(GLOO_WORK):
+                backend.append((root.name, (root.start_us - step.start_us) * 1e-6,
+                                (root.end_us - step.start_us) * 1e-6))
             continue
         walk.visit(root)
     out = walk.result()
+    out.backend_busy = backend
     if device_time:
         if step_wall_s is None:
             raise ValueError("device_time attribution needs the step's wall time")
@@ -289,6 +392,11 @@ class _Walk:
         self.charges: dict[Owner, float] = defaultdict(float)
         self.spans: dict[Owner, tuple[float, float]] = {}
         self.calls: dict[int, int] = defaultdict(int)
+        #: Sharded runs: the kind of the last collective launched, per thread (for
+        #: its wait); the calls; the training thread's outermost intervals in comm.
+        self.last_kind: dict[int, str] = {}
+        self.collective_calls: list[CollectiveCall] = []
+        self.comm_intervals: list[tuple[float, float]] = []
         # Loop mode: the step's forward and backward passes, in time order.
         self.blocks = _passes(evs, root_module) if loop else []
 
@@ -328,6 +436,8 @@ class _Walk:
                 owner = UNATTRIBUTED
             elif fwd[0] == "module":
                 owner = ("module", fwd[1], "backward")
+            elif fwd[0] == "comm":
+                owner = (*fwd[:4], "backward")  # e.g. FSDP's post-backward hook node
             else:
                 owner = fwd
             self.last_backward_owner[e.thread] = owner
@@ -347,7 +457,31 @@ class _Walk:
             return ("step", "data"), in_backward
         if name == COMM or name.startswith(DDP_REDUCER):
             return ("step", "comm"), in_backward
+        if name.startswith(FSDP_RANGE):
+            fsdp = fsdp_owner_of(name, "backward" if in_backward else "forward")
+            if fsdp is not None:
+                return fsdp, in_backward
+        if name.startswith(COLLECTIVE_OPS):
+            return self.collective_owner(e, inherited, in_backward), in_backward
         return inherited, in_backward
+
+    def collective_owner(self, e: OpEvent, inherited: Owner, in_backward: bool) -> Owner:
+        """The communication owner of a collective op, from the owner it runs under."""
+        if inherited == ("step", "comm"):
+            return inherited  # DDP's own all-reduce, in our hook's range
+        wait = is_wait(e.name)
+        kind = self.last_kind.get(e.thread, "other") if wait else collective_kind(e.name)
+        if not wait:
+            self.last_kind[e.thread] = kind
+        phase = "backward" if in_backward else "forward"
+        if inherited[0] == "comm":
+            # Inside one of FSDP's ranges (or another collective op): its unit, the
+            # op's own kind (FSDP's hybrid sharding all-reduces inside its reduce).
+            return ("comm", inherited[1], inherited[2], kind if not wait else inherited[3],
+                    inherited[4])
+        if inherited[0] == "module":
+            return ("comm", "layer", inherited[1], kind, inherited[2])
+        return ("comm", "step", inherited[1], kind, phase)
 
     def self_time_us(self, e: OpEvent, kids: Sequence[OpEvent]) -> float:
         if self.device_time:
@@ -356,10 +490,18 @@ class _Walk:
 
     def visit(self, root: OpEvent) -> None:
         """Charge ``root`` and everything under it (depth first, children in time order)."""
-        stack: list[tuple[OpEvent, Owner, bool]] = [(root, UNATTRIBUTED, False)]
+        stack: list[tuple[OpEvent, Owner, bool, bool]] = [(root, UNATTRIBUTED, False, False)]
         while stack:
-            e, inh, in_bwd = stack.pop()
+            e, inh, in_bwd, in_call = stack.pop()
             owner, in_bwd = self.own(e, inh, in_bwd)
+            if owner[0] == "comm":
+                if inh[0] != "comm":
+                    self.comm_intervals.append((e.start_us, e.end_us))
+                if not in_call and e.name.startswith(COLLECTIVE_OPS) and not is_wait(e.name):
+                    self.collective_calls.append(
+                        CollectiveCall(owner[1:], e.start_us, e.end_us, e.nbytes, e.name)
+                    )
+                    in_call = True
             if self.loop and e.parent == self.step.id and owner == UNATTRIBUTED and \
                     not e.name.startswith((MODULE, BACKWARD_NODE, PHASE)):
                 owner = self.segment_owner(e.start_us)
@@ -383,7 +525,7 @@ class _Walk:
                 self.spans[owner] = (min(span[0], e.start_us), max(span[1], e.end_us))
             # Push in reverse so children are visited in time order.
             for k in reversed(kids):
-                stack.append((k, owner, in_bwd))
+                stack.append((k, owner, in_bwd, in_call))
 
     def _charge_gaps(self, e: OpEvent, kids: Sequence[OpEvent]) -> None:
         """Loop mode: the step's own gaps go to the segment they fall in."""
@@ -398,16 +540,24 @@ class _Walk:
     def result(self) -> StepCharges:
         """The charges in seconds, by module and phase or by step-level row (step_s unset)."""
         out = StepCharges(step_s=0.0)
+        start = self.step.start_us
         for owner, us in self.charges.items():
             s = us * 1e-6
             if owner[0] == "module":
                 key = (owner[1], owner[2])
                 out.modules[key] = out.modules.get(key, 0.0) + s
+            elif owner[0] == "comm":
+                out.collectives[owner[1:]] = out.collectives.get(owner[1:], 0.0) + s
             else:
                 out.step[owner[1]] = out.step.get(owner[1], 0.0) + s
         for row in ("loss", "zero_grad", "data", "update", "unattributed"):
             out.step.setdefault(row, 0.0)  # the rows every step has; the others when charged
         out.calls = dict(self.calls)
-        start = self.step.start_us
         out.spans = {o: ((a - start) * 1e-6, (b - start) * 1e-6) for o, (a, b) in self.spans.items()}
+        out.collective_calls = [
+            replace(c, start_us=(c.start_us - start) * 1e-6, end_us=(c.end_us - start) * 1e-6)
+            for c in self.collective_calls
+        ]
+        out.comm_intervals = [((a - start) * 1e-6, (b - start) * 1e-6)
+                              for a, b in self.comm_intervals]
         return out

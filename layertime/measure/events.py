@@ -34,6 +34,20 @@ ACCUMULATE_GRAD = "AccumulateGrad"
 #: ranges around its gradient-bucket copies.
 COMM = "layertime::comm"
 DDP_REDUCER = ("torch::distributed::reducer::", "torch.distributed.ddp.reducer::")
+#: FSDP2's own ranges: ``FSDP::<what>`` (the root unit), ``FSDP::<what> (<unit path>)``,
+#: ``FSDP::<pass>_prefetch for <unit path>``.
+FSDP_RANGE = "FSDP::"
+#: Collective ops: the process group's (``c10d::allreduce_``), the functional
+#: collectives' that DTensor uses (``_c10d_functional::all_reduce``) and their wait.
+COLLECTIVE_OPS = ("c10d::", "_c10d_functional::", "c10d_functional::")
+#: The CPU backend's own event around one collective, on its worker thread.
+GLOO_WORK = "gloo:"
+#: Bytes per element of the dtypes a profiler names for an op's inputs.
+_DTYPE_BYTES = {
+    "float": 4, "double": 8, "c10::Half": 2, "c10::BFloat16": 2, "half": 2, "bfloat16": 2,
+    "long int": 8, "int": 4, "short int": 2, "signed char": 1, "unsigned char": 1, "bool": 1,
+    "c10::Float8_e4m3fn": 1, "c10::Float8_e5m2": 1,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +67,31 @@ class OpEvent:
     seq: int = -1
     fwd_thread: int = 0
     device_us: float = 0.0
+    #: A collective op's buffer in bytes (its largest tensor argument; see
+    #: :func:`collective_bytes`), when shapes were recorded; else 0.
+    nbytes: int = 0
 
     @property
     def duration_us(self) -> float:
         return self.end_us - self.start_us
+
+
+def collective_bytes(name: str, shapes: Any, dtypes: Any) -> int:
+    """Bytes of a collective op's buffer: its largest tensor argument (the gathered
+    output of ``_allgather_base_``, the unreduced input of ``_reduce_scatter_base_``,
+    the tensor of an all-reduce).  0 for other ops, or when shapes were not recorded."""
+    if not name.startswith(COLLECTIVE_OPS) or not shapes:
+        return 0
+    best = 0
+    for shape, dtype in zip(shapes, dtypes or ()):
+        size = _DTYPE_BYTES.get(str(dtype))
+        if size is None or not isinstance(shape, (list, tuple)) or not shape:
+            continue
+        n = 1
+        for d in shape:
+            n *= int(d)
+        best = max(best, n * size)
+    return best
 
 
 #: Kineto activity types that are not ops: the CUDA runtime and driver calls an
@@ -114,8 +149,8 @@ def from_profiler_indexed(function_events: Iterable[Any]) -> tuple[list[OpEvent]
     """
     kept: list[Any] = []
     for e in function_events:
-        if getattr(e, "is_async", False):
-            continue
+        if getattr(e, "is_async", False) and not str(e.name).startswith(GLOO_WORK):
+            continue  # async ranges, but for the CPU backend's collectives (kept as roots)
         device_type = str(getattr(e, "device_type", "CPU"))
         if not device_type.endswith("CPU") or not _is_op(e):
             continue
@@ -139,6 +174,8 @@ def from_profiler_indexed(function_events: Iterable[Any]) -> tuple[list[OpEvent]
                 seq=int(e.sequence_nr),
                 fwd_thread=int(e.fwd_thread or 0),
                 device_us=_own_device_us(e),
+                nbytes=collective_bytes(str(e.name), getattr(e, "input_shapes", None),
+                                        getattr(e, "input_dtypes", None)),
             )
         )
     return out, index
@@ -176,11 +213,13 @@ def from_kineto(result: Any) -> list[OpEvent]:
     cls = type(events[0]) if events else object
     hidden = getattr(cls, "is_hidden_event", None)
     activity = getattr(cls, "activity_type", None)
-    # Each candidate: (start_ns, end_ns, name, thread, seq, fwd_thread, is_op).
-    rows: list[tuple[int, int, str, int, int, int, bool]] = []
+    # Each candidate: (start_ns, end_ns, name, thread, seq, fwd_thread, is_op, nbytes).
+    rows: list[tuple[int, int, str, int, int, int, bool, int]] = []
     for e in events:
         name = e.name()
-        if name in _TORCH_FILTERED or (hidden is not None and hidden(e)) or e.is_async():
+        if name in _TORCH_FILTERED or (hidden is not None and hidden(e)) or (
+            e.is_async() and not name.startswith(GLOO_WORK)
+        ):
             continue
         thread = e.start_thread_id()
         if e.end_thread_id() != thread or e.device_type().name != "CPU":
@@ -189,15 +228,17 @@ def from_kineto(result: Any) -> list[OpEvent]:
             name = "ProfilerStep*"
         is_op = _op_or_range(name, activity(e) if activity is not None else None,
                              e.linked_correlation_id)
+        nbytes = (collective_bytes(name, e.shapes(), e.dtypes())
+                  if name.startswith(COLLECTIVE_OPS) else 0)
         rows.append((e.start_ns(), e.end_ns(), name, thread, e.sequence_nr(),
-                     e.fwd_thread_id() or 0, is_op))
+                     e.fwd_thread_id() or 0, is_op, nbytes))
     rows.sort(key=lambda r: (r[0], -r[1]))  # stable, as torch's final sort
     parents = _nesting_parents([(r[3], r[0], r[1]) for r in rows])
     alive = _merge_same_name_only_children([r[2] for r in rows], parents)
     ids: dict[int, int] = {}
     out: list[OpEvent] = []
     for i in alive:
-        a, b, name, thread, seq, fwd, is_op = rows[i]
+        a, b, name, thread, seq, fwd, is_op, nbytes = rows[i]
         if not is_op:
             continue
         parent = parents[i]
@@ -207,13 +248,14 @@ def from_kineto(result: Any) -> list[OpEvent]:
         out.append(OpEvent(id=len(out), name=name, thread=thread, start_us=(a - start0) / 1000,
                            end_us=(b - start0) / 1000,
                            parent=None if parent is None else ids[parent], seq=seq,
-                           fwd_thread=fwd))
+                           fwd_thread=fwd, nbytes=nbytes))
     return out
 
 
 #: The methods :func:`from_kineto` needs of Kineto's events (those of torch 1.13 on).
 _KINETO_METHODS = ("name", "start_ns", "end_ns", "start_thread_id", "end_thread_id", "is_async",
-                   "device_type", "sequence_nr", "fwd_thread_id", "linked_correlation_id")
+                   "device_type", "sequence_nr", "fwd_thread_id", "linked_correlation_id",
+                   "shapes", "dtypes")
 
 
 def kineto_readable(result: Any, event_type: Any) -> bool:

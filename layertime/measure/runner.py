@@ -65,6 +65,11 @@ class StepSync(Protocol):
 
     def agree(self, n: int) -> int: ...
 
+    @property
+    def record_shapes(self) -> bool:
+        """Whether traced steps record ops' input shapes (for the bytes of collectives)."""
+        ...
+
 
 @dataclass(frozen=True)
 class MeasureOptions:
@@ -87,6 +92,10 @@ class MeasureOptions:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _session(table: ModuleTable, device: torch.device, sync: StepSync | None) -> TraceSession:
+    return TraceSession(table, device, record_shapes=sync is not None and sync.record_shapes)
 
 
 def _plain_step(work: Workload, sync: StepSync | None = None) -> tuple[float, torch.Tensor]:
@@ -177,7 +186,7 @@ def _traced_step(
 ) -> tuple[StepCharges, torch.Tensor]:
     """One traced step in a profiler session of its own (the CPU path, and compiled models)."""
     session: TraceSession | CompiledTraceSession = (
-        compiled.session() if compiled is not None else TraceSession(table, work.device)
+        compiled.session() if compiled is not None else _session(table, work.device, sync)
     )
     wall, loss = trace_step(work, session, sync)
     return _charge(work, session, [wall], sync, compiled)[0], loss
@@ -195,7 +204,7 @@ def _traced_steps(
     CUPTI's lazy start-up is not charged to a measured step.  Returns the
     charges, the losses and how many updates fp16 loss scaling skipped.
     """
-    session = TraceSession(table, work.device)
+    session = _session(table, work.device, sync)
     _sync(work.device)
     session.start()
     walls: list[float] = []
@@ -358,7 +367,7 @@ def _paired_steps(
     # An empty session starts the profiler's own machinery (outside any timed
     # step) so the first traced step is not charged.
     idle: TraceSession | CompiledTraceSession = (
-        compiled.session() if compiled is not None else TraceSession(table, work.device)
+        compiled.session() if compiled is not None else _session(table, work.device, sync)
     )
     idle.start()
     idle.abort()

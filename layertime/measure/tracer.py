@@ -100,7 +100,10 @@ class _RangeHooks:
 
         for entry in self._table:
             pre, post = make(f"{MODULE}{entry.index}")
-            self._handles.append(entry.module.register_forward_pre_hook(pre))
+            # Prepended: the range opens before the module's own pre-hooks (FSDP's
+            # all-gather, a tensor-parallel layer's input redistribution), so their
+            # work is inside it; the closing hook runs after every other hook.
+            self._handles.append(entry.module.register_forward_pre_hook(pre, prepend=True))
             self._handles.append(entry.module.register_forward_hook(post, always_call=True))
 
     def remove(self) -> None:
@@ -224,11 +227,13 @@ class TraceSession(ProfilerSession):
     torch's ``FunctionEvent`` tree; with them (CUDA), through the tree, whose
     linking of kernels to ops is used as torch tests it.  ``fast=False`` takes
     the slower ways (``record_function`` ops, the tree) everywhere: the same
-    result, for comparing the two.
+    result, for comparing the two.  ``record_shapes`` records ops' input shapes, from
+    which the bytes of collectives are read (sharded runs).
     """
 
-    def __init__(self, table: ModuleTable, device: torch.device, *, fast: bool = True) -> None:
-        super().__init__(device)
+    def __init__(self, table: ModuleTable, device: torch.device, *, fast: bool = True,
+                 record_shapes: bool = False) -> None:
+        super().__init__(device, record_shapes=record_shapes)
         self._hooks = _RangeHooks(table, fast=fast)
         self._cpu_only = device.type != "cuda"  # as _activities: no device activities
         self._fast = fast

@@ -16,6 +16,7 @@ from rich.text import Text
 from layertime.render.compiled import compiled_lines
 from layertime.render.fmt import count, ms, pct
 from layertime.render.roles import has_roles, render_roles
+from layertime.render.sharded import collectives_table, sharded_lines
 from layertime.render.layout import Column, Laid, Row, lay_out, to_text
 from layertime.results.run import LayerRow, Run
 from layertime.taxonomy import KIND_LABELS, KINDS
@@ -99,8 +100,21 @@ def run_table(run: Run, width: int | None = None) -> Laid:
     return lay_out(_columns(run.comm_s > 0), _rows(run), width)
 
 
+def _rank_lines(run: Run) -> list[str]:
+    return [
+        f"  rank {r.rank} ({r.host}): step {ms(r.step_s)} ms, profiled "
+        f"{ms(r.profiled_step_s)} ms = compute {ms(r.compute_s)} + exposed comm "
+        f"{ms(r.comm_exposed_s)} ms (of which ~{ms(r.wait_s)} ms waiting for the "
+        "slowest rank)"
+        for r in run.ranks
+    ]
+
+
 def comm_lines(run: Run) -> list[str]:
-    """Data-parallel runs: backend, link, buckets and one line per rank (a straggler shows)."""
+    """Data-parallel runs: backend, link, buckets and one line per rank (a straggler shows);
+    sharded runs: the layout and how to read the collectives (``render/sharded.py``)."""
+    if run.sharding is not None:
+        return sharded_lines(run) + _rank_lines(run)
     if run.world_size <= 1 and not run.ranks:
         return []
     link = (
@@ -117,14 +131,7 @@ def comm_lines(run: Run) -> list[str]:
         "  comm ms: exposed (the training thread waited or copied; in total ms); hidden ms: "
         "overlapped backward compute; comm %: of all communication",
     ]
-    for r in run.ranks:
-        lines.append(
-            f"  rank {r.rank} ({r.host}): step {ms(r.step_s)} ms, profiled "
-            f"{ms(r.profiled_step_s)} ms = compute {ms(r.compute_s)} + exposed comm "
-            f"{ms(r.comm_exposed_s)} ms (of which ~{ms(r.wait_s)} ms waiting for the "
-            "slowest rank)"
-        )
-    return lines
+    return lines + _rank_lines(run)
 
 
 def _samples(label: str, xs: tuple[float, ...]) -> str:
@@ -201,6 +208,8 @@ def render(run: Run, width: int | None = None) -> RenderableType:
     parts: list[RenderableType] = [Text(run.headline(), style="bold"), laid.renderable()]
     if has_roles(run):
         parts.append(render_roles(run, width))
+    if run.collectives:
+        parts.append(collectives_table(run, width).renderable())
     parts.extend(Text(line, style="dim") for line in summary_lines(run))
     return Group(*parts)
 

@@ -21,6 +21,7 @@ from layertime.records import build, build_all, check_schema, number, parse_obje
 from layertime.results.compiled import CompiledSummary
 from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.environment import Environment
+from layertime.results.sharded import COLLECTIVE_KINDS, COLLECTIVE_LABELS, CollectiveRow, ShardLayout
 from layertime.results.rows import (
     KindTotal,
     LayerRow,
@@ -108,6 +109,11 @@ class Run:
     seq_len: int | None = None
     #: Facts the reader needs that are not warnings, e.g. tied weights counted once.
     notes: tuple[str, ...] = ()
+    #: Sharded runs (FSDP2, tensor parallelism): how the model was sharded, and the
+    #: step's collectives by kind, phase and owner (``layertime.results.sharded``).
+    #: Layers' ``comm_*`` fields hold their share; None and () otherwise.
+    sharding: ShardLayout | None = None
+    collectives: tuple[CollectiveRow, ...] = ()
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -216,8 +222,38 @@ class Run:
             parts.append(f"{noun}: {share:.0%} of time, {params:.0%} of parameters")
         return "; ".join(parts) + self._comm_label(kinds) + f" ({self._config_label()})"
 
+    def comm_by_kind(self) -> dict[str, tuple[float, float]]:
+        """Sharded runs: (exposed, hidden) seconds per collective kind, in report order."""
+        out: dict[str, tuple[float, float]] = {}
+        for k in COLLECTIVE_KINDS:
+            rows = [c for c in self.collectives if c.kind == k and c.scope != "step"]
+            if rows:
+                out[k] = (sum(c.exposed_s for c in rows), sum(c.hidden_s for c in rows))
+        return out
+
+    def _sharded_comm_label(self) -> str:
+        """Communication of a sharded step: exposed by kind, and what hid behind compute."""
+        step = self.profiled_step_s
+        if not step or not self.collectives:
+            return ""
+        kinds = self.comm_by_kind()
+        exposed = sum(e for e, _ in kinds.values())
+        hidden = sum(h for _, h in kinds.values())
+        parts = ", ".join(
+            f"{COLLECTIVE_LABELS[k]} {e / step:.0%}"
+            for k, (e, _) in sorted(kinds.items(), key=lambda kv: -kv[1][0]) if e / step >= 0.005
+        )
+        text = f"; communication: {exposed / step:.0%} exposed"
+        if parts:
+            text += f" ({parts})"
+        if hidden / step >= 0.005:
+            text += f", {hidden / step:.0%} more hidden behind compute"
+        return text
+
     def _comm_label(self, kinds: Mapping[str, KindTotal]) -> str:
         """How gradient communication splits between conv and fully connected layers."""
+        if self.sharding is not None:
+            return self._sharded_comm_label()
         if not self.comm_s:
             return ""
         split = ", ".join(
@@ -233,6 +269,8 @@ class Run:
     def _config_label(self) -> str:
         dtype = self.dtype if not self.amp else f"amp {self.amp}"
         ranks = f" per rank x {self.world_size} ranks" if self.world_size > 1 else ""
+        if self.sharding is not None:
+            ranks = f" per rank, {self.sharding.describe()}"
         compiled = ", compiled" if self.compiled is not None else ""
         micro = f" x {self.micro_batches} accumulated" if self.micro_batches > 1 else ""
         seq = f", seq {self.seq_len}" if self.seq_len is not None else ""
@@ -311,6 +349,12 @@ class Run:
             **({"compiled": self.compiled.to_dict()} if self.compiled is not None else {}),
             "seq_len": self.seq_len,
             "notes": list(self.notes),
+            "sharding": (
+                {**asdict(self.sharding), "units": list(self.sharding.units),
+                 "tp_layers": dict(self.sharding.tp_layers)}
+                if self.sharding is not None else None
+            ),
+            "collectives": [{**asdict(c), "comm_s": c.comm_s} for c in self.collectives],
             "roles": {
                 k: {
                     "time_s": v.time_s,
@@ -368,6 +412,9 @@ class Run:
                 compiled=lambda v: CompiledSummary.from_dict(v) if v else None,
                 seq_len=lambda v: None if v is None else int(v),
                 notes=tuple,
+                sharding=lambda v: build(ShardLayout, v, units=tuple, tp_layers=dict)
+                if v else None,
+                collectives=lambda v: build_all(CollectiveRow, v),
             )
 
     @classmethod

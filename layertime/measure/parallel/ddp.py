@@ -20,21 +20,20 @@ lets the rank whose collective fails name the rank that died or hung
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from layertime.errors import LayertimeError, first_line
+from layertime.errors import LayertimeError
 from layertime.measure.parallel.ddp_comm import CommCollector
-from layertime.measure.parallel.health import Heartbeat, StatusFile, explain_failure, is_comm_failure
+from layertime.measure.parallel.health import Heartbeat
 from layertime.measure.parallel.link import measure_link
 from layertime.measure.parallel.merge import merge_ranks
-from layertime.measure.prepare import Prepared, prepare
+from layertime.measure.parallel.ranks import RankEnv, run_rank
+from layertime.measure.prepare import Prepared
 from layertime.measure.runner import MeasureOptions, ProgressFn, measure
 from layertime.models import ModelRef
 from layertime.results.run import Run
@@ -42,61 +41,6 @@ from layertime.workload import WorkloadOptions, WorkloadSpec
 
 if TYPE_CHECKING:
     from typing import Unpack
-
-
-@dataclass(frozen=True)
-class RankEnv:
-    """What torchrun tells a worker."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-    @classmethod
-    def from_env(cls) -> RankEnv:
-        required = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-        if any(k not in os.environ for k in required):
-            raise LayertimeError(
-                "--ddp runs under torchrun (torchrun --nproc-per-node 2 -m layertime profile "
-                "MODEL --ddp), or use --nproc N to start the ranks on this machine"
-            )
-        try:
-            return cls(
-                int(os.environ["RANK"]),
-                int(os.environ["WORLD_SIZE"]),
-                int(os.environ.get("LOCAL_RANK", "0")),
-            )
-        except ValueError as e:
-            raise LayertimeError(f"bad torchrun environment: {e}") from e
-
-
-def rank_device(device: str, local_rank: int) -> str:
-    """The device of this rank: ``auto`` and ``cuda`` mean the local rank's GPU."""
-    if device == "auto":
-        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        return f"cuda:{local_rank}"
-    return device
-
-
-def _backend(backend: str, device: torch.device) -> str:
-    name = backend if backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
-    if name not in ("gloo", "nccl"):
-        raise LayertimeError(f"unknown backend {backend!r} (choose gloo or nccl)")
-    if name == "nccl" and device.type != "cuda":
-        raise LayertimeError("the nccl backend needs --device cuda")
-    return name
-
-
-def _start_heartbeat(env: RankEnv, status: StatusFile | None) -> Heartbeat | None:
-    """This rank's heartbeat in torchrun's store (None when the store cannot be reached)."""
-    try:
-        store = dist.distributed_c10d._get_default_store()
-    except Exception:  # no default store: failures are then explained without heartbeats
-        return None
-    heartbeat = Heartbeat(store, env.rank, env.world_size, status)
-    heartbeat.start()
-    return heartbeat
 
 
 def _measure_and_gather(
@@ -145,42 +89,13 @@ def profile_ddp_workload(
     a rank that hangs fails the run.  Raises :class:`LayertimeError` with one
     line that names the failed rank.
     """
-    env = RankEnv.from_env()
-    if not timeout_s > 0:
-        raise LayertimeError(f"--ddp-timeout must be > 0 seconds, not {timeout_s}")
-    status = StatusFile.from_env(env.rank)
-    if status is not None:
-        status.write(state="running")
-    heartbeat: Heartbeat | None = None
-    try:
-        p = prepare(replace(workload, device=rank_device(workload.device, env.local_rank)))
-        name = _backend(backend, p.device)
-        if p.device.type == "cuda":
-            torch.cuda.set_device(p.device)
-        dist.init_process_group(name, timeout=_dt.timedelta(seconds=timeout_s))
-        heartbeat = _start_heartbeat(env, status)
-        result = _measure_and_gather(p, env, name, options, on_progress, heartbeat)
-    except LayertimeError as e:
-        if status is not None:
-            status.write(state="error", comm=False, message=str(e))
-        raise LayertimeError(f"rank {env.rank}: {e}") from e
-    except Exception as e:
-        if not is_comm_failure(e):
-            if status is not None:
-                status.write(state="error", comm=False,
-                             message=f"{type(e).__name__}: {first_line(e, 300)}")
-            raise
-        message = explain_failure(e, heartbeat, env.rank, timeout_s)
-        if status is not None:
-            status.write(state="error", comm=True, message=message)
-        raise LayertimeError(message) from e
-    finally:
-        if heartbeat is not None:
-            heartbeat.stop()
-    if status is not None:
-        status.write(state="ok")
-    dist.destroy_process_group()
-    return result
+    return run_rank(
+        workload,
+        lambda ctx: _measure_and_gather(ctx.prepared, ctx.env, ctx.backend, options,
+                                        on_progress, ctx.heartbeat),
+        backend=backend,
+        timeout_s=timeout_s,
+    )
 
 
 def profile_ddp(

@@ -227,6 +227,9 @@ class CommCollector:
         self.charged: list[StepCharges] = []
 
     # StepSync ---------------------------------------------------------------
+    #: DDP's buckets are known from the hook: no shapes needed.
+    record_shapes = False
+
     def attach(self, model: nn.Module, table: ModuleTable) -> nn.Module:
         """Wrap ``model`` in DDP with our hook; layers keep the names of ``model``."""
         for e in table:

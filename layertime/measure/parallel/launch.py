@@ -59,7 +59,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def worker_argv(argv: Sequence[str]) -> list[str]:
-    """The command line of a rank: ``argv`` without ``--nproc N``, with ``--ddp``."""
+    """The command line of a rank: ``argv`` without ``--nproc N``, with ``--ddp`` unless it
+    is a sharded run (``--fsdp`` or ``--tp``)."""
     out: list[str] = []
     skip = False
     for tok in argv:
@@ -71,7 +72,8 @@ def worker_argv(argv: Sequence[str]) -> list[str]:
             skip = "=" not in tok
             continue
         out.append(tok)
-    if "--ddp" not in out:
+    sharded = any(t.split("=", 1)[0] in ("--fsdp", "--tp") for t in out)
+    if "--ddp" not in out and not sharded:
         out.append("--ddp")
     return out
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from layertime.errors import LayertimeError
 from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.run import LayerRow, Phases, Run
+from layertime.results.sharded import CollectiveRow
 
 
 def _fmean(xs: Sequence[float]) -> float:
@@ -39,7 +40,7 @@ def merge_ranks(
     }
     ranks = _rank_rows(runs)
     warnings = list(dict.fromkeys(w for run in runs for w in run.warnings))
-    straggler = _straggler(ranks)
+    straggler = _straggler(ranks, first.sharding is not None)
     if straggler:
         warnings.append(straggler)
     plain, profiled, traced = _mean_samples(runs)
@@ -57,6 +58,23 @@ def merge_ranks(
         ranks=ranks,
         buckets=_mean_buckets(runs),
         link=link if link is not None else first.link,
+        collectives=_mean_collectives(runs),
+    )
+
+
+def _mean_collectives(runs: Sequence[Run]) -> tuple[CollectiveRow, ...]:
+    """Each collective row as the mean over ranks (a rank without it counts 0)."""
+    n = len(runs)
+    sums: dict[tuple[str, str, str, str], list[float]] = {}
+    for run in runs:
+        for c in run.collectives:
+            acc = sums.setdefault((c.kind, c.phase, c.scope, c.target), [0.0] * 5)
+            for i, v in enumerate((c.count, c.bytes, c.exposed_s, c.hidden_s, c.busy_s)):
+                acc[i] += v
+    return tuple(
+        CollectiveRow(kind=k, phase=p, scope=sc, target=t, count=v[0] / n, bytes=round(v[1] / n),
+                      exposed_s=v[2] / n, hidden_s=v[3] / n, busy_s=v[4] / n)
+        for (k, p, sc, t), v in sorted(sums.items())
     )
 
 
@@ -134,7 +152,7 @@ def _rank_rows(runs: Sequence[Run]) -> tuple[RankRow, ...]:
 STRAGGLER_RATIO = 1.2
 
 
-def _straggler(ranks: Sequence[RankRow]) -> str | None:
+def _straggler(ranks: Sequence[RankRow], sharded: bool = False) -> str | None:
     if len(ranks) < 2:
         return None
     slow = max(ranks, key=lambda r: r.compute_s)
@@ -142,6 +160,7 @@ def _straggler(ranks: Sequence[RankRow]) -> str | None:
     if fast.compute_s > 0 and slow.compute_s > STRAGGLER_RATIO * fast.compute_s:
         return (
             f"rank {slow.rank} ({slow.host}) computes {slow.compute_s / fast.compute_s - 1:.0%} "
-            f"longer than rank {fast.rank}: the other ranks wait for it in the all-reduce"
+            f"longer than rank {fast.rank}: the other ranks wait for it in the "
+            f"{'collectives' if sharded else 'all-reduce'}"
         )
     return None
