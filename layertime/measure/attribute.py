@@ -100,6 +100,8 @@ _OP_KIND = (
     ("all_gather", "all_gather"), ("allreduce", "all_reduce"), ("all_reduce", "all_reduce"),
     ("alltoall", "all_to_all"), ("all_to_all", "all_to_all"), ("broadcast", "broadcast"),
 )
+#: Functional collectives return at once; a ``wait_tensor`` op waits for them later.
+FUNCTIONAL_OPS = ("_c10d_functional::", "c10d_functional::")
 #: A collective op that waits for one launched before (it is no call of its own).
 _WAIT_OPS = ("wait_tensor", "wait")
 
@@ -395,10 +397,25 @@ class _Walk:
         #: Sharded runs: the kind of the last collective launched, per thread (for
         #: its wait); the calls; the training thread's outermost intervals in comm.
         self.last_kind: dict[int, str] = {}
+        #: Functional collectives launched and not yet waited for, per thread, oldest first.
+        self.pending: dict[int, list[CommKey]] = {}
         self.collective_calls: list[CollectiveCall] = []
         self.comm_intervals: list[tuple[float, float]] = []
         # Loop mode: the step's forward and backward passes, in time order.
         self.blocks = _passes(evs, root_module) if loop else []
+
+    def phase_at(self, t_us: float, in_backward: bool) -> str:
+        """The pass a moment outside any backward node belongs to: backward inside one or
+        (a user's loop, with no phase ranges) from a backward pass until the next forward,
+        where FSDP's post-backward callback runs."""
+        if in_backward:
+            return "backward"
+        kind = "forward"
+        for a, _, k in self.blocks:
+            if a > t_us:
+                break
+            kind = k
+        return kind
 
     def segment_owner(self, t_us: float) -> Owner:
         """Loop mode: the step-level row a moment outside our ranges belongs to."""
@@ -458,7 +475,7 @@ class _Walk:
         if name == COMM or name.startswith(DDP_REDUCER):
             return ("step", "comm"), in_backward
         if name.startswith(FSDP_RANGE):
-            fsdp = fsdp_owner_of(name, "backward" if in_backward else "forward")
+            fsdp = fsdp_owner_of(name, self.phase_at(e.start_us, in_backward))
             if fsdp is not None:
                 return fsdp, in_backward
         if name.startswith(COLLECTIVE_OPS):
@@ -469,11 +486,17 @@ class _Walk:
         """The communication owner of a collective op, from the owner it runs under."""
         if inherited == ("step", "comm"):
             return inherited  # DDP's own all-reduce, in our hook's range
+        if is_wait(e.name):
+            # A functional collective's wait: charged with the call it waits for (the
+            # oldest not yet waited for), wherever the tensor was first used.
+            pending = self.pending.get(e.thread)
+            if pending:
+                return ("comm", *pending.pop(0))
         wait = is_wait(e.name)
         kind = self.last_kind.get(e.thread, "other") if wait else collective_kind(e.name)
         if not wait:
             self.last_kind[e.thread] = kind
-        phase = "backward" if in_backward else "forward"
+        phase = self.phase_at(e.start_us, in_backward)
         if inherited[0] == "comm":
             # Inside one of FSDP's ranges (or another collective op): its unit, the
             # op's own kind (FSDP's hybrid sharding all-reduces inside its reduce).
@@ -501,6 +524,8 @@ class _Walk:
                     self.collective_calls.append(
                         CollectiveCall(owner[1:], e.start_us, e.end_us, e.nbytes, e.name)
                     )
+                    if e.name.startswith(FUNCTIONAL_OPS):
+                        self.pending.setdefault(e.thread, []).append(owner[1:])
                     in_call = True
             if self.loop and e.parent == self.step.id and owner == UNATTRIBUTED and \
                     not e.name.startswith((MODULE, BACKWARD_NODE, PHASE)):

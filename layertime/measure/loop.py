@@ -15,6 +15,12 @@ first call, so that compilation happens inside it): its compiled kernels are
 then charged to the layers they came from (``compiled/collector.py``), a step in which
 anything compiled is dropped, and the result says how it was compiled.
 
+A model the user sharded (FSDP2's ``fully_shard``, ``parallelize_module``) in their own
+torchrun script is profiled the same way on every rank: the layout is read from the
+model, each traced step's collectives are charged to layers (``parallel/sharded_comm.py``),
+``result()`` is this rank's run and ``gather()`` (called on every rank) gives rank 0 the
+merged one.  A DDP-wrapped model's gradient all-reduce is left unattributed here.
+
 ``prof.step()`` marks the end of one step.  After ``warmup_steps``, steps
 alternate between plain (only timed) and traced (per-layer rows), so the
 profiler's overhead is measured in the same run.  A step spans from one
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
 
@@ -35,14 +42,16 @@ from torch import nn
 
 from layertime.errors import LayertimeError
 from layertime.kinds import KindObserver
-from layertime.measure.aggregate import aggregate, shared_notes, timeline
+from layertime.measure.aggregate import aggregate, collective_rows, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.compiled.collector import CompiledCollector, compiled_in_place, compiled_inner
 from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.environment import describe
+from layertime.measure.parallel.sharded_comm import charge_collectives
 from layertime.measure.tracer import TraceSession
-from layertime.modules import ModuleTable
+from layertime.modules import ModuleTable, class_name
 from layertime.results.run import Run
+from layertime.results.sharded import ShardLayout
 
 
 class Profiler:
@@ -79,7 +88,7 @@ class Profiler:
         self.warmup_steps = warmup_steps
         self.every = every
         self.max_profiled_steps = max_profiled_steps
-        self.name = name or type(self._inner if self._inner is not None else model).__name__
+        self.name = name or class_name(self._inner if self._inner is not None else model)
         try:
             first = next(model.parameters())
             self.device = first.device
@@ -98,6 +107,9 @@ class Profiler:
         self._active = False
         self._watch: KindObserver | None = None
         self._seq_len: int | None = None
+        #: A sharded model's layout and its units' layers (None: not sharded).
+        self._layout: ShardLayout | None = None
+        self._unit_maps: tuple[dict[str, dict[int, int]], dict[str, int]] = ({}, {})
 
     # -- context -----------------------------------------------------------
     def __enter__(self) -> Self:
@@ -125,6 +137,21 @@ class Profiler:
         if watch is not None:
             watch.__exit__(None, None, None)
             self._table = ModuleTable(self.model, watch.kinds())
+            self._read_layout()
+
+    def _read_layout(self) -> None:
+        """A sharded model's layout, read once its table is final (the first step sets up
+        FSDP's lazy state)."""
+        assert self._table is not None
+        world = _world_size()
+        if world is None:
+            return
+        from layertime.measure.parallel.shard import detect_layout
+        from layertime.measure.parallel.sharded import unit_maps
+
+        self._layout = detect_layout(self.model, world)
+        if self._layout is not None:
+            self._unit_maps = unit_maps(self._table, self._layout.units)
 
     def _close_compiled(self) -> None:
         if self._compiled is not None:
@@ -179,10 +206,13 @@ class Profiler:
         if self._compiled is not None:
             self._compiled.compiled_since_mark()  # a step that compiles is not kept
         if self._is_traced(self._index):
+            if self._watch is None and self._layout is None and self._index == self.warmup_steps:
+                self._read_layout()  # no warm-up step watched it
             self._session = (
                 self._compiled.session()
                 if self._compiled is not None
-                else TraceSession(self._table, self.device)
+                else TraceSession(self._table, self.device,
+                                  record_shapes=self._layout is not None)
             )
             self._session.start()
             self._t0 = time.perf_counter()
@@ -215,15 +245,14 @@ class Profiler:
                     else:
                         self._compiled.forget_last()
                 else:
-                    self._traced.append(
-                        attribute_step(
-                            step,
-                            members,
-                            device_time=cuda,
-                            step_wall_s=wall if cuda else None,
-                            loop=True,
-                        )
+                    charges = attribute_step(
+                        step,
+                        members,
+                        device_time=cuda,
+                        step_wall_s=wall if cuda else None,
+                        loop=True,
                     )
+                    self._traced.append(charge_collectives(charges, *self._unit_maps))
         elif self._index >= self.warmup_steps:
             if self._compiled is None or self._compiled.keep_step(wall):
                 self._plain.append(wall)
@@ -274,4 +303,41 @@ class Profiler:
             seq_len=self._seq_len,
             notes=shared_notes(self._table),
         )
+        if self._layout is not None:
+            run = replace(run, world_size=self._layout.world_size, sharding=self._layout,
+                          collectives=collective_rows(self._table, self._traced),
+                          backend=_backend_name())
         return self._compiled.finish(run) if self._compiled is not None else run
+
+    def gather(self) -> Run | None:
+        """Every rank's run merged on rank 0 (None on the others): rows are means over
+        ranks, ``ranks`` each rank's step and communication.  A collective call: every
+        rank must call it; outside a process group it is :meth:`result`."""
+        run = self.result()
+        if _world_size() is None:
+            return run
+        import torch.distributed as dist
+
+        from layertime.measure.parallel.merge import merge_ranks
+
+        rank, world = dist.get_rank(), dist.get_world_size()
+        gathered: list[Any] | None = [None] * world if rank == 0 else None
+        dist.gather_object(run, gathered, dst=0)
+        if gathered is None:
+            return None
+        return merge_ranks([r for r in gathered if r is not None], backend=_backend_name())
+
+
+def _world_size() -> int | None:
+    """The process group's size when one is initialised, else None."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return int(dist.get_world_size())
+
+
+def _backend_name() -> str | None:
+    import torch.distributed as dist
+
+    return str(dist.get_backend()) if dist.is_available() and dist.is_initialized() else None
