@@ -26,6 +26,7 @@ from layertime.results.cost import CostResult
 from layertime.results.joined import Comparison
 from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.run import Run, Slice
+from layertime.results.sharded import CollectiveRow, ShardLayout
 from layertime.models import ModelRef
 from layertime.results.sweep import Crossover, SeqCrossover, SummaryPoint, SweepSummary
 from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
@@ -37,7 +38,7 @@ MAPS = frozenset({
     "layers_of_bucket", "phase_spread_s", "kinds", "prediction", "not_modelled_s",
     "conventions", "peak_tflops", "compute_efficiency", "memory_efficiency", "math_peaks",
     "config", "group", "not_counted", "arithmetic_intensity", "split_s", "unplaced_kernels",
-    "roles", "blocks",
+    "roles", "blocks", "tp_layers",
 })
 
 
@@ -93,7 +94,14 @@ def run(cost: CostResult) -> Run:
             unplaced_kernels={"k": 0.0001},
         ),
     )
-    return replace(base, prediction=join(base, cost).to_dict())
+    sharded = replace(
+        base,
+        sharding=ShardLayout("fsdp+tp", 4, 2, 2, True, ("h.0", ""), {"h.*.fc": "colwise"},
+                             "test plan"),
+        collectives=(CollectiveRow("all_gather", "forward", "unit", "h.0", 1.0, 4096, 0.001,
+                                   0.0005, 0.0012),),
+    )
+    return replace(sharded, prediction=join(base, cost).to_dict())
 
 
 def _round_trip(obj: Any, read: Callable[[dict[str, Any]], Any]) -> None:
@@ -106,6 +114,8 @@ def test_run_reads_past_unknown_keys(run: Run) -> None:
     back = Run.from_dict(augmented(json.loads(run.to_json())))
     assert back.timeline and back.ranks and back.buckets and back.link and back.prediction
     assert back.compiled is not None and back.compiled.fused_groups[0].members == ("conv", "fc")
+    assert back.sharding is not None and back.sharding.units == ("h.0", "")
+    assert back.collectives == run.collectives
 
 
 def test_cost_reads_past_unknown_keys(cost: CostResult) -> None:

@@ -28,6 +28,7 @@ from layertime.render.views.charts import (
     view,
 )
 from layertime.render.views.cost import cost_section, flops_parts
+from layertime.render.views.sharded import collectives_section, comm_chart, ranks_chart
 from layertime.render.views.roles import (
     ROLES_NOTE,
     blocks_chart,
@@ -92,6 +93,7 @@ def profile_view(run: Run, cost: CostResult | Mapping[str, Any] | None = None) -
                               "Each role's share of the profiled step beside its share of "
                               "the " + of), charts[1]] + ([blocks] if blocks else []) + \
             [charts[0], charts[2]]
+    charts += [c for c in (comm_chart(run), ranks_chart(run)) if c is not None]
     if has["predicted"] and cost is not None:
         charts.append(_predicted_chart(rows, run, cost))
     title = f"{run.model} · batch {run.batch_size} · {run.device} · " + (
@@ -311,7 +313,7 @@ def _table(rows: Sequence[Mapping[str, Any]], step: float, has: Mapping[str, boo
     cols = [("#", True), ("layer", False), ("type", False), ("kind", False)]
     cols += [("role", False)] if roles else []
     cols += [("fwd ms", True), ("bwd ms", True), ("update ms", True)]
-    cols += [("sync ms", True)] if comm else []
+    cols += [("comm ms", True)] if comm else []
     cols += [("total ms", True), ("share", True), ("params", True), ("params %", True)]
     cols += [("FLOPs", True), ("FLOPs %", True)] if has["flops"] else []
     cols += [("memory", True), ("memory %", True)] if has["memory"] else []
@@ -445,6 +447,9 @@ def _sections(run: Run, cost: CostResult | None) -> list[dict[str, Any]]:
         sections.append(cost_section(cost))
     if run.compiled is not None:
         sections.append(compiled_section(run.compiled))
+    collectives = collectives_section(run)
+    if collectives is not None:
+        sections.append(collectives)
     return sections
 
 

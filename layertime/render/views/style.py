@@ -15,6 +15,9 @@ PHASE_COLORS: dict[str, str] = {
     "backward_weight": "#b5540b",
     "update": "#54a24b",
     "comm": "#b279a2",
+    "comm_hidden": "#e2c6da",
+    "compute": "#4c78a8",
+    "wait": "#e45756",
     "step": "#9d9d9d",
 }
 PHASE_LABELS: dict[str, str] = {
@@ -23,7 +26,10 @@ PHASE_LABELS: dict[str, str] = {
     "backward_input": "backward (input gradient)",
     "backward_weight": "backward (weight gradient)",
     "update": "update",
-    "comm": "gradient sync (exposed)",
+    "comm": "communication (exposed)",
+    "comm_hidden": "communication (hidden behind compute)",
+    "compute": "compute (and the rest of the step)",
+    "wait": "exposed communication: waiting for the slowest rank",
     "step": "step-level (loss, zero_grad, data, ...)",
 }
 #: One colour per kind, for lines and points.
