@@ -187,16 +187,18 @@ def cmd_bench_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from layertime.cost import MathMode, estimate_workload, predict
+    from layertime.cost import MathMode, estimate_with_model, predict
     from layertime.cost.devices import find_profile
     from layertime.render.cost_table import render
 
     check_report_paths(args)
     if args.profiles and not args.device_profile:
         raise BadValue("--profiles needs --device-profile NAME to choose one")
+    run = _what_if_run(args)
+    sharding, world = _sharding_of(args, run)
     profile = find_profile(args.device_profile, args.profiles) if args.device_profile else None
-    workload = workload_of(args)
-    cost = estimate_workload(workload, frozen=args.freeze)
+    workload = _cost_workload(args, run)
+    cost, model = estimate_with_model(workload, frozen=args.freeze)
     if profile is not None:
         tf32 = {"torch": MathMode(), "on": MathMode(True, True), "off": MathMode(False, False)}
         cost = predict(cost, profile, mode=tf32[args.tf32])
@@ -208,21 +210,140 @@ def cmd_cost(args: argparse.Namespace) -> int:
     else:
         console(args).print(render(cost, table_width(args)))
     write_reports(args, cost)
-    if args.workers or args.run:
-        _comm_what_if(args, cost)
+    if sharding is not None:
+        _sharded_what_if(args, cost, model, sharding, world, profile, run)
+    elif args.workers or args.run:
+        _comm_what_if(args, cost, run)
     if not args.no_store:
         _store_run(args, "cost", cost.to_dict(), cost.model, cost.batch_size,
                    args.device_profile, workload)
     return 0
 
 
-def _comm_what_if(args: argparse.Namespace, cost: CostResult) -> None:
+def _what_if_run(args: argparse.Namespace) -> Run | None:
+    """``cost --run RUN.json``: the measured run of the what-if (MODEL defaults to its)."""
+    if not args.run:
+        if args.model is None:
+            raise BadValue("give MODEL (or --run RUN.json for a what-if of a measured run)")
+        return None
+    from layertime.results.run import Run
+
+    return Run.load(args.run)
+
+
+def _cost_workload(args: argparse.Namespace, run: Run | None) -> Any:
+    """The workload to count: the flags', or with ``--run`` and no MODEL the run's own
+    (model, batch size, sequence length or input shape, dtype, optimizer)."""
+    if args.model is not None or run is None:
+        return workload_of(args)
+    from layertime.models import ModelRef
+    from layertime.workload import WorkloadSpec
+
+    tokens = run.seq_len is not None
+    return WorkloadSpec.create(
+        ModelRef(run.model, tuple(args.config)), batch_size=run.batch_size,
+        seq_len=run.seq_len, input_shape=None if tokens else tuple(run.input_shape) or None,
+        num_classes=run.num_classes or args.num_classes, dtype=run.dtype,
+        optimizer=run.optimizer)
+
+
+def _sharding_of(args: argparse.Namespace, run: Run | None) -> tuple[Any, int]:
+    """(the ShardingSpec, the world size) of ``--fsdp/--tp K --nproc N``, or (None, 0) for
+    no sharded what-if; a bad combination is one line (exit 2)."""
+    if args.nproc and args.workers and args.nproc != args.workers:
+        raise BadValue(f"--nproc {args.nproc} and --workers {args.workers} are the same "
+                       "thing: give one")
+    if args.nproc and not args.workers:
+        args.workers = args.nproc  # without --fsdp/--tp: DDP's what-if, as profile --nproc
+    if not (args.fsdp or args.tp):
+        if not args.reshard_after_forward:
+            raise BadValue("--no-reshard-after-forward needs --fsdp")
+        return None, 0
+    from layertime.workload.sharding import ShardingSpec
+
+    if args.bucket_cap_mb != 25.0:
+        raise BadValue("--bucket-cap-mb is DDP's: FSDP and TP have no gradient buckets")
+    if args.tp is not None and args.tp < 2 and not args.fsdp:
+        raise BadValue("--tp needs K >= 2 (or add --fsdp)")
+    spec = ShardingSpec(fsdp=args.fsdp, tp=args.tp or 1,
+                        reshard_after_forward=args.reshard_after_forward)
+    world = args.workers
+    if world is None and run is not None and run.world_size > 1:
+        world = run.world_size
+    if world is None:
+        if args.fsdp:
+            raise BadValue("--fsdp needs --nproc N, the number of ranks")
+        world = spec.tp
+    spec.mesh(world)  # N must be K x M: one line, before anything is counted
+    return spec, world
+
+
+def _links(args: argparse.Namespace, profile: Any, run: Run | None) -> tuple[Any, Any, list[str]]:
+    """(data-parallel link, tensor-parallel link, notes): ``--link-gbps`` (else the run's
+    measured link, else the device profile's inter-node link) for the data-parallel group;
+    the device profile's intra-node link for the tensor-parallel group, else the same."""
+    from layertime.results.comm import DEFAULT_LATENCY_US, Link
+
+    if args.link_latency_us is not None and not args.link_gbps:
+        raise BadValue("--link-latency-us needs --link-gbps")
+    dp = None
+    if args.link_gbps:
+        latency = args.link_latency_us
+        if latency is None:
+            latency = run.link.latency_us if run is not None and run.link else DEFAULT_LATENCY_US
+        dp = Link(args.link_gbps, latency, "--link-gbps")
+    elif run is not None and run.link is not None:
+        dp = Link(run.link.bandwidth_gbps, run.link.latency_us, "measured in the run")
+    elif profile is not None and profile.inter_node_link is not None:
+        dp = profile.inter_node_link
+    tp = profile.intra_node_link if profile is not None else None
+    notes = []
+    if tp is None:
+        tp = dp
+        if dp is not None and args.fsdp and (args.tp or 1) > 1:
+            notes.append("one link for both groups: the device profile gives no intra-node "
+                         "link for the tensor-parallel group")
+    elif dp is None and args.fsdp:
+        notes.append(f"the tensor-parallel group on {profile.key}'s intra-node link; the "
+                     "data-parallel group needs --link-gbps G")
+    return dp, tp, notes
+
+
+def _sharded_what_if(args: argparse.Namespace, cost: CostResult, model: Any, sharding: Any,
+                     world: int, profile: Any, run: Run | None) -> None:
+    from layertime.cost.sharded import from_cost, from_run_model
+    from layertime.render.sharded import render as render_sharded
+
+    dp_link, tp_link, notes = _links(args, profile, run)
+    if run is not None:
+        _warn_run_differs(run, cost)
+        pred = from_run_model(run, cost, model, sharding, world, dp_link=dp_link,
+                              tp_link=tp_link, notes=notes)
+    else:
+        pred = from_cost(cost, model, sharding, world, dp_link=dp_link, tp_link=tp_link,
+                         notes=notes)
+    if args.comm_json:
+        write_json(args, args.comm_json, pred.to_dict())
+    if args.quiet:
+        print(pred.headline())
+    else:
+        console(args).print(render_sharded(pred, table_width(args)))
+
+
+def _warn_run_differs(run: Run, cost: CostResult) -> None:
+    for what, measured, counted in (("model", run.model, cost.model),
+                                    ("batch size", run.batch_size, cost.batch_size),
+                                    ("sequence length", run.seq_len, cost.seq_len)):
+        if measured != counted:
+            print(f"warning: the run was measured with {what} {measured}, the estimate "
+                  f"above is for {counted}: the what-if below uses the run's", file=sys.stderr)
+
+
+def _comm_what_if(args: argparse.Namespace, cost: CostResult, run: Run | None) -> None:
     from layertime.cost.comm import from_cost, from_run
     from layertime.render.comm import render as render_comm
     from layertime.results.comm import DEFAULT_LATENCY_US, Link
-    from layertime.results.run import Run
 
-    run = Run.load(args.run) if args.run else None
     link = None
     if args.link_gbps:
         latency = args.link_latency_us
@@ -233,12 +354,7 @@ def _comm_what_if(args: argparse.Namespace, cost: CostResult) -> None:
         raise BadValue("--link-latency-us needs --link-gbps")
     caps = {"cap_bytes": int(args.bucket_cap_mb * 2**20)}
     if run is not None:
-        for what, measured, counted in (("model", run.model, cost.model),
-                                        ("batch size", run.batch_size, cost.batch_size),
-                                        ("sequence length", run.seq_len, cost.seq_len)):
-            if measured != counted:
-                print(f"warning: the run was measured with {what} {measured}, the estimate "
-                      f"above is for {counted}: the what-if below uses the run's", file=sys.stderr)
+        _warn_run_differs(run, cost)
         pred = from_run(run, args.workers, link, **caps)
     else:
         if link is None:
