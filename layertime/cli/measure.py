@@ -278,43 +278,22 @@ def _sharding_of(args: argparse.Namespace, run: Run | None) -> tuple[Any, int]:
     return spec, world
 
 
-def _links(args: argparse.Namespace, profile: Any, run: Run | None) -> tuple[Any, Any, list[str]]:
-    """(data-parallel link, tensor-parallel link, notes): ``--link-gbps`` (else the run's
-    measured link, else the device profile's inter-node link) for the data-parallel group;
-    the device profile's intra-node link for the tensor-parallel group, else the same."""
+def _sharded_what_if(args: argparse.Namespace, cost: CostResult, model: Any, sharding: Any,
+                     world: int, profile: Any, run: Run | None) -> None:
+    from layertime.cost.sharded import from_cost, from_run_model, links
+    from layertime.render.sharded import render as render_sharded
     from layertime.results.comm import DEFAULT_LATENCY_US, Link
 
     if args.link_latency_us is not None and not args.link_gbps:
         raise BadValue("--link-latency-us needs --link-gbps")
-    dp = None
+    given = None
     if args.link_gbps:
         latency = args.link_latency_us
         if latency is None:
             latency = run.link.latency_us if run is not None and run.link else DEFAULT_LATENCY_US
-        dp = Link(args.link_gbps, latency, "--link-gbps")
-    elif run is not None and run.link is not None:
-        dp = Link(run.link.bandwidth_gbps, run.link.latency_us, "measured in the run")
-    elif profile is not None and profile.inter_node_link is not None:
-        dp = profile.inter_node_link
-    tp = profile.intra_node_link if profile is not None else None
-    notes = []
-    if tp is None:
-        tp = dp
-        if dp is not None and args.fsdp and (args.tp or 1) > 1:
-            notes.append("one link for both groups: the device profile gives no intra-node "
-                         "link for the tensor-parallel group")
-    elif dp is None and args.fsdp:
-        notes.append(f"the tensor-parallel group on {profile.key}'s intra-node link; the "
-                     "data-parallel group needs --link-gbps G")
-    return dp, tp, notes
-
-
-def _sharded_what_if(args: argparse.Namespace, cost: CostResult, model: Any, sharding: Any,
-                     world: int, profile: Any, run: Run | None) -> None:
-    from layertime.cost.sharded import from_cost, from_run_model
-    from layertime.render.sharded import render as render_sharded
-
-    dp_link, tp_link, notes = _links(args, profile, run)
+        given = Link(args.link_gbps, latency, "--link-gbps")
+    dp_link, tp_link, notes = links(given, device=profile, run=run, fsdp=sharding.fsdp,
+                                    tp=sharding.tp)
     if run is not None:
         _warn_run_differs(run, cost)
         pred = from_run_model(run, cost, model, sharding, world, dp_link=dp_link,

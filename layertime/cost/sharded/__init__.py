@@ -41,6 +41,7 @@ __all__ = [
     "estimate_sharded",
     "from_cost",
     "from_run_model",
+    "links",
     "predict_run",
 ]
 
@@ -123,6 +124,37 @@ def compute_from_run(
                        source="measured run")
 
 
+def links(
+    dp_link: Link | None = None,
+    tp_link: Link | None = None,
+    *,
+    device: DeviceProfile | None = None,
+    run: Any = None,
+    fsdp: bool = True,
+    tp: int = 1,
+) -> tuple[Link | None, Link | None, list[str]]:
+    """(data-parallel link, tensor-parallel link, notes): the data-parallel group on
+    ``dp_link``, else the link measured in ``run``, else ``device``'s inter-node link; the
+    tensor-parallel group on ``tp_link``, else ``device``'s intra-node link (NVLink), else
+    the data-parallel one (one link for both, said in the notes)."""
+    notes: list[str] = []
+    if dp_link is None and run is not None and run.link is not None:
+        dp_link = Link(run.link.bandwidth_gbps, run.link.latency_us, "measured in the run")
+    if dp_link is None and device is not None:
+        dp_link = device.inter_node_link
+    if tp_link is None and device is not None:
+        tp_link = device.intra_node_link
+    if tp_link is None:
+        tp_link = dp_link
+        if dp_link is not None and fsdp and tp > 1:
+            notes.append("one link for both groups: no intra-node link for the tensor-parallel "
+                         "group (a device profile with one gives it)")
+    elif dp_link is None and fsdp and device is not None:
+        notes.append(f"the tensor-parallel group on {device.key}'s intra-node link; the "
+                     "data-parallel group needs --link-gbps G")
+    return dp_link, tp_link, notes
+
+
 def _elem(dtype: str) -> int:
     return DTYPE_BYTES.get(dtype, 4)
 
@@ -165,13 +197,14 @@ def estimate_sharded(
 ) -> tuple[CostResult, ShardedCost]:
     """Count ``workload`` (batch per data-parallel rank) on the meta device and predict its
     sharded step over ``world_size`` ranks: the cost estimate (with its roofline on
-    ``device``) and the sharded what-if.  ``tp_link`` defaults to ``dp_link``."""
-    sharding.mesh(world_size)  # a bad mesh fails before anything is counted
+    ``device``) and the sharded what-if.  Links as :func:`links` chooses them."""
+    _, tp = sharding.mesh(world_size)  # a bad mesh fails before anything is counted
+    dp_link, tp_link, said = links(dp_link, tp_link, device=device, fsdp=sharding.fsdp, tp=tp)
     cost, model = estimate_with_model(workload, frozen=frozen)
     if device is not None:
         cost = roofline(cost, device, mode=mode or MathMode())
     return cost, from_cost(cost, model, sharding, world_size, dp_link=dp_link,
-                           tp_link=tp_link or dp_link, notes=notes)
+                           tp_link=tp_link, notes=[*said, *notes])
 
 
 def from_run_model(
@@ -190,9 +223,9 @@ def from_run_model(
     :func:`predict_run`, which counts the model itself)."""
     if measured is None:
         measured = _spec_of(getattr(run, "sharding", None))
-    if dp_link is None and run.link is not None:
-        dp_link = Link(run.link.bandwidth_gbps, run.link.latency_us, "measured in the run")
     dp, tp = sharding.mesh(world_size)
+    dp_link, tp_link, said = links(dp_link, tp_link, run=run, fsdp=sharding.fsdp, tp=tp)
+    notes = [*said, *notes]
     layers, units, source = layout(model, cost.layers, sharding, world_size, cost.model)
     compute = compute_from_run(run, layers, dp=dp, tp=tp, fsdp=sharding.fsdp,
                                measured=measured)
@@ -209,7 +242,7 @@ def from_run_model(
         run.model, layers, units, world_size=world_size, dp=dp, tp=tp, fsdp=sharding.fsdp,
         reshard_after_forward=sharding.reshard_after_forward, batch_size=run.batch_size,
         seq_len=run.seq_len, dtype=run.dtype, elem_bytes=_elem(run.dtype),
-        dp_link=dp_link, tp_link=tp_link or dp_link, compute=compute, tp_plan_source=source,
+        dp_link=dp_link, tp_link=tp_link, compute=compute, tp_plan_source=source,
         measured=measured_rows, measured_step_s=run.step_s if same else None, notes=out,
     )
 
