@@ -15,7 +15,7 @@ from torch import nn
 import factories
 from layertime.cli import main
 from layertime.cost import get_profile
-from layertime.cost.sharded import estimate_sharded, predict_run
+from layertime.cost.sharded import estimate_sharded, predict_run, sharding_of_run
 from layertime.models import ModelRef, resolve
 from layertime.modules import ModuleTable
 from layertime.results.comm import Link
@@ -231,3 +231,13 @@ def test_bad_combinations_are_one_line_and_exit_2(
 def test_a_model_without_a_plan_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = _cli(capsys, "alexnet", "-b", "2", "--image-size", "64", "--tp", "2")
     assert rc == 2 and "no tensor-parallel plan for alexnet" in err and err.count("\n") == 1
+
+
+def test_a_runs_own_sharding_is_read_as_a_spec_or_its_dict() -> None:
+    from types import SimpleNamespace
+
+    spec = ShardingSpec(fsdp=True, tp=2, reshard_after_forward=False)
+    assert sharding_of_run(SimpleNamespace(sharding=spec)) == spec
+    assert sharding_of_run(SimpleNamespace(sharding=spec.to_dict())) == spec
+    assert sharding_of_run(SimpleNamespace(sharding=None)) is None
+    assert sharding_of_run(factories.transformer_run()) is None  # unsharded: none

@@ -255,23 +255,28 @@ def _sharding_of(args: argparse.Namespace, run: Run | None) -> tuple[Any, int]:
                        "thing: give one")
     if args.nproc and not args.workers:
         args.workers = args.nproc  # without --fsdp/--tp: DDP's what-if, as profile --nproc
-    if not (args.fsdp or args.tp):
-        if not args.reshard_after_forward:
-            raise BadValue("--no-reshard-after-forward needs --fsdp")
-        return None, 0
+    from layertime.cost.sharded import sharding_of_run
     from layertime.workload.sharding import ShardingSpec
 
+    measured = sharding_of_run(run) if run is not None else None
+    if not (args.fsdp or args.tp):
+        if measured is None:  # DDP's what-if, or none
+            if not args.reshard_after_forward:
+                raise BadValue("--no-reshard-after-forward needs --fsdp")
+            return None, 0
+        spec = measured  # a sharded run: its own layout, unless flags give another
+        if not args.reshard_after_forward:
+            spec = ShardingSpec(spec.fsdp, spec.tp, reshard_after_forward=False)
+    else:
+        spec = ShardingSpec(fsdp=args.fsdp, tp=args.tp or 1,
+                            reshard_after_forward=args.reshard_after_forward)
     if args.bucket_cap_mb != 25.0:
         raise BadValue("--bucket-cap-mb is DDP's: FSDP and TP have no gradient buckets")
-    if args.tp is not None and args.tp < 2 and not args.fsdp:
-        raise BadValue("--tp needs K >= 2 (or add --fsdp)")
-    spec = ShardingSpec(fsdp=args.fsdp, tp=args.tp or 1,
-                        reshard_after_forward=args.reshard_after_forward)
     world = args.workers
     if world is None and run is not None and run.world_size > 1:
         world = run.world_size
     if world is None:
-        if args.fsdp:
+        if spec.fsdp:
             raise BadValue("--fsdp needs --nproc N, the number of ranks")
         world = spec.tp
     spec.mesh(world)  # N must be K x M: one line, before anything is counted

@@ -43,6 +43,7 @@ __all__ = [
     "from_run_model",
     "links",
     "predict_run",
+    "sharding_of_run",
 ]
 
 
@@ -77,7 +78,10 @@ def compute_from_cost(
                        source=f"roofline: {cost.prediction.device}")
 
 
-def _spec_of(value: Any) -> ShardingSpec | None:
+def sharding_of_run(run: Any) -> ShardingSpec | None:
+    """The layout a measured run was sharded with (its ``sharding``: a ShardingSpec or its
+    dict), or None for an unsharded or DDP run (a run without one)."""
+    value = getattr(run, "sharding", None)
     if value is None or isinstance(value, ShardingSpec):
         return value
     if isinstance(value, Mapping):
@@ -222,7 +226,7 @@ def from_run_model(
     """The what-if of a measured run, the layout from ``model`` and its count ``cost`` (see
     :func:`predict_run`, which counts the model itself)."""
     if measured is None:
-        measured = _spec_of(getattr(run, "sharding", None))
+        measured = sharding_of_run(run)
     dp, tp = sharding.mesh(world_size)
     dp_link, tp_link, said = links(dp_link, tp_link, run=run, fsdp=sharding.fsdp, tp=tp)
     notes = [*said, *notes]
