@@ -196,6 +196,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
         raise BadValue("--profiles needs --device-profile NAME to choose one")
     run = _what_if_run(args)
     sharding, world = _sharding_of(args, run)
+    if sharding is not None:
+        _given_link(args, run)  # a bad link fails before anything is counted
     profile = find_profile(args.device_profile, args.profiles) if args.device_profile else None
     workload = _cost_workload(args, run)
     cost, model = estimate_with_model(workload, frozen=args.freeze)
@@ -287,18 +289,9 @@ def _sharded_what_if(args: argparse.Namespace, cost: CostResult, model: Any, sha
                      world: int, profile: Any, run: Run | None) -> None:
     from layertime.cost.sharded import from_cost, from_run_model, links
     from layertime.render.sharded import render as render_sharded
-    from layertime.results.comm import DEFAULT_LATENCY_US, Link
 
-    if args.link_latency_us is not None and not args.link_gbps:
-        raise BadValue("--link-latency-us needs --link-gbps")
-    given = None
-    if args.link_gbps:
-        latency = args.link_latency_us
-        if latency is None:
-            latency = run.link.latency_us if run is not None and run.link else DEFAULT_LATENCY_US
-        given = Link(args.link_gbps, latency, "--link-gbps")
-    dp_link, tp_link, notes = links(given, device=profile, run=run, fsdp=sharding.fsdp,
-                                    tp=sharding.tp)
+    dp_link, tp_link, notes = links(_given_link(args, run), device=profile, run=run,
+                                    fsdp=sharding.fsdp, tp=sharding.tp)
     if run is not None:
         _warn_run_differs(run, cost)
         pred = from_run_model(run, cost, model, sharding, world, dp_link=dp_link,
@@ -314,6 +307,21 @@ def _sharded_what_if(args: argparse.Namespace, cost: CostResult, model: Any, sha
         console(args).print(render_sharded(pred, table_width(args)))
 
 
+def _given_link(args: argparse.Namespace, run: Run | None, source: str = "--link-gbps") -> Any:
+    """``--link-gbps`` and ``--link-latency-us`` (default: the run's measured latency, else
+    5 µs) as a Link, or None."""
+    from layertime.results.comm import DEFAULT_LATENCY_US, Link
+
+    if args.link_latency_us is not None and not args.link_gbps:
+        raise BadValue("--link-latency-us needs --link-gbps")
+    if not args.link_gbps:
+        return None
+    latency = args.link_latency_us
+    if latency is None:
+        latency = run.link.latency_us if run is not None and run.link else DEFAULT_LATENCY_US
+    return Link(args.link_gbps, latency, source)
+
+
 def _warn_run_differs(run: Run, cost: CostResult) -> None:
     for what, measured, counted in (("model", run.model, cost.model),
                                     ("batch size", run.batch_size, cost.batch_size),
@@ -326,16 +334,7 @@ def _warn_run_differs(run: Run, cost: CostResult) -> None:
 def _comm_what_if(args: argparse.Namespace, cost: CostResult, run: Run | None) -> None:
     from layertime.cost.comm import from_cost, from_run
     from layertime.render.comm import render as render_comm
-    from layertime.results.comm import DEFAULT_LATENCY_US, Link
-
-    link = None
-    if args.link_gbps:
-        latency = args.link_latency_us
-        if latency is None:
-            latency = run.link.latency_us if run is not None and run.link else DEFAULT_LATENCY_US
-        link = Link(args.link_gbps, latency)
-    elif args.link_latency_us is not None:
-        raise BadValue("--link-latency-us needs --link-gbps")
+    link = _given_link(args, run, source="given")
     caps = {"cap_bytes": int(args.bucket_cap_mb * 2**20)}
     if run is not None:
         _warn_run_differs(run, cost)
