@@ -196,13 +196,16 @@ def compile_flags(p: argparse.ArgumentParser) -> None:
 def comm_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data-parallel what-if (ring all-reduce of DDP's gradient buckets)")
     g.add_argument("--workers", type=positive_int, metavar="N", help="data-parallel workers")
-    g.add_argument("--link-gbps", type=positive_float, metavar="G", help="link bandwidth, Gbit/s")
+    g.add_argument("--link-gbps", type=positive_float, metavar="G",
+                   help="link bandwidth, Gbit/s (sharded: the data-parallel group's; the "
+                   "tensor-parallel group's is a device profile's NVLink, else this one)")
     g.add_argument("--link-latency-us", type=float, metavar="US",
                    help="link latency per message, µs (default 5, or the run's measured one)")
     g.add_argument("--bucket-cap-mb", type=positive_float, default=25.0, metavar="MB",
                    help="DDP's bucket cap in MiB (default 25)")
     g.add_argument("--run", metavar="RUN.json", help="a measured run (profile --json): compare "
-                   "with its communication, take its compute times, buckets and link")
+                   "with its communication, take its compute times, buckets and link "
+                   "(MODEL defaults to its)")
     g.add_argument("--comm-json", metavar="PATH", help="write the what-if as JSON "
                    "(layertime.sharded/1 with --fsdp/--tp)")
     s = p.add_argument_group(
