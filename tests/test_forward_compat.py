@@ -24,7 +24,7 @@ from layertime.results.compiled import (
 )
 from layertime.results.cost import CostResult
 from layertime.results.comm import Link
-from layertime.results.sharded import ShardedCost
+from layertime.results.sharded_cost import ShardedCost
 from layertime.results.joined import Comparison
 from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.run import Run, Slice

@@ -20,10 +20,10 @@ from layertime.render.comm import render as render_comm
 from layertime.render.compare import compare_table, runs_table, sweep_table
 from layertime.render.layout import Column, Row, lay_out, shorten_middle, to_text
 from layertime.render.predict_table import render as render_joined
-from layertime.render.sharded import render as render_sharded
+from layertime.render.sharded_cost import render as render_sharded
 from layertime.results.bench import BenchResult, LayerBench, RecordedInput
 from layertime.results.comm import Link
-from layertime.results.sharded import ShardedCost
+from layertime.results.sharded_cost import ShardedCost
 from layertime.cost.sharded.collectives import LayerLayout, ParamLayout
 from layertime.cost.sharded.predict import LayerCompute, StepCompute
 from layertime.cost.sharded.predict import predict as predict_sharded

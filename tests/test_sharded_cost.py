@@ -19,7 +19,7 @@ from layertime.cost.sharded import estimate_sharded, predict_run, sharding_of_ru
 from layertime.models import ModelRef, resolve
 from layertime.modules import ModuleTable
 from layertime.results.comm import Link
-from layertime.results.sharded import ShardedCost
+from layertime.results.sharded_cost import ShardedCost
 from layertime.workload import WorkloadSpec
 from layertime.workload.sharding import ShardingSpec, fsdp_units
 

@@ -288,7 +288,7 @@ def _sharding_of(args: argparse.Namespace, run: Run | None) -> tuple[Any, int]:
 def _sharded_what_if(args: argparse.Namespace, cost: CostResult, model: Any, sharding: Any,
                      world: int, profile: Any, run: Run | None) -> None:
     from layertime.cost.sharded import from_cost, from_run_model, links
-    from layertime.render.sharded import render as render_sharded
+    from layertime.render.sharded_cost import render as render_sharded
 
     dp_link, tp_link, notes = links(_given_link(args, run), device=profile, run=run,
                                     fsdp=sharding.fsdp, tp=sharding.tp)

@@ -31,7 +31,7 @@ from layertime.cost.sharded.predict import LayerCompute, StepCompute, predict
 from layertime.errors import LayertimeError
 from layertime.results.comm import Link
 from layertime.results.cost import CostResult
-from layertime.results.sharded import ShardedCost
+from layertime.results.sharded_cost import ShardedCost
 from layertime.workload import WorkloadSpec
 from layertime.workload.sharding import ShardingSpec
 
