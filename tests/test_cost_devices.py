@@ -105,6 +105,10 @@ def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
             r"compute_efficiency.conv must be in \(0, 1\]",
             6,
         ),
+        ("fp32_tflops = 1\nmemory_bandwidth_gb_per_s = 1\ninter_node_link_latency_us = 2",
+         "inter_node_link_latency_us needs inter_node_link_gbps", 6),
+        ("fp32_tflops = 1\nmemory_bandwidth_gb_per_s = 1\nintra_node_link_gbps = 0",
+         "intra_node_link_gbps must be > 0", 6),
         (
             "fp32_tflops = 1\nmemory_bandwidth_gb_per_s = 1\n\n[devices.gpu.memory_efficiency]\n"
             "default = 0",
@@ -119,6 +123,20 @@ def test_invalid_profile_names_file_line_and_field(body: str, match: str, line: 
         parse_profiles(text, "p.toml")
     assert str(e.value).startswith(f"p.toml:{line} [devices.gpu]: ")
     assert "\n" not in str(e.value)
+
+
+def test_links_of_a_profile_for_the_sharded_what_if() -> None:
+    text = ("[devices.box]\nfp32_tflops = 1\nmemory_bandwidth_gb_per_s = 1\n"
+            "intra_node_link_gbps = 2400\ninter_node_link_gbps = 200\n"
+            "inter_node_link_latency_us = 3\n")
+    box = parse_profiles(text, "p.toml")["box"]
+    assert box.intra_node_link is not None and box.inter_node_link is not None
+    assert (box.intra_node_link.bandwidth_gbps, box.intra_node_link.latency_us) == (2400, 5.0)
+    assert (box.inter_node_link.bandwidth_gbps, box.inter_node_link.latency_us) == (200, 3.0)
+    # Built in: NVLink's datasheet total per GPU, half each way; no network card.
+    h100 = get_profile("h100")
+    assert h100.intra_node_link is not None and h100.intra_node_link.bandwidth_gbps == 3600
+    assert h100.inter_node_link is None and get_profile("t4").intra_node_link is None
 
 
 def test_file_without_devices_and_missing_file(tmp_path: Path) -> None:

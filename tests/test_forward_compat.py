@@ -23,6 +23,8 @@ from layertime.results.compiled import (
     GraphTotal,
 )
 from layertime.results.cost import CostResult
+from layertime.results.comm import Link
+from layertime.results.sharded_cost import ShardedCost
 from layertime.results.joined import Comparison
 from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.run import Run, Slice
@@ -30,6 +32,9 @@ from layertime.results.sharded import CollectiveRow, ShardLayout
 from layertime.models import ModelRef
 from layertime.results.sweep import Crossover, SeqCrossover, SummaryPoint, SweepSummary
 from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
+from layertime.cost.sharded.collectives import LayerLayout, ParamLayout
+from layertime.cost.sharded.predict import LayerCompute, StepCompute
+from layertime.cost.sharded.predict import predict as predict_sharded
 
 UNKNOWN = "field_of_a_later_version"
 #: Keys whose value is a free-form map (names to numbers, a configuration), not a record:
@@ -154,6 +159,23 @@ def test_sweep_reads_past_unknown_keys() -> None:
     )
     _round_trip(tokens, SweepSummary.from_dict)
     assert SweepSummary.from_dict(augmented(tokens.to_dict())) == tokens
+
+
+def test_sharded_reads_past_unknown_keys() -> None:
+    layers = [LayerLayout("", "other", "Net", ""),
+              LayerLayout("fc", "linear", "Linear", "fc", (ParamLayout((8, 4), 0),),
+                          tp_style="colwise", features=(4, 8), tp_region=True, role="mlp",
+                          block="h.0")]
+    sc = predict_sharded(
+        "Net", layers, ("fc", ""), world_size=4, dp=2, tp=2, fsdp=True,
+        reshard_after_forward=True, batch_size=2, seq_len=8, dtype="float32", elem_bytes=4,
+        dp_link=Link(10.0), tp_link=Link(100.0, 1.0, "nvlink"),
+        compute=StepCompute({"fc": LayerCompute(0.001, 0.002, 0.0001)}, source="hand"),
+        tp_plan_source="hand", measured={"fc": (0.001, 0.0005)}, measured_step_s=0.01,
+        notes=("a note",))
+    _round_trip(sc, ShardedCost.from_dict)
+    back = ShardedCost.from_dict(augmented(json.loads(sc.to_json())))
+    assert back == sc and back.tp_link is not None and back.layers[1].measured_comm_s == 0.001
 
 
 @pytest.mark.parametrize("spec", [

@@ -20,12 +20,43 @@ from layertime.render.comm import render as render_comm
 from layertime.render.compare import compare_table, runs_table, sweep_table
 from layertime.render.layout import Column, Row, lay_out, shorten_middle, to_text
 from layertime.render.predict_table import render as render_joined
+from layertime.render.sharded_cost import render as render_sharded
 from layertime.results.bench import BenchResult, LayerBench, RecordedInput
 from layertime.results.comm import Link
+from layertime.results.sharded_cost import ShardedCost
+from layertime.cost.sharded.collectives import LayerLayout, ParamLayout
+from layertime.cost.sharded.predict import LayerCompute, StepCompute
+from layertime.cost.sharded.predict import predict as predict_sharded
 from layertime.results.stored import StoredRun
 from layertime.results.sweep import SweepPoint, SweepResult
 
 WIDTHS = [60, 80, 100, 120, None]
+
+
+def _sharded() -> ShardedCost:
+    """A two-block Llama-like step on FSDP 2 x TP 2 (hand-made layout, no model)."""
+    layers = [LayerLayout("", "other", "LlamaForCausalLM", ""),
+              LayerLayout("model.embed_tokens", "embedding", "Embedding", "",
+                          (ParamLayout((128, 64)),))]
+    for i in range(2):
+        b = f"model.layers.{i}"
+        for name, style, feats in (("self_attn.q_proj", "colwise", (64, 64)),
+                                   ("self_attn.o_proj", "rowwise", (64, 64)),
+                                   ("mlp.gate_proj", "colwise", (64, 128)),
+                                   ("mlp.down_proj", "rowwise", (128, 64))):
+            dim = 0 if style == "colwise" else 1
+            layers.append(LayerLayout(f"{b}.{name}", "linear", "Linear", b,
+                                      (ParamLayout((feats[1], feats[0]), dim),), style, feats,
+                                      tp_region=True))
+        layers.append(LayerLayout(f"{b}.post_attention_layernorm", "norm", "LlamaRMSNorm", b,
+                                  (ParamLayout((64,)),)))
+    compute = StepCompute({r.name: LayerCompute(1e-4, 2e-4, 1e-5) for r in layers},
+                          source="hand-made")
+    return predict_sharded("hf:llama", layers, ("model.layers.0", "model.layers.1", ""),
+                           world_size=4, dp=2, tp=2, fsdp=True, reshard_after_forward=True,
+                           batch_size=2, seq_len=16, dtype="float32", elem_bytes=4,
+                           dp_link=Link(1.0), tp_link=Link(10.0), compute=compute,
+                           tp_plan_source="hand-made")
 LONG = "encoder.layer.11.attention.output.dense"
 
 
@@ -57,6 +88,7 @@ def _renderings() -> dict[str, tuple[object, list[str]]]:
         ENV,
     )
     comm = from_cost(make_cost(), 8, Link(100.0))
+    sharded = _sharded()
     names = _profile_names()
     joined_names = [r.label for r in joined.rows]
     return {
@@ -67,11 +99,13 @@ def _renderings() -> dict[str, tuple[object, list[str]]]:
                     [n for n in names]),
         "bench": (lambda w: bench_table(bench, run, w), [n for n in names if n != "(model)"]),
         "comm": (lambda w: render_comm(comm, w), [r.name for r in comm.layers if r.name]),
+        "sharded": (lambda w: render_sharded(sharded, w), [g.pattern for g in sharded.groups()]),
     }
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize("which", ["predict", "runs", "sweep", "compare", "bench", "comm"])
+@pytest.mark.parametrize("which", ["predict", "runs", "sweep", "compare", "bench", "comm",
+                                   "sharded"])
 def test_every_table_fits(which: str, width: int | None) -> None:
     make, names = _renderings()[which]
     text = to_text(make(width), None)  # type: ignore[operator]

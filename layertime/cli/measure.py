@@ -243,16 +243,20 @@ def cmd_bench_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from layertime.cost import MathMode, estimate_workload, predict
+    from layertime.cost import MathMode, estimate_with_model, predict
     from layertime.cost.devices import find_profile
     from layertime.render.cost_table import render
 
     check_report_paths(args)
     if args.profiles and not args.device_profile:
         raise BadValue("--profiles needs --device-profile NAME to choose one")
+    run = _what_if_run(args)
+    sharding, world = _sharding_of(args, run)
+    if sharding is not None:
+        _given_link(args, run)  # a bad link fails before anything is counted
     profile = find_profile(args.device_profile, args.profiles) if args.device_profile else None
-    workload = workload_of(args)
-    cost = estimate_workload(workload, frozen=args.freeze)
+    workload = _cost_workload(args, run)
+    cost, model = estimate_with_model(workload, frozen=args.freeze)
     if profile is not None:
         tf32 = {"torch": MathMode(), "on": MathMode(True, True), "off": MathMode(False, False)}
         cost = predict(cost, profile, mode=tf32[args.tf32])
@@ -264,37 +268,132 @@ def cmd_cost(args: argparse.Namespace) -> int:
     else:
         console(args).print(render(cost, table_width(args)))
     write_reports(args, cost)
-    if args.workers or args.run:
-        _comm_what_if(args, cost)
+    if sharding is not None:
+        _sharded_what_if(args, cost, model, sharding, world, profile, run)
+    elif args.workers or args.run:
+        _comm_what_if(args, cost, run)
     if not args.no_store:
         _store_run(args, "cost", cost.to_dict(), cost.model, cost.batch_size,
                    args.device_profile, workload)
     return 0
 
 
-def _comm_what_if(args: argparse.Namespace, cost: CostResult) -> None:
-    from layertime.cost.comm import from_cost, from_run
-    from layertime.render.comm import render as render_comm
-    from layertime.results.comm import DEFAULT_LATENCY_US, Link
+def _what_if_run(args: argparse.Namespace) -> Run | None:
+    """``cost --run RUN.json``: the measured run of the what-if (MODEL defaults to its)."""
+    if not args.run:
+        if args.model is None:
+            raise BadValue("give MODEL (or --run RUN.json for a what-if of a measured run)")
+        return None
     from layertime.results.run import Run
 
-    run = Run.load(args.run) if args.run else None
-    link = None
-    if args.link_gbps:
-        latency = args.link_latency_us
-        if latency is None:
-            latency = run.link.latency_us if run is not None and run.link else DEFAULT_LATENCY_US
-        link = Link(args.link_gbps, latency)
-    elif args.link_latency_us is not None:
+    return Run.load(args.run)
+
+
+def _cost_workload(args: argparse.Namespace, run: Run | None) -> Any:
+    """The workload to count: the flags', or with ``--run`` and no MODEL the run's own
+    (model, batch size, sequence length or input shape, dtype, optimizer)."""
+    if args.model is not None or run is None:
+        return workload_of(args)
+    from layertime.models import ModelRef
+    from layertime.workload import WorkloadSpec
+
+    tokens = run.seq_len is not None
+    return WorkloadSpec.create(
+        ModelRef(run.model, tuple(args.config)), batch_size=run.batch_size,
+        seq_len=run.seq_len, input_shape=None if tokens else tuple(run.input_shape) or None,
+        num_classes=run.num_classes or args.num_classes, dtype=run.dtype,
+        optimizer=run.optimizer)
+
+
+def _sharding_of(args: argparse.Namespace, run: Run | None) -> tuple[Any, int]:
+    """(the ShardingSpec, the world size) of ``--fsdp/--tp K --nproc N``, or (None, 0) for
+    no sharded what-if; a bad combination is one line (exit 2)."""
+    if args.nproc and args.workers and args.nproc != args.workers:
+        raise BadValue(f"--nproc {args.nproc} and --workers {args.workers} are the same "
+                       "thing: give one")
+    if args.nproc and not args.workers:
+        args.workers = args.nproc  # without --fsdp/--tp: DDP's what-if, as profile --nproc
+    from layertime.cost.sharded import sharding_of_run
+    from layertime.workload.sharding import ShardingSpec
+
+    measured = sharding_of_run(run) if run is not None else None
+    if not (args.fsdp or args.tp):
+        if measured is None:  # DDP's what-if, or none
+            if not args.reshard_after_forward:
+                raise BadValue("--no-reshard-after-forward needs --fsdp")
+            return None, 0
+        spec = measured  # a sharded run: its own layout, unless flags give another
+        if not args.reshard_after_forward:
+            spec = ShardingSpec(spec.fsdp, spec.tp, reshard_after_forward=False)
+    else:
+        spec = ShardingSpec(fsdp=args.fsdp, tp=args.tp or 1,
+                            reshard_after_forward=args.reshard_after_forward)
+    if args.bucket_cap_mb != 25.0:
+        raise BadValue("--bucket-cap-mb is DDP's: FSDP and TP have no gradient buckets")
+    world = args.workers
+    if world is None and run is not None and run.world_size > 1:
+        world = run.world_size
+    if world is None:
+        if spec.fsdp:
+            raise BadValue("--fsdp needs --nproc N, the number of ranks")
+        world = spec.tp
+    spec.mesh(world)  # N must be K x M: one line, before anything is counted
+    return spec, world
+
+
+def _sharded_what_if(args: argparse.Namespace, cost: CostResult, model: Any, sharding: Any,
+                     world: int, profile: Any, run: Run | None) -> None:
+    from layertime.cost.sharded import from_cost, from_run_model, links
+    from layertime.render.sharded_cost import render as render_sharded
+
+    dp_link, tp_link, notes = links(_given_link(args, run), device=profile, run=run,
+                                    fsdp=sharding.fsdp, tp=sharding.tp)
+    if run is not None:
+        _warn_run_differs(run, cost)
+        pred = from_run_model(run, cost, model, sharding, world, dp_link=dp_link,
+                              tp_link=tp_link, notes=notes)
+    else:
+        pred = from_cost(cost, model, sharding, world, dp_link=dp_link, tp_link=tp_link,
+                         notes=notes)
+    if args.comm_json:
+        write_json(args, args.comm_json, pred.to_dict())
+    if args.quiet:
+        print(pred.headline())
+    else:
+        console(args).print(render_sharded(pred, table_width(args)))
+
+
+def _given_link(args: argparse.Namespace, run: Run | None, source: str = "--link-gbps") -> Any:
+    """``--link-gbps`` and ``--link-latency-us`` (default: the run's measured latency, else
+    5 µs) as a Link, or None."""
+    from layertime.results.comm import DEFAULT_LATENCY_US, Link
+
+    if args.link_latency_us is not None and not args.link_gbps:
         raise BadValue("--link-latency-us needs --link-gbps")
+    if not args.link_gbps:
+        return None
+    latency = args.link_latency_us
+    if latency is None:
+        latency = run.link.latency_us if run is not None and run.link else DEFAULT_LATENCY_US
+    return Link(args.link_gbps, latency, source)
+
+
+def _warn_run_differs(run: Run, cost: CostResult) -> None:
+    for what, measured, counted in (("model", run.model, cost.model),
+                                    ("batch size", run.batch_size, cost.batch_size),
+                                    ("sequence length", run.seq_len, cost.seq_len)):
+        if measured != counted:
+            print(f"warning: the run was measured with {what} {measured}, the estimate "
+                  f"above is for {counted}: the what-if below uses the run's", file=sys.stderr)
+
+
+def _comm_what_if(args: argparse.Namespace, cost: CostResult, run: Run | None) -> None:
+    from layertime.cost.comm import from_cost, from_run
+    from layertime.render.comm import render as render_comm
+    link = _given_link(args, run, source="given")
     caps = {"cap_bytes": int(args.bucket_cap_mb * 2**20)}
     if run is not None:
-        for what, measured, counted in (("model", run.model, cost.model),
-                                        ("batch size", run.batch_size, cost.batch_size),
-                                        ("sequence length", run.seq_len, cost.seq_len)):
-            if measured != counted:
-                print(f"warning: the run was measured with {what} {measured}, the estimate "
-                      f"above is for {counted}: the what-if below uses the run's", file=sys.stderr)
+        _warn_run_differs(run, cost)
         pred = from_run(run, args.workers, link, **caps)
     else:
         if link is None:

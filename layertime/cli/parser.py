@@ -207,14 +207,39 @@ def compile_flags(p: argparse.ArgumentParser) -> None:
 def comm_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data-parallel what-if (ring all-reduce of DDP's gradient buckets)")
     g.add_argument("--workers", type=positive_int, metavar="N", help="data-parallel workers")
-    g.add_argument("--link-gbps", type=positive_float, metavar="G", help="link bandwidth, Gbit/s")
+    g.add_argument("--link-gbps", type=positive_float, metavar="G",
+                   help="link bandwidth, Gbit/s (sharded: the data-parallel group's; the "
+                   "tensor-parallel group's is a device profile's NVLink, else this one)")
     g.add_argument("--link-latency-us", type=float, metavar="US",
                    help="link latency per message, µs (default 5, or the run's measured one)")
     g.add_argument("--bucket-cap-mb", type=positive_float, default=25.0, metavar="MB",
                    help="DDP's bucket cap in MiB (default 25)")
     g.add_argument("--run", metavar="RUN.json", help="a measured run (profile --json): compare "
-                   "with its communication, take its compute times, buckets and link")
-    g.add_argument("--comm-json", metavar="PATH", help="write the what-if as JSON")
+                   "with its communication, take its compute times, buckets and link "
+                   "(MODEL defaults to its)")
+    g.add_argument("--comm-json", metavar="PATH", help="write the what-if as JSON "
+                   "(layertime.sharded/1 with --fsdp/--tp)")
+    s = p.add_argument_group(
+        "sharded what-if (FSDP2 and tensor parallelism: each layer's collectives, what hides)")
+    s.add_argument("--nproc", type=positive_int, metavar="N",
+                   help="ranks, as profile's --nproc: the sharded world size with --fsdp/--tp "
+                   "(--workers is the same), DDP's what-if without")
+    sharding_flags(s)
+
+
+def sharding_flags(p: argparse.ArgumentParser | Any) -> None:
+    """``--fsdp``, ``--tp K``, ``--reshard-after-forward``: the layout of
+    ``layertime.workload.sharding.ShardingSpec``, the same on every command that takes it."""
+    p.add_argument("--fsdp", action="store_true",
+                   help="FSDP2: shard every transformer block (else each top-level child) and "
+                   "the root over the data-parallel ranks")
+    p.add_argument("--tp", type=positive_int, metavar="K",
+                   help="tensor parallelism over K ranks (the model's column/row-wise plan); "
+                   "with --fsdp, 2-D: N = K x M")
+    p.add_argument("--reshard-after-forward", action=argparse.BooleanOptionalAction,
+                   default=True,
+                   help="FSDP2 frees each unit's gathered parameters after its forward and "
+                   "gathers them again for its backward (default: on)")
 
 
 def _profile(sub: Any) -> None:
@@ -320,7 +345,8 @@ def _cost(sub: Any) -> None:
     co = sub.add_parser(
         "cost", help="count FLOPs, bytes and memory of a training step per layer (no GPU needed)"
     )
-    workload_flags(co, device=False, amp=False, seed=False)
+    co.add_argument("model", nargs="?", help=MODEL_HELP + " (with --run: the run's, by default)")
+    workload_flags(co, model=False, device=False, amp=False, seed=False)
     co.add_argument(
         "--freeze", action="append", default=[], metavar="MODULE",
         help="parameters under this module path get no gradient (repeatable)",

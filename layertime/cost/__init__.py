@@ -150,6 +150,14 @@ def estimate_workload(
     is counted with real tensors on the CPU instead, and the result's
     ``warnings`` say so.
     """
+    return estimate_with_model(workload, frozen=frozen, training=training)[0]
+
+
+def estimate_with_model(
+    workload: WorkloadSpec, *, frozen: Sequence[str] = (), training: bool = True
+) -> tuple[CostResult, nn.Module]:
+    """:func:`estimate_workload`, and the model it counted (on meta, or the CPU copy), for
+    what needs the model's parameters as well as its counts (the sharded what-if)."""
     tgt = target(workload.model, workload.input)
     label, model = tgt.label, workload.model
     workload = workload.with_input(tgt.input)
@@ -176,7 +184,7 @@ def estimate_workload(
             raise LayertimeError(f"cannot build {label}: {first_line(e, 200)}") from e
         freeze(net, frozen)
         try:
-            return count_step(net, workload, label=label, training=training)
+            return count_step(net, workload, label=label, training=training), net
         except LayertimeError:
             raise
         except Exception as e:
@@ -189,7 +197,8 @@ def estimate_workload(
         try:
             real = on_cpu()
             freeze(real, frozen)
-            return count_step(real, workload, label=label, training=training, warnings=(note,))
+            return (count_step(real, workload, label=label, training=training,
+                               warnings=(note,)), real)
         except LayertimeError:
             raise
         except Exception as e:

@@ -53,6 +53,20 @@ def ring_allreduce_s(nbytes: int, workers: int, link: Link) -> float:
     return 2 * (n - 1) / n * nbytes / link.bytes_per_s + 2 * (n - 1) * link.latency_us * 1e-6
 
 
+def ring_gather_s(nbytes: int, ranks: int, link: Link) -> float:
+    """Seconds for one ring all-gather (or reduce-scatter) whose full tensor is ``nbytes``
+    over ``ranks`` on ``link``: each rank sends ``(n-1)/n`` of it, in ``n-1`` steps::
+
+        t = (n-1)/n x bytes / B  +  (n-1) x a
+    """
+    if ranks < 1:
+        raise LayertimeError(f"ranks must be at least 1, not {ranks}")
+    if ranks == 1 or nbytes <= 0:
+        return 0.0
+    n = ranks
+    return (n - 1) / n * nbytes / link.bytes_per_s + (n - 1) * link.latency_us * 1e-6
+
+
 def assign_buckets(
     ready: Sequence[tuple[str, int]],
     cap_bytes: int = BUCKET_CAP_BYTES,

@@ -17,6 +17,10 @@ its source.  A user file adds or overrides profiles::
 
     kernel_latency_us = 2.0     # optional, added per kernel launched (default 0)
     kernels = "cuda"            # optional: whose kernels run, "cuda" (default) or "caffe"
+    intra_node_link_gbps = 3600 # optional: GPU to GPU in a node, Gbit/s each way (NVLink)
+    intra_node_link_latency_us = 5   # optional (default 5)
+    inter_node_link_gbps = 400  # optional: per GPU between nodes, Gbit/s (its network card)
+    inter_node_link_latency_us = 5   # optional (default 5)
 
     [devices.my-gpu.compute_efficiency]   # optional, per layer kind
     conv = 0.5
@@ -42,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from layertime.errors import BadValue, LayertimeError
+from layertime.results.comm import DEFAULT_LATENCY_US, Link
 
 #: The precisions a profile may give a peak for, in the order tables show them.
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp64")
@@ -73,6 +78,11 @@ class DeviceProfile:
     kernel_latency_s: float = 0.0
     #: One of KERNEL_SETS.
     kernels: str = "cuda"
+    #: Links for the sharded what-if (``cost --fsdp/--tp``): between the GPUs of one node
+    #: (the tensor-parallel group's), and from one GPU to other nodes (the data-parallel
+    #: group's); None where the profile does not say.
+    intra_node_link: Link | None = None
+    inter_node_link: Link | None = None
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_SETS:
@@ -113,7 +123,10 @@ def _p(
     compute_efficiency: Mapping[str, float] | None = None,
     memory_efficiency: Mapping[str, float] | None = None,
     efficiency_source: str | None = None,
+    nvlink_gb_per_s: float | None = None,
 ) -> DeviceProfile:
+    """A built-in profile; ``nvlink_gb_per_s`` is the datasheet's total NVLink bandwidth per
+    GPU (both directions), half of which each way is the intra-node link."""
     peaks = {"fp32": fp32, "tf32": tf32, "bf16": bf16, "fp16": fp16, "fp64": fp64}
     return DeviceProfile(
         key=key,
@@ -127,6 +140,12 @@ def _p(
         compute_efficiency=dict(compute_efficiency or {}),
         memory_efficiency=dict(memory_efficiency or {}),
         efficiency_source=efficiency_source,
+        intra_node_link=(
+            Link(nvlink_gb_per_s / 2 * 8, DEFAULT_LATENCY_US,
+                 f"NVLink {nvlink_gb_per_s:g} GB/s per GPU ({source}), half each way; "
+                 "latency: the default, not measured")
+            if nvlink_gb_per_s else None
+        ),
     )
 
 
@@ -203,27 +222,31 @@ def builtin_profiles() -> dict[str, DeviceProfile]:
         _p("p100", "NVIDIA Tesla P100 SXM2", fp32=10.6, fp16=21.2, fp64=5.3, bw=732.0, mem=16,
            source="NVIDIA Tesla P100 datasheet (SXM2)", **gpu),
         # Tesla V100 SXM2 (Volta GV100, 2017): 15.7 TFLOP/s FP32, 125 tensor
-        # (FP16 in, FP32 accumulate), 7.8 FP64, 900 GB/s HBM2, 16/32 GB.
+        # (FP16 in, FP32 accumulate), 7.8 FP64, 900 GB/s HBM2, 16/32 GB; NVLink 300 GB/s.
         # No TF32 or BF16 (BF16 runs at FP32 rate here).
         # Source: NVIDIA Tesla V100 datasheet (SXM2).
         _p("v100", "NVIDIA Tesla V100 SXM2", fp32=15.7, fp16=125.0, fp64=7.8, bw=900.0, mem=32,
-           source="NVIDIA Tesla V100 datasheet (SXM2)", **gpu),
+           source="NVIDIA Tesla V100 datasheet (SXM2)", nvlink_gb_per_s=300.0, **gpu),
         # A100 SXM4 80GB (Ampere GA100, 2020): 19.5 TFLOP/s FP32, 156 TF32
         # tensor, 312 BF16/FP16 tensor (dense; datasheet's 312/624 are with
-        # sparsity), 9.7 FP64 (19.5 FP64 tensor), 2039 GB/s HBM2e, 80 GB.
+        # sparsity), 9.7 FP64 (19.5 FP64 tensor), 2039 GB/s HBM2e, 80 GB; NVLink
+        # (third generation) 600 GB/s per GPU.
         # Source: NVIDIA A100 Tensor Core GPU datasheet.
         _p("a100", "NVIDIA A100 SXM4 80GB", fp32=19.5, tf32=156.0, bf16=312.0, fp16=312.0,
-           fp64=9.7, bw=2039.0, mem=80, source="NVIDIA A100 datasheet (SXM4 80GB)", **gpu),
+           fp64=9.7, bw=2039.0, mem=80, source="NVIDIA A100 datasheet (SXM4 80GB)",
+           nvlink_gb_per_s=600.0, **gpu),
         # A100 SXM4 40GB: the same compute, 1555 GB/s HBM2.
         # Source: NVIDIA A100 Tensor Core GPU datasheet.
         _p("a100-40gb", "NVIDIA A100 SXM4 40GB", fp32=19.5, tf32=156.0, bf16=312.0, fp16=312.0,
-           fp64=9.7, bw=1555.0, mem=40, source="NVIDIA A100 datasheet (SXM4 40GB)", **gpu),
+           fp64=9.7, bw=1555.0, mem=40, source="NVIDIA A100 datasheet (SXM4 40GB)",
+           nvlink_gb_per_s=600.0, **gpu),
         # H100 SXM5 (Hopper GH100, 2022): 67 TFLOP/s FP32, tensor TF32 494.5,
         # BF16/FP16 989.5 (the datasheet's 989/1979 are with sparsity: halved),
-        # 34 FP64, 3.35 TB/s HBM3, 80 GB.
+        # 34 FP64, 3.35 TB/s HBM3, 80 GB; NVLink (fourth generation) 900 GB/s per GPU.
         # Source: NVIDIA H100 Tensor Core GPU datasheet (SXM).
         _p("h100", "NVIDIA H100 SXM5 80GB", fp32=67.0, tf32=494.5, bf16=989.5, fp16=989.5,
-           fp64=34.0, bw=3350.0, mem=80, source="NVIDIA H100 datasheet (SXM)", **gpu),
+           fp64=34.0, bw=3350.0, mem=80, source="NVIDIA H100 datasheet (SXM)",
+           nvlink_gb_per_s=900.0, **gpu),
         # H100 PCIe: 51 TFLOP/s FP32, tensor TF32 378, BF16/FP16 756.5 (the
         # datasheet's 756/1513 with sparsity, halved),
         # 26 FP64, 2.0 TB/s HBM2e, 80 GB.
@@ -231,10 +254,12 @@ def builtin_profiles() -> dict[str, DeviceProfile]:
         _p("h100-pcie", "NVIDIA H100 PCIe 80GB", fp32=51.0, tf32=378.0, bf16=756.5, fp16=756.5,
            fp64=26.0, bw=2000.0, mem=80, source="NVIDIA H100 datasheet (PCIe)", **gpu),
         # H200 SXM (Hopper GH100 with HBM3e, 2024): compute as H100 SXM (67
-        # FP32; TF32 989 and BF16/FP16 1979 with sparsity, halved), 4.8 TB/s, 141 GB.
+        # FP32; TF32 989 and BF16/FP16 1979 with sparsity, halved), 4.8 TB/s, 141 GB;
+        # NVLink 900 GB/s per GPU.
         # Source: NVIDIA H200 Tensor Core GPU datasheet.
         _p("h200", "NVIDIA H200 SXM 141GB", fp32=67.0, tf32=494.5, bf16=989.5, fp16=989.5,
-           fp64=34.0, bw=4800.0, mem=141, source="NVIDIA H200 datasheet (SXM)", **gpu),
+           fp64=34.0, bw=4800.0, mem=141, source="NVIDIA H200 datasheet (SXM)",
+           nvlink_gb_per_s=900.0, **gpu),
         # Tesla T4 (Turing TU104, 2018): 8.1 TFLOP/s FP32, 65 FP16 tensor
         # (mixed precision), 320 GB/s GDDR6, 16 GB.  No TF32/BF16.
         # Source: NVIDIA T4 Tensor Core GPU datasheet.
@@ -254,6 +279,10 @@ _KNOWN = set(_REQUIRED) | set(_OPTIONAL_NUM) | {
     "memory_efficiency",
     "kernel_latency_us",
     "kernels",
+    "intra_node_link_gbps",
+    "intra_node_link_latency_us",
+    "inter_node_link_gbps",
+    "inter_node_link_latency_us",
 }
 
 
@@ -350,6 +379,21 @@ def parse_profiles(text: str, path: str = "<text>") -> dict[str, DeviceProfile]:
                 f"{where('kernels')}: kernels must be one of "
                 f"{', '.join(repr(k) for k in KERNEL_SETS)}, not {kernels!r}"
             )
+        links: dict[str, Link | None] = {}
+        for which in ("intra_node_link", "inter_node_link"):
+            gbps, lat = f"{which}_gbps", f"{which}_latency_us"
+            if lat in body and gbps not in body:
+                raise LayertimeError(f"{where(lat)}: {lat} needs {gbps}")
+            if gbps not in body:
+                links[which] = None
+                continue
+            latency = body.get(lat, DEFAULT_LATENCY_US)
+            if (isinstance(latency, bool) or not isinstance(latency, (int, float))
+                    or not math.isfinite(latency) or latency < 0):
+                raise LayertimeError(f"{where(lat)}: {lat} must be a number >= 0, "
+                                     f"not {latency!r}")
+            links[which] = Link(_number(body[gbps], where(gbps), gbps), float(latency),
+                                f"device profile {key} ({path})")
         out[key] = DeviceProfile(
             key=key,
             name=str(body.get("name", key)),
@@ -369,6 +413,8 @@ def parse_profiles(text: str, path: str = "<text>") -> dict[str, DeviceProfile]:
             ),
             kernel_latency_s=float(latency_us) * 1e-6,
             kernels=str(kernels),
+            intra_node_link=links["intra_node_link"],
+            inter_node_link=links["inter_node_link"],
         )
     return out
 

@@ -16,6 +16,9 @@ apply it (``measure/parallel/shard.py``) and by the cost model that counts it
   transposed).  Anything else is refused with one line naming what is missing.
 * **The mesh**: ``world_size = dp x tp``; with ``tp > 1`` and FSDP, a 2-D mesh whose
   inner dimension is tensor-parallel (ranks of one node), outer data-parallel (FSDP).
+
+Refusals are :class:`~layertime.errors.BadValue` (a ``LayertimeError``): one line, and
+exit status 2 on the command line, as for any bad flag value.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from layertime.errors import LayertimeError
+from layertime.errors import BadValue
 from layertime.roles import blocks_of
 
 #: Tensor-parallel styles layertime applies: column-wise (output features split across
@@ -52,9 +55,9 @@ class ShardingSpec:
 
     def __post_init__(self) -> None:
         if self.tp < 1:
-            raise LayertimeError(f"--tp must be at least 1, not {self.tp}")
+            raise BadValue(f"--tp must be at least 1, not {self.tp}")
         if not self.fsdp and self.tp == 1:
-            raise LayertimeError("a sharded run needs --fsdp, --tp K (K >= 2), or both")
+            raise BadValue("a sharded run needs --fsdp, --tp K (K >= 2), or both")
 
     @property
     def mode(self) -> str:
@@ -66,14 +69,14 @@ class ShardingSpec:
     def mesh(self, world_size: int) -> tuple[int, int]:
         """``(dp, tp)``: the data-parallel (FSDP) and tensor-parallel sizes of the mesh."""
         if world_size < 1:
-            raise LayertimeError(f"the world size must be at least 1, not {world_size}")
+            raise BadValue(f"the world size must be at least 1, not {world_size}")
         if world_size % self.tp:
-            raise LayertimeError(
+            raise BadValue(
                 f"--tp {self.tp} does not divide {world_size} ranks (N must be K x M)"
             )
         dp = world_size // self.tp
         if not self.fsdp and dp > 1:
-            raise LayertimeError(
+            raise BadValue(
                 f"--tp {self.tp} on {world_size} ranks leaves {dp} data-parallel replicas: "
                 f"add --fsdp for 2-D ({dp} x {self.tp}), or use --nproc {self.tp}"
             )
@@ -166,6 +169,28 @@ def _features(m: nn.Module) -> tuple[int, int]:
     return int(w.shape[1]), int(w.shape[0])
 
 
+def linear_features(m: nn.Module) -> tuple[int, int]:
+    """(in, out) features of a linear layer of a plan (``nn.Linear`` or ``Conv1D``)."""
+    return _features(m)
+
+
+def tp_split_dim(m: nn.Module, param: str, style: str) -> int | None:
+    """The dimension of parameter ``param`` (``weight`` or ``bias``) of a ``style`` layer
+    that tensor parallelism splits across ranks, or None when every rank holds all of it
+    (a row-wise layer's bias, added after the all-reduce).  ``Conv1D`` stores its weight
+    (in, out), ``nn.Linear`` (out, in)."""
+    if style not in TP_STYLES:
+        raise BadValue(f"unknown tensor-parallel style {style!r}")
+    rowwise = style == "rowwise"
+    if param == "bias":
+        return None if rowwise else 0
+    if param != "weight":
+        return None
+    if _is_conv1d(m):
+        return 0 if rowwise else 1
+    return 1 if rowwise else 0
+
+
 def _gpt2_plan(model: nn.Module) -> dict[str, str]:
     """GPT-2 blocks: fused c_attn split head by head, c_proj row-wise, c_fc column-wise."""
     out: dict[str, str] = {}
@@ -193,7 +218,7 @@ def _declared_plan(model: nn.Module) -> tuple[dict[str, str], str] | None:
     unknown = sorted({f"{style} ({pat})" for pat, style in plan.items()
                       if style not in ("colwise", "rowwise")})
     if unknown:
-        raise LayertimeError(
+        raise BadValue(
             f"{type(model).__name__}'s tensor-parallel plan (config.base_model_tp_plan) uses "
             f"styles layertime does not apply: {', '.join(unknown[:3])}; "
             "layertime applies column- and row-wise linear layers only"
@@ -214,21 +239,21 @@ def _check_divisible(model: nn.Module, layers: Mapping[str, str], tp: int) -> No
     for name, style in layers.items():
         m = modules[name]
         if not (isinstance(m, nn.Linear) or _is_conv1d(m)):
-            raise LayertimeError(
+            raise BadValue(
                 f"tensor-parallel layer {name} is a {type(m).__name__}, not a linear layer"
             )
         fin, fout = _features(m)
         n = fin if style == "rowwise" else fout // 3 if style == "colwise_qkv" else fout
         if n % tp:
             side = "input" if style == "rowwise" else "output"
-            raise LayertimeError(
+            raise BadValue(
                 f"--tp {tp} does not divide {name}'s {n} {side} features"
             )
     config = _hf_config(model)
     for key in ("num_attention_heads", "num_key_value_heads", "n_head"):
         heads = getattr(config, key, None) if config is not None else None
         if isinstance(heads, int) and heads % tp:
-            raise LayertimeError(f"--tp {tp} does not divide the model's {key}={heads}")
+            raise BadValue(f"--tp {tp} does not divide the model's {key}={heads}")
 
 
 def tp_plan(model: nn.Module, tp: int, label: str = "") -> TpPlan:
@@ -241,7 +266,7 @@ def tp_plan(model: nn.Module, tp: int, label: str = "") -> TpPlan:
     else:
         declared = _declared_plan(model)
         if declared is None or not declared[0]:
-            raise LayertimeError(
+            raise BadValue(
                 f"--tp: no tensor-parallel plan for {name}: layertime knows GPT-2 blocks and "
                 "transformers models that declare config.base_model_tp_plan (Llama-style "
                 "q/k/v/o and gate/up/down projections); use --fsdp alone"
