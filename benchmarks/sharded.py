@@ -33,8 +33,8 @@ Measurements
    the calls against the events' count; then layertime's charged communication per step
    (exposed + hidden) against the stock-profiled steps' gloo time (independent steps).
 3. **Prediction**: the cost model's exposed communication for the same layout and the
-   link measured here, from the measured run's compute (``layertime.cost.sharded``), against
-   the measured exposed communication.
+   link measured here, from rank 0's measured compute (``layertime.cost.sharded.predict_run``),
+   against rank 0's measured exposed communication.
 """
 
 from __future__ import annotations
@@ -139,6 +139,10 @@ def worker(args: argparse.Namespace) -> None:
             log(f"  sample {i + 1}/{args.samples}")
     layers, phases, _, samples = aggregate(table, sync.charged)
     link = measure_link(world, p.device)
+    predicted = None
+    if rank == 0:
+        predicted = predict(p, workload, layers, phases, samples, plain, layout, table, sync,
+                            link, sharding, world)
     mine = {
         "rank": rank, "plain": plain, "traced": traced, "stock": stock,
         "stock_gloo": stock_gloo, "same_gloo": same_gloo, "same_events": same_events,
@@ -153,12 +157,44 @@ def worker(args: argparse.Namespace) -> None:
         "layout": vars(layout) | {"units": list(layout.units),
                                   "tp_layers": dict(layout.tp_layers)},
         "link": vars(link) if link is not None else None,
+        "predicted": predicted,
     }
     gathered: list[Any] | None = [None] * world if rank == 0 else None
     dist.gather_object(mine, gathered, dst=0)
     if gathered is not None:
         Path(args.out).write_text(json.dumps(gathered))
     dist.destroy_process_group()
+
+
+def predict(p: Any, workload: Any, layers: Any, phases: Any, samples: Any, plain: Any,
+            layout: Any, table: Any, sync: Any, link: Any, sharding: Any,
+            world: int) -> dict[str, Any]:
+    """The cost model's what-if for this very layout, world size and measured link, from
+    rank 0's measured rows (``layertime.cost.sharded.predict_run``)."""
+    import datetime as _dt
+
+    from layertime.cost.sharded import predict_run
+    from layertime.measure.aggregate import collective_rows
+    from layertime.measure.environment import describe
+    from layertime.results.comm import Link
+    from layertime.results.run import Run
+
+    spec = workload.resolved_input
+    run = Run(model=p.label, device=str(p.device), batch_size=workload.batch_size,
+              input_shape=tuple(spec.sample_shape), dtype=workload.dtype,
+              optimizer=workload.optimizer, steps=len(samples), warmup_steps=0,
+              step_samples_s=tuple(plain), profiled_step_samples_s=tuple(samples),
+              layers=layers, phases=phases, environment=describe(p.device),
+              timing="cpu-self-time", seq_len=spec.sequence_length, world_size=world,
+              backend="gloo", link=link, sharding=layout,
+              collectives=collective_rows(table, sync.charged),
+              created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    dp_link = Link(link.bandwidth_gbps, link.latency_us, "measured") if link else None
+    sc = predict_run(run, sharding, world, workload=workload, dp_link=dp_link)
+    return {"exposed_s": sc.exposed_s, "measured_exposed_s": sc.measured_exposed_s,
+            "headline": sc.headline(),
+            "link": f"{link.bandwidth_gbps:,.1f} Gbit/s, {link.latency_us:,.0f} µs" if link
+            else "none"}
 
 
 # -- driver ---------------------------------------------------------------------------------
@@ -191,19 +227,6 @@ def med(xs: Sequence[float]) -> float:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
-
-
-def predicted_exposed(mode: str, ranks: list[dict[str, Any]], nproc: int,
-                      args: argparse.Namespace) -> tuple[float | None, str]:
-    """The cost model's exposed communication for this layout at the measured link, from
-    rank 0's measured compute; None (and why) when the cost model cannot say."""
-    try:
-        from layertime.cost.sharded import predict_measured_exposed
-    except ImportError:
-        return None, "the sharded cost model (layertime.cost.sharded) is not in this checkout"
-    r0 = ranks[0]
-    return predict_measured_exposed(r0, mode=mode, nproc=nproc, layers=args.layers,
-                                    batch=args.batch, seq_len=args.seq_len)
 
 
 def report(mode: str, nproc: int, ranks: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -249,13 +272,13 @@ def report(mode: str, nproc: int, ranks: list[dict[str, Any]], args: argparse.Na
         kinds[c["kind"]][1] += c["hidden_s"]
     print("     rank 0 by kind (exposed / hidden ms): " + ", ".join(
         f"{k} {e * 1e3:,.1f} / {h * 1e3:,.1f}" for k, (e, h) in kinds.items()))
-    predicted, how = predicted_exposed(mode, ranks, nproc, args)
-    if predicted is None:
-        print(f"  3. prediction: not made: {how}")
-    else:
-        print(f"  3. cost model's exposed communication {predicted * 1e3:,.1f} ms against "
-              f"measured {exposed * 1e3:,.1f} ms (predicted / measured "
-              f"x{predicted / exposed:.2f}; {how})")
+    pred = ranks[0]["predicted"]
+    measured0 = pred["measured_exposed_s"] or ranks[0]["exposed"]
+    print(f"  3. cost model's exposed communication {pred['exposed_s'] * 1e3:,.1f} ms against "
+          f"rank 0's measured {measured0 * 1e3:,.1f} ms (predicted / measured "
+          f"x{pred['exposed_s'] / measured0:.2f}; link measured {pred['link']}; compute from "
+          "rank 0's rows)")
+    print(f"     {pred['headline']}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

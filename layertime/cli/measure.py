@@ -101,7 +101,8 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _sharding(args: argparse.Namespace) -> ShardingSpec | None:
     """``--fsdp``/``--tp K``/``--reshard-after-forward`` as a spec (None: not sharded)."""
-    if not args.fsdp and args.tp == 1:
+    tp = args.tp or 1
+    if not args.fsdp and tp == 1:
         if not args.reshard_after_forward:
             raise BadValue("--no-reshard-after-forward needs --fsdp")
         return None
@@ -115,7 +116,7 @@ def _sharding(args: argparse.Namespace) -> ShardingSpec | None:
     from layertime.workload.sharding import ShardingSpec
 
     try:
-        return ShardingSpec(fsdp=args.fsdp, tp=args.tp,
+        return ShardingSpec(fsdp=args.fsdp, tp=tp,
                             reshard_after_forward=args.reshard_after_forward)
     except LayertimeError as e:
         raise BadValue(str(e)) from e

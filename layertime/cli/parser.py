@@ -184,17 +184,7 @@ def ddp_flags(p: argparse.ArgumentParser) -> None:
                    help="a rank that hangs fails the run after this long (default 120)")
     p.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"),
                    help="torch.distributed backend (auto: nccl on CUDA, gloo on the CPU)")
-    g = p.add_argument_group("sharded training (with --nproc N, or under torchrun)")
-    g.add_argument("--fsdp", action="store_true",
-                   help="shard with FSDP2: every transformer block (else every top-level "
-                        "child) and the root")
-    g.add_argument("--tp", type=positive_int, default=1, metavar="K",
-                   help="tensor-parallel over K ranks (Llama-style and GPT-2 plans); with "
-                        "--fsdp, 2-D over N = K x M ranks")
-    g.add_argument("--reshard-after-forward", action=argparse.BooleanOptionalAction,
-                   default=True,
-                   help="FSDP frees gathered parameters after forward (default) and gathers "
-                        "them again for backward")
+    sharding_flags(p.add_argument_group("sharded training (with --nproc N, or under torchrun)"))
 
 
 def compile_flags(p: argparse.ArgumentParser) -> None:

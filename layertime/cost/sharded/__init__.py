@@ -31,6 +31,7 @@ from layertime.cost.sharded.predict import LayerCompute, StepCompute, predict
 from layertime.errors import LayertimeError
 from layertime.results.comm import Link
 from layertime.results.cost import CostResult
+from layertime.results.sharded import ShardLayout
 from layertime.results.sharded_cost import ShardedCost
 from layertime.workload import WorkloadSpec
 from layertime.workload.sharding import ShardingSpec
@@ -79,11 +80,15 @@ def compute_from_cost(
 
 
 def sharding_of_run(run: Any) -> ShardingSpec | None:
-    """The layout a measured run was sharded with (its ``sharding``: a ShardingSpec or its
-    dict), or None for an unsharded or DDP run (a run without one)."""
+    """The layout a measured run was sharded with (its ``sharding``: the measured run's
+    :class:`ShardLayout`, a ShardingSpec or its dict), or None for an unsharded or DDP run
+    (a run without one)."""
     value = getattr(run, "sharding", None)
     if value is None or isinstance(value, ShardingSpec):
         return value
+    if isinstance(value, ShardLayout):  # a measured run's (results/sharded.py)
+        return ShardingSpec(fsdp="fsdp" in value.mode, tp=value.tp,
+                            reshard_after_forward=value.reshard_after_forward is not False)
     if isinstance(value, Mapping):
         return ShardingSpec.from_dict(value)
     raise LayertimeError(f"a run's sharding must be a ShardingSpec or its dict, not {value!r}")
