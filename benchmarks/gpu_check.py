@@ -43,6 +43,13 @@ What each row measures, per model configuration
   ``calibrate`` on this GPU with efficiencies fitted to the alexnet run,
   the per-kind and median per-layer error predicting resnet50 and vgg16.
 
+Sharded training (issue 19): FSDP2 and tensor parallelism over a 1-rank mesh under
+torchrun with NCCL, profiled as ``profile --fsdp``/``--tp`` profiles (one GPU has no peer:
+the hooks, ranges and charging run, the collectives need two GPUs); rows must add up.
+
+The sections that have never run on a GPU (GPT-2 at 1024, torch.compile, sharded) run
+first, so a short loan still gets them.
+
 Exercises of the CUDA fixes (issue 12): profiler event ids and their activity
 types; attribution under a time limit; plain steps before and after several
 profiler sessions; fp16 loss scaling; one NCCL rank under torchrun;
@@ -787,6 +794,84 @@ def check_cuda_tests(chk: Check) -> None:
         chk.add("tests", "pytest -m cuda", last, "collects", _pass(p.returncode in (0, 5)))
 
 
+def sharded_worker(out: str, device_name: str, smoke: bool) -> None:
+    """One rank (of one) under torchrun: FSDP2 over a 1-rank mesh, then a 1-rank
+    tensor-parallel mesh, each profiled as ``profile --fsdp``/``--tp`` profiles (NCCL on
+    CUDA, gloo on the CPU); writes both runs' JSON to ``out``."""
+    import torch.distributed as dist
+
+    from layertime.measure.parallel.shard import _apply_tp, layout_of, make_mesh
+    from layertime.measure.parallel.sharded import ShardedSync
+    from layertime.measure.runner import MeasureOptions, measure
+    from layertime.models import ModelRef
+    from layertime.workload.sharding import ShardingSpec, tp_plan
+
+    device = torch.device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    config = (("n_layer=2", "n_embd=64", "n_head=4", "vocab_size=256", "n_positions=64")
+              if smoke else
+              ("n_layer=4", "n_embd=256", "n_head=4", "vocab_size=4096", "n_positions=256"))
+    results = {}
+    for mode in ("fsdp", "tp"):
+        spec = WorkloadSpec.create(ModelRef("hf:gpt2", config), batch_size=2 if smoke else 4,
+                                   seq_len=16 if smoke else 128, device=device_name)
+        p = prepare(spec)
+        if mode == "fsdp":
+            from layertime.measure.parallel.shard import shard_model
+
+            layout = shard_model(p.model, ShardingSpec(fsdp=True), 1, device, p.label).layout
+        else:
+            # A 1-rank tensor-parallel mesh runs DTensor's code with no peer: the plan is
+            # applied as on K ranks (ShardingSpec itself refuses --tp 1).
+            plan = tp_plan(p.model, 1, p.label)
+            mesh = make_mesh(ShardingSpec(fsdp=True), 1, device.type)
+            _apply_tp(p.model, plan, mesh["dp"])
+            layout = layout_of(p.model, ShardingSpec(fsdp=True), 1, (), plan)
+        sync = ShardedSync(layout, device)
+        run = measure(p.model, p.workload, device, label=p.label,
+                      options=MeasureOptions(steps=1 if smoke else 3,
+                                             warmup_steps=1 if smoke else 2), sync=sync)
+        results[mode] = sync.finish(run).to_dict()
+    Path(out).write_text(json.dumps(results))
+    dist.destroy_process_group()
+
+
+def check_sharded(chk: Check) -> None:
+    """Sharded profiling (issue 19) on this device: FSDP2 and tensor parallelism over a
+    1-rank mesh under torchrun, NCCL on CUDA (no peer: the code paths, hooks and charging
+    run; the collectives themselves need two GPUs)."""
+    out = (chk.out / "sharded.json").resolve()
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
+            "--master-addr", "127.0.0.1", "--master-port", "29519", __file__,
+            "--sharded-worker", str(out), "--out", str(chk.out),
+            "--device", str(chk.device), *(["--smoke"] if chk.smoke else [])]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.monotonic()
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=max(30, chk.left_s() - 5),
+                       env=env, cwd=str(ROOT))
+    if p.returncode != 0 or not out.exists():
+        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1][:150]
+        chk.add("sharded", "fsdp+tp 1 rank", f"exit {p.returncode}: {tail}", "exit 0", "MISS",
+                stderr=p.stderr[-4000:])
+        return
+    runs = {k: Run.from_dict(v) for k, v in json.loads(out.read_text()).items()}
+    for mode, run in runs.items():
+        rows = rows_s(run)
+        diff = rows / run.profiled_step_s - 1
+        calls: dict[str, float] = {}
+        for c in run.collectives:
+            calls[c.kind] = calls.get(c.kind, 0.0) + c.count
+        kinds = ", ".join(f"{k}: {n:g} calls" for k, n in calls.items())
+        chk.add("sharded", f"{mode} 1 rank", f"rows {1e3 * rows:.2f} ms vs profiled "
+                f"{1e3 * run.profiled_step_s:.2f} ms ({diff:+.2%}); overhead "
+                f"x{run.overhead_ratio:.3f}; comm {1e3 * run.comm_s:.3f} ms "
+                f"({1e3 * run.phases.comm_exposed_s:.3f} exposed); {kinds or 'no collectives'}"
+                f" ({time.monotonic() - t0:.0f} s)", "rows add up (0.1%)",
+                _pass(abs(diff) < 1e-3), headline=run.headline(), warnings=list(run.warnings))
+
+
 def write_reports(chk: Check) -> None:
     from layertime.render.html import write_html
     from layertime.render.trace import write_trace
@@ -824,7 +909,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds for the whole check (default 330, smoke 90)")
     ap.add_argument("--only", default="", help="comma-separated config keys to check")
+    ap.add_argument("--sharded-worker", metavar="JSON", help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.sharded_worker:
+        sharded_worker(args.sharded_worker, args.device, args.smoke)
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.smoke:
@@ -846,6 +936,17 @@ def main(argv: list[str] | None = None) -> int:
         keep = set(args.only.split(","))
         configs = tuple(c for c in configs if c.key in keep)
     repeats, steps, warmup = (2, 1, 1) if args.smoke else (3, 3, 2)
+    if chk.cuda:
+        # First: the sections that have never run on a GPU (GPT-2, torch.compile, sharded).
+        with chk.section("gpt2-1024", "transformers", 40) as ok:
+            if ok:
+                check_transformers(chk)
+        with chk.section("alexnet-compiled", "torch.compile", 90) as ok:
+            if ok:
+                check_compiled(chk)
+    with chk.section("sharded", "fsdp+tp 1 rank", 60 if chk.cuda else 30) as ok:
+        if ok:
+            check_sharded(chk)
     for cfg in configs:
         check_config(chk, cfg, repeats, steps, warmup)
     small = configs[0] if configs else (SMOKE[0] if args.smoke else FULL[0])
@@ -879,13 +980,6 @@ def main(argv: list[str] | None = None) -> int:
         if ok:
             check_cli(chk, Config(small.key, small.model, 32 if chk.cuda else 2,
                                   image_size=small.image_size, num_classes=small.num_classes))
-    if chk.cuda:
-        with chk.section("gpt2-1024", "transformers", 40) as ok:
-            if ok:
-                check_transformers(chk)
-        with chk.section("alexnet-compiled", "torch.compile", 90) as ok:
-            if ok:
-                check_compiled(chk)
     with chk.section("tests", "pytest -m cuda", 60 if chk.cuda else 15) as ok:
         if ok:
             check_cuda_tests(chk)

@@ -218,3 +218,34 @@ def test_a_functional_wait_is_charged_with_the_call_it_waits_for() -> None:
     assert ch.exposed_s == us(20 + 150)
     assert ch.hidden_s == us(230 - 10 - 150)
     assert 2 not in c.comm
+
+
+def test_cuda_comm_kernels_beside_compute_are_hidden() -> None:
+    """On CUDA rows are kernel times: an all-gather kernel of 40 µs of which 30 overlap a
+    compute kernel is 10 µs exposed (in the rows) and 30 hidden."""
+    from layertime.measure.events import KernelSpan, comm_exposed_fraction
+
+    spans = [KernelSpan(0, 60, 7), KernelSpan(30, 70, 13, comm=True)]
+    f = comm_exposed_fraction(spans, 0, 100)
+    assert f == pytest.approx(10 / 40)
+    t = Trace()
+    step = t.step(0, 100)
+    m = t.module(1, 0, 50, step)
+    t.ev("aten::mm", 0, 10, m, device_us=60.0)
+    ag = t.ev("FSDP::all_gather (b)", 10, 20, m)
+    t.ev("c10d::_allgather_base_", 11, 12, ag, device_us=40.0)
+    c = attribute_step(step, t.events, device_time=True, step_wall_s=100e-6,
+                       device_busy_s=70e-6, comm_exposed_fraction=f)
+    check_sums(c)
+    out = charge_collectives(c, {"b": {1: 10}}, {"b": 1})
+    check_sums(out)
+    (ch,) = [x for x in out.collective_charges if x.count]
+    assert ch.exposed_s == us(10) and ch.hidden_s == us(30) and ch.busy_s == us(40)
+    assert out.modules[(1, "forward")] == us(60)
+    assert out.step["unattributed"] == us(30)  # idle: 100 µs less 60 compute and 10 exposed
+
+
+def test_no_comm_kernels_no_fraction() -> None:
+    from layertime.measure.events import KernelSpan, comm_exposed_fraction
+
+    assert comm_exposed_fraction([KernelSpan(0, 60, 7)], 0, 100) is None

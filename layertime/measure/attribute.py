@@ -215,6 +215,8 @@ class StepCharges:
     collective_calls: list[CollectiveCall] = field(default_factory=list)
     backend_busy: list[tuple[str, float, float]] = field(default_factory=list)
     comm_intervals: list[tuple[float, float]] = field(default_factory=list)
+    #: CUDA: collectives' kernel time that compute kernels overlapped, per owner.
+    device_hidden: dict[CommKey, float] = field(default_factory=dict)
     #: After charging: one entry per communication owner of this step.
     collective_charges: list[CollectiveCharge] = field(default_factory=list)
 
@@ -318,6 +320,7 @@ def attribute_step(
     root_module: int = 0,
     device_busy_s: float | None = None,
     after_backward: str = "unattributed",
+    comm_exposed_fraction: float | None = None,
 ) -> StepCharges:
     """Charge the events of one step (``step`` is its ``layertime::step`` range).
 
@@ -336,6 +339,9 @@ def attribute_step(
     (``unattributed`` unless the caller knows what runs there, e.g. ``clip``).
     The model's forward is the ``root_module``'s calls, or, when it never ran
     (a Lightning ``training_step`` calling a child), the outermost module calls.
+    ``comm_exposed_fraction`` (CUDA, sharded): the part of the collectives' kernel time
+    that no compute kernel overlapped; only that part stays in the rows, the rest is
+    :attr:`StepCharges.device_hidden` (hidden behind compute).
     """
     evs = [e for e in events]
     if step not in evs:
@@ -362,6 +368,10 @@ def attribute_step(
         if step_wall_s is None:
             raise ValueError("device_time attribution needs the step's wall time")
         out.step_s = step_wall_s
+        if comm_exposed_fraction is not None and out.collectives:
+            f = comm_exposed_fraction
+            out.device_hidden = {k: v * (1.0 - f) for k, v in out.collectives.items()}
+            out.collectives = {k: v * f for k, v in out.collectives.items()}
         kernel_s = out.total_s()
         if device_busy_s is not None and kernel_s > device_busy_s > 0.0:
             scale = device_busy_s / kernel_s

@@ -42,6 +42,8 @@ FSDP_RANGE = "FSDP::"
 COLLECTIVE_OPS = ("c10d::", "_c10d_functional::", "c10d_functional::")
 #: The CPU backend's own event around one collective, on its worker thread.
 GLOO_WORK = "gloo:"
+#: Kernel names of collectives on a GPU (NCCL's, RCCL's), lower case.
+COMM_KERNELS = ("nccl", "rccl")
 #: Bytes per element of the dtypes a profiler names for an op's inputs.
 _DTYPE_BYTES = {
     "float": 4, "double": 8, "c10::Half": 2, "c10::BFloat16": 2, "half": 2, "bfloat16": 2,
@@ -127,6 +129,8 @@ class KernelSpan:
     start_us: float
     end_us: float
     stream: int
+    #: A collective's kernel (NCCL's), which runs beside compute on a stream of its own.
+    comm: bool = False
 
 
 def from_profiler(function_events: Iterable[Any]) -> list[OpEvent]:
@@ -360,9 +364,26 @@ def device_spans(function_events: Iterable[Any]) -> list[KernelSpan]:
                 float(e.time_range.start),
                 float(e.time_range.end),
                 int(getattr(e, "device_resource_id", 0) or 0),
+                comm=str(e.name).lower().startswith(COMM_KERNELS),
             )
         )
     return out
+
+
+def comm_exposed_fraction(spans: Iterable[KernelSpan], start_us: float,
+                          end_us: float) -> float | None:
+    """Of the collectives' kernel time in ``[start_us, end_us]``, the fraction no compute
+    kernel overlapped (it lengthened the step); None when no collective kernel ran."""
+    spans = list(spans)
+    comm = [s for s in spans if s.comm]
+    if not comm:
+        return None
+    comm_busy = busy_us(comm, start_us, end_us)[0]
+    if comm_busy <= 0:
+        return None
+    both = busy_us(spans, start_us, end_us)[0]
+    compute = busy_us([s for s in spans if not s.comm], start_us, end_us)[0]
+    return max(0.0, min(1.0, (both - compute) / comm_busy))
 
 
 def busy_us(spans: Iterable[KernelSpan], start_us: float, end_us: float) -> tuple[float, float]:

@@ -31,7 +31,7 @@ from layertime.measure.compiled.collector import CompiledCollector, CompileOptio
 from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.device_time import device_time_warnings, idle_from_plain
 from layertime.measure.environment import describe
-from layertime.measure.events import busy_us
+from layertime.measure.events import busy_us, comm_exposed_fraction
 from layertime.measure.prepare import prepare
 from layertime.measure.tracer import TraceSession, phase
 from layertime.models import ModelRef
@@ -128,12 +128,13 @@ def _charge(
                 session, step, members, device_time=cuda, step_wall_s=wall if cuda else None
             )
         else:
-            busy = None
+            busy = exposed = None
             if cuda:
                 busy = busy_us(session.kernels, step.start_us, step.end_us)[0] * 1e-6
+                exposed = comm_exposed_fraction(session.kernels, step.start_us, step.end_us)
             charges = attribute_step(
                 step, members, device_time=cuda, step_wall_s=wall if cuda else None,
-                device_busy_s=busy,
+                device_busy_s=busy, comm_exposed_fraction=exposed,
             )
         if sync is not None:
             charges = sync.charge(charges, cuda)

@@ -20,6 +20,10 @@ layers that cause them, split into exposed and hidden.  Pure: it reads the charg
   before it (calls on one process group run in order; gloo's reduce-scatter is an
   all-reduce on its thread).  On the CPU FSDP2's collectives block the thread (its
   prefetching needs streams), so there nearly all of them is exposed.
+* **On CUDA** rows are kernel times: a collective's kernels run on NCCL's stream beside
+  compute, and the part of their time no compute kernel overlapped is exposed, the rest
+  hidden (``attribute_step``'s ``comm_exposed_fraction``, one fraction for the step's
+  collectives, shared by their kernel time: per-kernel overlap is not split finer).
 * **Rows add up.**  Exposed time moves from the step's communication owners to the
   ``comm`` step row and, per layer, to ``CommCharge.exposed_s``; nothing else changes,
   so the rows still add up to the step.
@@ -112,6 +116,9 @@ def charge_collectives(
         for span in matched.get(i, []):
             busy[k] = busy.get(k, 0.0) + (span[1] - span[0])
             hidden[k] = hidden.get(k, 0.0) + _outside(span, covered)
+    for k, v in charges.device_hidden.items():  # CUDA: from kernel overlap
+        hidden[k] = hidden.get(k, 0.0) + v
+        busy[k] = busy.get(k, 0.0) + v + charges.collectives.get(k, 0.0)
     keys = list(dict.fromkeys([*charges.collectives, *count]))
     step = dict(charges.step)
     comm = {i: CommCharge(c.comm_s, c.exposed_s) for i, c in charges.comm.items()}
@@ -142,4 +149,4 @@ def charge_collectives(
         exposed_total += exposed
     step["comm"] = step.get("comm", 0.0) + exposed_total
     return replace(charges, step=step, comm=comm, comm_bytes=comm_bytes, collectives={},
-                   collective_charges=rows)
+                   device_hidden={}, collective_charges=rows)
