@@ -152,6 +152,11 @@ _NONLINEAR = frozenset((
 
 
 def _storage(t: torch.Tensor) -> int:
+    """The storage a tensor's data lives in: a DTensor's (tensor parallelism) is its local
+    shard's, so its views (a transposed weight) are found as the parameter's."""
+    local = getattr(t, "_local_tensor", None)
+    if isinstance(local, torch.Tensor):
+        t = local
     try:
         return int(t.untyped_storage()._cdata)
     except (RuntimeError, NotImplementedError, AttributeError):
@@ -241,6 +246,9 @@ class KindObserver:
                 def pre(_m: nn.Module, _a: Any, _i: int = i) -> None:
                     self._seen[_i].ran = True
                     self._stack.append(_i)
+                    # FSDP2 swaps a unit's sharded parameters for gathered ones in its
+                    # pre-forward hook, which runs before this one: note those too.
+                    self._params.update(_storage(p) for p in _m.parameters(recurse=False))
 
                 def post(_m: nn.Module, _a: Any, _o: Any, _i: int = i) -> None:
                     if self._stack and self._stack[-1] == _i:

@@ -127,6 +127,9 @@ def test_rows_add_up_and_exposed_plus_hidden_is_charged(runs, mode: str) -> None
         assert sum(x.total_s for x in run.layers) + run.phases.loss_s + \
             run.phases.step_level_s + run.phases.unattributed_s == pytest.approx(
                 run.profiled_step_s, rel=1e-9)
+        # Kinds by what the layers compute, through FSDP's gathered parameters and
+        # tensor parallelism's DTensors: every linear layer is fully connected.
+        assert {r.kind for r in run.layers if r.type in ("Linear", "Conv1D")} == {"linear"}
         charged = sum(c.comm_s for c in run.collectives if c.scope != "step")
         assert charged == pytest.approx(run.comm_s, rel=1e-6)
         exposed = sum(c.exposed_s for c in run.collectives if c.scope != "step")

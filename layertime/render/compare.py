@@ -12,6 +12,7 @@ from rich.text import Text
 from layertime.render.fmt import ms, pct
 from layertime.render.layout import Column, Row, lay_out
 from layertime.results.run import Run
+from layertime.results.sharded import COLLECTIVE_LABELS
 from layertime.results.stored import StoredRun
 from layertime.results.sweep import SweepResult
 from layertime.taxonomy import KIND_LABELS, KINDS, STEP_KINDS
@@ -122,6 +123,30 @@ def sweep_table(result: SweepResult, width: int | None = None) -> RenderableType
     return Group(*parts)
 
 
+def _comm_rows(runs: Sequence[Run]) -> list[Row]:
+    """Runs across ranks: exposed communication (in the kinds' time above, by collective
+    kind for sharded runs) and the hidden part, each with its ratio to run 1."""
+    if not any(r.comm_s for r in runs):
+        return []
+
+    def cell(i: int, value: float, base: float, step: float | None) -> str:
+        share = f"{pct(value / step)} " if step else ""
+        ratio = f" x{value / base:.2f}" if i and base > 0 else ""
+        return f"{share}({ms(value)} ms{ratio})" if step else f"{ms(value)} ms{ratio}"
+
+    def row(label: str, values: list[float], shares: bool, gap: bool = False) -> Row:
+        return Row((label, *[cell(i, v, values[0], r.profiled_step_s if shares else None)
+                             for i, (v, r) in enumerate(zip(values, runs))]), gap_before=gap)
+
+    rows = [row("comm exposed", [r.phases.comm_exposed_s for r in runs], True, gap=True)]
+    kinds = list(dict.fromkeys(k for r in runs for k in r.comm_by_kind()))
+    for k in kinds:
+        rows.append(row(f"  {COLLECTIVE_LABELS.get(k, k)}",
+                        [r.comm_by_kind().get(k, (0.0, 0.0))[0] for r in runs], True))
+    rows.append(row("comm hidden", [r.comm_s - r.phases.comm_exposed_s for r in runs], False))
+    return rows
+
+
 def compare_table(runs: Sequence[Run], labels: Sequence[str],
                   width: int | None = None) -> RenderableType:
     """Runs side by side, aligned by layer name, with ratios to the first run.
@@ -150,6 +175,7 @@ def compare_table(runs: Sequence[Run], labels: Sequence[str],
             )
             cells.append(f"{pct(kt.share)} ({ms(kt.time_s)} ms{ratio})" if kt else "-")
         kind_rows.append(Row((KIND_LABELS.get(k, k), *cells)))
+    kind_rows.extend(_comm_rows(runs))
     kind_rows.append(Row(
         ("step", *[f"{ms(r.step_s)} ms" + ("" if i == 0 else f" x{r.step_s / runs[0].step_s:.2f}")
                    for i, r in enumerate(runs)]), bold=True, gap_before=True))

@@ -42,7 +42,9 @@ def compare_view(runs: Sequence[Run], labels: Sequence[str] | None = None) -> di
               layout="half", series=series, rows=_kinds(runs, labels)),
         chart("steps", "stacked", "Profiled step by phase", "Milliseconds per training step.",
               unit="ms", layout="half",
-              series=phase_series(("forward", "backward", "update", "step")),
+              series=phase_series(("forward", "backward", "update", "step")
+                                  + (("comm",) if any(r.phases.comm_exposed_s for r in runs)
+                                     else ())),
               rows=_steps(runs, labels)),
         chart("layers", "grouped", "Time per layer, in model order",
               "Milliseconds per step, layers aligned by name.", unit="ms", layout="full",
@@ -98,6 +100,8 @@ def _steps(runs: Sequence[Run], labels: Sequence[str]) -> list[dict[str, Any]]:
         p = r.phases
         vals = {"forward": p.forward_s, "backward": p.backward_s, "update": p.update_s,
                 "step": p.loss_s + p.step_level_s + p.unattributed_s}
+        if any(x.phases.comm_exposed_s for x in runs):
+            vals["comm"] = p.comm_exposed_s
         ratio = "" if i == 0 else f" · ×{r.profiled_step_s / runs[0].profiled_step_s:.2f} " \
                                   f"of {labels[0]}"
         tip = [labels[i]] + [f"{PHASE_LABELS[k] if k != 'step' else 'step-level'}: "
@@ -162,6 +166,10 @@ def _config_matrix(runs: Sequence[Run]) -> list[tuple[str, list[Any]]]:
         row("plain step ms", lambda r: fmt_ms(r.step_s)),
         row("profiled step ms", lambda r: fmt_ms(r.profiled_step_s)),
         row("overhead", lambda r: f"×{r.overhead_ratio:.3f}"),
+        row("ranks", lambda r: (r.sharding.describe() if r.sharding is not None else
+                                f"{r.world_size} (DDP)" if r.world_size > 1 else "1")),
+        row("communication ms", lambda r: f"{fmt_ms(r.phases.comm_exposed_s)} exposed, "
+            f"{fmt_ms(r.comm_s - r.phases.comm_exposed_s)} hidden" if r.comm_s else "–"),
         row("host", lambda r: r.environment.host),
         row("created", lambda r: r.created or "–"),
     ]
