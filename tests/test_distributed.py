@@ -417,3 +417,17 @@ def test_step_simulation_overlaps_buckets_with_backward() -> None:
     assert pred.step_s is not None and pred.step_s >= 3.0
     assert pred.by_kind()["linear"].predicted_share == pytest.approx(0.75, rel=1e-3)
     assert replace(pred, compute_s=None).step_s is None
+
+
+@pytest.mark.slow
+def test_a_sharded_rank_that_hangs_fails_the_run_within_the_timeout(tmp_path: Path) -> None:
+    """The same bound for FSDP2: a rank stops in its forward, the other waits in an
+    all-gather until the timeout, and one line names the rank."""
+    proc, took = _launch(tmp_path, "--fsdp", "--ddp-timeout", str(TIMEOUT_S),
+                         fail="1:3:hang")
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("layertime: error: rank 1 "), lines[0]
+    assert took < BOUND_S
+    assert _ours(str(tmp_path)) == []

@@ -92,3 +92,18 @@ def test_an_unsharded_run_has_none_of_it() -> None:
     assert not {"comm", "ranks"} & {c["id"] for c in view["charts"]}
     assert "communication" not in run.headline()
     assert sharded_lines(run) == []
+
+
+def test_compare_shows_exposed_communication_by_kind_and_the_hidden_part() -> None:
+    from layertime.render.compare import compare_table
+    from layertime.render.layout import to_text
+
+    plain = factories.run([layer("h.0.attn", "linear", 0.010, 0.020, 0.001, 1000)])
+    text = to_text(compare_table([plain, _run()], ["one", "sharded"], 80), 80)
+    lines = text.splitlines()
+    exposed = next(ln for ln in lines if ln.strip().startswith("comm exposed"))
+    assert "30.0% (30.0 ms)" in exposed
+    assert any(ln.strip().startswith("all-gather") and "20.0% (20.0 ms)" in ln for ln in lines)
+    hidden = next(ln for ln in lines if ln.strip().startswith("comm hidden"))
+    assert hidden.split()[-2:] == ["6.00", "ms"]
+    assert all(len(ln) <= 80 for ln in lines)

@@ -44,6 +44,9 @@ class Heartbeat:
         self._status = status
         self.step = 0
         self.stage = 0
+        #: Set when this rank's collective failed: a rank alive without it never
+        #: reached (or never left) the collective the others gave up on.
+        self.failed = False
         self._beats = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="layertime-heartbeat", daemon=True)
@@ -61,9 +64,14 @@ class Heartbeat:
         if self._status is not None:
             self._status.progress(step, stage)
 
+    def beat(self) -> None:
+        """Publish now (not at the next beat)."""
+        self._publish()
+
     def _publish(self) -> None:
         self._beats += 1
-        value = json.dumps({"beats": self._beats, "step": self.step, "stage": self.stage})
+        value = json.dumps({"beats": self._beats, "step": self.step, "stage": self.stage,
+                            "failed": self.failed})
         try:
             self._store.set(f"layertime/heartbeat/{self.rank}", value)
         except Exception:  # the store is gone: the launcher will say why
@@ -132,6 +140,8 @@ def explain_failure(
     if heartbeat is None:
         return f"rank {rank}: communication failed: {what}"
     me = (heartbeat.step, heartbeat.stage)
+    heartbeat.failed = True
+    heartbeat.beat()
     first = heartbeat.read()
     time.sleep(3 * HEARTBEAT_S)
     second = heartbeat.read()
@@ -157,5 +167,15 @@ def explain_failure(
         return (
             f"rank {r} stopped responding in step {st.get('step')} ({stage}); rank {rank} "
             f"gave up after the {timeout_s:g} s timeout (--ddp-timeout)"
+        )
+    # Alive, not behind by our marks, and its collective did not fail: it never came to
+    # the collective the others waited in (a sharded step marks no stages).
+    stuck = [r for r in others if not second[r].get("failed")]
+    if stuck:
+        r = stuck[0]
+        return (
+            f"rank {r} stopped responding in step {second[r].get('step')} (its collectives "
+            f"did not fail: it never reached the one rank {rank} waited in); rank {rank} gave "
+            f"up after the {timeout_s:g} s timeout (--ddp-timeout)"
         )
     return f"rank {rank}: communication failed in step {me[0]}: {what}"
