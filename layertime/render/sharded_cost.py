@@ -9,8 +9,8 @@ from rich.text import Text
 from layertime.render.fmt import ms, num, pct
 from layertime.render.layout import Column, Laid, Row, lay_out
 from layertime.results.sharded_cost import (
-    COLLECTIVE_KINDS,
-    COLLECTIVE_LABELS,
+    COUNTED_KINDS,
+    COUNTED_LABELS,
     ShardedCost,
     pattern_of,
 )
@@ -30,7 +30,7 @@ def collective_table(sc: ShardedCost, width: int | None = None) -> Laid:
             Column("count", drop=1), Column("MiB", drop=2), Column("sent MiB"),
             Column("ms"), Column("exposed ms"), Column("hidden ms")]
     rows: list[Row] = []
-    for kind in COLLECTIVE_KINDS:
+    for kind in COUNTED_KINDS:
         for phase in ("forward", "backward"):
             cs = [c for c in sc.collectives if c.kind == kind and c.phase == phase]
             if not cs:
@@ -40,7 +40,7 @@ def collective_table(sc: ShardedCost, width: int | None = None) -> Laid:
             secs = sum(c.seconds or 0.0 for c in cs) if timed else None
             exp = sum(c.exposed_s or 0.0 for c in cs) if sim else None
             hid = sum(c.hidden_s or 0.0 for c in cs) if sim and timed else None
-            rows.append(Row((f"{COLLECTIVE_LABELS[kind]} {_PHASE[phase]}",
+            rows.append(Row((f"{COUNTED_LABELS[kind]} {_PHASE[phase]}",
                              f"{cs[0].group} x{cs[0].ranks}", str(len(cs)),
                              _mib(sum(c.bytes for c in cs)), _mib(sum(c.wire_bytes for c in cs)),
                              ms(secs), ms(exp), ms(hid))))

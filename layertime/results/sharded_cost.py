@@ -19,17 +19,15 @@ from typing import Any
 from layertime.files import read_text, write_text_atomic
 from layertime.records import build, build_all, check_schema, parse_object, reading, to_json
 from layertime.results.comm import Link
+from layertime.results.sharded import COLLECTIVE_LABELS
 
 SCHEMA = "layertime.sharded/1"
 
-#: The collectives counted, in table order; FSDP's run on the data-parallel group
-#: (``dp``), tensor parallelism's all-reduces on the tensor-parallel group (``tp``).
-COLLECTIVE_KINDS: tuple[str, ...] = ("all_gather", "reduce_scatter", "all_reduce")
-COLLECTIVE_LABELS: Mapping[str, str] = {
-    "all_gather": "all-gather",
-    "reduce_scatter": "reduce-scatter",
-    "all_reduce": "TP all-reduce",
-}
+#: The collectives counted, in table order (kinds of ``results.sharded``, where a
+#: measured run's are); FSDP's run on the data-parallel group (``dp``), tensor
+#: parallelism's all-reduces on the tensor-parallel group (``tp``).
+COUNTED_KINDS: tuple[str, ...] = ("all_gather", "reduce_scatter", "all_reduce")
+COUNTED_LABELS: Mapping[str, str] = {**COLLECTIVE_LABELS, "all_reduce": "TP all-reduce"}
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,7 @@ class CollectiveTotal:
 
     @property
     def label(self) -> str:
-        return COLLECTIVE_LABELS.get(self.kind, self.kind)
+        return COUNTED_LABELS.get(self.kind, self.kind)
 
     @property
     def hidden_s(self) -> float | None:
@@ -266,9 +264,9 @@ class ShardedCost:
         return None if self.compute_s is None or exposed is None else self.compute_s + exposed
 
     def by_collective(self) -> dict[str, CollectiveTotal]:
-        """Totals per collective kind, in :data:`COLLECTIVE_KINDS` order (kinds present)."""
+        """Totals per collective kind, in :data:`COUNTED_KINDS` order (kinds present)."""
         out: dict[str, CollectiveTotal] = {}
-        for kind in COLLECTIVE_KINDS:
+        for kind in COUNTED_KINDS:
             cs = [c for c in self.collectives if c.kind == kind]
             if cs:
                 out[kind] = CollectiveTotal(
