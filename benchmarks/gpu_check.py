@@ -702,8 +702,20 @@ def check_oom(chk: Check) -> None:
             "one-line error, then a normal run", _pass(ok))
 
 
+def _ran(chk: Check, argv: list[str], out: Path, key: str, what: str) -> bool:
+    """Run a torchrun command from the checkout; a failure (or no ``out``) is a MISS row."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=max(30, chk.left_s() - 5),
+                       env=env, cwd=str(ROOT))
+    if p.returncode == 0 and out.exists():
+        return True
+    tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1][:150]
+    chk.add(key, what, f"exit {p.returncode}: {tail}", "exit 0", "MISS", stderr=p.stderr[-4000:])
+    return False
+
+
 def check_torchrun(chk: Check, cfg: Config) -> None:
-    out = chk.out / "ddp.json"
+    out = (chk.out / "ddp.json").resolve()
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
             "--master-addr", "127.0.0.1", "--master-port", "29517",
             "-m", "layertime", "profile", cfg.model, "--ddp", "--device", str(chk.device),
@@ -711,13 +723,8 @@ def check_torchrun(chk: Check, cfg: Config) -> None:
             "--num-classes", str(cfg.num_classes), "--json", str(out)]
     if cfg.image_size:
         argv += ["--image-size", str(cfg.image_size)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.monotonic()
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=max(30, chk.left_s() - 5),
-                       env=env, cwd=str(ROOT))
-    if p.returncode != 0 or not out.exists():
-        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1][:150]
-        chk.add(cfg.key, "torchrun 1 rank", f"exit {p.returncode}: {tail}", "exit 0", "MISS")
+    if not _ran(chk, argv, out, cfg.key, "torchrun 1 rank"):
         return
     run = Run.load(out)
     comm = run.comm_s
@@ -847,14 +854,8 @@ def check_sharded(chk: Check) -> None:
             "--master-addr", "127.0.0.1", "--master-port", "29519", __file__,
             "--sharded-worker", str(out), "--out", str(chk.out),
             "--device", str(chk.device), *(["--smoke"] if chk.smoke else [])]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.monotonic()
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=max(30, chk.left_s() - 5),
-                       env=env, cwd=str(ROOT))
-    if p.returncode != 0 or not out.exists():
-        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1][:150]
-        chk.add("sharded", "fsdp+tp 1 rank", f"exit {p.returncode}: {tail}", "exit 0", "MISS",
-                stderr=p.stderr[-4000:])
+    if not _ran(chk, argv, out, "sharded", "fsdp+tp 1 rank"):
         return
     runs = {k: Run.from_dict(v) for k, v in json.loads(out.read_text()).items()}
     for mode, run in runs.items():
