@@ -71,6 +71,19 @@ class Broken(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class SharedAct(nn.Module):
+    """One ReLU registered twice: ``act`` after the conv, and ``head.1`` in a Sequential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Sequential(nn.Linear(4 * 8 * 8, 32), self.act, nn.Linear(32, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.act(self.conv(x)), 1))
+
+
 @pytest.fixture(autouse=True)
 def _fresh_dynamo(one_thread: None) -> Iterator[None]:
     """Each test starts from Dynamo's empty cache: a second instance of a class whose
@@ -262,3 +275,15 @@ def test_compare_gives_per_kind_and_per_layer_ratios(chain_run: Run) -> None:
     assert " x" in conv  # the compiled kind's time ratio to eager
     layer = next(line for line in text.splitlines() if line.strip().startswith("bn "))
     assert " x" in layer
+
+
+def test_a_module_registered_under_two_names_keeps_its_compiled_time() -> None:
+    run = _profile(SharedAct())
+    names = [r.name for r in run.layers]
+    assert "act" in names and "head.1" not in names  # one row, the module table's name
+    act = _row(run, "act")
+    assert act.forward_s > 0 and act.backward_s > 0
+    assert act.calls == 2  # once by each name
+    c = run.compiled
+    assert c is not None and c.unplaced_s == 0 and not c.unplaced_kernels
+    assert run.phases.total_s == pytest.approx(run.profiled_step_s, rel=1e-9)

@@ -11,15 +11,18 @@ Times are microseconds; charges come back in seconds.
 from __future__ import annotations
 
 import pytest
+import torch
+from torch import nn
 
 from layertime.measure.compiled.attribute import (
     CALL_GRAPH,
     attribute_compiled_step,
     strip_graph_prefix,
 )
-from layertime.measure.compiled.capture import call_sites, module_path
+from layertime.measure.compiled.capture import ModuleNames, call_sites, module_path
 from layertime.measure.compiled.graphs import CallSite, GraphInfo, NodeInfo
 from layertime.measure.events import BACKWARD_NODE, MODULE, OPTIMIZER_STEP, PHASE, STEP, OpEvent
+from layertime.modules import ModuleTable
 
 MAIN = 1
 INDEX = {"": 0, "conv": 1, "bn": 2, "relu": 3, "fc": 4}
@@ -354,3 +357,27 @@ def test_cuda_triton_kernels_under_a_launch_call_are_matched_by_name() -> None:
     assert charges.modules[(2, "forward")] == pytest.approx(40e-6)
     assert info.unplaced == {}
     assert charges.total_s() == pytest.approx(1000e-6)
+
+
+class _SharedAct(nn.Module):
+    """One ReLU registered under two names: ``act``, and ``body.1`` inside a Sequential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.ReLU()
+        self.body = nn.Sequential(nn.Linear(4, 4), self.act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_a_module_under_two_names_resolves_to_the_module_tables_name() -> None:
+    model = _SharedAct()
+    table_names = {e.name for e in ModuleTable(model)}
+    names = ModuleNames(model)
+    act = id(model.act)
+    # Dynamo keys a stack entry by the module object's id; its source is the path it took.
+    assert names.resolve(f"{act}", "L['self'].body[1]") == "act"
+    assert names.resolve("not-an-id", "L['self'].body[1]") == "act"
+    assert names.resolve("not-an-id", "L['self'].act") == "act"
+    assert {"act", "body.0"} <= table_names and "body.1" not in table_names

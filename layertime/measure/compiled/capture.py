@@ -119,18 +119,26 @@ def module_path(source: str) -> str:
 
 
 class ModuleNames:
-    """Resolves ``nn_module_stack`` entries to the model's dotted module names."""
+    """Resolves ``nn_module_stack`` entries to the model's dotted module names.
+
+    A module registered under several names (a shared activation reused inside a
+    ``Sequential``) has one row, under its first name in ``named_modules()`` order as
+    in :class:`~layertime.modules.ModuleTable`; every path to it resolves to that name.
+    """
 
     def __init__(self, model: nn.Module) -> None:
-        self.by_id = {id(m): name for name, m in model.named_modules(remove_duplicate=False)}
-        self.names = set(self.by_id.values())
+        self.by_id: dict[int, str] = {}
+        #: Every path to a module -> the module's first name.
+        self.names: dict[str, str] = {}
+        for name, m in model.named_modules(remove_duplicate=False):
+            first = self.by_id.setdefault(id(m), name)
+            self.names[name] = first
 
     def resolve(self, key: str, source: str) -> str | None:
         ident = key.split("@", 1)[0]
         if ident.isdigit() and int(ident) in self.by_id:
             return self.by_id[int(ident)]
-        path = module_path(source)
-        return path if path in self.names else None
+        return self.names.get(module_path(source))
 
 
 def _innermost(stack: Any) -> tuple[str, str] | None:
@@ -171,7 +179,9 @@ def capture_nodes(graph: torch.fx.Graph, names: ModuleNames, balance: float) -> 
         inner = _innermost(stack)
         if inner is not None:
             module = names.resolve(*inner)
-            call = inner[0]
+            # Dynamo counts calls per path (``@k``): a module reached by two paths has
+            # the same key on each, so the path tells those calls apart.
+            call = f"{inner[0]} {inner[1]}"
         elif isinstance(stack, Mapping):
             module, call = "", None
         else:
