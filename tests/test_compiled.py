@@ -143,6 +143,11 @@ def test_fused_split_adds_up_to_each_group(chain_run: Run) -> None:
 
 def test_rows_add_up_to_the_profiled_step(chain_run: Run) -> None:
     assert chain_run.phases.total_s == pytest.approx(chain_run.profiled_step_s, rel=1e-9)
+    # The compiled call's own time outside kernels is a row of its own, not unattributed.
+    c = chain_run.compiled
+    assert c is not None and c.wrapper_s > 0
+    assert chain_run.phases.compiled_wrapper_s == pytest.approx(c.wrapper_s, rel=1e-9)
+    assert "compiled wrapper (step)" in render_text(chain_run, width=100)
     kinds = chain_run.by_kind()
     assert sum(k.share for k in kinds.values()) == pytest.approx(1.0)
 

@@ -231,20 +231,60 @@ def _event_name(kernel: str) -> tuple[str, bool]:
     return kernel, True
 
 
+#: A call of an aten op (or another registered op) in the generated wrapper, at the start
+#: of a statement: ``aten.scatter_reduce_.two(buf1, ...)``, ``buf2 = torch.ops.aten.x.default(``.
+_OP_CALL = re.compile(r"^\s*(?:\w+\s*=\s*)?((?:aten|torch\.ops\.\w+)\.\w+(?:\.\w+)?)\(")
+_KERNEL_CALL = re.compile(r"^\s*(?:\w+\s*=\s*)?([A-Za-z_][\w.]*)\((.*)$")
+_BUFFER = re.compile(r"\bbuf\d+\b")
+
+
 def call_sites(code: str, mapping: Mapping[str, Any] | None) -> tuple[CallSite, ...]:
-    """The kernel calls of a generated wrapper, in order, with their post-grad nodes."""
+    """The kernel calls of a generated wrapper, in order, with their post-grad nodes.
+
+    Inductor writes a provenance handle before each kernel call it tracks.  A few
+    fallbacks it calls without one (``aten.scatter_reduce_`` for a ``scatter_add``, as in
+    max-pool's backward on the CPU) work on buffers that the tracked kernel before them
+    wrote (their inputs, prepared there): such a call borrows that kernel's nodes
+    (``CallSite.borrowed``), so that it lands on the same layers; without such a kernel
+    its nodes are unknown (None).
+    """
     start = code.find("def call(")
     body = code[start:] if start >= 0 else code
     post = (mapping or {}).get("cppCodeToPost") or {}
-    sites = []
-    for m in _HANDLE.finditer(body):
-        tag = m.group(1)
-        kernel = tag.rsplit(":", 1)[0] if re.search(r":\d+$", tag) else tag
-        nodes = post.get(tag, post.get(kernel))
-        event, generated = _event_name(kernel)
-        sites.append(
-            CallSite(kernel, event, generated, tuple(nodes) if isinstance(nodes, list) else None)
-        )
+    sites: list[CallSite] = []
+    #: Buffers each site's call took (an output it wrote is among them).
+    took: list[set[str]] = []
+    pending: CallSite | None = None
+    for line in body.splitlines():
+        m = _HANDLE.search(line)
+        if m is not None:
+            tag = m.group(1)
+            kernel = tag.rsplit(":", 1)[0] if re.search(r":\d+$", tag) else tag
+            nodes = post.get(tag, post.get(kernel))
+            event, generated = _event_name(kernel)
+            pending = CallSite(
+                kernel, event, generated, tuple(nodes) if isinstance(nodes, list) else None
+            )
+            sites.append(pending)
+            took.append(set())
+            continue
+        if line.lstrip().startswith("#"):
+            continue
+        call = _KERNEL_CALL.match(line)
+        if pending is not None:
+            if call is not None:  # the tracked kernel's own call: its buffers
+                took[-1].update(_BUFFER.findall(call.group(2)))
+                pending = None
+            continue
+        op = _OP_CALL.match(line)
+        if op is None:
+            continue
+        args = set(_BUFFER.findall(line[op.end() :]))
+        source = next((i for i in range(len(sites) - 1, -1, -1) if took[i] & args), None)
+        event, _ = _event_name(op.group(1))
+        borrowed = sites[source].nodes if source is not None else None
+        sites.append(CallSite(op.group(1), event, False, borrowed, borrowed is not None))
+        took.append(args)
     return tuple(sites)
 
 
