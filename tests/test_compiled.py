@@ -292,3 +292,21 @@ def test_a_module_registered_under_two_names_keeps_its_compiled_time() -> None:
     c = run.compiled
     assert c is not None and c.unplaced_s == 0 and not c.unplaced_kernels
     assert run.phases.total_s == pytest.approx(run.profiled_step_s, rel=1e-9)
+
+
+def test_a_dynamic_model_is_not_specialised_by_the_provenance_pass() -> None:
+    """Counting a node's cost must not guard on symbolic sizes (``int(sym)`` would): a
+    ``dynamic=True`` model compiles once for every batch size, as it does without us."""
+    from layertime.measure.compiled.capture import ProvenanceCapture
+
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    compiled = torch.compile(net, dynamic=True)
+    capture = ProvenanceCapture(net, torch.device("cpu"))
+    with capture:
+        for batch in (3, 5, 7):
+            compiled(torch.randn(batch, 8)).sum().backward()
+    assert [c.reason for c in capture.compilations] == [None]  # no recompilation
+    graphs = capture.graphs()
+    assert {g.phase for g in graphs} == {"forward", "backward"}
+    mm = [n for g in graphs for n in g.nodes.values() if n.op in ("aten::addmm", "aten::mm")]
+    assert mm and all(n.weight > 0 for n in mm)  # counted, at the example's sizes

@@ -58,23 +58,63 @@ _VIEW_TARGETS = frozenset({operator.getitem})
 # -- nodes -------------------------------------------------------------------
 
 
+def _hint(x: Any) -> int:
+    """An int, or a symbolic size's hint (its value in the example being compiled).
+
+    Never ``int(sym)``: that guards on the value, which specialises a ``dynamic=True``
+    model to the example's sizes (a recompilation for every new size).  A size
+    without a hint counts as 0.
+    """
+    if isinstance(x, torch.SymInt):
+        from torch.fx.experimental import symbolic_shapes
+
+        # The no-guard hint: optimization_hint in newer torch, hint_int before.
+        hint = getattr(symbolic_shapes, "optimization_hint", None) or getattr(
+            symbolic_shapes, "hint_int", None
+        )
+        if hint is not None:
+            return int(hint(x, fallback=0))
+        value = x.node.hint
+        return int(value) if value is not None else 0
+    return int(x)
+
+
+def _symbolic(t: torch.Tensor) -> bool:
+    return any(isinstance(d, torch.SymInt) for d in (*t.shape, *t.stride()))
+
+
 def _tensor_bytes(val: Any) -> int:
     if isinstance(val, torch.Tensor):
         try:
-            return int(val.numel()) * val.element_size()
+            return _hint(val.numel()) * val.element_size()
         except (TypeError, ValueError, RuntimeError):
-            return 0  # symbolic sizes: no count
+            return 0  # no count
     if isinstance(val, (tuple, list)):
         return sum(_tensor_bytes(v) for v in val)
     return 0
 
 
+def _concrete(val: Any) -> Any:
+    """``val`` with symbolic sizes replaced by their hints (a meta tensor of the hinted
+    shape for a tensor), so that a FLOP formula computes on ints and guards nothing."""
+    if isinstance(val, torch.SymInt):
+        return _hint(val)
+    if isinstance(val, torch.Tensor) and _symbolic(val):
+        return torch.empty_strided(
+            [_hint(d) for d in val.shape], [_hint(s) for s in val.stride()],
+            dtype=val.dtype, device="meta",
+        )
+    if isinstance(val, (tuple, list)):
+        return type(val)(_concrete(v) for v in val)
+    return val
+
+
 def _val(arg: Any) -> Any:
     if isinstance(arg, torch.fx.Node):
-        return arg.meta.get("val")
+        return _concrete(arg.meta.get("val"))
     if isinstance(arg, (tuple, list)):
         return type(arg)(_val(a) for a in arg)
-    return arg
+    return _concrete(arg)
 
 
 def node_cost(node: torch.fx.Node) -> tuple[int, int]:
@@ -82,7 +122,8 @@ def node_cost(node: torch.fx.Node) -> tuple[int, int]:
 
     FLOPs from ``torch.utils.flop_counter``'s formulas (matmuls, convolutions);
     bytes are its inputs and output (zero for views and ``getitem``, which move
-    nothing).  A formula that cannot take the node's shapes counts no FLOPs.
+    nothing).  A formula that cannot take the node's shapes counts no FLOPs.  Symbolic
+    sizes (``dynamic=True``) count at their hints, and are never guarded on.
     """
     from torch.utils.flop_counter import flop_registry
 
@@ -100,7 +141,7 @@ def node_cost(node: torch.fx.Node) -> tuple[int, int]:
         args = [_val(a) for a in node.args]
         kwargs = {k: _val(v) for k, v in node.kwargs.items()}
         try:
-            flops = int(formula(*args, **kwargs, out_val=node.meta.get("val")))
+            flops = _hint(formula(*args, **kwargs, out_val=_concrete(node.meta.get("val"))))
         except (TypeError, ValueError, RuntimeError, NotImplementedError, IndexError, KeyError):
             flops = 0
     return flops, moved
