@@ -310,3 +310,14 @@ def test_a_dynamic_model_is_not_specialised_by_the_provenance_pass() -> None:
     assert {g.phase for g in graphs} == {"forward", "backward"}
     mm = [n for g in graphs for n in g.nodes.values() if n.op in ("aten::addmm", "aten::mm")]
     assert mm and all(n.weight > 0 for n in mm)  # counted, at the example's sizes
+
+
+def test_profile_of_a_user_compiled_model_goes_through_the_compiled_path() -> None:
+    torch.manual_seed(0)
+    run = layertime.profile(torch.compile(Chain()), batch_size=4, input_shape=SHAPE,
+                            num_classes=10, device="cpu", steps=1)
+    c = run.compiled
+    assert c is not None and c.provenance and c.message is None
+    assert run.model == "Chain" and [r.name for r in run.layers][:2] == ["", "conv"]
+    assert _row(run, "bn").forward_s > 0 and _row(run, "fc").backward_s > 0
+    assert run.phases.total_s == pytest.approx(run.profiled_step_s, rel=1e-9)

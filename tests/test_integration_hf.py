@@ -176,6 +176,21 @@ def test_what_it_cannot_attribute_is_named(args: Any, words: str) -> None:
     assert reason is not None and words in reason
 
 
+class WithCompiledNet(TinyCNN):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.compile(self.net)  # type: ignore[assignment]
+
+
+def test_a_compiled_model_or_compiled_part_is_named_with_what_to_do(tmp_path: Path) -> None:
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    whole = unattributable(args, torch.compile(TinyCNN()))
+    assert whole is not None and "model handed to the trainer is compiled" in whole
+    part = unattributable(args, WithCompiledNet())
+    assert part is not None and "compiled parts ('net')" in part and "\n" not in part
+    assert unattributable(args, TinyCNN()) is None
+
+
 def test_single_process_and_ddp_arguments_are_attributed(tmp_path: Path) -> None:
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     assert unattributable(args) is None

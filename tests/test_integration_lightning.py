@@ -254,6 +254,25 @@ def test_sharding_strategies_are_named_with_the_reason(strategy: Any, words: str
     assert reason is not None and words in reason and type(strategy).__name__ in reason
 
 
+class CompiledNet(TinyCNN):
+    """``self.net = torch.compile(net)`` inside the LightningModule."""
+
+    def __init__(self, in_place: bool = False) -> None:
+        super().__init__()
+        if in_place:
+            self.net.compile()
+        else:
+            self.net = torch.compile(self.net)  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_compiled_part_of_the_module_is_named_with_what_to_do(in_place: bool) -> None:
+    reason = unattributable(SingleDeviceStrategy(torch.device("cpu")), CompiledNet(in_place))
+    assert reason is not None and "\n" not in reason
+    assert "compiled parts ('net')" in reason and "uncompiled" in reason
+    assert unattributable(SingleDeviceStrategy(torch.device("cpu")), TinyCNN()) is None
+
+
 def test_single_device_and_ddp_are_attributed() -> None:
     assert unattributable(SingleDeviceStrategy(torch.device("cpu"))) is None
     assert unattributable(DDPStrategy()) is None

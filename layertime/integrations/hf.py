@@ -42,7 +42,12 @@ except ImportError:
         "pip install 'layertime[hf]'"
     ) from None
 
-from layertime.integrations._common import DEFAULT_START_STEP, DEFAULT_STEPS, WindowCallback
+from layertime.integrations._common import (
+    DEFAULT_START_STEP,
+    DEFAULT_STEPS,
+    WindowCallback,
+    compiled_reason,
+)
 from layertime.measure.window import StepWindow
 
 __all__ = ["LayertimeTrainerCallback", "unattributable"]
@@ -73,7 +78,7 @@ def unattributable(args: Any, model: Any = None) -> str | None:
         return f"XLA compiles the step into graphs: no op runs inside the module ranges; {tail}"
     if mode == "sagemaker_model_parallel":
         return f"SageMaker model parallelism splits layers across devices; {tail}"
-    return None
+    return compiled_reason(model)
 
 
 class LayertimeTrainerCallback(WindowCallback, TrainerCallback):  # type: ignore[misc]
