@@ -367,8 +367,9 @@ def attribute_compiled_step(
             candidates = [g for g in graphs if g.phase == phase]
         site_events = {s.event for g in candidates for s in g.sites}
         # (event name, time, event): the graph call's own device kernels, then its
-        # children in time order; a launch call (cuLaunchKernel, ...) under the graph
-        # call stands for the kernels it launched.
+        # children in time order (Inductor's range around each Triton launch has the
+        # kernel's name); a child named otherwise ("triton kernel") that launched
+        # kernels stands for them.
         items: list[tuple[str, float, OpEvent]] = [
             (n, us, call) for n, us in launched.get(call.id, ())
         ]

@@ -10,8 +10,10 @@ The collector (:class:`CompiledCollector`) joins three parts, each scoped to its
 * **Kernel events** (:mod:`~layertime.measure.compiled.session`).  On the CPU,
   Inductor's C++ kernels appear in the profile only with
   ``config.cpp.enable_kernel_profile`` (on in scope); extern kernels are aten
-  ops.  On CUDA, Triton kernels are device kernels launched by the graph's
-  ``## Call CompiledFxGraph ##`` range.
+  ops.  On CUDA, each Triton kernel is launched inside a range of its own name
+  (Inductor's, under the graph's ``## Call CompiledFxGraph ##`` range; older torch
+  launches them from that range itself), its device time read from the kernel the
+  range launched (``events.launched_kernels``).
 * **The join** (:mod:`~layertime.measure.compiled.attribute`), a pure function.
 
 **Compile apart.**  Warm-up runs until a step compiles nothing; compilation
