@@ -270,16 +270,26 @@ def test_compare_gives_per_kind_and_per_layer_ratios(chain_run: Run) -> None:
     from rich.console import Console
 
     from layertime.render.compare import compare_table
+    from layertime.render.fmt import ms
 
     eager = layertime.profile(Chain(), batch_size=4, input_shape=SHAPE, num_classes=10,
                               device="cpu", steps=1)
     console = Console(width=200, record=True, color_system=None)
     console.print(compare_table([eager, chain_run], ["eager", "compiled"]))
     text = console.export_text()
+    # Each ratio is the compiled run's time over the eager run's, for that kind or layer.
+    kind = {k: v.time_s for k, v in chain_run.by_kind().items()}
+    base = {k: v.time_s for k, v in eager.by_kind().items()}
     conv = next(line for line in text.splitlines() if line.strip().startswith("conv "))
-    assert " x" in conv  # the compiled kind's time ratio to eager
+    assert conv.split()[-1] == f"x{kind['conv'] / base['conv']:.2f})", conv
+    assert f"({ms(base['conv'])} ms)" in conv and f"({ms(kind['conv'])} ms " in conv
+    bn_eager = next(r for r in eager.layers if r.name == "bn").total_s
+    bn = _row(chain_run, "bn").total_s
     layer = next(line for line in text.splitlines() if line.strip().startswith("bn "))
-    assert " x" in layer
+    assert layer.split()[-2:] == [ms(bn), f"x{bn / bn_eager:.2f}"], layer
+    step = next(line for line in text.splitlines()
+                if line.split()[:1] == ["step"] and not line.strip().startswith("step ("))
+    assert step.split()[-1] == f"x{chain_run.step_s / eager.step_s:.2f}"
 
 
 def test_a_module_registered_under_two_names_keeps_its_compiled_time() -> None:
