@@ -284,11 +284,14 @@ class LayertimeCallback(WindowCallback, Callback):  # type: ignore[misc]
         w.open_phase("logging")
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        # The step is left out: it is traced no further (nor are Lightning's hook calls).
         if self.window is not None:
+            self._uninstall()
             self.window.disturb("validation")
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: Any) -> None:
         if self.window is not None:
+            self._uninstall()
             self.window.disturb("a checkpoint save")
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
