@@ -331,3 +331,34 @@ def test_profile_of_a_user_compiled_model_goes_through_the_compiled_path() -> No
     assert run.model == "Chain" and [r.name for r in run.layers][:2] == ["", "conv"]
     assert _row(run, "bn").forward_s > 0 and _row(run, "fc").backward_s > 0
     assert run.phases.total_s == pytest.approx(run.profiled_step_s, rel=1e-9)
+
+
+class Pooled(nn.Module):
+    """conv -> relu -> overlapping max-pool (as resnet's stem) -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
+
+
+def test_max_pool_backward_is_placed_on_the_pool() -> None:
+    """On the CPU with more than one thread Inductor computes a max-pool's backward (a
+    scatter_add) with aten.scatter_reduce_, called without provenance: it lands on the
+    pool, not in unattributed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # one thread: a generated kernel does the scatter instead
+    try:
+        run = _profile(Pooled())
+    finally:
+        torch.set_num_threads(threads)
+    c = run.compiled
+    assert c is not None and c.unplaced_s == 0 and not c.unplaced_kernels, c.unplaced_kernels
+    pool = _row(run, "pool")
+    assert pool.forward_s > 0 and pool.backward_s > 0
+    assert run.phases.total_s == pytest.approx(run.profiled_step_s, rel=1e-9)
