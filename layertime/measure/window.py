@@ -236,7 +236,7 @@ class StepWindow:
             return True
         if done_steps >= self.start_step:
             self._begin(done_steps, disturbed)
-        elif done_steps == self.start_step - 1 and self._table is None and not disturbed:
+        elif done_steps == self.start_step - 1 and self._table is None:
             self._watch = KindObserver(self.model).__enter__()
             self._watch_guard = self._guard()
         return False
