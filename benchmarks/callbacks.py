@@ -20,13 +20,18 @@ callback leaves training untouched outside its window.
 
 Printed: every run's throughput (steps/s), each pair's ratio with/without,
 their median and spread (min..max), and the table of the window of the last
-run with the callback.  The machine is shared: read the spread.
+run with the callback; each per second of wall time and per second of this
+process's CPU time (all its threads: a thread or a leftover global callback of
+ours would show there too), which other work on a shared machine moves far
+less than wall time.  The load average after each run is printed: read the
+spread.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import tempfile
@@ -69,7 +74,7 @@ def cnn() -> nn.Sequential:
 # -- one training run per framework; returns (step-end times, the callback or None) ----
 
 
-def run_lightning(with_callback: bool, a: argparse.Namespace) -> tuple[list[float], Any]:
+def run_lightning(with_callback: bool, a: argparse.Namespace) -> tuple[list[tuple[float, float]], Any]:
     import lightning.pytorch as L
 
     from layertime.integrations.lightning import LayertimeCallback
@@ -88,11 +93,11 @@ def run_lightning(with_callback: bool, a: argparse.Namespace) -> tuple[list[floa
         def configure_optimizers(self) -> Any:
             return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
 
-    times: list[float] = []
+    times: list[tuple[float, float]] = []
 
     class Clock(L.Callback):
         def on_train_batch_end(self, *args: Any) -> None:
-            times.append(time.perf_counter())
+            times.append((time.perf_counter(), time.process_time()))
 
     cb = LayertimeCallback(start_step=a.start, steps=a.window, verbose=False) \
         if with_callback else None
@@ -105,7 +110,7 @@ def run_lightning(with_callback: bool, a: argparse.Namespace) -> tuple[list[floa
     return times, cb
 
 
-def run_hf(with_callback: bool, a: argparse.Namespace) -> tuple[list[float], Any]:
+def run_hf(with_callback: bool, a: argparse.Namespace) -> tuple[list[tuple[float, float]], Any]:
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     from layertime.integrations.hf import LayertimeTrainerCallback
@@ -119,11 +124,11 @@ def run_hf(with_callback: bool, a: argparse.Namespace) -> tuple[list[float], Any
             logits = self.net(pixel_values)
             return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
 
-    times: list[float] = []
+    times: list[tuple[float, float]] = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            times.append(time.perf_counter())
+            times.append((time.perf_counter(), time.process_time()))
 
     cb = LayertimeTrainerCallback(start_step=a.start, steps=a.window, verbose=False) \
         if with_callback else None
@@ -140,15 +145,17 @@ def run_hf(with_callback: bool, a: argparse.Namespace) -> tuple[list[float], Any
     return times, cb
 
 
-RUNNERS: dict[str, Callable[[bool, argparse.Namespace], tuple[list[float], Any]]] = {
+RUNNERS: dict[str, Callable[[bool, argparse.Namespace], tuple[list[tuple[float, float]], Any]]] = {
     "lightning": run_lightning,
     "hf": run_hf,
 }
 
 
-def throughput(times: list[float], first: int) -> float:
-    """Steps per second over the optimizer steps ``first+1`` to the last."""
-    span = times[first:]
+def throughput(times: list[tuple[float, float]], first: int, clock: int = 0) -> float:
+    """Steps per second over the optimizer steps ``first+1`` to the last: of wall time
+    (``clock`` 0), or of this process's CPU time (1: all its threads; what other
+    processes on a shared machine move least)."""
+    span = [t[clock] for t in times[first:]]
     return (len(span) - 1) / (span[-1] - span[0])
 
 
@@ -179,25 +186,38 @@ def main(argv: list[str] | None = None) -> int:
         runner(False, a)  # warm-up: imports, allocator, thread pools
         without: list[float] = []
         with_: list[float] = []
+        cpu_without: list[float] = []
+        cpu_with: list[float] = []
+        load: list[float] = []
         last_cb: Any = None
         for i in range(a.pairs):
             order = (False, True) if i % 2 == 0 else (True, False)
             for flag in order:
                 gc.collect()  # the previous run's garbage is not collected inside this one
                 times, cb = runner(flag, a)
+                load.append(os.getloadavg()[0])
                 (with_ if flag else without).append(throughput(times, a.measure_from))
+                (cpu_with if flag else cpu_without).append(
+                    throughput(times, a.measure_from, clock=1))
                 if cb is not None:
                     last_cb = cb
                 print(f"  {fw} pair {i + 1} {'with' if flag else 'without'}: "
                       f"{(with_ if flag else without)[-1]:.2f} steps/s", file=sys.stderr)
-        ratios = [w / o for w, o in zip(with_, without)]
         print(f"\n== {fw}: throughput outside the window (steps/s) ==")
-        print("  without callback: " + "  ".join(f"{x:.2f}" for x in without))
-        print("  with callback:    " + "  ".join(f"{x:.2f}" for x in with_))
-        print("  ratio with/without per pair: " + "  ".join(f"{r:.3f}" for r in ratios))
-        print(f"  median ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, "
-              f"max {max(ratios):.3f}, {len(ratios)} pairs); median throughput without "
-              f"{statistics.median(without):.2f}, with {statistics.median(with_):.2f} steps/s")
+        print(f"  load average (1 min) after each run: {min(load):.1f} to {max(load):.1f} "
+              f"on {os.cpu_count()} CPUs: other work on the machine moves wall times")
+        for title, off, on in (("wall time", without, with_),
+                               ("CPU time of this process", cpu_without, cpu_with)):
+            ratios = [w / o for w, o in zip(on, off)]
+            print(f"  -- per second of {title}")
+            print("  without callback: " + "  ".join(f"{x:.2f}" for x in off))
+            print("  with callback:    " + "  ".join(f"{x:.2f}" for x in on))
+            print("  ratio with/without per pair: " + "  ".join(f"{r:.3f}" for r in ratios))
+            print(f"  median ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, "
+                  f"max {max(ratios):.3f}, {len(ratios)} pairs; "
+                  f"{'encloses' if min(ratios) <= 1 <= max(ratios) else 'does not enclose'} 1); "
+                  f"median throughput without {statistics.median(off):.2f}, with "
+                  f"{statistics.median(on):.2f} steps/s")
         run = last_cb.result if last_cb is not None else None
         if run is None:
             print(f"  no window result: {getattr(last_cb, 'skipped', None)}")

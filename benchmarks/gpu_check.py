@@ -495,7 +495,7 @@ def rows_s(run: Run) -> float:
     p = run.phases
     return sum(r.total_s for r in run.layers) + (
         p.loss_s + p.zero_grad_s + p.data_s + p.clip_s + p.scheduler_s + p.logging_s
-        + p.unattributed_s)
+        + p.compiled_wrapper_s + p.unattributed_s)
 
 
 def predict_builtin(chk: Check, cfg: Config, run: Run) -> None:

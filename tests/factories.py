@@ -46,6 +46,7 @@ def run(
     clip_s: float = 0.0,
     scheduler_s: float = 0.0,
     logging_s: float = 0.0,
+    compiled_wrapper_s: float = 0.0,
     profiled: Sequence[float] | Callable[[float], Sequence[float]] | None = None,
     plain: Sequence[float] | None = None,
     **fields: Any,
@@ -66,6 +67,7 @@ def run(
         clip_s=clip_s,
         scheduler_s=scheduler_s,
         logging_s=logging_s,
+        compiled_wrapper_s=compiled_wrapper_s,
     )
     total = phases.total_s
     samples = tuple(profiled(total) if callable(profiled) else profiled or (total,))

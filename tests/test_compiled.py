@@ -71,6 +71,19 @@ class Broken(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class SharedAct(nn.Module):
+    """One ReLU registered twice: ``act`` after the conv, and ``head.1`` in a Sequential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Sequential(nn.Linear(4 * 8 * 8, 32), self.act, nn.Linear(32, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.act(self.conv(x)), 1))
+
+
 @pytest.fixture(autouse=True)
 def _fresh_dynamo(one_thread: None) -> Iterator[None]:
     """Each test starts from Dynamo's empty cache: a second instance of a class whose
@@ -130,6 +143,11 @@ def test_fused_split_adds_up_to_each_group(chain_run: Run) -> None:
 
 def test_rows_add_up_to_the_profiled_step(chain_run: Run) -> None:
     assert chain_run.phases.total_s == pytest.approx(chain_run.profiled_step_s, rel=1e-9)
+    # The compiled call's own time outside kernels is a row of its own, not unattributed.
+    c = chain_run.compiled
+    assert c is not None and c.wrapper_s > 0
+    assert chain_run.phases.compiled_wrapper_s == pytest.approx(c.wrapper_s, rel=1e-9)
+    assert "compiled wrapper (step)" in render_text(chain_run, width=100)
     kinds = chain_run.by_kind()
     assert sum(k.share for k in kinds.values()) == pytest.approx(1.0)
 
@@ -252,13 +270,95 @@ def test_compare_gives_per_kind_and_per_layer_ratios(chain_run: Run) -> None:
     from rich.console import Console
 
     from layertime.render.compare import compare_table
+    from layertime.render.fmt import ms
 
     eager = layertime.profile(Chain(), batch_size=4, input_shape=SHAPE, num_classes=10,
                               device="cpu", steps=1)
     console = Console(width=200, record=True, color_system=None)
     console.print(compare_table([eager, chain_run], ["eager", "compiled"]))
     text = console.export_text()
+    # Each ratio is the compiled run's time over the eager run's, for that kind or layer.
+    kind = {k: v.time_s for k, v in chain_run.by_kind().items()}
+    base = {k: v.time_s for k, v in eager.by_kind().items()}
     conv = next(line for line in text.splitlines() if line.strip().startswith("conv "))
-    assert " x" in conv  # the compiled kind's time ratio to eager
+    assert conv.split()[-1] == f"x{kind['conv'] / base['conv']:.2f})", conv
+    assert f"({ms(base['conv'])} ms)" in conv and f"({ms(kind['conv'])} ms " in conv
+    bn_eager = next(r for r in eager.layers if r.name == "bn").total_s
+    bn = _row(chain_run, "bn").total_s
     layer = next(line for line in text.splitlines() if line.strip().startswith("bn "))
-    assert " x" in layer
+    assert layer.split()[-2:] == [ms(bn), f"x{bn / bn_eager:.2f}"], layer
+    step = next(line for line in text.splitlines()
+                if line.split()[:1] == ["step"] and not line.strip().startswith("step ("))
+    assert step.split()[-1] == f"x{chain_run.step_s / eager.step_s:.2f}"
+
+
+def test_a_module_registered_under_two_names_keeps_its_compiled_time() -> None:
+    run = _profile(SharedAct())
+    names = [r.name for r in run.layers]
+    assert "act" in names and "head.1" not in names  # one row, the module table's name
+    act = _row(run, "act")
+    assert act.forward_s > 0 and act.backward_s > 0
+    assert act.calls == 2  # once by each name
+    c = run.compiled
+    assert c is not None and c.unplaced_s == 0 and not c.unplaced_kernels
+    assert run.phases.total_s == pytest.approx(run.profiled_step_s, rel=1e-9)
+
+
+def test_a_dynamic_model_is_not_specialised_by_the_provenance_pass() -> None:
+    """Counting a node's cost must not guard on symbolic sizes (``int(sym)`` would): a
+    ``dynamic=True`` model compiles once for every batch size, as it does without us."""
+    from layertime.measure.compiled.capture import ProvenanceCapture
+
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    compiled = torch.compile(net, dynamic=True)
+    capture = ProvenanceCapture(net, torch.device("cpu"))
+    with capture:
+        for batch in (3, 5, 7):
+            compiled(torch.randn(batch, 8)).sum().backward()
+    assert [c.reason for c in capture.compilations] == [None]  # no recompilation
+    graphs = capture.graphs()
+    assert {g.phase for g in graphs} == {"forward", "backward"}
+    mm = [n for g in graphs for n in g.nodes.values() if n.op in ("aten::addmm", "aten::mm")]
+    assert mm and all(n.weight > 0 for n in mm)  # counted, at the example's sizes
+
+
+def test_profile_of_a_user_compiled_model_goes_through_the_compiled_path() -> None:
+    torch.manual_seed(0)
+    run = layertime.profile(torch.compile(Chain()), batch_size=4, input_shape=SHAPE,
+                            num_classes=10, device="cpu", steps=1)
+    c = run.compiled
+    assert c is not None and c.provenance and c.message is None
+    assert run.model == "Chain" and [r.name for r in run.layers][:2] == ["", "conv"]
+    assert _row(run, "bn").forward_s > 0 and _row(run, "fc").backward_s > 0
+    assert run.phases.total_s == pytest.approx(run.profiled_step_s, rel=1e-9)
+
+
+class Pooled(nn.Module):
+    """conv -> relu -> overlapping max-pool (as resnet's stem) -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
+
+
+def test_max_pool_backward_is_placed_on_the_pool() -> None:
+    """On the CPU with more than one thread Inductor computes a max-pool's backward (a
+    scatter_add) with aten.scatter_reduce_, called without provenance: it lands on the
+    pool, not in unattributed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # one thread: a generated kernel does the scatter instead
+    try:
+        run = _profile(Pooled())
+    finally:
+        torch.set_num_threads(threads)
+    c = run.compiled
+    assert c is not None and c.unplaced_s == 0 and not c.unplaced_kernels, c.unplaced_kernels
+    pool = _row(run, "pool")
+    assert pool.forward_s > 0 and pool.backward_s > 0
+    assert run.phases.total_s == pytest.approx(run.profiled_step_s, rel=1e-9)

@@ -11,15 +11,18 @@ Times are microseconds; charges come back in seconds.
 from __future__ import annotations
 
 import pytest
+import torch
+from torch import nn
 
 from layertime.measure.compiled.attribute import (
     CALL_GRAPH,
     attribute_compiled_step,
     strip_graph_prefix,
 )
-from layertime.measure.compiled.capture import call_sites, module_path
+from layertime.measure.compiled.capture import ModuleNames, call_sites, module_path
 from layertime.measure.compiled.graphs import CallSite, GraphInfo, NodeInfo
 from layertime.measure.events import BACKWARD_NODE, MODULE, OPTIMIZER_STEP, PHASE, STEP, OpEvent
+from layertime.modules import ModuleTable
 
 MAIN = 1
 INDEX = {"": 0, "conv": 1, "bn": 2, "relu": 3, "fc": 4}
@@ -135,18 +138,20 @@ def test_chain_charges_each_kernel_to_its_layers_and_phase() -> None:
     assert charges.step["update"] == pytest.approx(90e-6)
 
 
-def test_rows_add_up_to_the_step_and_the_rest_is_unattributed() -> None:
+def test_rows_add_up_to_the_step_and_the_wrapper_is_a_row_of_its_own() -> None:
     t = Trace()
     step = chain_step(t)
     charges, info = attribute_compiled_step(step, t.events, [FWD, BWD], module_index=INDEX)
     assert charges.total_s() == pytest.approx(1000e-6)
     assert charges.step_s == pytest.approx(1000e-6)
     # The wrapper's own range (7 us outside the compiled regions) and the compiled
-    # regions' time outside kernels (8 + 375 + 390 - 630) are guards and wrappers.
+    # regions' time outside kernels (8 + 375 + 390 - 630) are guards and wrappers:
+    # the compiled wrapper's row, not unattributed.
     assert info.wrapper_s == pytest.approx(150e-6)
-    # unattributed: wrappers, AccumulateGrad after the compiled backward, the step's
-    # own gaps (10 us) and the backward range's time outside autograd nodes (40 us).
-    assert charges.step["unattributed"] == pytest.approx((150 + 20 + 10 + 40) * 1e-6)
+    assert charges.step["compiled_wrapper"] == pytest.approx(150e-6)
+    # unattributed: AccumulateGrad after the compiled backward, the step's own gaps
+    # (10 us) and the backward range's time outside autograd nodes (40 us).
+    assert charges.step["unattributed"] == pytest.approx((20 + 10 + 40) * 1e-6)
 
 
 def test_fused_split_adds_up_to_the_group() -> None:
@@ -199,7 +204,11 @@ def test_graph_without_inductor_calls_gives_per_graph_totals_from_compiled_funct
         "3/0 forward": ("forward", pytest.approx(170e-6), 0.0),
         "3/0 backward": ("backward", pytest.approx(150e-6), 0.0),
     }
-    assert charges.step["unattributed"] == pytest.approx(500e-6)
+    # The graphs' work has no provenance (unattributed); the region around the
+    # forward's CompiledFunction (20 us) is the wrapper's.
+    assert info.unplaced_s == pytest.approx(320e-6)
+    assert charges.step["compiled_wrapper"] == pytest.approx(20e-6)
+    assert charges.step["unattributed"] == pytest.approx(480e-6)
 
 
 def test_module_called_twice_counts_two_calls_and_charges_both() -> None:
@@ -247,6 +256,8 @@ def test_graph_break_nested_regions_find_their_own_graphs() -> None:
 
 
 def test_cuda_device_kernels_of_the_call_range_are_matched_by_name() -> None:
+    """Torch that launches Triton kernels without a range of their own: they are the
+    graph call's own kernels."""
     g = GraphInfo("0/0", "forward",
                   (gen("triton_poi_fused_relu_0", "relu"),
                    ext("extern_kernels.mm", "aten::mm", "mm"),
@@ -331,7 +342,11 @@ def test_accumulate_grad_after_compiled_backward_is_placed_by_gradient_shape() -
     assert charges2.modules[(2, "backward")] == pytest.approx((60 + 10) * 1e-6)
 
 
-def test_cuda_triton_kernels_under_a_launch_call_are_matched_by_name() -> None:
+def test_cuda_triton_kernels_under_an_unnamed_launch_range_are_matched_by_name() -> None:
+    """Inductor names the range around a Triton launch after the kernel, or "triton
+    kernel" when the kernel has no name in its metadata: then the kernels the range
+    launched are matched (the per-kernel ranges of the usual case are in
+    tests/test_cuda_path.py, read from profiler events)."""
     g = GraphInfo("0/0", "forward",
                   (gen("triton_poi_fused_relu_0", "relu"), gen("triton_red_fused_sum_1", "sum")),
                   {"relu": NodeInfo("relu", "r", 1.0, "aten::relu"),
@@ -341,9 +356,9 @@ def test_cuda_triton_kernels_under_a_launch_call_are_matched_by_name() -> None:
     region = t.ev("Torch-Compiled Region: 0/0", 0, 100, step)
     fn = t.ev("CompiledFunction", 5, 95, region, seq=1)
     call = t.ev(f"{CALL_GRAPH} None ##", 10, 90, fn)
-    # Kernels reported out of call order, each under its own launch call.
-    second = t.ev("cuLaunchKernel", 20, 25, call, device_us=40.0)
-    first = t.ev("cuLaunchKernel", 30, 35, call, device_us=30.0)
+    # Kernels reported out of call order, each under its own launch range.
+    second = t.ev("triton kernel", 20, 25, call, device_us=40.0)
+    first = t.ev("triton kernel", 30, 35, call, device_us=30.0)
     kernels = {second.id: [("triton_red_fused_sum_1", 40.0)],
                first.id: [("triton_poi_fused_relu_0", 30.0)]}
     charges, info = attribute_compiled_step(
@@ -352,5 +367,71 @@ def test_cuda_triton_kernels_under_a_launch_call_are_matched_by_name() -> None:
     )
     assert charges.modules[(3, "forward")] == pytest.approx(30e-6)
     assert charges.modules[(2, "forward")] == pytest.approx(40e-6)
+    assert info.unplaced == {}
+    assert charges.total_s() == pytest.approx(1000e-6)
+
+
+class _SharedAct(nn.Module):
+    """One ReLU registered under two names: ``act``, and ``body.1`` inside a Sequential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.ReLU()
+        self.body = nn.Sequential(nn.Linear(4, 4), self.act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_a_module_under_two_names_resolves_to_the_module_tables_name() -> None:
+    model = _SharedAct()
+    table_names = {e.name for e in ModuleTable(model)}
+    names = ModuleNames(model)
+    act = id(model.act)
+    # Dynamo keys a stack entry by the module object's id; its source is the path it took.
+    assert names.resolve(f"{act}", "L['self'].body[1]") == "act"
+    assert names.resolve("not-an-id", "L['self'].body[1]") == "act"
+    assert names.resolve("not-an-id", "L['self'].act") == "act"
+    assert {"act", "body.0"} <= table_names and "body.1" not in table_names
+
+
+def test_a_fallback_without_provenance_borrows_the_nodes_of_the_kernel_that_fed_it() -> None:
+    """Max-pool's backward on the CPU: Inductor prepares a scatter's inputs in a fused
+    kernel, then calls aten.scatter_reduce_ on them without a provenance handle."""
+    code = '''
+def call(self, args):
+    # [Provenance debug handles] cpp_fused_max_pool2d_with_indices_backward_12:76
+    cpp_fused_max_pool2d_with_indices_backward_12(buf143, buf138, getitem_3, buf144, buf140)
+    del buf138
+    aten.scatter_reduce_.two(buf140,1,buf142,buf144, reduce='sum', include_self=True)
+    buf9 = empty_strided_cpu((4, 4), (4, 1), torch.float32)
+    aten.index_put_(buf9, [buf7], buf8, True)
+'''
+    mapping = {"cppCodeToPost": {
+        "cpp_fused_max_pool2d_with_indices_backward_12:76": ["add_115", "scatter_add", "full_1"]}}
+    sites = call_sites(code, mapping)
+    assert [(s.kernel, s.event, s.generated, s.nodes, s.borrowed) for s in sites] == [
+        ("cpp_fused_max_pool2d_with_indices_backward_12",
+         "cpp_fused_max_pool2d_with_indices_backward_12", True,
+         ("add_115", "scatter_add", "full_1"), False),
+        ("aten.scatter_reduce_.two", "aten::scatter_reduce_", False,
+         ("add_115", "scatter_add", "full_1"), True),
+        ("aten.index_put_", "aten::index_put_", False, None, False),  # fed by no tracked kernel
+    ]
+    graph = GraphInfo("0/0", "backward", sites, {
+        "add_115": NodeInfo("relu", "r", 50.0, "aten::add"),
+        "scatter_add": NodeInfo("bn", "p", 30.0, "aten::scatter_add"),
+        "full_1": NodeInfo("bn", "p", 10.0, "aten::full"),
+    })
+    t = Trace()
+    step = t.ev(STEP, 0, 1000)
+    node = t.ev(f"{BACKWARD_NODE}CompiledFunctionBackward", 100, 900, step, seq=3, fwd_thread=MAIN)
+    call = t.ev(f"{CALL_GRAPH} None ##", 110, 890, node)
+    t.ev("graph_0_cpp_fused_max_pool2d_with_indices_backward_12", 120, 300, call)
+    t.ev("aten::scatter_reduce_", 300, 700, call)
+    charges, info = attribute_compiled_step(step, t.events, [graph], module_index=INDEX)
+    # The scatter is the scatter_add node's work: all of it on that node's layer.
+    assert charges.modules[(2, "backward")] == pytest.approx((400 + 180 * 40 / 90) * 1e-6)
+    assert charges.modules[(3, "backward")] == pytest.approx(180 * 50 / 90 * 1e-6)
     assert info.unplaced == {}
     assert charges.total_s() == pytest.approx(1000e-6)

@@ -14,6 +14,7 @@ from layertime.cost.devices import builtin_profiles, matches_device, profile_for
 from layertime.cost.roofline import MathMode
 from layertime.measure.attribute import attribute_step, split_steps
 from layertime.measure.environment import conv_tf32, describe, matmul_tf32, matmul_tf32_set
+from layertime.measure.compiled.attribute import CALL_GRAPH
 from layertime.measure.events import MODULE, STEP, KernelSpan, busy_us, device_spans, from_profiler
 from layertime.measure.runner import _traced_steps
 from layertime.modules import ModuleTable
@@ -44,6 +45,12 @@ class FakeEvent:
     activity_type: str | None = "cpu_op"
     device_resource_id: int = 7
     cpu_children: list[Any] = field(default_factory=list)
+    #: Where the fake has them (newer torch): the device events' link to their op's
+    #: id, whether an event is a user annotation, and the kernels torch's parser
+    #: attached to an op (name, device, duration).
+    linked_correlation_id: int | None = None
+    is_user_annotation: bool = False
+    kernels: list[Any] | None = None
 
     @property
     def time_range(self) -> _Range:
@@ -255,3 +262,97 @@ def test_cuda_idle_is_taken_from_the_unprofiled_step() -> None:
     # Kernels longer than the unprofiled step: no idle, rows add up to the kernels.
     assert slow.step["unattributed"] == 0.0
     assert slow.step_s == pytest.approx(31e-3) and slow.total_s() == pytest.approx(slow.step_s)
+
+
+@dataclass
+class _Kernel:
+    name: str
+    device: int
+    duration: float
+
+
+def _compiled_cuda_step() -> list[FakeEvent]:
+    """One compiled forward on CUDA as torch.profiler records it: inside the graph call,
+    Inductor wraps each Triton launch in a range named after the kernel (the launch is a
+    driver call under it), and the device kernel, of that same name, is linked to that
+    range; an extern kernel is an aten op with a cuBLAS kernel.  Our own ranges have GPU
+    mirrors (user annotations of the same name), which are no work of their own."""
+    ev: list[FakeEvent] = []
+
+    def cpu(i: int, name: str, a: float, b: float, parent: FakeEvent | None,
+            activity: str = "cpu_op", linked: int = 0) -> FakeEvent:
+        e = FakeEvent(i, name, a, b, parent, activity_type=activity, linked_correlation_id=linked)
+        ev.append(e)
+        return e
+
+    def gpu(name: str, a: float, b: float, op: FakeEvent, activity: str = "kernel") -> None:
+        ev.append(FakeEvent(1000 + len(ev), name, a, b, device_type="DeviceType.CUDA",
+                            activity_type=activity, linked_correlation_id=op.id,
+                            is_user_annotation=activity == "gpu_user_annotation"))
+        if op.kernels is None:
+            op.kernels = []
+        op.kernels.append(_Kernel(name, 0, b - a))  # as torch's parser attaches it
+
+    step = cpu(1, STEP, 0, 1000, None, "user_annotation")
+    root = cpu(2, f"{MODULE}0", 10, 300, step, "user_annotation")
+    gpu(f"{MODULE}0", 100, 700, root, "gpu_user_annotation")  # the range's mirror
+    region = cpu(3, "Torch-Compiled Region: 0/0", 20, 290, root)
+    fn = cpu(4, "CompiledFunction", 30, 280, region)
+    fn.sequence_nr = 1
+    call = cpu(5, f"{CALL_GRAPH} None ##", 40, 270, fn, "user_annotation")
+    relu = cpu(6, "triton_poi_fused_relu_0", 50, 80, call)
+    cpu(77, "cuLaunchKernel", 60, 70, relu, "cuda_driver", linked=6)
+    gpu("triton_poi_fused_relu_0", 100, 130, relu)
+    mm = cpu(8, "aten::mm", 90, 150, call)
+    cpu(78, "cudaLaunchKernel", 100, 110, mm, "cuda_runtime", linked=8)
+    gpu("sm90_xmma_gemm_f32f32", 130, 330, mm)
+    red = cpu(10, "triton_red_fused_sum_1", 160, 190, call)
+    cpu(79, "cuLaunchKernel", 165, 175, red, "cuda_driver", linked=10)
+    gpu("triton_red_fused_sum_1", 330, 370, red)
+    return ev
+
+
+def test_inductors_per_kernel_ranges_carry_their_triton_kernels_device_time() -> None:
+    from layertime.measure.compiled.attribute import attribute_compiled_step
+    from layertime.measure.compiled.graphs import CallSite, GraphInfo, NodeInfo
+    from layertime.measure.events import launched_kernels
+
+    raw = _compiled_cuda_step()
+    launched = launched_kernels(raw)
+    assert launched is not None
+    events = from_profiler(raw)
+    device = {e.name: e.device_us for e in events}
+    # The Triton kernel has its range's name and is its work; the module range's
+    # same-named GPU mirror is not.
+    assert device["triton_poi_fused_relu_0"] == pytest.approx(30.0)
+    assert device["triton_red_fused_sum_1"] == pytest.approx(40.0)
+    assert device["aten::mm"] == pytest.approx(200.0)
+    assert device[f"{MODULE}0"] == 0.0
+    assert [KernelSpan(s.start_us, s.end_us, s.stream) for s in device_spans(raw)] == [
+        KernelSpan(100, 130, 7), KernelSpan(130, 330, 7), KernelSpan(330, 370, 7)]
+
+    graph = GraphInfo("0/0", "forward", (
+        CallSite("triton_poi_fused_relu_0", "triton_poi_fused_relu_0", True, ("relu",)),
+        CallSite("extern_kernels.mm", "aten::mm", False, ("mm",)),
+        CallSite("triton_red_fused_sum_1", "triton_red_fused_sum_1", True, ("sum",)),
+    ), {"relu": NodeInfo("relu", "r", 1.0, "aten::relu"), "mm": NodeInfo("fc", "f", 1.0, "aten::mm"),
+        "sum": NodeInfo("bn", "b", 1.0, "aten::sum")})
+    step, members = split_steps(events)[0]
+    charges, info = attribute_compiled_step(
+        step, members, [graph], module_index={"": 0, "bn": 2, "relu": 3, "fc": 4},
+        device_time=True, step_wall_s=1000e-6,
+    )
+    assert charges.modules[(3, "forward")] == pytest.approx(30e-6)
+    assert charges.modules[(4, "forward")] == pytest.approx(200e-6)
+    assert charges.modules[(2, "forward")] == pytest.approx(40e-6)
+    assert info.unplaced == {} and info.placed_s == pytest.approx(270e-6)
+    assert charges.total_s() == pytest.approx(1000e-6)
+
+
+def test_without_links_a_kernel_named_like_its_range_is_taken_for_its_mirror() -> None:
+    """Older torch (no activity types or links): the events' own kernel lists, as before."""
+    raw = _compiled_cuda_step()
+    for e in raw:
+        e.linked_correlation_id = None
+    device = {e.name: e.device_us for e in from_profiler(raw)}
+    assert device["aten::mm"] == pytest.approx(200.0) and device[f"{MODULE}0"] == 0.0

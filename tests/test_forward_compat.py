@@ -83,7 +83,7 @@ def run(cost: CostResult) -> Run:
         [factories.layer("", "other", 0.001), factories.layer("conv", "conv", 0.01, 0.02, 0.001, 112),
          factories.layer("fc", "linear", 0.004, 0.008, 0.004, 2570, comm_s=0.002,
                          comm_exposed_s=0.001, comm_bytes=10280, role="mlp", block="h.0")],
-        loss_s=0.002, zero_grad_s=0.001, model="Net", batch_size=2, amp="bf16",
+        loss_s=0.002, zero_grad_s=0.001, compiled_wrapper_s=0.0004, model="Net", batch_size=2, amp="bf16",
         phase_spread_s={"forward_s": 0.001},
         timeline=(Slice(0, "conv", "forward", 0.0, 0.01, 0.01),),
         world_size=2, backend="gloo", seq_len=8, notes=("fc shares 10 parameters",),

@@ -176,6 +176,21 @@ def test_what_it_cannot_attribute_is_named(args: Any, words: str) -> None:
     assert reason is not None and words in reason
 
 
+class WithCompiledNet(TinyCNN):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.compile(self.net)  # type: ignore[assignment]
+
+
+def test_a_compiled_model_or_compiled_part_is_named_with_what_to_do(tmp_path: Path) -> None:
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    whole = unattributable(args, torch.compile(TinyCNN()))
+    assert whole is not None and "model handed to the trainer is compiled" in whole
+    part = unattributable(args, WithCompiledNet())
+    assert part is not None and "compiled parts ('net')" in part and "\n" not in part
+    assert unattributable(args, TinyCNN()) is None
+
+
 def test_single_process_and_ddp_arguments_are_attributed(tmp_path: Path) -> None:
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     assert unattributable(args) is None
@@ -191,3 +206,108 @@ def test_reports_are_written_and_announced(tmp_path: Path,
     assert cb.result is not None and Run.load(path).steps == cb.result.steps
     assert f"wrote {path} (json)" in err and f"stored as run {cb.stored_id}" in err
     assert "conv layers:" in out and "clip" in out  # the table, on stdout
+
+
+def profiler_on() -> bool:
+    return bool(torch._C._autograd._profiler_enabled())
+
+
+class RaisesAt(TinyCNN):
+    """Raises in its own forward at its ``n``-th call."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.calls = 0
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls == self.n:
+            raise RuntimeError(f"forward {self.n} failed")
+        return super().forward(pixel_values, labels)
+
+
+def _trainer(model: nn.Module, callbacks: list[Any], tmp_path: Path, *, max_steps: int = 14,
+             dataset: Any = None, eval_dataset: Any = None, **args_kw: Any) -> Trainer:
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, max_steps=max_steps,
+        per_device_train_batch_size=BATCH, logging_steps=1, disable_tqdm=True,
+        dataloader_num_workers=0, **{"save_strategy": "no", **args_kw},
+    )
+    return Trainer(model, args, train_dataset=dataset or Images(as_dict=True),
+                   eval_dataset=eval_dataset, callbacks=callbacks)
+
+
+@pytest.mark.parametrize("raise_at", [7, 9])
+def test_an_exception_in_a_traced_forward_leaves_nothing_behind(
+        tmp_path: Path, raise_at: int) -> None:
+    """start_step=5, steps=6: the 7th and 9th forwards are in traced steps."""
+    cb = LayertimeTrainerCallback(start_step=5, steps=6, verbose=False)
+    model = RaisesAt(raise_at)
+    with pytest.raises(RuntimeError, match=f"forward {raise_at} failed"):
+        _trainer(model, [cb], tmp_path).train()
+    assert model.calls == raise_at  # it did raise in the window's traced step
+    assert module_hooks(model) == 0 and not profiler_on()
+    # A second training in this process, with a new callback, is profiled.
+    again = LayertimeTrainerCallback(start_step=2, steps=4, verbose=False)
+    second = TinyCNN()
+    _trainer(second, [again], tmp_path, max_steps=8).train()
+    assert again.result is not None and again.result.steps == 2
+    assert module_hooks(second) == 0 and not profiler_on()
+    # So is one with the same callback: the failed training's window is not reused.
+    _trainer(TinyCNN(), [cb], tmp_path, max_steps=14).train()
+    assert cb.result is not None and cb.result.steps == 3 and cb.skipped is None
+
+
+def test_steps_with_evaluation_or_a_save_are_left_out_and_never_traced(tmp_path: Path) -> None:
+    seen: list[tuple[str, int, bool]] = []
+
+    class Spy(TrainerCallback):
+        """Before layertime's callback: what runs while evaluating and saving."""
+
+        def on_prediction_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            seen.append(("eval", state.global_step, profiler_on()))
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            seen.append(("save", state.global_step, profiler_on()))
+
+    cb = LayertimeTrainerCallback(start_step=1, steps=4, verbose=False)
+    trainer = _trainer(TinyCNN(), [Spy(), cb], tmp_path, max_steps=12,
+                       eval_strategy="steps", eval_steps=3, save_strategy="steps", save_steps=4,
+                       per_device_eval_batch_size=BATCH, eval_dataset=Images(16, as_dict=True))
+    trainer.train()
+    run = cb.result
+    assert run is not None and run.steps == 2
+    # Evaluation after steps 3 and 6 and the save after step 4 fall in the window
+    # (steps 1-8 at most): none of it was traced.
+    assert {(what, step) for what, step, _ in seen} >= {("eval", 3), ("save", 4), ("eval", 6)}
+    assert not any(on for what, step, on in seen if step <= 8), seen
+    assert "step(s) left out of the window: evaluation ran in them (steps 4, 7)" in \
+        "\n".join(run.warnings)
+    assert any("a checkpoint save ran in them (step 5)" in w for w in run.warnings)
+    assert rows_sum(run) == pytest.approx(run.profiled_step_s, rel=1e-9)
+
+
+class LabelFirst(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Items as datasets give them (``label``): the default collator puts ``labels`` first."""
+
+    def __init__(self) -> None:
+        self.images = Images(as_dict=True)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.images[i]
+        return {"label": item["labels"], "pixel_values": item["pixel_values"]}
+
+
+def test_the_input_shape_is_the_models_main_input_not_the_first_key(tmp_path: Path) -> None:
+    from transformers import default_data_collator
+
+    batch = default_data_collator([LabelFirst()[0], LabelFirst()[1]])
+    assert list(batch)[0] == "labels"  # what the Trainer passes as model(**batch)
+    cb = LayertimeTrainerCallback(start_step=1, steps=2, verbose=False)
+    _trainer(TinyCNN(), [cb], tmp_path, max_steps=4, dataset=LabelFirst()).train()
+    run = cb.result
+    assert run is not None and run.batch_size == BATCH and run.input_shape == (3, 16, 16)

@@ -180,11 +180,25 @@ def test_bf16_autocast_as_configured() -> None:
 
 
 def test_steps_with_validation_are_left_out_and_said() -> None:
-    cb = LayertimeCallback(start_step=1, steps=2, verbose=False)
-    fit([cb], max_steps=8, val=True, val_check_interval=2)
+    seen: list[tuple[int, bool]] = []
+
+    class Spy(L.Callback):
+        def on_validation_batch_start(self, trainer: Any, *args: Any) -> None:
+            seen.append((trainer.global_step, bool(torch._C._autograd._profiler_enabled())))
+
+    cb = LayertimeCallback(start_step=1, steps=4, verbose=False)
+    fit([cb, Spy()], max_steps=10, val=True, val_check_interval=2)
     run = cb.result
-    assert run is not None and run.steps == 1
-    assert any("validation ran in them" in w for w in run.warnings)
+    assert run is not None
+    # No validation batch ran while the profiler was on: those steps stopped tracing.
+    assert {step for step, _ in seen} >= {2, 4, 6, 8} and not any(on for _, on in seen), seen
+    # Validation runs after optimizer steps 2, 4, 6 and 8, inside steps 3, 5, 7 and 9 (a
+    # step spans from one step's end to the next): 3, 5 and 7 are left out, and the
+    # window, which needs 4 kept steps, has them after step 8: steps 2, 4, 6, 8
+    # (plain, traced, plain, traced).
+    assert [w for w in run.warnings if "left out" in w] == [
+        "3 step(s) left out of the window: validation ran in them (steps 3, 5, 7)"]
+    assert run.steps == 2 and len(run.step_samples_s) == 2
 
 
 def test_a_profiler_the_user_configured_still_gets_every_call() -> None:
@@ -254,6 +268,25 @@ def test_sharding_strategies_are_named_with_the_reason(strategy: Any, words: str
     assert reason is not None and words in reason and type(strategy).__name__ in reason
 
 
+class CompiledNet(TinyCNN):
+    """``self.net = torch.compile(net)`` inside the LightningModule."""
+
+    def __init__(self, in_place: bool = False) -> None:
+        super().__init__()
+        if in_place:
+            self.net.compile()
+        else:
+            self.net = torch.compile(self.net)  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_compiled_part_of_the_module_is_named_with_what_to_do(in_place: bool) -> None:
+    reason = unattributable(SingleDeviceStrategy(torch.device("cpu")), CompiledNet(in_place))
+    assert reason is not None and "\n" not in reason
+    assert "compiled parts ('net')" in reason and "uncompiled" in reason
+    assert unattributable(SingleDeviceStrategy(torch.device("cpu")), TinyCNN()) is None
+
+
 def test_single_device_and_ddp_are_attributed() -> None:
     assert unattributable(SingleDeviceStrategy(torch.device("cpu"))) is None
     assert unattributable(DDPStrategy()) is None
@@ -321,3 +354,37 @@ def test_lightning_rows_of_hook_calls() -> None:
     assert lightning_row("[LightningModule]Net.on_train_batch_end") == "logging"
     assert lightning_row("[Callback]TQDMProgressBar.on_train_batch_end") == "logging"
     assert lightning_row("run_training_batch") is None
+
+
+class RaisesAt(TinyCNN):
+    """Raises in ``training_step`` at its ``n``-th call, after the model's forward."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.calls += 1
+        loss = super().training_step(batch, batch_idx)
+        if self.calls == self.n:
+            raise RuntimeError(f"step {self.n} failed")
+        return loss
+
+
+@pytest.mark.parametrize("raise_at", [7, 9])
+def test_an_exception_in_a_traced_step_leaves_nothing_behind(raise_at: int) -> None:
+    cb = LayertimeCallback(start_step=5, steps=6, verbose=False)
+    model = RaisesAt(raise_at)
+    trainer = L.Trainer(max_steps=14, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", callbacks=[cb])
+    with pytest.raises(RuntimeError, match=f"step {raise_at} failed"), warnings.catch_warnings():
+        # raising at 7: no traced step completed, which the callback says in a warning
+        warnings.simplefilter("ignore", LayertimeWarning)
+        trainer.fit(model, torch.utils.data.DataLoader(Images(), batch_size=BATCH))
+    assert model.calls == raise_at
+    assert module_hooks(model) == 0 and not torch._C._autograd._profiler_enabled()
+    assert type(trainer.profiler).__name__ == "PassThroughProfiler"
+    again = LayertimeCallback(start_step=2, steps=4, verbose=False)
+    _, second = fit([again], max_steps=8)
+    assert again.result is not None and again.result.steps == 2 and module_hooks(second) == 0

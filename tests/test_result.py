@@ -309,7 +309,22 @@ def test_framework_rows_and_micro_batches_round_trip_and_older_files_read() -> N
     # a file written before these fields: no micro_batches, phases without the new rows
     d = base.to_dict()
     del d["micro_batches"]
-    for k in ("clip_s", "scheduler_s", "logging_s"):
+    for k in ("clip_s", "scheduler_s", "logging_s", "compiled_wrapper_s"):
         del d["phases"][k]
     old = Run.from_dict(d)
     assert old.micro_batches == 1 and old.phases.clip_s == 0.0 and old == base
+
+
+def test_the_compiled_wrapper_row_is_a_step_level_row_that_round_trips() -> None:
+    from layertime.render.table import render_text
+
+    base = make_run()
+    p = replace(base.phases, compiled_wrapper_s=0.002)
+    r = replace(base, phases=p, profiled_step_samples_s=(p.total_s,))
+    assert Run.from_json(r.to_json()) == r
+    assert r.by_kind()["step"].time_s == pytest.approx(p.zero_grad_s + p.data_s + 0.002)
+    assert sum(k.share for k in r.by_kind().values()) == pytest.approx(1.0)
+    assert r.phases.total_s == pytest.approx(r.profiled_step_s)
+    text = render_text(r, width=80)
+    assert "compiled wrapper (step)" in text
+    assert "compiled wrapper" not in render_text(base, width=80)  # an eager run has none

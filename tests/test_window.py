@@ -85,11 +85,12 @@ def test_a_disturbed_step_is_left_out_and_the_window_goes_on() -> None:
     w = StepWindow(model, start_step=1, steps=2)
     seen: list[tuple[int, bool, bool]] = []
     _train(w, model, 6, disturb_at=2, seen=seen)
-    # step 1 plain (kept), step 2 traced but disturbed (left out), step 3 traced again
+    # loop steps 1 plain (kept), 2 traced but disturbed (left out: optimizer step 3,
+    # counted from 1 as the frameworks count), 3 traced again
     assert [t for _, t, _ in seen] == [False, False, True, True, False, False]
     run = w.result()
     assert run.steps == 1 and len(run.step_samples_s) == 1
-    assert "1 step(s) left out of the window: validation ran in them" in run.warnings
+    assert "1 step(s) left out of the window: validation ran in them (step 3)" in run.warnings
 
 
 def test_phases_open_only_in_traced_steps() -> None:
@@ -157,3 +158,112 @@ def test_the_step_before_the_window_is_watched_for_kinds() -> None:
     assert kinds["transformer.h.0.attn.c_attn"] == "linear"  # a Conv1D by class
     assert kinds["transformer.h.0.mlp.c_fc"] == "linear"
     assert _hooks(model) == 0 and not _profiler_on()
+
+
+class _Fails(nn.Module):
+    """Raises in its own forward at its ``n``-th call (after its layers ran)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.net = _net()
+        self.n, self.calls = n, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.net(x)
+        if self.calls == self.n:
+            raise RuntimeError("boom")
+        return out
+
+
+def _dispatch_mode() -> object:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _get_current_dispatch_mode()
+
+
+@pytest.mark.parametrize(("fail_at", "where"), [(2, "watched"), (4, "traced")])
+def test_a_forward_that_raises_takes_every_hook_and_the_profiler_off_at_once(
+        fail_at: int, where: str) -> None:
+    """No framework hook comes after the exception (the HF Trainer has none): the window
+    itself notices it, before it leaves the model."""
+    model = _Fails(fail_at)
+    w = StepWindow(model, start_step=2, steps=4)
+    x = torch.randn(8, 16)
+    state: dict[str, object] = {}
+    for i in range(6):
+        try:
+            model(x).sum().backward()
+        except RuntimeError:
+            state = {"hooks": _hooks(model), "profiler": _profiler_on(),
+                     "mode": _dispatch_mode(), "traced": w.traced, "step": i + 1}
+            break
+        w.boundary(i + 1)
+    # forward 2 runs in the step watched for kinds (before the window), forward 4 in
+    # its first traced step (steps 3 plain, 4 traced)
+    assert state == {"hooks": 0, "profiler": False, "mode": None, "traced": False,
+                     "step": fail_at}, where
+    # The window goes on if the training does, and says what it left out.
+    for i in range(fail_at, 10):
+        model(x).sum().backward()
+        w.boundary(i + 1)
+    run = w.result()
+    assert _hooks(model) == 0 and not _profiler_on()
+    if where == "traced":
+        assert "1 step(s) left out of the window: a forward that raised ran in them (step 4)" \
+            in run.warnings
+
+
+def test_a_forward_that_raises_while_an_exception_is_handled_is_told_apart() -> None:
+    """A forward called inside an ``except`` block sees that exception in sys.exc_info:
+    only a new one means the forward raised."""
+    model = _net()
+    w = StepWindow(model, start_step=1, steps=2)
+    w.boundary(1)
+    w.boundary(2)
+    assert w.traced
+    try:
+        raise ValueError("handled by the caller")
+    except ValueError:
+        model(torch.randn(8, 16))  # returns normally
+        assert w.traced and _profiler_on()
+    w.close()
+    assert _hooks(model) == 0 and not _profiler_on()
+
+
+def test_a_step_known_to_be_left_out_is_not_traced_and_one_disturbed_stops_tracing() -> None:
+    model = _net()
+    w = StepWindow(model, start_step=1, steps=4)
+    w.boundary(1)  # plain
+    w.boundary(2, ["evaluation"])  # the traced slot, but evaluation is due: not traced
+    assert w.in_step and not w.traced and not _profiler_on() and _hooks(model) == 0
+    w.boundary(3)  # traced
+    assert w.traced and _profiler_on()
+    w.disturb("a checkpoint save")
+    assert not w.traced and not _profiler_on() and _hooks(model) == 0
+    w.boundary(4)
+    assert w.traced  # the next step takes the traced slot again
+    w.close()
+    assert w.notes() == [
+        "1 step(s) left out of the window: a checkpoint save ran in them (step 4)",
+        "1 step(s) left out of the window: evaluation ran in them (step 3)",
+    ]
+
+
+def test_the_input_shape_is_the_models_main_input() -> None:
+    from layertime.measure.window import main_input
+
+    class Net(nn.Module):
+        main_input_name = "pixel_values"
+
+        def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return pixel_values
+
+    class Plain(nn.Module):
+        def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return images
+
+    x, y = torch.zeros(2, 3), torch.zeros(2)
+    assert main_input(Net(), (), {"labels": y, "pixel_values": x}) is x
+    assert main_input(Plain(), (), {"labels": y, "images": x}) is x
+    assert main_input(Plain(), (x,), {"labels": y}) is x

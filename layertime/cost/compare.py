@@ -105,7 +105,8 @@ def join(run: Run, cost: CostResult) -> Comparison:
         not_modelled_s={"zero_grad_s": p.zero_grad_s, "data_s": p.data_s,
                         "unattributed_s": p.unattributed_s,
                         # framework integrations' rows, when measured
-                        **{k: getattr(p, k) for k in ("clip_s", "scheduler_s", "logging_s")
+                        **{k: getattr(p, k) for k in ("clip_s", "scheduler_s", "logging_s",
+                                                      "compiled_wrapper_s")
                            if getattr(p, k)}},
         profiled_step_s=run.profiled_step_s if math.isfinite(run.profiled_step_s) else 0.0,
         predicted_device=pred.device if pred is not None else None,

@@ -17,12 +17,34 @@ from pathlib import Path
 from typing import Any
 
 from layertime.errors import LayertimeError, LayertimeWarning
+from layertime.measure.compiled.detect import (
+    compiled_in_place,
+    compiled_inner,
+    compiled_parts,
+    describe_parts,
+)
 from layertime.measure.window import StepWindow, check_window
 from layertime.results.run import Run
 
 #: Default window: a few steps after the start (the first ones carry set-up).
 DEFAULT_START_STEP = 5
 DEFAULT_STEPS = 10
+
+
+def compiled_reason(model: Any) -> str | None:
+    """Why a model handed to a trainer cannot be timed per layer because of
+    ``torch.compile`` (one line), or None: module hooks do not run inside compiled code."""
+    if model is None or not hasattr(model, "named_modules"):
+        return None
+    tail = ("module hooks do not run inside compiled graphs, so layers cannot be timed; "
+            "train it uncompiled while profiling (layertime profile --compile attributes "
+            "a compiled model)")
+    if compiled_inner(model) is not None or compiled_in_place(model):
+        return f"torch.compile: the model handed to the trainer is compiled; {tail}"
+    parts = compiled_parts(model)
+    if parts:
+        return f"torch.compile: the model has compiled parts ({describe_parts(parts)}); {tail}"
+    return None
 
 
 class WindowCallback:

@@ -26,6 +26,15 @@ marks them with profiler ranges, in traced steps only:
 * ``scheduler``: from ``on_optimizer_step`` to ``on_step_end``: the LR
   scheduler's step and ``model.zero_grad()`` (which sets gradients to None:
   no ops, so ``zero_grad`` stays 0 under the Trainer).
+
+A step in which the Trainer evaluates or saves a checkpoint is left out of the
+window; it is not traced when the Trainer's flags announce it at the step's
+start, and tracing stops at the first evaluation batch otherwise.  The Trainer
+has no hook for an exception: when the model's forward raises in a traced step,
+its hooks and the profiler are taken off before the exception leaves the model
+(``measure/window.py``); an exception raised elsewhere in a traced step is
+cleaned up when this callback's next training begins.  A second training with
+this callback, after one that raised, gets a window of its own.
 """
 
 from __future__ import annotations
@@ -42,7 +51,12 @@ except ImportError:
         "pip install 'layertime[hf]'"
     ) from None
 
-from layertime.integrations._common import DEFAULT_START_STEP, DEFAULT_STEPS, WindowCallback
+from layertime.integrations._common import (
+    DEFAULT_START_STEP,
+    DEFAULT_STEPS,
+    WindowCallback,
+    compiled_reason,
+)
 from layertime.measure.window import StepWindow
 
 __all__ = ["LayertimeTrainerCallback", "unattributable"]
@@ -73,7 +87,7 @@ def unattributable(args: Any, model: Any = None) -> str | None:
         return f"XLA compiles the step into graphs: no op runs inside the module ranges; {tail}"
     if mode == "sagemaker_model_parallel":
         return f"SageMaker model parallelism splits layers across devices; {tail}"
-    return None
+    return compiled_reason(model)
 
 
 class LayertimeTrainerCallback(WindowCallback, TrainerCallback):  # type: ignore[misc]
@@ -91,8 +105,8 @@ class LayertimeTrainerCallback(WindowCallback, TrainerCallback):  # type: ignore
     _BASE = TrainerCallback
     _HOOKS = (
         "on_train_begin", "on_step_begin", "on_substep_end", "on_pre_optimizer_step",
-        "on_optimizer_step", "on_step_end", "on_evaluate", "on_save", "on_epoch_end",
-        "on_train_end",
+        "on_optimizer_step", "on_step_end", "on_prediction_step", "on_evaluate", "on_save",
+        "on_epoch_end", "on_train_end",
     )
 
     def __init__(self, start_step: int = DEFAULT_START_STEP, steps: int = DEFAULT_STEPS,
@@ -131,8 +145,14 @@ class LayertimeTrainerCallback(WindowCallback, TrainerCallback):  # type: ignore
     # -- the Trainer's hooks -------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
                        optimizer: Any = None, **kwargs: Any) -> None:
-        if self.window is not None or self.skipped is not None:
+        if self.skipped is not None:
             return
+        if self.window is not None:
+            # The window of an earlier training that never ended (it raised: the
+            # Trainer has no hook for that): whatever it left is taken off, and this
+            # training gets a window of its own.
+            self.window.close()
+            self.window = None
         self._args = args
         self._main = bool(getattr(state, "is_world_process_zero", True))
         self._optimizer = optimizer
@@ -154,7 +174,12 @@ class LayertimeTrainerCallback(WindowCallback, TrainerCallback):  # type: ignore
         if w is None or w.done:
             return
         w.close_phase("scheduler")
-        if w.boundary(int(state.global_step)):
+        # What the Trainer does after this hook, in the next step: the flow callback
+        # (first in line) has set these already, so that step is not traced at all.
+        due = [reason for flag, reason in (("should_evaluate", "evaluation"),
+                                           ("should_save", "a checkpoint save"))
+               if getattr(control, flag, False)]
+        if w.boundary(int(state.global_step), due):
             self.finish()
             return
         w.open_phase("logging")
@@ -178,6 +203,11 @@ class LayertimeTrainerCallback(WindowCallback, TrainerCallback):  # type: ignore
         if w is not None:
             w.close_phase("update")
             w.open_phase("scheduler")
+
+    def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # Each evaluation batch: evaluation that no flag announced stops tracing here.
+        if self.window is not None:
+            self.window.disturb("evaluation")
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.window is not None:

@@ -65,7 +65,12 @@ except ImportError:  # the older package name
             "pip install 'layertime[lightning]'"
         ) from None
 
-from layertime.integrations._common import DEFAULT_START_STEP, DEFAULT_STEPS, WindowCallback
+from layertime.integrations._common import (
+    DEFAULT_START_STEP,
+    DEFAULT_STEPS,
+    WindowCallback,
+    compiled_reason,
+)
 from layertime.measure.tracer import PhaseMarker
 from layertime.measure.window import StepWindow
 
@@ -132,7 +137,7 @@ def unattributable(strategy: Any, pl_module: Any = None, profiler: Any = None) -
     if isinstance(profiler, PyTorchProfiler):
         return ("Trainer(profiler=PyTorchProfiler) already runs torch.profiler, and two "
                 "cannot run at once; remove one of them")
-    return None
+    return compiled_reason(pl_module)
 
 
 class _RangeProfiler(_LightningProfiler):
@@ -279,11 +284,14 @@ class LayertimeCallback(WindowCallback, Callback):  # type: ignore[misc]
         w.open_phase("logging")
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        # The step is left out: it is traced no further (nor are Lightning's hook calls).
         if self.window is not None:
+            self._uninstall()
             self.window.disturb("validation")
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: Any) -> None:
         if self.window is not None:
+            self._uninstall()
             self.window.disturb("a checkpoint save")
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:

@@ -137,6 +137,7 @@ def aggregate(
         "clip_s": [c.step.get("clip", 0.0) for c in steps],
         "scheduler_s": [c.step.get("scheduler", 0.0) for c in steps],
         "logging_s": [c.step.get("logging", 0.0) for c in steps],
+        "compiled_wrapper_s": [c.step.get("compiled_wrapper", 0.0) for c in steps],
         "unattributed_s": [
             c.step.get("unattributed", 0.0) + lo + c.step.get("comm", 0.0) - _exposed(c)
             for c, lo in zip(steps, leftover_update)

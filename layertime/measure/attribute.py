@@ -189,7 +189,8 @@ class StepCharges:
     #: (module index, phase) -> seconds, phase in {"forward", "backward"}.
     modules: dict[tuple[int, str], float] = field(default_factory=dict)
     #: step-level row -> seconds: loss, zero_grad, data, update, clip,
-    #: scheduler, logging, unattributed (and comm when data-parallel).
+    #: scheduler, logging, unattributed (and comm when data-parallel,
+    #: compiled_wrapper for a compiled model: see ``compiled/attribute.py``).
     step: dict[str, float] = field(default_factory=dict)
     #: module index -> forward calls in this step (recomputation not counted).
     calls: dict[int, int] = field(default_factory=dict)

@@ -139,18 +139,24 @@ def from_profiler(function_events: Iterable[Any]) -> list[OpEvent]:
     return from_profiler_indexed(function_events)[0]
 
 
-def from_profiler_indexed(function_events: Iterable[Any]) -> tuple[list[OpEvent], dict[int, int]]:
+def from_profiler_indexed(
+    function_events: Iterable[Any],
+    launched: dict[int, list[tuple[str, float]]] | None = None,
+) -> tuple[list[OpEvent], dict[int, int]]:
     """``torch.profiler.profile().events()`` as :class:`OpEvent` records, and the
     id each kept profiler event got (keyed by ``id()`` of the profiler's event).
 
     Only CPU-side ops and ranges are kept; kernels are folded into the op
-    that launched them (``self_device_time_total``).  Runtime and driver
-    calls and profiler overhead are dropped.  Ids are made here, one per
+    that launched them (:func:`launched_kernels`, given or read here).  Runtime and
+    driver calls and profiler overhead are dropped.  Ids are made here, one per
     event, and parents are linked by object identity: profiler ids are not
     unique on CUDA (runtime events carry CUPTI's counter, and older torch
     copies an op's id onto its overhead events), so linking by id could
     count a kernel twice or make an event its own ancestor.
     """
+    function_events = list(function_events)
+    if launched is None:
+        launched = launched_kernels(function_events)
     kept: list[Any] = []
     for e in function_events:
         if getattr(e, "is_async", False) and not str(e.name).startswith(GLOO_WORK):
@@ -177,7 +183,10 @@ def from_profiler_indexed(function_events: Iterable[Any]) -> tuple[list[OpEvent]
                 parent=index[id(parent_obj)] if parent_obj is not None else None,
                 seq=int(e.sequence_nr),
                 fwd_thread=int(e.fwd_thread or 0),
-                device_us=_own_device_us(e),
+                device_us=(
+                    sum(us for _, us in launched.get(id(e), ()))
+                    if launched is not None else _own_device_us(e)
+                ),
                 nbytes=collective_bytes(str(e.name), getattr(e, "input_shapes", None),
                                         getattr(e, "input_dtypes", None)),
             )
@@ -341,11 +350,59 @@ def own_kernels(e: Any) -> list[tuple[str, float]]:
     ]
 
 
+def _device_side(e: Any) -> bool:
+    return not str(getattr(e, "device_type", "CPU")).endswith("CPU") and not getattr(
+        e, "is_async", False
+    )
+
+
+def _is_mirror(e: Any, cpu_names: set[str]) -> bool:
+    """Whether a device-side event is a GPU-side mirror of a CPU range (Kineto's GPU
+    user annotation), not work of its own: by its activity type where torch gives one
+    (a Triton kernel has the name of Inductor's range around its launch, and is work);
+    else by that name."""
+    activity = str(getattr(e, "activity_type", None) or "").lower()
+    if activity:
+        return "annotation" in activity or bool(getattr(e, "is_user_annotation", False))
+    return str(e.name) in cpu_names
+
+
+def launched_kernels(function_events: Iterable[Any]) -> dict[int, list[tuple[str, float]]] | None:
+    """Per CPU event (keyed by ``id()``), the device activities it launched itself, as
+    (name, µs), read from the device-side events and their links as torch's own parser
+    links them (a device event's ``linked_correlation_id`` is its op's id), mirrors of
+    ranges left out by their activity type.  None when the events carry no activity types
+    or links (older torch): then each event's own ``kernels`` are read (:func:`own_kernels`),
+    where a kernel of the range's own name can only be taken for its mirror."""
+    events = list(function_events)
+    device = [e for e in events if _device_side(e)]
+    if not device or any(
+        not getattr(e, "activity_type", None) or not isinstance(
+            getattr(e, "linked_correlation_id", None), int)
+        for e in device
+    ):
+        return None
+    ops: dict[int, list[Any]] = {}
+    for e in events:
+        if not _device_side(e) and not getattr(e, "is_async", False) and not getattr(
+            e, "linked_correlation_id", 0
+        ):
+            ops.setdefault(int(e.id), []).append(e)
+    out: dict[int, list[tuple[str, float]]] = {}
+    for d in device:
+        if _is_mirror(d, set()) or d.linked_correlation_id <= 0:
+            continue
+        us = float(d.time_range.end - d.time_range.start)
+        for op in ops.get(d.linked_correlation_id, ()):
+            out.setdefault(id(op), []).append((str(d.name), us))
+    return out
+
+
 def device_spans(function_events: Iterable[Any]) -> list[KernelSpan]:
     """Every device-side activity (kernels, copies, memsets) of a profile.
 
-    GPU-side mirrors of CPU ranges (annotations: same name as a CPU-side
-    event, or a non-kernel activity type) are not activities of their own.
+    GPU-side mirrors of CPU ranges (annotations: by activity type, or, where torch
+    gives none, by the name of a CPU-side event) are not activities of their own.
     """
     events = list(function_events)
     cpu_names = {
@@ -353,11 +410,7 @@ def device_spans(function_events: Iterable[Any]) -> list[KernelSpan]:
     }
     out = []
     for e in events:
-        device_type = str(getattr(e, "device_type", "CPU"))
-        if device_type.endswith("CPU") or getattr(e, "is_async", False):
-            continue
-        activity = str(getattr(e, "activity_type", None) or "").lower()
-        if "annotation" in activity or str(e.name) in cpu_names:
+        if not _device_side(e) or _is_mirror(e, cpu_names):
             continue
         out.append(
             KernelSpan(

@@ -44,7 +44,13 @@ from layertime.errors import LayertimeError
 from layertime.kinds import KindObserver
 from layertime.measure.aggregate import aggregate, collective_rows, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
-from layertime.measure.compiled.collector import CompiledCollector, compiled_in_place, compiled_inner
+from layertime.measure.compiled.collector import CompiledCollector
+from layertime.measure.compiled.detect import (
+    compiled_in_place,
+    compiled_inner,
+    compiled_parts,
+    describe_parts,
+)
 from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.environment import describe
 from layertime.measure.parallel.sharded_comm import charge_collectives
@@ -80,9 +86,17 @@ class Profiler:
                 "a module compiled in place (module.compile()) cannot be profiled per layer; "
                 "pass torch.compile(module) instead"
             )
-        self.model = model
         #: The module inside ``torch.compile(module)``, whose layers are the rows.
         self._inner = compiled_inner(model)
+        parts = compiled_parts(self._inner if self._inner is not None else model)
+        if parts:
+            raise LayertimeError(
+                f"the model has compiled parts ({describe_parts(parts)}: torch.compile or "
+                ".compile() inside the model), and module hooks cannot time layers inside "
+                "compiled code: build the model uncompiled and pass torch.compile(model) to "
+                "the Profiler"
+            )
+        self.model = model
         self._compiled: CompiledCollector | None = None
         self.optimizer = optimizer
         self.warmup_steps = warmup_steps

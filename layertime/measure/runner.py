@@ -28,6 +28,12 @@ from layertime.kinds import KindObserver
 from layertime.measure.aggregate import aggregate, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.compiled.collector import CompiledCollector, CompileOptions, collecting
+from layertime.measure.compiled.detect import (
+    compiled_in_place,
+    compiled_inner,
+    compiled_parts,
+    describe_parts,
+)
 from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.device_time import device_time_warnings, idle_from_plain
 from layertime.measure.environment import describe
@@ -248,6 +254,38 @@ def _warm_up(
     return times
 
 
+def _uncompiled(
+    model: nn.Module, label: str, compile: object  # noqa: A002
+) -> tuple[nn.Module, str, nn.Module | None]:
+    """(the model to build the rows of, its label, the user's ``torch.compile`` wrapper or
+    None); one line for what cannot be profiled per layer."""
+    wrapper = None
+    inner = compiled_inner(model)
+    if compiled_in_place(model):
+        raise LayertimeError(
+            "a module compiled in place (module.compile()) cannot be profiled per layer: "
+            "pass the uncompiled module with compile=True (layertime profile --compile)"
+        )
+    if inner is not None:
+        if compile is not None:
+            raise LayertimeError(
+                "the model is already compiled (torch.compile): pass it without compile=, "
+                "or the uncompiled model with compile="
+            )
+        if label == type(model).__name__:
+            label = type(inner).__name__
+        wrapper, model = model, inner
+    parts = compiled_parts(model)
+    if parts:
+        raise LayertimeError(
+            f"the model has compiled parts ({describe_parts(parts)}: torch.compile or "
+            ".compile() inside the model), and module hooks cannot time layers inside "
+            "compiled code: build it uncompiled and pass compile=True (layertime profile "
+            "--compile) to compile the whole model"
+        )
+    return model, label, wrapper
+
+
 def measure(
     model: nn.Module,
     workload: WorkloadSpec,
@@ -269,8 +307,14 @@ def measure(
     ready :class:`CompiledCollector` (built on ``model`` and ``ModuleTable(model)``)
     may be given instead of options, to see its per-step findings afterwards.
     Compiled steps are traced one profiler session each, on CUDA too.
+
+    A model the user compiled (``torch.compile(model)``) is profiled through the compiled
+    path, its rows the inner model's layers; a model with compiled parts inside (a
+    submodule compiled, ``block.compile()``) is refused: module hooks cannot time layers
+    inside compiled code.
     """
     progress = on_progress or (lambda stage, done, total: None)
+    model, label, user_wrapper = _uncompiled(model, label, compile)
     workload = workload.with_input(workload.resolved_input.for_model(model))
     # The validating forward is watched too, so that kinds follow what each layer
     # computes (layertime.kinds).
@@ -282,6 +326,8 @@ def measure(
     compiled = (
         CompiledCollector.for_options(model, table, device, compile)
         if isinstance(compile, CompileOptions)
+        else CompiledCollector.for_user_model(user_wrapper, table, device)
+        if user_wrapper is not None
         else compile
     )
     with training_mode(model), collecting(compiled), \

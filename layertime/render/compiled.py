@@ -62,9 +62,9 @@ def _group_lines(c: CompiledSummary) -> list[str]:
 
 def _unattributed_line(c: CompiledSummary) -> str:
     line = (
-        f"compiled kernels placed on layers {_ms(c.placed_s)} ms; unattributed holds guards and "
-        f"compiled wrappers {_ms(c.wrapper_s)} ms, kernels without provenance "
-        f"{_ms(c.unplaced_s)} ms, gradient accumulation after compiled backward "
+        f"compiled kernels placed on layers {_ms(c.placed_s)} ms; the compiled wrapper row "
+        f"holds guards and wrappers {_ms(c.wrapper_s)} ms; unattributed holds kernels without "
+        f"provenance {_ms(c.unplaced_s)} ms, gradient accumulation after compiled backward "
         f"{_ms(c.accumulate_s)} ms"
     )
     if c.accumulate_placed_s:

@@ -4,8 +4,8 @@ Torch-free, like the rest of the result model.  The layer rows of a compiled
 run already hold the compiled kernels' time (a fused kernel's time split across
 its member layers); this object says how it got there: the compilations and
 their cost, graph breaks, each fused group with its split, per-graph totals,
-and which parts of ``unattributed`` are guards and wrappers, kernels without
-provenance and gradient accumulation.  JSON: the ``compiled`` object of
+what the compiled wrapper row holds (guards and wrappers), and which parts of
+``unattributed`` are kernels without provenance and gradient accumulation.  JSON: the ``compiled`` object of
 ``layertime.run/1`` (docs/schema.md).
 """
 
@@ -87,10 +87,12 @@ class CompiledSummary:
     #: Compiled kernel time placed on layers.
     placed_s: float = 0.0
     #: Parts of ``phases.unattributed_s``: kernels without provenance (by name),
-    #: guards/wrappers/eager glue between graphs, AccumulateGrad after a compiled
-    #: backward whose parameter its shape did not tell.
+    #: AccumulateGrad after a compiled backward whose parameter its shape did not tell.
     unplaced_s: float = 0.0
     unplaced_kernels: Mapping[str, float] = field(default_factory=dict)
+    #: Guards, Dynamo's and AOTAutograd's wrappers, the generated wrapper between
+    #: kernels, eager glue between graphs: ``phases.compiled_wrapper_s`` (in runs saved
+    #: before that row, a part of ``phases.unattributed_s``).
     wrapper_s: float = 0.0
     accumulate_s: float = 0.0
     #: AccumulateGrad after a compiled backward placed on layers by gradient shape

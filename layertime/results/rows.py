@@ -81,11 +81,16 @@ class Phases:
     clip_s: float = 0.0
     scheduler_s: float = 0.0
     logging_s: float = 0.0
+    #: Compiled models (``torch.compile``): the compiled call's own time outside its
+    #: kernels (Dynamo's guards, Dynamo's and AOTAutograd's wrappers, the generated
+    #: Python wrapper between kernels, eager code at graph breaks).  0 elsewhere.
+    compiled_wrapper_s: float = 0.0
 
     @property
     def step_level_s(self) -> float:
         """The step-level rows other than loss and unattributed (kind ``step``)."""
-        return self.zero_grad_s + self.data_s + self.clip_s + self.scheduler_s + self.logging_s
+        return (self.zero_grad_s + self.data_s + self.clip_s + self.scheduler_s + self.logging_s
+                + self.compiled_wrapper_s)
 
     @property
     def total_s(self) -> float:

@@ -32,11 +32,14 @@ tests can feed hand-made events:
   take (recorded input shapes of their ops): on the layer owning a trainable
   parameter of that shape, split equally when several do (same shape, same
   work); the backward phase.
-* Everything else inside the compiled regions (guard checks, Dynamo's and
-  AOTAutograd's wrappers, eager code between graphs at a graph break, events no
-  site matches, sites without provenance, AccumulateGrad of an unknown shape)
-  stays ``unattributed``; the parts are counted separately so that nothing is
-  hidden.  The rows still add up to the profiled step exactly.
+* The compiled regions' own time outside kernels (guard checks, Dynamo's and
+  AOTAutograd's wrappers, the generated Python wrapper between kernels, eager
+  code between graphs at a graph break) and the compiled wrapper's call itself
+  are the step-level row ``compiled_wrapper``: measured, and no layer's.
+* Kernels no site matches, sites without provenance (a whole graph's calls
+  when it has none) and AccumulateGrad of an unknown shape stay
+  ``unattributed``, counted by name so that nothing is hidden.  The rows still
+  add up to the profiled step exactly.
 
 The non-compiled rest of the step (loss, zero_grad, optimizer, eager modules) is
 charged by :func:`layertime.measure.attribute.attribute_step`, unchanged.
@@ -92,7 +95,7 @@ class CompiledStep:
     #: Kernel events inside graph calls that no site matched, or whose site has no
     #: provenance or no module: kernel name -> seconds (unattributed).
     unplaced: dict[str, float] = field(default_factory=dict)
-    #: Guards, compiled wrappers, eager code between graphs (unattributed).
+    #: Guards, compiled wrappers, eager code between graphs (the compiled wrapper row).
     wrapper_s: float = 0.0
     #: AccumulateGrad nodes after a compiled backward whose parameter could not be
     #: told by shape (unattributed), and those placed on the layers owning a
@@ -184,6 +187,11 @@ def _score(graph: GraphInfo, names: Sequence[str]) -> int:
     return hits
 
 
+def _op_family(op: str) -> str:
+    """``aten::scatter_reduce_`` -> ``scatter``: an op's name up to its first underscore."""
+    return op.rsplit("::", 1)[-1].strip("_").split("_", 1)[0]
+
+
 def _members(site: CallSite, graph: GraphInfo, module_index: Mapping[str, int]) -> dict[str, float]:
     """Module -> summed node weight of one call site (views, weightless, join only
     when no node of the site has weight; graph inputs only when the site has
@@ -201,6 +209,11 @@ def _members(site: CallSite, graph: GraphInfo, module_index: Mapping[str, int]) 
     nodes = [x for x in nodes if x.op != "placeholder"] or nodes
     if not site.generated:
         own = [x for x in nodes if x.op == site.event]
+        if not own and site.borrowed:
+            # A fallback without provenance of its own did the work of the borrowed
+            # nodes of its op's family (aten::scatter_reduce_ for an aten::scatter_add).
+            family = _op_family(site.event)
+            own = [x for x in nodes if x.op is not None and _op_family(x.op) == family]
         nodes = own or nodes
     weighted = [x for x in nodes if x.weight > 0]
     out: dict[str, float] = defaultdict(float)
@@ -354,8 +367,9 @@ def attribute_compiled_step(
             candidates = [g for g in graphs if g.phase == phase]
         site_events = {s.event for g in candidates for s in g.sites}
         # (event name, time, event): the graph call's own device kernels, then its
-        # children in time order; a launch call (cuLaunchKernel, ...) under the graph
-        # call stands for the kernels it launched.
+        # children in time order (Inductor's range around each Triton launch has the
+        # kernel's name); a child named otherwise ("triton kernel") that launched
+        # kernels stands for them.
         items: list[tuple[str, float, OpEvent]] = [
             (n, us, call) for n, us in launched.get(call.id, ())
         ]
@@ -455,7 +469,6 @@ def attribute_compiled_step(
         )
     for idx, n in calls.items():
         base.calls[idx] = base.calls.get(idx, 0) + n
-    base.step["unattributed"] = unattributed - (placed_us + accumulate_us) * 1e-6
     info.placed_s = placed_us * 1e-6
     info.fused = list(fused.values())
     info.graphs = {k: (graph_phase[k], v[0] * 1e-6, v[1] * 1e-6) for k, v in graph_totals.items()}
@@ -476,5 +489,13 @@ def attribute_compiled_step(
                 continue
             ph, t, p = info.graphs.get(k, (k.rsplit(" ", 1)[1], 0.0, 0.0))
             info.graphs[k] = (ph, t + inclusive_us(e) * 1e-6, p)
+            label = f"(graph {k}: no provenance)"
+            info.unplaced[label] = info.unplaced.get(label, 0.0) + inclusive_us(e) * 1e-6
+    # What the compiled regions hold besides kernels is the compiled wrapper's own
+    # time: a row of its own (``compiled_wrapper``), not unattributed.
     info.wrapper_s += max(0.0, compiled_us * 1e-6 - info.placed_s - info.unplaced_s)
+    base.step["compiled_wrapper"] = info.wrapper_s
+    base.step["unattributed"] = (
+        unattributed - (placed_us + accumulate_us) * 1e-6 - info.wrapper_s
+    )
     return base, info

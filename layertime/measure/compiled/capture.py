@@ -58,23 +58,63 @@ _VIEW_TARGETS = frozenset({operator.getitem})
 # -- nodes -------------------------------------------------------------------
 
 
+def _hint(x: Any) -> int:
+    """An int, or a symbolic size's hint (its value in the example being compiled).
+
+    Never ``int(sym)``: that guards on the value, which specialises a ``dynamic=True``
+    model to the example's sizes (a recompilation for every new size).  A size
+    without a hint counts as 0.
+    """
+    if isinstance(x, torch.SymInt):
+        from torch.fx.experimental import symbolic_shapes
+
+        # The no-guard hint: optimization_hint in newer torch, hint_int before.
+        hint = getattr(symbolic_shapes, "optimization_hint", None) or getattr(
+            symbolic_shapes, "hint_int", None
+        )
+        if hint is not None:
+            return int(hint(x, fallback=0))
+        value = x.node.hint
+        return int(value) if value is not None else 0
+    return int(x)
+
+
+def _symbolic(t: torch.Tensor) -> bool:
+    return any(isinstance(d, torch.SymInt) for d in (*t.shape, *t.stride()))
+
+
 def _tensor_bytes(val: Any) -> int:
     if isinstance(val, torch.Tensor):
         try:
-            return int(val.numel()) * val.element_size()
+            return _hint(val.numel()) * val.element_size()
         except (TypeError, ValueError, RuntimeError):
-            return 0  # symbolic sizes: no count
+            return 0  # no count
     if isinstance(val, (tuple, list)):
         return sum(_tensor_bytes(v) for v in val)
     return 0
 
 
+def _concrete(val: Any) -> Any:
+    """``val`` with symbolic sizes replaced by their hints (a meta tensor of the hinted
+    shape for a tensor), so that a FLOP formula computes on ints and guards nothing."""
+    if isinstance(val, torch.SymInt):
+        return _hint(val)
+    if isinstance(val, torch.Tensor) and _symbolic(val):
+        return torch.empty_strided(
+            [_hint(d) for d in val.shape], [_hint(s) for s in val.stride()],
+            dtype=val.dtype, device="meta",
+        )
+    if isinstance(val, (tuple, list)):
+        return type(val)(_concrete(v) for v in val)
+    return val
+
+
 def _val(arg: Any) -> Any:
     if isinstance(arg, torch.fx.Node):
-        return arg.meta.get("val")
+        return _concrete(arg.meta.get("val"))
     if isinstance(arg, (tuple, list)):
         return type(arg)(_val(a) for a in arg)
-    return arg
+    return _concrete(arg)
 
 
 def node_cost(node: torch.fx.Node) -> tuple[int, int]:
@@ -82,7 +122,8 @@ def node_cost(node: torch.fx.Node) -> tuple[int, int]:
 
     FLOPs from ``torch.utils.flop_counter``'s formulas (matmuls, convolutions);
     bytes are its inputs and output (zero for views and ``getitem``, which move
-    nothing).  A formula that cannot take the node's shapes counts no FLOPs.
+    nothing).  A formula that cannot take the node's shapes counts no FLOPs.  Symbolic
+    sizes (``dynamic=True``) count at their hints, and are never guarded on.
     """
     from torch.utils.flop_counter import flop_registry
 
@@ -100,7 +141,7 @@ def node_cost(node: torch.fx.Node) -> tuple[int, int]:
         args = [_val(a) for a in node.args]
         kwargs = {k: _val(v) for k, v in node.kwargs.items()}
         try:
-            flops = int(formula(*args, **kwargs, out_val=node.meta.get("val")))
+            flops = _hint(formula(*args, **kwargs, out_val=_concrete(node.meta.get("val"))))
         except (TypeError, ValueError, RuntimeError, NotImplementedError, IndexError, KeyError):
             flops = 0
     return flops, moved
@@ -119,18 +160,26 @@ def module_path(source: str) -> str:
 
 
 class ModuleNames:
-    """Resolves ``nn_module_stack`` entries to the model's dotted module names."""
+    """Resolves ``nn_module_stack`` entries to the model's dotted module names.
+
+    A module registered under several names (a shared activation reused inside a
+    ``Sequential``) has one row, under its first name in ``named_modules()`` order as
+    in :class:`~layertime.modules.ModuleTable`; every path to it resolves to that name.
+    """
 
     def __init__(self, model: nn.Module) -> None:
-        self.by_id = {id(m): name for name, m in model.named_modules(remove_duplicate=False)}
-        self.names = set(self.by_id.values())
+        self.by_id: dict[int, str] = {}
+        #: Every path to a module -> the module's first name.
+        self.names: dict[str, str] = {}
+        for name, m in model.named_modules(remove_duplicate=False):
+            first = self.by_id.setdefault(id(m), name)
+            self.names[name] = first
 
     def resolve(self, key: str, source: str) -> str | None:
         ident = key.split("@", 1)[0]
         if ident.isdigit() and int(ident) in self.by_id:
             return self.by_id[int(ident)]
-        path = module_path(source)
-        return path if path in self.names else None
+        return self.names.get(module_path(source))
 
 
 def _innermost(stack: Any) -> tuple[str, str] | None:
@@ -171,7 +220,9 @@ def capture_nodes(graph: torch.fx.Graph, names: ModuleNames, balance: float) -> 
         inner = _innermost(stack)
         if inner is not None:
             module = names.resolve(*inner)
-            call = inner[0]
+            # Dynamo counts calls per path (``@k``): a module reached by two paths has
+            # the same key on each, so the path tells those calls apart.
+            call = f"{inner[0]} {inner[1]}"
         elif isinstance(stack, Mapping):
             module, call = "", None
         else:
@@ -221,20 +272,60 @@ def _event_name(kernel: str) -> tuple[str, bool]:
     return kernel, True
 
 
+#: A call of an aten op (or another registered op) in the generated wrapper, at the start
+#: of a statement: ``aten.scatter_reduce_.two(buf1, ...)``, ``buf2 = torch.ops.aten.x.default(``.
+_OP_CALL = re.compile(r"^\s*(?:\w+\s*=\s*)?((?:aten|torch\.ops\.\w+)\.\w+(?:\.\w+)?)\(")
+_KERNEL_CALL = re.compile(r"^\s*(?:\w+\s*=\s*)?([A-Za-z_][\w.]*)\((.*)$")
+_BUFFER = re.compile(r"\bbuf\d+\b")
+
+
 def call_sites(code: str, mapping: Mapping[str, Any] | None) -> tuple[CallSite, ...]:
-    """The kernel calls of a generated wrapper, in order, with their post-grad nodes."""
+    """The kernel calls of a generated wrapper, in order, with their post-grad nodes.
+
+    Inductor writes a provenance handle before each kernel call it tracks.  A few
+    fallbacks it calls without one (``aten.scatter_reduce_`` for a ``scatter_add``, as in
+    max-pool's backward on the CPU) work on buffers that the tracked kernel before them
+    wrote (their inputs, prepared there): such a call borrows that kernel's nodes
+    (``CallSite.borrowed``), so that it lands on the same layers; without such a kernel
+    its nodes are unknown (None).
+    """
     start = code.find("def call(")
     body = code[start:] if start >= 0 else code
     post = (mapping or {}).get("cppCodeToPost") or {}
-    sites = []
-    for m in _HANDLE.finditer(body):
-        tag = m.group(1)
-        kernel = tag.rsplit(":", 1)[0] if re.search(r":\d+$", tag) else tag
-        nodes = post.get(tag, post.get(kernel))
-        event, generated = _event_name(kernel)
-        sites.append(
-            CallSite(kernel, event, generated, tuple(nodes) if isinstance(nodes, list) else None)
-        )
+    sites: list[CallSite] = []
+    #: Buffers each site's call took (an output it wrote is among them).
+    took: list[set[str]] = []
+    pending: CallSite | None = None
+    for line in body.splitlines():
+        m = _HANDLE.search(line)
+        if m is not None:
+            tag = m.group(1)
+            kernel = tag.rsplit(":", 1)[0] if re.search(r":\d+$", tag) else tag
+            nodes = post.get(tag, post.get(kernel))
+            event, generated = _event_name(kernel)
+            pending = CallSite(
+                kernel, event, generated, tuple(nodes) if isinstance(nodes, list) else None
+            )
+            sites.append(pending)
+            took.append(set())
+            continue
+        if line.lstrip().startswith("#"):
+            continue
+        call = _KERNEL_CALL.match(line)
+        if pending is not None:
+            if call is not None:  # the tracked kernel's own call: its buffers
+                took[-1].update(_BUFFER.findall(call.group(2)))
+                pending = None
+            continue
+        op = _OP_CALL.match(line)
+        if op is None:
+            continue
+        args = set(_BUFFER.findall(line[op.end() :]))
+        source = next((i for i in range(len(sites) - 1, -1, -1) if took[i] & args), None)
+        event, _ = _event_name(op.group(1))
+        borrowed = sites[source].nodes if source is not None else None
+        sites.append(CallSite(op.group(1), event, False, borrowed, borrowed is not None))
+        took.append(args)
     return tuple(sites)
 
 

@@ -10,8 +10,10 @@ The collector (:class:`CompiledCollector`) joins three parts, each scoped to its
 * **Kernel events** (:mod:`~layertime.measure.compiled.session`).  On the CPU,
   Inductor's C++ kernels appear in the profile only with
   ``config.cpp.enable_kernel_profile`` (on in scope); extern kernels are aten
-  ops.  On CUDA, Triton kernels are device kernels launched by the graph's
-  ``## Call CompiledFxGraph ##`` range.
+  ops.  On CUDA, each Triton kernel is launched inside a range of its own name
+  (Inductor's, under the graph's ``## Call CompiledFxGraph ##`` range; older torch
+  launches them from that range itself), its device time read from the kernel the
+  range launched (``events.launched_kernels``).
 * **The join** (:mod:`~layertime.measure.compiled.attribute`), a pure function.
 
 **Compile apart.**  Warm-up runs until a step compiles nothing; compilation
@@ -40,6 +42,14 @@ from layertime.errors import LayertimeError
 from layertime.measure.attribute import StepCharges
 from layertime.measure.compiled.attribute import CompiledStep, attribute_compiled_step
 from layertime.measure.compiled.capture import BALANCE, ProvenanceCapture
+from layertime.measure.compiled.detect import (
+    backend_name,
+    compiled_inner,
+    inductor_options,
+    mode_options,
+    user_mode,
+    uses_cuda_graphs,
+)
 from layertime.measure.compiled.graphs import GraphInfo
 from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.events import OpEvent
@@ -75,17 +85,6 @@ class CompileOptions:
         return out
 
 
-def compiled_inner(model: nn.Module) -> nn.Module | None:
-    """The original module inside ``torch.compile(module)``, or None if ``model`` is not one."""
-    inner = getattr(model, "_orig_mod", None)
-    return inner if isinstance(inner, nn.Module) else None
-
-
-def compiled_in_place(model: nn.Module) -> bool:
-    """True for a module compiled with ``module.compile()`` (its own call is compiled)."""
-    return getattr(model, "_compiled_call_impl", None) is not None
-
-
 # -- the collector -------------------------------------------------------------
 
 
@@ -112,6 +111,7 @@ class CompiledCollector:
         backend: str = "inductor",
         mode: str | None = None,
         user_compiled: bool = False,
+        cuda_graphs: bool | None = None,
     ) -> None:
         self.wrapper = wrapper
         self.model = model
@@ -120,6 +120,12 @@ class CompiledCollector:
         self.backend = backend
         self.mode = mode
         self.user_compiled = user_compiled
+        #: Whether Inductor records CUDA graphs here (their replay runs kernels outside
+        #: the graph calls): from the mode's options unless told.
+        self.cuda_graphs = (
+            backend == "inductor" and uses_cuda_graphs(mode)
+            if cuda_graphs is None else cuda_graphs
+        )
         self.capture = ProvenanceCapture(model, device, backend)
         self._index = {e.name: e.index for e in table}
         self._root = table.entries[0].index if len(table) else 0
@@ -152,8 +158,15 @@ class CompiledCollector:
         inner = compiled_inner(wrapper)
         if inner is None:
             raise LayertimeError("not a torch.compile'd module")
-        backend = _backend_name(wrapper)
-        return cls(wrapper, inner, table, device, backend=backend, mode=None, user_compiled=True)
+        backend = backend_name(wrapper)
+        mode = user_mode(wrapper)
+        options = inductor_options(wrapper)
+        # The wrapper's options hold its mode's; where they cannot be read, the mode's.
+        cuda_graphs = backend == "inductor" and uses_cuda_graphs(
+            None, options if options is not None else mode_options(mode)
+        )
+        return cls(wrapper, inner, table, device, backend=backend, mode=mode,
+                   user_compiled=True, cuda_graphs=cuda_graphs)
 
     def __enter__(self) -> CompiledCollector:
         self.capture.__enter__()
@@ -326,10 +339,11 @@ class CompiledCollector:
             return f"no kernel provenance: backend {self.backend!r} is not Inductor; {fallback}"
         if self.capture.problems:
             return f"no kernel provenance: {self.capture.problems[0]}; {fallback}"
-        if self.mode == "reduce-overhead" and self.device.type == "cuda":
+        if self.cuda_graphs and self.device.type == "cuda":
             return (
-                "no kernel provenance per layer under CUDA graphs (mode reduce-overhead): their "
-                f"replay launches kernels outside the graph calls; {fallback}"
+                f"no kernel provenance per layer under CUDA graphs (mode {self.mode or 'default'} "
+                "records them): their replay launches kernels outside the graph calls; "
+                f"{fallback}"
             )
         if not self.capture.builds and steps:
             if self.user_compiled:
@@ -355,26 +369,6 @@ class CompiledCollector:
                 "(a recompilation; see compiled.compilations)"
             )
         return replace(run, compiled=summary, warnings=tuple(warnings))
-
-
-def _backend_name(wrapper: nn.Module) -> str:
-    """The backend a user's ``torch.compile`` used, read from Dynamo's wrapper (``inductor``
-    when it cannot be read: then a missing provenance is reported as such)."""
-    obj: Any = getattr(getattr(wrapper, "dynamo_ctx", None), "callback", None)
-    for _ in range(8):
-        if obj is None:
-            break
-        name = getattr(obj, "compiler_name", None)
-        if isinstance(name, str) and name:
-            return "inductor" if "inductor" in name else name
-        nxt = getattr(obj, "_torchdynamo_orig_backend", None)
-        if nxt is None or nxt is obj:
-            fn = getattr(obj, "__name__", None)
-            if isinstance(fn, str) and fn and not fn.startswith("<"):
-                return "inductor" if "inductor" in fn else fn
-            break
-        obj = nxt
-    return "inductor"
 
 
 @contextlib.contextmanager

@@ -45,6 +45,9 @@ class CallSite:
     event: str
     generated: bool
     nodes: tuple[str, ...] | None
+    #: The call has no provenance of its own: ``nodes`` are those of the tracked kernel
+    #: that wrote its input buffers (see ``capture.call_sites``).
+    borrowed: bool = False
 
 
 @dataclass(frozen=True)

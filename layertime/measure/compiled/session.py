@@ -9,7 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from layertime.measure.events import MODULE, OpEvent, from_profiler_indexed, own_kernels
+from layertime.measure.events import (
+    MODULE,
+    OpEvent,
+    from_profiler_indexed,
+    launched_kernels,
+    own_kernels,
+)
 from layertime.measure.tracer import ProfilerSession
 
 #: Ops inside AccumulateGrad whose first input is the gradient (its shape names the parameter).
@@ -58,7 +64,8 @@ class CompiledTraceSession(ProfilerSession):
 
     def _collect(self) -> list[OpEvent]:
         raw = list(self._prof.events())
-        events, index = from_profiler_indexed(raw)
+        launched = launched_kernels(raw)
+        events, index = from_profiler_indexed(raw, launched)
         for e in raw:
             # Keyed like the OpEvents: the ids from_profiler gave (profiler ids
             # are not unique on CUDA).
@@ -70,7 +77,7 @@ class CompiledTraceSession(ProfilerSession):
                 if first:
                     self.shapes[new_id] = tuple(int(d) for d in first)
             if str(getattr(e, "device_type", "CPU")).endswith("CPU"):
-                kernels = own_kernels(e)
+                kernels = launched.get(id(e), []) if launched is not None else own_kernels(e)
                 if kernels:
                     self.kernels[new_id] = kernels
         return events

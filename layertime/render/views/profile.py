@@ -61,10 +61,12 @@ STEP_ROWS: tuple[tuple[str, str, str], ...] = (
     ("clip_s", "(clip)", "step"),
     ("scheduler_s", "(scheduler)", "step"),
     ("logging_s", "(logging)", "step"),
+    ("compiled_wrapper_s", "(compiled wrapper)", "step"),
     ("unattributed_s", "(unattributed)", "unattributed"),
 )
 #: Step rows shown only when measured non-zero.
-OPTIONAL_STEP_ROWS = ("data_s", "clip_s", "scheduler_s", "logging_s", "unattributed_s")
+OPTIONAL_STEP_ROWS = ("data_s", "clip_s", "scheduler_s", "logging_s", "compiled_wrapper_s",
+                      "unattributed_s")
 
 
 def profile_view(run: Run, cost: CostResult | Mapping[str, Any] | None = None) -> dict[str, Any]:
