@@ -46,6 +46,7 @@ What each row measures, per model configuration
 Sharded training (issue 19): FSDP2 and tensor parallelism over a 1-rank mesh under
 torchrun with NCCL, profiled as ``profile --fsdp``/``--tp`` profiles (one GPU has no peer:
 the hooks, ranges and charging run, the collectives need two GPUs); rows must add up.
+Then Lightning's FSDPStrategy and the Hugging Face Trainer with FSDP (GPU only), one rank.
 
 The sections that have never run on a GPU (GPT-2 at 1024, torch.compile, sharded) run
 first, so a short loan still gets them.
@@ -873,6 +874,32 @@ def check_sharded(chk: Check) -> None:
                 _pass(abs(diff) < 1e-3), headline=run.headline(), warnings=list(run.warnings))
 
 
+def check_callbacks_fsdp(chk: Check) -> None:
+    """The framework callbacks on FSDP (issue 19; CUDA only: Lightning's FSDPStrategy and
+    accelerate's FSDP refuse the CPU): one rank each, rows must add up and the units'
+    collectives be charged."""
+    out = chk.out.resolve()
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
+            "--master-addr", "127.0.0.1", "--master-port", "29521",
+            str(ROOT / "tests" / "sharded" / "callbacks_fsdp.py"), str(out)]
+    t0 = time.monotonic()
+    if not _ran(chk, argv, out / "trainer.json", "callbacks-fsdp", "lightning+trainer"):
+        return
+    for name in ("lightning", "trainer"):
+        path = out / f"{name}.json"
+        if not path.exists():
+            chk.add("callbacks-fsdp", name, "no result written", "a run", "MISS")
+            continue
+        run = Run.load(path)
+        rows = rows_s(run)
+        diff = rows / run.profiled_step_s - 1
+        units = len(run.sharding.units) if run.sharding is not None else 0
+        chk.add("callbacks-fsdp", name, f"units {units}; comm {1e3 * run.comm_s:.3f} ms "
+                f"({1e3 * run.phases.comm_exposed_s:.3f} exposed); rows {diff:+.2%} of the "
+                f"profiled step ({time.monotonic() - t0:.0f} s)", "rows add up, units found",
+                _pass(abs(diff) < 1e-3 and units > 0), headline=run.headline())
+
+
 def write_reports(chk: Check) -> None:
     from layertime.render.html import write_html
     from layertime.render.trace import write_trace
@@ -948,6 +975,10 @@ def main(argv: list[str] | None = None) -> int:
     with chk.section("sharded", "fsdp+tp 1 rank", 60 if chk.cuda else 30) as ok:
         if ok:
             check_sharded(chk)
+    if chk.cuda:
+        with chk.section("callbacks-fsdp", "lightning+trainer", 60) as ok:
+            if ok:
+                check_callbacks_fsdp(chk)
     for cfg in configs:
         check_config(chk, cfg, repeats, steps, warmup)
     small = configs[0] if configs else (SMOKE[0] if args.smoke else FULL[0])

@@ -66,9 +66,16 @@ class ModuleTable:
         entries: list[ModuleEntry] = []
         owner_of: dict[int, str] = {}
         shared: list[SharedParam] = []
+        flat = _fsdp1_sizes(model)
         for i, (name, mod) in enumerate(model.named_modules()):
             params = trainable = 0
+            if id(mod) in flat:
+                params, trainable = flat[id(mod)]
             for p in mod.parameters(recurse=False):
+                if id(mod) in flat or hasattr(p, "_param_infos"):
+                    # FSDP1: its flat buffer is its unit's parameters, and theirs are
+                    # views of this rank's shard: the sizes are the buffer's record.
+                    continue
                 if id(p) in owner_of:
                     if owner_of[id(p)] != name:
                         shared.append(SharedParam(owner_of[id(p)], name, p.numel()))
@@ -89,6 +96,31 @@ class ModuleTable:
 
     def __iter__(self) -> Iterator[ModuleEntry]:
         return iter(self.entries)
+
+
+def _fsdp1_sizes(model: nn.Module) -> dict[int, tuple[int, int]]:
+    """FSDP1 (``FullyShardedDataParallel`` with ``use_orig_params``): ``id(module)`` ->
+    (parameters, trainable) of the modules whose parameters its flat buffers hold, read
+    from each buffer's record of what it holds (whole sizes, not this rank's shard)."""
+    out: dict[int, tuple[int, int]] = {}
+    # The wrapper's ``_flat_param`` (with original parameters kept, the module's own
+    # parameters are those views, not the buffer).
+    flats = [getattr(m, "_flat_param", None) for m in model.modules()
+             if type(m).__name__ == "FullyShardedDataParallel"]
+    for p in flats:
+        if p is None:
+            continue
+        infos = getattr(p, "_param_infos", None)
+        numels = getattr(p, "_numels", None)
+        if infos is None or numels is None:
+            continue
+        for info, n in zip(infos, numels):
+            mod = getattr(info, "module", None)
+            if mod is None:
+                continue
+            params, trainable = out.get(id(mod), (0, 0))
+            out[id(mod)] = (params + int(n), trainable + (int(n) if p.requires_grad else 0))
+    return out
 
 
 @contextmanager

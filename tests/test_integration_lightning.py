@@ -7,6 +7,8 @@ milliseconds; Lightning's own import (seconds) is paid once per session.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 import warnings
@@ -21,6 +23,7 @@ from lightning.pytorch.strategies import (
     DDPStrategy,
     DeepSpeedStrategy,
     FSDPStrategy,
+    ModelParallelStrategy,
     SingleDeviceStrategy,
     Strategy,
 )
@@ -250,22 +253,47 @@ def test_a_strategy_it_cannot_attribute_is_one_line_and_training_goes_on() -> No
     ours = [w for w in caught if issubclass(w.category, LayertimeWarning)]
     assert len(ours) == 1
     line = str(ours[0].message)
-    assert "\n" not in line and "OwnStrategy" in line and "single-device and DDP" in line
+    assert "\n" not in line and "OwnStrategy" in line and "single-device, DDP" in line
     assert trainer.global_step == 5
     assert cb.result is None and cb.skipped is not None and "OwnStrategy" in cb.skipped
     assert module_hooks(model) == 0
 
 
-@pytest.mark.parametrize(
-    ("strategy", "words"),
-    [
-        (FSDPStrategy(), "FSDP gathers"),
-        (object.__new__(DeepSpeedStrategy), "DeepSpeed"),  # its constructor needs deepspeed
-    ],
-)
-def test_sharding_strategies_are_named_with_the_reason(strategy: Any, words: str) -> None:
+def test_deepspeed_is_named_with_the_reason() -> None:
+    strategy = object.__new__(DeepSpeedStrategy)  # its constructor needs deepspeed
     reason = unattributable(strategy)
-    assert reason is not None and words in reason and type(strategy).__name__ in reason
+    assert reason is not None and "DeepSpeed" in reason and "DeepSpeedStrategy" in reason
+
+
+def test_sharding_strategies_are_attributed() -> None:
+    # Lightning runs FSDPStrategy on GPUs only (benchmarks/gpu_check.py runs it); its
+    # model-parallel strategy runs here: test_model_parallel_strategy_is_attributed.
+    assert unattributable(FSDPStrategy()) is None
+    assert unattributable(ModelParallelStrategy()) is None
+
+
+@pytest.mark.slow
+def test_model_parallel_strategy_is_attributed(tmp_path: Path) -> None:
+    """FSDP2 applied in configure_model under ModelParallelStrategy, 2 CPU processes: the
+    units' collectives go to their layers and rows add up (rank 0's)."""
+    out = tmp_path / "run.json"
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "sharded" /
+                                                "lightning_mp.py"), str(out)],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = Run.load(out)
+    assert run.sharding is not None and run.world_size == 2
+    assert run.sharding.units == ("layers.0", "layers.2", "layers.4", "")
+    gathers = {c.target: c for c in run.collectives
+               if c.kind == "all_gather" and c.phase == "forward"}
+    assert {t: c.bytes for t, c in gathers.items()} == {
+        "layers.0": (32 * 64 + 64) * 4, "layers.2": (64 * 64 + 64) * 4,
+        "layers.4": (64 * 10 + 10) * 4}
+    assert rows_sum(run) == pytest.approx(run.profiled_step_s, rel=1e-9)
+    assert any("sharded (ModelParallelStrategy, 2 ranks)" in w for w in run.warnings)
 
 
 class CompiledNet(TinyCNN):

@@ -26,6 +26,7 @@ SCRIPT = Path(__file__).parent / "sharded" / "user_loop.py"
 #: CommDebugMode's names -> layertime's kinds.
 _DEBUG_KINDS = {
     "c10d._allgather_base_": "all_gather",
+    "c10d.allgather_": "all_gather",
     "c10d._reduce_scatter_base_": "reduce_scatter",
     "c10d_functional.all_reduce": "all_reduce",
 }
@@ -55,8 +56,8 @@ def _port() -> int:
 
 
 RUNS = {
-    "fsdp-llama": 2, "fsdp-cnn": 4, "tp-llama": 2, "2d-llama": 4, "lt-tp-gpt2": 2,
-    "lt-2d-gpt2": 4,
+    "fsdp-llama": 2, "fsdp-cnn": 4, "fsdp1-cnn": 2, "tp-llama": 2, "2d-llama": 4,
+    "lt-tp-gpt2": 2, "lt-2d-gpt2": 4,
 }
 
 
@@ -75,7 +76,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
 
 
 ALL = sorted(RUNS)
-FSDP_1D = [m for m in ALL if m.startswith("fsdp")]
+#: FSDP2 on one dimension (FSDP1's all-gathers record no shapes: see test_fsdp1_...).
+FSDP_1D = ["fsdp-cnn", "fsdp-llama"]
 WITH_TP = [m for m in ALL if "tp" in m or "2d" in m]
 
 
@@ -144,6 +146,25 @@ def test_fsdp_bytes_are_the_units_padded_parameters(runs, mode: str) -> None:
         for c in r["run"]["collectives"]:
             if c["kind"] in ("all_gather", "reduce_scatter") and c["count"]:
                 assert c["bytes"] == expected[c["target"]] * c["count"], c
+
+
+@pytest.mark.slow
+def test_fsdp1_units_are_its_wrappers_and_forward_gathers_their_flat_buffers(runs) -> None:
+    """FSDP1 (as Lightning's FSDPStrategy and accelerate wrap models): its ranges name no
+    unit, the wrapper they run in does; its all-gathers (tensor lists, no shapes) are
+    sized by the unit's reduce-scatter."""
+    for r in runs("fsdp1-cnn")[0]:
+        run = Run.from_dict(r["run"])
+        assert run.sharding is not None
+        assert run.sharding.units == ("_fsdp_wrapped_module.features",
+                                      "_fsdp_wrapped_module.classifier", "")
+        rows = {(c.kind, c.phase, c.target): c for c in run.collectives}
+        for unit in ("features", "classifier"):
+            ag = rows[("all_gather", "forward", f"_fsdp_wrapped_module.{unit}")]
+            rs = rows[("reduce_scatter", "backward", f"_fsdp_wrapped_module.{unit}")]
+            assert ag.count == rs.count == 1 and ag.bytes == rs.bytes > 0
+        # No parameter counted twice (FSDP1's flat buffer is not a layer's).
+        assert run.params == 5568 // 4 + 132520 // 4
 
 
 @pytest.mark.slow

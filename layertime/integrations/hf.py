@@ -68,14 +68,11 @@ def _value(x: Any) -> str:
 
 def unattributable(args: Any, model: Any = None) -> str | None:
     """Why layertime cannot attribute training with these ``TrainingArguments`` (one line)."""
-    tail = "layertime attributes single-device and DDP training only, so it profiles nothing here"
+    tail = ("layertime attributes single-device, DDP and FSDP training only, so it profiles "
+            "nothing here")
     if getattr(args, "deepspeed", None):
         return ("DeepSpeed (TrainingArguments.deepspeed) runs the model and optimizer in its "
                 f"own engine (ZeRO partitions gradients and optimizer state); {tail}")
-    fsdp = getattr(args, "fsdp", None)
-    if fsdp and fsdp not in ("", [], "no", False):
-        return ("FSDP (TrainingArguments.fsdp) gathers and frees each layer's parameters inside "
-                f"its forward and backward, so layer rows would hold communication; {tail}")
     if getattr(args, "torch_compile", False):
         return ("torch.compile (TrainingArguments.torch_compile): module hooks do not run inside "
                 "compiled graphs, so layers cannot be timed; profile without it")
@@ -130,7 +127,14 @@ class LayertimeTrainerCallback(WindowCallback, TrainerCallback):  # type: ignore
             else None
         notes = []
         world = int(getattr(args, "world_size", 1) or 1)
-        if world > 1:
+        fsdp = getattr(args, "fsdp", None)
+        if world > 1 and fsdp and fsdp not in ("", [], "no", False):
+            notes.append(
+                f"sharded (FSDP through accelerate, {world} ranks): rows are rank "
+                f"{args.process_index}'s; each FSDP unit's collectives are charged to its "
+                "layers by parameter elements"
+            )
+        elif world > 1:
             notes.append(
                 f"data-parallel (DDP, {world} ranks): rows are rank {args.process_index}'s; "
                 "DDP's gradient all-reduce is not split per layer here (its exposed part is "

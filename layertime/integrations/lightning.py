@@ -80,9 +80,6 @@ __all__ = ["LayertimeCallback", "lightning_row", "unattributable"]
 _UNATTRIBUTABLE: tuple[tuple[type, str], ...] = (
     (DeepSpeedStrategy, "DeepSpeed runs the model and optimizer in its own engine (ZeRO "
                         "partitions gradients and optimizer state, the update is fused)"),
-    (FSDPStrategy, "FSDP gathers and frees each layer's parameters inside its forward and "
-                   "backward and reduce-scatters gradients, so layer rows would hold communication"),
-    (ModelParallelStrategy, "tensor/model parallelism splits layers across devices"),
     (XLAStrategy, "XLA compiles the step into graphs: no op runs inside the module ranges"),
     (SingleDeviceXLAStrategy, "XLA compiles the step into graphs: no op runs inside the "
                               "module ranges"),
@@ -126,11 +123,13 @@ def unattributable(strategy: Any, pl_module: Any = None, profiler: Any = None) -
     name = type(strategy).__name__
     for cls, why in _UNATTRIBUTABLE:
         if isinstance(strategy, cls):
-            return (f"strategy {name}: {why}; layertime attributes single-device and DDP "
-                    "training only, so it profiles nothing here")
-    if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
+            return (f"strategy {name}: {why}; layertime attributes single-device, DDP, FSDP "
+                    "and model-parallel training only, so it profiles nothing here")
+    if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy, FSDPStrategy,
+                                 ModelParallelStrategy)):
         return (f"strategy {name}: not one layertime knows (it attributes Lightning's "
-                "single-device and DDP strategies only), so it profiles nothing here")
+                "single-device, DDP, FSDP and model-parallel strategies only), so it profiles "
+                "nothing here")
     if pl_module is not None and getattr(pl_module, "_compiler_ctx", None):
         return ("torch.compile: module hooks do not run inside compiled graphs, so layers "
                 "cannot be timed; profile the model uncompiled")
@@ -231,7 +230,13 @@ class LayertimeCallback(WindowCallback, Callback):  # type: ignore[misc]
         if len(optimizers) > 1:
             notes.append(f"{len(optimizers)} optimizers: update is all of their steps")
         world = int(getattr(trainer, "world_size", 1) or 1)
-        if world > 1:
+        if world > 1 and isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy)):
+            notes.append(
+                f"sharded ({type(trainer.strategy).__name__}, {world} ranks): rows are rank "
+                f"{trainer.global_rank}'s; collectives are charged to the layers that cause "
+                "them (an FSDP unit's by parameter elements)"
+            )
+        elif world > 1:
             notes.append(
                 f"data-parallel ({type(trainer.strategy).__name__}, {world} ranks): rows are "
                 f"rank {trainer.global_rank}'s; DDP's gradient all-reduce is not split per layer "

@@ -102,8 +102,10 @@ def aggregate(
         upd = [u.get(entry.index, 0.0) for u in per_step_update]
         calls = [c.calls.get(entry.index, 0) for c in steps]
         comm = [c.comm.get(entry.index, _NO_COMM) for c in steps]
-        if not any(calls) and entry.params == 0 and not any(fwd) and not any(bwd):
-            continue
+        if not any(calls) and entry.params == 0 and not any(fwd) and not any(bwd) and \
+                not any(cc.comm_s for cc in comm):
+            continue  # never ran, holds nothing (a unit's own module that never ran keeps
+            # its unit's communication when no layer of it holds parameters)
         totals = [f + b + u + cc.exposed_s for f, b, u, cc in zip(fwd, bwd, upd, comm)]
         rows.append(
             LayerRow(
@@ -163,6 +165,13 @@ def collective_rows(table: ModuleTable, steps: Sequence[StepCharges]) -> tuple[C
             acc = sums.setdefault((kind, phase, scope, who), [0.0] * 5)
             for i, v in enumerate((ch.count, ch.nbytes, ch.exposed_s, ch.hidden_s, ch.busy_s)):
                 acc[i] += v
+    # FSDP1 gathers with tensor lists, which record no shapes: a unit's all-gather moves
+    # the flat buffer its reduce-scatter reads, so its bytes per call are taken from that.
+    per_call = {t: v[1] / v[0] for (k, _, sc, t), v in sums.items()
+                if k == "reduce_scatter" and sc == "unit" and v[0] and v[1]}
+    for (k, _, sc, t), acc in sums.items():
+        if k == "all_gather" and sc == "unit" and acc[0] and not acc[1] and t in per_call:
+            acc[1] = per_call[t] * acc[0]
     rows = [
         CollectiveRow(kind=k, phase=p, scope=sc, target=t, count=v[0] / n,
                       bytes=round(v[1] / n), exposed_s=v[2] / n, hidden_s=v[3] / n,

@@ -43,7 +43,7 @@ The method, in full:
   (``FSDP::all_gather (<unit>)``, ...) and every collective op (``c10d::*``,
   ``_c10d_functional::*``, and their waits) are charged to a *communication owner*:
   ``(scope, target, kind, phase)`` where scope is ``unit`` (an FSDP unit, named by
-  its range), ``layer`` (the layer whose range or backward node holds the op: a
+  its range; FSDP1's ranges name none: scope ``fsdp1``, the module they run in), ``layer`` (the layer whose range or backward node holds the op: a
   tensor-parallel layer) or ``step`` (a step row, e.g. the optimizer's).  Their
   training-thread time goes to :attr:`StepCharges.collectives`; each collective call
   (an outermost collective op) to :attr:`StepCharges.collective_calls`; the CPU
@@ -54,6 +54,7 @@ The method, in full:
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -93,6 +94,12 @@ _FSDP_KIND = {
     "all_gather": "all_gather", "all_gather_copy_out": "all_gather",
     "forward_prefetch": "all_gather", "backward_prefetch": "all_gather",
     "post_backward_reduce": "reduce_scatter", "post_backward_rs_wait": "reduce_scatter",
+}
+#: FSDP1's (``FullyShardedDataParallel``) ranges: ``FullyShardedDataParallel.<what>``.
+FSDP1_RANGE = "FullyShardedDataParallel."
+_FSDP1_KIND = {
+    "_pre_forward": "all_gather", "_pre_backward_hook": "all_gather",
+    "_post_backward_hook": "reduce_scatter", "_pre_backward_prefetch": "all_gather",
 }
 #: Collective ops by what they compute (the name's last part, without c10d's ``_``).
 _OP_KIND = (
@@ -408,12 +415,50 @@ class _Walk:
         #: Sharded runs: the kind of the last collective launched, per thread (for
         #: its wait); the calls; the training thread's outermost intervals in comm.
         self.last_kind: dict[int, str] = {}
+        self._evs = evs
+        #: FSDP2's ranges name their units (``FSDP::all_gather (layers.3)``) once its lazy
+        #: init has set their paths; a model sharded under a framework may have none set.
+        fsdp = [ev.name for ev in evs if ev.name.startswith(FSDP_RANGE)]
+        self.fsdp_unnamed = bool(fsdp) and not any(" (" in n or " for " in n for n in fsdp)
+        self._bwd_nodes: list[OpEvent] | None = None
+        self._bwd_starts: list[float] = []
         #: Functional collectives launched and not yet waited for, per thread, oldest first.
         self.pending: dict[int, list[CommKey]] = {}
         self.collective_calls: list[CollectiveCall] = []
         self.comm_intervals: list[tuple[float, float]] = []
         # Loop mode: the step's forward and backward passes, in time order.
         self.blocks = _passes(evs, root_module) if loop else []
+
+    def unit_by_module(self, e: OpEvent, inherited: Owner, in_backward: bool, kind: str,
+                       pre_backward: bool) -> Owner:
+        """An FSDP range that names no unit (FSDP1's always; FSDP2's when its units' names
+        were not set): the module it runs in names it (scope ``fsdp1``, resolved to the unit
+        holding that module when charged); a pre-backward hook runs before its unit's
+        backward, wherever the engine calls it, so its unit is the one whose backward node
+        comes next."""
+        phase = self.phase_at(e.start_us, in_backward)
+        if inherited[0] == "comm":
+            return (*inherited[:3], kind if kind != "fsdp" else inherited[3], inherited[4])
+        if pre_backward and phase == "backward":
+            nxt = self.next_backward_module(e.end_us)
+            if nxt is not None:
+                return ("comm", "fsdp1", nxt, kind, "backward")
+        if inherited[0] == "module":
+            return ("comm", "fsdp1", inherited[1], kind, inherited[2])
+        return ("comm", "fsdp1", -1, kind, phase)
+
+    def next_backward_module(self, t_us: float) -> int | None:
+        """The module whose backward node runs first at or after ``t_us`` (FSDP1)."""
+        if self._bwd_nodes is None:
+            self._bwd_nodes = sorted(
+                (e for e in self._evs if e.name.startswith(BACKWARD_NODE)
+                 and ACCUMULATE_GRAD not in e.name), key=lambda e: e.start_us)
+            self._bwd_starts = [e.start_us for e in self._bwd_nodes]
+        for e in self._bwd_nodes[bisect.bisect_left(self._bwd_starts, t_us):]:
+            fwd = self.seq_owner.get((e.fwd_thread, e.seq))
+            if fwd is not None and fwd[0] == "module":
+                return int(fwd[1])
+        return None
 
     def phase_at(self, t_us: float, in_backward: bool) -> str:
         """The pass a moment outside any backward node belongs to: backward inside one or
@@ -487,8 +532,16 @@ class _Walk:
             return ("step", "comm"), in_backward
         if name.startswith(FSDP_RANGE):
             fsdp = fsdp_owner_of(name, self.phase_at(e.start_us, in_backward))
-            if fsdp is not None:
+            if fsdp is not None and not self.fsdp_unnamed:
                 return fsdp, in_backward
+            if fsdp is not None:  # FSDP2 without its units' names (see __init__)
+                what = name[len(FSDP_RANGE):].split(" ", 1)[0]
+                return self.unit_by_module(e, inherited, in_backward, fsdp[3],
+                                           what.startswith("pre_backward")), in_backward
+        if name.startswith(FSDP1_RANGE):
+            what = name[len(FSDP1_RANGE):]
+            return self.unit_by_module(e, inherited, in_backward, _FSDP1_KIND.get(what, "fsdp"),
+                                       what.startswith("_pre_backward")), in_backward
         if name.startswith(COLLECTIVE_OPS):
             return self.collective_owner(e, inherited, in_backward), in_backward
         return inherited, in_backward

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
 
@@ -42,7 +41,7 @@ from torch import nn
 
 from layertime.errors import LayertimeError
 from layertime.kinds import KindObserver
-from layertime.measure.aggregate import aggregate, collective_rows, shared_notes, timeline
+from layertime.measure.aggregate import aggregate, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
 from layertime.measure.compiled.collector import CompiledCollector
 from layertime.measure.compiled.detect import (
@@ -53,11 +52,10 @@ from layertime.measure.compiled.detect import (
 )
 from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.environment import describe
-from layertime.measure.parallel.sharded_comm import charge_collectives
+from layertime.measure.parallel.in_loop import LoopSharding, backend_name, world_size
 from layertime.measure.tracer import TraceSession
 from layertime.modules import ModuleTable, class_name
 from layertime.results.run import Run
-from layertime.results.sharded import ShardLayout
 
 
 class Profiler:
@@ -122,8 +120,7 @@ class Profiler:
         self._watch: KindObserver | None = None
         self._seq_len: int | None = None
         #: A sharded model's layout and its units' layers (None: not sharded).
-        self._layout: ShardLayout | None = None
-        self._unit_maps: tuple[dict[str, dict[int, int]], dict[str, int]] = ({}, {})
+        self._sharding = LoopSharding()
 
     # -- context -----------------------------------------------------------
     def __enter__(self) -> Self:
@@ -151,21 +148,7 @@ class Profiler:
         if watch is not None:
             watch.__exit__(None, None, None)
             self._table = ModuleTable(self.model, watch.kinds())
-            self._read_layout()
-
-    def _read_layout(self) -> None:
-        """A sharded model's layout, read once its table is final (the first step sets up
-        FSDP's lazy state)."""
-        assert self._table is not None
-        world = _world_size()
-        if world is None:
-            return
-        from layertime.measure.parallel.shard import detect_layout
-        from layertime.measure.parallel.sharded import unit_maps
-
-        self._layout = detect_layout(self.model, world)
-        if self._layout is not None:
-            self._unit_maps = unit_maps(self._table, self._layout.units)
+            self._sharding.read(self.model, self._table)
 
     def _close_compiled(self) -> None:
         if self._compiled is not None:
@@ -220,13 +203,14 @@ class Profiler:
         if self._compiled is not None:
             self._compiled.compiled_since_mark()  # a step that compiles is not kept
         if self._is_traced(self._index):
-            if self._watch is None and self._layout is None and self._index == self.warmup_steps:
-                self._read_layout()  # no warm-up step watched it
+            if not self._sharding.read_done and self._watch is None and \
+                    self._index == self.warmup_steps:
+                self._sharding.read(self.model, self._table)  # no warm-up step watched it
             self._session = (
                 self._compiled.session()
                 if self._compiled is not None
                 else TraceSession(self._table, self.device,
-                                  record_shapes=self._layout is not None)
+                                  record_shapes=self._sharding.record_shapes)
             )
             self._session.start()
             self._t0 = time.perf_counter()
@@ -266,7 +250,7 @@ class Profiler:
                         step_wall_s=wall if cuda else None,
                         loop=True,
                     )
-                    self._traced.append(charge_collectives(charges, *self._unit_maps))
+                    self._traced.append(self._sharding.charge(charges))
         elif self._index >= self.warmup_steps:
             if self._compiled is None or self._compiled.keep_step(wall):
                 self._plain.append(wall)
@@ -317,10 +301,7 @@ class Profiler:
             seq_len=self._seq_len,
             notes=shared_notes(self._table),
         )
-        if self._layout is not None:
-            run = replace(run, world_size=self._layout.world_size, sharding=self._layout,
-                          collectives=collective_rows(self._table, self._traced),
-                          backend=_backend_name())
+        run = self._sharding.finish(run, self._table, self._traced)
         return self._compiled.finish(run) if self._compiled is not None else run
 
     def gather(self) -> Run | None:
@@ -328,7 +309,7 @@ class Profiler:
         ranks, ``ranks`` each rank's step and communication.  A collective call: every
         rank must call it; outside a process group it is :meth:`result`."""
         run = self.result()
-        if _world_size() is None:
+        if world_size() is None:
             return run
         import torch.distributed as dist
 
@@ -339,19 +320,5 @@ class Profiler:
         dist.gather_object(run, gathered, dst=0)
         if gathered is None:
             return None
-        return merge_ranks([r for r in gathered if r is not None], backend=_backend_name())
+        return merge_ranks([r for r in gathered if r is not None], backend=backend_name())
 
-
-def _world_size() -> int | None:
-    """The process group's size when one is initialised, else None."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    return int(dist.get_world_size())
-
-
-def _backend_name() -> str | None:
-    import torch.distributed as dist
-
-    return str(dist.get_backend()) if dist.is_available() and dist.is_initialized() else None

@@ -43,6 +43,7 @@ from layertime.errors import LayertimeError
 from layertime.measure.aggregate import aggregate, timeline
 from layertime.measure.attribute import STEP_ROWS, StepCharges, attribute_step, split_steps
 from layertime.measure.environment import describe
+from layertime.measure.parallel.in_loop import LoopSharding
 from layertime.measure.tracer import PhaseMarker, TraceSession
 from layertime.kinds import KindObserver
 from layertime.modules import ModuleTable
@@ -196,6 +197,9 @@ class StepWindow:
         #: computes: GPT-2's Conv1D is fully connected); never a measured step.
         self._watch: KindObserver | None = None
         self._watch_guard: _ForwardGuard | None = None
+        #: A model the framework sharded (FSDP, tensor parallelism): its layout, and the
+        #: charging of each traced step's collectives.
+        self._sharding = LoopSharding()
 
     # -- state -------------------------------------------------------------
     @property
@@ -323,10 +327,13 @@ class StepWindow:
                 self._dtype = str(first.dtype).replace("torch.", "")
             except StopIteration:
                 pass
+        if not self._sharding.read_done:
+            self._sharding.read(self.model, self._table)
         step = _Step(index=index, traced=self._kept % 2 == 1, disturbed=list(disturbed))
         self._sync()
         if step.traced and not step.disturbed:
-            step.session = TraceSession(self._table, self._device)
+            step.session = TraceSession(self._table, self._device,
+                                        record_shapes=self._sharding.record_shapes)
             step.session.start()
             if self._input_shape is None:
                 self._shape_hook = self.model.register_forward_pre_hook(
@@ -380,14 +387,14 @@ class StepWindow:
                 if len(groups) == 1 and not step.disturbed:
                     s, members = groups[0]
                     cuda = self._device.type == "cuda"
-                    charges = attribute_step(
+                    charges = self._sharding.charge(attribute_step(
                         s,
                         members,
                         device_time=cuda,
                         step_wall_s=wall if cuda else None,
                         loop=True,
                         after_backward=self.after_backward,
-                    )
+                    ))
         finally:
             self._untrace(step)
         if step.disturbed:
@@ -451,7 +458,7 @@ class StepWindow:
         layers, phases, spread, samples = aggregate(self._table, self._traced)
         shape = self._input_shape or ()
         cuda = self._device.type == "cuda"
-        return Run(
+        run = Run(
             model=self.name,
             device=str(self._device),
             batch_size=int(shape[0]) if shape else 0,
@@ -474,3 +481,4 @@ class StepWindow:
             timeline=timeline(self._table, self._traced),
             micro_batches=max(self._micro) if self._micro else 1,
         )
+        return self._sharding.finish(run, self._table, self._traced)

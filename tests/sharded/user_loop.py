@@ -2,7 +2,7 @@
 train it in their own loop under ``layertime.Profiler``, and write what the tests check.
 
 Run as ``torchrun --nproc-per-node N user_loop.py MODE OUT_DIR`` (MODE: fsdp-cnn,
-fsdp-llama, tp-llama, 2d-llama; lt-tp-gpt2 and lt-2d-gpt2 shard GPT-2 as ``layertime
+fsdp-llama, tp-llama, 2d-llama; fsdp1-cnn wraps the model in FSDP1; lt-tp-gpt2 and lt-2d-gpt2 shard GPT-2 as ``layertime
 profile --tp/--fsdp`` does, with layertime's own plan).  Each rank writes ``rank<R>.json``: its run, the loss
 trajectory of the sharded model beside an unsharded copy trained on the same batches,
 what CommDebugMode counted in one step outside the profiler, and the bytes FSDP's units
@@ -55,14 +55,14 @@ def llama() -> nn.Module:
 
 def batches(mode: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(1)
-    if mode == "fsdp-cnn":
+    if mode.endswith("-cnn"):
         return [(torch.randn(4, 3, 16, 16, generator=g), torch.randint(0, 10, (4,), generator=g))
                 for _ in range(STEPS)]
     return [(t, t) for t in (torch.randint(0, 256, (2, 16), generator=g) for _ in range(STEPS))]
 
 
 def loss_of(model: nn.Module, mode: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if mode == "fsdp-cnn":
+    if mode.endswith("-cnn"):
         return F.cross_entropy(model(x), y)
     return model(input_ids=x, labels=y).loss
 
@@ -88,6 +88,13 @@ def shard(model: nn.Module, mode: str, world: int) -> nn.Module:
                 fully_shard(layer, mesh=mesh["dp"])
             fully_shard(model, mesh=mesh["dp"])
         return model
+    if mode == "fsdp1-cnn":
+        # FSDP1, as Lightning's FSDPStrategy and accelerate wrap a model.
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+        return FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy({nn.Sequential}),
+                                        use_orig_params=True, device_id=torch.device("cpu"))
     mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("dp",))
     units = list(model.children()) if mode == "fsdp-cnn" else list(model.model.layers)
     for u in units:
@@ -177,10 +184,10 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
-    model = Cnn() if mode == "fsdp-cnn" else gpt2() if mode.startswith("lt-") else llama()
+    model = (Cnn() if mode.endswith("-cnn") else gpt2() if mode.startswith("lt-") else llama())
     reference = copy.deepcopy(model)
     unit_bytes: dict[str, int] = {}
-    if mode.startswith("fsdp"):
+    if mode in ("fsdp-cnn", "fsdp-llama"):
         units = (dict(model.named_children()) if mode == "fsdp-cnn" else
                  {f"model.layers.{i}": m for i, m in enumerate(model.model.layers)})
         unit_bytes = padded_unit_bytes(model, {**units, "": model}, world)

@@ -197,8 +197,15 @@ def layout_of(
 
 
 def _unit_names(model: nn.Module) -> tuple[str, ...]:
-    """The FSDP2 units of a model the user sharded (inner first, the root last)."""
-    names = [n for n, m in model.named_modules() if isinstance(m, FSDPModule)]
+    """The FSDP units of a model the user sharded, inner first, the root ``""`` last: FSDP2's
+    sharded modules, or FSDP1's ``FullyShardedDataParallel`` wrappers (whose outermost may
+    sit outside the model, as under Lightning: the root holds what no inner unit does)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    names = [n for n, m in model.named_modules()
+             if isinstance(m, (FSDPModule, FullyShardedDataParallel))]
+    if names and "" not in names:
+        names.append("")
     return tuple(sorted(names, key=lambda n: (n == "", -n.count("."))))
 
 

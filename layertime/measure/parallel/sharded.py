@@ -14,7 +14,6 @@ A model the user sharded in their own script is profiled through ``layertime.Pro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -41,19 +40,21 @@ from layertime.workload.sharding import ShardingSpec, unit_of
 
 def unit_maps(
     table: ModuleTable, units: tuple[str, ...]
-) -> tuple[dict[str, dict[int, int]], dict[str, int]]:
-    """unit path -> {module index: trainable elements} of the unit's own layers, and
-    unit path -> the unit's module index."""
+) -> tuple[dict[str, dict[int, int]], dict[str, int], dict[int, str]]:
+    """unit path -> {module index: trainable elements} of the unit's own layers; unit path
+    -> the unit's module index; module index -> the innermost unit holding it."""
     layers: dict[str, dict[int, int]] = {u: {} for u in units}
     module: dict[str, int] = {}
+    module_unit: dict[int, str] = {}
     for e in table:
         if e.name in units:
             module[e.name] = e.index
         if units:
             u = unit_of(e.name, units)
+            module_unit[e.index] = u
             if u in layers and e.trainable:
                 layers[u][e.index] = e.trainable
-    return layers, module
+    return layers, module, module_unit
 
 
 class ShardedSync:
@@ -66,8 +67,7 @@ class ShardedSync:
         self.device = device
         self.heartbeat = heartbeat
         self.table: ModuleTable | None = None
-        self._unit_layers: Mapping[str, Mapping[int, int]] = {}
-        self._unit_module: Mapping[str, int] = {}
+        self._maps: tuple[Any, Any, Any] = ({}, {}, {})
         self._step = 0
         #: Every traced step's charges, as returned by :meth:`charge`.
         self.charged: list[StepCharges] = []
@@ -77,7 +77,7 @@ class ShardedSync:
 
     def attach(self, model: nn.Module, table: ModuleTable) -> nn.Module:
         self.table = table
-        self._unit_layers, self._unit_module = unit_maps(table, self.layout.units)
+        self._maps = unit_maps(table, self.layout.units)
         return model
 
     def begin_step(self, traced: bool) -> None:
@@ -95,7 +95,7 @@ class ShardedSync:
         pass
 
     def charge(self, charges: StepCharges, device_time: bool) -> StepCharges:
-        out = charge_collectives(charges, self._unit_layers, self._unit_module)
+        out = charge_collectives(charges, *self._maps)
         self.charged.append(out)
         return out
 

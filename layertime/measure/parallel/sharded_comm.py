@@ -95,12 +95,26 @@ def charge_collectives(
     charges: StepCharges,
     unit_layers: Mapping[str, Mapping[int, int]],
     unit_module: Mapping[str, int],
+    module_unit: Mapping[int, str] | None = None,
 ) -> StepCharges:
     """``charges`` with its collectives charged to layers (see the module doc).
 
     ``unit_layers``: unit path -> {module index: parameter elements} of the unit's own
-    layers; ``unit_module``: unit path -> the unit's module index.
+    layers; ``unit_module``: unit path -> the unit's module index; ``module_unit``: module
+    index -> the unit holding it (FSDP1's ranges name no unit: the module they run in
+    does).  A collective a unit's own module issues is the unit's.
     """
+    module_unit = module_unit or {}
+    unit_of_module = {i: u for u, i in unit_module.items()}
+
+    def owner(key: CommKey) -> tuple[str, str | int]:
+        scope, target = key[0], key[1]
+        if scope == "fsdp1":
+            return "unit", module_unit.get(int(target), "")
+        if scope == "layer" and int(target) in unit_of_module:
+            return "unit", unit_of_module[int(target)]
+        return scope, target
+
     if not charges.collectives and not charges.collective_calls:
         return charges
     covered = _union(charges.comm_intervals)
@@ -126,11 +140,11 @@ def charge_collectives(
     exposed_total = 0.0
     rows: list[CollectiveCharge] = []
     for k in keys:
-        scope, target, _, _ = k
+        scope, target = owner(k)
         exposed = charges.collectives.get(k, 0.0)
         hid = hidden.get(k, 0.0)
-        rows.append(CollectiveCharge(k, count.get(k, 0), nbytes.get(k, 0), exposed, hid,
-                                     busy.get(k, 0.0)))
+        rows.append(CollectiveCharge((scope, target, k[2], k[3]), count.get(k, 0),
+                                     nbytes.get(k, 0), exposed, hid, busy.get(k, 0.0)))
         if scope == "step":
             step[str(target)] = step.get(str(target), 0.0) + exposed
             continue
