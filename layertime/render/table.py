@@ -23,7 +23,7 @@ from layertime.taxonomy import KIND_LABELS, KINDS
 
 
 #: Step rows shown only when measured non-zero (a user loop or a framework has them).
-_OPTIONAL_ROWS = ("data", "clip", "scheduler", "logging")
+_OPTIONAL_ROWS = ("data", "clip", "scheduler", "logging", "update")
 
 
 def _columns(comm: bool) -> list[Column]:
@@ -76,7 +76,7 @@ def _rows(run: Run) -> list[Row]:
     step_rows = [("loss (step)", p.loss_s), ("zero_grad (step)", p.zero_grad_s),
                  ("data (step)", p.data_s), ("clip (step)", p.clip_s),
                  ("scheduler (step)", p.scheduler_s), ("logging (step)", p.logging_s),
-                 ("unattributed (step)", p.unattributed_s)]
+                 ("update (step)", p.update_step_s), ("unattributed (step)", p.unattributed_s)]
     for i, (label, value) in enumerate(step_rows):
         if label.split()[0] in _OPTIONAL_ROWS and value == 0.0:
             continue

@@ -61,10 +61,12 @@ STEP_ROWS: tuple[tuple[str, str, str], ...] = (
     ("clip_s", "(clip)", "step"),
     ("scheduler_s", "(scheduler)", "step"),
     ("logging_s", "(logging)", "step"),
+    ("update_step_s", "(update)", "step"),
     ("unattributed_s", "(unattributed)", "unattributed"),
 )
 #: Step rows shown only when measured non-zero.
-OPTIONAL_STEP_ROWS = ("data_s", "clip_s", "scheduler_s", "logging_s", "unattributed_s")
+OPTIONAL_STEP_ROWS = ("data_s", "clip_s", "scheduler_s", "logging_s", "update_step_s",
+                      "unattributed_s")
 
 
 def profile_view(run: Run, cost: CostResult | Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -1,0 +1,10 @@
+"""Attribute traces recorded elsewhere with the stock profiler (``layertime attribute``).
+
+One concern per file: ``stream.py`` reads a Chrome/Kineto trace file as a stream with
+one-line errors; ``records.py`` keeps the events attribution needs; ``sources.py`` finds
+the files and their ranks; ``convert.py`` turns events into layertime's op events with
+module ranges; ``lightning.py`` reads Lightning's ranges; ``op_kinds.py`` decides a
+module's kind from its ops; ``table.py`` is the trace's module table; ``mapping.py`` names
+modules by a model's dotted paths; ``collect.py`` attributes the steps into a ``Run``;
+``handler.py`` is ``torch.profiler``'s ``on_trace_ready`` hook.
+"""

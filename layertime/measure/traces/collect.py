@@ -1,0 +1,410 @@
+"""Attribute trace files: the same :class:`~layertime.results.run.Run` as ``profile`` gives,
+from steps recorded elsewhere with the stock profiler.
+
+For each rank's files: read them (``stream.py``, ``records.py``), turn their events into
+op events with module ranges (``convert.py``; Lightning's ranges by ``lightning.py``), find
+the steps (:func:`~layertime.measure.attribute.split_steps`), charge each step as a live
+user loop's step is charged (:func:`~layertime.measure.attribute.attribute_step` in loop
+mode: work before the model's forward is ``data``, between its forward and backward
+``loss``), charge its collectives (``parallel/sharded_comm.py``), and add the steps up into
+rows (``aggregate.py``) over the trace's table (``table.py``, or the model's with
+``--model``, ``mapping.py``).  Several ranks' runs are merged as a data-parallel run's are
+(``parallel/merge.py``): rows are means over ranks, ``ranks`` each rank's step and
+communication, each layer's ``rank_spread_s`` the spread of its total.
+
+What a trace gives that a live run measures otherwise:
+
+* **No unprofiled step.**  Every step in a trace was profiled, so ``step_samples_s`` is
+  empty and there is no overhead ratio; the rows add up to the trace's steps.
+* **The update** is split across layers by parameter elements when their sizes are known
+  (``--model``, or ``record_shapes=True``: each parameter's gradient shape as it is
+  accumulated), else it is one ``update`` step row (``Phases.update_step_s``), said so.
+* **CUDA**: rows are each layer's kernel time (kernels linked to ops by correlation id);
+  ``unattributed`` is the step's wall time (its CPU range, or the last of its kernels
+  when they end later) less that: the GPU's idle time in the traced step, where a live run
+  takes it from an unprofiled step.
+* **Data-parallel (DDP)**: the live run's comm hook is not in a file.  Each bucket's
+  all-reduce is charged to the layer whose backward launched it (the bucket's last
+  gradient), its training-thread time exposed, the backend's time beside compute hidden
+  (gloo's worker-thread events); DDP's own bucket copies and its wait for the last bucket
+  after backward (on the training thread, in no range) stay ``unattributed``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from layertime.errors import BadValue
+from layertime.measure.aggregate import aggregate, collective_rows, timeline
+from layertime.measure.attribute import Owner, StepCharges, attribute_step, split_steps
+from layertime.measure.events import busy_us
+from layertime.measure.parallel.merge import merge_ranks
+from layertime.measure.parallel.sharded_comm import charge_collectives
+from layertime.measure.traces import lightning
+from layertime.measure.traces.convert import Converted, convert
+from layertime.measure.traces.mapping import ModelTable, match_modules
+from layertime.measure.traces.records import TraceEvent, keep
+from layertime.measure.traces.sources import RankFiles, group_ranks, trace_files
+from layertime.measure.traces.stream import read_trace
+from layertime.measure.traces.op_kinds import kind_from_ops
+from layertime.measure.traces.table import TraceEntry, TraceTable, trace_table
+from layertime.results.environment import Environment
+from layertime.results.run import Run
+from layertime.results.trace import TraceSource
+from layertime.workload.sharding import unit_of
+
+#: How to record a trace layertime can attribute (said when modules or steps are missing).
+HOW_TO_RECORD = (
+    "record it with torch.profiler.profile(with_stack=True, schedule=..., "
+    "on_trace_ready=tensorboard_trace_handler(DIR)) and prof.step() once per training "
+    "step (add record_shapes=True to split the update by parameter sizes), or with "
+    "Lightning's PyTorchProfiler (its module ranges are on by default)"
+)
+_ACCUMULATE = "torch::autograd::AccumulateGrad"
+_DTYPES = {"float": "float32", "double": "float64", "c10::BFloat16": "bfloat16",
+           "c10::Half": "float16", "bfloat16": "bfloat16", "half": "float16"}
+
+
+@dataclass(frozen=True)
+class TraceAttribution:
+    """What ``layertime attribute`` found: the run (merged over ranks when there are
+    several) and each rank's own run (one entry for a single process)."""
+
+    run: Run
+    ranks: tuple[Run, ...]
+
+
+@dataclass
+class _Rank:
+    """One rank's trace, read and converted, with its steps charged."""
+
+    files: RankFiles
+    conv: Converted
+    lightning: bool
+    steps: list[StepCharges]
+    step_names: list[str]
+    trainable: dict[int, int]
+    cuda: bool
+    #: The model's name when no model names it: its root class (a LightningModule's).
+    label: str
+
+
+def read_rank(files: Sequence[Path]) -> tuple[list[dict[str, Any]], list[TraceEvent]]:
+    """Every kept event of one rank's files, and each file's metadata."""
+    metas: list[dict[str, Any]] = []
+    events: list[TraceEvent] = []
+    for f in files:
+        meta, kept = read_trace(f, keep)
+        metas.append(meta)
+        events.extend(kept)
+    return metas, events
+
+
+def attribute_traces(
+    paths: Sequence[str | Path],
+    *,
+    model: Callable[[], ModelTable] | None = None,
+    on_file: Callable[[Path], None] | None = None,
+) -> TraceAttribution:
+    """Attribute the trace files (or folders of them) in ``paths`` (see the module doc).
+
+    ``model`` builds the model whose module tree names the layers (``--model``; called
+    once, after the traces are read, so a bad file fails first).  ``on_file`` is told of
+    each file as it is read.  Raises :class:`~layertime.errors.BadValue` (one line) for a
+    file that is missing, truncated or garbled, or holds no module events or no steps."""
+    files = trace_files(paths)
+    per_file: list[tuple[dict[str, Any], list[TraceEvent]]] = []
+    for f in files:
+        if on_file is not None:
+            on_file(f)
+        per_file.append(read_trace(f, keep))
+    groups = group_ranks(files, [m for m, _ in per_file])
+    events_of = {f: ev for f, (_, ev) in zip(files, per_file)}
+    ranks = [_charge_rank(g, [e for f in g.files for e in events_of[f]]) for g in groups]
+    del per_file, events_of
+    built = model() if model is not None else None
+    runs = [_run(r, built) for r in ranks]
+    if len(runs) == 1:
+        return TraceAttribution(runs[0], tuple(runs))
+    backend = next((g.backend for g in groups if g.backend), None)
+    merged = merge_ranks(runs, backend=backend)
+    files_all = tuple(str(f) for g in groups for f in g.files)
+    src = runs[0].trace
+    assert src is not None
+    merged = replace(merged, trace=replace(src, files=files_all, rank=None))
+    if not any(g.rank is not None for g in groups):
+        merged = replace(merged, notes=merged.notes + (
+            f"{len(runs)} traces without distributedInfo, taken as one rank each (in file "
+            "name order)",))
+    return TraceAttribution(merged, tuple(runs))
+
+
+def _charge_rank(g: RankFiles, events: list[TraceEvent]) -> _Rank:
+    """One rank: convert, find the steps, charge each."""
+    where = ", ".join(str(f) for f in g.files[:3]) + (" ..." if len(g.files) > 3 else "")
+    is_pl = lightning.is_lightning(events)
+    label = ""
+    if is_pl:
+        label = lightning.root_class(events)
+        events = lightning.rewrite(events)
+    conv = convert(events)
+    del events
+    if not conv.modules:
+        raise BadValue(f"{where}: the trace has no module events (nn.Module calls): it was "
+                       f"recorded without with_stack=True; {HOW_TO_RECORD}")
+    groups = split_steps(conv.events)
+    if not groups:
+        raise BadValue(f"{where}: no steps found: {_saw(conv)}; {HOW_TO_RECORD}")
+    cuda = bool(conv.launches)
+    names = [n for _, n in sorted(conv.step_names)]
+    steps: list[StepCharges] = []
+    trainable: dict[int, int] = {}
+    for i, (step, members) in enumerate(groups):
+        owners: dict[int, Owner] = {}
+        if cuda:
+            wall, busy = _device_window(conv, step.start_us, step.end_us)
+            charges = attribute_step(step, members, device_time=True, step_wall_s=wall,
+                                     device_busy_s=busy, loop=True, root_module=0,
+                                     owners=owners)
+        else:
+            charges = attribute_step(step, members, loop=True, root_module=0, owners=owners)
+        steps.append(charges)
+        sizes = _accumulated(conv, owners)
+        if sum(sizes.values()) > sum(trainable.values()):
+            trainable = sizes
+    return _Rank(g, conv, is_pl, steps, names[: len(steps)] if len(names) >= len(steps)
+                 else [f"step {i + 1}" for i in range(len(steps))], trainable, cuda,
+                 label or conv.modules[0].cls)
+
+
+def _saw(conv: Converted) -> str:
+    """What the trace holds, for the message when no step is found."""
+    common = ", ".join(f"{n} x{c}" for n, c in conv.range_names.most_common(5))
+    ranges = sum(conv.range_names.values())
+    return (f"it holds {conv.ops:,} ops, {len(conv.modules)} modules and {ranges:,} ranges"
+            + (f" (most common: {common})" if common else "")
+            + ", but no ProfilerStep#N range (torch.profiler's prof.step()) nor Lightning's "
+            "run_training_batch")
+
+
+def _device_window(conv: Converted, start_us: float, end_us: float) -> tuple[float, float]:
+    """A CUDA step's wall time (its CPU range, or its last kernel's end when later) and the
+    device's busy time in it, in seconds, from the kernels launched in its CPU range."""
+    spans = [ln.span for ln in conv.launches if start_us <= ln.launch_us <= end_us]
+    if not spans:
+        return (end_us - start_us) * 1e-6, 0.0
+    last = max(s.end_us for s in spans)
+    first = min(s.start_us for s in spans)
+    busy, _ = busy_us(spans, first, last)
+    return (max(end_us, last) - start_us) * 1e-6, busy * 1e-6
+
+
+def _accumulated(conv: Converted, owners: dict[int, Owner]) -> dict[int, int]:
+    """Module index -> elements of the gradients accumulated into its parameters in this
+    step (``AccumulateGrad``'s input shapes, charged to the layer whose backward made them)."""
+    out: dict[int, int] = {}
+    for eid, owner in owners.items():
+        if owner[0] != "module":
+            continue
+        shape = conv.shapes.get(eid)
+        if shape is None or conv.events[eid].name != _ACCUMULATE:
+            continue
+        dims = shape[0]
+        if not dims or not isinstance(dims[0], list):
+            continue
+        n = math.prod(int(d) for d in dims[0])
+        out[owner[1]] = out.get(owner[1], 0) + n
+    return out
+
+
+def _model_entries(rank: _Rank, built: ModelTable) -> tuple[list[TraceEntry], dict[int, int]]:
+    """The model's table with the traced modules outside the model appended (named by
+    their trace names, kinds from their ops): its entries, and trace index -> entry index."""
+    mods = rank.conv.modules
+    matched = match_modules(mods, built.table, built.label)
+    entries = [TraceEntry(e.index, e.name, e.kind, e.type, e.params, e.trainable)
+               for e in built.table]
+    parents = {m.parent for m in mods}
+    remap: dict[int, int] = {}
+    for i, m in enumerate(mods):
+        if m.key in matched:
+            remap[i] = matched[m.key]
+        else:
+            kind = kind_from_ops(rank.conv.own_ops.get(i, {}), m.cls, leaf=m.key not in parents)
+            remap[i] = len(entries)
+            entries.append(TraceEntry(len(entries), m.key, kind, m.cls, 0, 0))
+    return entries, remap
+
+
+def _remapped(steps: Sequence[StepCharges], remap: dict[int, int]) -> list[StepCharges]:
+    """The charges with module indices of the trace's table renumbered to another's."""
+    out = []
+    for c in steps:
+        spans = {}
+        for o, v in c.spans.items():
+            if o[0] == "module":
+                o = ("module", remap[o[1]], o[2])
+            elif o[0] == "comm" and o[1] == "layer":
+                o = ("comm", "layer", remap[int(o[2])], o[3], o[4])
+            spans[o] = v
+        out.append(replace(
+            c,
+            modules={(remap[i], p): v for (i, p), v in c.modules.items()},
+            calls={remap[i]: n for i, n in c.calls.items()},
+            spans=spans,
+            collectives={_remap_key(k, remap): v for k, v in c.collectives.items()},
+            collective_calls=[replace(cc, key=_remap_key(cc.key, remap))
+                              for cc in c.collective_calls],
+        ))
+    return out
+
+
+def _remap_key(key: Any, remap: dict[int, int]) -> Any:
+    scope, target, kind, phase = key
+    return (scope, remap[int(target)], kind, phase) if scope == "layer" else key
+
+
+def _unit_maps(entries: Sequence[TraceEntry], steps: Sequence[StepCharges]
+               ) -> tuple[dict[str, dict[int, int]], dict[str, int]]:
+    """FSDP units (from their ranges' names) -> their own layers' parameter elements, and
+    each unit's module, when the layers have dotted names."""
+    units = sorted({str(k[1]) for c in steps for k in c.collectives if k[0] == "unit"}
+                   | {str(cc.key[1]) for c in steps for cc in c.collective_calls
+                      if cc.key[0] == "unit"})
+    layers: dict[str, dict[int, int]] = {u: {} for u in units}
+    module: dict[str, int] = {}
+    for e in entries:
+        if e.name in units:
+            module[e.name] = e.index
+        u = unit_of(e.name, units)
+        if u in layers and e.trainable:
+            layers[u][e.index] = e.trainable
+    return layers, module
+
+
+def _run(rank: _Rank, built: ModelTable | None) -> Run:
+    """One rank's run."""
+    conv = rank.conv
+    steps = rank.steps
+    notes: list[str] = []
+    if built is not None:
+        entries, remap = _model_entries(rank, built)
+        steps = _remapped(steps, remap)
+        table = TraceTable(entries)
+        naming, label = "model", built.label
+        placements = None
+    else:
+        table = trace_table(conv.modules, conv.own_ops, rank.trainable, dotted=rank.lightning)
+        naming = "lightning" if rank.lightning else "class-index"
+        label = rank.label
+        placements = table.placements()
+    units, unit_module = _unit_maps(table.entries, steps)
+    steps = [charge_collectives(c, units, unit_module) for c in steps]
+    unsplit = not any(e.trainable for e in table) and any(c.step.get("update") for c in steps)
+    layers, phases, spread, samples = aggregate(table, steps, placements=placements,
+                                                unsplit_update=unsplit)
+    if unsplit:
+        notes.append("the optimizer's update is one step row, not split across layers: the "
+                     "trace has no parameter sizes (record it with record_shapes=True, or give "
+                     "--model to take them from the model)")
+    if conv.unlinked_device_us:
+        per = conv.unlinked_device_us * 1e-6 / max(1, len(steps))
+        notes.append(f"{per * 1e3:.3g} ms of device activity per step was launched outside "
+                     "the trace's ops (counted as unattributed)")
+    meta = rank.files.meta[0] if rank.files.meta else {}
+    env = _environment(meta, rank.cuda)
+    batch, shape, seq, dtype = _input_facts(conv)
+    overlap = sum(c.overlap_s for c in steps) / len(steps)
+    warnings = []
+    if rank.cuda and overlap > 0.01 * (sum(samples) / len(samples)):
+        warnings.append(f"kernels overlapped on several streams for {overlap * 1e3:.3g} ms per "
+                        "step; rows are scaled to the device's busy time")
+    source = TraceSource(
+        files=tuple(str(f) for f in rank.files.files), steps=tuple(rank.step_names),
+        naming=naming, model=built.label if built is not None else None,
+        with_stack=_flag(meta, "with_stack"), record_shapes=_flag(meta, "record_shapes"),
+        rank=rank.files.rank,
+    )
+    run = Run(
+        model=label,
+        device="cuda" if rank.cuda else "cpu",
+        batch_size=batch,
+        input_shape=shape,
+        dtype=dtype,
+        optimizer=(conv.optimizer or "none").lower(),
+        steps=len(steps),
+        warmup_steps=0,
+        step_samples_s=(),
+        profiled_step_samples_s=samples,
+        layers=layers,
+        phases=phases,
+        environment=env,
+        timing="cuda-kernel-time" if rank.cuda else "cpu-self-time",
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        warnings=tuple(warnings),
+        update_split="none" if unsplit else "parameter-elements",
+        phase_spread_s=spread,
+        timeline=timeline(table, steps),
+        seq_len=seq,
+        notes=tuple(notes),
+        trace=source,
+        world_size=rank.files.world_size or 1,
+        backend=rank.files.backend,
+    )
+    if any(c.collective_charges for c in steps):
+        run = replace(run, collectives=collective_rows(table, steps))
+    return run
+
+
+def _flag(meta: dict[str, Any], key: str) -> bool | None:
+    v = meta.get(key)
+    return bool(v) if isinstance(v, (int, bool)) else None
+
+
+def _environment(meta: dict[str, Any], cuda: bool) -> Environment:
+    """Where the trace was recorded, as far as it says (its host and devices)."""
+    props = meta.get("deviceProperties")
+    name = "CPU"
+    if cuda and isinstance(props, list) and props and isinstance(props[0], dict):
+        name = str(props[0].get("name", "GPU"))
+    elif cuda:
+        name = "GPU"
+    return Environment(
+        device="cuda" if cuda else "cpu", device_name=name, torch="unknown (recorded elsewhere)",
+        torchvision=None, python="unknown", platform="unknown",
+        host=str(meta.get("host_name", "unknown")), threads=0,
+    )
+
+
+def _input_facts(conv: Converted) -> tuple[int, tuple[int, ...], int | None, str]:
+    """(batch size, one sample's shape, sequence length, dtype) from the first shaped op in
+    the model's forward: token ids (an integer input) give batch and sequence; else the
+    first input of two or more dimensions gives the batch and the sample's shape.  Zero,
+    (), None and float32 when the trace recorded no shapes."""
+    for eid in sorted(conv.shapes):
+        e = conv.events[eid]
+        dims, types = conv.shapes[eid]
+        if not isinstance(dims, list) or e.name.startswith(("c10d", "record_param", "torch::")):
+            continue
+        types = types if isinstance(types, list) else []
+        pairs = list(zip(dims, types + [""] * (len(dims) - len(types))))
+        ints = [d for d, t in pairs if t in ("long int", "int") and isinstance(d, list)
+                and len(d) == 2]
+        if ints:
+            return int(ints[0][0]), (int(ints[0][1]),), int(ints[0][1]), _dtype(pairs)
+        big = [d for d, _ in pairs if isinstance(d, list) and len(d) >= 2]
+        if big:
+            return int(big[0][0]), tuple(int(x) for x in big[0][1:]), None, _dtype(pairs)
+    return 0, (), None, "float32"
+
+
+def _dtype(pairs: Sequence[tuple[Any, Any]]) -> str:
+    for _, t in pairs:
+        if str(t) in _DTYPES:
+            return _DTYPES[str(t)]
+    return "float32"
