@@ -17,6 +17,7 @@ from layertime.render.compiled import compiled_lines
 from layertime.render.fmt import count, ms, pct
 from layertime.render.roles import has_roles, render_roles
 from layertime.render.sharded import collectives_table, sharded_lines
+from layertime.render.trace_source import trace_comm_lines, trace_lines
 from layertime.render.layout import Column, Laid, Row, lay_out, to_text
 from layertime.results.run import LayerRow, Run
 from layertime.taxonomy import KIND_LABELS, KINDS
@@ -115,6 +116,8 @@ def comm_lines(run: Run) -> list[str]:
     sharded runs: the layout and how to read the collectives (``render/sharded.py``)."""
     if run.sharding is not None:
         return sharded_lines(run) + _rank_lines(run)
+    if run.trace is not None:
+        return trace_comm_lines(run)
     if run.world_size <= 1 and not run.ranks:
         return []
     link = (
@@ -191,10 +194,13 @@ def step_lines(run: Run) -> list[str]:
 def summary_lines(run: Run) -> list[str]:
     env = run.environment
     lines = step_lines(run)
-    lines.append(
-        f"{env.device_name} · {env.threads} threads · torch {env.torch} · "
-        f"{run.optimizer} · timing: {run.timing} · update split by {run.update_split}"
-    )
+    if run.trace is not None:
+        lines.extend(trace_lines(run))
+    else:
+        lines.append(
+            f"{env.device_name} · {env.threads} threads · torch {env.torch} · "
+            f"{run.optimizer} · timing: {run.timing} · update split by {run.update_split}"
+        )
     lines.extend(comm_lines(run))
     lines.extend(compiled_lines(run))
     lines.extend(f"note: {n}" for n in run.notes)

@@ -8,3 +8,7 @@ module's kind from its ops; ``table.py`` is the trace's module table; ``mapping.
 modules by a model's dotted paths; ``collect.py`` attributes the steps into a ``Run``;
 ``handler.py`` is ``torch.profiler``'s ``on_trace_ready`` hook.
 """
+
+from layertime.measure.traces.collect import TraceAttribution, attribute, attribute_traces
+
+__all__ = ["TraceAttribution", "attribute", "attribute_traces"]

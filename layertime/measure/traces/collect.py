@@ -39,15 +39,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from layertime.errors import BadValue
 from layertime.measure.aggregate import aggregate, collective_rows, timeline
 from layertime.measure.attribute import Owner, StepCharges, attribute_step, split_steps
-from layertime.measure.events import busy_us
+from layertime.measure.events import DDP_REDUCER, busy_us
 from layertime.measure.parallel.merge import merge_ranks
 from layertime.measure.parallel.sharded_comm import charge_collectives
 from layertime.measure.traces import lightning
 from layertime.measure.traces.convert import Converted, convert
-from layertime.measure.traces.mapping import ModelTable, match_modules
+from layertime.measure.traces.mapping import ModelTable, match_modules, model_table, module_table
 from layertime.measure.traces.records import TraceEvent, keep
 from layertime.measure.traces.sources import RankFiles, group_ranks, trace_files
 from layertime.measure.traces.stream import read_trace
@@ -56,6 +58,8 @@ from layertime.measure.traces.table import TraceEntry, TraceTable, trace_table
 from layertime.results.environment import Environment
 from layertime.results.run import Run
 from layertime.results.trace import TraceSource
+from layertime.models import ModelRef
+from layertime.workload import WorkloadSpec
 from layertime.workload.sharding import unit_of
 
 #: How to record a trace layertime can attribute (said when modules or steps are missing).
@@ -66,6 +70,13 @@ HOW_TO_RECORD = (
     "Lightning's PyTorchProfiler (its module ranges are on by default)"
 )
 _ACCUMULATE = "torch::autograd::AccumulateGrad"
+#: What a file gives of DDP's gradient all-reduce, where a live run has its comm hook.
+DDP_NOTE = (
+    "DDP from a trace: each bucket's all-reduce is charged to the layer whose backward "
+    "launched it (the bucket's last gradient), not split by bytes over the bucket's layers "
+    "(that needs layertime's comm hook: profile --ddp); DDP's bucket copies and its wait "
+    "for the last bucket after backward are unattributed"
+)
 _DTYPES = {"float": "float32", "double": "float64", "c10::BFloat16": "bfloat16",
            "c10::Half": "float16", "bfloat16": "bfloat16", "half": "float16"}
 
@@ -77,6 +88,35 @@ class TraceAttribution:
 
     run: Run
     ranks: tuple[Run, ...]
+
+
+def attribute(
+    traces: str | Path | Sequence[str | Path],
+    model: str | ModelRef | nn.Module | None = None,
+    *,
+    config: Sequence[str] = (),
+    num_classes: int = 1000,
+    seq_len: int | None = None,
+    image_size: int | None = None,
+) -> TraceAttribution:
+    """Attribute trace files recorded with the stock profiler (files, ``.json.gz``, or
+    ``tensorboard_trace_handler`` folders): ``.run`` is the same :class:`Run` as
+    ``layertime.profile`` gives, merged over ranks when there are several, ``.ranks`` each
+    rank's.  ``model`` (a name layertime can build, with ``config`` overrides for an
+    ``hf:`` model, ``num_classes``, ``seq_len``/``image_size``; or the ``nn.Module``
+    itself) names the layers by its dotted paths; without it they are the trace's
+    ``Class_N`` tree.  Raises :class:`~layertime.errors.LayertimeError` on bad input."""
+    paths = [traces] if isinstance(traces, (str, Path)) else list(traces)
+    build: Callable[[], ModelTable] | None = None
+    if isinstance(model, nn.Module):
+        module = model
+        build = lambda: module_table(module)  # noqa: E731
+    elif model is not None:
+        ref = model if isinstance(model, ModelRef) else ModelRef(str(model), tuple(config))
+        spec = WorkloadSpec.create(ref, batch_size=2, device="cpu", num_classes=num_classes,
+                                   seq_len=seq_len, image_size=image_size)
+        build = lambda: model_table(spec)  # noqa: E731
+    return attribute_traces(paths, model=build)
 
 
 @dataclass
@@ -92,6 +132,8 @@ class _Rank:
     cuda: bool
     #: The model's name when no model names it: its root class (a LightningModule's).
     label: str
+    #: DistributedDataParallel's reducer ran in the steps.
+    ddp: bool = False
 
 
 def read_rank(files: Sequence[Path]) -> tuple[list[dict[str, Any]], list[TraceEvent]]:
@@ -161,6 +203,7 @@ def _charge_rank(g: RankFiles, events: list[TraceEvent]) -> _Rank:
     if not groups:
         raise BadValue(f"{where}: no steps found: {_saw(conv)}; {HOW_TO_RECORD}")
     cuda = bool(conv.launches)
+    ddp = any(e.name.startswith(DDP_REDUCER) for e in conv.events)
     names = [n for _, n in sorted(conv.step_names)]
     steps: list[StepCharges] = []
     trainable: dict[int, int] = {}
@@ -179,7 +222,7 @@ def _charge_rank(g: RankFiles, events: list[TraceEvent]) -> _Rank:
             trainable = sizes
     return _Rank(g, conv, is_pl, steps, names[: len(steps)] if len(names) >= len(steps)
                  else [f"step {i + 1}" for i in range(len(steps))], trainable, cuda,
-                 label or conv.modules[0].cls)
+                 label or conv.modules[0].cls, ddp)
 
 
 def _saw(conv: Converted) -> str:
@@ -222,23 +265,34 @@ def _accumulated(conv: Converted, owners: dict[int, Owner]) -> dict[int, int]:
     return out
 
 
-def _model_entries(rank: _Rank, built: ModelTable) -> tuple[list[TraceEntry], dict[int, int]]:
+def _model_entries(rank: _Rank, built: ModelTable
+                   ) -> tuple[list[TraceEntry], dict[int, int], list[str]]:
     """The model's table with the traced modules outside the model appended (named by
-    their trace names, kinds from their ops): its entries, and trace index -> entry index."""
+    their trace names, kinds from their ops): its entries, trace index -> entry index, and
+    the layers whose parameters differ from the gradients the trace accumulated."""
     mods = rank.conv.modules
     matched = match_modules(mods, built.table, built.label)
     entries = [TraceEntry(e.index, e.name, e.kind, e.type, e.params, e.trainable)
                for e in built.table]
     parents = {m.parent for m in mods}
     remap: dict[int, int] = {}
+    mismatch: list[str] = []
     for i, m in enumerate(mods):
         if m.key in matched:
             remap[i] = matched[m.key]
+            e = entries[remap[i]]
+            if not built.watched:  # the user's module: its ops decide, its class otherwise
+                kind = kind_from_ops(rank.conv.own_ops.get(i, {}), m.cls,
+                                     leaf=m.key not in parents)
+                entries[remap[i]] = replace(e, kind=e.kind if kind == "other" else kind)
+            if rank.trainable.get(i) and e.trainable and rank.trainable[i] != e.trainable:
+                mismatch.append(f"{e.name or '(model)'}: {rank.trainable[i]:,} in the trace, "
+                                f"{e.trainable:,} in {built.label}")
         else:
             kind = kind_from_ops(rank.conv.own_ops.get(i, {}), m.cls, leaf=m.key not in parents)
             remap[i] = len(entries)
             entries.append(TraceEntry(len(entries), m.key, kind, m.cls, 0, 0))
-    return entries, remap
+    return entries, remap, mismatch
 
 
 def _remapped(steps: Sequence[StepCharges], remap: dict[int, int]) -> list[StepCharges]:
@@ -292,8 +346,14 @@ def _run(rank: _Rank, built: ModelTable | None) -> Run:
     conv = rank.conv
     steps = rank.steps
     notes: list[str] = []
+    notes_warn: list[str] = []
     if built is not None:
-        entries, remap = _model_entries(rank, built)
+        entries, remap, mismatch = _model_entries(rank, built)
+        if mismatch:
+            notes_warn.append(
+                f"the trace's gradients do not match {built.label}'s parameters in "
+                f"{len(mismatch)} layer(s) ({'; '.join(mismatch[:2])}): was it recorded with "
+                "another config or --num-classes?")
         steps = _remapped(steps, remap)
         table = TraceTable(entries)
         naming, label = "model", built.label
@@ -312,6 +372,8 @@ def _run(rank: _Rank, built: ModelTable | None) -> Run:
         notes.append("the optimizer's update is one step row, not split across layers: the "
                      "trace has no parameter sizes (record it with record_shapes=True, or give "
                      "--model to take them from the model)")
+    if rank.ddp:
+        notes.append(DDP_NOTE)
     if conv.unlinked_device_us:
         per = conv.unlinked_device_us * 1e-6 / max(1, len(steps))
         notes.append(f"{per * 1e3:.3g} ms of device activity per step was launched outside "
@@ -320,7 +382,7 @@ def _run(rank: _Rank, built: ModelTable | None) -> Run:
     env = _environment(meta, rank.cuda)
     batch, shape, seq, dtype = _input_facts(conv)
     overlap = sum(c.overlap_s for c in steps) / len(steps)
-    warnings = []
+    warnings = list(notes_warn)
     if rank.cuda and overlap > 0.01 * (sum(samples) / len(samples)):
         warnings.append(f"kernels overlapped on several streams for {overlap * 1e3:.3g} ms per "
                         "step; rows are scaled to the device's busy time")

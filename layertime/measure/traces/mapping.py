@@ -27,7 +27,7 @@ from layertime.errors import BadValue
 from layertime.kinds import KindObserver
 from layertime.measure.prepare import prepare
 from layertime.measure.traces.convert import TraceModule
-from layertime.modules import ModuleTable
+from layertime.modules import ModuleTable, class_name
 from layertime.workload import WorkloadSpec, check_input
 
 #: Containers that are never called: their children are matched in their place.
@@ -36,10 +36,13 @@ _TRANSPARENT = (nn.ModuleList, nn.ModuleDict)
 
 @dataclass(frozen=True)
 class ModelTable:
-    """A model built to name a trace: its table (kinds as a live profile's) and label."""
+    """A model that names a trace's modules: its table and label; ``watched``: its kinds
+    come from a watched forward (a model layertime built), else from its classes (the
+    user's own module: the trace's ops decide where they can)."""
 
     table: ModuleTable
     label: str
+    watched: bool = True
 
 
 def model_table(workload: WorkloadSpec) -> ModelTable:
@@ -48,6 +51,11 @@ def model_table(workload: WorkloadSpec) -> ModelTable:
     with KindObserver(p.model) as watched:
         check_input(p.model, p.workload, p.device, p.label)
     return ModelTable(ModuleTable(p.model, watched.kinds()), p.label)
+
+
+def module_table(model: nn.Module, label: str | None = None) -> ModelTable:
+    """The user's own module (``trace_handler(model=...)``): its table, nothing run."""
+    return ModelTable(ModuleTable(model), label or class_name(model), watched=False)
 
 
 def _children(module: nn.Module) -> list[nn.Module]:
