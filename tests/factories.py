@@ -46,6 +46,7 @@ def run(
     clip_s: float = 0.0,
     scheduler_s: float = 0.0,
     logging_s: float = 0.0,
+    update_step_s: float = 0.0,
     profiled: Sequence[float] | Callable[[float], Sequence[float]] | None = None,
     plain: Sequence[float] | None = None,
     **fields: Any,
@@ -66,6 +67,7 @@ def run(
         clip_s=clip_s,
         scheduler_s=scheduler_s,
         logging_s=logging_s,
+        update_step_s=update_step_s,
     )
     total = phases.total_s
     samples = tuple(profiled(total) if callable(profiled) else profiled or (total,))

@@ -76,9 +76,9 @@ def rewrite(events: list[TraceEvent]) -> list[TraceEvent]:
     dotted path, ``pid`` and ``tid`` kept), phase ranges, one step range per batch, and a
     ``logging`` range around the closure's own work; ``ProfilerStep#N`` and Lightning's
     container ranges dropped."""
-    out: list[TraceEvent] = []
     ranges = sorted((e for e in events if e.what == RANGE and e.name.startswith(PROFILE)),
                     key=lambda e: e.ts)
+    out: list[TraceEvent] = _closures(ranges) + _steps(ranges)  # before ranges are renamed
     for e in events:
         if e.what == MODULE:
             continue  # the Python tracer's module calls: Lightning's ranges name the modules
@@ -96,8 +96,6 @@ def rewrite(events: list[TraceEvent]) -> list[TraceEvent]:
                 out.append(e)
         elif not e.name.startswith("ProfilerStep#"):
             out.append(e)
-    out.extend(_closures(ranges))
-    out.extend(_steps(ranges))
     return out
 
 

@@ -32,6 +32,9 @@ T = TypeVar("T")
 CHUNK_CHARS = 1 << 20
 #: A decode error this close to the end of the buffer may be an event cut by the chunk.
 _TAIL_CHARS = 1 << 16
+#: At the end of the file, an error this close to its end is the file ending (a string
+#: cut short is reported where it starts).
+_STRING_CHARS = 512
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 
@@ -129,10 +132,9 @@ class _Buffer:
             try:
                 obj, end = _DECODER.raw_decode(self.text, self.pos)
             except json.JSONDecodeError as e:
-                near_end = e.pos >= len(self.text) - _TAIL_CHARS
-                if near_end and self.more():
-                    continue
-                if near_end and self.eof:
+                if not self.eof and e.pos >= len(self.text) - _TAIL_CHARS and self.more():
+                    continue  # the value may go on in the next chunk
+                if self.eof and e.pos >= len(self.text.rstrip()) - _STRING_CHARS:
                     raise self.truncated(inside) from None
                 raise self.fail(f"garbled JSON ({e.msg})", e.pos) from None
             # A number or word that ends at the buffer's end may go on in the next chunk.
