@@ -108,9 +108,8 @@ def trace_table(modules: Sequence[TraceModule], own_ops: Mapping[int, Mapping[st
         entries.append(TraceEntry(i, names[i], kind, m.cls, n, n))
     placed = place([(r, e.kind, e.type) for r, e in zip(relative, entries)])
     back = dict(zip(relative, names))
-    placements = {
-        e.name: Placement(placed[r].role, back.get(placed[r].block, placed[r].block)
-                          if placed[r].block is not None else None)
-        for r, e in zip(relative, entries)
-    }
+    placements: dict[str, Placement] = {}
+    for r, e in zip(relative, entries):
+        block = placed[r].block
+        placements[e.name] = Placement(placed[r].role, back.get(block, block) if block else None)
     return TraceTable(entries, placements)
