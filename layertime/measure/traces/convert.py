@@ -122,10 +122,10 @@ def _forward_threads(events: Sequence[TraceEvent], thread: Sequence[int]) -> dic
     seq_threads: dict[int, set[int]] = defaultdict(set)
     nodes: list[tuple[int, int]] = []
     for i, e in enumerate(events):
-        if e.what != OP or e.seq < 0:
+        if e.seq < 0 or e.what != OP:
             continue
-        if e.name.startswith(BACKWARD_NODE):
-            if e.fwd > 0:
+        if e.fwd > 0:
+            if e.name.startswith(BACKWARD_NODE):
                 nodes.append((e.fwd, e.seq))
         elif e.fwd == 0:
             seq_threads[e.seq].add(thread[i])
@@ -145,18 +145,18 @@ def _forward_threads(events: Sequence[TraceEvent], thread: Sequence[int]) -> dic
 
 def _nest(events: Sequence[TraceEvent], thread: Sequence[int], order: Sequence[int]) -> list[int]:
     """Per event, the index of the innermost event on its thread that contains it, or -1.
-    ``order`` sorts the events by (thread, start, longest first)."""
+    ``order`` sorts the events by start, longest first (one stack per thread)."""
     parent = [-1] * len(events)
-    stack: list[int] = []
-    cur = None
+    stacks: dict[int, list[int]] = {}
     for i in order:
-        t = thread[i]
-        if t != cur:
-            cur, stack = t, []
+        stack = stacks.get(thread[i])
+        if stack is None:
+            stack = stacks[thread[i]] = []
         e = events[i]
+        ts, end = e.ts, e.end
         while stack:
             top = events[stack[-1]]
-            if e.ts >= top.end or e.end > top.end:
+            if ts >= top.end or end > top.end:
                 stack.pop()
             else:
                 parent[i] = stack[-1]
@@ -167,41 +167,35 @@ def _nest(events: Sequence[TraceEvent], thread: Sequence[int], order: Sequence[i
 
 def convert(events: list[TraceEvent]) -> Converted:
     """The trace's events as op events (see the module doc); ``events`` of one rank."""
-    cpu = [e for e in events if e.what != DEVICE]
-    devices = [e for e in events if e.what == DEVICE]
+    cpu: list[TraceEvent] = []
+    devices: list[TraceEvent] = []
+    for e in events:
+        (devices if e.what == DEVICE else cpu).append(e)
     keys = _thread_keys(cpu)
     thread = [keys[(e.pid, e.tid)] for e in cpu]
-    order = sorted(range(len(cpu)), key=lambda i: (thread[i], cpu[i].ts, -cpu[i].end))
+    # One order for everything: by start, longest first, so a parent comes before its
+    # children (ids follow it, as the live tracer's do).
+    order = sorted(range(len(cpu)), key=[(e.ts, -e.end) for e in cpu].__getitem__)
     parent = _nest(cpu, thread, order)
     fwd_map = _forward_threads(cpu, thread)
     modules = _modules(cpu, parent)
     index = {m.key: i for i, m in enumerate(modules)}
 
     out = Converted(events=[], modules=modules)
-    # Op events in time order (stable: parents before children), runtime calls left out.
-    ids: dict[int, int] = {}
-    time_order = sorted(range(len(cpu)), key=lambda i: (cpu[i].ts, -cpu[i].end, thread[i]))
-    kept_parent: list[int | None] = [None] * len(cpu)
-    for i in time_order:
+    ids: dict[int, int] = {}  # index into cpu -> op event id (runtime calls get none)
+    runtime_op: dict[int, tuple[int | None, float]] = {}
+    for i in order:
         e = cpu[i]
-        if e.what == RANGE:
-            out.range_names[e.name] += 1
-        if e.what == RUNTIME:
-            continue
         p = parent[i]
         while p >= 0 and p not in ids:
             p = parent[p]
-        kept_parent[i] = ids[p] if p >= 0 else None
-        ids[i] = len(ids)
-    ops: list[OpEvent | None] = [None] * len(ids)
-    device_us: dict[int, float] = defaultdict(float)
-    runtime_op: dict[int, tuple[int | None, float]] = {}
-    for i, e in enumerate(cpu):
         if e.what == RUNTIME:
-            p = parent[i]
-            while p >= 0 and p not in ids:
-                p = parent[p]
             runtime_op[e.corr] = (ids[p] if p >= 0 else None, e.ts)
+            continue
+        if e.what == RANGE:
+            out.range_names[e.name] += 1
+        ids[i] = len(ids)
+    device_us: dict[int, float] = defaultdict(float)
     for d in devices:
         found = runtime_op.get(d.corr)
         span = KernelSpan(d.ts, d.end, int(d.tid) if isinstance(d.tid, int) else 0)
@@ -216,32 +210,38 @@ def convert(events: list[TraceEvent]) -> Converted:
             device_us[op] += d.end - d.ts
     comms = _comms_bytes(cpu, parent)
     backend = sorted((e for e in cpu if e.what == BACKEND and e.dims), key=lambda e: e.ts)
-    for i, e in enumerate(cpu):
+    ops = out.events
+    for i in order:
         j = ids.get(i)
         if j is None:
             continue
+        e = cpu[i]
+        p = parent[i]
+        while p >= 0 and p not in ids:
+            p = parent[p]
         name = e.name
-        if e.what == MODULE_CALL:
-            name = f"{MODULE}{index[e.name]}"
-        elif e.what == RANGE and (name.startswith(STEP_PREFIX) or name == STEP):
-            out.step_names.append((e.ts, name if name != STEP else e.cls or "step"))
-            name = STEP
-        elif e.what == RANGE and name.startswith("Optimizer.step#") and out.optimizer is None:
-            out.optimizer = name[len("Optimizer.step#"):].split(".", 1)[0]
+        what = e.what
         nbytes = 0
-        if e.what == OP:
+        if what == OP:
             out.ops += 1
             if e.dims is not None or e.comms is not None:
                 out.shapes[j] = (e.dims, e.types)
             if name.startswith(COLLECTIVE_OPS):
                 nbytes = (collective_bytes(name, e.dims, e.types) or comms.get(i, 0)
                           or _list_bytes(name, e, backend))
-        fwd = fwd_map.get(e.fwd, 0) if e.fwd > 0 else 0
-        ops[j] = OpEvent(id=j, name=name, thread=thread[i], start_us=e.ts, end_us=e.end,
-                         parent=kept_parent[i], seq=e.seq if e.what == OP else -1,
-                         fwd_thread=fwd, device_us=device_us.get(j, 0.0), nbytes=nbytes)
-    out.events = [o for o in ops if o is not None]
-    out.own_ops = _own_ops(out.events)
+        elif what == MODULE_CALL:
+            name = f"{MODULE}{index[e.name]}"
+        elif what == RANGE and (name.startswith(STEP_PREFIX) or name == STEP):
+            out.step_names.append((e.ts, name if name != STEP else e.cls or "step"))
+            name = STEP
+        elif what == RANGE and name.startswith("Optimizer.step#") and out.optimizer is None:
+            out.optimizer = name[len("Optimizer.step#"):].split(".", 1)[0]
+        ops.append(OpEvent(id=j, name=name, thread=thread[i], start_us=e.ts, end_us=e.end,
+                           parent=ids[p] if p >= 0 else None,
+                           seq=e.seq if what == OP else -1,
+                           fwd_thread=fwd_map.get(e.fwd, 0) if e.fwd > 0 else 0,
+                           device_us=device_us.get(j, 0.0), nbytes=nbytes))
+    out.own_ops = _own_ops(ops)
     return out
 
 

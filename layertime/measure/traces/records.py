@@ -18,6 +18,7 @@ category.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +37,7 @@ _CATEGORIES = {
     "memset": DEVICE, "mtia_ccp_events": DEVICE,
 }
 #: Ops whose input shapes are kept (the rest are dropped to save memory).
-_SHAPED = ("AccumulateGrad", "c10d", "record_param_comms", "mm", "linear", "matmul", "conv",
-           "embedding", "_convolution", "bmm")
+_SHAPED = re.compile(r"AccumulateGrad|c10d|record_param_comms|mm|linear|matmul|conv|embedding")
 
 
 @dataclass(slots=True)
@@ -74,12 +74,17 @@ def _number(v: Any, default: float = 0.0) -> float:
 
 def keep(e: dict[str, Any]) -> TraceEvent | None:
     """The event as attribution needs it, or None (see the module doc)."""
+    cat = e.get("cat")
+    if cat == "python_function":  # most of a with_stack trace: settled first
+        name = e.get("name")
+        if not (isinstance(name, str) and name.startswith(MODULE_CALL)) or e.get("ph") != "X":
+            return None
     if e.get("ph") != "X":
         return None
     name = e.get("name")
     if not isinstance(name, str):
         return None
-    cat = str(e.get("cat", "")).lower()
+    cat = str(cat or "").lower()
     if cat == "python_function":
         if not name.startswith(MODULE_CALL):
             return None
@@ -92,19 +97,25 @@ def keep(e: dict[str, Any]) -> TraceEvent | None:
         if found is None:
             return None
         what = found
-    ts = _number(e.get("ts"), float("nan"))
-    if ts != ts:  # no start: not an event on a timeline
-        return None
-    out = TraceEvent(what, name, e.get("pid", 0), e.get("tid", 0), ts, ts + _number(e.get("dur")))
+    ts, dur = e.get("ts"), e.get("dur", 0.0)
+    if type(ts) is not float:  # Kineto writes floats; anything else is checked
+        ts = _number(ts, float("nan"))
+        if ts != ts:  # no start: not an event on a timeline
+            return None
+    if type(dur) is not float:
+        dur = _number(dur)
+    out = TraceEvent(what, name, e.get("pid", 0), e.get("tid", 0), ts, ts + dur)
     args = e.get("args")
     if not isinstance(args, dict):
         return out
     if what == OP:
         seq = args.get("Sequence number")
         if seq is not None:
-            out.seq = int(_number(seq, -1))
-        out.fwd = int(_number(args.get("Fwd thread id"), 0))
-        if any(s in name for s in _SHAPED):
+            out.seq = seq if type(seq) is int else int(_number(seq, -1))
+        fwd = args.get("Fwd thread id")
+        if fwd is not None:
+            out.fwd = fwd if type(fwd) is int else int(_number(fwd, 0))
+        if _SHAPED.search(name):
             out.dims = args.get("Input Dims")
             out.types = args.get("Input type")
             if name == "record_param_comms":

@@ -36,6 +36,8 @@ _TAIL_CHARS = 1 << 16
 #: cut short is reported where it starts).
 _STRING_CHARS = 512
 _WS = re.compile(r"[ \t\n\r]*")
+#: Between two events: a comma in whitespace (group 1), or whitespace alone before the first.
+_SEP = re.compile(r"[ \t\n\r]*(,)?[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 
 
@@ -205,18 +207,47 @@ def read_trace(
 
 
 def _events(buf: _Buffer, keep: Callable[[dict[str, Any]], T | None]) -> Iterator[T]:
-    """The kept events of the array that starts at ``buf.pos`` (its ``[``)."""
+    """The kept events of the array that starts at ``buf.pos`` (its ``[``).
+
+    The loop runs on local copies of the buffer's text and position (they are written
+    back before the buffer reads on or reports an error): it runs once per event, and a
+    trace has hundreds of thousands of them."""
+    decode = _DECODER.raw_decode
+    sep = _SEP.match
     buf.pos += 1
-    first = True
     index = 0
+    text, pos = buf.text, buf.pos
     while True:
+        m = sep(text, pos)
+        assert m is not None  # the pattern matches the empty string
+        end = m.end()
+        if end < len(text) and text[end] == "{" and (index == 0) == (m.group(1) is None):
+            try:
+                event, pos = decode(text, end)
+            except json.JSONDecodeError:
+                buf.pos = end
+                event = buf.value(f"event {index + 1:,}")
+                text, pos = buf.text, buf.pos
+            else:
+                if pos >= len(text):  # may go on in the next chunk: decode it again
+                    buf.pos = end
+                    event = buf.value(f"event {index + 1:,}")
+                    text, pos = buf.text, buf.pos
+            index += 1
+            out = keep(event)
+            if out is not None:
+                yield out
+            continue
+        # Anything else (the end of the chunk, of the array, a separator to check) is
+        # rare: the buffer's own methods take it, with their errors.
+        buf.pos = pos
         c = buf.skip_ws()
         if c == "]":
             buf.pos += 1
             return
         if c == "":
             raise buf.truncated(f"the array of events (after event {index:,})")
-        if not first:
+        if index:
             if c != ",":
                 raise buf.fail(f"expected ',' or ']' after event {index:,}, found {c!r}")
             buf.pos += 1
@@ -232,8 +263,8 @@ def _events(buf: _Buffer, keep: Callable[[dict[str, Any]], T | None]) -> Iterato
         event = buf.value(f"event {index + 1:,}")
         if not isinstance(event, dict):
             raise buf.fail(f"event {index + 1:,} is not a JSON object", start)
-        first = False
         index += 1
         out = keep(event)
         if out is not None:
             yield out
+        text, pos = buf.text, buf.pos
