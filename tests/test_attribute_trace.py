@@ -294,3 +294,14 @@ def test_thread_ids_of_events_are_the_file_s(tmp_path: Path) -> None:
     """Sanity of the hand-made trace: one training thread, one process."""
     events = json.loads(two_steps().text())["traceEvents"]
     assert {(e["pid"], e["tid"]) for e in events} == {(PID, TID)}
+
+
+def test_a_loss_module_called_beside_the_model_is_the_loss_row(tmp_path: Path) -> None:
+    """Only the model's modules are rows: a loss module the loop calls after the model's
+    forward is ``loss``, as in a live run (its hooks are on the model's modules only)."""
+    b = two_steps()
+    for t0 in (1000.0, 1200.0):
+        b.module("MSELoss_0", t0 + 39.5, 6)
+    run = attribute(b.write(tmp_path / "t.json")).run
+    assert set(rows(run)) == {"", "Linear_0"}
+    assert run.phases.loss_s / US == pytest.approx(20)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from layertime.measure.events import DDP_REDUCER, busy_us
 from layertime.measure.parallel.merge import merge_ranks
 from layertime.measure.parallel.sharded_comm import charge_collectives
 from layertime.measure.traces import lightning
-from layertime.measure.traces.convert import Converted, convert
+from layertime.measure.traces.convert import Converted, convert, parse
 from layertime.measure.traces.mapping import ModelTable, match_modules, model_table, module_table
 from layertime.measure.traces.records import TraceEvent, keep
 from layertime.measure.traces.sources import RankFiles, group_ranks, trace_files
@@ -134,6 +134,8 @@ class _Rank:
     label: str
     #: DistributedDataParallel's reducer ran in the steps.
     ddp: bool = False
+    #: Trace module key -> its row's index (the model's table's, with ``--model``).
+    index: dict[str, int] = field(default_factory=dict)
 
 
 def read_rank(files: Sequence[Path]) -> tuple[list[dict[str, Any]], list[TraceEvent]]:
@@ -167,9 +169,12 @@ def attribute_traces(
         per_file.append(read_trace(f, keep))
     groups = group_ranks(files, [m for m, _ in per_file])
     events_of = {f: ev for f, (_, ev) in zip(files, per_file)}
-    ranks = [_charge_rank(g, [e for f in g.files for e in events_of[f]]) for g in groups]
-    del per_file, events_of
+    del per_file
     built = model() if model is not None else None
+    ranks = []
+    for g in groups:
+        events = [e for f in g.files for e in events_of.pop(f)]
+        ranks.append(_charge_rank(g, events, built))
     runs = [_run(r, built) for r in ranks]
     if len(runs) == 1:
         return TraceAttribution(runs[0], tuple(runs))
@@ -186,19 +191,27 @@ def attribute_traces(
     return TraceAttribution(merged, tuple(runs))
 
 
-def _charge_rank(g: RankFiles, events: list[TraceEvent]) -> _Rank:
-    """One rank: convert, find the steps, charge each."""
+def _charge_rank(g: RankFiles, events: list[TraceEvent], built: ModelTable | None) -> _Rank:
+    """One rank: nest its events, choose the modules that are rows (the model's, by
+    ``built``'s tree when given), convert, find the steps, charge each."""
     where = ", ".join(str(f) for f in g.files[:3]) + (" ..." if len(g.files) > 3 else "")
     is_pl = lightning.is_lightning(events)
     label = ""
     if is_pl:
         label = lightning.root_class(events)
         events = lightning.rewrite(events)
-    conv = convert(events)
+    parsed = parse(events)
     del events
-    if not conv.modules:
+    if not parsed.modules:
         raise BadValue(f"{where}: the trace has no module events (nn.Module calls): it was "
                        f"recorded without with_stack=True; {HOW_TO_RECORD}")
+    if built is not None:
+        index = match_modules(parsed.modules, built.table, built.label)
+        rows = [m for m in parsed.modules if m.key in index]
+    else:
+        rows = parsed.modules if is_pl else parsed.model_modules()
+        index = {m.key: i for i, m in enumerate(rows)}
+    conv = convert(parsed, rows, index)
     groups = split_steps(conv.events)
     if not groups:
         raise BadValue(f"{where}: no steps found: {_saw(conv)}; {HOW_TO_RECORD}")
@@ -207,7 +220,7 @@ def _charge_rank(g: RankFiles, events: list[TraceEvent]) -> _Rank:
     names = [n for _, n in sorted(conv.step_names)]
     steps: list[StepCharges] = []
     trainable: dict[int, int] = {}
-    for i, (step, members) in enumerate(groups):
+    for step, members in groups:
         owners: dict[int, Owner] = {}
         if cuda:
             wall, busy = _device_window(conv, step.start_us, step.end_us)
@@ -222,7 +235,7 @@ def _charge_rank(g: RankFiles, events: list[TraceEvent]) -> _Rank:
             trainable = sizes
     return _Rank(g, conv, is_pl, steps, names[: len(steps)] if len(names) >= len(steps)
                  else [f"step {i + 1}" for i in range(len(steps))], trainable, cuda,
-                 label or conv.modules[0].cls, ddp)
+                 label or parsed.modules[0].cls, ddp, index)
 
 
 def _saw(conv: Converted) -> str:
@@ -265,62 +278,27 @@ def _accumulated(conv: Converted, owners: dict[int, Owner]) -> dict[int, int]:
     return out
 
 
-def _model_entries(rank: _Rank, built: ModelTable
-                   ) -> tuple[list[TraceEntry], dict[int, int], list[str]]:
-    """The model's table with the traced modules outside the model appended (named by
-    their trace names, kinds from their ops): its entries, trace index -> entry index, and
-    the layers whose parameters differ from the gradients the trace accumulated."""
-    mods = rank.conv.modules
-    matched = match_modules(mods, built.table, built.label)
-    entries = [TraceEntry(e.index, e.name, e.kind, e.type, e.params, e.trainable)
-               for e in built.table]
-    parents = {m.parent for m in mods}
-    remap: dict[int, int] = {}
+def _model_entries(rank: _Rank, built: ModelTable) -> tuple[list[TraceEntry], list[str]]:
+    """The model's table as rows (the kinds of a module of the user's decided by its ops in
+    the trace where they can), and the layers whose parameters differ from the gradients
+    the trace accumulated."""
+    traced = {rank.index[m.key]: m for m in rank.conv.modules}
+    parents = {m.parent for m in rank.conv.modules}
+    entries = []
     mismatch: list[str] = []
-    for i, m in enumerate(mods):
-        if m.key in matched:
-            remap[i] = matched[m.key]
-            e = entries[remap[i]]
-            if not built.watched:  # the user's module: its ops decide, its class otherwise
-                kind = kind_from_ops(rank.conv.own_ops.get(i, {}), m.cls,
-                                     leaf=m.key not in parents)
-                entries[remap[i]] = replace(e, kind=e.kind if kind == "other" else kind)
-            if rank.trainable.get(i) and e.trainable and rank.trainable[i] != e.trainable:
-                mismatch.append(f"{e.name or '(model)'}: {rank.trainable[i]:,} in the trace, "
-                                f"{e.trainable:,} in {built.label}")
-        else:
-            kind = kind_from_ops(rank.conv.own_ops.get(i, {}), m.cls, leaf=m.key not in parents)
-            remap[i] = len(entries)
-            entries.append(TraceEntry(len(entries), m.key, kind, m.cls, 0, 0))
-    return entries, remap, mismatch
-
-
-def _remapped(steps: Sequence[StepCharges], remap: dict[int, int]) -> list[StepCharges]:
-    """The charges with module indices of the trace's table renumbered to another's."""
-    out = []
-    for c in steps:
-        spans = {}
-        for o, v in c.spans.items():
-            if o[0] == "module":
-                o = ("module", remap[o[1]], o[2])
-            elif o[0] == "comm" and o[1] == "layer":
-                o = ("comm", "layer", remap[int(o[2])], o[3], o[4])
-            spans[o] = v
-        out.append(replace(
-            c,
-            modules={(remap[i], p): v for (i, p), v in c.modules.items()},
-            calls={remap[i]: n for i, n in c.calls.items()},
-            spans=spans,
-            collectives={_remap_key(k, remap): v for k, v in c.collectives.items()},
-            collective_calls=[replace(cc, key=_remap_key(cc.key, remap))
-                              for cc in c.collective_calls],
-        ))
-    return out
-
-
-def _remap_key(key: Any, remap: dict[int, int]) -> Any:
-    scope, target, kind, phase = key
-    return (scope, remap[int(target)], kind, phase) if scope == "layer" else key
+    for e in built.table:
+        entry = TraceEntry(e.index, e.name, e.kind, e.type, e.params, e.trainable)
+        m = traced.get(e.index)
+        if m is not None and not built.watched:
+            kind = kind_from_ops(rank.conv.own_ops.get(e.index, {}), m.cls,
+                                 leaf=m.key not in parents)
+            entry = replace(entry, kind=e.kind if kind == "other" else kind)
+        seen = rank.trainable.get(e.index)
+        if seen and e.trainable and seen != e.trainable:
+            mismatch.append(f"{e.name or '(model)'}: {seen:,} in the trace, {e.trainable:,} in "
+                            f"{built.label}")
+        entries.append(entry)
+    return entries, mismatch
 
 
 def _unit_maps(entries: Sequence[TraceEntry], steps: Sequence[StepCharges]
@@ -348,13 +326,12 @@ def _run(rank: _Rank, built: ModelTable | None) -> Run:
     notes: list[str] = []
     notes_warn: list[str] = []
     if built is not None:
-        entries, remap, mismatch = _model_entries(rank, built)
+        entries, mismatch = _model_entries(rank, built)
         if mismatch:
             notes_warn.append(
                 f"the trace's gradients do not match {built.label}'s parameters in "
                 f"{len(mismatch)} layer(s) ({'; '.join(mismatch[:2])}): was it recorded with "
                 "another config or --num-classes?")
-        steps = _remapped(steps, remap)
         table = TraceTable(entries)
         naming, label = "model", built.label
         placements = None

@@ -73,11 +73,40 @@ class Launch:
 
 
 @dataclass
+class Parsed:
+    """One rank's events nested, with their threads and the modules they call."""
+
+    cpu: list[TraceEvent]
+    devices: list[TraceEvent]
+    thread: list[int]
+    #: Indices into ``cpu`` by start, longest first; each one's enclosing event (-1: none).
+    order: list[int]
+    parent: list[int]
+    #: The profiler's forward-thread ids -> thread keys.
+    forward_threads: dict[int, int]
+    #: Every distinct module called, the root (the model) first, then by first call.
+    modules: list[TraceModule]
+
+    def model_modules(self) -> list[TraceModule]:
+        """The root and the modules called inside it (a loss module or a wrapper's own
+        modules called beside the model are not the model's)."""
+        if not self.modules:
+            return []
+        keep = {self.modules[0].key}
+        out = [self.modules[0]]
+        for m in self.modules[1:]:  # parents are first called before their children
+            if m.parent in keep:
+                keep.add(m.key)
+                out.append(m)
+        return out
+
+
+@dataclass
 class Converted:
     """One rank's trace as op events, with what the table and the run need besides."""
 
     events: list[OpEvent]
-    #: Distinct modules, in index order (0 is the root).
+    #: The modules that are rows, by index (0 is the model's root).
     modules: list[TraceModule]
     #: Module index -> the names of the ops its forward ran itself, with how often.
     own_ops: dict[int, Counter[str]] = field(default_factory=dict)
@@ -165,8 +194,8 @@ def _nest(events: Sequence[TraceEvent], thread: Sequence[int], order: Sequence[i
     return parent
 
 
-def convert(events: list[TraceEvent]) -> Converted:
-    """The trace's events as op events (see the module doc); ``events`` of one rank."""
+def parse(events: list[TraceEvent]) -> Parsed:
+    """Nest one rank's events per thread, map its forward threads, list its modules."""
     cpu: list[TraceEvent] = []
     devices: list[TraceEvent] = []
     for e in events:
@@ -177,11 +206,18 @@ def convert(events: list[TraceEvent]) -> Converted:
     # children (ids follow it, as the live tracer's do).
     order = sorted(range(len(cpu)), key=[(e.ts, -e.end) for e in cpu].__getitem__)
     parent = _nest(cpu, thread, order)
-    fwd_map = _forward_threads(cpu, thread)
-    modules = _modules(cpu, parent)
-    index = {m.key: i for i, m in enumerate(modules)}
+    return Parsed(cpu, devices, thread, order, parent, _forward_threads(cpu, thread),
+                  _modules(cpu, parent))
 
-    out = Converted(events=[], modules=modules)
+
+def convert(parsed: Parsed, modules: Sequence[TraceModule], index: dict[str, int]) -> Converted:
+    """The parsed events as op events (see the module doc): a call of a module in
+    ``index`` is a ``layertime::module::<index>`` range; calls of other modules are left
+    out (their ops belong to what holds them).  ``modules`` are the rows, by index."""
+    cpu, devices, thread, order, parent = (parsed.cpu, parsed.devices, parsed.thread,
+                                           parsed.order, parsed.parent)
+    fwd_map = parsed.forward_threads
+    out = Converted(events=[], modules=list(modules))
     ids: dict[int, int] = {}  # index into cpu -> op event id (runtime calls get none)
     runtime_op: dict[int, tuple[int | None, float]] = {}
     for i in order:
@@ -191,6 +227,8 @@ def convert(events: list[TraceEvent]) -> Converted:
             p = parent[p]
         if e.what == RUNTIME:
             runtime_op[e.corr] = (ids[p] if p >= 0 else None, e.ts)
+            continue
+        if e.what == MODULE_CALL and e.name not in index:
             continue
         if e.what == RANGE:
             out.range_names[e.name] += 1
