@@ -305,3 +305,34 @@ def test_a_loss_module_called_beside_the_model_is_the_loss_row(tmp_path: Path) -
     run = attribute(b.write(tmp_path / "t.json")).run
     assert set(rows(run)) == {"", "Linear_0"}
     assert run.phases.loss_s / US == pytest.approx(20)
+
+
+def test_model_file_flag_and_its_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "net.py"
+    src.write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.proj = nn.Linear(8, 4)\n"
+        "    def forward(self, x):\n"
+        "        return self.proj(x.flatten(1)[:, :8]) + 1\n"
+        "def build(num_classes=4):\n"
+        "    return Net()\n")
+    path = two_steps().write(tmp_path / "t.json")
+    assert main(["attribute", str(path), "--model-file", f"{src}:build", "--no-store",
+                 "--width", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "proj" in out and "names from" in out
+    assert main(["attribute", str(path), "--model-file", str(src), "--no-store"]) == 2
+    assert "expected FILE.py:FN" in capsys.readouterr().err
+    assert main(["attribute", str(path), "--model", "resnet18", "--config", "a=1"]) == 2
+
+
+def test_html_report_names_the_trace(tmp_path: Path) -> None:
+    from layertime.render.views.profile import profile_view
+
+    run = attribute(two_steps().write(tmp_path / "t.json")).run
+    view = profile_view(run)
+    items = dict(view["sections"][0]["items"])
+    assert items["attributed from"].startswith("1 trace file, 2 steps")

@@ -429,6 +429,9 @@ def _sections(run: Run, cost: CostResult | None) -> list[dict[str, Any]]:
         ("traced steps, ms", psamples or "–"),
         ("created", run.created or "–"),
     ]
+    if run.trace is not None:
+        config.insert(0, ("attributed from", run.trace.describe()))
+        config.append(("trace files", ", ".join(run.trace.files)))
     env = run.environment
     environment = [
         ("device name", env.device_name),
