@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from _traces import NODE, PID, TID, TraceBuilder, training_step, two_steps
+from _traces import NODE, TraceBuilder, training_step, two_steps
 from layertime import attribute
 from layertime.cli import main
 from layertime.errors import BadValue, LayertimeError
@@ -288,12 +288,6 @@ def test_rank_flag_shows_one_rank(tmp_path: Path, capsys: pytest.CaptureFixture[
     path = two_steps().write(tmp_path / "t.json")
     assert main(["attribute", str(path), "--rank", "3", "--no-store"]) == 2
     assert "hold 1 rank" in capsys.readouterr().err
-
-
-def test_thread_ids_of_events_are_the_file_s(tmp_path: Path) -> None:
-    """Sanity of the hand-made trace: one training thread, one process."""
-    events = json.loads(two_steps().text())["traceEvents"]
-    assert {(e["pid"], e["tid"]) for e in events} == {(PID, TID)}
 
 
 def test_a_loss_module_called_beside_the_model_is_the_loss_row(tmp_path: Path) -> None:

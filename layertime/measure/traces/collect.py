@@ -138,34 +138,19 @@ class _Rank:
     index: dict[str, int] = field(default_factory=dict)
 
 
-def read_rank(files: Sequence[Path]) -> tuple[list[dict[str, Any]], list[TraceEvent]]:
-    """Every kept event of one rank's files, and each file's metadata."""
-    metas: list[dict[str, Any]] = []
-    events: list[TraceEvent] = []
-    for f in files:
-        meta, kept = read_trace(f, keep)
-        metas.append(meta)
-        events.extend(kept)
-    return metas, events
-
-
 def attribute_traces(
     paths: Sequence[str | Path],
     *,
     model: Callable[[], ModelTable] | None = None,
-    on_file: Callable[[Path], None] | None = None,
 ) -> TraceAttribution:
     """Attribute the trace files (or folders of them) in ``paths`` (see the module doc).
 
     ``model`` builds the model whose module tree names the layers (``--model``; called
-    once, after the traces are read, so a bad file fails first).  ``on_file`` is told of
-    each file as it is read.  Raises :class:`~layertime.errors.BadValue` (one line) for a
+    once, after the traces are read, so a bad file fails first).  Raises :class:`~layertime.errors.BadValue` (one line) for a
     file that is missing, truncated or garbled, or holds no module events or no steps."""
     files = trace_files(paths)
     per_file: list[tuple[dict[str, Any], list[TraceEvent]]] = []
     for f in files:
-        if on_file is not None:
-            on_file(f)
         per_file.append(read_trace(f, keep))
     groups = group_ranks(files, [m for m, _ in per_file])
     events_of = {f: ev for f, (_, ev) in zip(files, per_file)}
