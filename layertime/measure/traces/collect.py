@@ -49,13 +49,13 @@ from layertime.measure.parallel.merge import merge_ranks
 from layertime.measure.parallel.sharded_comm import charge_collectives
 from layertime.measure.traces import lightning
 from layertime.measure.traces.convert import Converted, convert, parse
+from layertime.measure.traces.facts import environment, input_facts, recorded
 from layertime.measure.traces.mapping import ModelTable, match_modules, model_table, module_table
 from layertime.measure.traces.records import TraceEvent, keep
 from layertime.measure.traces.sources import RankFiles, group_ranks, trace_files
 from layertime.measure.traces.stream import read_trace
 from layertime.measure.traces.op_kinds import kind_from_ops
 from layertime.measure.traces.table import TraceEntry, TraceTable, trace_table
-from layertime.results.environment import Environment
 from layertime.results.run import Run
 from layertime.results.trace import TraceSource
 from layertime.models import ModelRef
@@ -77,8 +77,6 @@ DDP_NOTE = (
     "(that needs layertime's comm hook: profile --ddp); DDP's bucket copies and its wait "
     "for the last bucket after backward are unattributed"
 )
-_DTYPES = {"float": "float32", "double": "float64", "c10::BFloat16": "bfloat16",
-           "c10::Half": "float16", "bfloat16": "bfloat16", "half": "float16"}
 
 
 @dataclass(frozen=True)
@@ -341,8 +339,8 @@ def _run(rank: _Rank, built: ModelTable | None) -> Run:
         notes.append(f"{per * 1e3:.3g} ms of device activity per step was launched outside "
                      "the trace's ops (counted as unattributed)")
     meta = rank.files.meta[0] if rank.files.meta else {}
-    env = _environment(meta, rank.cuda)
-    batch, shape, seq, dtype = _input_facts(conv)
+    env = environment(meta, rank.cuda)
+    batch, shape, seq, dtype = input_facts(conv)
     overlap = sum(c.overlap_s for c in steps) / len(steps)
     warnings = list(notes_warn)
     if rank.cuda and overlap > 0.01 * (sum(samples) / len(samples)):
@@ -351,7 +349,7 @@ def _run(rank: _Rank, built: ModelTable | None) -> Run:
     source = TraceSource(
         files=tuple(str(f) for f in rank.files.files), steps=tuple(rank.step_names),
         naming=naming, model=built.label if built is not None else None,
-        with_stack=_flag(meta, "with_stack"), record_shapes=_flag(meta, "record_shapes"),
+        with_stack=recorded(meta, "with_stack"), record_shapes=recorded(meta, "record_shapes"),
         rank=rank.files.rank,
     )
     run = Run(
@@ -383,52 +381,3 @@ def _run(rank: _Rank, built: ModelTable | None) -> Run:
     if any(c.collective_charges for c in steps):
         run = replace(run, collectives=collective_rows(table, steps))
     return run
-
-
-def _flag(meta: dict[str, Any], key: str) -> bool | None:
-    v = meta.get(key)
-    return bool(v) if isinstance(v, (int, bool)) else None
-
-
-def _environment(meta: dict[str, Any], cuda: bool) -> Environment:
-    """Where the trace was recorded, as far as it says (its host and devices)."""
-    props = meta.get("deviceProperties")
-    name = "CPU"
-    if cuda and isinstance(props, list) and props and isinstance(props[0], dict):
-        name = str(props[0].get("name", "GPU"))
-    elif cuda:
-        name = "GPU"
-    return Environment(
-        device="cuda" if cuda else "cpu", device_name=name, torch="unknown (recorded elsewhere)",
-        torchvision=None, python="unknown", platform="unknown",
-        host=str(meta.get("host_name", "unknown")), threads=0,
-    )
-
-
-def _input_facts(conv: Converted) -> tuple[int, tuple[int, ...], int | None, str]:
-    """(batch size, one sample's shape, sequence length, dtype) from the first shaped op in
-    the model's forward: token ids (an integer input) give batch and sequence; else the
-    first input of two or more dimensions gives the batch and the sample's shape.  Zero,
-    (), None and float32 when the trace recorded no shapes."""
-    for eid in sorted(conv.shapes):
-        e = conv.events[eid]
-        dims, types = conv.shapes[eid]
-        if not isinstance(dims, list) or e.name.startswith(("c10d", "record_param", "torch::")):
-            continue
-        types = types if isinstance(types, list) else []
-        pairs = list(zip(dims, types + [""] * (len(dims) - len(types))))
-        ints = [d for d, t in pairs if t in ("long int", "int") and isinstance(d, list)
-                and len(d) == 2]
-        if ints:
-            return int(ints[0][0]), (int(ints[0][1]),), int(ints[0][1]), _dtype(pairs)
-        big = [d for d, _ in pairs if isinstance(d, list) and len(d) >= 2]
-        if big:
-            return int(big[0][0]), tuple(int(x) for x in big[0][1:]), None, _dtype(pairs)
-    return 0, (), None, "float32"
-
-
-def _dtype(pairs: Sequence[tuple[Any, Any]]) -> str:
-    for _, t in pairs:
-        if str(t) in _DTYPES:
-            return _DTYPES[str(t)]
-    return "float32"
