@@ -116,7 +116,8 @@ def test_cuda_backward_on_its_own_thread_finds_its_forward(tmp_path: Path) -> No
     thread by the profiler's id (1), mapped to the system's tid by sequence numbers."""
     b = two_steps()
     for e in b.events:
-        if e["name"].startswith(NODE) or e["name"] in ("aten::mm", "torch::autograd::AccumulateGrad"):
+        if e["name"].startswith(NODE) or e["name"] in ("aten::mm",
+                                                       "torch::autograd::AccumulateGrad"):
             e["tid"] = 5151
     for n, t0 in ((1, 1000.0), (2, 1200.0)):
         b.x("cuda_runtime", "cudaLaunchKernel", t0 + 63, 1, tid=5151, correlation=n)
@@ -258,8 +259,8 @@ def test_model_names_the_class_index_tree(tmp_path: Path) -> None:
         attribute(path, f"{src}:other")
 
 
-def test_cli_writes_json_html_and_stores_a_run_compare_reads(tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_json_html_and_stores_a_run_compare_reads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = two_steps().write(tmp_path / "t.json")
     db = tmp_path / "runs.db"
     out, html = tmp_path / "run.json", tmp_path / "run.html"

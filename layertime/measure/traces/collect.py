@@ -144,7 +144,8 @@ def attribute_traces(
     """Attribute the trace files (or folders of them) in ``paths`` (see the module doc).
 
     ``model`` builds the model whose module tree names the layers (``--model``; called
-    once, after the traces are read, so a bad file fails first).  Raises :class:`~layertime.errors.BadValue` (one line) for a
+    once, after the traces are read, so a bad file fails first).  Raises
+    :class:`~layertime.errors.BadValue` (one line) for a
     file that is missing, truncated or garbled, or holds no module events or no steps."""
     files = trace_files(paths)
     per_file: list[tuple[dict[str, Any], list[TraceEvent]]] = []

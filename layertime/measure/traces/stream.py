@@ -178,7 +178,8 @@ def read_trace(
                     raise buf.truncated("the trace's top-level object")
                 if fields:
                     if c != ",":
-                        raise buf.fail(f"expected ',' or '}}' between the trace's fields, found {c!r}")
+                        raise buf.fail("expected ',' or '}' between the trace's fields, "
+                                       f"found {c!r}")
                     buf.pos += 1
                     c = buf.skip_ws()
                 if c != '"':
