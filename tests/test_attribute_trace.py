@@ -331,3 +331,35 @@ def test_html_report_names_the_trace(tmp_path: Path) -> None:
     view = profile_view(run)
     items = dict(view["sections"][0]["items"])
     assert items["attributed from"].startswith("1 trace file, 2 steps")
+
+
+def test_fsdp_ranges_charge_their_unit_s_layers(tmp_path: Path) -> None:
+    """FSDP2's ranges and collectives are charged as a live sharded run's: to the unit's own
+    layers by parameter elements when the layers have the units' paths (--model), else to
+    the model's root, said so."""
+    src = tmp_path / "net.py"
+    src.write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.proj = nn.Linear(8, 4)\n"
+        "    def forward(self, x):\n"
+        "        return self.proj(x.flatten(1)[:, :8]) + 1\n"
+        "def build(num_classes=4):\n"
+        "    return Net()\n")
+    b = two_steps(distributedInfo={"backend": "gloo", "rank": 0, "world_size": 2})
+    for t0 in (1000.0, 1200.0):
+        b.annotation("FSDP::all_gather (proj)", t0 + 6.1, 0.8)
+        b.op("c10d::_allgather_base_", t0 + 6.2, 0.6, dims=[[72], [36]],
+             types=["float", "float"])
+    path = b.write(tmp_path / "t.json")
+    run = attribute(path, f"{src}:build").run
+    proj = {r.name: r for r in run.layers}["proj"]
+    assert proj.comm_exposed_s / US == pytest.approx(0.8)
+    (ag,) = run.collectives
+    assert (ag.kind, ag.scope, ag.target, ag.bytes) == ("all_gather", "unit", "proj", 288)
+    assert run.phases.total_s == pytest.approx(run.profiled_step_s)
+    bare = attribute(path).run
+    assert {r.name: r for r in bare.layers}[""].comm_exposed_s / US == pytest.approx(0.8)
+    assert any("FSDP units' collectives" in n for n in bare.notes)

@@ -325,6 +325,10 @@ def _run(rank: _Rank, built: ModelTable | None) -> Run:
         label = rank.label
         placements = table.placements()
     units, unit_module = _unit_maps(table.entries, steps)
+    if units and not any(units.values()):
+        notes.append("FSDP units' collectives are charged to the model's root: the trace's "
+                     "layer names are not the units' paths (give --model to share each unit's "
+                     "collectives among its layers by parameter elements)")
     steps = [charge_collectives(c, units, unit_module) for c in steps]
     unsplit = not any(e.trainable for e in table) and any(c.step.get("update") for c in steps)
     layers, phases, spread, samples = aggregate(table, steps, placements=placements,
