@@ -363,3 +363,27 @@ def test_fsdp_ranges_charge_their_unit_s_layers(tmp_path: Path) -> None:
     bare = attribute(path).run
     assert {r.name: r for r in bare.layers}[""].comm_exposed_s / US == pytest.approx(0.8)
     assert any("FSDP units' collectives" in n for n in bare.notes)
+
+
+def test_siblings_of_one_class_are_matched_in_the_model_s_call_order(tmp_path: Path) -> None:
+    """Of two dropouts the model defines, its forward calls only the second: the trace's one
+    dropout call is that one (call order, watched in the model), not the first defined."""
+    src = tmp_path / "net.py"
+    src.write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.proj = nn.Linear(8, 4)\n"
+        "        self.unused = nn.Dropout(0.1)\n"
+        "        self.drop = nn.Dropout(0.1)\n"
+        "    def forward(self, x):\n"
+        "        return self.drop(self.proj(x.flatten(1)[:, :8]) + 1)\n"
+        "def build(num_classes=4):\n"
+        "    return Net()\n")
+    b = two_steps()
+    for t0 in (1000.0, 1200.0):
+        b.module("Dropout_0", t0 + 26.5, 4)
+    run = attribute(b.write(tmp_path / "t.json"), f"{src}:build").run
+    # The add (and so its backward) runs inside the dropout call in this trace.
+    assert rows(run) == {"": (6, 0, 0), "proj": (20, 15, 10), "drop": (4, 4, 0)}

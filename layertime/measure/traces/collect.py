@@ -190,7 +190,7 @@ def _charge_rank(g: RankFiles, events: list[TraceEvent], built: ModelTable | Non
         raise BadValue(f"{where}: the trace has no module events (nn.Module calls): it was "
                        f"recorded without with_stack=True; {HOW_TO_RECORD}")
     if built is not None:
-        index = match_modules(parsed.modules, built.table, built.label)
+        index = match_modules(parsed.modules, built)
         rows = [m for m in parsed.modules if m.key in index]
     else:
         rows = parsed.modules if is_pl else parsed.model_modules()

@@ -3,30 +3,35 @@
 The Python tracer names modules ``Class_N``; a model layertime can build (any ``--model``
 name: torchvision, ``timm:``, ``hf:`` with ``--config`` overrides, ``file.py:fn``) has the
 same modules under dotted paths.  The two trees are matched from the root down: each
-traced module's calls, in the order of their first call, are matched to the model's
-children of the same class, taken in definition order (``ModuleList``/``ModuleDict``,
-which are never called, are looked through; a module the trace never called is skipped).
+traced module's children, in the order of their first call, are matched to the model's
+children of the same class, taken in the order the model's own forward first calls them
+(watched once, below), then in definition order (``ModuleList``/``ModuleDict``, which are
+never called, are looked through; a module the trace never called is skipped).  So of
+GPT-2's two dropouts in its attention, the one its forward calls is the one matched.
 When the trace's outermost module is not the model (``DistributedDataParallel``, a
 LightningModule, a wrapper of the user's) the match starts at the traced module of the
-model's class, and modules outside the model keep their trace names.
+model's class; modules outside the model are no rows, as in a live run.
 
-The model is built on the CPU and watched through one tiny forward (``kinds.py``), so its
-rows get the kinds, parameters and names a live ``profile`` of it gives.  A traced module
-that no module of the model matches (another model, another config) is an error that
-names it and where it was expected.
+The model is built on the meta device (no weights) and watched through one tiny forward of
+meta tensors (``kinds.py``; on the CPU when it cannot run on meta tensors), so its rows get
+the kinds, parameters and names a live ``profile`` of it gives.  A traced module that no
+module of the model matches (another model, another config) is an error that names it and
+where it was expected.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
-from layertime.errors import BadValue
+from layertime.errors import BadValue, LayertimeError
 from layertime.kinds import KindObserver
 from layertime.measure.prepare import prepare
 from layertime.measure.traces.convert import TraceModule
+from layertime.models import target
 from layertime.modules import ModuleTable, class_name
 from layertime.workload import WorkloadSpec, check_input
 
@@ -38,19 +43,51 @@ _TRANSPARENT = (nn.ModuleList, nn.ModuleDict)
 class ModelTable:
     """A model that names a trace's modules: its table and label; ``watched``: its kinds
     come from a watched forward (a model layertime built), else from its classes (the
-    user's own module: the trace's ops decide where they can)."""
+    user's own module: the trace's ops decide where they can).  ``call_order``:
+    ``id(module)`` -> when it was first called in the watched forward (children are
+    matched in that order; without it, in definition order)."""
 
     table: ModuleTable
     label: str
     watched: bool = True
+    call_order: dict[int, int] = field(default_factory=dict)
 
 
 def model_table(workload: WorkloadSpec) -> ModelTable:
-    """Build ``workload``'s model on the CPU and watch one tiny forward for its kinds."""
-    p = prepare(workload)
-    with KindObserver(p.model) as watched:
-        check_input(p.model, p.workload, p.device, p.label)
-    return ModelTable(ModuleTable(p.model, watched.kinds()), p.label)
+    """``workload``'s model, built on the meta device (no weights: no memory, no
+    initialisation, which for a large model takes longer than reading its trace) and
+    watched through one forward of meta tensors for its kinds and its modules' call order.
+    A model whose build or forward cannot run on meta tensors is built on the CPU instead."""
+    tgt = target(workload.model, workload.input)  # a bad name fails here, once
+    try:
+        with torch.device("meta"):
+            net = tgt.build(workload.num_classes)
+        assert isinstance(net, nn.Module)
+        return _watched(net, workload.with_input(tgt.input.for_model(net)),
+                        torch.device("meta"), tgt.label)
+    except (LayertimeError, RuntimeError, NotImplementedError, TypeError, ValueError):
+        p = prepare(workload)
+        return _watched(p.model, p.workload, p.device, p.label)
+
+
+def _watched(model: nn.Module, workload: WorkloadSpec, device: torch.device,
+             label: str) -> ModelTable:
+    """One tiny forward of ``model`` watched for kinds and call order (hooks removed after)."""
+    order: dict[int, int] = {}
+
+    def first_call(module: nn.Module, _args: object) -> None:
+        order.setdefault(id(module), len(order))
+
+    handles = []
+    try:
+        for m in model.modules():
+            handles.append(m.register_forward_pre_hook(first_call))
+        with KindObserver(model) as watched:
+            check_input(model, workload, device, label)
+    finally:
+        for h in handles:
+            h.remove()
+    return ModelTable(ModuleTable(model, watched.kinds()), label, call_order=order)
 
 
 def module_table(model: nn.Module, label: str | None = None) -> ModelTable:
@@ -69,11 +106,12 @@ def _children(module: nn.Module) -> list[nn.Module]:
     return out
 
 
-def match_modules(modules: Sequence[TraceModule], table: ModuleTable, label: str) -> dict[str, int]:
+def match_modules(modules: Sequence[TraceModule], built: ModelTable) -> dict[str, int]:
     """Trace module key -> the model's module index, for every traced module in the model
     (see the module doc); raises :class:`BadValue` when the trees do not match."""
     if not modules:
         return {}
+    table, label, order = built.table, built.label, built.call_order
     index = {id(e.module): e.index for e in table}
     names = {e.index: e.name for e in table}
     model = table.entries[0].module
@@ -96,7 +134,8 @@ def match_modules(modules: Sequence[TraceModule], table: ModuleTable, label: str
 
     def walk(t: TraceModule, m: nn.Module) -> None:
         out[t.key] = index[id(m)]
-        cands = _children(m)
+        # Called children in the order the watched forward called them, then the others.
+        cands = sorted(_children(m), key=lambda c: order.get(id(c), len(order)))
         used: set[int] = set()
         pos = 0
         for tc in children.get(t.key, []):
