@@ -43,6 +43,13 @@ What each row measures, per model configuration
   ``calibrate`` on this GPU with efficiencies fitted to the alexnet run,
   the per-kind and median per-layer error predicting resnet50 and vgg16.
 
+* **attribute trace** (issue 21): the model's steps recorded with the stock profiler
+  as a user records them (CPU and CUDA activities, a schedule, ``with_stack=True``,
+  ``record_shapes=True``), attributed by ``layertime.attribute(..., model)``: each kind's
+  share of the busy time against the live profile above.  Target within 3 points.
+  **attribute kernels**: kernel time charged to rows against the device activities the
+  trace holds in its steps.  Target 0.98-1.02.
+
 Sharded training (issue 19): FSDP2 and tensor parallelism over a 1-rank mesh under
 torchrun with NCCL, profiled as ``profile --fsdp``/``--tp`` profiles (one GPU has no peer:
 the hooks, ranges and charging run, the collectives need two GPUs); rows must add up.
@@ -898,6 +905,82 @@ def check_callbacks_fsdp(chk: Check) -> None:
                 f"({1e3 * run.phases.comm_exposed_s:.3f} exposed); rows {diff:+.2%} of the "
                 f"profiled step ({time.monotonic() - t0:.0f} s)", "rows add up, units found",
                 _pass(abs(diff) < 1e-3 and units > 0), headline=run.headline())
+def _device_ms_per_step(path: Path) -> tuple[float, int]:
+    """The device activities (kernels, copies, memsets) a trace file holds inside its
+    ProfilerStep#N windows, ms per step, read with the standard library alone."""
+    events = json.loads(path.read_text())["traceEvents"]
+    steps = [(e["ts"], e["ts"] + e.get("dur", 0)) for e in events
+             if str(e.get("name", "")).startswith("ProfilerStep#") and e.get("cat") ==
+             "user_annotation"]
+    total = 0.0
+    for e in events:
+        if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset") and any(
+                a <= e.get("ts", -1) <= b for a, b in steps):
+            total += float(e.get("dur", 0))
+    return (total / 1e3 / len(steps) if steps else 0.0), len(steps)
+
+
+def check_attribute_trace(chk: Check, cfg: Config) -> None:
+    """``layertime attribute`` (issue 21) on this device: the model's steps recorded with the
+    stock profiler as a user records them (CPU and CUDA activities, a schedule,
+    ``with_stack=True``, ``record_shapes=True``, the loss read every step), attributed with
+    ``--model``, against the live profile of the same model (this configuration's first
+    run): each kind's share of the busy time (rows less unattributed: on CUDA, the GPU's
+    kernel time) within 3 points; and the kernels charged to rows against the device
+    activities the trace holds in its steps (1.00: none lost or counted twice)."""
+    import tempfile
+
+    import layertime
+
+    live = chk.runs.get(cfg.key)
+    if live is None:
+        live = profile_config(chk, cfg, 1 if chk.smoke else 3, 1 if chk.smoke else 2)[1]
+    prepared = cfg.prepare(chk.device)
+    shape = check_input(prepared.model, prepared.workload, prepared.device, prepared.label)
+    work = Workload(prepared.model, prepared.workload, prepared.device, shape)
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if chk.cuda:
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    active = 1 if chk.smoke else 3
+    with tempfile.TemporaryDirectory(prefix="gpu-check-trace-") as tmp, \
+            training_mode(prepared.model):
+        path = Path(tmp) / "trace.json"
+        for _ in range(2):
+            work.step()
+        _sync(chk.device)
+        with torch.profiler.profile(
+                activities=acts, schedule=torch.profiler.schedule(wait=1, warmup=1, active=active),
+                with_stack=True, record_shapes=True,
+                on_trace_ready=lambda p: p.export_chrome_trace(str(path))) as prof:
+            for _ in range(active + 2):
+                float(work.step())  # a user's loop reads its loss: the step ends synchronised
+                prof.step()
+        mb = path.stat().st_size / 2**20
+        t0 = time.perf_counter()
+        run = layertime.attribute(path, cfg.model, num_classes=cfg.num_classes,
+                                  image_size=cfg.image_size).run
+        attr_s = time.perf_counter() - t0
+        device_ms, n_steps = _device_ms_per_step(path)
+    kinds = {k for r in (run, live) for k in r.by_kind() if k not in ("step", "unattributed")}
+    diffs = {k: 100 * (busy_share(run, k) - busy_share(live, k)) for k in kinds
+             if max(busy_share(run, k), busy_share(live, k)) >= 0.01}
+    worst = max(diffs, key=lambda k: abs(diffs[k])) if diffs else "none"
+    d = diffs.get(worst, 0.0)
+    detail = ", ".join(f"{k} {_pct(busy_share(run, k))} vs {_pct(busy_share(live, k))}"
+                       for k in sorted(diffs, key=lambda k: -busy_share(live, k))[:4])
+    chk.add(cfg.key, "attribute trace", f"{run.steps} steps of a {mb:.1f} MB "
+            f"{'CUDA' if chk.cuda else 'CPU'} trace attributed in {attr_s:.1f} s; busy-time "
+            f"shares, trace vs live profile: {detail}; largest diff {worst} {d:+.2f} pts",
+            "within 3 pts", _pass(abs(d) <= 3), diffs=diffs, timing=run.timing,
+            trace_mb=mb, attribute_s=attr_s, headline=run.headline())
+    if chk.cuda:
+        charged = 1e3 * (run.phases.total_s - run.phases.unattributed_s)
+        ratio = charged / device_ms if device_ms else math.nan
+        chk.add(cfg.key, "attribute kernels", f"charged to rows {charged:.2f} ms per step vs "
+                f"the trace's device activities in its {n_steps} steps {device_ms:.2f} ms "
+                f"({ratio:.3f}); GPU idle {_pct(run.phases.unattributed_s / run.phases.total_s)}"
+                f" of the traced step", "0.98-1.02", _pass(abs(ratio - 1) <= 0.02),
+                notes=list(run.notes))
 
 
 def write_reports(chk: Check) -> None:
@@ -1003,6 +1086,9 @@ def main(argv: list[str] | None = None) -> int:
     with chk.section(small.key, "reports", 10 if chk.cuda else 5) as ok:
         if ok and chk.runs:
             write_reports(chk)
+    with chk.section(small.key, "attribute trace", 25 if chk.cuda else 10) as ok:
+        if ok:
+            check_attribute_trace(chk, small)
     with chk.section(small.key, "torchrun 1 rank", 40 if chk.cuda else 20) as ok:
         if ok:
             ddp_cfg = Config(small.key, small.model, 32 if chk.cuda else 2,

@@ -11,6 +11,9 @@ Public API::
     run = layertime.profile_workload(spec)               # for profile, cost, bench, sweep
     gpt2 = layertime.ModelRef("hf:gpt2", ("n_layer=2",)) # a name with config overrides
     run = layertime.profile(gpt2, seq_len=512, batch_size=2)   # token ids
+    run = layertime.attribute("traces/", model="resnet50").run   # torch.profiler's traces
+    torch.profiler.profile(..., with_stack=True,         # or attribute each cycle
+                           on_trace_ready=layertime.trace_handler(model=model))
 
 Importing ``layertime`` does not import torch: the names whose modules need it
 (``profile``, ``Profiler``, the workload) are loaded on first use, so
@@ -27,8 +30,9 @@ from layertime.results.environment import Environment
 from layertime.results.run import SCHEMA, KindTotal, LayerRow, Phases, RoleTotal, Run
 
 if TYPE_CHECKING:
-    from layertime.api import Profiler
+    from layertime.api import Profiler, TraceHandler, trace_handler
     from layertime.measure.runner import MeasureOptions, profile, profile_workload
+    from layertime.measure.traces import TraceAttribution, attribute
     from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
 
 __version__ = "0.1.0"
@@ -49,15 +53,23 @@ __all__ = [
     "RoleTotal",
     "Run",
     "TokenInput",
+    "TraceAttribution",
+    "TraceHandler",
     "WorkloadSpec",
     "profile",
     "profile_workload",
+    "attribute",
+    "trace_handler",
     "__version__",
 ]
 
 #: Names whose modules import torch, loaded on first access.
 _LAZY = {
     "Profiler": "layertime.api",
+    "TraceHandler": "layertime.api",
+    "trace_handler": "layertime.api",
+    "attribute": "layertime.measure.traces",
+    "TraceAttribution": "layertime.measure.traces",
     "MeasureOptions": "layertime.measure.runner",
     "profile": "layertime.measure.runner",
     "profile_workload": "layertime.measure.runner",

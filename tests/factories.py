@@ -47,6 +47,7 @@ def run(
     scheduler_s: float = 0.0,
     logging_s: float = 0.0,
     compiled_wrapper_s: float = 0.0,
+    update_step_s: float = 0.0,
     profiled: Sequence[float] | Callable[[float], Sequence[float]] | None = None,
     plain: Sequence[float] | None = None,
     **fields: Any,
@@ -68,6 +69,7 @@ def run(
         scheduler_s=scheduler_s,
         logging_s=logging_s,
         compiled_wrapper_s=compiled_wrapper_s,
+        update_step_s=update_step_s,
     )
     total = phases.total_s
     samples = tuple(profiled(total) if callable(profiled) else profiled or (total,))

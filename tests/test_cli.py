@@ -378,7 +378,7 @@ def test_models_lists_names(cli: dict[str, Result]) -> None:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["profile", "--help"],
-                                  ["cost", "--help"], ["models"]])
+                                  ["cost", "--help"], ["models"], ["attribute", "--help"]])
 def test_help_version_and_models_do_not_import_torch(argv: list[str]) -> None:
     code = (
         "import sys, contextlib, io\n"

@@ -29,6 +29,7 @@ from layertime.results.joined import Comparison
 from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.run import Run, Slice
 from layertime.results.sharded import CollectiveRow, ShardLayout
+from layertime.results.trace import TraceSource
 from layertime.models import ModelRef
 from layertime.results.sweep import Crossover, SeqCrossover, SummaryPoint, SweepSummary
 from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
@@ -83,7 +84,8 @@ def run(cost: CostResult) -> Run:
         [factories.layer("", "other", 0.001), factories.layer("conv", "conv", 0.01, 0.02, 0.001, 112),
          factories.layer("fc", "linear", 0.004, 0.008, 0.004, 2570, comm_s=0.002,
                          comm_exposed_s=0.001, comm_bytes=10280, role="mlp", block="h.0")],
-        loss_s=0.002, zero_grad_s=0.001, compiled_wrapper_s=0.0004, model="Net", batch_size=2, amp="bf16",
+        loss_s=0.002, zero_grad_s=0.001, compiled_wrapper_s=0.0004, update_step_s=0.0005,
+        model="Net", batch_size=2, amp="bf16",
         phase_spread_s={"forward_s": 0.001},
         timeline=(Slice(0, "conv", "forward", 0.0, 0.01, 0.01),),
         world_size=2, backend="gloo", seq_len=8, notes=("fc shares 10 parameters",),
@@ -105,6 +107,8 @@ def run(cost: CostResult) -> Run:
                              "test plan"),
         collectives=(CollectiveRow("all_gather", "forward", "unit", "h.0", 1.0, 4096, 0.001,
                                    0.0005, 0.0012),),
+        trace=TraceSource(("a.pt.trace.json", "b.pt.trace.json.gz"), ("ProfilerStep#2",),
+                          "model", "hf:gpt2", True, False, 1),
     )
     return replace(sharded, prediction=join(base, cost).to_dict())
 

@@ -21,10 +21,11 @@ EXIT_INTERRUPTED = 130
 
 
 def _command(name: str, argv: list[str]) -> Callable[[argparse.Namespace], int]:
-    from layertime.cli import measure, stored
+    from layertime.cli import attribute, measure, stored
 
     return {
         "profile": lambda args: measure.cmd_profile(args, argv),
+        "attribute": attribute.cmd_attribute,
         "sweep": measure.cmd_sweep,
         "bench-layers": measure.cmd_bench_layers,
         "cost": measure.cmd_cost,

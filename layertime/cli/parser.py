@@ -318,6 +318,39 @@ def _stored_commands(sub: Any) -> None:
     rp.set_defaults(command_name="report")
 
 
+def _attribute(sub: Any) -> None:
+    at = sub.add_parser(
+        "attribute", help="attribute trace files recorded with torch.profiler, layer by layer",
+        description="Attribute Chrome/Kineto traces recorded elsewhere with the stock profiler "
+        "(torch.profiler with with_stack=True, or Lightning's PyTorchProfiler): every op of "
+        "each ProfilerStep charged to (layer, phase), rows adding up to the step, as profile "
+        "does. TRACE is a .json or .json.gz file or a tensorboard_trace_handler folder; "
+        "several ranks' files give each rank's run and the merged one.")
+    at.add_argument("traces", nargs="+", metavar="TRACE",
+                    help="trace files (.json, .json.gz) or folders of them")
+    named = at.add_mutually_exclusive_group()
+    named.add_argument("--model", metavar="NAME",
+                       help="name the layers by this model's dotted paths (any name profile "
+                       "takes: " + MODEL_HELP + ")")
+    named.add_argument("--model-file", metavar="FILE.py:FN",
+                       help="name the layers by the model FN in FILE.py returns")
+    config_flag(at)
+    at.add_argument("--num-classes", type=positive_int, default=1000, metavar="N",
+                    help="classes of --model's output, as it was trained")
+    at.add_argument("--seq-len", type=positive_int, metavar="N",
+                    help="token ids per sequence to build --model with (hf: models)")
+    at.add_argument("--image-size", type=positive_int, metavar="N",
+                    help="H=W of the image to build --model with")
+    at.add_argument("--rank", type=nonneg_int, metavar="N",
+                    help="several ranks' traces: show (and write) rank N's run, not the merged one")
+    at.add_argument("--json", metavar="PATH", help="write the result as JSON (layertime.run/1)")
+    at.add_argument("--quiet", "-q", action="store_true", help="print only the headline")
+    width_flag(at)
+    report_flags(at, trace=True)
+    store_flags(at)
+    at.set_defaults(command_name="attribute")
+
+
 def _bench_layers(sub: Any) -> None:
     bl = sub.add_parser("bench-layers", help="each layer alone: forward, input- and weight-gradient")
     workload_flags(bl, optimizer=False, amp=False)
@@ -400,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=SubParser)
     _profile(sub)
+    _attribute(sub)
     _sweep(sub)
     _stored_commands(sub)
     _bench_layers(sub)

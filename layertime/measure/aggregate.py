@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol
 
 from layertime.measure.attribute import CommCharge, StepCharges
-from layertime.modules import ModuleTable
+from layertime.modules import SharedParam
 from layertime.results.run import LayerRow, Phases, Slice
 from layertime.results.sharded import CollectiveRow
-from layertime.roles import place
+from layertime.roles import Placement, place
+
+
+class Entry(Protocol):
+    """What rows are made of, per module: ``ModuleEntry`` (a live model's) or a trace's."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def params(self) -> int: ...
+    @property
+    def trainable(self) -> int: ...
+
+
+class Table(Protocol):
+    """The modules rows are made for: ``ModuleTable``, or a trace's table."""
+
+    @property
+    def shared(self) -> tuple[SharedParam, ...]: ...
+    def __iter__(self) -> Iterator[Entry]: ...
+
 
 #: A layer with no gradient synchronisation (not a data-parallel run).
 _NO_COMM = CommCharge(0.0, 0.0)
@@ -23,7 +50,7 @@ def _std(xs: Sequence[float]) -> float:
     return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
-def split_update(charges: StepCharges, table: ModuleTable) -> dict[int, float]:
+def split_update(charges: StepCharges, table: Table) -> dict[int, float]:
     """Split the optimizer step's measured time across modules by trainable elements.
 
     The update is elementwise over each parameter (and its optimizer state), so
@@ -37,7 +64,7 @@ def split_update(charges: StepCharges, table: ModuleTable) -> dict[int, float]:
     return {e.index: update * e.trainable / total for e in table if e.trainable}
 
 
-def shared_notes(table: ModuleTable) -> tuple[str, ...]:
+def shared_notes(table: Table) -> tuple[str, ...]:
     """One note per module that uses another's parameters (tied weights), for ``Run.notes``."""
     out: dict[tuple[str, str], int] = {}
     for sp in table.shared:
@@ -50,7 +77,7 @@ def shared_notes(table: ModuleTable) -> tuple[str, ...]:
     )
 
 
-def timeline(table: ModuleTable, steps: Sequence[StepCharges]) -> tuple[Slice, ...]:
+def timeline(table: Table, steps: Sequence[StepCharges]) -> tuple[Slice, ...]:
     """One slice per attributed (row, phase) per step, in time order within a step."""
     names = {e.index: e.name for e in table}
     out: list[Slice] = []
@@ -84,17 +111,23 @@ def _exposed(charges: StepCharges) -> float:
 
 
 def aggregate(
-    table: ModuleTable, steps: Sequence[StepCharges]
+    table: Table, steps: Sequence[StepCharges], *,
+    placements: Mapping[str, Placement] | None = None, unsplit_update: bool = False,
 ) -> tuple[tuple[LayerRow, ...], Phases, dict[str, float], tuple[float, ...]]:
     """Mean rows over steps, their spread, the phases and the per-step totals.
 
     Returns ``(layers, phases, phase_spread_s, profiled_step_samples_s)``.
+    ``placements`` (layer name -> role and block) replaces ``layertime.roles``' placing
+    of the table's names (a trace's tree is placed on other names).  ``unsplit_update``:
+    the optimizer step is one step-level row (``Phases.update_step_s``), not split across
+    layers (a trace that does not say how large each layer's parameters are).
     """
     n = len(steps)
     if n == 0:
         raise ValueError("no profiled steps to aggregate")
-    per_step_update = [split_update(c, table) for c in steps]
-    placed = place([(e.name, e.kind, e.type) for e in table])
+    per_step_update = [{} if unsplit_update else split_update(c, table) for c in steps]
+    placed = dict(placements) if placements is not None else place(
+        [(e.name, e.kind, e.type) for e in table])
     rows: list[LayerRow] = []
     for entry in table:
         fwd = [c.modules.get((entry.index, "forward"), 0.0) for c in steps]
@@ -125,9 +158,11 @@ def aggregate(
                 block=placed[entry.name].block,
             )
         )
-    # An update with no trainable parameters to carry it stays step-level.
+    # An update with no trainable parameters to carry it stays step-level (unattributed,
+    # or its own row when it is not split at all).
     leftover_update = [
-        c.step.get("update", 0.0) - sum(u.values()) for c, u in zip(steps, per_step_update)
+        0.0 if unsplit_update else c.step.get("update", 0.0) - sum(u.values())
+        for c, u in zip(steps, per_step_update)
     ]
     series = {
         "forward_s": [sum(v for (i, p), v in c.modules.items() if p == "forward") for c in steps],
@@ -145,6 +180,7 @@ def aggregate(
             for c, lo in zip(steps, leftover_update)
         ],
         "comm_exposed_s": [_exposed(c) for c in steps],
+        "update_step_s": [c.step.get("update", 0.0) if unsplit_update else 0.0 for c in steps],
     }
     phases = Phases(**{k: _mean(v) for k, v in series.items()})
     spread = {k: _std(v) for k, v in series.items()}
@@ -152,7 +188,7 @@ def aggregate(
     return tuple(rows), phases, spread, samples
 
 
-def collective_rows(table: ModuleTable, steps: Sequence[StepCharges]) -> tuple[CollectiveRow, ...]:
+def collective_rows(table: Table, steps: Sequence[StepCharges]) -> tuple[CollectiveRow, ...]:
     """The step's collectives by (kind, phase, scope, owner): means over traced steps (a
     collective absent from a step counts 0 there), layers named by path."""
     names = {e.index: e.name for e in table}

@@ -329,6 +329,7 @@ def attribute_step(
     device_busy_s: float | None = None,
     after_backward: str = "unattributed",
     comm_exposed_fraction: float | None = None,
+    owners: dict[int, Owner] | None = None,
 ) -> StepCharges:
     """Charge the events of one step (``step`` is its ``layertime::step`` range).
 
@@ -350,6 +351,7 @@ def attribute_step(
     ``comm_exposed_fraction`` (CUDA, sharded): the part of the collectives' kernel time
     that no compute kernel overlapped; only that part stays in the rows, the rest is
     :attr:`StepCharges.device_hidden` (hidden behind compute).
+    ``owners``, when given, is filled with each charged event's owner (by event id).
     """
     evs = [e for e in events]
     if step not in evs:
@@ -358,6 +360,7 @@ def attribute_step(
         raise LayertimeError(f"unknown step row {after_backward!r}")
     walk = _Walk(step, evs, device_time=device_time, loop=loop, root_module=root_module,
                  after_backward=after_backward)
+    walk.owners = owners
     roots = sorted(walk.children[None], key=lambda e: (e.start_us, e.thread != step.thread))
     backend: list[tuple[str, float, float]] = []
     for root in roots:
@@ -426,6 +429,8 @@ class _Walk:
         self.pending: dict[int, list[CommKey]] = {}
         self.collective_calls: list[CollectiveCall] = []
         self.comm_intervals: list[tuple[float, float]] = []
+        #: When given: event id -> its owner, as charged.
+        self.owners: dict[int, Owner] | None = None
         # Loop mode: the step's forward and backward passes, in time order.
         self.blocks = _passes(evs, root_module) if loop else []
 
@@ -594,6 +599,8 @@ class _Walk:
             if self.loop and e.parent == self.step.id and owner == UNATTRIBUTED and \
                     not e.name.startswith((MODULE, BACKWARD_NODE, PHASE)):
                 owner = self.segment_owner(e.start_us)
+            if self.owners is not None:
+                self.owners[e.id] = owner
             if e.seq >= 0 and not e.fwd_thread and not e.name.startswith(BACKWARD_NODE):
                 # An op records the thread's *next* sequence number whether or
                 # not it creates a node; the counter moves only when one is

@@ -69,7 +69,8 @@ def render_roles(run: Run, width: int | None = None) -> RenderableType:
     step_parts = [name for name, t in (("zero_grad", p.zero_grad_s), ("data", p.data_s),
                                        ("clip", p.clip_s), ("scheduler", p.scheduler_s),
                                        ("logging", p.logging_s),
-                                       ("compiled wrapper", p.compiled_wrapper_s)) if t]
+                                       ("compiled wrapper", p.compiled_wrapper_s),
+                                       ("update", p.update_step_s)) if t]
     labels = {**_STEP_LABELS, "step": ", ".join(step_parts) or _STEP_LABELS["step"]}
     for role, label in labels.items():
         rt = roles.get(role)

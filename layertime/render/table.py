@@ -17,13 +17,14 @@ from layertime.render.compiled import compiled_lines
 from layertime.render.fmt import count, ms, pct
 from layertime.render.roles import has_roles, render_roles
 from layertime.render.sharded import collectives_table, sharded_lines
+from layertime.render.trace_source import trace_comm_lines, trace_lines
 from layertime.render.layout import Column, Laid, Row, lay_out, to_text
 from layertime.results.run import LayerRow, Run
 from layertime.taxonomy import KIND_LABELS, KINDS
 
 
 #: Step rows shown only when measured non-zero (a user loop or a framework has them).
-_OPTIONAL_ROWS = ("data", "clip", "scheduler", "logging", "compiled")
+_OPTIONAL_ROWS = ("data", "clip", "scheduler", "logging", "compiled", "update")
 
 
 def _columns(comm: bool) -> list[Column]:
@@ -77,7 +78,7 @@ def _rows(run: Run) -> list[Row]:
                  ("data (step)", p.data_s), ("clip (step)", p.clip_s),
                  ("scheduler (step)", p.scheduler_s), ("logging (step)", p.logging_s),
                  ("compiled wrapper (step)", p.compiled_wrapper_s),
-                 ("unattributed (step)", p.unattributed_s)]
+                 ("update (step)", p.update_step_s), ("unattributed (step)", p.unattributed_s)]
     for i, (label, value) in enumerate(step_rows):
         if label.split()[0] in _OPTIONAL_ROWS and value == 0.0:
             continue
@@ -116,6 +117,8 @@ def comm_lines(run: Run) -> list[str]:
     sharded runs: the layout and how to read the collectives (``render/sharded.py``)."""
     if run.sharding is not None:
         return sharded_lines(run) + _rank_lines(run)
+    if run.trace is not None:
+        return trace_comm_lines(run)
     if run.world_size <= 1 and not run.ranks:
         return []
     link = (
@@ -192,10 +195,13 @@ def step_lines(run: Run) -> list[str]:
 def summary_lines(run: Run) -> list[str]:
     env = run.environment
     lines = step_lines(run)
-    lines.append(
-        f"{env.device_name} · {env.threads} threads · torch {env.torch} · "
-        f"{run.optimizer} · timing: {run.timing} · update split by {run.update_split}"
-    )
+    if run.trace is not None:
+        lines.extend(trace_lines(run))
+    else:
+        lines.append(
+            f"{env.device_name} · {env.threads} threads · torch {env.torch} · "
+            f"{run.optimizer} · timing: {run.timing} · update split by {run.update_split}"
+        )
     lines.extend(comm_lines(run))
     lines.extend(compiled_lines(run))
     lines.extend(f"note: {n}" for n in run.notes)

@@ -85,12 +85,16 @@ class Phases:
     #: kernels (Dynamo's guards, Dynamo's and AOTAutograd's wrappers, the generated
     #: Python wrapper between kernels, eager code at graph breaks).  0 elsewhere.
     compiled_wrapper_s: float = 0.0
+    #: The optimizer's step as one step-level row, when it could not be split across layers
+    #: (``layertime attribute`` of a trace without parameter sizes; ``Run.update_split`` is
+    #: then ``"none"``).  0 elsewhere: ``update_s`` holds the layers' shares.
+    update_step_s: float = 0.0
 
     @property
     def step_level_s(self) -> float:
         """The step-level rows other than loss and unattributed (kind ``step``)."""
-        return (self.zero_grad_s + self.data_s + self.clip_s + self.scheduler_s + self.logging_s
-                + self.compiled_wrapper_s)
+        return (self.zero_grad_s + self.data_s + self.clip_s + self.scheduler_s
+                + self.logging_s + self.compiled_wrapper_s + self.update_step_s)
 
     @property
     def total_s(self) -> float:

@@ -22,6 +22,7 @@ from layertime.results.compiled import CompiledSummary
 from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.environment import Environment
 from layertime.results.sharded import COLLECTIVE_KINDS, COLLECTIVE_LABELS, CollectiveRow, ShardLayout
+from layertime.results.trace import TraceSource
 from layertime.results.rows import (
     KindTotal,
     LayerRow,
@@ -114,6 +115,9 @@ class Run:
     #: Layers' ``comm_*`` fields hold their share; None and () otherwise.
     sharding: ShardLayout | None = None
     collectives: tuple[CollectiveRow, ...] = ()
+    #: ``layertime attribute``: the trace files the run was attributed from (its steps are
+    #: the trace's profiled steps: ``step_samples_s`` is empty); None for a measured run.
+    trace: TraceSource | None = None
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -355,6 +359,10 @@ class Run:
                 if self.sharding is not None else None
             ),
             "collectives": [{**asdict(c), "comm_s": c.comm_s} for c in self.collectives],
+            "trace": (
+                {**asdict(self.trace), "files": list(self.trace.files),
+                 "steps": list(self.trace.steps)} if self.trace is not None else None
+            ),
             "roles": {
                 k: {
                     "time_s": v.time_s,
@@ -415,6 +423,7 @@ class Run:
                 sharding=lambda v: build(ShardLayout, v, units=tuple, tp_layers=dict)
                 if v else None,
                 collectives=lambda v: build_all(CollectiveRow, v),
+                trace=lambda v: build(TraceSource, v, files=tuple, steps=tuple) if v else None,
             )
 
     @classmethod

@@ -62,10 +62,12 @@ STEP_ROWS: tuple[tuple[str, str, str], ...] = (
     ("scheduler_s", "(scheduler)", "step"),
     ("logging_s", "(logging)", "step"),
     ("compiled_wrapper_s", "(compiled wrapper)", "step"),
+    ("update_step_s", "(update)", "step"),
     ("unattributed_s", "(unattributed)", "unattributed"),
 )
 #: Step rows shown only when measured non-zero.
 OPTIONAL_STEP_ROWS = ("data_s", "clip_s", "scheduler_s", "logging_s", "compiled_wrapper_s",
+                      "update_step_s",
                       "unattributed_s")
 
 
@@ -429,6 +431,9 @@ def _sections(run: Run, cost: CostResult | None) -> list[dict[str, Any]]:
         ("traced steps, ms", psamples or "–"),
         ("created", run.created or "–"),
     ]
+    if run.trace is not None:
+        config.insert(0, ("attributed from", run.trace.describe()))
+        config.append(("trace files", ", ".join(run.trace.files)))
     env = run.environment
     environment = [
         ("device name", env.device_name),
