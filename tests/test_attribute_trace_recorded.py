@@ -131,52 +131,6 @@ def _compute_bound() -> nn.Module:
         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128 * 8 * 8, 512), nn.ReLU(), nn.Linear(512, 10))
 
 
-#: Rounds of the live comparison: each round's steps run minutes apart from the other
-#: side's at most, and pooling 24 steps a side keeps a loaded machine's noise under 3 points.
-ROUNDS = 8
-
-
-def test_agrees_with_a_live_profiler_run(tmp_path: Path, one_thread: None) -> None:
-    """The stock profiler's trace against ``layertime.Profiler`` on the same model and as
-    many steps, in alternating rounds so both see the same machine: within 3 points of the
-    step per kind (pooled over the rounds)."""
-    model = _compute_bound()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
-
-    def step() -> None:
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    for _ in range(2):
-        step()
-    folder = tmp_path / "cycles"
-    lives: list[Run] = []
-    for _ in range(ROUNDS):
-        with torch.profiler.profile(
-                schedule=torch.profiler.schedule(wait=0, warmup=1, active=3), with_stack=True,
-                record_shapes=True,
-                on_trace_ready=torch.profiler.tensorboard_trace_handler(str(folder), "w")) as p:
-            for _ in range(4):
-                step()
-                p.step()
-        with layertime.Profiler(model, opt, warmup_steps=1, every=2) as prof:
-            for _ in range(7):
-                step()
-                prof.step()
-        lives.append(prof.result())
-    trace = layertime.attribute(folder, model).run
-    assert trace.steps == 3 * ROUNDS and sum(r.steps for r in lives) == 3 * ROUNDS
-    total = sum(r.profiled_step_s * r.steps for r in lives)
-    live = {k: sum(r.by_kind()[k].time_s * r.steps for r in lives if k in r.by_kind()) / total
-            for k in {k for r in lives for k in r.by_kind()}}
-    shares = _shares(trace)
-    for k in set(live) | set(shares):
-        assert abs(shares.get(k, 0.0) - live.get(k, 0.0)) <= 0.03, (k, shares.get(k), live.get(k))
-    assert trace.phases.total_s == pytest.approx(trace.profiled_step_s)
-
-
 def test_a_gzipped_trace_reads_as_the_plain_one(tmp_path: Path, one_thread: None) -> None:
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
     step, _ = _stepper_tokens(model)
