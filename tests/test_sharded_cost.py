@@ -241,3 +241,20 @@ def test_a_runs_own_sharding_is_read_as_a_spec_or_its_dict() -> None:
     assert sharding_of_run(SimpleNamespace(sharding=spec.to_dict())) == spec
     assert sharding_of_run(SimpleNamespace(sharding=None)) is None
     assert sharding_of_run(factories.transformer_run()) is None  # unsharded: none
+
+
+def test_a_run_measured_on_the_cpu_hides_no_fsdp_collective() -> None:
+    """FSDP2's collectives block the training thread on the CPU (no streams to prefetch
+    on): a what-if of a CPU run predicts all of them exposed; a CUDA run's may hide."""
+    from dataclasses import replace
+
+    run = factories.transformer_run()
+    spec, link = ShardingSpec(fsdp=True), Link(10)
+    cpu = predict_run(run, spec, 8, workload=_workload("hf:gpt2", GPT2), dp_link=link)
+    gpu = predict_run(replace(run, device="cuda:0"), spec, 8,
+                      workload=_workload("hf:gpt2", GPT2), dp_link=link)
+    for c in cpu.collectives:
+        assert c.exposed_s == pytest.approx(c.seconds)
+    assert any("block the training thread" in n for n in cpu.notes)
+    assert gpu.exposed_s is not None and cpu.exposed_s is not None
+    assert gpu.exposed_s < cpu.exposed_s

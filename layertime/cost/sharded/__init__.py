@@ -247,12 +247,19 @@ def from_run_model(
     if run.model != cost.model or run.batch_size != cost.batch_size:
         out.append(f"the run measured {run.model} at batch {run.batch_size}; the layout is "
                    f"{cost.model}'s at batch {cost.batch_size}")
+    # FSDP2's collectives block the training thread on the CPU (its prefetching runs on
+    # streams, which the CPU has not): a run measured there hides none of them.
+    overlap = not str(run.device).startswith("cpu")
+    if not overlap and sharding.fsdp:
+        out.append("measured on the CPU, where FSDP2's collectives block the training thread: "
+                   "none is predicted to hide behind compute")
     return predict(
         run.model, layers, units, world_size=world_size, dp=dp, tp=tp, fsdp=sharding.fsdp,
         reshard_after_forward=sharding.reshard_after_forward, batch_size=run.batch_size,
         seq_len=run.seq_len, dtype=run.dtype, elem_bytes=_elem(run.dtype),
         dp_link=dp_link, tp_link=tp_link, compute=compute, tp_plan_source=source,
         measured=measured_rows, measured_step_s=run.step_s if same else None, notes=out,
+        overlap=overlap,
     )
 
 

@@ -184,9 +184,11 @@ def predict(
     measured: Mapping[str, tuple[float, float]] | None = None,
     measured_step_s: float | None = None,
     notes: Sequence[str] = (),
+    overlap: bool = True,
 ) -> ShardedCost:
     """Count the step's collectives, time them on the links, lay them against the compute
-    (when given) and charge them to layers."""
+    (when given) and charge them to layers.  ``overlap=False``: every collective blocks the
+    training thread (FSDP2 on the CPU, where its prefetching has no streams to run on)."""
     tokens = batch_size * (seq_len or 1)
     planned = plan_collectives(layers, units, dp=dp, tp=tp, fsdp=fsdp,
                                reshard_after_forward=reshard_after_forward,
@@ -204,7 +206,7 @@ def predict(
         segments, dp_ops = build_segments(layers, planned, compute, tp_seconds)
         timeline = simulate(segments, [float(seconds[i] or 0.0) for i in dp_ops])
         for k, i in enumerate(dp_ops):
-            exposed[i] = timeline.exposed_s[k]
+            exposed[i] = timeline.exposed_s[k] if overlap else seconds[i]
             starts[i] = timeline.comm_start_s[k]
         for i, p in enumerate(planned):
             if p.collective.group == "tp":
