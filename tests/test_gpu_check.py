@@ -32,7 +32,7 @@ def test_smoke_runs_every_section_and_writes_its_files(tmp_path: Path) -> None:
     for needed in ("overhead", "coverage", "repeatability", "conv agreement", "fc agreement",
                    "second clock", "memory", "event ids", "calibrate", "after sessions",
                    "time limit", "oom then run", "reports", "attribute trace",
-                   "torchrun 1 rank", "cli profile",
+                   "torchrun 1 rank", "cli profile", "fsdp 1 rank", "tp 1 rank",
                    "pytest -m cuda"):
         assert needed in checks, needed
     files = [f for f in out.iterdir() if not f.name.startswith(".")]
