@@ -76,6 +76,15 @@ class ShardedSync:
     record_shapes = True
 
     def attach(self, model: nn.Module, table: ModuleTable) -> nn.Module:
+        """Called after the validating forward, before the optimizer is made: FSDP2 keeps a
+        unit that does not reshard after forward (the root) gathered until its backward,
+        which that forward never ran, so every unit is resharded now; else the optimizer
+        would hold the gathered parameters and never update the sharded ones."""
+        from torch.distributed.fsdp import FSDPModule
+
+        for m in model.modules():
+            if isinstance(m, FSDPModule):
+                m.reshard()
         self.table = table
         self._maps = unit_maps(table, self.layout.units)
         return model
