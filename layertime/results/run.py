@@ -21,6 +21,7 @@ from layertime.records import build, build_all, check_schema, number, parse_obje
 from layertime.results.compiled import CompiledSummary
 from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.environment import Environment
+from layertime.results.memory import MemorySummary
 from layertime.results.sharded import COLLECTIVE_KINDS, COLLECTIVE_LABELS, CollectiveRow, ShardLayout
 from layertime.results.rows import (
     KindTotal,
@@ -114,6 +115,11 @@ class Run:
     #: Layers' ``comm_*`` fields hold their share; None and () otherwise.
     sharding: ShardLayout | None = None
     collectives: tuple[CollectiveRow, ...] = ()
+    #: Memory, measured in a step of its own (``layertime.results.memory``): the peak,
+    #: what was live then, the live bytes over the step; the layers' ``saved_bytes``,
+    #: ``params_bytes``, ``grads_bytes`` and ``optimizer_state_bytes`` beside it.  None
+    #: when not measured (``--no-memory``, compiled runs, older files).
+    memory: MemorySummary | None = None
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -355,6 +361,7 @@ class Run:
                 if self.sharding is not None else None
             ),
             "collectives": [{**asdict(c), "comm_s": c.comm_s} for c in self.collectives],
+            **({"memory": self.memory.to_dict()} if self.memory is not None else {}),
             "roles": {
                 k: {
                     "time_s": v.time_s,
@@ -415,6 +422,7 @@ class Run:
                 sharding=lambda v: build(ShardLayout, v, units=tuple, tp_layers=dict)
                 if v else None,
                 collectives=lambda v: build_all(CollectiveRow, v),
+                memory=lambda v: MemorySummary.from_dict(v) if v else None,
             )
 
     @classmethod

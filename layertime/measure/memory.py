@@ -1,0 +1,778 @@
+"""Memory per layer, measured in a step of its own.
+
+A profile's timed steps are never touched: memory is measured in two extra steps
+run inside one ``torch.profiler`` session that records the allocator's events
+(``profile_memory``, CPU activity only: no CUPTI), with the module ranges of
+:mod:`layertime.measure.tracer` around every module call.  The first step only
+makes every block the second one frees known to the profiler (a free of a block
+allocated before a session is not reported, and torch warns about it); the
+second is the measured step.  In it:
+
+* **saved activations**: ``torch.autograd.graph.saved_tensors_hooks`` sees every
+  tensor an op saves for backward, with the module running (a hook pair on each
+  module keeps the stack); each storage is counted once, by its bytes; parameters,
+  buffers and their views are left out (they are held anyway).  A storage saved by
+  one layer is charged to it; one saved by several layers to the layer whose op
+  allocated it (the innermost module range around its allocation event; an in-place
+  op allocates nothing, so an in-place ReLU's saved output is the producer's), and
+  to the first saver when no layer allocated it (the batch).  Saves in the loss,
+  outside any layer, are the summary's ``loss_saved_bytes``.
+* **activation checkpointing**: ``torch.utils.checkpoint`` saves its inputs through
+  the same hooks (non-reentrant: ``_CheckpointFrame.save_inputs``; reentrant:
+  ``CheckpointFunction``), then pushes hooks of its own, so the layers inside save
+  nothing here; the inputs are charged to the module it checkpoints (read from the
+  checkpoint call's ``fn``/``function``, whose frame is the hook's caller), so a
+  checkpointed block shows what it keeps.  Its recompute is charged to its layers'
+  backward in the timed steps (``attribute.py``: ``recompute``).
+* **parameters, gradients, optimizer state** per layer: the tensors themselves after
+  the step (gradients after backward, optimizer state after the update: the priming
+  step has run the optimizer once), a DTensor's by its local shard (what the rank
+  holds), each parameter at its first owner as :class:`ModuleTable` counts it.
+* **the peak and what is live then**: on CUDA the allocator's own numbers
+  (``max_memory_allocated`` over the measured step, and its total at every event);
+  on the CPU every allocation and free of the step by address, on top of the
+  tensors live at its start.  Every live block is classified by its address:
+  parameter, gradient, optimizer state, saved activation, or other.
+
+Nothing is left behind: the hooks and the profiler are removed in ``finally``
+(:meth:`MemorySession.abort`), nothing is stored on the user's modules, and the
+saved-tensor hooks return a detached alias (the graph holds no extra reference).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from layertime.measure.attribute import StepCharges, attribute_step, split_steps
+from layertime.measure.events import (
+    BACKWARD_NODE,
+    MODULE,
+    OpEvent,
+    from_kineto,
+    from_profiler,
+    kineto_readable,
+)
+from layertime.measure.tracer import StepRange, module_ranges
+from layertime.modules import ModuleTable
+from layertime.results.memory import (
+    AtPeak,
+    LayerAtPeak,
+    MemoryMark,
+    MemoryPoint,
+    MemorySummary,
+)
+from layertime.results.rows import LayerRow
+
+#: At most this many points on the memory line of a step (each the highest of its slice).
+TIMELINE_POINTS = 240
+#: The file of torch's activation checkpointing, whose frames call the saved-tensor hook
+#: when it keeps a checkpoint's inputs.
+_CHECKPOINT_FILE = os.path.join("torch", "utils", "checkpoint.py")
+_KINETO_EVENT: Any = getattr(getattr(torch._C, "_autograd", None), "_KinetoEvent", None)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (what this rank holds), else the tensor."""
+    local = getattr(t, "_local_tensor", None)
+    return local if isinstance(local, torch.Tensor) else t
+
+
+def _storage(t: torch.Tensor) -> Any:
+    """The untyped storage of a tensor's data (a DTensor's local shard's), or None."""
+    try:
+        return _local(t).untyped_storage()
+    except (RuntimeError, NotImplementedError, AttributeError, TypeError):
+        return None
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    """Bytes of a tensor's elements on this rank (a DTensor's local shard)."""
+    local = _local(t)
+    return int(local.numel()) * int(local.element_size())
+
+
+# -- saved tensors ----------------------------------------------------------------
+@dataclass
+class _Saved:
+    """One storage saved for backward: its address and bytes, who saved it, whether
+    it is a checkpoint's kept input."""
+
+    ptr: int
+    nbytes: int
+    savers: list[int | None]
+    checkpoint: bool = False
+
+
+class SavedRecorder:
+    """The saved-tensor hooks and the module stack they read, for one step.
+
+    :meth:`install` adds a pre/post forward hook to every module (a per-thread stack
+    of module indices) and pushes the saved-tensor hooks; :meth:`remove` undoes both.
+    Saves made inside backward (a reentrant checkpoint's recompute, double backward)
+    are not counted: they are no memory of the forward.
+    """
+
+    def __init__(self, table: ModuleTable) -> None:
+        self._table = table
+        self._index = {id(e.module): e.index for e in table}
+        self._local = threading.local()
+        self._handles: list[Any] = []
+        self._hooks: Any = None
+        #: Storage addresses of parameters and buffers (never saved activations).
+        self.held: set[int] = set()
+        #: (storage identity, address) -> what was saved.
+        self.saved: dict[tuple[int, int], _Saved] = {}
+
+    def _stack(self) -> list[int]:
+        try:
+            return self._local.stack  # type: ignore[no-any-return]
+        except AttributeError:
+            st: list[int] = []
+            self._local.stack = st
+            return st
+
+    def install(self, model: nn.Module) -> None:
+        self.held = set()
+        for t in [*model.parameters(), *model.buffers()]:
+            st = _storage(t)
+            if st is not None:
+                self.held.add(int(st.data_ptr()))
+        stack = self._stack
+
+        def make(index: int) -> tuple[Any, Any]:
+            def pre(_m: nn.Module, _a: Any) -> None:
+                stack().append(index)
+
+            def post(_m: nn.Module, _a: Any, _o: Any) -> None:
+                st = stack()
+                if st:
+                    st.pop()
+
+            return pre, post
+
+        try:
+            for entry in self._table:
+                pre, post = make(entry.index)
+                self._handles.append(entry.module.register_forward_pre_hook(pre))
+                self._handles.append(entry.module.register_forward_hook(post, always_call=True))
+            self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+            self._hooks.__enter__()
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        hooks, self._hooks = self._hooks, None
+        try:
+            if hooks is not None:
+                hooks.__exit__(None, None, None)
+        finally:
+            for h in self._handles:
+                h.remove()
+            self._handles.clear()
+            self._local = threading.local()
+
+    def _checkpointed(self) -> tuple[bool, int | None]:
+        """Whether the save being packed is a checkpoint keeping its inputs (the hook's
+        caller is torch's checkpoint code), and the module it checkpoints, if one."""
+        frame = sys._getframe(2)  # 0: this method, 1: the hook, 2: its caller
+        if not frame.f_code.co_filename.endswith(_CHECKPOINT_FILE):
+            return False, None
+        for _ in range(4):
+            if frame is None:
+                break
+            fn = frame.f_locals.get("fn", frame.f_locals.get("function"))
+            if fn is not None:
+                target = getattr(fn, "__self__", fn)
+                return True, self._index.get(id(target))
+            frame = frame.f_back  # type: ignore[assignment]
+        return True, None
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        packed = t.detach()  # the graph must not hold the tensor itself (a cycle)
+        if torch._C._current_autograd_node() is not None:
+            return packed  # a save inside backward
+        if isinstance(t, nn.Parameter) or isinstance(getattr(t, "_base", None), nn.Parameter):
+            return packed
+        st = _storage(t)
+        if st is None:
+            return packed
+        nbytes = int(st.nbytes())
+        ptr = int(st.data_ptr())
+        if nbytes == 0 or ptr in self.held:
+            return packed
+        checkpoint, target = self._checkpointed()
+        stack = self._stack()
+        saver = target if target is not None else (stack[-1] if stack else None)
+        key = (int(st._cdata), ptr)
+        rec = self.saved.get(key)
+        if rec is None:
+            self.saved[key] = _Saved(ptr, nbytes, [saver], checkpoint)
+        else:
+            if saver not in rec.savers:
+                rec.savers.append(saver)
+            rec.checkpoint = rec.checkpoint or checkpoint
+        return packed
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+# -- what the step holds, by address --------------------------------------------
+@dataclass(frozen=True)
+class _Held:
+    """A tensor layertime can name: its storage address and bytes, its category
+    (``parameters``, ``buffers``, ``gradients``, ``optimizer_state``, ``inputs``) and
+    the layer it belongs to."""
+
+    ptr: int
+    nbytes: int
+    category: str
+    index: int | None
+
+
+def _owners(table: ModuleTable) -> dict[int, int]:
+    """id(parameter) -> index of its first owner (as ModuleTable counts parameters)."""
+    owners: dict[int, int] = {}
+    for e in table:
+        for p in e.module.parameters(recurse=False):
+            owners.setdefault(id(p), e.index)
+    return owners
+
+
+def held_tensors(model: nn.Module, table: ModuleTable, optimizer: Any,
+                 inputs: Sequence[torch.Tensor] = ()) -> list[_Held]:
+    """Every tensor of the step layertime can name, by storage."""
+    owners = _owners(table)
+    out: list[_Held] = []
+
+    def add(t: Any, category: str, index: int | None) -> None:
+        if not isinstance(t, torch.Tensor):
+            return
+        st = _storage(t)
+        if st is not None and st.nbytes():
+            out.append(_Held(int(st.data_ptr()), int(st.nbytes()), category, index))
+
+    params = list(model.parameters())
+    for p in params:
+        add(p, "parameters", owners.get(id(p)))
+        if p.grad is not None:
+            add(p.grad, "gradients", owners.get(id(p)))
+    for b in model.buffers():
+        add(b, "buffers", None)
+    state = getattr(optimizer, "state", None)
+    if state is not None:
+        for p in params:
+            for v in state.get(p, {}).values():
+                add(v, "optimizer_state", owners.get(id(p)))
+    for t in inputs:
+        add(t, "inputs", None)
+    return out
+
+
+@dataclass(frozen=True)
+class LayerMemory:
+    """One layer's memory in the measured step."""
+
+    saved_bytes: int = 0
+    params_bytes: int = 0
+    grads_bytes: int = 0
+    optimizer_state_bytes: int = 0
+    #: Whether a checkpoint's kept inputs were charged to it.
+    checkpoint: bool = False
+
+
+def layer_bytes(model: nn.Module, table: ModuleTable, optimizer: Any) -> dict[int, LayerMemory]:
+    """Parameter, gradient and optimizer-state bytes per layer (its own parameters, at
+    their first owner; a DTensor's local shard)."""
+    owners = _owners(table)
+    sums: dict[int, list[int]] = {}
+    state = getattr(optimizer, "state", None)
+    seen: set[int] = set()
+    for p in model.parameters():
+        if id(p) in seen or id(p) not in owners:
+            continue
+        seen.add(id(p))
+        acc = sums.setdefault(owners[id(p)], [0, 0, 0])
+        acc[0] += _nbytes(p)
+        if p.grad is not None:
+            acc[1] += _nbytes(p.grad)
+        if state is not None:
+            acc[2] += sum(_nbytes(v) for v in state.get(p, {}).values()
+                          if isinstance(v, torch.Tensor))
+    return {i: LayerMemory(0, a, b, c) for i, (a, b, c) in sums.items()}
+
+
+# -- the allocator's events ------------------------------------------------------
+@dataclass(frozen=True)
+class Allocation:
+    """One allocation (``delta`` > 0) or free (< 0) of the allocator, µs on the
+    profile's clock (that of :class:`OpEvent`), with the allocator's own total after
+    it (CUDA: the caching allocator's allocated bytes; CPU: not used)."""
+
+    t_us: float
+    ptr: int
+    delta: int
+    total: int
+
+
+def allocations(results: Any, device: torch.device) -> list[Allocation] | None:
+    """The allocator's events of one profile on ``device``, in time order, from torch's
+    event tree (which carries each block's address); None when this torch has none."""
+    tree_of = getattr(results, "experimental_event_tree", None)
+    if tree_of is None:
+        return None
+    start0 = results.trace_start_ns()
+    want = device.type
+    out: list[Allocation] = []
+    stack = list(tree_of())
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        f = node.extra_fields
+        if not type(f).__name__.endswith("Allocation"):
+            continue
+        dev = getattr(f, "device", None)
+        if dev is not None and getattr(dev, "type", want) != want:
+            continue
+        out.append(Allocation((node.start_time_ns - start0) / 1000.0, int(f.ptr),
+                              int(f.alloc_size), int(f.total_allocated)))
+    out.sort(key=lambda a: a.t_us)
+    return out
+
+
+@dataclass
+class _Block:
+    """One live interval of an allocator block: its address, bytes, from and until."""
+
+    ptr: int
+    nbytes: int
+    start_us: float
+    end_us: float = float("inf")
+
+
+def live_blocks(allocs: Sequence[Allocation], start_us: float, end_us: float,
+                held: Sequence[_Held]) -> tuple[list[_Block], list[tuple[float, int]]]:
+    """The blocks of the step ``[start_us, end_us]`` and the live bytes after each event.
+
+    Live at the start: the tensors layertime can name (``held``) and the blocks the
+    events before the step allocated and did not free.  A free of a block the events
+    never saw (allocated before the session) is ignored: it was never counted.
+    """
+    live: dict[int, _Block] = {}
+    for a in allocs:
+        if a.t_us >= start_us:
+            break
+        if a.delta > 0:
+            live[a.ptr] = _Block(a.ptr, a.delta, -1.0)
+        else:
+            live.pop(a.ptr, None)
+    for h in held:
+        live.setdefault(h.ptr, _Block(h.ptr, h.nbytes, -1.0))
+    blocks = list(live.values())
+    total = sum(b.nbytes for b in blocks)
+    curve = [(start_us, total)]
+    for a in allocs:
+        if a.t_us < start_us:
+            continue
+        if a.t_us > end_us:
+            break
+        if a.delta > 0:
+            old = live.pop(a.ptr, None)
+            if old is not None:  # a free the events missed
+                old.end_us = a.t_us
+                total -= old.nbytes
+            b = _Block(a.ptr, a.delta, a.t_us)
+            live[a.ptr] = b
+            blocks.append(b)
+            total += a.delta
+        else:
+            old = live.pop(a.ptr, None)
+            if old is None:
+                continue
+            old.end_us = a.t_us
+            total -= old.nbytes
+        curve.append((a.t_us, total))
+    return blocks, curve
+
+
+# -- where in the step -------------------------------------------------------------
+@dataclass
+class _Spans:
+    """Where the step's parts lie (µs on the profile's clock)."""
+
+    start: float
+    end: float
+    forward: tuple[float, float] | None = None
+    backward: tuple[float, float] | None = None
+    rows: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: (start, end, module index, phase) of every layer charge's first-to-last span.
+    layers: list[tuple[float, float, int, str]] = field(default_factory=list)
+
+
+def _spans(step: OpEvent, members: Sequence[OpEvent], charges: StepCharges) -> _Spans:
+    s = _Spans(step.start_us, step.end_us)
+    bwd = [e for e in members if e.name.startswith(BACKWARD_NODE)]
+    if bwd:
+        s.backward = (min(e.start_us for e in bwd), max(e.end_us for e in bwd))
+    cut = s.backward[0] if s.backward else step.end_us
+    fwd = [e for e in members if e.name.startswith(MODULE) and e.start_us < cut]
+    if fwd:
+        s.forward = (min(e.start_us for e in fwd), max(e.end_us for e in fwd))
+    for owner, (a, b) in charges.spans.items():
+        a_us, b_us = step.start_us + a * 1e6, step.start_us + b * 1e6
+        if owner[0] == "module":
+            s.layers.append((a_us, b_us, int(owner[1]), str(owner[2])))
+        elif owner[0] == "step":
+            s.rows[str(owner[1])] = (a_us, b_us)
+    return s
+
+
+def _running(spans: _Spans, t: float) -> tuple[int | None, str]:
+    """The layer running at ``t`` (the shortest layer span around it) and its phase, or
+    a step row's name; (None, "") between everything."""
+    best: tuple[float, int, str] | None = None
+    for a, b, idx, phase in spans.layers:
+        if a <= t <= b and (best is None or b - a < best[0]):
+            best = (b - a, idx, phase)
+    if best is not None:
+        return best[1], best[2]
+    for row, (a, b) in spans.rows.items():
+        if a <= t <= b and row != "unattributed":
+            return None, row
+    return None, ""
+
+
+def _when(spans: _Spans, t: float) -> tuple[str, str]:
+    """(phase, when) of a moment: see :class:`MemorySummary`."""
+    for row, label in (("update", "optimizer step"), ("zero_grad", "zero_grad"),
+                       ("loss", "end of forward")):
+        span = spans.rows.get(row)
+        if span is not None and span[0] <= t <= span[1]:
+            return row, label
+    if spans.backward is not None and spans.backward[0] <= t <= spans.backward[1]:
+        a, b = spans.backward
+        return "backward", "early backward" if t <= a + (b - a) / 3 else "backward"
+    if spans.forward is not None and spans.forward[0] <= t <= spans.forward[1]:
+        a, b = spans.forward
+        return "forward", "end of forward" if t >= a + 0.9 * (b - a) else "forward"
+    if spans.forward is not None and spans.backward is not None and \
+            spans.forward[1] < t < spans.backward[0]:
+        return "loss", "end of forward"
+    return "other", "other"
+
+
+def _producers(members: Sequence[OpEvent], cut_us: float) -> list[tuple[float, float, int]]:
+    """Forward module ranges (start, end, index), by start."""
+    out = [(e.start_us, e.end_us, int(e.name[len(MODULE):])) for e in members
+           if e.name.startswith(MODULE) and e.start_us < cut_us]
+    out.sort()
+    return out
+
+
+def _innermost(ranges: Sequence[tuple[float, float, int]], t: float) -> int | None:
+    """The module whose range, of those around ``t``, started last."""
+    found = None
+    for a, b, idx in ranges:
+        if a > t:
+            break
+        if a <= t <= b:
+            found = idx
+    return found
+
+
+# -- the session ------------------------------------------------------------------
+@dataclass(frozen=True)
+class MemoryMeasurement:
+    """What the memory step measured: per layer (by table index) and for the step."""
+
+    layers: dict[int, LayerMemory]
+    summary: MemorySummary | None
+
+
+class MemorySession:
+    """The memory step: ``start()`` before a priming step, ``begin_step()`` and
+    ``end_step()`` around the measured step, then ``stop()`` (or ``abort()``)."""
+
+    def __init__(self, model: nn.Module, table: ModuleTable, device: torch.device,
+                 optimizer: Any = None, inputs: Sequence[torch.Tensor] = ()) -> None:
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # the library never prints
+        self._model = model
+        self._table = table
+        self._device = device
+        self._optimizer = optimizer
+        self._inputs = tuple(inputs)
+        self._prof = torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True,
+            record_shapes=False, with_stack=False,
+        )
+        self._ranges = ExitStack()
+        self._step = StepRange()
+        self._recorder = SavedRecorder(table)
+        self._held_start: list[_Held] = []
+        self._held_end: list[_Held] = []
+        self._layers: dict[int, LayerMemory] = {}
+        self._cuda_peak: int | None = None
+        self._cuda_reserved: int | None = None
+        self._t0 = 0.0
+        self._wall = 0.0
+        self._running = False
+
+    def _sync(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+    def start(self) -> None:
+        self._ranges.enter_context(module_ranges(self._table))
+        try:
+            self._prof.__enter__()
+        except BaseException:
+            self._ranges.close()
+            raise
+        self._running = True
+
+    def begin_step(self) -> None:
+        self._held_start = held_tensors(self._model, self._table, self._optimizer, self._inputs)
+        self._sync()
+        if self._device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self._device)
+        self._t0 = time.perf_counter()
+        self._step.enter()
+        self._recorder.install(self._model)
+
+    def end_step(self) -> None:
+        try:
+            self._recorder.remove()
+        finally:
+            self._sync()
+            self._step.exit()
+        self._wall = time.perf_counter() - self._t0
+        if self._device.type == "cuda":
+            self._cuda_peak = int(torch.cuda.max_memory_allocated(self._device))
+            self._cuda_reserved = int(torch.cuda.max_memory_reserved(self._device))
+        self._held_end = held_tensors(self._model, self._table, self._optimizer, self._inputs)
+        self._layers = layer_bytes(self._model, self._table, self._optimizer)
+
+    def abort(self) -> None:
+        """Stop without measuring (an error mid-step): every hook removed."""
+        try:
+            self._recorder.remove()
+            self._step.exit()
+            if self._running:
+                self._running = False
+                self._prof.__exit__(None, None, None)
+        finally:
+            self._ranges.close()
+
+    def stop(self) -> MemoryMeasurement:
+        try:
+            self._running = False
+            self._prof.__exit__(None, None, None)
+        finally:
+            self._ranges.close()
+        results = getattr(getattr(self._prof, "profiler", None), "kineto_results", None)
+        if kineto_readable(results, _KINETO_EVENT):
+            events = from_kineto(results)
+        else:
+            events = from_profiler(self._prof.events())
+        groups = split_steps(events)
+        allocs = allocations(results, self._device) if results is not None else None
+        if len(groups) != 1:
+            return MemoryMeasurement(self._charged({}, []), None)
+        step, members = groups[0]
+        return self._measure(step, members, allocs)
+
+    # -- the measured step's numbers -------------------------------------------
+    def _charged(self, owner_of: dict[int, int | None]) -> dict[int, LayerMemory]:
+        """The layers' memory with each saved storage charged to its owner (by address;
+        see the module doc)."""
+        saved: dict[int, int] = {}
+        ckpt: set[int] = set()
+        for rec in self._recorder.saved.values():
+            owner = owner_of.get(rec.ptr, _owner(rec, None))
+            if owner is None:
+                continue
+            saved[owner] = saved.get(owner, 0) + rec.nbytes
+            if rec.checkpoint:
+                ckpt.add(owner)
+        out = dict(self._layers)
+        for idx, nbytes in saved.items():
+            out[idx] = replace(out.get(idx, LayerMemory()), saved_bytes=nbytes,
+                               checkpoint=idx in ckpt)
+        return out
+
+    def _measure(self, step: OpEvent, members: Sequence[OpEvent],
+                 allocs: list[Allocation] | None) -> MemoryMeasurement:
+        if allocs is None:
+            return MemoryMeasurement(self._charged({}), None)
+        charges = attribute_step(step, members)
+        spans = _spans(step, members, charges)
+        names = {e.index: e.name for e in self._table}
+        cut = spans.backward[0] if spans.backward else step.end_us
+        blocks, curve = live_blocks(allocs, step.start_us, step.end_us, self._held_start)
+        # The block each saved storage lives in: the one at its address alive when the
+        # backward begins (every saved storage is), and the layer that allocated it.
+        ranges = _producers(members, cut)
+        at_cut = {b.ptr: b for b in blocks if b.start_us <= cut < b.end_us}
+        owner_of: dict[int, int | None] = {}
+        for rec in self._recorder.saved.values():
+            b = at_cut.get(rec.ptr)
+            producer = (_innermost(ranges, b.start_us)
+                        if b is not None and b.start_us >= step.start_us else None)
+            owner_of[rec.ptr] = _owner(rec, producer)
+        layers = self._charged(owner_of)
+        cuda = self._device.type == "cuda"
+        if cuda:
+            dev = [a for a in allocs if step.start_us <= a.t_us <= step.end_us]
+            if dev:
+                curve = [(step.start_us, dev[0].total - dev[0].delta)] + \
+                    [(a.t_us, a.total) for a in dev]
+        peak_t, peak_curve = max(curve, key=lambda p: p[1])
+        peak = self._cuda_peak if cuda and self._cuda_peak is not None else peak_curve
+        graph_end = spans.backward[1] if spans.backward else step.end_us
+        at_peak = self._at_peak(blocks, peak_t, peak, (cut, graph_end), names, owner_of)
+        phase, when = _when(spans, peak_t)
+        running, _ = _running(spans, peak_t)
+        fwd_end = next((v for t, v in reversed(curve) if t <= cut), curve[0][1])
+        saved_total = sum(r.nbytes for r in self._recorder.saved.values())
+        in_layers = sum(m.saved_bytes for m in layers.values())
+        summary = MemorySummary(
+            method="cuda-allocator" if cuda else "cpu-allocator",
+            peak_bytes=int(peak),
+            peak_at_s=(peak_t - step.start_us) * 1e-6,
+            peak_phase=phase,
+            peak_when=when,
+            peak_layer=names.get(running) if running is not None else None,
+            at_peak=at_peak,
+            base_bytes=int(curve[0][1]),
+            forward_end_bytes=int(fwd_end),
+            saved_bytes=saved_total,
+            loss_saved_bytes=saved_total - in_layers,
+            step_s=self._wall,
+            timeline=_timeline(curve, spans, names, step),
+            marks=_marks(spans, peak_t, step),
+            reserved_peak_bytes=self._cuda_reserved if cuda else None,
+        )
+        return MemoryMeasurement(layers, summary)
+
+    def _at_peak(self, blocks: Sequence[_Block], t: float, peak: int,
+                 graph: tuple[float, float], names: dict[int, str],
+                 owner_of: dict[int, int | None]) -> AtPeak:
+        """The blocks live at ``t``, by category and layer (``other``: the rest of
+        ``peak``).  A tensor named at the step's start is matched to the block live
+        then, one named at its end to the block still live then, a saved storage to the
+        block live when the backward began, as saved until the backward ends (autograd
+        lets go of it then; a block that lives on, such as the batch, is other)."""
+        cut, graph_end = graph
+        start_kind = {h.ptr: (h.category, h.index) for h in self._held_start}
+        end_kind = {h.ptr: (h.category, h.index) for h in self._held_end}
+        named = ("parameters", "gradients", "optimizer_state")
+        cats = {"saved": 0, "parameters": 0, "gradients": 0, "optimizer_state": 0}
+        per: dict[int, list[int]] = {}
+        for b in blocks:
+            if not b.start_us <= t < b.end_us:
+                continue
+            what: tuple[str, int | None] | None = None
+            if b.start_us < 0 and start_kind.get(b.ptr, ("",))[0] in named:
+                what = start_kind[b.ptr]
+            elif b.end_us == float("inf") and end_kind.get(b.ptr, ("",))[0] in named:
+                what = end_kind[b.ptr]
+            elif b.ptr in owner_of and b.start_us <= cut < b.end_us and t <= graph_end:
+                what = ("saved", owner_of[b.ptr])
+            if what is None:
+                continue
+            cat, idx = what
+            cats[cat] += b.nbytes
+            if idx is not None:
+                per.setdefault(idx, [0, 0, 0, 0])[list(cats).index(cat)] += b.nbytes
+        known = sum(cats.values())
+        layers = tuple(LayerAtPeak(names.get(i, str(i)), *v) for i, v in sorted(per.items()))
+        return AtPeak(cats["parameters"], cats["gradients"], cats["optimizer_state"],
+                      cats["saved"], max(0, peak - known), layers)
+
+
+def _owner(rec: _Saved, producer: int | None) -> int | None:
+    """Who a saved storage is charged to: a checkpoint's kept input to the module it
+    checkpoints; a storage saved by several layers to its producer, when a layer
+    allocated it; otherwise to its (first) saver."""
+    if rec.checkpoint:
+        return rec.savers[0]
+    if len(rec.savers) > 1 and producer is not None:
+        return producer
+    return rec.savers[0]
+
+
+def _timeline(curve: Sequence[tuple[float, int]], spans: _Spans,
+          names: dict[int, str], step: OpEvent) -> tuple[MemoryPoint, ...]:
+    """At most :data:`TIMELINE_POINTS` points: the highest of each slice of the step."""
+    dur = max(step.end_us - step.start_us, 1e-9)
+    best: dict[int, tuple[float, int]] = {}
+    for t, v in curve:
+        k = min(TIMELINE_POINTS - 1, int((t - step.start_us) / dur * TIMELINE_POINTS))
+        if k not in best or v > best[k][1]:
+            best[k] = (t, v)
+    last = curve[-1]
+    best.setdefault(TIMELINE_POINTS, (max(last[0], step.end_us), last[1]))
+    out = []
+    for _, (t, v) in sorted(best.items()):
+        idx, phase = _running(spans, t)
+        out.append(MemoryPoint((t - step.start_us) * 1e-6, int(v), phase,
+                               names.get(idx) if idx is not None else None))
+    return tuple(out)
+
+
+def _marks(spans: _Spans, peak_t: float, step: OpEvent) -> tuple[MemoryMark, ...]:
+    marks = []
+    if spans.forward is not None:
+        marks.append(MemoryMark("forward end", spans.forward[1]))
+    if spans.backward is not None:
+        marks.append(MemoryMark("backward end", spans.backward[1]))
+    if "update" in spans.rows:
+        marks.append(MemoryMark("optimizer step", spans.rows["update"][0]))
+    marks.append(MemoryMark("peak", peak_t))
+    return tuple(MemoryMark(m.label, (m.t_s - step.start_us) * 1e-6) for m in marks)
+
+
+def with_memory(layers: Iterable[LayerRow], table: ModuleTable,
+                measured: MemoryMeasurement) -> tuple[LayerRow, ...]:
+    """The rows with their memory filled in from the memory step (by module index)."""
+    by_name = {e.name: e.index for e in table}
+    out = []
+    for r in layers:
+        m = measured.layers.get(by_name.get(r.name, -1))
+        if m is None:
+            out.append(r)
+            continue
+        out.append(replace(r, saved_bytes=m.saved_bytes, params_bytes=m.params_bytes,
+                           grads_bytes=m.grads_bytes,
+                           optimizer_state_bytes=m.optimizer_state_bytes,
+                           checkpointed=r.checkpointed or m.checkpoint))
+    return tuple(out)
+
+
+def run_memory_step(session: MemorySession, prime: Any, measured: Any) -> MemoryMeasurement:
+    """Run the priming and the measured step (callables) in ``session``: hooks and the
+    profiler are gone afterwards, whatever happens."""
+    session.start()
+    try:
+        prime()
+        session.begin_step()
+        try:
+            measured()
+        finally:
+            session.end_step()
+    except BaseException:
+        session.abort()
+        raise
+    return session.stop()
