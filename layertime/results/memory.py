@@ -225,16 +225,16 @@ def per_sample_bytes(summary: MemorySummary, batch_size: int,
     return per if per > 0 else None
 
 
-def mib(nbytes: float) -> float:
-    """Bytes in MiB (what every memory column shows as ``MB``)."""
-    return nbytes / 2**20
+def mb(nbytes: float) -> float:
+    """Bytes in MB (10^6 bytes: what every memory column and line shows)."""
+    return nbytes / 1e6
 
 
 def fmt_mb(nbytes: float | None, places: int = 1) -> str:
-    """Bytes as MiB with thousands separators, or '' for None."""
+    """Bytes as MB (10^6) with thousands separators, or '' for None."""
     if nbytes is None:
         return ""
-    return f"{mib(nbytes):,.{places}f}"
+    return f"{mb(nbytes):,.{places}f}"
 
 
 def describe_peak(summary: MemorySummary) -> str:
@@ -249,3 +249,74 @@ def describe_peak(summary: MemorySummary) -> str:
 def top_layers(layers: Sequence[LayerAtPeak], n: int = 3) -> list[LayerAtPeak]:
     """The ``n`` layers that held the most at the peak."""
     return sorted(layers, key=lambda r: -r.total_bytes)[:n]
+
+
+@dataclass(frozen=True)
+class MemoryBeside:
+    """One layer's memory measured (a run) beside the cost model's count of it: saved
+    activations, parameters, gradients and optimizer state, bytes (None: the side lacks
+    the layer)."""
+
+    name: str
+    kind: str
+    measured_saved: int | None
+    counted_saved: int | None
+    measured_params: int | None = None
+    counted_params: int | None = None
+    measured_grads: int | None = None
+    counted_grads: int | None = None
+    measured_optimizer: int | None = None
+    counted_optimizer: int | None = None
+
+    @property
+    def saved_ratio(self) -> float | None:
+        """Counted / measured saved activations (None when either is absent or zero)."""
+        if not self.measured_saved or self.counted_saved is None:
+            return None
+        return self.counted_saved / self.measured_saved
+
+
+class _CountedRow(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def memory_bytes(self) -> Any: ...
+
+
+#: Counted and measured saved activations differing by more than this are a miss of the
+#: cost model (fixed, or explained in docs/cost.md).
+SAVED_TOLERANCE = 0.10
+
+
+def beside(layers: Sequence[_MemoryRow], counted: Sequence[_CountedRow],
+           loss_saved: tuple[int | None, int | None] = (None, None)) -> list[MemoryBeside]:
+    """Measured rows (``LayerRow``) beside counted ones (``LayerCost``) by name, in the
+    run's order, then the counted rows it lacks, then the loss (``loss_saved``: measured,
+    counted); rows with nothing on either side are left out."""
+    by_name = {c.name: c for c in counted}
+    out: list[MemoryBeside] = []
+    seen = set()
+    for r in layers:
+        name = getattr(r, "name")
+        c = by_name.get(name)
+        seen.add(name)
+        m = c.memory_bytes if c is not None else None
+        row = MemoryBeside(
+            name, r.kind, r.saved_bytes, m.saved_activations if m is not None else None,
+            r.params_bytes, m.weights if m is not None else None,
+            r.grads_bytes, m.grads if m is not None else None,
+            r.optimizer_state_bytes, m.optimizer_state if m is not None else None)
+        if row.measured_saved or row.counted_saved or row.measured_params or row.counted_params:
+            out.append(row)
+    for c in counted:
+        if c.name in seen:
+            continue
+        m = c.memory_bytes
+        if m.saved_activations or m.weights:
+            out.append(MemoryBeside(c.name, c.kind, None, m.saved_activations, None, m.weights,
+                                    None, m.grads, None, m.optimizer_state))
+    if loss_saved[0] is not None or loss_saved[1] is not None:
+        out.append(MemoryBeside("(loss)", "loss", loss_saved[0], loss_saved[1]))
+    return out
