@@ -589,7 +589,7 @@ class MemorySession:
         groups = split_steps(events)
         allocs = allocations(results, self._device) if results is not None else None
         if len(groups) != 1:
-            return MemoryMeasurement(self._charged({}, []), None)
+            return MemoryMeasurement(self._charged({}), None)
         step, members = groups[0]
         return self._measure(step, members, allocs)
 

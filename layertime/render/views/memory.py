@@ -77,25 +77,31 @@ def step_chart(run: Run) -> dict[str, Any] | None:
     m = run.memory
     if m is None or not m.timeline:
         return None
-    points = []
+    points: list[dict[str, Any]] = []
+    xs: list[float] = []
+    ys: list[float] = []
     for p in m.timeline:
         where = p.layer if p.layer is not None else (f"({p.phase})" if p.phase else "")
         phase = f" {p.phase}" if p.layer is not None and p.phase else ""
-        points.append({"x": p.t_s * 1e3, "y": mb(p.bytes),
+        xs.append(p.t_s * 1e3)
+        ys.append(mb(p.bytes))
+        points.append({"x": xs[-1], "y": ys[-1],
                        "tip": [f"{fmt_ms(p.t_s)} ms: {fmt_mb(p.bytes)} MB live",
                                f"{where}{phase}".strip() or "between layers"]})
-    end_ms = max([p["x"] for p in points] + [mk.t_s * 1e3 for mk in m.marks] + [1e-3])
+    end_ms = max(xs + [mk.t_s * 1e3 for mk in m.marks] + [1e-3])
     markers: list[dict[str, Any]] = []
+    last_x = -math.inf
     for mk in sorted(m.marks, key=lambda mk: mk.t_s):
         label = f"peak {fmt_mb(m.peak_bytes)} MB" if mk.label == "peak" else mk.label
         tip = f"{mk.label}: {fmt_ms(mk.t_s)} ms into the step"
-        if markers and mk.t_s * 1e3 - markers[-1]["x"] < 0.04 * end_ms:
+        if markers and mk.t_s * 1e3 - last_x < 0.04 * end_ms:
             # Marks this close would print over each other: one mark, both named.
             markers[-1]["label"] += " · " + label
             markers[-1]["tip"].append(tip)
             continue
-        markers.append({"x": mk.t_s * 1e3, "label": label, "tip": [tip]})
-    top = max([mb(m.peak_bytes)] + [pt["y"] for pt in points])
+        last_x = mk.t_s * 1e3
+        markers.append({"x": last_x, "label": label, "tip": [tip]})
+    top = max([mb(m.peak_bytes)] + ys)
     how = "CUDA allocator" if m.method == "cuda-allocator" else "CPU allocator's events"
     return chart("memory-step", "lines", "Memory over the step",
                  "Live MB during the measured step (the highest of each slice of it), "
@@ -207,15 +213,16 @@ def compare_memory_chart(runs: Sequence[Run], labels: Sequence[str],
     kinds = kind_order(k for t in totals for k, v in t.items() if v.saved_bytes)
     rows = []
     for k in kinds:
-        values = {s["key"]: mb(t[k].saved_bytes) if k in t else 0.0
-                  for s, t in zip(series, totals)}
-        rows.append({"key": k, "label": kind_label(k), "values": values, "tips": {
-            s["key"]: [f"{kind_label(k)} · {lab}", f"saved {values[s['key']]:,.2f} MB"]
+        per_run = {s["key"]: mb(t[k].saved_bytes) if k in t else 0.0
+                   for s, t in zip(series, totals)}
+        rows.append({"key": k, "label": kind_label(k), "values": per_run, "tips": {
+            s["key"]: [f"{kind_label(k)} · {lab}", f"saved {per_run[s['key']]:,.2f} MB"]
             for s, lab in zip(series, labels)}})
-    for key, label, get in (
-            ("saved", "saved, all", lambda r: r.memory.saved_bytes if r.memory else None),
-            ("peak", "peak", lambda r: r.memory.peak_bytes if r.memory else None)):
-        values = {s["key"]: (None if get(r) is None else mb(get(r))) for s, r in zip(series, runs)}
+    for key, label in (("saved", "saved, all"), ("peak", "peak")):
+        values: dict[str, float | None] = {}
+        for s, r in zip(series, runs):
+            v = None if r.memory is None else getattr(r.memory, f"{key}_bytes")
+            values[s["key"]] = None if v is None else mb(v)
         rows.append({"key": key, "label": label, "values": values, "tips": {
             s["key"]: [f"{label} · {lab}", f"{values[s['key']]:,.2f} MB",
                        f"batch {r.batch_size}" + (f", seq {r.seq_len}" if r.seq_len else "")]
@@ -239,7 +246,7 @@ def sweep_memory_charts(points: Sequence[SummaryPoint], axis: str) -> list[dict[
             continue
         key = tuple(sorted((k, str(v)) for k, v in p.config.items() if k != axis))
         groups.setdefault(key, []).append(p)
-    charts = []
+    charts: list[dict[str, Any]] = []
     label = "batch size" if axis == "batch_size" else "sequence length"
     for key, pts in groups.items():
         pts = sorted(pts, key=lambda p: p.config[axis])
