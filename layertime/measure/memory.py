@@ -494,11 +494,28 @@ def _innermost(ranges: Sequence[tuple[float, float, int]], t: float) -> int | No
 
 # -- the session ------------------------------------------------------------------
 @dataclass(frozen=True)
+class SavedStorage:
+    """One storage the measured step saved for backward: its address and bytes, the
+    modules that saved it (None: outside any module, the loss), the module whose op
+    allocated it (None: allocated before the step, or outside any module), and the one it
+    is charged to."""
+
+    ptr: int
+    nbytes: int
+    savers: tuple[int | None, ...]
+    producer: int | None
+    owner: int | None
+    checkpoint: bool = False
+
+
+@dataclass(frozen=True)
 class MemoryMeasurement:
-    """What the memory step measured: per layer (by table index) and for the step."""
+    """What the memory step measured: per layer (by table index) and for the step, and
+    every saved storage (for comparisons that charge them another way)."""
 
     layers: dict[int, LayerMemory]
     summary: MemorySummary | None
+    storages: tuple[SavedStorage, ...] = ()
 
 
 class MemorySession:
@@ -626,11 +643,14 @@ class MemorySession:
         ranges = _producers(members, cut)
         at_cut = {b.ptr: b for b in blocks if b.start_us <= cut < b.end_us}
         owner_of: dict[int, int | None] = {}
+        storages = []
         for rec in self._recorder.saved.values():
             b = at_cut.get(rec.ptr)
             producer = (_innermost(ranges, b.start_us)
                         if b is not None and b.start_us >= step.start_us else None)
             owner_of[rec.ptr] = _owner(rec, producer)
+            storages.append(SavedStorage(rec.ptr, rec.nbytes, tuple(rec.savers), producer,
+                                         owner_of[rec.ptr], rec.checkpoint))
         layers = self._charged(owner_of)
         cuda = self._device.type == "cuda"
         if cuda:
@@ -664,7 +684,7 @@ class MemorySession:
             marks=_marks(spans, peak_t, step),
             reserved_peak_bytes=self._cuda_reserved if cuda else None,
         )
-        return MemoryMeasurement(layers, summary)
+        return MemoryMeasurement(layers, summary, tuple(storages))
 
     def _at_peak(self, blocks: Sequence[_Block], t: float, peak: int,
                  graph: tuple[float, float], names: dict[int, str],
