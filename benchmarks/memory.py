@@ -153,11 +153,12 @@ def compare(cfg: Config) -> dict[str, Any]:
     counted = {r.name: r.memory_bytes.saved_activations for r in cost.layers}
     names = {e.index: e.name for e in table}
     leaves = {e.name for e in table if not any(True for _ in e.module.children())}
+    # By producer: storages allocated by a module's ops in the step (not the batch, which
+    # MemTracker tracks as external, not as an activation).
     by_producer: dict[str, int] = {}
     for s in m.storages:
-        who = s.producer if s.producer is not None else s.savers[0]
-        if who is not None:
-            by_producer[names[who]] = by_producer.get(names[who], 0) + s.nbytes
+        if s.producer is not None:
+            by_producer[names[s.producer]] = by_producer.get(names[s.producer], 0) + s.nbytes
     saved = {names[i]: lm.saved_bytes for i, lm in m.layers.items()}
     assert m.summary is not None
     peak = m.summary.peak_bytes

@@ -245,3 +245,44 @@ def test_alexnets_conv_layers_save_more_than_its_fully_connected_layers() -> Non
     # 55), which the in-place ReLU and the pool both save.
     assert _saved(run)["features.0"] == 4 * 8 * (3 * 224 * 224 + 64 * 55 * 55)
     assert "of saved activations" in run.headline()
+
+
+_NET = '''
+import torch.nn as nn
+
+def build(num_classes=10):
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, num_classes))
+'''
+
+
+def test_profile_then_cost_run_puts_the_count_beside_the_measurement(
+        one_thread: None, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from layertime.cli import main
+
+    net = tmp_path / "net.py"
+    net.write_text(_NET)
+    out = tmp_path / "run.json"
+    model = f"{net}:build"
+    assert main(["profile", model, "--input-shape", "3,8,8", "--num-classes", "10",
+                 "--batch-size", "2", "--steps", "1", "--warmup", "0", "--device", "cpu",
+                 "--json", str(out), "--no-store", "--width", "200"]) == 0
+    text = capsys.readouterr().out
+    assert "saved MB" in text and "memory: peak" in text
+    run = Run.load(out)
+    assert run.memory is not None
+    # The batch norm saves its input (the conv's output), its batch mean and inverse std
+    # (4 channels each), and its own output, which the in-place ReLU and the pool both
+    # save: charged to the batch norm that allocated it.  Its running statistics are
+    # buffers: not saved activations.
+    saved = _saved(run)
+    assert saved["1"] == 2 * (2 * 4 * 8 * 8 * 4) + 2 * 4 * 4 and saved["2"] == 0
+    assert main(["cost", "--run", str(out), "--no-store", "--width", "200"]) == 0
+    text = capsys.readouterr().out
+    assert "measured (the run) beside counted" in text
+    assert "every layer's count is within 10% of the measurement" in text
+    # --no-memory: no column, no memory in the JSON.
+    assert main(["profile", model, "--input-shape", "3,8,8", "--num-classes", "10",
+                 "--batch-size", "2", "--steps", "1", "--warmup", "0", "--device", "cpu",
+                 "--json", str(out), "--no-store", "--no-memory"]) == 0
+    assert "saved MB" not in capsys.readouterr().out and Run.load(out).memory is None

@@ -175,3 +175,20 @@ def test_compare_and_sweep_show_how_saved_memory_scales() -> None:
     assert len(charts) == 1 and "x2.00 from 4 to 8" in charts[0]["caption"]
     summary = SweepSummary(points)
     assert SweepSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
+
+
+def test_the_plot_and_the_compare_table_carry_memory(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from layertime.render.compare import compare_table
+    from layertime.render.plot import write_plot
+
+    run = _run()
+    out = Path(str(tmp_path)) / "run.png"
+    write_plot(run, out)
+    assert out.stat().st_size > 10_000
+    big = replace(_run(batch_size=8), memory=_summary(saved=200 * MB))
+    text = to_text(compare_table([run, big], ["b4", "b8"], None), None)
+    saved = next(line for line in text.splitlines() if "saved for backward" in line)
+    assert "100.0 MB" in saved and "200.0 MB x2.00" in saved
+    assert "8 x2.00" in next(line for line in text.splitlines() if line.strip().startswith("batch"))

@@ -95,15 +95,18 @@ def _measured_run(workload: WorkloadSpec, device_type: str,
 
 
 def measure_options(args: argparse.Namespace) -> MeasureOptions:
-    """--steps, --time-budget, or the default: up to 3 pairs within a 12 s budget."""
+    """--steps, --time-budget, or the default: up to 3 pairs within a 12 s budget;
+    --no-memory leaves out the memory steps."""
     from layertime.measure.runner import MeasureOptions
 
+    memory = getattr(args, "memory", True)
     if args.steps is not None:
-        return MeasureOptions(steps=args.steps, warmup_steps=args.warmup)
+        return MeasureOptions(steps=args.steps, warmup_steps=args.warmup, memory=memory)
     if args.time_budget is not None:
-        return MeasureOptions(warmup_steps=args.warmup, time_budget_s=args.time_budget)
+        return MeasureOptions(warmup_steps=args.warmup, time_budget_s=args.time_budget,
+                              memory=memory)
     return MeasureOptions(steps=DEFAULT_STEPS, warmup_steps=args.warmup,
-                          time_budget_s=DEFAULT_BUDGET_S, max_steps=DEFAULT_STEPS)
+                          time_budget_s=DEFAULT_BUDGET_S, max_steps=DEFAULT_STEPS, memory=memory)
 
 
 def stored_config(args: argparse.Namespace, workload: WorkloadSpec | None = None) -> dict[str, Any]:
