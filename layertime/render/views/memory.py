@@ -273,3 +273,14 @@ def sweep_memory_charts(points: Sequence[SummaryPoint], axis: str) -> list[dict[
                             y_max=top * 1.05 if top else 1.0, layout="half", series=series,
                             markers=[], x_ticks=xs))
     return charts
+
+
+def memory_cards(run: Run) -> list[dict[str, str]]:
+    """The summary card of the peak (none without memory)."""
+    m = run.memory
+    if m is None:
+        return []
+    return [{"label": "memory peak", "value": f"{fmt_mb(m.peak_bytes)} MB",
+             "title": f"at {m.peak_when}" + (f" ({m.peak_layer})" if m.peak_layer else "")
+             + f"; saved for backward {fmt_mb(m.saved_bytes)} MB; measured, "
+             + ("CUDA allocator" if m.method == "cuda-allocator" else "CPU allocator")}]

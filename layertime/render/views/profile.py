@@ -28,7 +28,12 @@ from layertime.render.views.charts import (
     view,
 )
 from layertime.render.views.cost import cost_section, flops_parts
-from layertime.render.views.memory import has_memory, memory_charts, memory_section
+from layertime.render.views.memory import (
+    has_memory,
+    memory_cards,
+    memory_charts,
+    memory_section,
+)
 from layertime.render.views.sharded import collectives_section, comm_chart, ranks_chart
 from layertime.render.views.roles import (
     ROLES_NOTE,
@@ -112,7 +117,8 @@ def profile_view(run: Run, cost: CostResult | Mapping[str, Any] | None = None) -
     return view(
         "profile", title, run.headline(),
         subheadlines=[cost.headline()] if cost is not None else [],
-        summary=_summary(run, cost) + (_blocks_card(run) if transformer else []),
+        summary=_summary(run, cost) + (_blocks_card(run) if transformer else [])
+        + memory_cards(run),
         charts=charts,
         table=_table(rows, step, has, transformer),
         sections=_sections(run, cost),
