@@ -286,3 +286,26 @@ def test_profile_then_cost_run_puts_the_count_beside_the_measurement(
                  "--batch-size", "2", "--steps", "1", "--warmup", "0", "--device", "cpu",
                  "--json", str(out), "--no-store", "--no-memory"]) == 0
     assert "saved MB" not in capsys.readouterr().out and Run.load(out).memory is None
+
+
+class _OutOfMemoryWhenWatched(nn.Module):
+    """Runs out of memory only under saved-tensor hooks: in the memory step, as a model
+    at the edge of the device's memory might with the profiler's own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch._C._autograd._top_saved_tensors_default_hooks(False) is not None:
+            raise RuntimeError("CPU out of memory: tried to allocate 1 GB")
+        return self.fc(x)
+
+
+def test_a_memory_step_out_of_memory_keeps_the_timed_steps(one_thread: None) -> None:
+    model = _OutOfMemoryWhenWatched()
+    run = _profile(model, (4,), 2, 2)
+    assert run.memory is None and run.steps == 1
+    assert any(w.startswith("memory was not measured: its step ran out of memory")
+               for w in run.warnings)
+    _no_hooks_left(model)

@@ -185,7 +185,10 @@ class SavedRecorder:
     def _checkpointed(self) -> tuple[bool, int | None]:
         """Whether the save being packed is a checkpoint keeping its inputs (the hook's
         caller is torch's checkpoint code), and the module it checkpoints, if one."""
-        frame = sys._getframe(2)  # 0: this method, 1: the hook, 2: its caller
+        try:
+            frame = sys._getframe(2)  # 0: this method, 1: the hook, 2: its caller
+        except ValueError:  # called from C++ with no Python caller
+            return False, None
         if not frame.f_code.co_filename.endswith(_CHECKPOINT_FILE):
             return False, None
         for _ in range(4):

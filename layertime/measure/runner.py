@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import nn
 
-from layertime.errors import LayertimeError, memory_errors
+from layertime.errors import LayertimeError, is_out_of_memory, memory_errors, oom_detail
 from layertime.kinds import KindObserver
 from layertime.measure.aggregate import aggregate, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
@@ -320,12 +320,25 @@ def measure(
         steps.warm = warm_times
         nan_steps = sum(int(not bool(torch.isfinite(loss).all())) for loss in steps.losses)
         if options.memory and compiled is None and steps.traced:
-            steps.memory = memory_step(work, model, table, sync)
+            try:
+                steps.memory = memory_step(work, model, table, sync)
+            except Exception as e:  # the timed steps are kept: only memory is lost
+                if not is_out_of_memory(e):
+                    raise
+                steps.memory_lost = f"memory was not measured: its step ran out of memory " \
+                    f"({oom_detail(e)})"
+                _release(device)
     if not steps.traced:
         raise LayertimeError("every measured step compiled again: no steady step to report")
     run = _run(workload, device, label, options, table, steps, nan_steps, output_shape,
                one_session=compiled is None)
     return compiled.finish(run) if compiled is not None else run
+
+
+def _release(device: torch.device) -> None:
+    """Give the allocator's cached blocks back after an out-of-memory error."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def memory_step(work: Workload, model: nn.Module, table: ModuleTable,
@@ -365,6 +378,8 @@ class _Steps:
     skipped: int = 0
     warm: list[float] = field(default_factory=list)
     memory: MemoryMeasurement | None = None
+    #: Why memory was not measured, when its step failed (the timed steps are kept).
+    memory_lost: str | None = None
 
 
 def _cuda_steps(
@@ -464,6 +479,8 @@ def _run(
         )
     if cuda:
         warnings.extend(device_time_warnings(traced, statistics.median(plain)))
+    if steps.memory_lost:
+        warnings.append(steps.memory_lost)
     spec = workload.resolved_input
     return Run(
         model=label,
