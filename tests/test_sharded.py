@@ -208,6 +208,13 @@ def test_cli_fsdp_run(tmp_path: Path) -> None:
     # Every layer with parameters carries its unit's share; none without.
     for r in run.layers:
         assert (r.comm_s > 0) == (r.params > 0), r
+    # Memory per rank: each holds its shards of the parameters, gradients and momentum
+    # (together all of them, and a little padding), not the whole model.
+    assert run.memory is not None and len(run.ranks) == 2
+    whole = 4 * run.params
+    assert all(0 < r.params_bytes < whole and r.peak_bytes > 0 for r in run.ranks)
+    assert whole <= sum(r.params_bytes for r in run.ranks) <= whole * 1.01
+    assert all(r.grads_bytes == r.params_bytes == r.optimizer_state_bytes for r in run.ranks)
 
 
 @pytest.mark.slow

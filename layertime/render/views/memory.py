@@ -94,7 +94,7 @@ def step_chart(run: Run) -> dict[str, Any] | None:
     for mk in sorted(m.marks, key=lambda mk: mk.t_s):
         label = f"peak {fmt_mb(m.peak_bytes)} MB" if mk.label == "peak" else mk.label
         tip = f"{mk.label}: {fmt_ms(mk.t_s)} ms into the step"
-        if markers and mk.t_s * 1e3 - last_x < 0.04 * end_ms:
+        if markers and mk.t_s * 1e3 - last_x < 0.12 * end_ms:
             # Marks this close would print over each other: one mark, both named.
             markers[-1]["label"] += " · " + label
             markers[-1]["tip"].append(tip)
