@@ -1,51 +1,11 @@
-"""Memory per layer, measured in a step of its own.
-
-A profile's timed steps are never touched: memory is measured in two extra steps
-run inside one ``torch.profiler`` session that records the allocator's events
-(``profile_memory``, CPU activity only: no CUPTI), with the module ranges of
-:mod:`layertime.measure.tracer` around every module call.  The first step only
-makes every block the second one frees known to the profiler (a free of a block
-allocated before a session is not reported, and torch warns about it); the
-second is the measured step.  In it:
-
-* **saved activations**: ``torch.autograd.graph.saved_tensors_hooks`` sees every
-  tensor an op saves for backward, with the module running (a hook pair on each
-  module keeps the stack); each storage is counted once, by its bytes; parameters,
-  buffers and their views are left out (they are held anyway).  A storage saved by
-  one layer is charged to it; one saved by several layers to the layer whose op
-  allocated it (the innermost module range around its allocation event; an in-place
-  op allocates nothing, so an in-place ReLU's saved output is the producer's), and
-  to the first saver when no layer allocated it (the batch).  Saves in the loss,
-  outside any layer, are the summary's ``loss_saved_bytes``.
-* **activation checkpointing**: ``torch.utils.checkpoint`` saves its inputs through
-  the same hooks (non-reentrant: ``_CheckpointFrame.save_inputs``; reentrant:
-  ``CheckpointFunction``), then pushes hooks of its own, so the layers inside save
-  nothing here; the inputs are charged to the module it checkpoints (read from the
-  checkpoint call's ``fn``/``function``, whose frame is the hook's caller), so a
-  checkpointed block shows what it keeps.  Its recompute is charged to its layers'
-  backward in the timed steps (``attribute.py``: ``recompute``).
-* **parameters, gradients, optimizer state** per layer: the tensors themselves after
-  the step (gradients after backward, optimizer state after the update: the priming
-  step has run the optimizer once), a DTensor's by its local shard (what the rank
-  holds), each parameter at its first owner as :class:`ModuleTable` counts it.
-* **the peak and what is live then**: on CUDA the allocator's own numbers
-  (``max_memory_allocated`` over the measured step, and its total at every event);
-  on the CPU every allocation and free of the step by address, on top of the
-  tensors live at its start.  Every live block is classified by its address:
-  parameter, gradient, optimizer state, saved activation, or other.
-
-Nothing is left behind: the hooks and the profiler are removed in ``finally``
-(:meth:`MemorySession.abort`), nothing is stored on the user's modules, and the
-saved-tensor hooks return a detached alias (the graph holds no extra reference).
-"""
+"""The memory step's session: the priming and the measured step in one profiler session,
+and what the measured step's events say (see the package's doc)."""
 
 from __future__ import annotations
 
 import os
-import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -62,6 +22,9 @@ from layertime.measure.events import (
     from_profiler,
     kineto_readable,
 )
+from layertime.measure.memory.allocator import Allocation, Block, allocations, live_blocks
+from layertime.measure.memory.held import Held, LayerMemory, held_tensors, layer_bytes
+from layertime.measure.memory.saved import Saved, SavedRecorder
 from layertime.measure.tracer import StepRange, module_ranges
 from layertime.modules import ModuleTable
 from layertime.results.memory import (
@@ -75,342 +38,9 @@ from layertime.results.rows import LayerRow
 
 #: At most this many points on the memory line of a step (each the highest of its slice).
 TIMELINE_POINTS = 240
-#: The file of torch's activation checkpointing, whose frames call the saved-tensor hook
-#: when it keeps a checkpoint's inputs.
-_CHECKPOINT_FILE = os.path.join("torch", "utils", "checkpoint.py")
 _KINETO_EVENT: Any = getattr(getattr(torch._C, "_autograd", None), "_KinetoEvent", None)
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """A DTensor's local shard (what this rank holds), else the tensor."""
-    local = getattr(t, "_local_tensor", None)
-    return local if isinstance(local, torch.Tensor) else t
-
-
-def _storage(t: torch.Tensor) -> Any:
-    """The untyped storage of a tensor's data (a DTensor's local shard's), or None."""
-    try:
-        return _local(t).untyped_storage()
-    except (RuntimeError, NotImplementedError, AttributeError, TypeError):
-        return None
-
-
-def _nbytes(t: torch.Tensor) -> int:
-    """Bytes of a tensor's elements on this rank (a DTensor's local shard)."""
-    local = _local(t)
-    return int(local.numel()) * int(local.element_size())
-
-
-# -- saved tensors ----------------------------------------------------------------
-@dataclass
-class _Saved:
-    """One storage saved for backward: its address and bytes, who saved it, whether
-    it is a checkpoint's kept input."""
-
-    ptr: int
-    nbytes: int
-    savers: list[int | None]
-    checkpoint: bool = False
-
-
-class SavedRecorder:
-    """The saved-tensor hooks and the module stack they read, for one step.
-
-    :meth:`install` adds a pre/post forward hook to every module (a per-thread stack
-    of module indices) and pushes the saved-tensor hooks; :meth:`remove` undoes both.
-    Saves made inside backward (a reentrant checkpoint's recompute, double backward)
-    are not counted: they are no memory of the forward.
-    """
-
-    def __init__(self, table: ModuleTable) -> None:
-        self._table = table
-        self._index = {id(e.module): e.index for e in table}
-        self._local = threading.local()
-        self._handles: list[Any] = []
-        self._hooks: Any = None
-        #: Storage addresses of parameters and buffers (never saved activations).
-        self.held: set[int] = set()
-        #: (storage identity, address) -> what was saved.
-        self.saved: dict[tuple[int, int], _Saved] = {}
-
-    def _stack(self) -> list[int]:
-        try:
-            return self._local.stack  # type: ignore[no-any-return]
-        except AttributeError:
-            st: list[int] = []
-            self._local.stack = st
-            return st
-
-    def install(self, model: nn.Module) -> None:
-        self.held = set()
-        for t in [*model.parameters(), *model.buffers()]:
-            st = _storage(t)
-            if st is not None:
-                self.held.add(int(st.data_ptr()))
-        stack = self._stack
-
-        def make(index: int) -> tuple[Any, Any]:
-            def pre(_m: nn.Module, _a: Any) -> None:
-                stack().append(index)
-
-            def post(_m: nn.Module, _a: Any, _o: Any) -> None:
-                st = stack()
-                if st:
-                    st.pop()
-
-            return pre, post
-
-        try:
-            for entry in self._table:
-                pre, post = make(entry.index)
-                self._handles.append(entry.module.register_forward_pre_hook(pre))
-                self._handles.append(entry.module.register_forward_hook(post, always_call=True))
-            self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
-            self._hooks.__enter__()
-        except BaseException:
-            self.remove()
-            raise
-
-    def remove(self) -> None:
-        hooks, self._hooks = self._hooks, None
-        try:
-            if hooks is not None:
-                hooks.__exit__(None, None, None)
-        finally:
-            for h in self._handles:
-                h.remove()
-            self._handles.clear()
-            self._local = threading.local()
-
-    def _checkpointed(self) -> tuple[bool, int | None]:
-        """Whether the save being packed is a checkpoint keeping its inputs (the hook's
-        caller is torch's checkpoint code), and the module it checkpoints, if one."""
-        try:
-            frame = sys._getframe(2)  # 0: this method, 1: the hook, 2: its caller
-        except ValueError:  # called from C++ with no Python caller
-            return False, None
-        if not frame.f_code.co_filename.endswith(_CHECKPOINT_FILE):
-            return False, None
-        for _ in range(4):
-            if frame is None:
-                break
-            fn = frame.f_locals.get("fn", frame.f_locals.get("function"))
-            if fn is not None:
-                target = getattr(fn, "__self__", fn)
-                return True, self._index.get(id(target))
-            frame = frame.f_back  # type: ignore[assignment]
-        return True, None
-
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        packed = t.detach()  # the graph must not hold the tensor itself (a cycle)
-        if torch._C._current_autograd_node() is not None:
-            return packed  # a save inside backward
-        if isinstance(t, nn.Parameter) or isinstance(getattr(t, "_base", None), nn.Parameter):
-            return packed
-        st = _storage(t)
-        if st is None:
-            return packed
-        nbytes = int(st.nbytes())
-        ptr = int(st.data_ptr())
-        if nbytes == 0 or ptr in self.held:
-            return packed
-        checkpoint, target = self._checkpointed()
-        stack = self._stack()
-        saver = target if target is not None else (stack[-1] if stack else None)
-        key = (int(st._cdata), ptr)
-        rec = self.saved.get(key)
-        if rec is None:
-            self.saved[key] = _Saved(ptr, nbytes, [saver], checkpoint)
-        else:
-            if saver not in rec.savers:
-                rec.savers.append(saver)
-            rec.checkpoint = rec.checkpoint or checkpoint
-        return packed
-
-
-def _unpack(t: torch.Tensor) -> torch.Tensor:
-    return t
-
-
-# -- what the step holds, by address --------------------------------------------
-@dataclass(frozen=True)
-class _Held:
-    """A tensor layertime can name: its storage address and bytes, its category
-    (``parameters``, ``buffers``, ``gradients``, ``optimizer_state``, ``inputs``) and
-    the layer it belongs to."""
-
-    ptr: int
-    nbytes: int
-    category: str
-    index: int | None
-
-
-def _owners(table: ModuleTable) -> dict[int, int]:
-    """id(parameter) -> index of its first owner (as ModuleTable counts parameters)."""
-    owners: dict[int, int] = {}
-    for e in table:
-        for p in e.module.parameters(recurse=False):
-            owners.setdefault(id(p), e.index)
-    return owners
-
-
-def held_tensors(model: nn.Module, table: ModuleTable, optimizer: Any,
-                 inputs: Sequence[torch.Tensor] = ()) -> list[_Held]:
-    """Every tensor of the step layertime can name, by storage."""
-    owners = _owners(table)
-    out: list[_Held] = []
-
-    def add(t: Any, category: str, index: int | None) -> None:
-        if not isinstance(t, torch.Tensor):
-            return
-        st = _storage(t)
-        if st is not None and st.nbytes():
-            out.append(_Held(int(st.data_ptr()), int(st.nbytes()), category, index))
-
-    params = list(model.parameters())
-    for p in params:
-        add(p, "parameters", owners.get(id(p)))
-        if p.grad is not None:
-            add(p.grad, "gradients", owners.get(id(p)))
-    for b in model.buffers():
-        add(b, "buffers", None)
-    state = getattr(optimizer, "state", None)
-    if state is not None:
-        for p in params:
-            for v in state.get(p, {}).values():
-                add(v, "optimizer_state", owners.get(id(p)))
-    for t in inputs:
-        add(t, "inputs", None)
-    return out
-
-
-@dataclass(frozen=True)
-class LayerMemory:
-    """One layer's memory in the measured step."""
-
-    saved_bytes: int = 0
-    params_bytes: int = 0
-    grads_bytes: int = 0
-    optimizer_state_bytes: int = 0
-    #: Whether a checkpoint's kept inputs were charged to it.
-    checkpoint: bool = False
-
-
-def layer_bytes(model: nn.Module, table: ModuleTable, optimizer: Any) -> dict[int, LayerMemory]:
-    """Parameter, gradient and optimizer-state bytes per layer (its own parameters, at
-    their first owner; a DTensor's local shard)."""
-    owners = _owners(table)
-    sums: dict[int, list[int]] = {}
-    state = getattr(optimizer, "state", None)
-    seen: set[int] = set()
-    for p in model.parameters():
-        if id(p) in seen or id(p) not in owners:
-            continue
-        seen.add(id(p))
-        acc = sums.setdefault(owners[id(p)], [0, 0, 0])
-        acc[0] += _nbytes(p)
-        if p.grad is not None:
-            acc[1] += _nbytes(p.grad)
-        if state is not None:
-            acc[2] += sum(_nbytes(v) for v in state.get(p, {}).values()
-                          if isinstance(v, torch.Tensor))
-    return {i: LayerMemory(0, a, b, c) for i, (a, b, c) in sums.items()}
-
-
-# -- the allocator's events ------------------------------------------------------
-@dataclass(frozen=True)
-class Allocation:
-    """One allocation (``delta`` > 0) or free (< 0) of the allocator, µs on the
-    profile's clock (that of :class:`OpEvent`), with the allocator's own total after
-    it (CUDA: the caching allocator's allocated bytes; CPU: not used)."""
-
-    t_us: float
-    ptr: int
-    delta: int
-    total: int
-
-
-def allocations(results: Any, device: torch.device) -> list[Allocation] | None:
-    """The allocator's events of one profile on ``device``, in time order, from torch's
-    event tree (which carries each block's address); None when this torch has none."""
-    tree_of = getattr(results, "experimental_event_tree", None)
-    if tree_of is None:
-        return None
-    start0 = results.trace_start_ns()
-    want = device.type
-    out: list[Allocation] = []
-    stack = list(tree_of())
-    while stack:
-        node = stack.pop()
-        stack.extend(node.children)
-        f = node.extra_fields
-        if not type(f).__name__.endswith("Allocation"):
-            continue
-        dev = getattr(f, "device", None)
-        if dev is not None and getattr(dev, "type", want) != want:
-            continue
-        out.append(Allocation((node.start_time_ns - start0) / 1000.0, int(f.ptr),
-                              int(f.alloc_size), int(f.total_allocated)))
-    out.sort(key=lambda a: a.t_us)
-    return out
-
-
-@dataclass
-class _Block:
-    """One live interval of an allocator block: its address, bytes, from and until."""
-
-    ptr: int
-    nbytes: int
-    start_us: float
-    end_us: float = float("inf")
-
-
-def live_blocks(allocs: Sequence[Allocation], start_us: float, end_us: float,
-                held: Sequence[_Held]) -> tuple[list[_Block], list[tuple[float, int]]]:
-    """The blocks of the step ``[start_us, end_us]`` and the live bytes after each event.
-
-    Live at the start: the tensors layertime can name (``held``) and the blocks the
-    events before the step allocated and did not free.  A free of a block the events
-    never saw (allocated before the session) is ignored: it was never counted.
-    """
-    live: dict[int, _Block] = {}
-    for a in allocs:
-        if a.t_us >= start_us:
-            break
-        if a.delta > 0:
-            live[a.ptr] = _Block(a.ptr, a.delta, -1.0)
-        else:
-            live.pop(a.ptr, None)
-    for h in held:
-        live.setdefault(h.ptr, _Block(h.ptr, h.nbytes, -1.0))
-    blocks = list(live.values())
-    total = sum(b.nbytes for b in blocks)
-    curve = [(start_us, total)]
-    for a in allocs:
-        if a.t_us < start_us:
-            continue
-        if a.t_us > end_us:
-            break
-        if a.delta > 0:
-            old = live.pop(a.ptr, None)
-            if old is not None:  # a free the events missed
-                old.end_us = a.t_us
-                total -= old.nbytes
-            b = _Block(a.ptr, a.delta, a.t_us)
-            live[a.ptr] = b
-            blocks.append(b)
-            total += a.delta
-        else:
-            old = live.pop(a.ptr, None)
-            if old is None:
-                continue
-            old.end_us = a.t_us
-            total -= old.nbytes
-        curve.append((a.t_us, total))
-    return blocks, curve
-
-
-# -- where in the step -------------------------------------------------------------
 @dataclass
 class _Spans:
     """Where the step's parts lie (µs on the profile's clock)."""
@@ -540,8 +170,8 @@ class MemorySession:
         self._ranges = ExitStack()
         self._step = StepRange()
         self._recorder = SavedRecorder(table)
-        self._held_start: list[_Held] = []
-        self._held_end: list[_Held] = []
+        self._held_start: list[Held] = []
+        self._held_end: list[Held] = []
         self._layers: dict[int, LayerMemory] = {}
         self._cuda_peak: int | None = None
         self._cuda_reserved: int | None = None
@@ -689,7 +319,7 @@ class MemorySession:
         )
         return MemoryMeasurement(layers, summary, tuple(storages))
 
-    def _at_peak(self, blocks: Sequence[_Block], t: float, peak: int,
+    def _at_peak(self, blocks: Sequence[Block], t: float, peak: int,
                  graph: tuple[float, float], names: dict[int, str],
                  owner_of: dict[int, int | None]) -> AtPeak:
         """The blocks live at ``t``, by category and layer (``other``: the rest of
@@ -725,7 +355,7 @@ class MemorySession:
                       cats["saved"], max(0, peak - known), layers)
 
 
-def _owner(rec: _Saved, producer: int | None) -> int | None:
+def _owner(rec: Saved, producer: int | None) -> int | None:
     """Who a saved storage is charged to: a checkpoint's kept input to the module it
     checkpoints; a storage saved by several layers to its producer, when a layer
     allocated it; otherwise to its (first) saver."""
