@@ -8,7 +8,7 @@
 
 For each model, one training step (SGD, float32, CPU) is measured three ways:
 
-* **layertime**: the memory step of ``layertime/measure/memory.py`` (what
+* **layertime**: the memory step of ``layertime/measure/memory/`` (what
   ``profile`` runs after its timed steps): each layer's ``saved_bytes`` (its
   convention: a storage saved by one layer is that layer's; one saved by several
   is its producer's), the same storages charged to the layer that allocated them

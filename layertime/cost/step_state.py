@@ -283,7 +283,7 @@ class StepState:
 
     def resolve_saved(self) -> None:
         """Charge each saved storage once, as the measurement does
-        (``layertime/measure/memory.py``): to the scope that saved it; when several did,
+        (``layertime/measure/memory/``): to the scope that saved it; when several did,
         to the scope whose op allocated it (the first saver when none did: the batch)."""
         out: dict[int, int] = {}
         for key, (nbytes, savers) in self.saved.items():

@@ -23,7 +23,7 @@ merged one.  A DDP-wrapped model's gradient all-reduce is left unattributed here
 
 ``prof.step()`` marks the end of one step.  After ``warmup_steps``, with
 ``memory=True`` (the default), two steps measure memory per layer and the step's
-peak (``memory.py``: a priming step and the measured one, never timed; torch may
+peak (``memory/``: a priming step and the measured one, never timed; torch may
 say once that a block "of unknown size was allocated before the profiling
 started": the priming step is there so that the measured one frees only blocks
 the profiler saw).  Then steps alternate between plain (only timed) and traced

@@ -81,7 +81,7 @@ class StepSync(Protocol):
 class MeasureOptions:
     """How many steps to run; ``time_budget_s`` overrides ``steps`` when given.
     ``memory``: measure memory per layer in two more steps of its own, after the timed
-    ones (``layertime/measure/memory.py``); never in a timed step."""
+    ones (``layertime/measure/memory/``); never in a timed step."""
 
     steps: int = 3
     warmup_steps: int = 1
@@ -344,7 +344,7 @@ def _release(device: torch.device) -> None:
 def memory_step(work: Workload, model: nn.Module, table: ModuleTable,
                 sync: StepSync | None = None) -> MemoryMeasurement:
     """Memory per layer and the step's peak, in a priming and a measured step of their
-    own (``measure/memory.py``), after the timed steps so that none of them is touched.
+    own (``measure/memory/``), after the timed steps so that none of them is touched.
 
     The gradients are set to None first, so that nothing the profiler did not see being
     allocated is freed inside its session.

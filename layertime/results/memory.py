@@ -1,6 +1,6 @@
 """What one training step held in memory, measured (``Run.memory``).
 
-A step's memory is measured in a step of its own (``layertime/measure/memory.py``),
+A step's memory is measured in a step of its own (``layertime/measure/memory/``),
 never in a timed one: the bytes each layer's ops saved for backward, its
 parameters, gradients and optimizer state (those are on the layer rows), the
 step's peak, what was live at that moment by category and by layer, and the

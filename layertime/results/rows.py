@@ -52,7 +52,7 @@ class LayerRow:
     #: row counts as ``other``.
     role: str | None = None
     block: str | None = None
-    #: Memory, measured in a step of its own (``layertime/measure/memory.py``; 0 when
+    #: Memory, measured in a step of its own (``layertime/measure/memory/``; 0 when
     #: not measured, and in older files): bytes of the storages this layer's ops saved
     #: for backward (the conventions are in ``layertime/results/memory.py``), of its own
     #: parameters, of their gradients after backward and of their optimizer state.
