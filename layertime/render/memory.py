@@ -56,6 +56,7 @@ def memory_lines(run: Run) -> list[str]:
                      f"with recording on), by the {how}"
                      + (f"; reserved peak {fmt_mb(m.reserved_peak_bytes)} MB"
                         if m.reserved_peak_bytes is not None else ""))
+        lines.extend(f"  note: {n}" for n in m.notes)
     for rk in run.ranks:
         if rk.peak_bytes:
             lines.append(

@@ -286,17 +286,30 @@ class MemorySession:
                                          owner_of[rec.ptr], rec.checkpoint))
         layers = self._charged(owner_of)
         cuda = self._device.type == "cuda"
+        notes: tuple[str, ...] = ()
+        blind = False
         if cuda:
             dev = [a for a in allocs if step.start_us <= a.t_us <= step.end_us]
             if dev:
                 curve = [(step.start_us, dev[0].total - dev[0].delta)] + \
                     [(a.t_us, a.total) for a in dev]
+            else:
+                blind = True
+                notes = ("the CUDA allocator reported no events to the profiler: the peak is "
+                         "torch.cuda.max_memory_allocated, but when it fell and what was live "
+                         "then beyond parameters and optimizer state is not known",)
         peak_t, peak_curve = max(curve, key=lambda p: p[1])
         peak = self._cuda_peak if cuda and self._cuda_peak is not None else peak_curve
         graph_end = spans.backward[1] if spans.backward else step.end_us
         at_peak = self._at_peak(blocks, peak_t, peak, (cut, graph_end), names, owner_of)
         phase, when = _when(spans, peak_t)
         running, _ = _running(spans, peak_t)
+        if blind:
+            # Only what lives through the whole step is known to be live at the peak.
+            at_peak = AtPeak(at_peak.parameters_bytes, 0, at_peak.optimizer_state_bytes, 0,
+                             max(0, peak - at_peak.parameters_bytes
+                                 - at_peak.optimizer_state_bytes))
+            phase, when, running = "other", "unknown", None
         fwd_end = next((v for t, v in reversed(curve) if t <= cut), curve[0][1])
         saved_total = sum(r.nbytes for r in self._recorder.saved.values())
         in_layers = sum(m.saved_bytes for m in layers.values())
@@ -313,9 +326,10 @@ class MemorySession:
             saved_bytes=saved_total,
             loss_saved_bytes=saved_total - in_layers,
             step_s=self._wall,
-            timeline=_timeline(curve, spans, names, step),
-            marks=_marks(spans, peak_t, step),
+            timeline=() if blind else _timeline(curve, spans, names, step),
+            marks=() if blind else _marks(spans, peak_t, step),
             reserved_peak_bytes=self._cuda_reserved if cuda else None,
+            notes=notes,
         )
         return MemoryMeasurement(layers, summary, tuple(storages))
 

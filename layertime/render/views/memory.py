@@ -193,6 +193,7 @@ def memory_section(run: Run, cost: CostResult | None = None) -> dict[str, Any] |
             items.append([f"checkpointed: {r.label}",
                           f"keeps {fmt_mb(r.saved_bytes)} MB (its inputs); recompute "
                           f"{fmt_ms(r.recompute_s)} ms in backward"])
+    items += [["note", n] for n in m.notes]
     items.append(["how", f"in a step apart from the timed ones ({fmt_ms(m.step_s)} ms "
                   f"with recording on): {m.method_text}"])
     return {"title": "Memory", "items": items}
