@@ -225,28 +225,35 @@ def compare(cfg: Config) -> dict[str, Any]:
             "differ": differ}
 
 
-def overhead(cfg: Config, steps: int) -> None:
-    """Two profiles of one workload, memory on and off, side by side (alternating which
-    runs first over two rounds)."""
-    results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
-    for order in ((True, False), (False, True)):
-        for memory in order:
-            t0 = time.perf_counter()
-            run = profile_workload(_workload(cfg), MeasureOptions(steps=steps, warmup_steps=1,
-                                                                  memory=memory))
-            results[memory].append((run.overhead_ratio, time.perf_counter() - t0))
-            plain = run.step_s
-    on = [r for r, _ in results[True]]
-    off = [r for r, _ in results[False]]
-    won = statistics.mean(w for _, w in results[True])
-    woff = statistics.mean(w for _, w in results[False])
-    spread = max(on + off) - min(on + off)
-    print(f"\noverhead ({cfg.key}, {steps} traced steps, 2 rounds each): traced/plain with "
-          f"memory on {', '.join(f'x{r:.3f}' for r in on)}; off "
-          f"{', '.join(f'x{r:.3f}' for r in off)}: mean on / off = "
-          f"{statistics.mean(on) / statistics.mean(off):.3f} (spread of all four "
-          f"{spread:.3f}); whole profile {won:.1f} s on vs {woff:.1f} s off "
-          f"(x{won / woff:.2f}: the two untimed memory steps; plain step ~{plain:.2f} s)")
+def overhead(cfg: Config, steps: int, rounds: int) -> None:
+    """Profiles of one workload with memory on and off, side by side: one discarded first
+    (the process's own warm-up), then ``rounds`` pairs in ABBA order, so neither side
+    always runs first.  The overhead is each profile's traced/plain ratio; "within noise"
+    when the two sides' ranges overlap (as the table's footer judges a ratio)."""
+    def one(memory: bool) -> tuple[float, float, float]:
+        t0 = time.perf_counter()
+        run = profile_workload(_workload(cfg), MeasureOptions(steps=steps, warmup_steps=1,
+                                                              memory=memory))
+        return run.overhead_ratio, time.perf_counter() - t0, run.step_s
+
+    one(False)
+    results: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
+    for i in range(rounds):
+        for memory in ((True, False) if i % 2 == 0 else (False, True)):
+            results[memory].append(one(memory))
+    on = [r for r, _, _ in results[True]]
+    off = [r for r, _, _ in results[False]]
+    won = statistics.mean(w for _, w, _ in results[True])
+    woff = statistics.mean(w for _, w, _ in results[False])
+    plain = statistics.median(p for side in results.values() for _, _, p in side)
+    overlap = min(on) <= max(off) and min(off) <= max(on)
+    print(f"\noverhead ({cfg.key}, {steps} traced steps per profile, {rounds} profiles per side "
+          f"in ABBA order after one discarded): traced/plain with memory on "
+          f"{', '.join(f'x{r:.3f}' for r in on)}; off {', '.join(f'x{r:.3f}' for r in off)}; "
+          f"mean on / off = {statistics.mean(on) / statistics.mean(off):.3f}, "
+          f"{'within noise (the ranges overlap)' if overlap else 'the ranges do not overlap'}; "
+          f"whole profile {won:.1f} s on vs {woff:.1f} s off (x{won / woff:.2f}: the two "
+          f"untimed memory steps; median plain step {plain:.2f} s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes")
     ap.add_argument("--only", default="", help="comma-separated config keys")
     ap.add_argument("--overhead-steps", type=int, default=3)
+    ap.add_argument("--overhead-rounds", type=int, default=4)
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     configs = QUICK if args.quick else FULL
@@ -264,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} threads, load average {load:.1f} at start")
     for cfg in configs:
         compare(cfg)
-    overhead(configs[0], args.overhead_steps)
+    overhead(configs[0], args.overhead_steps, args.overhead_rounds)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nload average {load:.1f} at the end")
     return 0
