@@ -243,17 +243,17 @@ def overhead(cfg: Config, steps: int, rounds: int) -> None:
             results[memory].append(one(memory))
     on = [r for r, _, _ in results[True]]
     off = [r for r, _, _ in results[False]]
-    won = statistics.mean(w for _, w, _ in results[True])
-    woff = statistics.mean(w for _, w, _ in results[False])
+    won = statistics.median(w for _, w, _ in results[True])
+    woff = statistics.median(w for _, w, _ in results[False])
     plain = statistics.median(p for side in results.values() for _, _, p in side)
     overlap = min(on) <= max(off) and min(off) <= max(on)
     print(f"\noverhead ({cfg.key}, {steps} traced steps per profile, {rounds} profiles per side "
           f"in ABBA order after one discarded): traced/plain with memory on "
           f"{', '.join(f'x{r:.3f}' for r in on)}; off {', '.join(f'x{r:.3f}' for r in off)}; "
-          f"mean on / off = {statistics.mean(on) / statistics.mean(off):.3f}, "
+          f"median on / off = {statistics.median(on) / statistics.median(off):.3f}, "
           f"{'within noise (the ranges overlap)' if overlap else 'the ranges do not overlap'}; "
-          f"whole profile {won:.1f} s on vs {woff:.1f} s off (x{won / woff:.2f}: the two "
-          f"untimed memory steps; median plain step {plain:.2f} s)")
+          f"whole profile (median) {won:.1f} s on vs {woff:.1f} s off (x{won / woff:.2f}: the "
+          f"two untimed memory steps; median plain step {plain:.2f} s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated config keys")
     ap.add_argument("--overhead-steps", type=int, default=3)
     ap.add_argument("--overhead-rounds", type=int, default=4)
+    ap.add_argument("--overhead-only", action="store_true", help="only the overhead")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     configs = QUICK if args.quick else FULL
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"layertime memory benchmark: torch {torch.__version__}, CPU, "
           f"{torch.get_num_threads()} threads, load average {load:.1f} at start")
-    for cfg in configs:
+    for cfg in configs if not args.overhead_only else ():
         compare(cfg)
     overhead(configs[0], args.overhead_steps, args.overhead_rounds)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -173,6 +173,8 @@ class _MemoryRow(Protocol):
     """What a row needs for the totals below (``LayerRow`` has it)."""
 
     @property
+    def name(self) -> str: ...
+    @property
     def kind(self) -> str: ...
     @property
     def role(self) -> str | None: ...
@@ -299,7 +301,7 @@ def beside(layers: Sequence[_MemoryRow], counted: Sequence[_CountedRow],
     out: list[MemoryBeside] = []
     seen = set()
     for r in layers:
-        name = getattr(r, "name")
+        name = r.name
         c = by_name.get(name)
         seen.add(name)
         m = c.memory_bytes if c is not None else None
