@@ -38,6 +38,12 @@ What each row measures, per model configuration
   host clock with a synchronisation (what layertime uses).  INFO.
 * **memory**: peak CUDA memory of one step against the cost model's
   estimate (weights, gradients, optimizer state, saved activations).  INFO.
+* **memory peak** (issue 20): the profile's measured peak (its memory step:
+  ``Run.memory.peak_bytes``) against ``torch.cuda.max_memory_allocated`` of a
+  plain step after ``reset_peak_memory_stats`` (on the CPU, ``--smoke``: torch's
+  MemTracker).  Target within 1%.  **memory curve**: the highest point of the
+  live line (the allocator's events, read with CPU activity only) against the
+  peak, within 1%.  **memory layers**: the per-layer breakdown (INFO).
 * **predict**: measured per-kind shares against the roofline prediction on
   the built-in profile that matches the device (h200), and, after
   ``calibrate`` on this GPU with efficiencies fitted to the alexnet run,
@@ -427,6 +433,9 @@ def check_config(chk: Check, cfg: Config, repeats: int, steps: int, warmup: int)
         with chk.section(key, "clocks+memory", 10 if chk.cuda else 3) as ok:
             if ok:
                 second_clock_and_memory(chk, cfg, prepared, first)
+        with chk.section(key, "measured memory", 10 if chk.cuda else 5) as ok:
+            if ok:
+                check_measured_memory(chk, cfg, prepared, first)
     with chk.section(key, "predict", 10) as ok:
         if ok:
             predict_builtin(chk, cfg, first)
@@ -474,6 +483,66 @@ def second_clock_and_memory(chk: Check, cfg: Config, prepared: Any, run: Run) ->
     else:
         chk.add(cfg.key, "memory", f"estimate {est / 2**30:.3f} GiB (no CUDA peak on the CPU)",
                 "-", "INFO", estimate_bytes=est)
+
+
+def _reference_peak(chk: Check, prepared: Any) -> tuple[int, str]:
+    """The peak of one plain step after two warm-up steps, measured without layertime: on
+    CUDA ``torch.cuda.max_memory_allocated`` (after ``reset_peak_memory_stats``); on the CPU
+    (smoke) torch's MemTracker, the only tracker of CPU tensors."""
+    model, config, device = prepared.model, prepared.workload, prepared.device
+    shape = check_input(model, config, device, prepared.label)
+    with training_mode(model):
+        work = Workload(model, config, device, shape)
+        for _ in range(2):
+            work.step()
+        _sync(device)
+        if chk.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+            work.step()
+            _sync(device)
+            return int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
+        import warnings
+
+        from torch.distributed._tools.mem_tracker import MemTracker
+
+        mt = MemTracker()
+        mt.track_external(model, work.optimizer, *work.batch.tensors)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mt:
+                work.step()
+        return int(mt.get_tracker_snapshot("peak")[device]["Total"]), "MemTracker (CPU)"
+
+
+def check_measured_memory(chk: Check, cfg: Config, prepared: Any, run: Run) -> None:
+    """Issue 20: the profile's measured peak (its memory step) against a plain step's peak
+    measured without layertime, within 1%; the live curve's top against the peak; and the
+    per-layer breakdown (saved activations, what was live at the peak and when)."""
+    m = run.memory
+    if m is None:
+        chk.add(cfg.key, "memory peak", "the run measured no memory", "measured", "MISS")
+        return
+    ref, how = _reference_peak(chk, prepared)
+    diff = m.peak_bytes / ref - 1 if ref else math.nan
+    chk.add(cfg.key, "memory peak", f"layertime {m.peak_bytes / 2**20:,.1f} MiB ({m.method}, "
+            f"at {m.peak_when}) vs {how} {ref / 2**20:,.1f} MiB: {100 * diff:+.2f}%",
+            "within 1%", _pass(abs(diff) <= 0.01), peak_bytes=m.peak_bytes, reference=ref,
+            reserved_peak_bytes=m.reserved_peak_bytes)
+    top = max((p.bytes for p in m.timeline), default=0)
+    cdiff = top / m.peak_bytes - 1 if m.peak_bytes else math.nan
+    chk.add(cfg.key, "memory curve", f"highest of {len(m.timeline)} points "
+            f"{top / 2**20:,.1f} MiB vs peak {m.peak_bytes / 2**20:,.1f} MiB: "
+            f"{100 * cdiff:+.2f}% (the allocator's events, CPU activity only)", "within 1%",
+            _pass(bool(m.timeline) and abs(cdiff) <= 0.01))
+    saved = sorted(run.layers, key=lambda r: -r.saved_bytes)[:4]
+    cats = ", ".join(f"{k.split(' (')[0]} {v / 2**20:,.1f}" for k, v in
+                     m.at_peak.categories().items())
+    chk.add(cfg.key, "memory layers", f"saved {m.saved_bytes / 2**20:,.1f} MiB (most: "
+            + ", ".join(f"{r.name} {r.saved_bytes / 2**20:,.1f}" for r in saved)
+            + f"); at the peak: {cats} MiB", "-", "INFO",
+            layers={r.name: [r.saved_bytes, r.params_bytes, r.grads_bytes,
+                             r.optimizer_state_bytes] for r in run.layers},
+            at_peak=m.at_peak.categories())
 
 
 def _kind_errors(joined: Any) -> tuple[str, float]:

@@ -210,8 +210,8 @@ def test_saved_activations_and_outputs() -> None:
     cost = _count(model, (16,), batch=4)
     fc1, relu, fc2 = _row(cost, "0"), _row(cost, "1"), _row(cost, "2")
     # fc1 saves its input (the batch, 4 x 16 floats); ReLU saves its output
-    # (4 x 32); fc2 saves its input, the same storage as ReLU's output: charged
-    # once, to the first saver.
+    # (4 x 32); fc2 saves its input, the same storage as ReLU's output: saved by two
+    # layers, it is charged once, to the layer whose op allocated it (the ReLU).
     assert fc1.memory_bytes.saved_activations == 4 * 16 * 4
     assert relu.memory_bytes.saved_activations == 4 * 32 * 4
     assert fc2.memory_bytes.saved_activations == 0

@@ -146,6 +146,17 @@ def test_both_ranks_are_gathered_into_one_result(ddp_run: tuple[Run, str, str, P
 
 
 @pytest.mark.slow
+def test_each_rank_reports_its_memory(ddp_run: tuple[Run, str, str, Path]) -> None:
+    run, stdout, _, _ = ddp_run
+    assert run.memory is not None and run.memory.rank in (0, 1)
+    assert all(r.peak_bytes > 0 and r.saved_bytes > 0 for r in run.ranks)
+    # DDP replicates the model: each rank holds all of it.
+    assert all(r.params_bytes == 4 * run.params == r.grads_bytes for r in run.ranks)
+    assert run.memory.peak_bytes == max(r.peak_bytes for r in run.ranks)
+    assert "rank 0 memory: peak" in stdout and "rank 1 memory: peak" in stdout
+
+
+@pytest.mark.slow
 def test_comm_is_charged_only_to_layers_with_parameters(
     ddp_run: tuple[Run, str, str, Path],
 ) -> None:

@@ -30,6 +30,7 @@ from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.run import Run, Slice
 from layertime.results.sharded import CollectiveRow, ShardLayout
 from layertime.results.trace import TraceSource
+from layertime.results.memory import AtPeak, LayerAtPeak, MemoryMark, MemoryPoint, MemorySummary
 from layertime.models import ModelRef
 from layertime.results.sweep import Crossover, SeqCrossover, SummaryPoint, SweepSummary
 from layertime.workload import ImageInput, InputSpec, TokenInput, WorkloadSpec
@@ -81,7 +82,10 @@ def cost() -> CostResult:
 @pytest.fixture(scope="module")
 def run(cost: CostResult) -> Run:
     base = factories.run(
-        [factories.layer("", "other", 0.001), factories.layer("conv", "conv", 0.01, 0.02, 0.001, 112),
+        [factories.layer("", "other", 0.001),
+         factories.layer("conv", "conv", 0.01, 0.02, 0.001, 112, saved_bytes=2048,
+                         params_bytes=448, grads_bytes=448, optimizer_state_bytes=448,
+                         recompute_s=0.001, checkpointed=True),
          factories.layer("fc", "linear", 0.004, 0.008, 0.004, 2570, comm_s=0.002,
                          comm_exposed_s=0.001, comm_bytes=10280, role="mlp", block="h.0")],
         loss_s=0.002, zero_grad_s=0.001, compiled_wrapper_s=0.0004, update_step_s=0.0005,
@@ -89,7 +93,16 @@ def run(cost: CostResult) -> Run:
         phase_spread_s={"forward_s": 0.001},
         timeline=(Slice(0, "conv", "forward", 0.0, 0.01, 0.01),),
         world_size=2, backend="gloo", seq_len=8, notes=("fc shares 10 parameters",),
-        ranks=(RankRow(0, "a", 0.05, 0.05, 0.04, 0.002, 0.001, 0.0),),
+        ranks=(RankRow(0, "a", 0.05, 0.05, 0.04, 0.002, 0.001, 0.0, peak_bytes=9000,
+                       saved_bytes=2048, params_bytes=448, grads_bytes=448,
+                       optimizer_state_bytes=448),),
+        memory=MemorySummary(
+            "cpu-allocator", 9000, 0.01, "backward", "early backward", "conv",
+            AtPeak(448, 448, 448, 2048, 5608, (LayerAtPeak("conv", 2048, 448, 448, 448),)),
+            base_bytes=1500, forward_end_bytes=4000, saved_bytes=2100, loss_saved_bytes=52,
+            step_s=0.05, timeline=(MemoryPoint(0.01, 9000, "backward", "conv"),),
+            marks=(MemoryMark("peak", 0.01),), reserved_peak_bytes=None, rank=0,
+            notes=("a note",)),
         buckets=(BucketRow(0, 10280, {"fc": 10280}, 0.003, 0.002, 0.001),),
         link=LinkEstimate(10.0, 5.0, "measured"),
         compiled=CompiledSummary(
@@ -125,6 +138,9 @@ def test_run_reads_past_unknown_keys(run: Run) -> None:
     assert back.compiled is not None and back.compiled.fused_groups[0].members == ("conv", "fc")
     assert back.sharding is not None and back.sharding.units == ("h.0", "")
     assert back.collectives == run.collectives
+    assert back.memory == run.memory and back.memory is not None
+    assert back.layers[1].saved_bytes == 2048 and back.layers[1].checkpointed
+    assert back.ranks[0].peak_bytes == 9000
 
 
 def test_cost_reads_past_unknown_keys(cost: CostResult) -> None:
@@ -151,7 +167,7 @@ def test_bench_reads_past_unknown_keys(run: Run) -> None:
 def test_sweep_reads_past_unknown_keys() -> None:
     summary = SweepSummary(
         points=(SummaryPoint({"model": "m", "batch_size": 1}, "ok", 2, None, 0.1,
-                             {"conv": 0.4, "linear": 0.6}),
+                             {"conv": 0.4, "linear": 0.6}, saved_bytes=100, peak_bytes=900),
                 SummaryPoint({"model": "m", "batch_size": 8}, "failed", 3, "out of memory")),
         crossovers=(Crossover({"model": "m"}, 2.5, 1, 8),),
     )

@@ -33,7 +33,7 @@ def test_smoke_runs_every_section_and_writes_its_files(tmp_path: Path) -> None:
                    "second clock", "memory", "event ids", "calibrate", "after sessions",
                    "time limit", "oom then run", "reports", "attribute trace",
                    "torchrun 1 rank", "cli profile", "fsdp 1 rank", "tp 1 rank",
-                   "pytest -m cuda"):
+                   "pytest -m cuda", "memory peak", "memory curve", "memory layers"):
         assert needed in checks, needed
     files = [f for f in out.iterdir() if not f.name.startswith(".")]
     assert 1 < len(files) <= 8

@@ -200,9 +200,12 @@ def test_profile_report_draws_every_bar_and_loads_nothing(browser: Any, run: Run
         for series in ("forward", "backward", "update", "step"):
             assert pg.count(f"svg[data-chart=layers] rect.seg[data-series={series}]") > 0
         assert pg.count("svg[data-chart=layers] rect.seg[data-series=backward_input]") == 0
-        # By kind: time beside parameters, and no FLOP or memory bar (no counts given).
+        # By kind: time beside parameters, and no FLOP or memory bar (no counts given);
+        # the layer kinds' share of saved activations (measured) beside them.
         kinds = _shown_kinds(run)
-        assert pg.count("svg[data-chart=kinds] rect.bar") == 2 * len(kinds)
+        layer_kinds = [k for k in kinds if k in {r.kind for r in run.layers}]
+        assert pg.count("svg[data-chart=kinds] rect.bar") == 2 * len(kinds) + len(layer_kinds)
+        assert pg.count("svg[data-chart=kinds] rect.bar[data-series=saved]") == len(layer_kinds)
         assert pg.count("svg[data-chart=kinds] rect.bar[data-series=flops]") == 0
         assert pg.count("svg[data-chart=kinds] rect.bar[data-series=memory]") == 0
         assert pg.count("svg[data-chart=kind-phases] g.bar") == sum(
@@ -453,7 +456,8 @@ def test_view_has_no_flop_columns_without_counts(run: Run) -> None:
     view = profile_view(run)
     labels = [c["label"] for c in view["table"]["columns"]]
     assert not any("FLOP" in x or "memory" in x or "predicted" in x for x in labels)
-    assert [s["key"] for s in view["charts"][0]["series"]] == ["time", "params"]
+    # Saved activations are measured (the run's memory step), not counted: their bar stays.
+    assert [s["key"] for s in view["charts"][0]["series"]] == ["time", "params", "saved"]
 
 
 def test_counts_without_predictions_get_share_columns(run: Run, cost: dict[str, Any]) -> None:

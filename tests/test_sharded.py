@@ -229,6 +229,19 @@ def test_cli_fsdp_run(tmp_path: Path) -> None:
     # Every layer with parameters carries its unit's share; none without.
     for r in run.layers:
         assert (r.comm_s > 0) == (r.params > 0), r
+    # Memory per rank: each holds its shards of the parameters, gradients and momentum
+    # (together all of them, and a little padding), not the whole model.
+    assert run.memory is not None and len(run.ranks) == 2
+    whole = 4 * run.params
+    assert all(0 < r.params_bytes < whole and r.peak_bytes > 0 for r in run.ranks)
+    assert whole <= sum(r.params_bytes for r in run.ranks) <= whole * 1.01
+    assert all(r.grads_bytes == r.params_bytes for r in run.ranks)
+    # Momentum for every parameter, the root unit's (embeddings, final norm) too: every
+    # unit is resharded before the optimizer is made, so it holds the sharded parameters.
+    assert all(r.optimizer_state_bytes == r.params_bytes for r in run.ranks)
+    trained = [r for r in run.layers if r.params]
+    assert trained and all(r.optimizer_state_bytes == r.params_bytes for r in trained)
+    assert all(r.update_s > 0 for r in trained), [r.name for r in trained if not r.update_s]
 
 
 @pytest.mark.slow

@@ -43,10 +43,11 @@ def workload_of(args: argparse.Namespace, model: str | None = None) -> WorkloadS
     )
 
 
-def oom_with_hint(e: OutOfMemory, workload: WorkloadSpec) -> OutOfMemory:
-    """The out-of-memory error again, its batch hint from the cost model's memory
-    estimate for this machine's free memory (kept as it was when that fails)."""
-    from layertime.cost.memory import batch_that_fits, hint_text
+def oom_with_hint(e: OutOfMemory, workload: WorkloadSpec, db: str | None = None) -> OutOfMemory:
+    """The out-of-memory error again, its batch hint for this machine's free memory from
+    the bytes per sample a stored run of the same configuration measured (any batch
+    size), else from the cost model's memory estimate (kept as it was when both fail)."""
+    from layertime.cost.memory import batch_that_fits, hint_text, measured_fit
     from layertime.measure.environment import free_memory_bytes
     from layertime.workload import resolve_device
 
@@ -54,22 +55,58 @@ def oom_with_hint(e: OutOfMemory, workload: WorkloadSpec) -> OutOfMemory:
         free = free_memory_bytes(resolve_device(workload.device))
         if free is None or not e.batch_size:
             return e
-        fit = batch_that_fits(workload, free)
+        fit = None
+        found = _measured_run(workload, e.device_type, db)
+        if found is not None:
+            fit = measured_fit(found[1], free, f"run {found[0]} at batch {found[1].batch_size}")
+        if fit is None:
+            fit = batch_that_fits(workload, free)
     except LayertimeError:
         return e
     return e.with_hint(hint_text(fit, e.batch_size))
 
 
+def _measured_run(workload: WorkloadSpec, device_type: str,
+                  db: str | None) -> tuple[int, Any] | None:
+    """The newest stored profile of this workload (any batch size) on this kind of device
+    that measured memory: (its id, its Run), or None."""
+    import sqlite3
+
+    from layertime.results.run import Run
+
+    want = workload.to_dict()
+    keys = ("model", "model_config", "input", "dtype", "amp", "optimizer")
+    try:
+        with open_store(db) as store:
+            stored = store.list(kind="profile", limit=200)
+    except (LayertimeError, OSError, sqlite3.Error):
+        return None
+    for s in stored:
+        got = (s.config or {}).get("workload") or {}
+        if s.status != "ok" or not s.result or "memory" not in s.result or \
+                not str(s.device or "").startswith(device_type) or \
+                any(got.get(k) != want.get(k) for k in keys):
+            continue
+        try:
+            return s.id, Run.from_dict(s.result)
+        except LayertimeError:
+            continue
+    return None
+
+
 def measure_options(args: argparse.Namespace) -> MeasureOptions:
-    """--steps, --time-budget, or the default: up to 3 pairs within a 12 s budget."""
+    """--steps, --time-budget, or the default: up to 3 pairs within a 12 s budget;
+    --no-memory leaves out the memory steps."""
     from layertime.measure.runner import MeasureOptions
 
+    memory = getattr(args, "memory", True)
     if args.steps is not None:
-        return MeasureOptions(steps=args.steps, warmup_steps=args.warmup)
+        return MeasureOptions(steps=args.steps, warmup_steps=args.warmup, memory=memory)
     if args.time_budget is not None:
-        return MeasureOptions(warmup_steps=args.warmup, time_budget_s=args.time_budget)
+        return MeasureOptions(warmup_steps=args.warmup, time_budget_s=args.time_budget,
+                              memory=memory)
     return MeasureOptions(steps=DEFAULT_STEPS, warmup_steps=args.warmup,
-                          time_budget_s=DEFAULT_BUDGET_S, max_steps=DEFAULT_STEPS)
+                          time_budget_s=DEFAULT_BUDGET_S, max_steps=DEFAULT_STEPS, memory=memory)
 
 
 def stored_config(args: argparse.Namespace, workload: WorkloadSpec | None = None) -> dict[str, Any]:

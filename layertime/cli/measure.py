@@ -69,7 +69,7 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
                 run = profile_workload(workload, measure_options(args), on_progress=on_progress,
                                        compile=compiled)
         except OutOfMemory as e:
-            raise oom_with_hint(e, workload) from e
+            raise oom_with_hint(e, workload, args.db) from e
     if run is None:  # a rank other than 0: rank 0 reports for all
         return 0
     joined = None
@@ -269,14 +269,31 @@ def cmd_cost(args: argparse.Namespace) -> int:
     else:
         console(args).print(render(cost, table_width(args)))
     write_reports(args, cost)
+    if run is not None and not args.quiet:
+        _memory_beside(args, run, cost)
     if sharding is not None:
         _sharded_what_if(args, cost, model, sharding, world, profile, run)
-    elif args.workers or args.run:
+    elif args.workers or (run is not None and (run.link is not None or args.link_gbps
+                                               or run.world_size > 1)):
         _comm_what_if(args, cost, run)
     if not args.no_store:
         _store_run(args, "cost", cost.to_dict(), cost.model, cost.batch_size,
                    args.device_profile, workload)
     return 0
+
+
+def _memory_beside(args: argparse.Namespace, run: Run, cost: CostResult) -> None:
+    """``cost --run RUN.json``: the run's measured memory per layer beside the count."""
+    from layertime.render.memory import beside_table, has_memory
+    from layertime.results.memory import beside
+
+    if not has_memory(run):
+        return
+    _warn_run_differs(run, cost)
+    rows = beside(run.layers, cost.layers, (
+        run.memory.loss_saved_bytes if run.memory is not None else None,
+        cost.loss.memory_bytes.saved_activations))
+    console(args).print(beside_table(rows, table_width(args)))
 
 
 def _what_if_run(args: argparse.Namespace) -> Run | None:

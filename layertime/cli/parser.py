@@ -259,6 +259,9 @@ def _profile(sub: Any) -> None:
     p.add_argument("--cost", action="store_true",
                    help="beside the measurement, each layer's share of FLOPs and memory")
     p.add_argument("--profiles", metavar="FILE.toml", help="extra device profiles for --predict")
+    p.add_argument("--no-memory", dest="memory", action="store_false",
+                   help="leave out the two untimed steps that measure memory per layer "
+                   "(saved activations, the peak)")
     compile_flags(p)
     p.set_defaults(command_name="profile")
 

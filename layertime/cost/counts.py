@@ -85,7 +85,8 @@ def count_step(
     table = ModuleTable(model)
     state = StepState(table, _param_owners(table))
     params = {id(p): p for p in model.parameters()}
-    state.param_keys = {storage_key(p) for p in params.values()}
+    # Parameters, buffers and their views are held anyway: never saved activations.
+    state.param_keys = {storage_key(p) for p in [*params.values(), *model.buffers()]}
     device = _device_of(model)
     spec = workload.resolved_input.for_model(model)
     workload = workload.with_input(spec)
@@ -120,6 +121,7 @@ def count_step(
                     main, _ = main_output(batch.run(model))
                 num_classes = spec.classes(main.shape) if main.dim() >= 2 else None
         state.table = ModuleTable(model, watched.kinds())
+        state.resolve_saved()
         with_grad = {k for k, p in params.items() if p.grad is not None}
     finally:
         for k, p in params.items():

@@ -1,4 +1,5 @@
-"""The largest batch that fits, by the cost model's memory estimate (for out-of-memory hints).
+"""The largest batch that fits, by a measured run's bytes per sample when one exists, else by
+the cost model's memory estimate (for out-of-memory hints).
 
 A training step's memory is, to first order, a fixed part (weights, their
 gradients, optimizer state) plus saved activations that grow with the batch:
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from layertime.results.memory import per_sample_bytes
+from layertime.results.run import Run
 from layertime.workload.spec import WorkloadSpec
 
 #: Of the free memory, the share a hint plans to use (room for the estimate's misses).
@@ -26,6 +29,9 @@ class BatchFit:
     fixed_bytes: int
     free_bytes: int
     batch_size: int  # 0 when even one sample does not fit
+    #: What the numbers rest on: "" for the cost model's estimate, else the measured run
+    #: (e.g. "run 12 at batch 32").
+    measured: str = ""
 
 
 def batch_that_fits(workload: WorkloadSpec, free_bytes: int) -> BatchFit:
@@ -40,19 +46,40 @@ def batch_that_fits(workload: WorkloadSpec, free_bytes: int) -> BatchFit:
     return BatchFit(per, fixed, free_bytes, max(0, fits))
 
 
+def measured_fit(run: Run, free_bytes: int, label: str = "") -> BatchFit | None:
+    """The largest batch that fits by a measured run: its peak less its parameters,
+    gradients and optimizer state, over its batch, is the bytes per sample (None when
+    the run did not measure memory)."""
+    if run.memory is None:
+        return None
+    fixed = sum(r.params_bytes + r.grads_bytes + r.optimizer_state_bytes for r in run.layers)
+    per = per_sample_bytes(run.memory, run.batch_size, fixed)
+    if per is None:
+        return None
+    fits = int((HEADROOM * free_bytes - fixed) // per)
+    return BatchFit(per, fixed, free_bytes, max(0, fits),
+                    measured=label or f"a run at batch {run.batch_size}")
+
+
 def hint_text(fit: BatchFit, asked: int) -> str:
-    """The hint, one clause: the estimate it rests on, and the batch to try."""
+    """The hint, one clause: the measurement or estimate it rests on, and the batch to try."""
     gb = 1e9
-    basis = (f"the cost model estimates {_size(fit.per_sample_bytes)} per sample plus "
-             f"{_size(fit.fixed_bytes)} for weights, gradients and optimizer state")
+    if fit.measured:
+        basis = (f"{fit.measured} measured {_size(fit.per_sample_bytes)} per sample at its "
+                 f"peak plus {_size(fit.fixed_bytes)} for weights, gradients and optimizer "
+                 "state")
+    else:
+        basis = (f"the cost model estimates {_size(fit.per_sample_bytes)} per sample plus "
+                 f"{_size(fit.fixed_bytes)} for weights, gradients and optimizer state")
     free = f"{fit.free_bytes / gb:.3g} GB free"
+    what = "measured" if fit.measured else "an estimate"
     if fit.batch_size < 1:
-        return f"{basis}: even batch 1 needs more than the {free} (an estimate)"
+        return f"{basis}: even batch 1 needs more than the {free} ({what})"
     if fit.batch_size >= asked:
         # The estimate says it fits: something the model does not count holds memory.
         return (f"{basis}, so batch {asked} should fit in the {free}; something else holds "
                 f"memory: try --batch-size {max(1, asked // 2)}")
-    return (f"{basis}, so about batch {fit.batch_size} fits in the {free} (an estimate): "
+    return (f"{basis}, so about batch {fit.batch_size} fits in the {free} ({what}): "
             f"try --batch-size {fit.batch_size}")
 
 

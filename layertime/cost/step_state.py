@@ -85,8 +85,12 @@ class StepState:
         self.data_keys: set[int] = set()
         self.data_nodes: set[Any] = set()
         self.tallies: dict[int, dict[tuple[str, str], Tally]] = {}
+        #: storage key -> the scope whose op allocated it (an in-place op, or one
+        #: writing into its argument, allocates nothing).
         self.producer: dict[int, int] = {}
-        self.saved_keys: set[int] = set()
+        #: storage key -> its bytes and the scopes that saved it, in order.
+        self.saved: dict[int, tuple[int, list[int]]] = {}
+        #: scope -> bytes saved for backward, charged (see :meth:`resolve_saved`).
         self.saved_bytes: dict[int, int] = {}
         self.output_bytes: dict[int, int] = {}
         self.calls: dict[int, int] = {}
@@ -199,8 +203,11 @@ class StepState:
         outs = tensors_in(out)
         if not self.in_backward:
             owner = self.current()
+            in_keys = {storage_key(t) for t in ins}
             for t in outs:
-                self.producer[storage_key(t)] = owner
+                key = storage_key(t)
+                if key not in in_keys:  # a new storage, not its argument written in place
+                    self.producer[key] = owner
             flops, status = op_flops(func, args, kwargs, out)
             moved = distinct_bytes(ins) + distinct_bytes(outs)
             self.charge(owner, name, "forward", flops, moved, status)
@@ -266,12 +273,25 @@ class StepState:
     def on_save(self, t: torch.Tensor) -> torch.Tensor:
         if not self.in_backward:
             key = storage_key(t)
-            if key not in self.param_keys and key not in self.saved_keys:
-                self.saved_keys.add(key)
+            if key not in self.param_keys:
+                nbytes, savers = self.saved.setdefault(
+                    key, (int(t.untyped_storage().nbytes()), []))
                 owner = self.current()
-                nbytes = int(t.untyped_storage().nbytes())
-                self.saved_bytes[owner] = self.saved_bytes.get(owner, 0) + nbytes
+                if owner not in savers:
+                    savers.append(owner)
         return t
+
+    def resolve_saved(self) -> None:
+        """Charge each saved storage once, as the measurement does
+        (``layertime/measure/memory/``): to the scope that saved it; when several did,
+        to the scope whose op allocated it (the first saver when none did: the batch)."""
+        out: dict[int, int] = {}
+        for key, (nbytes, savers) in self.saved.items():
+            owner = savers[0]
+            if len(savers) > 1 and key in self.producer:
+                owner = self.producer[key]
+            out[owner] = out.get(owner, 0) + nbytes
+        self.saved_bytes = out
 
     def on_output(self, index: int, out: Any) -> None:
         seen: set[int] = set()

@@ -156,6 +156,8 @@ def aggregate(
                 comm_bytes=max((c.comm_bytes.get(entry.index, 0) for c in steps), default=0),
                 role=placed[entry.name].role,
                 block=placed[entry.name].block,
+                recompute_s=_mean([c.recompute.get(entry.index, 0.0) for c in steps]),
+                checkpointed=any(entry.index in c.recompute for c in steps),
             )
         )
     # An update with no trainable parameters to carry it stays step-level (unattributed,

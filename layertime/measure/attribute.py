@@ -227,6 +227,10 @@ class StepCharges:
     device_hidden: dict[CommKey, float] = field(default_factory=dict)
     #: After charging: one entry per communication owner of this step.
     collective_charges: list[CollectiveCharge] = field(default_factory=list)
+    #: Activation checkpointing: module index -> seconds of forward work it ran again
+    #: inside backward, for the outermost module of each recomputed region (already in
+    #: the backward rows of its layers; said apart so a checkpointed block's cost shows).
+    recompute: dict[int, float] = field(default_factory=dict)
 
     def total_s(self) -> float:
         return (sum(self.modules.values()) + sum(self.step.values())
@@ -413,6 +417,8 @@ class _Walk:
         self.seq_owner: dict[tuple[int, int], Owner] = {}
         self.last_backward_owner: dict[int, Owner] = {}
         self.charges: dict[Owner, float] = defaultdict(float)
+        #: Recomputed forward (module ranges inside backward) per outermost module, µs.
+        self.recompute: dict[int, float] = defaultdict(float)
         self.spans: dict[Owner, tuple[float, float]] = {}
         self.calls: dict[int, int] = defaultdict(int)
         #: Sharded runs: the kind of the last collective launched, per thread (for
@@ -582,10 +588,13 @@ class _Walk:
 
     def visit(self, root: OpEvent) -> None:
         """Charge ``root`` and everything under it (depth first, children in time order)."""
-        stack: list[tuple[OpEvent, Owner, bool, bool]] = [(root, UNATTRIBUTED, False, False)]
+        stack: list[tuple[OpEvent, Owner, bool, bool, int | None]] = [
+            (root, UNATTRIBUTED, False, False, None)]
         while stack:
-            e, inh, in_bwd, in_call = stack.pop()
+            e, inh, in_bwd, in_call, recomputed = stack.pop()
             owner, in_bwd = self.own(e, inh, in_bwd)
+            if recomputed is None and in_bwd and e.name.startswith(MODULE):
+                recomputed = owner[1]  # a module's forward run again in backward
             if owner[0] == "comm":
                 if inh[0] != "comm":
                     self.comm_intervals.append((e.start_us, e.end_us))
@@ -613,7 +622,10 @@ class _Walk:
             if self.loop and e is self.step and not self.device_time:
                 self._charge_gaps(e, kids)
             else:
-                self.charges[owner] += self.self_time_us(e, kids)
+                us = self.self_time_us(e, kids)
+                self.charges[owner] += us
+                if recomputed is not None:
+                    self.recompute[recomputed] += us
             span = self.spans.get(owner)
             if span is None:
                 self.spans[owner] = (e.start_us, e.end_us)
@@ -621,7 +633,7 @@ class _Walk:
                 self.spans[owner] = (min(span[0], e.start_us), max(span[1], e.end_us))
             # Push in reverse so children are visited in time order.
             for k in reversed(kids):
-                stack.append((k, owner, in_bwd, in_call))
+                stack.append((k, owner, in_bwd, in_call, recomputed))
 
     def _charge_gaps(self, e: OpEvent, kids: Sequence[OpEvent]) -> None:
         """Loop mode: the step's own gaps go to the segment they fall in."""
@@ -649,6 +661,7 @@ class _Walk:
         for row in ("loss", "zero_grad", "data", "update", "unattributed"):
             out.step.setdefault(row, 0.0)  # the rows every step has; the others when charged
         out.calls = dict(self.calls)
+        out.recompute = {i: us * 1e-6 for i, us in self.recompute.items()}
         out.spans = {o: ((a - start) * 1e-6, (b - start) * 1e-6) for o, (a, b) in self.spans.items()}
         out.collective_calls = [
             replace(c, start_us=(c.start_us - start) * 1e-6, end_us=(c.end_us - start) * 1e-6)

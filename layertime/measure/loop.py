@@ -21,9 +21,13 @@ model, each traced step's collectives are charged to layers (``parallel/sharded_
 ``result()`` is this rank's run and ``gather()`` (called on every rank) gives rank 0 the
 merged one.  A DDP-wrapped model's gradient all-reduce is left unattributed here.
 
-``prof.step()`` marks the end of one step.  After ``warmup_steps``, steps
-alternate between plain (only timed) and traced (per-layer rows), so the
-profiler's overhead is measured in the same run.  A step spans from one
+``prof.step()`` marks the end of one step.  After ``warmup_steps``, with
+``memory=True`` (the default), two steps measure memory per layer and the step's
+peak (``memory/``: a priming step and the measured one, never timed; torch may
+say once that a block "of unknown size was allocated before the profiling
+started": the priming step is there so that the measured one frees only blocks
+the profiler saw).  Then steps alternate between plain (only timed) and traced
+(per-layer rows), so the profiler's overhead is measured in the same run.  A step spans from one
 ``prof.step()`` to the next, so data loading shows up (as ``data``: the work
 before the model's forward), and so does the loss (between the forward and
 the backward).
@@ -52,6 +56,7 @@ from layertime.measure.compiled.detect import (
 )
 from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.environment import describe
+from layertime.measure.memory import MemoryMeasurement, MemorySession, with_memory
 from layertime.measure.parallel.in_loop import LoopSharding, backend_name, world_size
 from layertime.measure.tracer import TraceSession
 from layertime.modules import ModuleTable, class_name
@@ -63,6 +68,7 @@ class Profiler:
 
     ``max_profiled_steps`` stops tracing after that many traced steps (plain
     steps are still timed); the model's hooks exist only during traced steps.
+    ``memory=False`` leaves out the two memory steps after the warm-up.
     """
 
     def __init__(
@@ -74,6 +80,7 @@ class Profiler:
         every: int = 2,
         max_profiled_steps: int | None = None,
         name: str | None = None,
+        memory: bool = True,
     ) -> None:
         if warmup_steps < 0:
             raise LayertimeError(f"warmup_steps must be >= 0, not {warmup_steps}")
@@ -101,6 +108,12 @@ class Profiler:
         self.every = every
         self.max_profiled_steps = max_profiled_steps
         self.name = name or class_name(self._inner if self._inner is not None else model)
+        #: Memory steps (a priming and a measured one) right after the warm-up; not for
+        #: a compiled model (its saved tensors are the compiled graph's).
+        self.memory = memory and self._inner is None
+        self._memory_steps = 2 if self.memory else 0
+        self._memory_session: MemorySession | None = None
+        self._memory: MemoryMeasurement | None = None
         try:
             first = next(model.parameters())
             self.device = first.device
@@ -167,8 +180,11 @@ class Profiler:
                 self._watch = None
             if self._session is not None:
                 self._session.abort()
+            if self._memory_session is not None:
+                self._memory_session.abort()
         finally:
             self._session = None
+            self._memory_session = None
             self._active = False
             if self._shape_hook is not None:
                 self._shape_hook.remove()
@@ -186,12 +202,17 @@ class Profiler:
                 self._seq_len = int(first.shape[1])
 
     # -- steps -------------------------------------------------------------
+    def _is_memory(self, index: int) -> bool:
+        """Whether step ``index`` is one of the two memory steps (after the warm-up)."""
+        return self.warmup_steps <= index < self.warmup_steps + self._memory_steps
+
     def _is_traced(self, index: int) -> bool:
-        if index < self.warmup_steps:
+        start = self.warmup_steps + self._memory_steps
+        if index < start:
             return False
         if self.max_profiled_steps is not None and len(self._traced) >= self.max_profiled_steps:
             return False
-        return (index - self.warmup_steps) % self.every == self.every - 1
+        return (index - start) % self.every == self.every - 1
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -202,7 +223,10 @@ class Profiler:
         self._sync()
         if self._compiled is not None:
             self._compiled.compiled_since_mark()  # a step that compiles is not kept
-        if self._is_traced(self._index):
+        if self._is_memory(self._index):
+            self._begin_memory()
+            self._t0 = time.perf_counter()
+        elif self._is_traced(self._index):
             if not self._sharding.read_done and self._watch is None and \
                     self._index == self.warmup_steps:
                 self._sharding.read(self.model, self._table)  # no warm-up step watched it
@@ -218,9 +242,36 @@ class Profiler:
         else:
             self._t0 = time.perf_counter()
 
+    def _begin_memory(self) -> None:
+        """The first memory step starts the session (it primes it), the second is measured."""
+        if self._index == self.warmup_steps:
+            assert self._table is not None
+            if not self._sharding.read_done and self._watch is None:
+                self._sharding.read(self.model, self._table)
+            self._memory_session = MemorySession(self.model, self._table, self.device,
+                                                 self.optimizer)
+            self._memory_session.start()
+        elif self._memory_session is not None:
+            self._memory_session.begin_step()
+
+    def _end_memory(self) -> None:
+        session = self._memory_session
+        if session is None or self._index != self.warmup_steps + 1:
+            return
+        self._memory_session = None
+        try:
+            session.end_step()
+        except BaseException:
+            session.abort()
+            raise
+        self._memory = session.stop()
+
     def _end(self) -> None:
         self._sync()
         wall = time.perf_counter() - self._t0
+        if self._is_memory(self._index):
+            self._end_memory()
+            return
         session, self._session = self._session, None
         if session is not None:
             session.exit_step()
@@ -276,9 +327,13 @@ class Profiler:
         if not self._traced or self._table is None:
             raise LayertimeError(
                 f"no profiled step yet: {self._index} step(s) done; traced steps start after "
-                f"{self.warmup_steps} warm-up step(s) and come every {self.every} steps"
+                f"{self.warmup_steps} warm-up step(s)"
+                + (f" and {self._memory_steps} memory steps" if self._memory_steps else "")
+                + f" and come every {self.every} steps"
             )
         layers, phases, spread, samples = aggregate(self._table, self._traced)
+        if self._memory is not None:
+            layers = with_memory(layers, self._table, self._memory)
         shape = self._input_shape or ()
         run = Run(
             model=self.name,
@@ -300,6 +355,7 @@ class Profiler:
             timeline=timeline(self._table, self._traced),
             seq_len=self._seq_len,
             notes=shared_notes(self._table),
+            memory=self._memory.summary if self._memory is not None else None,
         )
         run = self._sharding.finish(run, self._table, self._traced)
         return self._compiled.finish(run) if self._compiled is not None else run

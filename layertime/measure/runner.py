@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import nn
 
-from layertime.errors import LayertimeError, memory_errors
+from layertime.errors import LayertimeError, is_out_of_memory, memory_errors, oom_detail
 from layertime.kinds import KindObserver
 from layertime.measure.aggregate import aggregate, shared_notes, timeline
 from layertime.measure.attribute import StepCharges, attribute_step, split_steps
@@ -38,6 +38,12 @@ from layertime.measure.compiled.session import CompiledTraceSession
 from layertime.measure.device_time import device_time_warnings, idle_from_plain
 from layertime.measure.environment import describe
 from layertime.measure.events import busy_us, comm_exposed_fraction
+from layertime.measure.memory import (
+    MemoryMeasurement,
+    MemorySession,
+    run_memory_step,
+    with_memory,
+)
 from layertime.measure.prepare import prepare
 from layertime.measure.tracer import TraceSession, phase
 from layertime.models import ModelRef
@@ -79,12 +85,15 @@ class StepSync(Protocol):
 
 @dataclass(frozen=True)
 class MeasureOptions:
-    """How many steps to run; ``time_budget_s`` overrides ``steps`` when given."""
+    """How many steps to run; ``time_budget_s`` overrides ``steps`` when given.
+    ``memory``: measure memory per layer in two more steps of its own, after the timed
+    ones (``layertime/measure/memory/``); never in a timed step."""
 
     steps: int = 3
     warmup_steps: int = 1
     time_budget_s: float | None = None
     max_steps: int = 50
+    memory: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -356,11 +365,52 @@ def measure(
             steps = _paired_steps(work, table, n, progress, sync, compiled)
         steps.warm = warm_times
         nan_steps = sum(int(not bool(torch.isfinite(loss).all())) for loss in steps.losses)
+        if options.memory and compiled is None and steps.traced:
+            try:
+                steps.memory = memory_step(work, model, table, sync)
+            except Exception as e:  # the timed steps are kept: only memory is lost
+                if not is_out_of_memory(e):
+                    raise
+                steps.memory_lost = f"memory was not measured: its step ran out of memory " \
+                    f"({oom_detail(e)})"
+                _release(device)
     if not steps.traced:
         raise LayertimeError("every measured step compiled again: no steady step to report")
     run = _run(workload, device, label, options, table, steps, nan_steps, output_shape,
                one_session=compiled is None)
     return compiled.finish(run) if compiled is not None else run
+
+
+def _release(device: torch.device) -> None:
+    """Give the allocator's cached blocks back after an out-of-memory error."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def memory_step(work: Workload, model: nn.Module, table: ModuleTable,
+                sync: StepSync | None = None) -> MemoryMeasurement:
+    """Memory per layer and the step's peak, in a priming and a measured step of their
+    own (``measure/memory/``), after the timed steps so that none of them is touched.
+
+    The gradients are set to None first, so that nothing the profiler did not see being
+    allocated is freed inside its session.
+    """
+    work.optimizer.zero_grad(set_to_none=True)
+    inputs = [*work.batch.tensors, *([work.targets] if isinstance(work.targets, torch.Tensor)
+                                      else [])]
+    session = MemorySession(model, table, work.device, work.optimizer, inputs)
+
+    def prime() -> None:
+        _plain_step(work, sync)
+        work.update_skipped()
+
+    def measured() -> None:
+        if sync is not None:
+            sync.begin_step(traced=False)
+        work.step(phase)
+        work.update_skipped()
+
+    return run_memory_step(session, prime, measured)
 
 
 @dataclass
@@ -373,6 +423,9 @@ class _Steps:
     losses: list[torch.Tensor]
     skipped: int = 0
     warm: list[float] = field(default_factory=list)
+    memory: MemoryMeasurement | None = None
+    #: Why memory was not measured, when its step failed (the timed steps are kept).
+    memory_lost: str | None = None
 
 
 def _cuda_steps(
@@ -460,6 +513,8 @@ def _run(
         walls = tuple(c.step_s for c in traced)
         idle_from_plain(traced, statistics.median(plain))
     layers, phases, spread, samples = aggregate(table, traced)
+    if steps.memory is not None:
+        layers = with_memory(layers, table, steps.memory)
     warnings = []
     if nan_steps:
         warnings.append(f"the loss was NaN or infinite in {nan_steps} of {n_losses} steps")
@@ -470,6 +525,8 @@ def _run(
         )
     if cuda:
         warnings.extend(device_time_warnings(traced, statistics.median(plain)))
+    if steps.memory_lost:
+        warnings.append(steps.memory_lost)
     spec = workload.resolved_input
     return Run(
         model=label,
@@ -498,6 +555,7 @@ def _run(
         warmup_step_s=min(steps.warm) if steps.warm else None,
         seq_len=spec.sequence_length,
         notes=shared_notes(table),
+        memory=steps.memory.summary if steps.memory is not None else None,
     )
 
 

@@ -11,6 +11,8 @@ from rich.text import Text
 
 from layertime.render.fmt import ms, pct
 from layertime.render.layout import Column, Row, lay_out
+from layertime.render.memory import compare_memory_rows, scaling_lines
+from layertime.results.memory import fmt_mb
 from layertime.results.run import Run
 from layertime.results.sharded import COLLECTIVE_LABELS
 from layertime.results.stored import StoredRun
@@ -87,6 +89,9 @@ def sweep_table(result: SweepResult, width: int | None = None) -> RenderableType
             Column("seq" if tokens else "image", drop=3),
             Column("device", align="left", drop=4), Column("status", align="left", drop=2),
             Column("step ms")]
+    memory = any(p.run is not None and p.run.memory is not None for p in result.points)
+    if memory:
+        cols.append(Column("saved MB", drop=1))
     # conv and fc (attention and MLP) always; the others give way smallest first when narrow.
     lead = ("attention", "mlp") if tokens else ("conv", "linear")
     peak = {k: max((shares_of(r).get(k, 0.0) for r in runs), default=0.0) for k in kinds}
@@ -103,9 +108,14 @@ def sweep_table(result: SweepResult, width: int | None = None) -> RenderableType
             p.run.device if p.run else c["device"],
             p.status if p.status != "skipped" else "stored",
             ms(p.run.step_s) if p.run else "-",
+            *((fmt_mb(p.run.memory.saved_bytes) if p.run and p.run.memory else "-",)
+              if memory else ()),
             *[f"{shares[k] * 100:.1f}" if k in shares else "-" for k in kinds],
         )))
     parts: list[RenderableType] = [lay_out(cols, rows, width).renderable()]
+    parts.extend(Text(line) for line in scaling_lines(
+        [(p.config, p.run.memory.saved_bytes) for p in result.points
+         if p.run is not None and p.run.memory is not None]))
     for p in result.points:
         if p.status == "failed":
             parts.append(Text(f"failed: {p.config['model']} batch {p.config['batch_size']}: {p.error}"))
@@ -176,6 +186,7 @@ def compare_table(runs: Sequence[Run], labels: Sequence[str],
             cells.append(f"{pct(kt.share)} ({ms(kt.time_s)} ms{ratio})" if kt else "-")
         kind_rows.append(Row((KIND_LABELS.get(k, k), *cells)))
     kind_rows.extend(_comm_rows(runs))
+    kind_rows.extend(compare_memory_rows(runs))
     kind_rows.append(Row(
         ("step", *[f"{ms(r.step_s)} ms" + ("" if i == 0 else f" x{r.step_s / runs[0].step_s:.2f}")
                    for i, r in enumerate(runs)]), bold=True, gap_before=True))

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from layertime.render.compiled import compiled_lines
 from layertime.render.fmt import count, ms, pct
+from layertime.render.memory import SAVED_HEADER, has_memory, memory_lines, saved_cell
 from layertime.render.roles import has_roles, render_roles
 from layertime.render.sharded import collectives_table, sharded_lines
 from layertime.render.trace_source import trace_comm_lines, trace_lines
@@ -27,7 +28,7 @@ from layertime.taxonomy import KIND_LABELS, KINDS
 _OPTIONAL_ROWS = ("data", "clip", "scheduler", "logging", "compiled", "update")
 
 
-def _columns(comm: bool) -> list[Column]:
+def _columns(comm: bool, memory: bool = False) -> list[Column]:
     cols = [
         Column("layer", align="left", name=True),
         Column("type", align="left", drop=2, shrink=5, min_width=10),
@@ -37,8 +38,10 @@ def _columns(comm: bool) -> list[Column]:
     ]
     if comm:
         cols += [Column("comm ms"), Column("hidden ms", drop=4), Column("comm %", drop=5)]
-    cols += [Column("total ms"), Column("share"), Column("params", drop=3),
-             Column("calls", drop=6)]
+    cols += [Column("total ms"), Column("share"), Column("params", drop=3)]
+    if memory:  # hidden first when the table is too wide
+        cols.append(Column(SAVED_HEADER, drop=7))
+    cols.append(Column("calls", drop=6))
     return cols
 
 
@@ -50,6 +53,11 @@ def _rows(run: Run) -> list[Row]:
         return (ms(exposed_s), ms(comm_s - exposed_s), share) if has_comm else ()
 
     blank = ("", "", "") if has_comm else ()
+    memory = has_memory(run)
+
+    def saved(nbytes: int) -> tuple[str, ...]:
+        return (saved_cell(nbytes),) if memory else ()
+
     groups: dict[str, list[LayerRow]] = {}
     for r in run.layers:
         groups.setdefault(r.kind, []).append(r)
@@ -63,7 +71,8 @@ def _rows(run: Run) -> list[Row]:
             f"{KIND_LABELS.get(kind, kind)} ({len(members)})", "", ms(kt.forward_s),
             ms(kt.backward_s), ms(kt.update_s),
             *comm(kt.comm_exposed_s, kt.comm_s, pct(kt.comm_share)),
-            ms(kt.time_s), pct(kt.share), count(kt.params), "",
+            ms(kt.time_s), pct(kt.share), count(kt.params),
+            *saved(sum(r.saved_bytes for r in members)), "",
         ), bold=True, gap_before=not first))
         first = False
         for r in members:
@@ -71,7 +80,8 @@ def _rows(run: Run) -> list[Row]:
                 f"  {r.label}", r.type, ms(r.forward_s), ms(r.backward_s), ms(r.update_s),
                 *(comm(r.comm_exposed_s, r.comm_s, pct(r.comm_s / run.comm_s))
                   if r.comm_bytes else blank),
-                ms(r.total_s), pct(r.total_s / step), count(r.params), f"{r.calls:g}",
+                ms(r.total_s), pct(r.total_s / step), count(r.params), *saved(r.saved_bytes),
+                f"{r.calls:g}",
             )))
     p = run.phases
     step_rows = [("loss (step)", p.loss_s), ("zero_grad (step)", p.zero_grad_s),
@@ -82,12 +92,16 @@ def _rows(run: Run) -> list[Row]:
     for i, (label, value) in enumerate(step_rows):
         if label.split()[0] in _OPTIONAL_ROWS and value == 0.0:
             continue
-        rows.append(Row((label, "", "", "", "", *blank, ms(value), pct(value / step), "", ""),
-                        gap_before=i == 0))
+        loss_saved = run.memory.loss_saved_bytes if run.memory is not None and i == 0 else 0
+        rows.append(Row((label, "", "", "", "", *blank, ms(value), pct(value / step), "",
+                         *((saved_cell(loss_saved) if loss_saved else "",) if memory else ()),
+                         ""), gap_before=i == 0))
     rows.append(Row((
         "profiled step", "", ms(p.forward_s), ms(p.backward_s), ms(p.update_s),
         *comm(p.comm_exposed_s, run.comm_s, "100.0%" if has_comm else ""),
-        ms(run.profiled_step_s), "100.0%", count(run.params), "",
+        ms(run.profiled_step_s), "100.0%", count(run.params),
+        *saved(run.memory.saved_bytes if run.memory is not None
+               else sum(r.saved_bytes for r in run.layers)), "",
     ), bold=True, gap_before=True))
     return rows
 
@@ -99,7 +113,7 @@ def run_table(run: Run, width: int | None = None) -> Laid:
     exposed part (in ``total ms``), the hidden part, and each kind's share of
     the run's communication.
     """
-    return lay_out(_columns(run.comm_s > 0), _rows(run), width)
+    return lay_out(_columns(run.comm_s > 0, has_memory(run)), _rows(run), width)
 
 
 def _rank_lines(run: Run) -> list[str]:
@@ -203,6 +217,7 @@ def summary_lines(run: Run) -> list[str]:
             f"{run.optimizer} · timing: {run.timing} · update split by {run.update_split}"
         )
     lines.extend(comm_lines(run))
+    lines.extend(memory_lines(run))
     lines.extend(compiled_lines(run))
     lines.extend(f"note: {n}" for n in run.notes)
     lines.extend(f"warning: {w}" for w in run.warnings)

@@ -28,6 +28,14 @@ class RankRow:
     #: Of ``comm_exposed_s``, the estimated wait for the slowest rank's compute
     #: (its ``compute_s`` minus this rank's): imbalance, not the network.
     wait_s: float = 0.0
+    #: This rank's memory (0 when not measured): its step's peak, what its layers saved
+    #: for backward, and its parameters, gradients and optimizer state (with sharding,
+    #: its share: the local shards).
+    peak_bytes: int = 0
+    saved_bytes: int = 0
+    params_bytes: int = 0
+    grads_bytes: int = 0
+    optimizer_state_bytes: int = 0
 
 
 @dataclass(frozen=True)

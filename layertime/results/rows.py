@@ -52,6 +52,20 @@ class LayerRow:
     #: row counts as ``other``.
     role: str | None = None
     block: str | None = None
+    #: Memory, measured in a step of its own (``layertime/measure/memory/``; 0 when
+    #: not measured, and in older files): bytes of the storages this layer's ops saved
+    #: for backward (the conventions are in ``layertime/results/memory.py``), of its own
+    #: parameters, of their gradients after backward and of their optimizer state.
+    saved_bytes: int = 0
+    params_bytes: int = 0
+    grads_bytes: int = 0
+    optimizer_state_bytes: int = 0
+    #: Activation checkpointing: the forward this module ran again inside backward (its
+    #: recompute, part of ``backward_s``), for the outermost module of a recomputed
+    #: region; ``checkpointed``: such a module (its ``saved_bytes`` are the inputs the
+    #: checkpoint keeps; its layers save nothing in forward).
+    recompute_s: float = 0.0
+    checkpointed: bool = False
 
     @property
     def total_s(self) -> float:

@@ -21,6 +21,7 @@ from layertime.records import build, build_all, check_schema, number, parse_obje
 from layertime.results.compiled import CompiledSummary
 from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.environment import Environment
+from layertime.results.memory import MemorySummary, memory_totals
 from layertime.results.sharded import COLLECTIVE_KINDS, COLLECTIVE_LABELS, CollectiveRow, ShardLayout
 from layertime.results.trace import TraceSource
 from layertime.results.rows import (
@@ -37,6 +38,10 @@ from layertime.taxonomy import STEP_KINDS
 __all__ = ["SCHEMA", "KindTotal", "LayerRow", "Phases", "RoleTotal", "Run", "Slice"]
 
 SCHEMA = "layertime.run/1"
+#: The headline adds each named kind's (role's) share of saved activations when, for one
+#: of them, it differs from its share of parameters by this much: memory then says what
+#: parameters do not (conv layers: few parameters, most activations).
+MEMORY_DECIDES = 0.25
 
 
 def _std(samples: Sequence[float]) -> float:
@@ -118,6 +123,11 @@ class Run:
     #: ``layertime attribute``: the trace files the run was attributed from (its steps are
     #: the trace's profiled steps: ``step_samples_s`` is empty); None for a measured run.
     trace: TraceSource | None = None
+    #: Memory, measured in a step of its own (``layertime.results.memory``): the peak,
+    #: what was live then, the live bytes over the step; the layers' ``saved_bytes``,
+    #: ``params_bytes``, ``grads_bytes`` and ``optimizer_state_bytes`` beside it.  None
+    #: when not measured (``--no-memory``, compiled runs, older files).
+    memory: MemorySummary | None = None
 
     # -- derived quantities (never stored separately, so never inconsistent)
     @property
@@ -199,6 +209,7 @@ class Run:
             if len(chosen) == 1 and not larger:
                 larger = [k for k in by_time if k not in chosen][:1]
             chosen += larger
+        saved = self._saved_shares("kind", {k: kinds[k].params_share for k in chosen})
         parts = []
         for i, k in enumerate(chosen):
             kt = kinds[k]
@@ -206,6 +217,7 @@ class Run:
             time_word = "of step time" if i == 0 else "of time"
             parts.append(
                 f"{noun}: {kt.share:.0%} {time_word}, {kt.params_share:.0%} of parameters"
+                + (f", {saved.get(k, 0.0):.0%} of saved activations" if saved else "")
             )
         return "; ".join(parts) + self._comm_label(kinds) + f" ({self._config_label()})"
 
@@ -213,10 +225,16 @@ class Run:
         """Attention against the MLP, then embeddings and head together."""
         roles = self.roles()
         att, mlp = roles["attention"], roles["mlp"]
+        saved = self._saved_shares("role", {"attention": att.params_share,
+                                            "mlp": mlp.params_share})
+
+        def mem(role: str) -> str:
+            return f", {saved.get(role, 0.0):.0%} of saved activations" if saved else ""
+
         parts = [
-            f"attention: {att.share:.0%} of step time, {att.params_share:.0%} of parameters "
-            f"(its score/softmax core: {att.core_share:.0%})",
-            f"MLP: {mlp.share:.0%} of time, {mlp.params_share:.0%} of parameters",
+            f"attention: {att.share:.0%} of step time, {att.params_share:.0%} of parameters"
+            f"{mem('attention')} (its score/softmax core: {att.core_share:.0%})",
+            f"MLP: {mlp.share:.0%} of time, {mlp.params_share:.0%} of parameters{mem('mlp')}",
         ]
         ends = [roles[k] for k in ("embedding", "head") if k in roles]
         if ends:
@@ -225,6 +243,19 @@ class Run:
             noun = " and ".join(r.label for r in ends)
             parts.append(f"{noun}: {share:.0%} of time, {params:.0%} of parameters")
         return "; ".join(parts) + self._comm_label(kinds) + f" ({self._config_label()})"
+
+    def _saved_shares(self, by: str, params_share: Mapping[str, float]) -> dict[str, float]:
+        """Each kind's (role's) share of the saved activations, when memory was measured
+        and decides the answer (:data:`MEMORY_DECIDES`); else empty."""
+        if self.memory is None:
+            return {}
+        totals = memory_totals(self.layers, by)
+        shares = {k: v.saved_share for k, v in totals.items()}
+        if not any(shares.values()):
+            return {}
+        if any(abs(shares.get(k, 0.0) - p) >= MEMORY_DECIDES for k, p in params_share.items()):
+            return shares
+        return {}
 
     def comm_by_kind(self) -> dict[str, tuple[float, float]]:
         """Sharded runs: (exposed, hidden) seconds per collective kind, in report order."""
@@ -363,6 +394,7 @@ class Run:
                 {**asdict(self.trace), "files": list(self.trace.files),
                  "steps": list(self.trace.steps)} if self.trace is not None else None
             ),
+            **({"memory": self.memory.to_dict()} if self.memory is not None else {}),
             "roles": {
                 k: {
                     "time_s": v.time_s,
@@ -424,6 +456,7 @@ class Run:
                 if v else None,
                 collectives=lambda v: build_all(CollectiveRow, v),
                 trace=lambda v: build(TraceSource, v, files=tuple, steps=tuple) if v else None,
+                memory=lambda v: MemorySummary.from_dict(v) if v else None,
             )
 
     @classmethod

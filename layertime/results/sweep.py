@@ -90,6 +90,9 @@ class SummaryPoint:
     kinds: dict[str, float] | None = None
     #: Token sweeps: role -> share of the profiled step (None for image sweeps).
     roles: dict[str, float] | None = None
+    #: Memory, when measured: bytes saved for backward in the step, and its peak.
+    saved_bytes: int | None = None
+    peak_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class SweepSummary:
                     "step_s": p.step_s,
                     "kinds": p.kinds,
                     **({"roles": p.roles} if tokens else {}),
+                    **({"saved_bytes": p.saved_bytes, "peak_bytes": p.peak_bytes}
+                       if p.saved_bytes is not None else {}),
                 }
                 for p in self.points
             ],
@@ -164,6 +169,10 @@ class SweepResult:
                     kinds={k: v.share for k, v in p.run.by_kind().items()} if p.run else None,
                     roles={k: v.share for k, v in p.run.roles().items()}
                     if p.run and p.config.get("seq_len") is not None else None,
+                    saved_bytes=p.run.memory.saved_bytes
+                    if p.run and p.run.memory is not None else None,
+                    peak_bytes=p.run.memory.peak_bytes
+                    if p.run and p.run.memory is not None else None,
                 )
                 for p in self.points
             ),

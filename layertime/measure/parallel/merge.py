@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from layertime.errors import LayertimeError
 from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
+from layertime.results.memory import MemorySummary
 from layertime.results.run import LayerRow, Phases, Run
 from layertime.results.sharded import CollectiveRow
 
@@ -59,7 +60,18 @@ def merge_ranks(
         buckets=_mean_buckets(runs),
         link=link if link is not None else first.link,
         collectives=_mean_collectives(runs),
+        memory=_highest_memory(runs),
     )
+
+
+def _highest_memory(runs: Sequence[Run]) -> MemorySummary | None:
+    """The memory of the rank with the highest peak (the one that runs out first), with
+    its rank; every rank's own numbers are in ``ranks``."""
+    measured = [(i, run.memory) for i, run in enumerate(runs) if run.memory is not None]
+    if not measured:
+        return None
+    i, m = max(measured, key=lambda im: im[1].peak_bytes)
+    return replace(m, rank=i)
 
 
 def _mean_collectives(runs: Sequence[Run]) -> tuple[CollectiveRow, ...]:
@@ -94,6 +106,11 @@ def _mean_layers(runs: Sequence[Run]) -> tuple[LayerRow, ...]:
                 comm_s=_fmean([r.comm_s for r in rows]),
                 comm_exposed_s=_fmean([r.comm_exposed_s for r in rows]),
                 rank_spread_s=max(r.total_s for r in rows) - min(r.total_s for r in rows),
+                saved_bytes=round(_fmean([r.saved_bytes for r in rows])),
+                params_bytes=round(_fmean([r.params_bytes for r in rows])),
+                grads_bytes=round(_fmean([r.grads_bytes for r in rows])),
+                optimizer_state_bytes=round(_fmean([r.optimizer_state_bytes for r in rows])),
+                recompute_s=_fmean([r.recompute_s for r in rows]),
             )
         )
     return tuple(layers)
@@ -143,6 +160,11 @@ def _rank_rows(runs: Sequence[Run]) -> tuple[RankRow, ...]:
             comm_s=run.comm_s,
             comm_exposed_s=run.phases.comm_exposed_s,
             wait_s=min(run.phases.comm_exposed_s, max(compute) - compute[i]),
+            peak_bytes=run.memory.peak_bytes if run.memory is not None else 0,
+            saved_bytes=sum(r.saved_bytes for r in run.layers),
+            params_bytes=sum(r.params_bytes for r in run.layers),
+            grads_bytes=sum(r.grads_bytes for r in run.layers),
+            optimizer_state_bytes=sum(r.optimizer_state_bytes for r in run.layers),
         )
         for i, run in enumerate(runs)
     )

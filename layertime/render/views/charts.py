@@ -90,6 +90,7 @@ def shares_chart(id: str, groups: Sequence[Mapping[str, Any]], metrics: Sequence
                 "flops": fmt_count(k.get("flops_n")),
                 "memory": fmt_bytes(k.get("memory_n")),
                 "predicted": f"{fmt_ms(k.get('predicted_s'))} ms predicted",
+                "saved": f"{fmt_bytes(k.get('saved_n'))} saved for backward",
             }.get(m, "")
             tips[m] = [label, f"{METRICS[m][0]}: {fmt_pct(v, 2)}", detail]
             if k.get("note"):

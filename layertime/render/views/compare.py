@@ -8,6 +8,7 @@ from typing import Any
 
 from layertime.errors import LayertimeError
 from layertime.render.views.charts import bar, chart, phase_series, table, view
+from layertime.render.views.memory import compare_memory_chart
 from layertime.render.views.style import (
     PHASE_LABELS,
     RUN_COLORS,
@@ -50,6 +51,9 @@ def compare_view(runs: Sequence[Run], labels: Sequence[str] | None = None) -> di
               "Milliseconds per step, layers aligned by name.", unit="ms", layout="full",
               series=series, rows=layer_rows),
     ]
+    memory = compare_memory_chart(runs, labels, series)
+    if memory is not None:
+        charts.append(memory)
     base = runs[0].profiled_step_s
     return view(
         "compare",

@@ -28,6 +28,12 @@ from layertime.render.views.charts import (
     view,
 )
 from layertime.render.views.cost import cost_section, flops_parts
+from layertime.render.views.memory import (
+    has_memory,
+    memory_cards,
+    memory_charts,
+    memory_section,
+)
 from layertime.render.views.sharded import collectives_section, comm_chart, ranks_chart
 from layertime.render.views.roles import (
     ROLES_NOTE,
@@ -49,6 +55,7 @@ from layertime.render.views.style import (
     fmt_shape,
 )
 from layertime.results.cost import CostResult
+from layertime.results.memory import fmt_mb, memory_totals
 from layertime.results.cost_rows import LayerCost
 from layertime.results.run import KindTotal, Run
 from layertime.taxonomy import STEP_KINDS, kind_label, kind_order
@@ -80,8 +87,16 @@ def profile_view(run: Run, cost: CostResult | Mapping[str, Any] | None = None) -
     rows = _rows(run, cost)
     has = {key: any(r[key] is not None for r in rows) for key in ("flops", "memory", "predicted")}
     kinds, metrics = _kinds(run, rows, has)
+    has["saved"] = has_memory(run)
+    if has["saved"]:
+        saved = memory_totals(run.layers)
+        for k in kinds:
+            if k["kind"] in saved:
+                k["saved"], k["saved_n"] = saved[k["kind"]].saved_share, saved[k["kind"]].saved_bytes
+        metrics.append("saved")
     of = ("parameters" + (", FLOPs" if has["flops"] else "")
-          + (" and memory" if has["memory"] else "") + ".")
+          + (" and memory" if has["memory"] else "")
+          + (" and saved activations (measured)" if has["saved"] else "") + ".")
     charts = [
         kinds_chart(kinds, metrics, "Share by kind",
                     "Each kind's share of the profiled step beside its share of the " + of),
@@ -100,12 +115,14 @@ def profile_view(run: Run, cost: CostResult | Mapping[str, Any] | None = None) -
     charts += [c for c in (comm_chart(run), ranks_chart(run)) if c is not None]
     if has["predicted"] and cost is not None:
         charts.append(_predicted_chart(rows, run, cost))
+    charts += memory_charts(run, cost)
     title = f"{run.model} · batch {run.batch_size} · {run.device} · " + (
         f"amp {run.amp}" if run.amp else run.dtype)
     return view(
         "profile", title, run.headline(),
         subheadlines=[cost.headline()] if cost is not None else [],
-        summary=_summary(run, cost) + (_blocks_card(run) if transformer else []),
+        summary=_summary(run, cost) + (_blocks_card(run) if transformer else [])
+        + memory_cards(run),
         charts=charts,
         table=_table(rows, step, has, transformer),
         sections=_sections(run, cost),
@@ -163,6 +180,7 @@ def _rows(run: Run, cost: CostResult | None) -> list[dict[str, Any]]:
             "role": layer.role or "other", "block": layer.block, "values": values,
             "total_s": layer.forward_s + layer.backward_s + layer.update_s + layer.comm_exposed_s,
             "params": layer.params, "calls": layer.calls, **_counts(by_name.get(layer.name)),
+            "saved": layer.saved_bytes,
         })
     phases = asdict(run.phases)
     for attr, label, kind in STEP_ROWS:
@@ -174,6 +192,8 @@ def _rows(run: Run, cost: CostResult | None) -> list[dict[str, Any]]:
             "name": label, "label": label, "type": "", "kind": kind, "role": kind, "block": None,
             "values": {"step": value},
             "total_s": value, "params": 0, "calls": None, "step_row": True, **_counts(loss),
+            "saved": (run.memory.loss_saved_bytes
+                      if attr == "loss_s" and run.memory is not None else None),
         })
     step = _step_s(run)
     flops_total = sum(r["flops"]["total"] for r in rows if r["flops"]) or 1.0
@@ -322,6 +342,7 @@ def _table(rows: Sequence[Mapping[str, Any]], step: float, has: Mapping[str, boo
     cols += [("FLOPs", True), ("FLOPs %", True)] if has["flops"] else []
     cols += [("memory", True), ("memory %", True)] if has["memory"] else []
     cols += [("predicted ms", True)] if has["predicted"] else []
+    cols += [("saved MB", True)] if has.get("saved") else []
     cols += [("calls", True)]
     body = [{"cells": _cells(i, r, comm, has, roles), "muted": bool(r.get("step_row")),
              "kind": r["kind"]} for i, r in enumerate(rows)]
@@ -368,6 +389,9 @@ def _cells(i: int, r: Mapping[str, Any], comm: bool, has: Mapping[str, bool],
     if has["predicted"]:
         p = r["predicted"]["total_s"] if r["predicted"] else None
         cells.append(cell(p, fmt_ms(p) if p is not None else ""))
+    if has.get("saved"):
+        sb = r.get("saved")
+        cells.append(cell(sb, fmt_mb(sb) if sb else ""))
     calls = r.get("calls")
     cells.append(cell(calls, f"{calls:g}" if calls is not None else ""))
     return cells
@@ -457,6 +481,9 @@ def _sections(run: Run, cost: CostResult | None) -> list[dict[str, Any]]:
     collectives = collectives_section(run)
     if collectives is not None:
         sections.append(collectives)
+    memory = memory_section(run, cost)
+    if memory is not None:
+        sections.append(memory)
     return sections
 
 

@@ -69,6 +69,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "flops": ("FLOPs", "#8e6bbf"),
     "memory": ("memory", "#3f9c8f"),
     "predicted": ("predicted time (estimate)", "#c95d63"),
+    "saved": ("saved activations (measured)", "#2a9d8f"),
 }
 #: Colours of several runs side by side.
 RUN_COLORS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b",

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from layertime.render.views.charts import chart, kind_series
+from layertime.render.views.memory import sweep_memory_charts
 from layertime.render.views.sweep_page import (
     MIN_SHOWN_SHARE,
     cfg,
@@ -30,7 +31,10 @@ def sweep_view(summary: SweepSummary | SweepResult, *, title: str | None = None,
     if isinstance(summary, SweepResult):
         summary = summary.summarised()
     if any(p.config.get("seq_len") is not None for p in summary.points):
-        return token_sweep_view(summary, title=title, status=status)
+        tokens = token_sweep_view(summary, title=title, status=status)
+        tokens["charts"] += sweep_memory_charts(summary.points, "seq_len") + \
+            sweep_memory_charts(summary.points, "batch_size")
+        return tokens
     points = list(summary.points)
     ok = [p for p in points if p.kinds]
     crossovers = list(summary.crossovers)
@@ -53,7 +57,8 @@ def sweep_view(summary: SweepSummary | SweepResult, *, title: str | None = None,
     return sweep_page(
         points, ok, title=title, status=status, headline=headline,
         crossovers=len(crossovers), crossover_title="", notes=notes,
-        charts=_charts(ok, shown, crossovers), table=points_table(
+        charts=_charts(ok, shown, crossovers) + sweep_memory_charts(ok, "batch_size"),
+        table=points_table(
             points, lambda p: p.kinds, [(k, kind_label(k)) for k in kinds_all],
             size="image_size", size_label="image", size_missing="default",
             per_label="ms / sample"),
