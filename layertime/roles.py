@@ -66,9 +66,12 @@ _MLP_SEGMENTS = frozenset((
     "mlp", "ffn", "ff", "feed_forward", "feedforward", "fc_mlp", "mlp_block", "densereludense",
     "intermediate", "experts", "block_sparse_moe", "moe", "ffn_layer", "mixer_mlp", "channel_mlp",
 ))
+#: A class named like a feed-forward layer: the name *ends* so (``LlamaMLP``,
+#: ``T5LayerFF``, ``OlmoeSparseMoeBlock``); a model named after its MoE layers
+#: (``OlmoeModel``, ``Qwen2MoeForCausalLM``) is not one.
 _MLP_TYPE = re.compile(r"(mlp|feedforward|feed_forward|layerff|ffn|densereludense|"
-                       r"denseactdense|densegatedactdense|intermediate|sparsemoeblock|moe)",
-                       re.I)
+                       r"denseactdense|densegatedactdense|intermediate|moe)"
+                       r"(block|layer|network)?\d*$", re.I)
 _EMBED_SEGMENTS = frozenset((
     "wte", "wpe", "embed_tokens", "embed_positions", "embeddings", "embedding", "tok_embeddings",
     "tok_emb", "pos_emb", "token_embedding", "position_embedding", "positional_embedding",

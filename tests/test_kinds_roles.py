@@ -353,3 +353,14 @@ def test_roles_of_a_model_with_fc1_fc2_straight_in_the_block() -> None:
     assert p[f"{blk}.activation_fn"].role == "mlp" and p[f"{blk}.fc2"].role == "mlp"
     assert p[f"{blk}.self_attn_layer_norm"].role == "norm"
     assert (p["layer1.0.se.fc1"].role, p["layer1.0.se.fc1"].block) == ("other", None)
+
+
+@pytest.mark.parametrize("model_type", ["olmoe", "qwen2_moe", "granitemoe"])
+def test_a_moe_model_class_name_does_not_make_every_row_mlp(model_type: str) -> None:
+    # "OlmoeModel", "Qwen2MoeForCausalLM", "GraniteMoeModel" hold "moe": not a feed-forward.
+    m = _hf(model_type)
+    p = _placed(m, _token_forward(m))
+    assert p["model.embed_tokens"] == ("embedding", None)
+    assert p["lm_head"] == ("head", None)
+    assert p[""] == ("other", None) and p["model"] == ("other", None)
+    assert p["model.norm"] == ("norm", None)
