@@ -124,7 +124,7 @@ class Profiler:
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.__exit__(None, None, None)
-            self._table = ModuleTable(self.model, watch.kinds())
+            self._table = ModuleTable(self.model, facts=watch.facts())
 
     def _close_compiled(self) -> None:
         if self._compiled is not None:

@@ -26,6 +26,7 @@ from layertime.measure.events import (
     from_profiler,
     kineto_readable,
 )
+from layertime.measure.own_ops import split_own_ops
 from layertime.modules import ModuleTable
 
 
@@ -224,12 +225,14 @@ class TraceSession(ProfilerSession):
     torch's ``FunctionEvent`` tree; with them (CUDA), through the tree, whose
     linking of kernels to ops is used as torch tests it.  ``fast=False`` takes
     the slower ways (``record_function`` ops, the tree) everywhere: the same
-    result, for comparing the two.
+    result, for comparing the two.  Ops a module computes with another row's
+    parameters get that row's range (:func:`~layertime.measure.own_ops.split_own_ops`).
     """
 
     def __init__(self, table: ModuleTable, device: torch.device, *, fast: bool = True) -> None:
         super().__init__(device)
         self._hooks = _RangeHooks(table, fast=fast)
+        self._own_ops = table.own_ops
         self._cpu_only = device.type != "cuda"  # as _activities: no device activities
         self._fast = fast
         #: Device activities (CUDA only), for the device's busy time per step.
@@ -244,10 +247,10 @@ class TraceSession(ProfilerSession):
     def _collect(self) -> list[OpEvent]:
         results = getattr(getattr(self._prof, "profiler", None), "kineto_results", None)
         if self._fast and self._cpu_only and kineto_readable(results, _KINETO_EVENT):
-            return from_kineto(results)
+            return split_own_ops(from_kineto(results), self._own_ops)
         raw = list(self._prof.events())
         self.kernels = device_spans(raw)
-        return from_profiler(raw)
+        return split_own_ops(from_profiler(raw), self._own_ops)
 
 
 @contextmanager

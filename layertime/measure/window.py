@@ -165,7 +165,7 @@ class StepWindow:
         if watch is not None:
             watch.__exit__(None, None, None)
             if self._table is None:
-                self._table = ModuleTable(self.model, watch.kinds())
+                self._table = ModuleTable(self.model, facts=watch.facts())
 
     def note_micro_batch(self) -> None:
         """One forward/backward pass began in the step in progress."""
