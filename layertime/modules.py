@@ -101,6 +101,7 @@ class ModuleTable:
         index = {id(e.module): e.index for e in entries}
         parts: list[ModuleEntry] = []
         own_ops: dict[int, tuple[tuple[str, int], ...]] = {}
+        op_rows: dict[str, dict[str, dict[str, float]]] = {}
         for e in list(entries):
             fact = facts.get(id(e.module)) if facts and split else None
             if fact is None or not fact.ops:
@@ -119,19 +120,32 @@ class ModuleTable:
                 parts.append(part)
                 entries[e.index] = replace(e, params=e.params - n, trainable=e.trainable - t)
             targets = []
+            flops: dict[str, dict[str, float]] = {}
+            names = {x.index: x.name for x in entries}
+            if part is not None:
+                names[part.index] = part.name
             for op in fact.ops:
-                if op.holder is None:
-                    if part is not None:
-                        targets.append((op.op, part.index))
-                elif op.holder in index:
-                    targets.append((op.op, index[op.holder]))
+                row = part.index if op.holder is None and part is not None else (
+                    index.get(op.holder) if op.holder is not None else None)
+                if row is None:
+                    continue
+                targets.append((op.op, row))
+                by_row = flops.setdefault(op.op, {})
+                by_row[names[row]] = by_row.get(names[row], 0.0) + max(op.flops, 1)
             if targets:
                 own_ops[e.index] = tuple(targets)
+                op_rows[e.name] = {
+                    op: {r: f / sum(by_row.values()) for r, f in by_row.items()}
+                    for op, by_row in flops.items()
+                }
         self.entries: tuple[ModuleEntry, ...] = tuple(entries)
         self.parts: tuple[ModuleEntry, ...] = tuple(parts)
         #: module index -> the ops of its own forward that belong to another row, in the
         #: order they run: (op as the profiler names it after ``aten::``, that row's index).
         self.own_ops: dict[int, tuple[tuple[str, int], ...]] = own_ops
+        #: The same by name, for a compiled run (whose kernels cannot be told apart in
+        #: order): module -> op -> row -> the row's share of that op's FLOPs.
+        self.op_rows: dict[str, dict[str, dict[str, float]]] = op_rows
         self.shared: tuple[SharedParam, ...] = tuple(shared)
 
     def placements(self) -> dict[str, Placement]:

@@ -121,7 +121,7 @@ class CompiledCollector:
         self.mode = mode
         self.user_compiled = user_compiled
         self.capture = ProvenanceCapture(model, device, backend)
-        self._index = {e.name: e.index for e in table}
+        self._index = {e.name: e.index for e in table.rows()}
         self._root = table.entries[0].index if len(table) else 0
         self._mark = 0
         self._tally = _Tally()
@@ -241,6 +241,7 @@ class CompiledCollector:
             kernels=session.kernels if device_time else None,
             shapes=session.shapes,
             param_modules=self._param_modules,
+            splits=self.table.op_rows,
         )
         self._tally.steps.append(info)
         self.on_attributed(session, step, members, charges, info)
