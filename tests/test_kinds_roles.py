@@ -482,7 +482,7 @@ def test_torch_transformer_layers_have_an_mlp_and_a_split_attention() -> None:
 @pytest.mark.parametrize("model_type, extra", [
     ("distilbert", ["n_layers=2", "dim=64", "n_heads=4", "hidden_dim=128", "vocab_size=128"]),
     ("xlnet", ["n_layer=2", "d_model=64", "n_head=4", "d_inner=128", "vocab_size=128"]),
-    ("whisper", ["decoder_layers=2", "encoder_layers=2", "d_model=64",
+    ("whisper", ["is_encoder_decoder=false", "decoder_layers=2", "d_model=64",
                  "decoder_attention_heads=4", "encoder_attention_heads=4",
                  "decoder_ffn_dim=128", "encoder_ffn_dim=128", "vocab_size=128",
                  "pad_token_id=1", "bos_token_id=1", "eos_token_id=1",
