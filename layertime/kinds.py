@@ -35,7 +35,9 @@ leaf with no parameters whose own ops include a nonlinearity (``gelu``,
 attention is ``attention`` only if it was not watched and holds no other
 attention module (``BertAttention``, which wraps ``BertSelfAttention`` and
 an output projection, is ``other``: a wrapper's self time is not the core);
-a class named ``...Norm`` is a norm.  Everything else is ``other``.
+a class named ``...Norm`` is a norm, one named ``...DropPath`` or ``...Dropout`` a
+dropout (a drop path computes nothing in the eval-mode forward watched).  Everything
+else is ``other``.
 """
 
 from __future__ import annotations
@@ -128,6 +130,8 @@ def kind_of(module: nn.Module) -> str:
         return "other" if inner else "attention"
     if name.endswith("norm") or name.endswith("norm2d"):
         return "norm"
+    if name.endswith(("droppath", "dropout")):
+        return "dropout"  # a stochastic depth's drop path: in eval mode it does nothing
     return "other"
 
 
@@ -137,7 +141,9 @@ _SDPA_MARKERS = ("scaled_dot_product", "multi_head_attention", "flash_attention"
 _MATMULS = frozenset(("mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "mv", "addmv",
                       "dot", "linear", "_scaled_mm", "_int_mm", "_grouped_mm", "grouped_mm",
                       "_scaled_grouped_mm"))
-_SOFTMAX = frozenset(("softmax", "_softmax", "_safe_softmax", "log_softmax", "_log_softmax"))
+#: A softmax, or one written by hand as exp(x - logsumexp(x)) (Reformer's attention).
+_SOFTMAX = frozenset(("softmax", "_softmax", "_safe_softmax", "log_softmax", "_log_softmax",
+                      "logsumexp"))
 _CONV_PREFIX = ("convolution", "_convolution", "conv", "cudnn_convolution", "mkldnn_convolution",
                 "_slow_conv", "thnn_conv", "_nnpack_spatial_convolution")
 _NORMS = frozenset((
@@ -155,6 +161,9 @@ _NONLINEAR = frozenset((
     "mish", "softplus", "celu", "selu", "glu", "prelu", "_prelu_kernel", "hardtanh", "hardtanh_",
     "relu6", "threshold",
 ))
+#: Random masks (a dropout, a stochastic depth's drop path written by hand).
+_RANDOM = frozenset(("bernoulli", "rand", "rand_like", "native_dropout", "dropout",
+                     "feature_dropout", "alpha_dropout"))
 #: Steps of a Python loop over the sequence (one position taken per step).
 _STEPS = frozenset(("select",))
 #: A loop over the sequence takes at least this many steps in one watched forward.
@@ -217,6 +226,8 @@ class ModuleFacts:
     ``routes_over``: the number of choices a top-k of its own ops picks among (a
     mixture-of-experts router: the experts), None if it takes no top-k;
     ``out_dim``: the last dimension of its first output (a projection's features);
+    ``mixes``: its own ops transform along the sequence without attention or a scan
+    (an FFT: FNet's Fourier mixing);
     ``ops``: in the order they ran, the ops that go to a child's row or to ``part``
     (the module's projections computed with its own parameters, a row of kind
     ``part_kind`` named ``part_name``).
@@ -226,6 +237,7 @@ class ModuleFacts:
     order: int | None = None
     routes_over: int | None = None
     out_dim: int | None = None
+    mixes: bool = False
     ops: tuple[ParamOp, ...] = ()
     part_name: str | None = None
     part_kind: str | None = None
@@ -339,6 +351,10 @@ class KindObserver:
             flags["nonlinear"] += 1
         elif base == "exp":
             flags["exp"] += 1
+        elif base.startswith(("fft_", "_fft_")):
+            flags["fft"] += 1
+        elif base in _RANDOM:
+            flags["random"] += 1
         elif base == "cumsum":
             flags["cumsum"] += 1
         elif base in _STEPS:
@@ -437,7 +453,8 @@ class KindObserver:
         ops = tuple(p for p, is_own in decided if part_kind is not None or not is_own)
         return ModuleFacts(
             kind=self._decide(module, seen, flags), order=seen.order,
-            routes_over=seen.topk_over, out_dim=seen.out_dim, ops=ops,
+            routes_over=seen.topk_over, out_dim=seen.out_dim, mixes=bool(flags["fft"]),
+            ops=ops,
             part_name=part_name, part_kind=part_kind,
             part_order=min((p.at for p in own), default=None) if part_kind else None,
             part_params=part_params,
@@ -477,10 +494,12 @@ class KindObserver:
         if kind is not None:
             return kind
         if seen.ran:
-            if f["nonlinear"] and not list(module.children()) and not any(
-                True for _ in module.parameters(recurse=False)
-            ):
+            leaf = not list(module.children()) and not any(
+                True for _ in module.parameters(recurse=False))
+            if f["nonlinear"] and leaf:
                 return "activation"
+            if f["random"] and leaf:
+                return "dropout"  # a drop path: a random mask and a rescale
             # Watched and none of the above: a name alone does not make attention.
             static = kind_of(module)
             return "other" if static == "attention" else static

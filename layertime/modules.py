@@ -93,7 +93,7 @@ class ModuleTable:
             kind = fact.kind if fact is not None else (kinds.get(id(mod)) if kinds else None)
             traits = None
             if fact is not None:
-                traits = Traits(fact.order, fact.routes_over, fact.out_dim)
+                traits = Traits(fact.order, fact.routes_over, fact.out_dim, fact.mixes)
             entries.append(ModuleEntry(
                 i, name, mod, kind or kind_of(mod), type(mod).__name__, params, trainable,
                 traits,

@@ -18,15 +18,15 @@ cannot.  The first rule that holds decides:
 1. ``head``: outside any block, a path segment named like a head (``lm_head``,
    ``head``, ``cls``, ``classifier``, ``pooler``, ...) and everything under it
    (BERT's prediction head keeps its own LayerNorm); or, by where it runs, a
-   layer outside any block that computes (fully connected, conv, activation,
-   dropout; not a container, not a norm) and first runs after the last block
-   has started: the final projection to the vocabulary and what transforms the
+   layer outside any block, holding none, that is not a norm and first runs
+   after the last block has started: the final projection to the vocabulary and what transforms the
    hidden states on the way (DistilBERT's ``vocab_transform`` and
    ``vocab_projector``, XLNet's ``lm_loss``, Whisper's ``proj_out``);
 2. ``norm``: a layer of kind ``norm`` (wherever it is);
-3. ``mixing``: a layer of kind ``scan`` and, in a block, the block's child
-   that holds it, with everything under that child (Mamba's mixer: its
-   ``in_proj``, ``x_proj``, ``dt_proj``, ``out_proj`` and ``conv1d``);
+3. ``mixing``: a layer of kind ``scan`` (or one that transforms along the
+   sequence, FNet's Fourier transform: :attr:`Traits.mixes`) and, in a block,
+   the block's child that holds it, with everything under that child (Mamba's
+   mixer: its ``in_proj``, ``x_proj``, ``dt_proj``, ``out_proj`` and ``conv1d``);
 4. ``attention``: a layer of kind ``attention``, or under a segment named
    like attention (``attn``, ``self_attn``, ``attention``, ``SelfAttention``,
    ``EncDecAttention``, ...) or whose class is named like one
@@ -53,9 +53,9 @@ cannot.  The first rule that holds decides:
 9. ``embedding``: a layer of kind ``embedding``, or a segment named like an
    embedding outside any block (``wte``, ``embed_tokens``, ``embeddings``,
    ``patch_embed``, ``rotary_emb``, ...); or, by where it runs, a layer outside
-   any block that computes (as in 1) and runs before the first block starts
-   (ALBERT's ``embedding_hidden_mapping_in``, torchvision ViT's ``conv_proj``,
-   GPT-2's embedding dropout).  Rotary position tables (``rotary_emb``) are
+   any block (as in 1) that runs before the first block starts (ALBERT's
+   ``embedding_hidden_mapping_in``, torchvision ViT's ``conv_proj``, GPT-2's
+   embedding dropout, a rotary table's module).  Rotary position tables (``rotary_emb``) are
    position encodings, like GPT-2's ``wpe``; their rotation of queries and keys
    happens inside the attention module (its core);
 10. ``other``: everything else -- containers' own time (a block's residual
@@ -69,7 +69,9 @@ module; the collectors place every row (``measure.aggregate``,
 
 Block: the outermost module path whose last segment ends in a number
 (``h.0``, ``layers.3``, ``layer.5``, ``block.2``, ``blocks.7``,
-``encoder_layer_3``) and that holds an attention, scan or MLP layer below it;
+``encoder_layer_3``) and that is or holds an attention, scan or MLP layer
+(XLM keeps its layers' attentions and feed-forwards in lists of their own:
+``attentions.0`` and ``ffns.0`` are blocks);
 the full path names it (``transformer.h.0``, ``encoder.block.2``,
 ``encoder.layers.encoder_layer_3``).  Layers outside any block have none.
 """
@@ -104,8 +106,6 @@ _EMBED_SEGMENTS = frozenset((
     "patch_embed", "patch_embedding", "patch_embeddings", "rotary_emb", "pos_embed", "word_embeddings",
     "position_embeddings", "token_type_embeddings", "shared", "embed", "embedder",
 ))
-#: Kinds of a layer that computes on the way into or out of the blocks (rules 1 and 9).
-_COMPUTES = frozenset(("linear", "conv", "activation", "dropout"))
 #: Kinds a block's feed-forward is made of (rule 8).
 _FEED_FORWARD = frozenset(("linear", "activation"))
 _BLOCK_END = re.compile(r"(^\d+$)|(_\d+$)")
@@ -116,11 +116,14 @@ class Traits:
     """What a watched forward showed of a layer that roles read
     (:class:`layertime.kinds.ModuleFacts`): the rank of its first call, the number of
     experts a top-k of its own ops chooses among (a router), the last dimension of its
-    output.  None where not known."""
+    output; whether it mixes the sequence by a transform (an FFT).  None where not
+    known."""
 
     order: int | None = None
     routes_over: int | None = None
     out_dim: int | None = None
+    #: Its own ops transform along the sequence (an FFT), as a scan or attention would.
+    mixes: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,9 +181,7 @@ def blocks_of(layers: Sequence[tuple[str, str, str]]) -> dict[str, str | None]:
         block = None
         for i, seg in enumerate(segs):
             prefix = ".".join(segs[: i + 1])
-            if _BLOCK_END.search(seg) and prefix in holders and any(
-                h != prefix and h.startswith(prefix + ".") for h in holders
-            ):
+            if _BLOCK_END.search(seg) and prefix in holders:
                 block = prefix
                 break
         out[name] = block
@@ -194,6 +195,7 @@ class _Model:
         self, layers: Sequence[tuple[str, str, str]], traits: Mapping[str, Traits]
     ) -> None:
         self.blocks = blocks_of(layers)
+        self.block_paths = {b for b in self.blocks.values() if b is not None}
         self.names = {n for n, _, _ in layers}
         self.types = {n: t for n, _, t in layers}
         self.kinds = {n: k for n, k, _ in layers}
@@ -214,7 +216,8 @@ class _Model:
         child that holds it."""
         out: set[str] = set()
         for name, k in self.kinds.items():
-            if k != kind:
+            mixes = kind == "scan" and self.traits.get(name, Traits()).mixes
+            if k != kind and not mixes:
                 continue
             block = self.blocks.get(name)
             if block is None:
@@ -245,6 +248,9 @@ class _Model:
                 layers.add(parent if parent is not None else name)
         return routers, layers
 
+    def holds_block(self, name: str) -> bool:
+        return any(_under(b, name) for b in self.block_paths)
+
     def in_any(self, name: str, roots: set[str]) -> bool:
         return any(_under(name, r) for r in roots)
 
@@ -267,8 +273,10 @@ def place(
 
 
 def _by_position(name: str, kind: str, model: _Model) -> str | None:
-    """Rules 1 and 9 by where a computing layer outside the blocks runs: head or embedding."""
-    if kind not in _COMPUTES or name in model.containers or model.first_block is None:
+    """Rules 1 and 9 by where a layer outside the blocks, holding none, runs: head or
+    embedding.  Norms keep their role; so does a container that holds blocks (the model
+    itself runs before them)."""
+    if kind in ("norm", "loss") or model.first_block is None or model.holds_block(name):
         return None
     order = model.traits.get(name, Traits()).order
     if order is None or model.last_block is None:
@@ -312,8 +320,9 @@ def _role(name: str, kind: str, model: _Model) -> str:
     # 2. norm
     if kind == "norm":
         return "norm"
-    # 3. sequence mixing by a scan
-    if kind == "scan" or model.in_any(name, model.scan_mixers):
+    # 3. sequence mixing by a scan (or a transform along the sequence: FNet's FFT)
+    if kind == "scan" or model.traits.get(name, Traits()).mixes or model.in_any(
+            name, model.scan_mixers):
         return "mixing"
     # 4. attention
     named = _by_names(name, model)

@@ -129,7 +129,9 @@ def choose_head(config: Any) -> tuple[str, str]:
     for head in order:
         if mtype in maps[head]:
             return head, _class_names(maps[head][mtype])[0]
-    raise LayertimeError(f"transformers has no model class for type {mtype!r}")
+    raise BadValue(f"transformers has no model class for type {mtype!r} (a part of another "
+                   "model's config, or a model built only inside another): give the model "
+                   "that holds it")
 
 
 @dataclass(frozen=True)
@@ -176,10 +178,15 @@ class HFModel:
         config = self.config
         if self.takes_images and (num_classes is not None or image_size is not None):
             config = copy.deepcopy(config)
-            if num_classes is not None:
-                config.num_labels = num_classes
-            if image_size is not None and hasattr(config, "image_size"):
-                config.image_size = image_size
+            old = getattr(config, "image_size", None)
+            try:
+                if num_classes is not None:
+                    config.num_labels = num_classes
+                if image_size is not None and old is not None:
+                    config.image_size = (type(old)([image_size, image_size])
+                                         if isinstance(old, (list, tuple)) else image_size)
+            except Exception as e:  # transformers' field validation, of any kind
+                raise BadValue(f"{self.label}: {_first_line(e)}") from e
         with quiet_transformers():
             try:
                 model = cls._from_config(config)
@@ -211,8 +218,13 @@ def _missing_field(e: AttributeError, config: Any) -> str:
                     f"({cls} has no such field); give it: --config '{key}={{\"{attr}\": "
                     f"VALUE}}'")
     if type(config).__name__ == cls:
-        return (f"transformers reads {attr}, which this config does not set; give it: "
-                f"--config {attr}=VALUE")
+        if attr in known_keys(type(config), config):
+            return (f"transformers reads {attr}, which this config does not set; give it: "
+                    f"--config {attr}=VALUE")
+        parts = [p for p in _parts_to_try(config)]
+        hint = f": build its part that has it, {', '.join(parts)}" if parts else ""
+        return (f"transformers builds {type(config).__name__} as if it were its text part, "
+                f"reading {attr}, which it does not have{hint}")
     return _first_line(e)
 
 
@@ -497,10 +509,11 @@ def _image_class(model_type: str) -> str | None:
 
 def _parts_to_try(config: Any) -> list[str]:
     """Model types of a composite config's parts layertime can feed (its text model)."""
+    heads = _mappings()
     out = []
     for sub in (getattr(config, "sub_configs", None) or {}).values():
         mtype = getattr(sub, "model_type", "")
-        if mtype and mtype in model_types() and "vocab_size" in getattr(
+        if mtype and any(mtype in heads[h] for h in heads) and "vocab_size" in getattr(
                 sub, "__dataclass_fields__", {}) | vars(sub):
             out.append(PREFIX + mtype)
     return out
@@ -516,7 +529,10 @@ def _finish(name: str, source: str, origin: str, config: Any) -> HFModel:
     """The head and class for a config, or a one-line refusal saying what would work."""
     label = PREFIX + name
     text = getattr(config, "get_text_config", None)
-    inner = text() if callable(text) else None
+    try:
+        inner = text() if callable(text) else None
+    except ValueError:  # several text parts (an encoder's and a decoder's): none is "the" one
+        inner = None
     has_vocab = getattr(config, "vocab_size", None) is not None or (
         inner is not None and inner is not config and getattr(inner, "vocab_size", None) is not None
     )

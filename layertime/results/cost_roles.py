@@ -63,7 +63,10 @@ def role_costs(
     if loss.calls or loss.flops.total:
         groups["loss"] = [loss]
     out: dict[str, RoleCost] = {}
-    for role in [k for k in (*ROLES, "loss") if k in groups]:
+    # Known roles in report order, then any a newer version wrote, then the loss.
+    known = [k for k in ROLES if k in groups]
+    for role in known + [k for k in groups if k not in known and k != "loss"] + (
+            ["loss"] if "loss" in groups else []):
         rows = groups[role]
         flops = sum((r.flops for r in rows), PhaseCounts())
         core = sum(r.flops.total for r in rows if CORES.get(role) == r.kind)

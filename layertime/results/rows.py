@@ -213,7 +213,10 @@ def kind_totals(
     sums["step"] = _KindSums(forward_s=p.step_level_s)
     sums["unattributed"] = _KindSums(forward_s=p.unattributed_s)
     out: dict[str, KindTotal] = {}
-    for kind in [k for k in KINDS + STEP_KINDS if k in sums]:
+    # Known kinds in report order, then any a newer version wrote (so shares add up).
+    order = [k for k in KINDS + STEP_KINDS if k in sums]
+    order += [k for k in sums if k not in order]
+    for kind in order:
         k = sums[kind]
         t = k.forward_s + k.backward_s + k.update_s + k.comm_exposed_s
         out[kind] = KindTotal(
@@ -256,7 +259,8 @@ def role_totals(
         if CORES.get(role) == r.kind:
             core[role] = core.get(role, 0.0) + r.total_s
     out: dict[str, RoleTotal] = {}
-    for role in [k for k in ROLES if k in sums]:
+    # Known roles in report order, then any a newer version wrote (so shares add up).
+    for role in [k for k in ROLES if k in sums] + [k for k in sums if k not in ROLES]:
         k = sums[role]
         t = k.forward_s + k.backward_s + k.update_s + k.comm_exposed_s
         c = core.get(role, 0.0)

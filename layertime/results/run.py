@@ -225,7 +225,7 @@ class Run:
             note = ""
             if role == "attention":
                 note = f" (its score/softmax core: {rt.core_share:.0%})"
-            elif role == "mixing":
+            elif role == "mixing" and rt.core_s:
                 note = f" (its selective scan: {rt.core_share:.0%})"
             elif role == "experts" and "router" in roles:
                 note = f" (router {roles['router'].share:.0%})"
