@@ -246,6 +246,9 @@ class ModuleFacts:
     #: ids of the module's own parameters the part holds: those its ops read, and
     #: their namesakes (``in_proj_bias`` beside ``in_proj_weight``).
     part_params: tuple[int, ...] = ()
+    #: The kind by all its own ops, none charged elsewhere: for a collector that keeps a
+    #: module's work whole (the cost count).
+    whole_kind: str | None = None
 
 
 class _Seen:
@@ -458,6 +461,7 @@ class KindObserver:
             part_name=part_name, part_kind=part_kind,
             part_order=min((p.at for p in own), default=None) if part_kind else None,
             part_params=part_params,
+            whole_kind=self._decide(module, seen, +Counter(seen.flags)) if seen.uses else None,
         )
 
     def _part(self, module: nn.Module, own: Sequence[ParamOp]) -> tuple[str, tuple[int, ...]]:

@@ -90,7 +90,8 @@ class ModuleTable:
                 if p.requires_grad:
                     trainable += p.numel()
             fact = facts.get(id(mod)) if facts else None
-            kind = fact.kind if fact is not None else (kinds.get(id(mod)) if kinds else None)
+            kind = (fact.kind if split else fact.whole_kind or fact.kind) if fact is not None \
+                else (kinds.get(id(mod)) if kinds else None)
             traits = None
             if fact is not None:
                 traits = Traits(fact.order, fact.routes_over, fact.out_dim, fact.mixes)

@@ -547,3 +547,33 @@ def test_a_selective_scan_is_its_own_kind_and_its_mixer_mixes_the_sequence(
         assert p["model.layers.1.self_attn.q_proj"][0] == "attention"
         assert p["model.layers.1.feed_forward.router"] == ("router", "model.layers.1")
         assert p["model.layers.0.feed_forward.up_proj"][0] == "mlp"
+
+
+_MAMBA = ["num_hidden_layers=2", "hidden_size=64", "intermediate_size=128", "vocab_size=128"]
+_JAMBA = [*_MAMBA, "num_attention_heads=4", "num_key_value_heads=2", "num_experts=4",
+          "num_experts_per_tok=2", "attn_layer_offset=1", "attn_layer_period=2",
+          "expert_layer_offset=1", "expert_layer_period=2"]
+
+
+@pytest.mark.parametrize("model_type, config, parts", [
+    ("mamba", _MAMBA, ["sequence mixing: ", "(its selective scan: ", "embeddings and head: "]),
+    ("jamba", _JAMBA, ["attention: ", "sequence mixing: ", "MLP: ", "MoE experts: ",
+                       "(router "]),
+    ("olmoe", None, ["attention: ", "MoE experts: ", "(router "]),
+])
+def test_headlines_of_state_space_and_mixture_of_experts_models_say_what_takes_the_time(
+    model_type: str, config: list[str] | None, parts: list[str]
+) -> None:
+    import layertime
+    from layertime.models import ModelRef
+
+    ref = ModelRef(f"hf:{model_type}", tuple(config if config is not None else tiny(model_type)))
+    run = layertime.profile(ref, seq_len=16, batch_size=1, steps=1, warmup_steps=0)
+    head = run.headline()
+    assert run.is_transformer()
+    assert all(p in head for p in parts), head
+    assert head.startswith(parts[0]) and "conv layers" not in head
+    roles = run.roles()
+    named = [k for k in ("attention", "mixing", "mlp", "experts") if k in roles]
+    largest = max(named, key=lambda k: roles[k].time_s)
+    assert roles[largest].label + ": " in head
