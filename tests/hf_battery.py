@@ -397,10 +397,32 @@ _SHORT_ROLES = {"attention": "attn", "mixing": "mix", "mlp": "mlp", "experts": "
                 "other": "other"}
 
 
+#: Why layertime refuses a type, by the words of its refusal.
+_REFUSALS = (
+    ("is neither a text model", "takes neither token ids nor images"),
+    ("takes input_", "takes audio or other features, not token ids"),
+    ("is a composite model", "a composite whose bare model needs more than token ids"),
+    ("no model class for type", "a part of another model's config, no model of its own"),
+    ("is an encoder-decoder", "its encoder takes no token ids"),
+)
+
+
+def _wrapped(names: Sequence[str], width: int, indent: str = "    ") -> list[str]:
+    lines, line = [], indent
+    for n in names:
+        if len(line) + len(n) + 2 > width and line.strip():
+            lines.append(line.rstrip())
+            line = indent
+        line += n + ", "
+    if line.strip():
+        lines.append(line.rstrip().rstrip(","))
+    return lines
+
+
 def table(outcomes: Sequence[Outcome], width: int = 80) -> str:
-    """The summary: one line per type that ran (roles found, other rows and why), then
-    the types that did not, grouped by why."""
-    lines = [f"{'type':24} built? roles found (share of step) / other rows: why"]
+    """The summary: one line per type that ran (roles found, other rows and why); the types
+    that could not run, each with why; those refused or too big, grouped by why."""
+    lines = [f"{'type':24} built? roles found (share of the step); other rows: why"]
     for o in outcomes:
         if o.status != "ran":
             continue
@@ -411,23 +433,32 @@ def table(outcomes: Sequence[Outcome], width: int = 80) -> str:
         for name, why in o.other:
             whys.setdefault(why, []).append(name)
         for why, names in whys.items():
-            lines.append(f"{'':31}other: {len(names)} x {why} ({names[0]}...)"[:width])
+            lines.append(f"{'':31}{len(names)} other: {why}"[:width])
         for p in o.problems:
             lines.append(f"{'':31}PROBLEM: {p}"[:width])
-    by_status: dict[str, list[Outcome]] = {}
-    for o in outcomes:
-        if o.status != "ran":
-            by_status.setdefault(o.status, []).append(o)
-    for status, group in by_status.items():
-        lines.append("")
-        lines.append(f"{status} ({len(group)}):")
-        for o in group:
-            lines.append(f"  {o.model_type}: {o.why}"[:width])
+    cannot = [o for o in outcomes if o.status == "cannot"]
+    if cannot:
+        lines += ["", f"built, but cannot run tiny ({len(cannot)}):"]
+        lines += [f"  {o.model_type}: {o.why}"[:width] for o in cannot]
+    big = [o.model_type for o in outcomes if o.status == "too big"]
+    if big:
+        lines += ["", f"too big after the tiny overrides ({len(big)}: composites whose "
+                  "parts keep their size):"]
+        lines += _wrapped(big, width)
+    refused = [o for o in outcomes if o.status == "refused"]
+    if refused:
+        lines += ["", f"refused by layertime ({len(refused)}), by why:"]
+        groups: dict[str, list[str]] = {}
+        for o in refused:
+            why = next((w for key, w in _REFUSALS if key in o.why), o.why)
+            groups.setdefault(why, []).append(o.model_type)
+        for why, names in groups.items():
+            lines.append(f"  {why} ({len(names)}):"[:width])
+            lines += _wrapped(names, width)
     ran = [o for o in outcomes if o.status == "ran"]
-    lines.append("")
-    lines.append(f"{len(outcomes)} types: {len(ran)} ran, "
-                 + ", ".join(f"{len(v)} {k}" for k, v in by_status.items())
-                 + f"; {sum(1 for o in ran if o.problems)} with problems")
+    lines += ["", f"{len(outcomes)} types: {len(ran)} ran ("
+              f"{sum(1 for o in ran if o.problems)} with problems), {len(cannot)} cannot run, "
+              f"{len(big)} too big, {len(refused)} refused"]
     return "\n".join(lines)
 
 
