@@ -262,11 +262,11 @@ def _truly_other(row: Any, containers: set[str]) -> str | None:
     masks, residual scales), a dropout on the residual stream in a block, a layer scale or
     gate (parameters that only multiply: no matmul, no norm); or None."""
     if row.kind == "other" and row.name in containers:
-        return "a container's own code (residual adds, masks)"
+        return "containers' own code (residual adds, masks)"
     if row.kind == "dropout" and row.block is not None:
-        return "a dropout on the residual stream"
+        return "dropout on the residual stream"
     if row.kind == "other" and row.params and row.block is not None:
-        return "a layer scale or gate (its parameters only multiply)"
+        return "layer scales or gates (parameters that only multiply)"
     return None
 
 
@@ -407,15 +407,21 @@ _REFUSALS = (
 )
 
 
-def _wrapped(names: Sequence[str], width: int, indent: str = "    ") -> list[str]:
-    lines, line = [], indent
-    for n in names:
-        if len(line) + len(n) + 2 > width and line.strip():
-            lines.append(line.rstrip())
+def _wrapped(words: Sequence[str], width: int, indent: str = "    ", sep: str = ", ",
+             first: str | None = None) -> list[str]:
+    """``words`` joined by ``sep`` in lines of at most ``width``, the first starting with
+    ``first`` (else ``indent``), the others with ``indent``."""
+    lines: list[str] = []
+    line = indent if first is None else first
+    start = len(line)
+    for w in words:
+        if len(line) + len(w) > width and len(line) > start:
+            lines.append(line[: -len(sep)].rstrip())
             line = indent
-        line += n + ", "
-    if line.strip():
-        lines.append(line.rstrip().rstrip(","))
+            start = len(line)
+        line += w + sep
+    if len(line) > start or not lines:
+        lines.append(line[: -len(sep)].rstrip() if len(line) > start else line.rstrip())
     return lines
 
 
@@ -428,14 +434,16 @@ def table(outcomes: Sequence[Outcome], width: int = 80) -> str:
             continue
         roles = " ".join(f"{_SHORT_ROLES.get(k, k)} {v:.0%}" for k, v in o.roles.items()
                          if k != "other" and v >= 0.005)
-        lines.append(f"{o.model_type[:24]:24} yes    {roles}"[:width])
+        lines += _wrapped(roles.split(" "), width, " " * 31, sep=" ",
+                          first=f"{o.model_type[:24]:24} yes    ")
         whys: dict[str, list[str]] = {}
         for name, why in o.other:
             whys.setdefault(why, []).append(name)
         for why, names in whys.items():
-            lines.append(f"{'':31}{len(names)} other: {why}"[:width])
+            lines += _wrapped(f"{len(names)} other: {why}".split(" "), width, " " * 31,
+                              sep=" ")
         for p in o.problems:
-            lines.append(f"{'':31}PROBLEM: {p}"[:width])
+            lines += _wrapped(f"PROBLEM: {p}".split(" "), width, " " * 31, sep=" ")
     cannot = [o for o in outcomes if o.status == "cannot"]
     if cannot:
         lines += ["", f"built, but cannot run tiny ({len(cannot)}):"]
