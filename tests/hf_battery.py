@@ -260,13 +260,17 @@ _BLOCK_ROLES = ("attention", "mixing", "mlp", "experts", "router")
 def _truly_other(row: Any, containers: set[str]) -> str | None:
     """Why a row is truly other, by what it is: a container's own code (its residual adds,
     masks, residual scales), a dropout on the residual stream in a block, a layer scale or
-    gate (parameters that only multiply: no matmul, no norm); or None."""
+    gate (parameters that only multiply: no matmul, no norm), a leaf that computes nothing
+    a kind names; or None."""
     if row.kind == "other" and row.name in containers:
         return "containers' own code (residual adds, masks)"
     if row.kind == "dropout" and row.block is not None:
         return "dropout on the residual stream"
     if row.kind == "other" and row.params and row.block is not None:
         return "layer scales or gates (parameters that only multiply)"
+    if row.kind == "other" and not row.params:
+        # (its share is noise of one step on a busy machine: I-BERT's QuantAct, off)
+        return "a pass-through: its ops compute no layer's work (copies, casts)"
     return None
 
 
