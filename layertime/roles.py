@@ -35,8 +35,8 @@ cannot.  The first rule that holds decides:
 5. ``router`` and ``experts``: a layer whose own ops take a top-k over the
    experts (:attr:`Traits.routes_over`) is a router, with what is under it,
    and its parent is the MoE layer; when that layer also holds the experts
-   itself, only its fully connected children of as many outputs as experts
-   (the gate) are the router.  Everything else in the MoE layer is
+   itself, only its children of as many outputs as experts (the gate: a
+   fully connected layer, or DBRX's router module) are the router.  Everything else in the MoE layer is
    ``experts``: the experts (fused or one module each), a shared expert and
    its gate, and the MoE layer's own time (dispatch and combine);
 6. ``mlp``: under a segment named like a feed-forward layer (``mlp``,
@@ -237,8 +237,8 @@ class _Model:
             if t.routes_over is None or name not in self.names:
                 continue
             children = [c for c in self.names if _parent(c) == name]
-            gates = [c for c in children if self.kinds.get(c) == "linear"
-                     and self.traits.get(c, Traits()).out_dim == t.routes_over]
+            gates = [c for c in children
+                     if self.traits.get(c, Traits()).out_dim == t.routes_over]
             if gates and len(gates) < len(children):
                 routers.update(gates)  # the MoE layer takes the top-k itself
                 layers.add(name)

@@ -358,8 +358,7 @@ def run_type(model_type: str) -> Outcome:
         del meta
         if n > MAX_PARAMS:
             return Outcome(model_type, "too big",
-                           f"{n / 1e6:.0f}M parameters after the tiny overrides (a composite "
-                           "config whose parts keep their size)")
+                           f"{n / 1e6:.0f}M parameters after the tiny overrides")
         torch.manual_seed(0)
         model = hf.build(10 if hf.takes_images else None,
                          IMAGE_SIZE if hf.takes_images else None)
@@ -455,7 +454,7 @@ def table(outcomes: Sequence[Outcome], width: int = 80) -> str:
     big = [o.model_type for o in outcomes if o.status == "too big"]
     if big:
         lines += ["", f"too big after the tiny overrides ({len(big)}: composites whose "
-                  "parts keep their size):"]
+                  "parts keep their size, image models whose stage widths they miss):"]
         lines += _wrapped(big, width)
     refused = [o for o in outcomes if o.status == "refused"]
     if refused:
