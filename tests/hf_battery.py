@@ -19,7 +19,9 @@ then profiled for one step (batch 1, 16 tokens or a 32x32 image) and checked
   output embeddings (``get_output_embeddings()``, the LM head) ``head``, and no
   embedding lookup outside the blocks is anything but ``embedding``;
 * the headline names every role of the blocks that took time (attention,
-  sequence mixing, MLP, MoE experts) when the model has them.
+  sequence mixing, MLP, MoE experts) when the model has them;
+* a mixture of experts' router holds fewer parameters than its experts (it is
+  the gate, not the experts).
 
 ``python tests/hf_battery.py [TYPE ...]`` prints the summary table (type,
 built?, roles found, other rows and why); ``tests/test_hf_battery.py`` runs it
@@ -317,6 +319,11 @@ def problems(model_type: str, run: Any, model: Any) -> tuple[list[tuple[str, str
                 "embedding", "head", "attention"):
             wrong.append(f"embedding {r.label} outside the blocks is {r.role}")
     roles = run.roles()
+    # A router is the gate: it never holds the experts' parameters.
+    if "router" in roles and roles["router"].params >= roles.get(
+            "experts", roles["router"]).params:
+        wrong.append(f"the router holds {roles['router'].params} parameters, the experts "
+                     f"{roles['experts'].params if 'experts' in roles else 'none'}")
     present = [k for k in ("attention", "mixing", "mlp", "experts")
                if k in roles and roles[k].time_s > 0]
     head = run.headline()
