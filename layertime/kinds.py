@@ -362,9 +362,11 @@ class KindObserver:
             flags["cumsum"] += 1
         elif base in _STEPS:
             flags["step"] += 1
-        elif base == "topk":
+        elif base == "topk" or (base == "argmax" and flags["softmax"]):
+            # A top-k over scores, or a top-1 as an argmax of probabilities (Switch
+            # Transformers' and NLLB-MoE's routers; not an argmax of token ids).
             ins = _tensors(args[:1])
-            if ins and ins[0].dim() >= 1:
+            if ins and ins[0].dim() >= 1 and ins[0].is_floating_point():
                 seen.topk_over = int(ins[0].shape[-1])
 
     def __enter__(self) -> KindObserver:

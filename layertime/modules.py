@@ -94,7 +94,10 @@ class ModuleTable:
                 else (kinds.get(id(mod)) if kinds else None)
             traits = None
             if fact is not None:
-                traits = Traits(fact.order, fact.routes_over, fact.out_dim, fact.mixes)
+                stacked = next((int(p.shape[0]) for p in mod.parameters(recurse=False)
+                                if p.dim() >= 3), None)
+                traits = Traits(fact.order, fact.routes_over, fact.out_dim, fact.mixes,
+                                stacked)
             entries.append(ModuleEntry(
                 i, name, mod, kind or kind_of(mod), type(mod).__name__, params, trainable,
                 traits,

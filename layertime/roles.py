@@ -33,12 +33,16 @@ cannot.  The first rule that holds decides:
    (``T5LayerSelfAttention``).  T5's relative position bias, an embedding
    inside the attention, is attention;
 5. ``router`` and ``experts``: a layer whose own ops take a top-k over the
-   experts (:attr:`Traits.routes_over`) is a router, with what is under it,
-   and its parent is the MoE layer; when that layer also holds the experts
-   itself, only its children of as many outputs as experts (the gate: a
-   fully connected layer, or DBRX's router module) are the router.  Everything else in the MoE layer is
-   ``experts``: the experts (fused or one module each), a shared expert and
-   its gate, and the MoE layer's own time (dispatch and combine);
+   experts (:attr:`Traits.routes_over`) routes; the MoE layer is the nearest
+   module above it that holds the experts (as many modules of one type as
+   there are experts, or one stacked weight per expert) and no attention, and
+   that layer's child holding the routing layer is the router, with what is
+   under it (Zaya's gate computes its scores with an MLP of its own); when
+   the routing layer holds the experts itself, its children of as many
+   outputs as experts (the gate: a fully connected layer, or DBRX's router
+   module) are the router.  Everything else in the MoE layer is ``experts``:
+   the experts (fused or one module each), a shared expert and its gate, and
+   the MoE layer's own time (dispatch and combine);
 6. ``mlp``: under a segment named like a feed-forward layer (``mlp``,
    ``ffn``, ``feed_forward``, ``DenseReluDense``, ``intermediate``, ...) or a
    class named like one (``...MLP``, ``...FeedForward``, ``...LayerFF``);
@@ -116,14 +120,17 @@ class Traits:
     """What a watched forward showed of a layer that roles read
     (:class:`layertime.kinds.ModuleFacts`): the rank of its first call, the number of
     experts a top-k of its own ops chooses among (a router), the last dimension of its
-    output; whether it mixes the sequence by a transform (an FFT).  None where not
-    known."""
+    output; whether it mixes the sequence by a transform (an FFT); the leading size of
+    its stacked weights.  None where not known."""
 
     order: int | None = None
     routes_over: int | None = None
     out_dim: int | None = None
     #: Its own ops transform along the sequence (an FFT), as a scan or attention would.
     mixes: bool = False
+    #: The leading size of a parameter of 3 or more dimensions it holds (fused experts'
+    #: stacked weights: one matrix per expert), else None.
+    stacked: int | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +209,11 @@ class _Model:
         self.traits = traits
         parents = {_parent(n) for n in self.names}
         self.containers = {p for p in parents if p is not None}
+        self.children: dict[str, list[str]] = {}
+        for n in self.names:
+            p = _parent(n)
+            if p is not None:
+                self.children.setdefault(p, []).append(n)
         # When the blocks run: the first and the last first call of a layer in a block.
         ranks = [t.order for n, t in traits.items()
                  if t.order is not None and self.blocks.get(n) is not None]
@@ -230,23 +242,77 @@ class _Model:
 
     def _moe(self) -> tuple[set[str], set[str]]:
         """The roots of the routers, and the MoE layers (their experts are everything in
-        them that is not a router)."""
+        them that is not a router).
+
+        The MoE layer is the nearest module above the routing module that holds the
+        experts -- as many modules of one type as there are experts (Switch
+        Transformers' ``expert_0`` ...), or one stacked weight per expert (OLMoE's fused
+        experts) -- and no attention; its child holding the routing module is the router
+        (OLMoE's ``gate``; Zaya's whole gate, whose top-k is in a module inside it).
+        When the routing module holds the experts itself (it takes the top-k over a gate
+        it calls), its children of as many outputs as experts are the router.  Where no
+        experts are found, the outermost module below the block that holds no attention
+        is taken as the MoE layer."""
         routers: set[str] = set()
         layers: set[str] = set()
         for name, t in self.traits.items():
             if t.routes_over is None or name not in self.names:
                 continue
+            segs = _segments(name)
+            block = self.blocks.get(name)
+            top = len(_segments(block)) + 1 if block is not None else 1
+            layer = None
+            for i in range(len(segs), top - 1, -1):  # nearest first
+                candidate = ".".join(segs[:i])
+                if self._holds_attention(candidate):
+                    break
+                if self._holds_experts(candidate, t.routes_over, exclude=name):
+                    layer = candidate
+                    break
+            if layer is None and block is not None:
+                layer = next((".".join(segs[:i]) for i in range(top, len(segs) + 1)
+                              if not self._holds_attention(".".join(segs[:i]))), None)
+            if layer is None:
+                parent = _parent(name)
+                layer = parent if parent is not None else name
+            if layer != name:
+                routers.add(".".join(segs[: len(_segments(layer)) + 1]))
+                layers.add(layer)
+                continue
             children = [c for c in self.names if _parent(c) == name]
             gates = [c for c in children
                      if self.traits.get(c, Traits()).out_dim == t.routes_over]
             if gates and len(gates) < len(children):
-                routers.update(gates)  # the MoE layer takes the top-k itself
-                layers.add(name)
+                routers.update(gates)
             else:
                 routers.add(name)
-                parent = _parent(name)
-                layers.add(parent if parent is not None else name)
+            layers.add(name)
         return routers, layers
+
+    def _holds_experts(self, path: str, experts: int, exclude: str) -> bool:
+        """Whether ``path`` holds, outside the routing module ``exclude`` (unless it is
+        ``path`` itself), one stacked weight per expert or as many modules of one type as
+        there are experts."""
+        for n in self.names:
+            if not _under(n, path) or (exclude != path and _under(n, exclude)):
+                continue
+            if self.traits.get(n, Traits()).stacked == experts:
+                return True
+            kids: dict[str, int] = {}
+            for c in self.children.get(n, ()):
+                kids[self.types.get(c, "")] = kids.get(self.types.get(c, ""), 0) + 1
+            if experts >= 2 and any(k >= experts for k in kids.values()):
+                return True
+        return False
+
+    def _holds_attention(self, path: str) -> bool:
+        """Whether a layer at or under ``path`` is attention, by its kind or its names."""
+        depth = len(_segments(path))
+        return any(
+            _under(n, path) and (k == "attention" or any(
+                _is_attention_segment(s) for s in _segments(n)[depth - 1:]))
+            for n, k in self.kinds.items()
+        )
 
     def holds_block(self, name: str) -> bool:
         return any(_under(b, name) for b in self.block_paths)

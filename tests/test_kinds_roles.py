@@ -577,3 +577,30 @@ def test_headlines_of_state_space_and_mixture_of_experts_models_say_what_takes_t
     named = [k for k in ("attention", "mixing", "mlp", "experts") if k in roles]
     largest = max(named, key=lambda k: roles[k].time_s)
     assert roles[largest].label + ": " in head
+
+
+def test_routers_found_by_the_experts_beside_them() -> None:
+    from layertime.models.hf import resolve_hf
+
+    torch.manual_seed(0)
+    # Switch Transformers: a top-1 (an argmax of probabilities) in the router module, the
+    # experts one module each; the sparse MLP holds both, inside the T5-like FF sublayer.
+    switch = resolve_hf("switch_transformers", [
+        "num_layers=2", "num_decoder_layers=2", "d_model=32", "num_heads=2", "d_kv=16",
+        "d_ff=64", "num_experts=4", "num_sparse_encoder_layers=2",
+        "num_sparse_decoder_layers=2", "vocab_size=128"]).build().eval()
+    p = _placed(switch, _token_forward(switch))
+    blk = "encoder.block.1"
+    assert p[f"{blk}.layer.1.mlp.router.classifier"] == ("router", blk)
+    assert p[f"{blk}.layer.1.mlp.experts.expert_3.wi"] == ("experts", blk)
+    assert p[f"{blk}.layer.1.mlp"] == ("experts", blk)
+    # Zaya: the top-k is in an MLP inside the gate; the whole gate is the router.
+    zaya = resolve_hf("zaya", ["num_hidden_layers=2", "hidden_size=64",
+                               "num_attention_heads=4", "num_key_value_heads=2",
+                               "head_dim=16", "moe_intermediate_size=64", "num_experts=4",
+                               "vocab_size=128"]).build().eval()
+    p = _placed(zaya, _token_forward(zaya))
+    blk = "model.layers.1"
+    assert p[f"{blk}.mlp.gate.down_proj"] == ("router", blk)
+    assert p[f"{blk}.mlp.gate.router_mlp.fc1"] == ("router", blk)
+    assert p[f"{blk}.mlp.experts"] == ("experts", blk)
