@@ -307,6 +307,7 @@ class KindObserver:
             first.setdefault(id(m), n)
         self._modules = list(dict.fromkeys(m for m, _ in named))
         self._names = [first[id(m)] for m in self._modules]
+        self._by_name = {n: i for i, n in enumerate(self._names)}
         self._index = {id(m): i for i, m in enumerate(self._modules)}
         self._seen = [_Seen() for _ in self._modules]
         #: parameter storage -> indices of the modules holding it directly.
@@ -315,6 +316,13 @@ class KindObserver:
             for p in m.parameters(recurse=False):
                 self._holders.setdefault(_storage(p), []).append(i)
         self._params = set(self._holders)
+        #: module index -> indices of its direct children.
+        self._kids: dict[int, list[int]] = {}
+        for i, n in enumerate(self._names):
+            if n:
+                parent = n.rsplit(".", 1)[0] if "." in n else ""
+                if parent in self._by_name:
+                    self._kids.setdefault(self._by_name[parent], []).append(i)
         self._stack: list[int] = []
         self._calls = 0
         self._exit: contextlib.ExitStack | None = None
@@ -441,6 +449,13 @@ class KindObserver:
                              if _storage(p) in storages)
                 decided.append((ParamOp(op, kind, None, mine, flops, at), True))
         flags = +flags  # what went to children's rows is not this module's
+        if flags["act_matmul"] and not flags["softmax"] and any(
+            self._seen[k].flags["softmax"] and not self._seen[k].flags["act_matmul"]
+            for k in self._kids.get(i, ())
+        ):
+            # Its softmax is a child module's (an nn.Softmax): the scores and the
+            # weighted sum around it are this module's, the attention core.
+            flags["softmax"] += 1
         own = [p for p, is_own in decided if is_own]
         part_name = part_kind = None
         part_params: tuple[int, ...] = ()

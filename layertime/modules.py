@@ -94,8 +94,10 @@ class ModuleTable:
                 else (kinds.get(id(mod)) if kinds else None)
             traits = None
             if fact is not None:
+                # Fused experts multiply by one stacked matrix per expert (a conv's
+                # weight is 3-D too, but it convolves).
                 stacked = next((int(p.shape[0]) for p in mod.parameters(recurse=False)
-                                if p.dim() >= 3), None)
+                                if p.dim() >= 3), None) if fact.kind == "linear" else None
                 traits = Traits(fact.order, fact.routes_over, fact.out_dim, fact.mixes,
                                 stacked)
             entries.append(ModuleEntry(

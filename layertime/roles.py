@@ -27,10 +27,13 @@ cannot.  The first rule that holds decides:
    sequence, FNet's Fourier transform: :attr:`Traits.mixes`) and, in a block,
    the block's child that holds it, with everything under that child (Mamba's
    mixer: its ``in_proj``, ``x_proj``, ``dt_proj``, ``out_proj`` and ``conv1d``);
-4. ``attention``: a layer of kind ``attention``, or under a segment named
-   like attention (``attn``, ``self_attn``, ``attention``, ``SelfAttention``,
-   ``EncDecAttention``, ...) or whose class is named like one
-   (``T5LayerSelfAttention``).  T5's relative position bias, an embedding
+4. ``attention``: a layer of kind ``attention``, or, in a model with an
+   attention core somewhere (or an attention-named module of fully connected
+   projections: YOSO's and MRA's approximations compute no softmax), under a
+   segment named like attention (``attn``,
+   ``self_attn``, ``attention``, ``SelfAttention``, ``EncDecAttention``, ...)
+   or whose class is named like one (``T5LayerSelfAttention``); a CNN's
+   squeeze-excitation named ``attention`` computes none and is not.  T5's relative position bias, an embedding
    inside the attention, is attention;
 5. ``router`` and ``experts``: a layer whose own ops take a top-k over the
    experts (:attr:`Traits.routes_over`) routes; the MoE layer is the nearest
@@ -168,16 +171,28 @@ def _is_mlp_segment(seg: str) -> bool:
     return seg.lower() in _MLP_SEGMENTS
 
 
+def _attends(layers: Sequence[tuple[str, str, str]]) -> bool:
+    """Whether names may say attention: the model has an attention core somewhere, or a
+    module named like attention with fully connected projections (YOSO's and MRA's
+    approximations compute no softmax).  A CNN's squeeze-excitation, named "attention"
+    and made of convolutions, is neither."""
+    if any(kind == "attention" for _, kind, _ in layers):
+        return True
+    return any(kind == "linear" and any(_is_attention_segment(s) for s in _segments(n)[:-1])
+               for n, kind, _ in layers)
+
+
 def blocks_of(layers: Sequence[tuple[str, str, str]]) -> dict[str, str | None]:
     """Layer name -> its block's path (the outermost numbered path holding attention, a
     scan or an MLP)."""
     names = [n for n, _, _ in layers]
     # Paths whose subtree holds an attention, scan or MLP layer (by name, type or kind).
     holders: set[str] = set()
+    attends = _attends(layers)
     for name, kind, typ in layers:
         segs = _segments(name)
         telling = kind in ("attention", "scan") or _MLP_TYPE.search(typ) is not None or any(
-            _is_attention_segment(s) or _is_mlp_segment(s) for s in segs
+            (attends and _is_attention_segment(s)) or _is_mlp_segment(s) for s in segs
         )
         if telling:
             for i in range(1, len(segs) + 1):
@@ -219,6 +234,7 @@ class _Model:
                  if t.order is not None and self.blocks.get(n) is not None]
         self.first_block = min(ranks) if ranks else None
         self.last_block = max(ranks) if ranks else None
+        self.attends = _attends(layers)
         self.scan_mixers = self._mixers("scan")
         self.conv_mixers = self._mixers("conv")
         self.routers, self.experts = self._moe()
@@ -287,6 +303,20 @@ class _Model:
             else:
                 routers.add(name)
             layers.add(name)
+        # Fused experts whose router was not seen to route (PhiMoE's sparse mixer takes
+        # maxima, not a top-k): their parent is the MoE layer, the sibling with as many
+        # outputs as experts its router.
+        for name, t in self.traits.items():
+            parent = _parent(name)
+            if (t.stacked is None or t.stacked < 2 or parent is None or name not in self.names
+                    or self.blocks.get(name) is None or self.in_any(name, layers)
+                    or self._holds_attention(parent)):
+                continue
+            gates = [c for c in self.children.get(parent, ())
+                     if c != name and self.traits.get(c, Traits()).out_dim == t.stacked]
+            if gates:
+                routers.update(gates)
+                layers.add(parent)
         return routers, layers
 
     def _holds_experts(self, path: str, experts: int, exclude: str) -> bool:
@@ -365,7 +395,8 @@ def _by_names(name: str, model: _Model) -> str | None:
         if i < depth_in_block and block is not None:
             continue  # the block's own path (``encoder.layer.5``) says nothing
         ptype = model.types.get(prefixes[i], "")
-        if _is_attention_segment(seg) or re.search(r"attention|attn", ptype, re.I):
+        if model.attends and (_is_attention_segment(seg)
+                              or re.search(r"attention|attn", ptype, re.I)):
             return "attention"
         if _is_mlp_segment(seg) or _MLP_TYPE.search(ptype):
             return "mlp"

@@ -463,8 +463,8 @@ def table(outcomes: Sequence[Outcome], width: int = 80) -> str:
         lines += [f"  {o.model_type}: {o.why}"[:width] for o in cannot]
     big = [o.model_type for o in outcomes if o.status == "too big"]
     if big:
-        lines += ["", f"too big after the tiny overrides ({len(big)}: composites whose "
-                  "parts keep their size, image models whose stage widths they miss):"]
+        lines += ["", f"too big after the tiny overrides ({len(big)}): composites whose parts",
+                  "keep their size, image models whose stage widths they miss:"]
         lines += _wrapped(big, width)
     refused = [o for o in outcomes if o.status == "refused"]
     if refused:

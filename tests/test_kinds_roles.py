@@ -604,3 +604,22 @@ def test_routers_found_by_the_experts_beside_them() -> None:
     assert p[f"{blk}.mlp.gate.down_proj"] == ("router", blk)
     assert p[f"{blk}.mlp.gate.router_mlp.fc1"] == ("router", blk)
     assert p[f"{blk}.mlp.experts"] == ("experts", blk)
+
+
+def test_an_attention_whose_softmax_is_a_child_module_is_the_core() -> None:
+    # CPM-Ant, I-BERT: scores and weighted sum in the attention module, nn.Softmax a child.
+    class SoftmaxChild(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.softmax = nn.Softmax(dim=-1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.softmax(x @ x.transpose(-1, -2)) @ x
+
+    model = SoftmaxChild()
+    kinds = observed_kinds(model, lambda: model(torch.randn(2, 5, 8)))
+    assert kinds[id(model)] == "attention" and kinds[id(model.softmax)] == "activation"
+    # A CNN's squeeze-excitation named "attention" makes no transformer of it.
+    rows = [("layer1.0.conv1", "conv", "Conv2d"), ("layer1.0.attention", "other", "SE"),
+            ("layer1.0.attention.fc", "conv", "Conv2d")]
+    assert {p.role for p in place(rows).values()} == {"other"}
