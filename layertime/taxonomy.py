@@ -22,6 +22,7 @@ KINDS: tuple[str, ...] = (
     "dropout",
     "embedding",
     "attention",
+    "scan",
     "recurrent",
     "loss",
     "other",
@@ -38,6 +39,7 @@ KIND_LABELS: dict[str, str] = {
     "dropout": "dropout",
     "embedding": "embedding",
     "attention": "attention",
+    "scan": "selective scan",
     "recurrent": "recurrent",
     "loss": "loss",
     "other": "other",
@@ -46,11 +48,19 @@ KIND_LABELS: dict[str, str] = {
 }
 
 
-#: Roles of a transformer's layers (``layertime.roles`` places each row), in report order.
-ROLES: tuple[str, ...] = ("attention", "mlp", "embedding", "norm", "head", "other")
+#: Roles of a transformer's layers (``layertime.roles`` places each row), in report order:
+#: the sequence mixers (attention; state-space and other scans, ``mixing``), the
+#: feed-forward layers (a dense MLP; a mixture of experts' ``experts``, shared experts
+#: included, and its ``router``), then the rest.
+ROLES: tuple[str, ...] = (
+    "attention", "mixing", "mlp", "experts", "router", "embedding", "norm", "head", "other",
+)
 ROLE_LABELS: dict[str, str] = {
     "attention": "attention",
+    "mixing": "sequence mixing",
     "mlp": "MLP",
+    "experts": "MoE experts",
+    "router": "MoE router",
     "embedding": "embeddings",
     "norm": "norms",
     "head": "head",

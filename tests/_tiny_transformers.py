@@ -10,6 +10,19 @@ TINY: dict[str, list[str]] = {
     "llama": ["num_hidden_layers=2", "hidden_size=64", "num_attention_heads=4",
               "num_key_value_heads=2", "intermediate_size=128", "vocab_size=128"],
     "t5": ["num_layers=2", "d_model=64", "num_heads=4", "d_kv=16", "d_ff=128", "vocab_size=128"],
+    "olmoe": ["num_hidden_layers=2", "hidden_size=64", "num_attention_heads=2",
+              "num_key_value_heads=2", "intermediate_size=64", "num_experts=4",
+              "num_experts_per_tok=2", "vocab_size=128"],
+    "qwen2_moe": ["num_hidden_layers=2", "hidden_size=64", "num_attention_heads=4",
+                  "num_key_value_heads=2", "intermediate_size=128", "moe_intermediate_size=32",
+                  "shared_expert_intermediate_size=64", "num_experts=4",
+                  "num_experts_per_tok=2", "vocab_size=128"],
+    "granitemoe": ["num_hidden_layers=2", "hidden_size=64", "num_attention_heads=4",
+                   "num_key_value_heads=2", "intermediate_size=32", "num_local_experts=4",
+                   "num_experts_per_tok=2", "vocab_size=128"],
+    "mixtral": ["num_hidden_layers=2", "hidden_size=64", "num_attention_heads=4",
+                "num_key_value_heads=2", "intermediate_size=32", "num_local_experts=4",
+                "num_experts_per_tok=2", "vocab_size=128"],
 }
 
 

@@ -130,3 +130,55 @@ def transformer_run(**fields: Any) -> Run:
                                        "(tied weights): counted once",))
     base.update(fields)
     return run(rows, **base)
+
+
+#: (name, kind, type, forward ms, backward ms, update ms, params, role, block) of one
+#: OLMoE-like block: attention, then a mixture of experts (router, fused experts, a shared
+#: expert) -- 100 ms of layers in all.
+MOE_ROWS: tuple[tuple[Any, ...], ...] = (
+    ("model.embed_tokens", "embedding", "Embedding", 1.0, 1.0, 0.0, 1000, "embedding", None),
+    ("model.layers.0", "other", "OlmoeDecoderLayer", 1.0, 0.0, 0.0, 0, "other",
+     "model.layers.0"),
+    ("model.layers.0.self_attn", "attention", "OlmoeAttention", 6.0, 6.0, 0.0, 0,
+     "attention", "model.layers.0"),
+    ("model.layers.0.self_attn.q_proj", "linear", "Linear", 4.0, 4.0, 0.0, 1000,
+     "attention", "model.layers.0"),
+    ("model.layers.0.mlp", "other", "OlmoeSparseMoeBlock", 2.0, 2.0, 0.0, 0, "experts",
+     "model.layers.0"),
+    ("model.layers.0.mlp.gate", "linear", "OlmoeTopKRouter", 3.0, 4.0, 0.0, 500, "router",
+     "model.layers.0"),
+    ("model.layers.0.mlp.experts", "linear", "OlmoeExperts", 20.0, 30.0, 0.0, 6000, "experts",
+     "model.layers.0"),
+    ("model.layers.0.mlp.shared_expert", "linear", "Qwen2MoeMLP", 4.0, 4.0, 0.0, 1000,
+     "experts", "model.layers.0"),
+    ("model.layers.0.input_layernorm", "norm", "RMSNorm", 1.0, 1.0, 0.0, 500, "norm",
+     "model.layers.0"),
+    ("lm_head", "linear", "Linear", 3.0, 3.0, 0.0, 0, "head", None),
+)
+
+
+#: The same for a Mamba-like block: a mixer of projections, a depthwise conv and a scan.
+MAMBA_ROWS: tuple[tuple[Any, ...], ...] = (
+    ("backbone.embeddings", "embedding", "Embedding", 1.0, 1.0, 0.0, 1000, "embedding", None),
+    ("backbone.layers.0", "other", "MambaBlock", 2.0, 0.0, 0.0, 0, "other",
+     "backbone.layers.0"),
+    ("backbone.layers.0.mixer", "scan", "MambaMixer", 30.0, 30.0, 0.0, 200, "mixing",
+     "backbone.layers.0"),
+    ("backbone.layers.0.mixer.in_proj", "linear", "Linear", 5.0, 5.0, 0.0, 4000, "mixing",
+     "backbone.layers.0"),
+    ("backbone.layers.0.mixer.conv1d", "conv", "Conv1d", 3.0, 3.0, 0.0, 300, "mixing",
+     "backbone.layers.0"),
+    ("backbone.layers.0.norm", "norm", "MambaRMSNorm", 1.0, 1.0, 0.0, 500, "norm",
+     "backbone.layers.0"),
+    ("lm_head", "linear", "Linear", 9.0, 9.0, 0.0, 0, "head", None),
+)
+
+
+def rows_run(rows: tuple[tuple[Any, ...], ...], model: str, **fields: Any) -> Run:
+    """A hand-made run of ``rows`` (in milliseconds), seq 16, with no step-level time."""
+    made = [layer(n, k, f * 1e-3, b * 1e-3, u * 1e-3, p, type=t, role=role, block=block)
+            for n, k, t, f, b, u, p, role, block in rows]
+    base: dict[str, Any] = dict(model=model, batch_size=2, input_shape=(16,), seq_len=16,
+                                num_classes=128)
+    base.update(fields)
+    return run(made, **base)

@@ -667,3 +667,37 @@ def test_random_traces_add_up_to_the_step(trace: tuple[Trace, OpEvent], loop: bo
     assert c.step["unattributed"] >= -1e-12
     # forward calls are the module ranges outside any backward
     assert sum(c.calls.values()) <= sum(1 for e in t.events if e.name.startswith(MODULE))
+
+
+# -- ops computed with another row's parameters ---------------------------------------
+
+
+def test_own_ops_with_another_rows_parameters_go_to_that_row() -> None:
+    from layertime.measure.own_ops import split_own_ops
+
+    # Module 1 (attention) runs linear(in_proj) -> softmax -> linear(out_proj.weight);
+    # row 2 is its child out_proj, row 3 its part (in_proj).
+    t = Trace()
+    s = t.step(0, 2000)
+    att = t.module(1, 100, 900, s)
+    lin = t.ev("aten::linear", 100, 300, att, seq=10)
+    t.ev("aten::addmm", 120, 280, lin, seq=10)
+    t.ev("aten::_softmax", 300, 500, att, seq=11)
+    lin2 = t.ev("aten::linear", 500, 800, att, seq=12)
+    t.ev("aten::addmm", 520, 780, lin2, seq=12)
+    bwd = t.phase("backward", 1000, 1900, s)
+    t.node("AddmmBackward0", 12, 1000, 1200, bwd)
+    t.accumulate(1200, 1300, bwd)
+    t.node("SoftmaxBackward0", 11, 1300, 1500, bwd)
+    t.node("AddmmBackward0", 10, 1500, 1800, bwd)
+    events = split_own_ops(t.events, {1: (("addmm", 3), ("addmm", 2))})
+    c = attribute_step(s, events)
+    check_sums(c)
+    assert c.modules[(3, "forward")] == us(200) and c.modules[(2, "forward")] == us(300)
+    assert c.modules[(1, "forward")] == us(800 - 500)  # the softmax and its own gaps
+    assert c.modules[(2, "backward")] == us(200 + 100)  # its node and AccumulateGrad
+    assert c.modules[(3, "backward")] == us(300)
+    assert c.modules[(1, "backward")] == us(200)
+    assert c.calls == {1: 1, 2: 1, 3: 1}
+    # Nothing to split: the events come back as they were.
+    assert split_own_ops(t.events, {}) == t.events

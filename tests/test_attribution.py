@@ -627,3 +627,41 @@ def test_unattributed_is_a_small_part_of_a_real_step() -> None:
     # most of the step is in the layers' own rows
     layers = sum(row.total_s for row in r.layers)
     assert layers > 0.5 * r.profiled_step_s
+
+
+# -- a module that computes projections itself ------------------------------------------
+
+
+class PatchTransformer(nn.Module):
+    """Pixels as tokens through torch's own encoder layer (nn.MultiheadAttention inside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, 16)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+        self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x.flatten(2).transpose(1, 2))
+        return self.fc(self.enc(tokens).mean(1))
+
+
+def test_multihead_attention_projections_are_fully_connected_rows() -> None:
+    r = run(PatchTransformer())
+    rs = rows(r)
+    att = "enc.layers.0.self_attn"
+    core, part, out = rs[att], rs[f"{att}.(in_proj)"], rs[f"{att}.out_proj"]
+    # The core: scores, softmax, weighted sum; no parameters of its own left.
+    assert (core.kind, core.role, core.params) == ("attention", "attention", 0)
+    assert core.forward_s > 0
+    # in_proj_weight and in_proj_bias: a part of the module, fully connected.
+    assert (part.kind, part.role, part.params, part.calls) == ("linear", "attention",
+                                                               3 * 16 * 16 + 3 * 16, 1)
+    assert part.forward_s > 0 and part.backward_s > 0 and part.update_s > 0
+    # out_proj, never called as a module, holds its matmul, forward and backward.
+    assert (out.kind, out.calls) == ("linear", 1)
+    assert out.forward_s > 0 and out.backward_s > 0
+    assert rs["enc.layers.0.linear1"].role == "mlp" and rs["enc.layers.0.linear2"].role == "mlp"
+    total = r.roles()["attention"]
+    assert total.core_s == pytest.approx(core.total_s, rel=1e-9) and total.core_s < total.time_s

@@ -362,3 +362,28 @@ def test_max_pool_backward_is_placed_on_the_pool() -> None:
     pool = _row(run, "pool")
     assert pool.forward_s > 0 and pool.backward_s > 0
     assert run.phases.total_s == pytest.approx(run.profiled_step_s, rel=1e-9)
+
+
+class PatchTransformer(nn.Module):
+    """Pixels as tokens through torch's encoder layer: nn.MultiheadAttention computes its
+    projections itself, with its own in_proj_weight and with out_proj.weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, 16)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+        self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.enc(self.embed(torch.flatten(x, 2).transpose(1, 2))).mean(1))
+
+
+def test_compiled_multihead_attention_projections_are_fully_connected_rows() -> None:
+    run = _profile(PatchTransformer())
+    att = "enc.layers.0.self_attn"
+    core, part, out = _row(run, att), _row(run, f"{att}.(in_proj)"), _row(run, f"{att}.out_proj")
+    assert (core.kind, part.kind, out.kind) == ("attention", "linear", "linear")
+    assert part.role == "attention" and part.params == 3 * 16 * 16 + 3 * 16
+    assert part.forward_s > 0 and part.backward_s > 0 and out.forward_s > 0
+    assert run.roles()["attention"].core_s < run.roles()["attention"].time_s

@@ -435,3 +435,46 @@ def call(self, args):
     assert charges.modules[(3, "backward")] == pytest.approx(180 * 50 / 90 * 1e-6)
     assert info.unplaced == {}
     assert charges.total_s() == pytest.approx(1000e-6)
+def test_a_modules_own_projections_go_to_their_rows_forward_and_backward() -> None:
+    # An attention module that computes in_proj (its own weight) and out_proj (a child's
+    # weight) itself: the matmul nodes are its, by module stack; the table's op_rows says
+    # addmm's FLOPs were 3:1 between its part and out_proj in the eager forward.
+    index = {"": 0, "att": 1, "att.out_proj": 2, "att.(in_proj)": 3}
+    fwd = GraphInfo("0/0", "forward", (
+        ext("extern_kernels.addmm", "aten::addmm", "addmm"),
+        ext("extern_kernels.bmm", "aten::bmm", "bmm"),
+        gen("cpp_fused__softmax_0", "softmax"),
+        ext("extern_kernels.addmm", "aten::addmm", "addmm_1"),
+    ), {
+        "addmm": NodeInfo("att", "a", 30.0, "aten::addmm"),
+        "bmm": NodeInfo("att", "a", 10.0, "aten::bmm"),
+        "softmax": NodeInfo("att", "a", 5.0, "aten::_softmax"),
+        "addmm_1": NodeInfo("att", "a", 10.0, "aten::addmm"),
+    })
+    bwd = GraphInfo("0/0", "backward", (ext("extern_kernels.mm", "aten::mm", "mm"),),
+                    {"mm": NodeInfo("att", "a", 10.0, "aten::mm")})
+    t = Trace()
+    step = t.ev(STEP, 0, 1000)
+    root = t.ev(f"{MODULE}0", 10, 400, step)
+    region = t.ev("Torch-Compiled Region: 0/0", 20, 395, root)
+    fn = t.ev("CompiledFunction", 30, 390, region, seq=7)
+    call = t.ev(f"{CALL_GRAPH} None ##", 40, 380, fn)
+    t.ev("aten::addmm", 50, 130, call)
+    t.ev("aten::bmm", 130, 170, call)
+    t.ev("graph_0_cpp_fused__softmax_0", 170, 200, call)
+    t.ev("aten::addmm", 200, 240, call)
+    bwd_range = t.ev(f"{PHASE}backward", 450, 900, step)
+    node = t.ev(f"{BACKWARD_NODE}CompiledFunctionBackward", 460, 850, bwd_range, seq=7,
+                fwd_thread=MAIN)
+    bcall = t.ev(f"{CALL_GRAPH} None ##", 470, 840, node)
+    t.ev("aten::mm", 480, 560, bcall)
+    splits = {"att": {"addmm": {"att.(in_proj)": 0.75, "att.out_proj": 0.25}}}
+    charges, _ = attribute_compiled_step(step, t.events, [fwd, bwd], module_index=index,
+                                         splits=splits)
+    m = charges.modules
+    assert m[(1, "forward")] == pytest.approx(70e-6)  # bmm and softmax: the core
+    assert m[(3, "forward")] == pytest.approx(0.75 * 120e-6)
+    assert m[(2, "forward")] == pytest.approx(0.25 * 120e-6)
+    assert m[(3, "backward")] == pytest.approx(0.75 * 80e-6)  # mm: addmm's family
+    assert (1, "backward") not in m
+    assert charges.total_s() == pytest.approx(charges.step_s)

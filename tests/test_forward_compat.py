@@ -213,3 +213,22 @@ def test_input_kinds_round_trip() -> None:
     for spec in (ImageInput((3, 32, 32)), TokenInput(64, vocab_size=100),
                  TokenInput(64, 100, "masked-lm")):
         assert InputSpec.from_dict(augmented(spec.to_dict())) == spec
+
+
+def test_kinds_and_roles_a_newer_version_adds_still_add_up(run: Run) -> None:
+    # Issue 22 added the kind "scan" and the roles "mixing", "experts", "router": a reader
+    # must count rows of a kind or role it does not know, not drop them.
+    d = json.loads(run.to_json())
+    d["layers"][1]["kind"], d["layers"][1]["role"] = "future-kind", "future-role"
+    back = Run.from_dict(d)
+    kinds, roles = back.by_kind(), back.roles()
+    assert "future-kind" in kinds and "future-role" in roles
+    # Every row still counted: the shares add up as the run's own do.
+    assert sum(k.share for k in kinds.values()) == pytest.approx(
+        sum(k.share for k in run.by_kind().values()))
+    assert sum(r.share for r in roles.values()) == pytest.approx(
+        sum(r.share for r in run.roles().values()))
+    # The new values themselves round-trip.
+    for kind, role in (("scan", "mixing"), ("linear", "experts"), ("linear", "router")):
+        d["layers"][1]["kind"], d["layers"][1]["role"] = kind, role
+        assert role in Run.from_dict(json.loads(json.dumps(d))).roles()

@@ -156,3 +156,22 @@ def test_sdpa_saves_what_the_fused_kernels_save() -> None:
     assert core.memory_bytes.saved_activations == 4 * (B * S * 3 * D + B * S * D + B * H * S)
     assert core.kind == "attention"
     assert core.flops.forward == 2 * B * H * S * S * 2 * (D // H) // 2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_mixture_of_experts_counts_each_token_through_its_top_k_experts(dtype: str) -> None:
+    # tiny("mixtral"): hidden 64, experts' intermediate 32, 4 experts, top-2.
+    cost = estimate(_hf("mixtral"), seq_len=S, batch_size=B, dtype=dtype)
+    rows = {r.name: r for r in cost.layers}
+    experts = rows["model.layers.0.mlp.experts"]
+    routed = B * S * 2  # every token, through its two experts
+    per_token = 2 * (64 * 2 * 32 + 32 * 64)  # gate_up (64 -> 2 x 32) and down (32 -> 64)
+    f = experts.flops
+    assert f.forward == routed * per_token
+    assert f.backward_input == routed * per_token and f.backward_weight == routed * per_token
+    roles = cost.by_role()
+    assert roles["experts"].flops.total > 0 and roles["router"].flops.total > 0
+    head = cost.headline()
+    assert "MoE experts: " in head and "(router " in head
+    grouped = [w for w in experts.ops if w.op == "aten._grouped_mm"]
+    assert grouped and all(w.flop_status == "formula" for w in grouped)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from _tiny_transformers import tiny
-from layertime.errors import LayertimeError
+from layertime.errors import BadValue, LayertimeError
 from layertime.models import ModelRef, available, resolve, target
 from layertime.models.hf import apply_overrides, choose_head, parse_value, resolve_hf
 from layertime.workload import ImageInput, TokenInput, WorkloadSpec
@@ -84,9 +84,67 @@ def test_the_published_architecture_decides_the_head() -> None:
     assert choose_head(BertConfig()) == ("masked-lm", "BertForMaskedLM")
 
 
-def test_a_model_that_is_not_a_text_model_is_refused() -> None:
-    with pytest.raises(LayertimeError, match="not a text model"):
-        resolve_hf("vit")
+def test_an_image_classifier_takes_images_and_other_models_are_refused_saying_what_works(
+) -> None:
+    vit = resolve_hf("vit")
+    assert (vit.head, vit.model_class, vit.image_size) == (
+        "image-classification", "ViTForImageClassification", 224)
+    spec = resolve("hf:vit")
+    assert spec.default_input() == ImageInput.square(224)
+    assert target(ModelRef("hf:vit"), ImageInput.square(32)).input == ImageInput.square(32)
+    with pytest.raises(LayertimeError, match=r"hf:vit takes images: give --input-shape"):
+        target("hf:vit", TokenInput(16))
+    tiny_vit = ["num_hidden_layers=1", "hidden_size=32", "num_attention_heads=2",
+                "intermediate_size=64"]
+    model = resolve(ModelRef("hf:vit", tuple(tiny_vit))).build(10, 32)
+    assert model.config.num_labels == 10 and model.config.image_size == 32
+    with pytest.raises(LayertimeError, match=r"takes input_values \(HubertModel\), not token"):
+        resolve_hf("hubert")
+    with pytest.raises(LayertimeError, match="its parts that take them: hf:clip_text_model"):
+        resolve_hf("clip")
+    with pytest.raises(LayertimeError, match="neither a text model .* nor an image classifier"):
+        resolve_hf("siglip_vision_model")
+
+
+def test_an_encoder_decoder_whose_encoder_takes_no_token_ids_says_how_to_get_its_decoder(
+) -> None:
+    # Whisper's encoder takes audio features: built silently as WhisperForCausalLM before,
+    # its encoder_layers ignored.
+    with pytest.raises(LayertimeError, match="--config is_encoder_decoder=false") as e:
+        resolve_hf("whisper", ["encoder_layers=2"])
+    assert "decoder alone (WhisperForCausalLM" in str(e.value) and "\n" not in str(e.value)
+    hf = resolve_hf("whisper", ["is_encoder_decoder=false"])
+    assert (hf.head, hf.model_class) == ("causal-lm", "WhisperForCausalLM")
+
+
+def test_a_config_field_transformers_reads_but_does_not_define_is_named_with_its_flag() -> None:
+    # DBRX's attention reads attn_config.rope_theta, which DbrxAttentionConfig lacks.
+    tiny_dbrx = ["n_layers=1", "d_model=32", "n_heads=2", "vocab_size=64",
+                 'ffn_config={"ffn_hidden_size": 32, "moe_num_experts": 2, "moe_top_k": 1}']
+    with pytest.raises(LayertimeError) as e:
+        resolve_hf("dbrx", tiny_dbrx).build()
+    assert "transformers reads attn_config.rope_theta" in str(e.value)
+    assert """--config 'attn_config={"rope_theta": VALUE}'""" in str(e.value)
+    model = resolve_hf("dbrx", [*tiny_dbrx, 'attn_config={"rope_theta": 10000}']).build()
+    assert model.config.attn_config.rope_theta == 10000
+
+
+def test_bad_config_values_are_one_line_errors_that_say_what_is_wrong() -> None:
+    with pytest.raises(BadValue) as e:
+        resolve_hf("llama", ["hidden_size=65"])
+    assert str(e.value) == ("--config for hf:llama: The hidden size (65) is not a multiple of "
+                            "the number of attention heads (32).")
+    with pytest.raises(BadValue, match="num_hidden_layers=-1: .* cannot be negative"):
+        resolve_hf("llama", ["num_hidden_layers=-1"])
+    with pytest.raises(BadValue, match="num_hidden_layers=0: hf:llama would have no layers"):
+        resolve_hf("llama", ["num_hidden_layers=0"])
+    with pytest.raises(BadValue) as e:
+        resolve_hf("olmoe", ["num_experts=4"])
+    assert str(e.value) == (
+        "--config num_experts=4: hf:olmoe routes each token to num_experts_per_tok=8 "
+        "experts, more than its num_experts=4; give --config num_experts_per_tok=4 or "
+        "fewer, or more experts")
+    assert resolve_hf("olmoe", ["num_experts=4", "num_experts_per_tok=2"]).config.num_experts == 4
 
 
 # -- local files and the cache ------------------------------------------------------------
@@ -227,3 +285,9 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "layertime", "profile", "hf:gpt2", "--seq-len",
                         "0"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "--seq-len" in r.stderr
+    for flags, said in ((["hf:llama", "--config", "hidden_size=65"], "is not a multiple"),
+                        (["hf:llama", "--config", "num_hidden_layers=-1"], "cannot be negative"),
+                        (["hf:olmoe", "--config", "num_experts=4"], "num_experts_per_tok=8")):
+        r = subprocess.run([sys.executable, "-m", "layertime", "profile", *flags, "--no-store"],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and said in r.stderr, r.stderr

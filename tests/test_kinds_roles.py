@@ -180,10 +180,20 @@ def test_tied_parameters_are_listed_once_at_their_first_owner() -> None:
 
 
 # -- roles and blocks ---------------------------------------------------------------------
+def _table(model: nn.Module, forward: object) -> ModuleTable:
+    """The table a profile makes: kinds, parts and traits of one watched forward."""
+    with KindObserver(model) as watched:
+        forward()  # type: ignore[operator]
+    return ModuleTable(model, facts=watched.facts())
+
+
 def _placed(model: nn.Module, forward: object) -> dict[str, tuple[str, str | None]]:
-    kinds = observed_kinds(model, forward)  # type: ignore[arg-type]
-    rows = [(n, kinds[id(m)], type(m).__name__) for n, m in model.named_modules()]
-    return {n: (p.role, p.block) for n, p in place(rows).items()}
+    """Each row's (role, block) as a profile places them."""
+    return {n: (p.role, p.block) for n, p in _table(model, forward).placements().items()}
+
+
+def _kinds(table: ModuleTable) -> dict[str, str]:
+    return {e.name: e.kind for e in table.rows()}
 
 
 def _hf(model_type: str) -> nn.Module:
@@ -262,10 +272,22 @@ def test_roles_of_torchvision_and_timm_vit() -> None:
 
     x = torch.randn(1, 3, 32, 32)
     tv = torchvision.models.vit_b_16(image_size=32).eval()
-    p = _placed(tv, lambda: tv(x))
+    table = _table(tv, lambda: tv(x))
+    p = {n: (pl.role, pl.block) for n, pl in table.placements().items()}
+    kinds = _kinds(table)
     blk = "encoder.layers.encoder_layer_3"
+    # nn.MultiheadAttention computes its projections itself: its row is the core alone,
+    # its in_proj a part of its own, its out_proj's matmul out_proj's row.
     assert p[f"{blk}.self_attention"] == ("attention", blk)
+    assert kinds[f"{blk}.self_attention"] == "attention"
+    assert p[f"{blk}.self_attention.(in_proj)"] == ("attention", blk)
+    assert kinds[f"{blk}.self_attention.(in_proj)"] == "linear"
     assert p[f"{blk}.self_attention.out_proj"] == ("attention", blk)
+    mha = next(e for e in table if e.name == f"{blk}.self_attention")
+    part = next(e for e in table.parts if e.name == f"{blk}.self_attention.(in_proj)")
+    out_proj = next(e for e in table if e.name == f"{blk}.self_attention.out_proj")
+    assert mha.params == 0 and part.params == 3 * 768 * 768 + 3 * 768
+    assert [row for _, row in table.own_ops[mha.index]] == [part.index, out_proj.index]
     assert p[f"{blk}.mlp.0"] == ("mlp", blk) and p[f"{blk}.mlp.1"] == ("mlp", blk)
     assert p[f"{blk}.ln_1"] == ("norm", blk)
     assert p["conv_proj"] == ("embedding", None) and p["heads.head"] == ("head", None)
@@ -303,12 +325,15 @@ class HandWritten(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, 50)
         self.unknown = nn.Linear(d, d)
+        self.transform = nn.Linear(d, d)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.tok_emb(ids) + self.pos_emb[:, : ids.shape[1]]
-        for b in self.blocks:
+        for i, b in enumerate(self.blocks):
             x = b(x)
-        return self.head(self.norm(x + self.unknown(x)))
+            if i == 0:
+                x = x + self.unknown(x)  # between the blocks: neither way in nor out
+        return self.head(self.norm(self.transform(x)))
 
 
 def test_roles_of_a_hand_written_transformer_and_what_cannot_be_placed() -> None:
@@ -321,6 +346,7 @@ def test_roles_of_a_hand_written_transformer_and_what_cannot_be_placed() -> None
     # The block's own forward holds the attention core (F.sdpa) here: by kind, attention.
     assert p["blocks.0"] == ("attention", "blocks.0")
     assert p["tok_emb"] == ("embedding", None) and p["head"] == ("head", None)
+    assert p["transform"] == ("head", None)  # on the way out of the blocks, as BERT's is
     assert p["unknown"] == ("other", None) and p[""] == ("other", None)
 
 
@@ -353,3 +379,247 @@ def test_roles_of_a_model_with_fc1_fc2_straight_in_the_block() -> None:
     assert p[f"{blk}.activation_fn"].role == "mlp" and p[f"{blk}.fc2"].role == "mlp"
     assert p[f"{blk}.self_attn_layer_norm"].role == "norm"
     assert (p["layer1.0.se.fc1"].role, p["layer1.0.se.fc1"].block) == ("other", None)
+
+
+@pytest.mark.parametrize("model_type", ["olmoe", "qwen2_moe", "granitemoe"])
+def test_a_moe_model_class_name_does_not_make_every_row_mlp(model_type: str) -> None:
+    # "OlmoeModel", "Qwen2MoeForCausalLM", "GraniteMoeModel" hold "moe": not a feed-forward.
+    m = _hf(model_type)
+    p = _placed(m, _token_forward(m))
+    assert p["model.embed_tokens"] == ("embedding", None)
+    assert p["lm_head"] == ("head", None)
+    assert p[""] == ("other", None) and p["model"] == ("other", None)
+    assert p["model.norm"] == ("norm", None)
+
+
+def _moe_roles(model_type: str) -> dict[str, tuple[str, str | None]]:
+    m = _hf(model_type)
+    return _placed(m, _token_forward(m))
+
+
+@pytest.mark.parametrize("model_type, moe", [
+    ("olmoe", "mlp"), ("qwen2_moe", "mlp"), ("granitemoe", "block_sparse_moe"),
+    ("mixtral", "mlp"),
+])
+def test_a_mixture_of_experts_has_experts_and_a_router(model_type: str, moe: str) -> None:
+    p = _moe_roles(model_type)
+    blk = "model.layers.1"
+    assert p[f"{blk}.{moe}"] == ("experts", blk)  # its dispatch and combine
+    assert p[f"{blk}.{moe}.experts"] == ("experts", blk)
+    router = f"{blk}.{moe}.router" if model_type == "granitemoe" else f"{blk}.{moe}.gate"
+    assert p[router] == ("router", blk)
+    assert p[f"{blk}.self_attn.q_proj"] == ("attention", blk)
+    if model_type == "qwen2_moe":  # a shared expert, and its gate, are experts
+        assert p[f"{blk}.mlp.shared_expert.down_proj"] == ("experts", blk)
+        assert p[f"{blk}.mlp.shared_expert_gate"] == ("experts", blk)
+
+
+def test_fused_experts_compute_fully_connected() -> None:
+    # Mixtral's MixtralExperts holds 3-D weights and multiplies by them (grouped_mm).
+    m = _hf("mixtral")
+    kinds = _kinds(_table(m, _token_forward(m)))
+    assert kinds["model.layers.0.mlp.experts"] == "linear"
+    assert kinds["model.layers.0.mlp.gate"] == "linear"
+
+
+def test_a_moe_block_that_takes_the_top_k_itself_has_its_gate_as_router() -> None:
+    class Expert(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up, self.down = nn.Linear(8, 16), nn.Linear(16, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.down(F.gelu(self.up(x)))
+
+    class Moe(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = nn.Linear(8, 4)
+            self.experts = nn.ModuleList(Expert() for _ in range(4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            w, idx = self.gate(x).softmax(-1).topk(2, dim=-1)
+            out = torch.zeros_like(x)
+            for e, expert in enumerate(self.experts):
+                hit = (idx == e).any(-1)
+                out[hit] += expert(x[hit]) * w[hit].sum(-1, keepdim=True)
+            return out
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = SelfAttention()
+            self.moe = Moe()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.moe(x + self.attn.core(x))
+
+    model = nn.Sequential(Block(), Block())
+    p = _placed(model, lambda: model(torch.randn(2, 5, 8)))
+    assert p["1.moe.gate"] == ("router", "1")
+    assert p["1.moe"] == ("experts", "1") and p["1.moe.experts.3.up"] == ("experts", "1")
+
+
+def test_torch_transformer_layers_have_an_mlp_and_a_split_attention() -> None:
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    x = torch.randn(2, 6, 16)
+    table = _table(model, lambda: model(x))
+    p = {n: (pl.role, pl.block) for n, pl in table.placements().items()}
+    kinds = _kinds(table)
+    assert p["layers.1.linear1"] == ("mlp", "layers.1") and p["layers.1.linear2"][0] == "mlp"
+    assert p["layers.1.self_attn"] == ("attention", "layers.1")
+    assert kinds["layers.1.self_attn"] == "attention"
+    assert (kinds["layers.1.self_attn.(in_proj)"], p["layers.1.self_attn.(in_proj)"][0]) == (
+        "linear", "attention")
+    dec = nn.TransformerDecoder(nn.TransformerDecoderLayer(16, 2, 32, batch_first=True), 1)
+    table = _table(dec, lambda: dec(x, x))
+    p = {n: (pl.role, pl.block) for n, pl in table.placements().items()}
+    assert p["layers.0.linear2"] == ("mlp", "layers.0")
+    assert p["layers.0.multihead_attn.(in_proj)"] == ("attention", "layers.0")
+
+
+@pytest.mark.parametrize("model_type, extra", [
+    ("distilbert", ["n_layers=2", "dim=64", "n_heads=4", "hidden_dim=128", "vocab_size=128"]),
+    ("xlnet", ["n_layer=2", "d_model=64", "n_head=4", "d_inner=128", "vocab_size=128"]),
+    ("whisper", ["is_encoder_decoder=false", "decoder_layers=2", "d_model=64",
+                 "decoder_attention_heads=4", "encoder_attention_heads=4",
+                 "decoder_ffn_dim=128", "encoder_ffn_dim=128", "vocab_size=128",
+                 "pad_token_id=1", "bos_token_id=1", "eos_token_id=1",
+                 "decoder_start_token_id=1", "suppress_tokens=[]",
+                 "begin_suppress_tokens=[]"]),
+    ("electra", ["num_hidden_layers=2", "hidden_size=64", "embedding_size=32",
+                 "num_attention_heads=4", "intermediate_size=128", "vocab_size=128"]),
+    ("albert", ["num_hidden_layers=2", "hidden_size=64", "embedding_size=32",
+                "num_attention_heads=4", "intermediate_size=128", "vocab_size=128"]),
+])
+def test_heads_and_feed_forward_layers_are_placed_by_where_they_run(
+    model_type: str, extra: list[str]
+) -> None:
+    from layertime.models.hf import resolve_hf
+
+    torch.manual_seed(0)
+    m = resolve_hf(model_type, extra).build().eval()
+    p = _placed(m, _token_forward(m))
+    expect = {
+        "distilbert": {"vocab_transform": "head", "vocab_projector": "head",
+                       "activation": "head"},
+        "xlnet": {"lm_loss": "head"},
+        "whisper": {"proj_out": "head"},
+        "electra": {"generator_predictions.dense": "head",
+                    "generator_predictions.activation": "head",
+                    "electra.embeddings_project": "embedding"},
+        "albert": {"albert.encoder.embedding_hidden_mapping_in": "embedding",
+                   "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn_output": "mlp",
+                   "albert.encoder.albert_layer_groups.0.albert_layers.0.activation": "mlp"},
+    }[model_type]
+    assert {n: p[n][0] for n in expect} == expect
+
+
+@pytest.mark.parametrize("model_type, mixer", [("mamba", "backbone.layers.1.mixer"),
+                                               ("jamba", "model.layers.0.mamba")])
+def test_a_selective_scan_is_its_own_kind_and_its_mixer_mixes_the_sequence(
+    model_type: str, mixer: str
+) -> None:
+    from layertime.models.hf import resolve_hf
+
+    extra = ["num_hidden_layers=2", "hidden_size=64", "intermediate_size=128", "vocab_size=128"]
+    if model_type == "jamba":
+        extra += ["num_attention_heads=4", "num_key_value_heads=2", "num_experts=4",
+                  "num_experts_per_tok=2", "attn_layer_offset=1", "attn_layer_period=2",
+                  "expert_layer_offset=1", "expert_layer_period=2"]
+    torch.manual_seed(0)
+    m = resolve_hf(model_type, extra).build().eval()
+    table = _table(m, _token_forward(m))
+    p = {n: (pl.role, pl.block) for n, pl in table.placements().items()}
+    kinds = _kinds(table)
+    blk = mixer.rsplit(".", 1)[0]
+    assert (kinds[mixer], p[mixer]) == ("scan", ("mixing", blk))
+    for proj in ("in_proj", "x_proj", "dt_proj", "out_proj"):
+        assert (kinds[f"{mixer}.{proj}"], p[f"{mixer}.{proj}"][0]) == ("linear", "mixing")
+    assert (kinds[f"{mixer}.conv1d"], p[f"{mixer}.conv1d"][0]) == ("conv", "mixing")
+    # The mixer's own F.conv1d with conv1d.weight, and dt_proj.weight @ x, are those rows'.
+    names = {e.index: e.name for e in table.rows()}
+    own = next(e for e in table if e.name == mixer)
+    assert {names[row] for _, row in table.own_ops[own.index]} == {
+        f"{mixer}.conv1d", f"{mixer}.dt_proj"}
+    if model_type == "jamba":
+        assert p["model.layers.1.self_attn.q_proj"][0] == "attention"
+        assert p["model.layers.1.feed_forward.router"] == ("router", "model.layers.1")
+        assert p["model.layers.0.feed_forward.up_proj"][0] == "mlp"
+
+
+_MAMBA = ["num_hidden_layers=2", "hidden_size=64", "intermediate_size=128", "vocab_size=128"]
+_JAMBA = [*_MAMBA, "num_attention_heads=4", "num_key_value_heads=2", "num_experts=4",
+          "num_experts_per_tok=2", "attn_layer_offset=1", "attn_layer_period=2",
+          "expert_layer_offset=1", "expert_layer_period=2"]
+
+
+@pytest.mark.parametrize("model_type, config, parts", [
+    ("mamba", _MAMBA, ["sequence mixing: ", "(its selective scan: ", "embeddings and head: "]),
+    ("jamba", _JAMBA, ["attention: ", "sequence mixing: ", "MLP: ", "MoE experts: ",
+                       "(router "]),
+    ("olmoe", None, ["attention: ", "MoE experts: ", "(router "]),
+])
+def test_headlines_of_state_space_and_mixture_of_experts_models_say_what_takes_the_time(
+    model_type: str, config: list[str] | None, parts: list[str]
+) -> None:
+    import layertime
+    from layertime.models import ModelRef
+
+    ref = ModelRef(f"hf:{model_type}", tuple(config if config is not None else tiny(model_type)))
+    run = layertime.profile(ref, seq_len=16, batch_size=1, steps=1, warmup_steps=0)
+    head = run.headline()
+    assert run.is_transformer()
+    assert all(p in head for p in parts), head
+    assert head.startswith(parts[0]) and "conv layers" not in head
+    roles = run.roles()
+    named = [k for k in ("attention", "mixing", "mlp", "experts") if k in roles]
+    largest = max(named, key=lambda k: roles[k].time_s)
+    assert roles[largest].label + ": " in head
+
+
+def test_routers_found_by_the_experts_beside_them() -> None:
+    from layertime.models.hf import resolve_hf
+
+    torch.manual_seed(0)
+    # Switch Transformers: a top-1 (an argmax of probabilities) in the router module, the
+    # experts one module each; the sparse MLP holds both, inside the T5-like FF sublayer.
+    switch = resolve_hf("switch_transformers", [
+        "num_layers=2", "num_decoder_layers=2", "d_model=32", "num_heads=2", "d_kv=16",
+        "d_ff=64", "num_experts=4", "num_sparse_encoder_layers=2",
+        "num_sparse_decoder_layers=2", "vocab_size=128"]).build().eval()
+    p = _placed(switch, _token_forward(switch))
+    blk = "encoder.block.1"
+    assert p[f"{blk}.layer.1.mlp.router.classifier"] == ("router", blk)
+    assert p[f"{blk}.layer.1.mlp.experts.expert_3.wi"] == ("experts", blk)
+    assert p[f"{blk}.layer.1.mlp"] == ("experts", blk)
+    # Zaya: the top-k is in an MLP inside the gate; the whole gate is the router.
+    zaya = resolve_hf("zaya", ["num_hidden_layers=2", "hidden_size=64",
+                               "num_attention_heads=4", "num_key_value_heads=2",
+                               "head_dim=16", "moe_intermediate_size=64", "num_experts=4",
+                               "vocab_size=128"]).build().eval()
+    p = _placed(zaya, _token_forward(zaya))
+    blk = "model.layers.1"
+    assert p[f"{blk}.mlp.gate.down_proj"] == ("router", blk)
+    assert p[f"{blk}.mlp.gate.router_mlp.fc1"] == ("router", blk)
+    assert p[f"{blk}.mlp.experts"] == ("experts", blk)
+
+
+def test_an_attention_whose_softmax_is_a_child_module_is_the_core() -> None:
+    # CPM-Ant, I-BERT: scores and weighted sum in the attention module, nn.Softmax a child.
+    class SoftmaxChild(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.softmax = nn.Softmax(dim=-1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.softmax(x @ x.transpose(-1, -2)) @ x
+
+    model = SoftmaxChild()
+    kinds = observed_kinds(model, lambda: model(torch.randn(2, 5, 8)))
+    assert kinds[id(model)] == "attention" and kinds[id(model.softmax)] == "activation"
+    # A CNN's squeeze-excitation named "attention" makes no transformer of it.
+    rows = [("layer1.0.conv1", "conv", "Conv2d"), ("layer1.0.attention", "other", "SE"),
+            ("layer1.0.attention.fc", "conv", "Conv2d")]
+    assert {p.role for p in place(rows).values()} == {"other"}

@@ -308,3 +308,51 @@ def test_the_view_of_a_real_tiny_gpt2_has_its_roles_and_blocks(one_thread: None)
     role_col = [c["label"] for c in view["table"]["columns"]].index("role")
     assert all(r["cells"][role_col]["t"] for r in view["table"]["rows"][: len(run.layers)])
     assert '"id":"roles"' in render_html(run) and '"id":"blocks"' in render_html(run)
+
+
+# -- mixtures of experts and state-space models -------------------------------------------
+def test_a_moe_run_says_how_much_of_the_step_its_experts_and_router_take() -> None:
+    from layertime.render.roles import MOE_NOTE, render_roles
+    from layertime.render.layout import to_text
+
+    run = factories.rows_run(factories.MOE_ROWS, "hf:olmoe")
+    assert run.profiled_step_s == pytest.approx(100 * MS)
+    assert run.headline() == (
+        "attention: 20% of step time, 10% of parameters (its score/softmax core: 12%); "
+        "MoE experts: 62% of time, 70% of parameters (router 7%); "
+        "embeddings and head: 8% of time, 10% of parameters "
+        "(hf:olmoe, batch 2, seq 16, cpu, float32)")
+    text = to_text(render_roles(run, 80), 80)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    experts = next(line for line in lines if line.lstrip().startswith("MoE experts (3)"))
+    router = next(line for line in lines if line.lstrip().startswith("MoE router (1)"))
+    assert "62.0%" in experts and "70.0%" in experts and "7.0%" in router
+    assert MOE_NOTE in text
+    d = json.loads(run.to_json())
+    assert d["roles"]["experts"]["share"] == pytest.approx(0.62)
+    assert d["roles"]["router"]["params"] == 500
+    assert Run.from_dict(d).roles() == run.roles()
+    rows = _rows(_chart(profile_view(run), "roles"))
+    assert list(rows)[:4] == ["attention", "attention-core", "experts", "router"]
+
+
+def test_a_state_space_run_says_how_much_its_mixers_and_their_scan_take() -> None:
+    from layertime.render.roles import render_roles
+    from layertime.render.layout import to_text
+    from layertime.render.views.roles import SCAN_LABEL
+
+    run = factories.rows_run(factories.MAMBA_ROWS, "hf:mamba")
+    assert run.profiled_step_s == pytest.approx(100 * MS)
+    assert run.is_transformer()
+    assert run.headline() == (
+        "sequence mixing: 76% of step time, 75% of parameters (its selective scan: 60%); "
+        "embeddings and head: 20% of time, 17% of parameters "
+        "(hf:mamba, batch 2, seq 16, cpu, float32)")
+    text = to_text(render_roles(run, 80), 80)
+    assert "sequence mixing (3)" in text and "  selective scan" in text
+    rows = _rows(_chart(profile_view(run), "roles"))
+    assert list(rows)[:2] == ["mixing", "mixing-core"]
+    assert rows["mixing-core"]["label"] == SCAN_LABEL
+    assert rows["mixing-core"]["values"]["time"] == pytest.approx(60.0)
+    assert json.loads(run.to_json())["roles"]["mixing"]["core_s"] == pytest.approx(60 * MS)

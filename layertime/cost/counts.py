@@ -44,7 +44,7 @@ from layertime.kinds import KindObserver
 from layertime.modules import ModuleEntry, ModuleTable, training_mode
 from layertime.results.cost import CONVENTIONS, CostResult
 from layertime.results.cost_rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
-from layertime.roles import Placement, place
+from layertime.roles import Placement
 from layertime.workload import DTYPES, Batch, WorkloadSpec, main_output
 
 #: Name of the loss row (parenthesised so that it never equals a module path).
@@ -120,7 +120,7 @@ def count_step(
                 with torch.no_grad(), watched:
                     main, _ = main_output(batch.run(model))
                 num_classes = spec.classes(main.shape) if main.dim() >= 2 else None
-        state.table = ModuleTable(model, watched.kinds())
+        state.table = ModuleTable(model, facts=watched.facts(), split=False)
         state.resolve_saved()
         with_grad = {k for k, p in params.items() if p.grad is not None}
     finally:
@@ -258,7 +258,7 @@ def _result(
     warnings: Sequence[str],
 ) -> CostResult:
     rule = update_rule(workload.optimizer)
-    placed = place([(e.name, e.kind, e.type) for e in state.table])
+    placed = state.table.placements()
     layers = [_layer_cost(state, entry, rule, with_grad if training else set(), placed[entry.name])
               for entry in state.table]
     loss_ops = _ops_of(state.tallies.get(LOSS, {}))

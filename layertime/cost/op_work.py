@@ -42,8 +42,12 @@ CONV_OPS: frozenset[str] = frozenset(
     )
 )
 MATMUL_OPS: frozenset[str] = frozenset(
-    "aten." + n for n in ("mm", "addmm", "bmm", "baddbmm", "_scaled_mm")
+    "aten." + n for n in ("mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "_grouped_mm",
+                          "_scaled_grouped_mm")
 )
+#: A mixture of experts' grouped matrix multiply: each group (an expert) multiplies the
+#: rows (tokens) routed to it; torch has no FLOP formula for it (see grouped_mm_flops).
+GROUPED_MM: frozenset[str] = frozenset(("aten._grouped_mm", "aten._scaled_grouped_mm"))
 
 
 def math_class(name: str) -> str:
@@ -107,8 +111,45 @@ def bind_args(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict
 
 
 
+def grouped_mm_flops(a: torch.Tensor, b: torch.Tensor) -> int:
+    """2 x MACs of a grouped matrix multiply of ``a`` by ``b``: every row of the routed
+    operand is multiplied by one group's matrix, so the work is that of the rows that ran
+    (tokens times their top-k experts), whatever the groups' sizes.
+
+    2-D by 3-D (tokens (S, K) by experts (E, K, N)): 2 S K N; 3-D by 2-D: 2 M K N; 2-D by
+    2-D (the weight gradient, groups along the contracted S): 2 K S N; 3-D by 3-D (a
+    batch of groups): 2 E M K N."""
+    if a.dim() == 2 and b.dim() == 3:
+        return 2 * a.shape[0] * a.shape[1] * b.shape[2]
+    if a.dim() == 3 and b.dim() == 2:
+        return 2 * a.shape[1] * a.shape[2] * b.shape[1]
+    if a.dim() == 2 and b.dim() == 2:
+        return 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    if a.dim() == 3 and b.dim() == 3:
+        return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+    return 0
+
+
+def run_grouped_mm_on_meta(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    """A grouped matrix multiply of meta tensors in any float dtype: torch's meta kernel
+    takes bfloat16 only (the CUDA kernel's dtypes), so the shapes are had in bfloat16 and
+    the result given the dtype it has on a device that runs it (float32 on the CPU)."""
+    dtype = next((t.dtype for t in tensors_in(args) if t.is_floating_point()), None)
+
+    def cast(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            return x.to(torch.bfloat16)
+        return x
+
+    out = func(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()})
+    return out.to(dtype) if dtype is not None else out
+
+
 def op_flops(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> tuple[int, str]:
     """FLOPs of one aten op call and how they were obtained (an ``OpWork.flop_status``)."""
+    if str(func._overloadpacket) in GROUPED_MM:
+        a, b = (x for x in args[:2])
+        return grouped_mm_flops(a, b), "formula"
     formula = flop_registry.get(func._overloadpacket)
     if formula is not None:
         return int(formula(*args, **kwargs, out_val=out)), "formula"

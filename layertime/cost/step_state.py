@@ -19,11 +19,13 @@ from torch.utils.flop_counter import flop_registry
 from layertime.cost.attention import SDPA_FUNCTIONS, counted_sdpa
 from layertime.cost.op_work import (
     ALLOCATION,
+    GROUPED_MM,
     LOSS,
     bind_args,
     distinct_bytes,
     math_class,
     op_flops,
+    run_grouped_mm_on_meta,
     storage_key,
     tensor_bytes,
     tensors_in,
@@ -372,7 +374,12 @@ class OpMode(TorchDispatchMode):
             with self:
                 r = func._op_dk(_IMPLICIT, *args, **kwargs)
             return r
-        out = func(*args, **kwargs)
+        if str(func._overloadpacket) in GROUPED_MM and any(
+            t.is_meta for t in tensors_in(args)
+        ):
+            out = run_grouped_mm_on_meta(func, args, kwargs)
+        else:
+            out = func(*args, **kwargs)
         self._state.on_op(func, args, kwargs, out)
         return out
 

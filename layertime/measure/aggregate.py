@@ -10,7 +10,7 @@ from layertime.measure.attribute import CommCharge, StepCharges
 from layertime.modules import SharedParam
 from layertime.results.run import LayerRow, Phases, Slice
 from layertime.results.sharded import CollectiveRow
-from layertime.roles import Placement, place
+from layertime.roles import Placement
 
 
 class Entry(Protocol):
@@ -28,6 +28,8 @@ class Entry(Protocol):
     def params(self) -> int: ...
     @property
     def trainable(self) -> int: ...
+    @property
+    def part_of(self) -> int | None: ...
 
 
 class Table(Protocol):
@@ -36,6 +38,8 @@ class Table(Protocol):
     @property
     def shared(self) -> tuple[SharedParam, ...]: ...
     def __iter__(self) -> Iterator[Entry]: ...
+    def rows(self) -> Sequence[Entry]: ...
+    def placements(self) -> dict[str, Placement]: ...
 
 
 #: A layer with no gradient synchronisation (not a data-parallel run).
@@ -57,11 +61,12 @@ def split_update(charges: StepCharges, table: Table) -> dict[int, float]:
     its cost is linear in elements; a fused or foreach optimizer runs one
     kernel for all layers, which no profiler can split any finer.
     """
-    total = sum(e.trainable for e in table)
+    rows = table.rows()
+    total = sum(e.trainable for e in rows)
     update = charges.step.get("update", 0.0)
     if total == 0 or update == 0.0:
         return {}
-    return {e.index: update * e.trainable / total for e in table if e.trainable}
+    return {e.index: update * e.trainable / total for e in rows if e.trainable}
 
 
 def shared_notes(table: Table) -> tuple[str, ...]:
@@ -79,7 +84,7 @@ def shared_notes(table: Table) -> tuple[str, ...]:
 
 def timeline(table: Table, steps: Sequence[StepCharges]) -> tuple[Slice, ...]:
     """One slice per attributed (row, phase) per step, in time order within a step."""
-    names = {e.index: e.name for e in table}
+    names = {e.index: e.name for e in table.rows()}
     out: list[Slice] = []
     for i, c in enumerate(steps):
         step_slices = []
@@ -126,14 +131,16 @@ def aggregate(
     if n == 0:
         raise ValueError("no profiled steps to aggregate")
     per_step_update = [{} if unsplit_update else split_update(c, table) for c in steps]
-    placed = dict(placements) if placements is not None else place(
-        [(e.name, e.kind, e.type) for e in table])
+    entries = table.rows()
+    placed = dict(placements) if placements is not None else table.placements()
     rows: list[LayerRow] = []
-    for entry in table:
+    for entry in entries:
         fwd = [c.modules.get((entry.index, "forward"), 0.0) for c in steps]
         bwd = [c.modules.get((entry.index, "backward"), 0.0) for c in steps]
         upd = [u.get(entry.index, 0.0) for u in per_step_update]
-        calls = [c.calls.get(entry.index, 0) for c in steps]
+        # A part runs in its module's calls.
+        called = entry.index if entry.part_of is None else entry.part_of
+        calls = [c.calls.get(called, 0) for c in steps]
         comm = [c.comm.get(entry.index, _NO_COMM) for c in steps]
         if not any(calls) and entry.params == 0 and not any(fwd) and not any(bwd) and \
                 not any(cc.comm_s for cc in comm):

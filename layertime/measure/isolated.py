@@ -193,7 +193,8 @@ def bench_layers(
         # Kinds by what each layer computes in the recording forward (layertime.kinds).
         with KindObserver(model) as watched:
             seen = record_inputs(model, x)
-        kinds = watched.kinds()
+        # A module benchmarked alone runs all its own ops: its kind by all of them.
+        kinds = {k: f.whole_kind or f.kind for k, f in watched.facts().items()}
         rows: list[LayerBench] = []
         items = list(seen.items())
         for i, (name, (mod, calls)) in enumerate(items):

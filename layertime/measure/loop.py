@@ -160,7 +160,7 @@ class Profiler:
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.__exit__(None, None, None)
-            self._table = ModuleTable(self.model, watch.kinds())
+            self._table = ModuleTable(self.model, facts=watch.facts())
             self._sharding.read(self.model, self._table)
 
     def _close_compiled(self) -> None:

@@ -329,7 +329,7 @@ def measure(
     # computes (layertime.kinds).
     with KindObserver(model) as watched:
         output_shape = check_input(model, workload, device, label)
-    table = ModuleTable(model, watched.kinds())
+    table = ModuleTable(model, facts=watched.facts())
     if compile is not None and sync is not None:
         raise LayertimeError("--compile is not supported with data-parallel runs yet")
     compiled = (

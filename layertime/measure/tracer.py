@@ -26,6 +26,7 @@ from layertime.measure.events import (
     from_profiler,
     kineto_readable,
 )
+from layertime.measure.own_ops import split_own_ops
 from layertime.modules import ModuleTable
 
 
@@ -228,13 +229,16 @@ class TraceSession(ProfilerSession):
     linking of kernels to ops is used as torch tests it.  ``fast=False`` takes
     the slower ways (``record_function`` ops, the tree) everywhere: the same
     result, for comparing the two.  ``record_shapes`` records ops' input shapes, from
-    which the bytes of collectives are read (sharded runs).
+    which the bytes of collectives are read (sharded runs).  Ops a module computes with
+    another row's parameters get that row's range
+    (:func:`~layertime.measure.own_ops.split_own_ops`).
     """
 
     def __init__(self, table: ModuleTable, device: torch.device, *, fast: bool = True,
                  record_shapes: bool = False) -> None:
         super().__init__(device, record_shapes=record_shapes)
         self._hooks = _RangeHooks(table, fast=fast)
+        self._own_ops = table.own_ops
         self._cpu_only = device.type != "cuda"  # as _activities: no device activities
         self._fast = fast
         #: Device activities (CUDA only), for the device's busy time per step.
@@ -249,10 +253,10 @@ class TraceSession(ProfilerSession):
     def _collect(self) -> list[OpEvent]:
         results = getattr(getattr(self._prof, "profiler", None), "kineto_results", None)
         if self._fast and self._cpu_only and kineto_readable(results, _KINETO_EVENT):
-            return from_kineto(results)
+            return split_own_ops(from_kineto(results), self._own_ops)
         raw = list(self._prof.events())
         self.kernels = device_spans(raw)
-        return from_profiler(raw)
+        return split_own_ops(from_profiler(raw), self._own_ops)
 
 
 @contextmanager

@@ -268,7 +268,7 @@ class StepWindow:
             if watch is not None:
                 watch.__exit__(None, None, None)
                 if self._table is None:
-                    self._table = ModuleTable(self.model, watch.kinds())
+                    self._table = ModuleTable(self.model, facts=watch.facts())
         finally:
             if guard is not None:
                 guard.remove()

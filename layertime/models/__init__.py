@@ -9,7 +9,8 @@ Accepted names:
 * ``timm:NAME`` — a timm model, when timm is installed;
 * ``hf:NAME`` — a Hugging Face transformers text model from its config
   (:mod:`layertime.models.hf`; ``--config KEY=VALUE`` overrides travel with the
-  name in a :class:`ModelRef`): it takes token ids, ``--seq-len`` long;
+  name in a :class:`ModelRef`): it takes token ids, ``--seq-len`` long; an image
+  classifier (``hf:vit``) takes images, ``--image-size`` (its config's by default);
 * ``path/to/file.py:callable`` or ``package.module:callable`` — a callable
   returning an ``nn.Module`` (given ``num_classes`` if it accepts it).
 
@@ -275,6 +276,8 @@ def resolve(model: str | ModelRef) -> ModelSpec:
         from layertime.models.hf import resolve_hf
 
         hf = resolve_hf(name[len("hf:") :], ref.config)
+        if hf.takes_images:  # an image classifier (hf:vit): images of its config's size
+            return ModelSpec(hf.label, "hf", hf.build, hf.image_size or 224)
         return ModelSpec(hf.label, "hf", _ignore_size(lambda n: hf.build()), None, "tokens")
     if name in BUILTIN:
         target, size = BUILTIN[name]

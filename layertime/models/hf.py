@@ -29,13 +29,25 @@ The head, and so the loss (``layertime.workload.tokens``), is chosen thus:
    list a causal "decoder mode" head, which is not how they are trained);
 4. else a type with a causal-LM head gets it;
 5. else the bare model (``AutoModel``), with no head.
+
+An encoder-decoder left with a causal-LM head by these rules (Whisper: its
+encoder takes audio features) is refused, saying how to ask for its decoder
+alone (``--config is_encoder_decoder=false``).  A config with no vocabulary is
+an image classifier when transformers has an image-classification head for its
+type (``hf:vit``: images, ``--image-size``, its labels ``--num-classes``), and
+refused otherwise, naming the parts of a composite config that take token ids.
+Overrides are checked before anything is built: no negative count or size, no
+model of no layers, no top-k over more experts than there are; transformers'
+own validation errors are given in one line that says what is wrong.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +62,8 @@ if TYPE_CHECKING:  # torch loads with the first model built, not with the name l
 PREFIX = "hf:"
 #: Token ids per sequence when ``--seq-len`` is not given.
 DEFAULT_SEQ_LEN = 128
+#: The head of an image classifier (``hf:vit``): it takes images, not token ids.
+IMAGE_HEAD = "image-classification"
 _INSTALL = "pip install 'layertime[hf]'"
 
 
@@ -115,7 +129,9 @@ def choose_head(config: Any) -> tuple[str, str]:
     for head in order:
         if mtype in maps[head]:
             return head, _class_names(maps[head][mtype])[0]
-    raise LayertimeError(f"transformers has no model class for type {mtype!r}")
+    raise BadValue(f"transformers has no model class for type {mtype!r} (a part of another "
+                   "model's config, or a model built only inside another): give the model "
+                   "that holds it")
 
 
 @dataclass(frozen=True)
@@ -136,19 +152,48 @@ class HFModel:
     def label(self) -> str:
         return PREFIX + self.name
 
-    def build(self) -> nn.Module:
-        """The model with random init (seed it first for a repeatable init)."""
+    @property
+    def takes_images(self) -> bool:
+        """An image classifier (``head`` is ``image-classification``): it takes images."""
+        return self.head == IMAGE_HEAD
+
+    @property
+    def image_size(self) -> int | None:
+        """An image classifier's image size (H = W) in its config, else None."""
+        size = getattr(self.config, "image_size", None)
+        if isinstance(size, (list, tuple)) and size:
+            size = size[0]
+        return int(size) if isinstance(size, int) and size > 0 else None
+
+    def build(self, num_classes: int | None = None, image_size: int | None = None) -> nn.Module:
+        """The model with random init (seed it first for a repeatable init).  An image
+        classifier is built for ``num_classes`` labels and ``image_size`` (its position
+        tables depend on it) when given; a text model ignores both."""
         from torch import nn
 
         transformers = transformers_module()
         cls = getattr(transformers, self.model_class, None)
         if cls is None:
             raise LayertimeError(f"transformers has no class {self.model_class}")
+        config = self.config
+        if self.takes_images and (num_classes is not None or image_size is not None):
+            config = copy.deepcopy(config)
+            old = getattr(config, "image_size", None)
+            try:
+                if num_classes is not None:
+                    config.num_labels = num_classes
+                if image_size is not None and old is not None:
+                    config.image_size = (type(old)([image_size, image_size])
+                                         if isinstance(old, (list, tuple)) else image_size)
+            except Exception as e:  # transformers' field validation, of any kind
+                raise BadValue(f"{self.label}: {_first_line(e)}") from e
         with quiet_transformers():
             try:
-                model = cls._from_config(self.config)
+                model = cls._from_config(config)
             except LayertimeError:
                 raise
+            except AttributeError as e:
+                raise LayertimeError(f"cannot build {self.label}: {_missing_field(e, config)}") from e
             except Exception as e:
                 raise LayertimeError(f"cannot build {self.label}: {_first_line(e)}") from e
         if not isinstance(model, nn.Module):
@@ -156,9 +201,48 @@ class HFModel:
         return model
 
 
+_NO_ATTRIBUTE = re.compile(r"'(\w+)' object has no attribute '(\w+)'")
+
+
+def _missing_field(e: AttributeError, config: Any) -> str:
+    """What to set when transformers' code reads a config field the config lacks
+    (DBRX's attention reads ``attn_config.rope_theta``, which its config class does not
+    define): the field and the ``--config`` that gives it, or the error's own words."""
+    m = _NO_ATTRIBUTE.search(str(e))
+    if m is None:
+        return _first_line(e)
+    cls, attr = m.groups()
+    for key, sub in (getattr(config, "sub_configs", None) or {}).items():
+        if getattr(sub, "__name__", "") == cls:
+            return (f"transformers reads {key}.{attr}, which this config does not set "
+                    f"({cls} has no such field); give it: --config '{key}={{\"{attr}\": "
+                    f"VALUE}}'")
+    if type(config).__name__ == cls:
+        if attr in known_keys(type(config), config):
+            return (f"transformers reads {attr}, which this config does not set; give it: "
+                    f"--config {attr}=VALUE")
+        parts = [p for p in _parts_to_try(config)]
+        hint = f": build its part that has it, {', '.join(parts)}" if parts else ""
+        return (f"transformers builds {type(config).__name__} as if it were its text part, "
+                f"reading {attr}, which it does not have{hint}")
+    return _first_line(e)
+
+
+_EXCEPTION_PREFIX = re.compile(r"^\s*[A-Za-z_.]*(Error|Exception):\s*")
+
+
 def _first_line(e: BaseException) -> str:
+    """transformers' message in one line: a header that ends with ``:`` (a validator's
+    name) gives way to the lines after it, which say what is wrong, and the exception
+    name they start with is dropped; at most 300 characters."""
     text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = lines[1:]
+    line = _EXCEPTION_PREFIX.sub("", " ".join(lines))
+    return line[:300] if len(line) <= 300 else line[:297] + "..."
 
 
 def model_types() -> tuple[str, ...]:
@@ -310,12 +394,66 @@ def apply_overrides(
                 )
             canonical = aliases.get(key, key)
             parsed[canonical] = parse_value(key, value, getattr(base, canonical, None))
+        _check_values(parsed, label)
         try:
             if base_dict:
-                return config_class.from_dict({**dict(base_dict), **parsed})
-            return config_class(**parsed)
+                config = config_class.from_dict({**dict(base_dict), **parsed})
+            else:
+                config = config_class(**parsed)
         except Exception as e:
             raise BadValue(f"--config for {label}: {_first_line(e)}") from e
+        _check_experts(config, parsed, label)
+        return config
+
+
+#: Fields that count or size something: never negative; a number of layers at least 1.
+_COUNT = re.compile(r"(layers|heads|experts|_tok|top_k|size|dim|positions|_len|_ff|inner)$")
+#: A mixture of experts' top-k and number of experts, by the names configs give them.
+_TOP_K = ("num_experts_per_tok", "moe_top_k", "num_selected_experts", "top_k",
+          "n_activated_experts")
+_EXPERTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+
+
+def _check_values(parsed: Mapping[str, Any], label: str) -> None:
+    """Counts and sizes given with ``--config``: none negative, at least one layer (a
+    model of no layers would be profiled as if it were one, without a word)."""
+    for key, value in parsed.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not _COUNT.search(key):
+            continue
+        if value < 0:
+            raise BadValue(f"--config {key}={value}: {label}'s {key} counts or sizes "
+                           "something, so it cannot be negative")
+        if value == 0 and key.endswith("layers"):
+            raise BadValue(f"--config {key}=0: {label} would have no layers to profile; "
+                           "give 1 or more")
+
+
+def _check_experts(config: Any, parsed: Mapping[str, Any], label: str) -> None:
+    """A mixture of experts cannot route each token to more experts than it has (the
+    model would fail in its first forward, blaming the input)."""
+    subs = [getattr(config, k, None) for k in (getattr(config, "sub_configs", None) or {})]
+    for c in [config, *[x for x in subs if x is not None and not isinstance(x, dict)]]:
+        k_name = next((n for n in _TOP_K if isinstance(_get(c, n), int)), None)
+        e_name = next((n for n in _EXPERTS if isinstance(_get(c, n), int) and _get(c, n) > 0),
+                      None)
+        if k_name is None or e_name is None:
+            continue
+        k, e = _get(c, k_name), _get(c, e_name)
+        if k > e:
+            given = next((f"--config {n}={parsed[n]}" for n in (e_name, k_name) if n in parsed),
+                         f"{label}'s config")
+            raise BadValue(f"{given}: {label} routes each token to {k_name}={k} experts, "
+                           f"more than its {e_name}={e}; give --config {k_name}={e} or "
+                           f"fewer, or more experts")
+
+
+def _get(config: Any, name: str) -> Any:
+    """A config field, or None where the config has none, or has one per layer
+    (transformers' heterogeneous configs refuse a global read with a RuntimeError)."""
+    try:
+        return getattr(config, name, None)
+    except RuntimeError:
+        return None
 
 
 # -- resolution -------------------------------------------------------------------
@@ -361,16 +499,72 @@ def resolve_hf(name: str, overrides: Sequence[str] = ()) -> HFModel:
     )
 
 
+def _image_class(model_type: str) -> str | None:
+    """transformers' image-classification class for a model type, or None."""
+    from transformers.models.auto import modeling_auto as ma
+
+    value = ma.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.get(model_type)
+    return _class_names(value)[0] if value else None
+
+
+def _parts_to_try(config: Any) -> list[str]:
+    """Model types of a composite config's parts layertime can feed (its text model)."""
+    heads = _mappings()
+    out = []
+    for sub in (getattr(config, "sub_configs", None) or {}).values():
+        mtype = getattr(sub, "model_type", "")
+        if mtype and any(mtype in heads[h] for h in heads) and "vocab_size" in getattr(
+                sub, "__dataclass_fields__", {}) | vars(sub):
+            out.append(PREFIX + mtype)
+    return out
+
+
+def _main_input(class_name: str) -> str:
+    """What a transformers model class takes first (its ``main_input_name``)."""
+    cls = getattr(transformers_module(), class_name, None)
+    return str(getattr(cls, "main_input_name", "input_ids")) if cls is not None else "input_ids"
+
+
 def _finish(name: str, source: str, origin: str, config: Any) -> HFModel:
+    """The head and class for a config, or a one-line refusal saying what would work."""
+    label = PREFIX + name
     text = getattr(config, "get_text_config", None)
-    if getattr(config, "vocab_size", None) is None:
+    try:
         inner = text() if callable(text) else None
-        if inner is None or getattr(inner, "vocab_size", None) is None or inner is config:
-            raise BadValue(
-                f"hf:{name} ({config.model_type}) is not a text model: its config has no "
-                "vocab_size, and layertime's token workload feeds token ids"
-            )
-    head, cls = choose_head(config)
+    except ValueError:  # several text parts (an encoder's and a decoder's): none is "the" one
+        inner = None
+    has_vocab = getattr(config, "vocab_size", None) is not None or (
+        inner is not None and inner is not config and getattr(inner, "vocab_size", None) is not None
+    )
+    head, cls = choose_head(config) if has_vocab else ("base", "")
+    main = _main_input(cls) if cls else "pixel_values"
+    if not has_vocab or main == "pixel_values":
+        image = _image_class(config.model_type)
+        if image is not None and _main_input(image) == "pixel_values":
+            return HFModel(name, source, origin, config, IMAGE_HEAD, image)
+        parts = _parts_to_try(config)
+        hint = f"; its parts that take token ids: {', '.join(parts)}" if parts else ""
+        raise BadValue(
+            f"{label} ({config.model_type}) is neither a text model (it takes {main}, not "
+            "token ids: --seq-len) nor an image classifier (transformers has no "
+            f"image-classification head for it: --image-size){hint}"
+        )
+    if main != "input_ids":
+        raise BadValue(f"{label} ({config.model_type}) takes {main} ({cls}), not token ids: "
+                       "layertime feeds token ids (--seq-len) or images (--image-size)")
+    parts = _parts_to_try(config)
+    if head == "base" and inner is not None and inner is not config and parts:
+        raise BadValue(
+            f"{label} ({config.model_type}) is a composite model whose bare {cls} needs more "
+            f"than token ids; its parts that take them: {', '.join(parts)}")
+    chosen_by_config = cls in (getattr(config, "architectures", None) or ())
+    if head == "causal-lm" and getattr(config, "is_encoder_decoder", False) and not chosen_by_config:
+        raise BadValue(
+            f"{label} ({config.model_type}) is an encoder-decoder whose encoder does not "
+            "take token ids (transformers has no text-to-text head for it); layertime feeds "
+            f"token ids, so it can profile the decoder alone ({cls}, its encoder not built): "
+            "ask for that with --config is_encoder_decoder=false"
+        )
     return HFModel(name, source, origin, config, head, cls)
 
 

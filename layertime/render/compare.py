@@ -17,7 +17,7 @@ from layertime.results.run import Run
 from layertime.results.sharded import COLLECTIVE_LABELS
 from layertime.results.stored import StoredRun
 from layertime.results.sweep import SweepResult
-from layertime.taxonomy import KIND_LABELS, KINDS, STEP_KINDS
+from layertime.taxonomy import KIND_LABELS, KINDS, ROLES, STEP_KINDS
 
 
 def runs_table(runs: Sequence[StoredRun], width: int | None = None) -> RenderableType:
@@ -65,10 +65,10 @@ def runs_csv(runs: Sequence[StoredRun]) -> str:
 
 #: Column headers narrow enough for a sweep table.
 _SHORT = {"linear": "fc", "activation": "act", "embedding": "embed", "attention": "attn",
-          "recurrent": "rnn", "dropout": "drop", "step": "step", "unattributed": "unattr"}
+          "recurrent": "rnn", "dropout": "drop", "step": "step", "unattributed": "unattr",
+          "mixing": "mix", "experts": "moe", "router": "router"}
 #: Role columns of a token sweep (issue 11), in order.
-_ROLE_COLUMNS = ("attention", "mlp", "embedding", "norm", "head", "other", "loss", "step",
-                 "unattributed")
+_ROLE_COLUMNS = (*ROLES, "loss", "step", "unattributed")
 
 
 def sweep_table(result: SweepResult, width: int | None = None) -> RenderableType:

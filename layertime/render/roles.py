@@ -18,12 +18,23 @@ from layertime.render.fmt import count, ms, num, pct
 from layertime.render.layout import Column, Row, lay_out
 from layertime.render.views.roles import shows_roles
 from layertime.results.cost import CostResult
+from layertime.results.rows import CORES
 from layertime.results.run import Run
-from layertime.taxonomy import ROLE_LABELS, ROLES
+from layertime.taxonomy import KIND_LABELS, ROLE_LABELS, ROLES
 
 _STEP_LABELS = {"loss": "loss (step)", "step": "zero_grad, data",
                 "unattributed": "unattributed"}
 _TITLE = "by role (layertime.roles): attention = projections + core, MLP = feed-forward"
+#: Under the table when a run has experts: what the two MoE roles hold.
+MOE_NOTE = "MoE experts: the experts (shared too), dispatch, combine; router: gate, top-k"
+#: The roles printed bold: what mixes the sequence and the feed-forward layers.
+_LEAD = ("attention", "mixing", "mlp", "experts")
+
+
+def core_label(role: str) -> str:
+    """The line under a role for its core: attention's score/softmax core, sequence
+    mixing's selective scan."""
+    return "score/softmax core" if role == "attention" else KIND_LABELS[CORES[role]]
 
 
 def has_roles(run: Run) -> bool:
@@ -60,9 +71,9 @@ def render_roles(run: Run, width: int | None = None) -> RenderableType:
             continue
         rows.append(Row((f"{ROLE_LABELS[role]} ({rt.rows})", ms(rt.forward_s + rt.backward_s),
                          ms(rt.time_s), pct(rt.share), count(rt.params),
-                         pct(rt.params_share)), bold=role in ("attention", "mlp")))
-        if role == "attention" and rt.core_s:
-            rows.append(Row(("  score/softmax core", "", ms(rt.core_s), pct(rt.core_share),
+                         pct(rt.params_share)), bold=role in _LEAD))
+        if role in CORES and rt.core_s:
+            rows.append(Row((f"  {core_label(role)}", "", ms(rt.core_s), pct(rt.core_share),
                              "", "")))
     first = True
     p = run.phases
@@ -82,6 +93,8 @@ def render_roles(run: Run, width: int | None = None) -> RenderableType:
     line = block_line(run)
     if line:
         parts.append(Text(line, style="dim"))
+    if "experts" in roles:
+        parts.append(Text(MOE_NOTE, style="dim"))
     return Group(*parts)
 
 
@@ -105,9 +118,9 @@ def cost_roles(cost: CostResult, width: int | None = None) -> RenderableType:
                  num(rc.saved_activations / 1e6), pct(rc.params_share)]
         if pred:
             cells.append(pct(rc.predicted_share))
-        rows.append(Row(tuple(cells), bold=role in ("attention", "mlp")))
-        if role == "attention" and rc.core_flops:
-            rows.append(Row(("  score/softmax core", num(rc.core_flops / 1e9),
+        rows.append(Row(tuple(cells), bold=role in _LEAD))
+        if role in CORES and rc.core_flops:
+            rows.append(Row((f"  {core_label(role)}", num(rc.core_flops / 1e9),
                              pct(rc.core_flops / total), "", "", *([""] if pred else []))))
     parts: list[RenderableType] = [
         Text("by role (layertime.roles; FLOPs of the whole step)", style="bold"),
@@ -122,4 +135,6 @@ def cost_roles(cost: CostResult, width: int | None = None) -> RenderableType:
             f"{len(blocks)} block(s) ({span}): {num(min(flops) / 1e9)} to "
             f"{num(max(flops) / 1e9)} GFLOP and {num(min(saved) / 1e6)} to "
             f"{num(max(saved) / 1e6)} MB of saved activations each", style="dim"))
+    if "experts" in roles:
+        parts.append(Text(MOE_NOTE, style="dim"))
     return Group(*parts)

@@ -276,9 +276,11 @@ class CostResult:
         return block_costs(self.layers)
 
     def is_transformer(self) -> bool:
-        """Whether the model has attention and MLP layers."""
+        """Whether the model has blocks that mix the sequence (attention or a scan) and
+        feed-forward layers (an MLP, experts) or more mixing, as :meth:`Run.is_transformer`."""
         roles = self.by_role()
-        return "attention" in roles and "mlp" in roles
+        mixes = "attention" in roles or "mixing" in roles
+        return mixes and any(k in roles for k in ("mlp", "experts", "mixing"))
 
     def headline(self) -> str:
         """One line: the share of FLOPs (and predicted time) of conv and fully connected

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from layertime.results.cost_rows import LayerCost, PhaseCounts
+from layertime.results.rows import CORES
 from layertime.taxonomy import ROLE_LABELS, ROLES
 
 
@@ -19,7 +20,8 @@ from layertime.taxonomy import ROLE_LABELS, ROLES
 class RoleCost:
     """Counts of all layers of one role (or the loss row, role ``loss``), shares of the
     step; ``core_flops``: the attention role's ``attention``-kind layers (its score/softmax
-    core, without the projections)."""
+    core, without the projections), the sequence-mixing role's ``scan``-kind layers (its
+    selective scan)."""
 
     role: str
     layers: int
@@ -61,10 +63,13 @@ def role_costs(
     if loss.calls or loss.flops.total:
         groups["loss"] = [loss]
     out: dict[str, RoleCost] = {}
-    for role in [k for k in (*ROLES, "loss") if k in groups]:
+    # Known roles in report order, then any a newer version wrote, then the loss.
+    known = [k for k in ROLES if k in groups]
+    for role in known + [k for k in groups if k not in known and k != "loss"] + (
+            ["loss"] if "loss" in groups else []):
         rows = groups[role]
         flops = sum((r.flops for r in rows), PhaseCounts())
-        core = sum(r.flops.total for r in rows if role == "attention" and r.kind == "attention")
+        core = sum(r.flops.total for r in rows if CORES.get(role) == r.kind)
         p_s: float | None = None
         p_share: float | None = None
         if predicted_total_s is not None:
@@ -102,22 +107,33 @@ def block_costs(layers: Sequence[LayerCost]) -> dict[str, BlockCost]:
 def transformer_headline(
     roles: dict[str, RoleCost], *, training: bool, flops_total: int, where: str
 ) -> str:
-    """Attention against the MLP (shares of FLOPs, predicted time and parameters), then the
-    embeddings and head together; ``where`` closes it ("(hf:gpt2, batch 8, seq 1024)")."""
+    """Each role of the blocks (shares of FLOPs, predicted time and parameters):
+    attention with its score/softmax core, sequence mixing with its selective scan, the
+    MLP, MoE experts with their router; then the embeddings and head together; ``where``
+    closes it ("(hf:gpt2, batch 8, seq 1024)")."""
     what = "training FLOPs" if training else "forward FLOPs"
+    parts: list[str] = []
 
-    def part(noun: str, rcs: list[RoleCost], first: bool, core: int = 0) -> str:
+    def part(noun: str, rcs: list[RoleCost], note: str = "") -> None:
         share = sum(r.flops_share for r in rcs)
-        text = f"{noun}: {share:.0%} of {what if first else 'FLOPs'}"
-        if core:
-            text += f" (its score/softmax core: {core / (flops_total or 1):.0%})"
+        text = f"{noun}: {share:.0%} of {'FLOPs' if parts else what}{note}"
         if all(r.predicted_share is not None for r in rcs):
             text += f", {sum(r.predicted_share or 0.0 for r in rcs):.0%} of predicted time"
-        return text + f", {sum(r.params_share for r in rcs):.0%} of parameters"
+        parts.append(text + f", {sum(r.params_share for r in rcs):.0%} of parameters")
 
-    att, mlp = roles["attention"], roles["mlp"]
-    parts = [part("attention", [att], True, att.core_flops), part("MLP", [mlp], False)]
+    for role in ("attention", "mixing", "mlp", "experts"):
+        rc = roles.get(role)
+        if rc is None:
+            continue
+        note = ""
+        if role == "attention" and rc.core_flops:
+            note = f" (its score/softmax core: {rc.core_flops / (flops_total or 1):.0%})"
+        elif role == "mixing" and rc.core_flops:
+            note = f" (its selective scan: {rc.core_flops / (flops_total or 1):.0%})"
+        elif role == "experts" and "router" in roles:
+            note = f" (router {roles['router'].flops_share:.0%})"
+        part(rc.label, [rc], note)
     ends = [roles[k] for k in ("embedding", "head") if k in roles]
     if ends:
-        parts.append(part(" and ".join(r.label for r in ends), ends, False))
+        part(" and ".join(r.label for r in ends), ends)
     return "; ".join(parts) + f" ({where})"

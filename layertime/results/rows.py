@@ -148,13 +148,20 @@ class KindTotal:
         return KIND_LABELS.get(self.kind, self.kind)
 
 
+#: The role whose rows of a kind are its core, and that kind: attention's score/softmax
+#: core, sequence mixing's selective scan.
+CORES: dict[str, str] = {"attention": "attention", "mixing": "scan"}
+
+
 @dataclass(frozen=True)
 class RoleTotal:
     """Time and parameters of all rows of one role (``attention``, ``mlp``, ...), or of a
     step-level row (``loss``, ``step``, ``unattributed``: time only).
 
-    ``core_s`` is the attention role only: the self time of its ``attention``-kind
-    rows (scores, softmax, weighted sum), without the projections.
+    ``core_s`` is the attention and sequence-mixing roles' only (:data:`CORES`): the
+    self time of the attention role's ``attention``-kind rows (scores, softmax,
+    weighted sum), without the projections; of the mixing role's ``scan``-kind rows
+    (the selective scan), without its projections and convolution.
     """
 
     role: str
@@ -229,7 +236,10 @@ def kind_totals(
     sums["step"] = _KindSums(forward_s=p.step_level_s)
     sums["unattributed"] = _KindSums(forward_s=p.unattributed_s)
     out: dict[str, KindTotal] = {}
-    for kind in [k for k in KINDS + STEP_KINDS if k in sums]:
+    # Known kinds in report order, then any a newer version wrote (so shares add up).
+    order = [k for k in KINDS + STEP_KINDS if k in sums]
+    order += [k for k in sums if k not in order]
+    for kind in order:
         k = sums[kind]
         t = k.forward_s + k.backward_s + k.update_s + k.comm_exposed_s
         out[kind] = KindTotal(
@@ -269,10 +279,11 @@ def role_totals(
         k.comm_exposed_s += r.comm_exposed_s
         k.params += r.params
         rows[role] = rows.get(role, 0) + 1
-        if role == "attention" and r.kind == "attention":
+        if CORES.get(role) == r.kind:
             core[role] = core.get(role, 0.0) + r.total_s
     out: dict[str, RoleTotal] = {}
-    for role in [k for k in ROLES if k in sums]:
+    # Known roles in report order, then any a newer version wrote (so shares add up).
+    for role in [k for k in ROLES if k in sums] + [k for k in sums if k not in ROLES]:
         k = sums[role]
         t = k.forward_s + k.backward_s + k.update_s + k.comm_exposed_s
         c = core.get(role, 0.0)

@@ -179,9 +179,16 @@ class Run:
         return role_totals(self.layers, self.phases, self.profiled_step_s)
 
     def is_transformer(self) -> bool:
-        """Whether the model has both attention and MLP rows that took time."""
+        """Whether the model has blocks that mix the sequence (attention or a scan) and
+        feed-forward layers (an MLP, experts) or more mixing, whose rows took time: a
+        transformer, a mixture of experts, a state-space model (Mamba), a hybrid (Jamba)."""
         roles = self.roles()
-        return all(k in roles and roles[k].time_s > 0 for k in ("attention", "mlp"))
+
+        def took(role: str) -> bool:
+            return role in roles and roles[role].time_s > 0
+
+        mixes = took("attention") or took("mixing")
+        return mixes and (took("mlp") or took("experts") or took("mixing"))
 
     def headline(self) -> str:
         """The one-line answer: the kinds that take the most time, with their parameter share.
@@ -190,9 +197,9 @@ class Run:
         them, since that is the question the tool exists to answer; then any
         other kind that takes more time than either of them (AlexNet 2012's
         normalisation layers); a model with neither names its two largest
-        kinds.  For a transformer (attention and MLP rows that took time,
-        :meth:`is_transformer`) the question is attention against the MLP, and
-        the headline answers it by role instead.
+        kinds.  For a model of transformer-like blocks (:meth:`is_transformer`)
+        the question is what mixes the sequence against the feed-forward layers,
+        and the headline answers it by role instead.
         """
         kinds = {k: v for k, v in self.by_kind().items() if k not in STEP_KINDS}
         if not kinds:
@@ -222,20 +229,31 @@ class Run:
         return "; ".join(parts) + self._comm_label(kinds) + f" ({self._config_label()})"
 
     def _transformer_headline(self, kinds: Mapping[str, KindTotal]) -> str:
-        """Attention against the MLP, then embeddings and head together."""
+        """Each role of the blocks that took time (attention with its score/softmax core,
+        sequence mixing with its selective scan, the MLP, MoE experts with their router),
+        then embeddings and head together."""
         roles = self.roles()
-        att, mlp = roles["attention"], roles["mlp"]
-        saved = self._saved_shares("role", {"attention": att.params_share,
-                                            "mlp": mlp.params_share})
+        parts: list[str] = []
+        shown = [r for r in ("attention", "mixing", "mlp", "experts")
+                 if r in roles and roles[r].time_s]
+        saved = self._saved_shares("role", {r: roles[r].params_share for r in shown})
 
-        def mem(role: str) -> str:
-            return f", {saved.get(role, 0.0):.0%} of saved activations" if saved else ""
+        def part(noun: str, role: str, rt: RoleTotal, note: str = "") -> None:
+            when = "of step time" if not parts else "of time"
+            mem = f", {saved.get(role, 0.0):.0%} of saved activations" if saved else ""
+            parts.append(f"{noun}: {rt.share:.0%} {when}, {rt.params_share:.0%} of parameters"
+                         + mem + note)
 
-        parts = [
-            f"attention: {att.share:.0%} of step time, {att.params_share:.0%} of parameters"
-            f"{mem('attention')} (its score/softmax core: {att.core_share:.0%})",
-            f"MLP: {mlp.share:.0%} of time, {mlp.params_share:.0%} of parameters{mem('mlp')}",
-        ]
+        for role in shown:
+            rt = roles[role]
+            note = ""
+            if role == "attention":
+                note = f" (its score/softmax core: {rt.core_share:.0%})"
+            elif role == "mixing" and rt.core_s:
+                note = f" (its selective scan: {rt.core_share:.0%})"
+            elif role == "experts" and "router" in roles:
+                note = f" (router {roles['router'].share:.0%})"
+            part(rt.label, role, rt, note)
         ends = [roles[k] for k in ("embedding", "head") if k in roles]
         if ends:
             share = sum(r.share for r in ends)

@@ -18,7 +18,8 @@ Hugging Face transformers computes it when given ``labels``:
   behind the decoder start token;
 * ``base`` (a transformers model without a head): a stand-in, the mean of
   the squared last hidden state (in float32), so that backward reaches every
-  layer.
+  layer; a model that returns no hidden state (a retriever's pooled output, a
+  speech synthesiser's waveform) is trained on its first floating-point output.
 
 Attention masks: every sequence is full length (no padding, as in packed
 pre-training batches), so no ``attention_mask`` is passed and each model
@@ -222,10 +223,26 @@ def _field(output: Any, name: str) -> torch.Tensor:
     return value
 
 
+def _stand_in(output: Any) -> torch.Tensor:
+    """What a model without a head is trained on here: its last hidden state, or, for a
+    model that returns none (a retriever's pooled output, a speech synthesiser's
+    waveform), its first floating-point output."""
+    if isinstance(output, Mapping) and isinstance(output.get("last_hidden_state"), torch.Tensor):
+        return output["last_hidden_state"]
+    if isinstance(output, torch.Tensor):
+        return output
+    values = output.values() if isinstance(output, Mapping) else (
+        output if isinstance(output, (tuple, list)) else ())
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            return v
+    return _field(output, "last_hidden_state")
+
+
 def head_loss(head: str, output: Any, labels: torch.Tensor | None) -> torch.Tensor:
     """The loss of ``head``, as transformers computes it from ``labels`` (module docstring)."""
     if head == "base" or labels is None:
-        return _field(output, "last_hidden_state").float().pow(2).mean()
+        return _stand_in(output).float().pow(2).mean()
     logits = _field(output, "logits").float()
     if head == "causal-lm":
         # transformers' ForCausalLMLoss: pad the labels and shift them left.

@@ -52,6 +52,10 @@ def main() -> None:
     trainer.fit(Net(), DataLoader(data, batch_size=8))
     if trainer.is_global_zero:
         print("skipped:", cb.skipped)
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # gloo's threads stopped before exit, not at teardown
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

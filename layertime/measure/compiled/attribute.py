@@ -192,7 +192,10 @@ def _op_family(op: str) -> str:
     return op.rsplit("::", 1)[-1].strip("_").split("_", 1)[0]
 
 
-def _members(site: CallSite, graph: GraphInfo, module_index: Mapping[str, int]) -> dict[str, float]:
+def _members(
+    site: CallSite, graph: GraphInfo, module_index: Mapping[str, int],
+    splits: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+) -> dict[str, float]:
     """Module -> summed node weight of one call site (views, weightless, join only
     when no node of the site has weight; graph inputs only when the site has
     nothing else).  An extern kernel's provenance may list the nodes feeding it;
@@ -217,13 +220,48 @@ def _members(site: CallSite, graph: GraphInfo, module_index: Mapping[str, int]) 
         nodes = own or nodes
     weighted = [x for x in nodes if x.weight > 0]
     out: dict[str, float] = defaultdict(float)
-    if weighted:
-        for x in weighted:
-            out[x.module] += x.weight  # type: ignore[index]
-    else:
-        for x in nodes:
-            out[x.module] += 1.0  # type: ignore[index]
+    for x in weighted or nodes:
+        w = x.weight if weighted else 1.0
+        for m, share in _rows_of(x, splits or {}, module_index):
+            out[m] += w * share
     return dict(out)
+
+
+#: Families of ops whose nodes a module's projections turn into, forward and backward.
+_FAMILY = {"mm": "mm", "addmm": "mm", "linear": "mm", "matmul": "mm", "bmm": "bmm",
+           "baddbmm": "bmm", "convolution": "conv", "_convolution": "conv",
+           "convolution_backward": "conv", "_grouped_mm": "grouped_mm",
+           "grouped_mm": "grouped_mm"}
+
+
+def _family(op: str | None) -> str | None:
+    return _FAMILY.get((op or "").split("::")[-1])
+
+
+def _rows_of(
+    x: NodeInfo, splits: Mapping[str, Mapping[str, Mapping[str, float]]],
+    module_index: Mapping[str, int],
+) -> list[tuple[str, float]]:
+    """The rows a node's work goes to: its module's, or, for a matrix multiply or a
+    convolution of a module that computes projections itself (``ModuleTable.op_rows``:
+    module -> op -> row -> share of that op's FLOPs, from an eager forward), the rows of
+    the projections of that op's family, by their shares.  Forward and backward nodes
+    are told apart from the module's other work by family only: a module whose core
+    also multiplies in that family is not split."""
+    assert x.module is not None
+    by_op = splits.get(x.module)
+    family = _family(x.op)
+    if not by_op or family is None:
+        return [(x.module, 1.0)]
+    rows: dict[str, float] = defaultdict(float)
+    for op, shares in by_op.items():
+        if _family(op) == family:
+            for row, share in shares.items():
+                rows[row] += share
+    total = sum(rows.values())
+    if not total or any(r not in module_index for r in rows):
+        return [(x.module, 1.0)]
+    return [(r, v / total) for r, v in rows.items()]
 
 
 def attribute_compiled_step(
@@ -239,6 +277,7 @@ def attribute_compiled_step(
     kernels: Mapping[int, Sequence[tuple[str, float]]] | None = None,
     shapes: Mapping[int, tuple[int, ...]] | None = None,
     param_modules: Mapping[tuple[int, ...], Sequence[str]] | None = None,
+    splits: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
 ) -> tuple[StepCharges, CompiledStep]:
     """Charge one compiled step (``step`` is its ``layertime::step`` range).
 
@@ -248,8 +287,11 @@ def attribute_compiled_step(
     CUDA, the device kernels each CPU event launched directly, as
     (name, microseconds); Triton kernels are found there.  ``shapes`` gives
     an event's first input shape where recorded, ``param_modules`` the layers
-    owning a trainable parameter of each shape (for AccumulateGrad).  Other
-    arguments are as for :func:`~layertime.measure.attribute.attribute_step`.
+    owning a trainable parameter of each shape (for AccumulateGrad).  ``splits``
+    (``ModuleTable.op_rows``) sends the matrix multiplies of a module that computes
+    projections itself to the projections' rows (:func:`_rows_of`); ``module_index``
+    must then hold those rows.  Other arguments are as for
+    :func:`~layertime.measure.attribute.attribute_step`.
     """
     # Long on purpose (about 260 lines): one pass over one step, whose nested
     # helpers share that step's tree, charges and running totals; its stages
@@ -417,7 +459,7 @@ def attribute_compiled_step(
             used[pool_i].add(j)
             cursor[pool_i] = j + 1
             site = pool[j]
-            members = _members(site, graph, module_index)
+            members = _members(site, graph, module_index, splits)
             if not members:
                 info.unplaced[site.kernel] = info.unplaced.get(site.kernel, 0.0) + us * 1e-6
                 continue

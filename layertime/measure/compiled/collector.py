@@ -127,7 +127,7 @@ class CompiledCollector:
             if cuda_graphs is None else cuda_graphs
         )
         self.capture = ProvenanceCapture(model, device, backend)
-        self._index = {e.name: e.index for e in table}
+        self._index = {e.name: e.index for e in table.rows()}
         self._root = table.entries[0].index if len(table) else 0
         self._mark = 0
         self._tally = _Tally()
@@ -254,6 +254,7 @@ class CompiledCollector:
             kernels=session.kernels if device_time else None,
             shapes=session.shapes,
             param_modules=self._param_modules,
+            splits=self.table.op_rows,
         )
         self._tally.steps.append(info)
         self.on_attributed(session, step, members, charges, info)

@@ -34,6 +34,8 @@ class TraceEntry:
     type: str
     params: int
     trainable: int
+    #: Always None: a trace has no part rows (``ModuleEntry.part_of``).
+    part_of: int | None = None
 
 
 class TraceTable:
@@ -51,6 +53,10 @@ class TraceTable:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def rows(self) -> list[TraceEntry]:
+        """Every row's entry (a trace has no part rows)."""
+        return list(self.entries)
 
     def placements(self) -> dict[str, Placement]:
         """Role and block of every entry, by name."""

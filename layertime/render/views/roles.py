@@ -22,7 +22,7 @@ from layertime.render.views.style import (
     fmt_pct,
     si_scale,
 )
-from layertime.results.rows import RoleTotal
+from layertime.results.rows import CORES, RoleTotal
 from layertime.taxonomy import ROLE_LABELS, ROLES, kind_label
 
 #: Roles in report order, then the step-level rows (a profile's loss, zero_grad and data,
@@ -31,17 +31,30 @@ ROLE_ORDER: tuple[str, ...] = (*ROLES, "loss", "step", "unattributed")
 #: The attention core's own bar: part of attention's, not beside it.
 CORE_LABEL = "score/softmax core (in attention)"
 CORE_NOTE = "part of attention: included in attention's bar, not added to it"
+#: The selective scan's own bar: part of sequence mixing's.
+SCAN_LABEL = "selective scan (in sequence mixing)"
+SCAN_NOTE = "part of sequence mixing: included in its bar, not added to it"
+#: Each core's group key, label and note, by its role (results.rows.CORES).
+_CORE_GROUPS = {"attention": ("attention-core", CORE_LABEL, CORE_NOTE),
+                "mixing": ("mixing-core", SCAN_LABEL, SCAN_NOTE)}
 #: What each role holds, for the charts' captions.
 ROLES_NOTE = ("Roles (layertime.roles): attention is its projections and its score/softmax "
-              "core; MLP the feed-forward projections and their activation; embeddings, "
-              "norms, head (LM head, pooler, classifier); other is what cannot be placed "
-              "(containers' own time, such as residual adds).")
+              "core; sequence mixing a state-space mixer (its selective scan, projections "
+              "and convolution); MLP the feed-forward projections and their activation; "
+              "MoE experts every expert (shared ones too) and the MoE layer's dispatch, "
+              "MoE router its gate and top-k; embeddings, norms, head (LM head, pooler, "
+              "classifier); other is what cannot be placed (containers' own time, such as "
+              "residual adds).")
+#: Roles that make a result a transformer-like model's (blocks that mix the sequence
+#: or feed forward), for which reports show roles.
+_BLOCK_ROLES = ("attention", "mixing", "mlp", "experts")
 
 
 def shows_roles(roles: Mapping[str, Any]) -> bool:
-    """Whether a result's roles (``Run.roles()``, ``CostResult.by_role()``) have attention or
-    MLP layers: a transformer, text or image.  Reports show roles only then."""
-    return "attention" in roles or "mlp" in roles
+    """Whether a result's roles (``Run.roles()``, ``CostResult.by_role()``) have attention,
+    sequence-mixing, MLP or expert layers: a transformer (text or image), a mixture of
+    experts, a state-space model.  Reports show roles only then."""
+    return any(k in roles for k in _BLOCK_ROLES)
 
 
 def role_label(role: str) -> str:
@@ -51,8 +64,8 @@ def role_label(role: str) -> str:
 
 def role_groups(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str],
                 time: Mapping[str, RoleTotal] | None = None) -> list[dict[str, Any]]:
-    """Each role's share of each metric, the attention core after attention, for
-    :func:`roles_chart`.
+    """Each role's share of each metric, a role's core after it (attention's score/softmax
+    core, sequence mixing's selective scan), for :func:`roles_chart`.
 
     ``rows`` are a view's rows, each with its ``role`` (step-level rows: their
     kind), ``kind``, ``params`` and, where counted, ``flops`` (by phase, with
@@ -79,14 +92,15 @@ def role_groups(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str],
     groups: list[dict[str, Any]] = []
     for role in [k for k in ROLE_ORDER if k in by_role] + [k for k in by_role
                                                            if k not in ROLE_ORDER]:
-        core_rows = [r for r in by_role[role] if role == "attention" and r["kind"] == "attention"]
+        core_rows = [r for r in by_role[role] if CORES.get(role) == r["kind"]]
         parts = [(role, role_label(role), by_role[role])]
+        core_key, core_label, core_note = _CORE_GROUPS.get(role, ("", "", ""))
         if core_rows:
-            parts.append(("attention-core", CORE_LABEL, core_rows))
+            parts.append((core_key, core_label, core_rows))
         for key, label, mine in parts:
             g: dict[str, Any] = {"key": key, "label": label, **sums(mine)}
-            if key == "attention-core":
-                g["note"] = CORE_NOTE
+            if key == core_key:
+                g["note"] = core_note
             g["params"] = g["params_n"] / params_total
             for m, n in (("flops", "flops_n"), ("memory", "memory_n"),
                          ("predicted", "predicted_s")):
@@ -94,7 +108,7 @@ def role_groups(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str],
                     g[m] = g[n] / (totals.get(n) or 1.0)
             if time is not None:
                 rt = time.get(role)
-                core = key == "attention-core"
+                core = key == core_key
                 g["time_s"] = (rt.core_s if core else rt.time_s) if rt is not None else 0.0
                 g["time"] = (rt.core_share if core else rt.share) if rt is not None else 0.0
             groups.append(g)
@@ -106,8 +120,9 @@ def roles_chart(groups: Sequence[Mapping[str, Any]], metrics: Sequence[str],
                 caption: str) -> dict[str, Any]:
     """"Share by role": each role's share of each metric beside the others."""
     return shares_chart("roles", groups, metrics, "Share by role",
-                        caption + " The score/softmax core is part of attention: its bar is "
-                        "included in attention's, not added to it.")
+                        caption + " The score/softmax core is part of attention (the selective "
+                        "scan of sequence mixing): its bar is included in that role's, not "
+                        "added to it.")
 
 
 def _block_of(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:

@@ -42,6 +42,7 @@ KIND_COLORS: dict[str, str] = {
     "dropout": "#ff9da6",
     "embedding": "#9d755d",
     "attention": "#e45756",
+    "scan": "#8e6bbf",
     "recurrent": "#eeca3b",
     "loss": "#79706e",
     "other": "#bab0ac",
@@ -53,7 +54,10 @@ KIND_COLORS: dict[str, str] = {
 #: compared, get the two strongest colours.
 ROLE_COLORS: dict[str, str] = {
     "attention": "#e45756",
+    "mixing": "#f58518",
     "mlp": "#4c78a8",
+    "experts": "#72b7b2",
+    "router": "#eeca3b",
     "embedding": "#9d755d",
     "norm": "#54a24b",
     "head": "#b279a2",
