@@ -136,26 +136,27 @@ def kind_of(module: nn.Module) -> str:
 
 
 # -- watching a forward -------------------------------------------------------------
-_SDPA_MARKERS = ("scaled_dot_product", "multi_head_attention", "flash_attention",
+#: The op names each rule reads (``measure/traces/op_kinds.py`` reads a trace by them too).
+SDPA_OPS = ("scaled_dot_product", "multi_head_attention", "flash_attention",
                  "efficient_attention", "cudnn_attention", "flex_attention")
 _MATMULS = frozenset(("mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "mv", "addmv",
                       "dot", "linear", "_scaled_mm", "_int_mm", "_grouped_mm", "grouped_mm",
                       "_scaled_grouped_mm"))
 #: A softmax, or one written by hand as exp(x - logsumexp(x)) (Reformer's attention).
-_SOFTMAX = frozenset(("softmax", "_softmax", "_safe_softmax", "log_softmax", "_log_softmax",
+SOFTMAX_OPS = frozenset(("softmax", "_softmax", "_safe_softmax", "log_softmax", "_log_softmax",
                       "logsumexp"))
-_CONV_PREFIX = ("convolution", "_convolution", "conv", "cudnn_convolution", "mkldnn_convolution",
+CONV_OPS = ("convolution", "_convolution", "conv", "cudnn_convolution", "mkldnn_convolution",
                 "_slow_conv", "thnn_conv", "_nnpack_spatial_convolution")
-_NORMS = frozenset((
+NORM_OPS = frozenset((
     "native_layer_norm", "layer_norm", "native_batch_norm", "batch_norm",
     "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
     "_native_batch_norm_legit_functional", "cudnn_batch_norm", "miopen_batch_norm",
     "native_group_norm", "group_norm", "instance_norm", "rms_norm", "_fused_rms_norm",
     "_batch_norm_impl_index", "_batch_norm_with_update", "_batch_norm_no_update",
 ))
-_REDUCTIONS = frozenset(("mean", "var", "var_mean", "std", "std_mean", "sum"))
-_EMBEDDINGS = frozenset(("embedding", "embedding_bag", "_embedding_bag", "_embedding_bag_forward_only"))
-_NONLINEAR = frozenset((
+REDUCTION_OPS = frozenset(("mean", "var", "var_mean", "std", "std_mean", "sum"))
+EMBEDDING_OPS = frozenset(("embedding", "embedding_bag", "_embedding_bag", "_embedding_bag_forward_only"))
+NONLINEAR_OPS = frozenset((
     "relu", "relu_", "gelu", "gelu_", "silu", "silu_", "tanh", "tanh_", "sigmoid", "sigmoid_",
     "erf", "elu", "elu_", "leaky_relu", "leaky_relu_", "hardswish", "hardswish_", "hardsigmoid",
     "mish", "softplus", "celu", "selu", "glu", "prelu", "_prelu_kernel", "hardtanh", "hardtanh_",
@@ -339,9 +340,9 @@ class KindObserver:
         seen = self._seen[self._stack[-1]]
         flags = seen.flags
         base = name.rstrip("_") if name.endswith("_") and not name.startswith("_") else name
-        if any(m in name for m in _SDPA_MARKERS):
+        if any(m in name for m in SDPA_OPS):
             flags["sdpa"] += 1
-        elif base in _MATMULS or name.startswith(_CONV_PREFIX):
+        elif base in _MATMULS or name.startswith(CONV_OPS):
             conv = base not in _MATMULS
             ins = _tensors((args, kwargs))
             params = frozenset(k for k in (_storage(t) for t in ins) if k in self._params)
@@ -353,17 +354,17 @@ class KindObserver:
                 flags["conv"] += 1
             elif len(ins) >= 2:
                 flags["act_matmul"] += 1
-        elif base in _SOFTMAX:
+        elif base in SOFTMAX_OPS:
             flags["softmax"] += 1
-        elif base in _NORMS:
+        elif base in NORM_OPS:
             flags["norm"] += 1
         elif base == "rsqrt":
             flags["rsqrt"] += 1
-        elif base in _REDUCTIONS:
+        elif base in REDUCTION_OPS:
             flags["reduce"] += 1
-        elif base in _EMBEDDINGS:
+        elif base in EMBEDDING_OPS:
             flags["embedding"] += 1
-        elif name in _NONLINEAR or base in _NONLINEAR:
+        elif name in NONLINEAR_OPS or base in NONLINEAR_OPS:
             flags["nonlinear"] += 1
         elif base == "exp":
             flags["exp"] += 1

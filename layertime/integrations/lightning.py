@@ -27,7 +27,6 @@ A step is one optimizer step (``trainer.global_step``), from this callback's
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from layertime.errors import MissingExtra
@@ -72,6 +71,7 @@ from layertime.integrations._common import (
     compiled_reason,
 )
 from layertime.measure.tracer import PhaseMarker
+from layertime.measure.traces.lightning import row_of
 from layertime.measure.window import StepWindow
 
 __all__ = ["LayertimeCallback", "lightning_row", "unattributable"]
@@ -85,37 +85,9 @@ _UNATTRIBUTABLE: tuple[tuple[type, str], ...] = (
                               "module ranges"),
 )
 
-#: Lightning hook name -> step row, for the hook calls Lightning names
-#: ``[LightningModule]Cls.hook`` / ``[Strategy]Cls.hook``; other hooks are ``logging``.
-_HOOK_ROWS = {
-    "optimizer_step": "update",
-    "optimizer_zero_grad": "zero_grad",
-    "configure_gradient_clipping": "clip",
-    "lr_scheduler_step": "scheduler",
-    "training_step": "loss",
-    "backward": "backward",
-    "batch_to_device": "data",
-    "transfer_batch_to_device": "data",
-    "on_before_batch_transfer": "data",
-    "on_after_batch_transfer": "data",
-}
-_HOOK_CALL = re.compile(r"^\[(?:LightningModule|Strategy|LightningDataModule)\][^.]*\.(\w+)$")
-
-
-def lightning_row(action: str) -> str | None:
-    """The step row of one of Lightning's profiled actions; None: no row of its own."""
-    if action == "optimizer_step":  # manual optimization's optimizer.step()
-        return "update"
-    if action.startswith("[Callback]"):
-        return "logging"
-    if action.startswith("[_TrainingEpochLoop]") and action.endswith("_dataloader_next"):
-        return "data"
-    m = _HOOK_CALL.match(action)
-    if m:
-        return _HOOK_ROWS.get(m.group(1), "logging")
-    if action.startswith("[_EvaluationLoop]") or action == "save_checkpoint":
-        return "logging"
-    return None  # run_training_epoch, run_training_batch: containers, no row
+#: The step row of one of Lightning's profiled actions (None: no row of its own), the same
+#: table a recorded trace is read by (``measure/traces/lightning.py``).
+lightning_row = row_of
 
 
 def unattributable(strategy: Any, pl_module: Any = None, profiler: Any = None) -> str | None:

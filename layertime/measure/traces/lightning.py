@@ -28,7 +28,7 @@ PROFILE = "[pl][profile]"
 MODULE_RANGE = "[pl][module]"
 BATCH = f"{PROFILE}run_training_batch"
 
-#: Lightning hook name -> step row (as the live callback's table).
+#: Lightning hook name -> step row, for a recorded trace and the live callback alike.
 _HOOK_ROWS = {
     "optimizer_step": "update", "optimizer_zero_grad": "zero_grad",
     "configure_gradient_clipping": "clip", "lr_scheduler_step": "scheduler",

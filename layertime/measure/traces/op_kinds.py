@@ -13,7 +13,7 @@ activation, and, since a trace has no class to test, a leaf whose ops pool, drop
 compute a loss is that; then a class named ``...Norm`` is a norm.  Everything else is
 ``other`` (a name alone does not make attention of a watched module).
 
-The op-name sets mirror those of ``kinds.py`` (which decides from tensors, not names).
+The op-name sets are ``kinds.py``'s (which decides from tensors, not names).
 """
 
 from __future__ import annotations
@@ -22,30 +22,19 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from layertime.kinds import class_kind
+from layertime.kinds import (
+    CONV_OPS,
+    EMBEDDING_OPS,
+    NONLINEAR_OPS,
+    NORM_OPS,
+    REDUCTION_OPS,
+    SDPA_OPS,
+    SOFTMAX_OPS,
+    class_kind,
+)
 
-_SDPA = ("scaled_dot_product", "multi_head_attention", "flash_attention", "efficient_attention",
-         "cudnn_attention", "flex_attention", "_fused_sdp")
 _PARAM_MATMULS = frozenset(("linear", "addmm", "mm", "_scaled_mm", "_int_mm", "addmv", "mv"))
 _ACT_MATMULS = frozenset(("bmm", "baddbmm", "addbmm"))
-_SOFTMAX = frozenset(("softmax", "_softmax", "_safe_softmax", "log_softmax", "_log_softmax"))
-_CONV = ("convolution", "_convolution", "conv", "cudnn_convolution", "mkldnn_convolution",
-         "_slow_conv", "thnn_conv", "_nnpack_spatial_convolution", "miopen_convolution")
-_NORMS = frozenset((
-    "native_layer_norm", "layer_norm", "native_batch_norm", "batch_norm",
-    "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
-    "_native_batch_norm_legit_functional", "cudnn_batch_norm", "miopen_batch_norm",
-    "native_group_norm", "group_norm", "instance_norm", "rms_norm", "_fused_rms_norm",
-    "_batch_norm_impl_index", "_batch_norm_with_update", "_batch_norm_no_update",
-))
-_REDUCTIONS = frozenset(("mean", "var", "var_mean", "std", "std_mean", "sum"))
-_EMBEDDINGS = frozenset(("embedding", "embedding_bag", "_embedding_bag",
-                         "_embedding_bag_forward_only"))
-_NONLINEAR = frozenset((
-    "relu", "gelu", "silu", "tanh", "sigmoid", "erf", "elu", "leaky_relu", "hardswish",
-    "hardsigmoid", "mish", "softplus", "celu", "selu", "glu", "prelu", "_prelu_kernel",
-    "hardtanh", "relu6", "threshold",
-))
 _POOL = ("max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool", "_adaptive_avg_pool",
          "lp_pool", "max_pool2d_with_indices", "mkldnn_max_pool")
 _DROPOUT = frozenset(("dropout", "native_dropout", "feature_dropout", "alpha_dropout",
@@ -74,21 +63,22 @@ def kind_from_ops(ops: Iterable[str], cls_name: str, *, leaf: bool) -> str:
     """The kind of a traced module (see the module doc): ``ops`` are the names (without
     ``aten::``) of the ops its forward ran itself, ``leaf`` whether it called no module."""
     names = {_base(o) for o in ops}
-    if any(m in o for o in names for m in _SDPA) or (names & _SOFTMAX and names & _ACT_MATMULS):
+    if any(m in o for o in names for m in SDPA_OPS) or (
+            names & SOFTMAX_OPS and names & _ACT_MATMULS):
         return "attention"
-    if any(o.startswith(_CONV) for o in names):
+    if any(o.startswith(CONV_OPS) for o in names):
         return "conv"
     if names & _PARAM_MATMULS:
         return "linear"
-    if names & _NORMS or ("rsqrt" in names and names & _REDUCTIONS):
+    if names & NORM_OPS or ("rsqrt" in names and names & REDUCTION_OPS):
         return "norm"
-    if names & _EMBEDDINGS:
+    if names & EMBEDDING_OPS:
         return "embedding"
     kind = torch_class_kind(cls_name)
     if kind is not None:
         return kind
     if leaf:
-        if names & _NONLINEAR:
+        if names & NONLINEAR_OPS:
             return "activation"
         if any(o.startswith(_POOL) for o in names):
             return "pool"
