@@ -101,7 +101,7 @@ def worker(args: argparse.Namespace) -> None:
     def stock_step() -> float:
         sync.begin_step(traced=False)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                    record_shapes=True) as prof:
+                                    record_shapes=not args.no_shapes) as prof:
             t0 = time.perf_counter()
             work.step()
             wall = time.perf_counter() - t0
@@ -111,7 +111,7 @@ def worker(args: argparse.Namespace) -> None:
         return wall
 
     def profiled_step() -> float:
-        session = TraceSession(table, p.device, record_shapes=True)
+        session = TraceSession(table, p.device, record_shapes=not args.no_shapes)
         wall, _ = trace_step(work, session, sync)
         ((step, members),) = split_steps(session.events)
         charged = sync.charge(attribute_step(step, members), False)
@@ -209,7 +209,8 @@ def launch(mode: str, nproc: int, args: argparse.Namespace) -> list[dict[str, An
                "--master-addr", "127.0.0.1", "--master-port", str(free_port()), __file__,
                "--worker", "--mode", mode, "--out", str(out), "--layers", str(args.layers),
                "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--samples",
-               str(args.samples), "--warmup", str(args.warmup)]
+               str(args.samples), "--warmup", str(args.warmup),
+               *(["--no-shapes"] if args.no_shapes else [])]
         env = dict(os.environ, GLOO_SOCKET_IFNAME="lo",
                    OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // nproc)),
                    KINETO_LOG_LEVEL="6")
@@ -290,6 +291,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--only", choices=("fsdp", "tp"))
+    p.add_argument("--no-shapes", action="store_true",
+                   help="both profilers without record_shapes (what recording shapes costs; "
+                        "the collectives' bytes are then 0)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", choices=("fsdp", "tp"), help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
