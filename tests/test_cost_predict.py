@@ -106,6 +106,13 @@ def test_same_device_shows_errors() -> None:
     assert conv.error == pytest.approx(conv.predicted_s / conv.measured_s - 1)
     text = render_text(cmp)
     assert "est. error" in text and "median |error|" in text
+    # The step's ratio and the worst kind, each recomputable from what is printed.
+    assert cmp.step_ratio == pytest.approx(cmp.predicted_total_s / cmp.measured_total_s)
+    assert f"= x{cmp.step_ratio:.2f}" in text.replace("\n", " ")
+    worst = cmp.worst_kind()
+    assert worst is not None and all(
+        abs(worst.share_points) >= abs(k.share_points) for k in cmp.kinds)
+    assert f"largest kind difference: {worst.label} {worst.share_points:+.1f} pts" in text
     other = render_text(join(make_run(), predict(make_cost(), get_profile("a100"))))
     assert "est. error" not in other and "compare shares, not times" in other
 

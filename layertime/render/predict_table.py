@@ -101,12 +101,21 @@ def notes(cmp: Comparison) -> list[str]:
             f"est. total {ms(cmp.predicted_total_s)} ms; est.-meas. pts: predicted share "
             "minus measured share, percentage points"
         )
+        worst = cmp.worst_kind()
+        if worst is not None:
+            lines.append(
+                f"largest kind difference: {worst.label} {worst.share_points:+.1f} pts "
+                f"(est. {worst.predicted_share or 0.0:.1%} vs measured {worst.measured_share:.1%})"
+            )
         if cmp.same_device:
             med = cmp.median_layer_error(0.02)
+            ratio = cmp.step_ratio
             lines.append(
                 "est. error: predicted / measured time - 1 (the profile is of the device that "
                 "measured)" + (f"; median |error| over layers above 2% of the time: {med:.0%}"
                                if med is not None else "")
+                + (f"; step: est. {ms(cmp.predicted_total_s)} ms / measured "
+                   f"{ms(cmp.measured_total_s)} ms = x{ratio:.2f}" if ratio is not None else "")
             )
         else:
             lines.append(

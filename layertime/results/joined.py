@@ -151,6 +151,21 @@ class Comparison:
         errs = [e for _, e in self.layer_errors(min_share)]
         return statistics.median(errs) if errs else None
 
+    @property
+    def step_ratio(self) -> float | None:
+        """Predicted over measured time of the modelled rows (layers and the loss): the
+        step's prediction, x1.00 when exact; None without a prediction."""
+        if self.predicted_total_s is None or not self.measured_total_s > 0:
+            return None
+        return self.predicted_total_s / self.measured_total_s
+
+    def worst_kind(self, min_share: float = 0.0) -> JoinedKind | None:
+        """The kind whose predicted share is furthest from its measured share, in points,
+        among kinds measured above ``min_share`` of the modelled time (None: no prediction)."""
+        kinds = [k for k in self.kinds
+                 if k.share_points is not None and k.measured_share > min_share]
+        return max(kinds, key=lambda k: abs(k.share_points or 0.0), default=None)
+
     def headline(self) -> str:
         """Predicted against measured share of conv and fully connected (or the two largest)."""
         by = {k.kind: k for k in self.kinds}
