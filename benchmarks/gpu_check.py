@@ -128,6 +128,7 @@ class Config:
     amp: str | None = None
     image_size: int | None = None
     num_classes: int = 1000
+    seq_len: int | None = None
 
     def prepare(self, device: torch.device, amp: str | None = None) -> Any:
         """The model built and placed on ``device`` (``amp``: this config's by default)."""
@@ -137,6 +138,8 @@ class Config:
 
     def cost(self) -> Any:
         """The cost model's count of this configuration's step."""
+        if self.seq_len is not None:
+            return estimate(self.model, batch_size=self.batch_size, seq_len=self.seq_len)
         return estimate(self.model, batch_size=self.batch_size, image_size=self.image_size,
                         num_classes=self.num_classes)
 
@@ -151,6 +154,9 @@ FULL = (
 #: CUDA (see layertime.measure.device_time.idle_from_plain); the independent view does
 #: the same with its own unprofiled steps.
 SMOKE = (Config("resnet18", "resnet18", 2, image_size=32, num_classes=10),)
+#: The transformers section's run (benchmarks/transformers_bench.py's GPT-2 small at
+#: sequence 1024, batch 8), predicted beside the image models.
+GPT2 = Config("gpt2-1024", "hf:gpt2", 8, seq_len=1024)
 
 
 class Check:
@@ -564,7 +570,7 @@ def builtin_prediction(cfg: Config, run: Run) -> tuple[Any, Any]:
 
 
 def config_of(key: str) -> Config:
-    return next(c for c in (FULL + SMOKE) if c.key == key)
+    return next(c for c in (*FULL, *SMOKE, GPT2) if c.key == key)
 
 
 def rows_s(run: Run) -> float:
@@ -578,18 +584,12 @@ def rows_s(run: Run) -> float:
 def predict_builtin(chk: Check, cfg: Config, run: Run) -> None:
     """Measured per-kind shares beside the built-in profile's prediction."""
     prof, cost = builtin_prediction(cfg, run)
-    joined = join(run, cost)
-    text, worst = _kind_errors(joined)
-    med = joined.median_layer_error(0.01)
-    chk.add(cfg.key, f"predict {prof.key}", f"measured/predicted %: {text}; worst "
-            f"{worst:.1f} pts; median layer error "
-            f"{'-' if med is None else _pct(med)}", "-", "INFO",
-            device_matched=joined.predicted_device_name is not None, worst_pts=worst)
+    _predicted_row(chk, cfg.key, f"predict {prof.key}", join(run, cost))
 
 
 def check_fit(chk: Check) -> None:
     """calibrate at reduced size, fit to alexnet, predict resnet50 and vgg16."""
-    from layertime.cost.calibrate import fit_to_run
+    from layertime.cost.calibrate import fit_to_run, to_profile
     from layertime.measure.calibrate import calibrate
 
     base = "alexnet" if "alexnet" in chk.runs else next(iter(chk.runs), None)
@@ -604,6 +604,15 @@ def check_fit(chk: Check) -> None:
     chk.add("fit", "calibrate", f"{time.monotonic() - t0:.1f} s: TFLOP/s {peaks}; "
             f"{cal.memory_bandwidth_gb_per_s:.0f} GB/s (matmul side {size}, {mem_mb} MiB)",
             "-", "INFO", calibration=cal.to_dict())
+    # Calibration alone, no model fitted: every run measured here, the held-out test of the
+    # per-shape grid (the built-in profile's rows are "predict <profile>").
+    calibrated = to_profile(cal, "local-gpu")
+    for key, run in chk.runs.items():
+        try:
+            cost = predict(config_of(key).cost(), calibrated, mode=MathMode.of_run(run.environment))
+            _predicted_row(chk, key, "predict calibrated", join(run, cost))
+        except Exception as e:  # one model's failure is a row; the others still run
+            chk.add(key, "predict calibrated", f"{type(e).__name__}: {e}"[:160], "-", "ERROR")
     base_run = chk.runs[base]
     cfg = config_of(base)
     prof, fit, warns = fit_to_run(cal, "local-gpu", base_run, model=cfg.model)
@@ -613,14 +622,18 @@ def check_fit(chk: Check) -> None:
         if key == base or "bf16" in key:
             continue
         cost = predict(config_of(key).cost(), prof, mode=MathMode.of_run(run.environment))
-        joined = join(run, cost)
-        text, worst = _kind_errors(joined)
-        med = joined.median_layer_error(0.01)
-        ratio = joined.predicted_total_s / joined.measured_total_s if (
-            joined.predicted_total_s and joined.measured_total_s) else math.nan
-        chk.add(key, f"predict from {base} fit", f"%: {text}; worst {worst:.1f} pts; median "
-                f"layer error {'-' if med is None else _pct(med)}; step x{ratio:.2f}", "-",
-                "INFO", worst_pts=worst, median_layer_error=med)
+        _predicted_row(chk, key, f"predict from {base} fit", join(run, cost))
+
+
+def _predicted_row(chk: Check, key: str, what: str, joined: Any) -> None:
+    """Measured/predicted share per kind, the worst kind, the median layer error and the
+    step's predicted/measured time of one joined run, as one INFO row."""
+    text, worst = _kind_errors(joined)
+    med = joined.median_layer_error(0.01)
+    ratio = joined.step_ratio if joined.step_ratio is not None else math.nan
+    chk.add(key, what, f"%: {text}; worst {worst:.1f} pts; median layer error "
+            f"{'-' if med is None else _pct(med)}; step x{ratio:.2f}", "-",
+            "INFO", worst_pts=worst, median_layer_error=med, step_ratio=ratio)
 
 
 def check_event_ids(chk: Check, cfg: Config) -> None:
@@ -837,7 +850,9 @@ def check_transformers(chk: Check) -> None:
     lt, ind = r["layertime"], r["independent"]
     roles = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["roles"].items()
                       if isinstance(v, (int, float)) and v >= 0.01)
-    key = "gpt2-1024"
+    key = GPT2.key
+    run = r.pop("run")
+    chk.runs[key] = run
     chk.add(key, "overhead", f"x{r['overhead']:.3f} (step {r['step_ms']:.1f} ms)", "<= 1.05",
             _pass(r["overhead"] <= 1.05), **{k: v for k, v in r.items() if k != "headline"})
     for what, ours, diff in (("attention core", lt["core_busy_share"], r["core_busy_diff_points"]),
@@ -846,6 +861,7 @@ def check_transformers(chk: Check) -> None:
                 f"{diff:+.2f} pts from torch.profiler's kernel classes", "within 3 pts",
                 _pass(abs(diff) <= 3))
     chk.add(key, "roles", f"{roles}; {r['headline'][:120]}", "-", "INFO")
+    predict_builtin(chk, GPT2, run)
 
 
 def check_compiled(chk: Check) -> None:
@@ -1137,7 +1153,7 @@ def main(argv: list[str] | None = None) -> int:
     with chk.section(small.key, "event ids", 10) as ok:
         if ok:
             check_event_ids(chk, small)
-    with chk.section("fit", "calibrate --fit", 30 if chk.cuda else 5) as ok:
+    with chk.section("fit", "calibrate, predict, fit", 60 if chk.cuda else 8) as ok:
         if ok:
             check_fit(chk)
     with chk.section(small.key, "after sessions", 15 if chk.cuda else 5) as ok:

@@ -438,6 +438,7 @@ def gpu_check_transformers(
         "layertime": lt,
         "roles": role_shares(run),
         "headline": run.headline(),
+        "run": run,  # the Run itself, for gpu_check's predictions (not JSON)
         "independent": indep,
         "core_diff_points": 100 * (lt["core_share"] - indep.get("attention_share", 0.0)),
         "matmul_diff_points": 100 * (lt["matmul_share"] - indep.get("matmul_share", 0.0)),

@@ -26,6 +26,7 @@ def test_gpu_check_function_at_toy_size_on_the_cpu() -> None:
     assert 0 < out["independent"]["matmul_share"] < 1
     assert set(out["roles"]) >= {"attention", "mlp", "embedding", "head"}
     assert out["headline"].startswith("attention: ")
+    assert out["run"].headline() == out["headline"]  # the Run itself, for gpu_check
 
 
 @pytest.mark.slow
