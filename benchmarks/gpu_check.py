@@ -44,10 +44,12 @@ What each row measures, per model configuration
   MemTracker).  Target within 1%.  **memory curve**: the highest point of the
   live line (the allocator's events, read with CPU activity only) against the
   peak, within 1%.  **memory layers**: the per-layer breakdown (INFO).
-* **predict**: measured per-kind shares against the roofline prediction on
-  the built-in profile that matches the device (h200), and, after
-  ``calibrate`` on this GPU with efficiencies fitted to the alexnet run,
-  the per-kind and median per-layer error predicting resnet50 and vgg16.
+* **predict** (issue 23): every run (the image models and GPT-2 at sequence 1024)
+  against the roofline prediction, three ways: on the built-in profile that matches
+  the device (h100/h200), on ``calibrate`` run here alone (no model fitted: the held-out
+  test of the per-shape grid), and with efficiencies fitted to the alexnet run; each row
+  gives measured/predicted share per kind, the worst kind in points, the median
+  per-layer error and the step's predicted/measured time.  INFO.
 
 * **attribute trace** (issue 21): the model's steps recorded with the stock profiler
   as a user records them (CPU and CUDA activities, a schedule, ``with_stack=True``,
