@@ -56,8 +56,8 @@ from layertime.cost.devices import DeviceProfile
 from layertime.cost.fit import LatencyFit, LayerTimes, fit_layer_times
 from layertime.models.googlenet2014 import CAFFE_LAYERS as GOOGLENET_LAYERS, GoogLeNet2014
 from layertime.models.overfeat import CAFFE_LAYERS as OVERFEAT_LAYERS, OverFeatFast
-from layertime.results.cost import CostResult
-from layertime.results.cost_rows import LayerCost, OpWork
+from layertime.results.cost.estimate import CostResult
+from layertime.results.cost.rows import LayerCost, OpWork
 from layertime.taxonomy import KIND_LABELS
 
 KIND_TARGET_POINTS = 3.0

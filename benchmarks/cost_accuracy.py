@@ -41,7 +41,7 @@ from layertime.cost.compare import join
 from layertime.cost.roofline import MathMode
 from layertime.measure.calibrate import calibrate
 from layertime.measure.runner import profile
-from layertime.results.joined import Comparison
+from layertime.results.cost.joined import Comparison
 from layertime.results.run import Run
 
 KIND_TARGET_POINTS = 5.0

@@ -176,7 +176,7 @@ def predict(p: Any, workload: Any, layers: Any, phases: Any, samples: Any, plain
     from layertime.cost.sharded import predict_run
     from layertime.measure.aggregate import collective_rows
     from layertime.measure.environment import describe
-    from layertime.results.comm import Link
+    from layertime.results.parallel.comm import Link
     from layertime.results.run import Run
 
     spec = workload.resolved_input

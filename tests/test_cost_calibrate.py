@@ -32,9 +32,9 @@ from layertime.cost.fit import fit_efficiency, solve_scale
 from layertime.cost.profile_file import profile_toml, save_profile
 from layertime.errors import LayertimeError
 from layertime.measure.calibrate import calibrate
-from layertime.results.calibration import Calibration
-from layertime.results.cost import CostResult
-from layertime.results.cost_rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
+from layertime.results.cost.calibration import Calibration
+from layertime.results.cost.estimate import CostResult
+from layertime.results.cost.rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
 from layertime.results.run import Run
 
 TINY = ["--matmul-size", "64", "--memory-mb", "1", "--repeats", "1"]

@@ -19,8 +19,8 @@ from torch import nn
 from layertime.cost import estimate, meta_copy
 from layertime.cost.counts import LOSS_NAME, count_step
 from layertime.errors import LayertimeError
-from layertime.results.cost import CostResult
-from layertime.results.cost_rows import LayerCost
+from layertime.results.cost.estimate import CostResult
+from layertime.results.cost.rows import LayerCost
 from layertime.workload import WorkloadSpec
 
 

@@ -30,8 +30,8 @@ from layertime.cost.devices import (
 from layertime.cost.fit import LayerTimes, fit_efficiency, fit_layer_times
 from layertime.cost.roofline import kernels_launched
 from layertime.errors import LayertimeError
-from layertime.results.cost import CostResult
-from layertime.results.cost_rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
+from layertime.results.cost.estimate import CostResult
+from layertime.results.cost.rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
 
 MS = 1e-3
 TOY = DeviceProfile("toy", "Toy GPU", {"fp32": 10.0}, 100.0, "test", kernel_latency_s=MS)

@@ -16,10 +16,10 @@ from layertime.cli import main
 from layertime.cost import estimate, get_profile, predict
 from layertime.cost.compare import join
 from layertime.errors import LayertimeError
-from layertime.render.predict_table import render_text
-from layertime.results.cost import CostResult
-from layertime.results.cost_rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
-from layertime.results.joined import LOSS_ROW, Comparison
+from layertime.render.cost.predict import render_text
+from layertime.results.cost.estimate import CostResult
+from layertime.results.cost.rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
+from layertime.results.cost.joined import LOSS_ROW, Comparison
 from layertime.results.run import Run
 from layertime.store import Store
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from layertime.cost import estimate, get_profile, predict
-from layertime.render.cost_table import render, render_text
+from layertime.render.cost.table import render, render_text
 from layertime.render.layout import to_text
-from layertime.results.cost import CostResult
+from layertime.results.cost.estimate import CostResult
 from width_checks import check_fits
 
 

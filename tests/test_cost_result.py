@@ -12,7 +12,7 @@ from torch import nn
 
 from layertime.cost import estimate, get_profile, predict
 from layertime.errors import LayertimeError
-from layertime.results.cost import SCHEMA, CostResult
+from layertime.results.cost.estimate import SCHEMA, CostResult
 
 
 def _net() -> nn.Module:

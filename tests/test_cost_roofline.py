@@ -7,8 +7,8 @@ import pytest
 from layertime.cost.devices import DeviceProfile, get_profile
 from layertime.cost.roofline import Efficiency, MathMode, math_peaks, predict
 from layertime.errors import LayertimeError
-from layertime.results.cost import CostResult
-from layertime.results.cost_rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
+from layertime.results.cost.estimate import CostResult
+from layertime.results.cost.rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
 
 #: 10 TFLOP/s FP32, 40 TF32, 80 BF16; 100 GB/s.
 DEV = DeviceProfile(

@@ -36,7 +36,7 @@ from layertime.measure.attribute import StepCharges
 from layertime.measure.parallel.ddp_comm import BucketTimes, StepComm, charge_step, partition_busy
 from layertime.measure.parallel.launch import diagnose, torchrun_failures, worker_argv
 from layertime.measure.parallel.merge import merge_ranks
-from layertime.results.comm import Bucket, Link
+from layertime.results.parallel.comm import Bucket, Link
 from layertime.results.run import Run
 
 #: Each launch must end within this (the slowest, a hang, waits for its 3 s timeout).

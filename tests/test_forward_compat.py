@@ -22,13 +22,13 @@ from layertime.results.compiled import (
     GraphBreak,
     GraphTotal,
 )
-from layertime.results.cost import CostResult
-from layertime.results.comm import Link
-from layertime.results.sharded_cost import ShardedCost
-from layertime.results.joined import Comparison
-from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
+from layertime.results.cost.estimate import CostResult
+from layertime.results.parallel.comm import Link
+from layertime.results.cost.sharded import ShardedCost
+from layertime.results.cost.joined import Comparison
+from layertime.results.parallel.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.run import Run, Slice
-from layertime.results.sharded import CollectiveRow, ShardLayout
+from layertime.results.parallel.sharded import CollectiveRow, ShardLayout
 from layertime.results.trace import TraceSource
 from layertime.results.memory import AtPeak, LayerAtPeak, MemoryMark, MemoryPoint, MemorySummary
 from layertime.models import ModelRef

@@ -90,7 +90,7 @@ def test_roles_blocks_and_the_transformer_headline() -> None:
     assert d["seq_len"] == S and d["roles"]["attention"]["core_flops"] > 0
     assert d["blocks"]["model.layers.0"]["saved_activations_bytes"] == b0.saved_activations
     assert "attention" in d["conventions"]
-    from layertime.results.cost import CostResult
+    from layertime.results.cost.estimate import CostResult
 
     assert CostResult.from_dict(d).seq_len == S
 

@@ -15,7 +15,7 @@ from layertime.render.layout import to_text
 from layertime.render.table import render_text
 from layertime.render.views import compare_view, profile_view
 from layertime.render.views.memory import sweep_memory_charts
-from layertime.results.cost_rows import LayerCost, MemoryBytes, PhaseCounts
+from layertime.results.cost.rows import LayerCost, MemoryBytes, PhaseCounts
 from layertime.results.memory import (
     AtPeak,
     LayerAtPeak,

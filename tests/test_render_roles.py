@@ -120,7 +120,7 @@ def test_the_table_has_a_role_column_and_the_page_a_blocks_card_and_notes() -> N
 
 def test_a_profile_joined_with_counts_has_role_shares_of_flops_too() -> None:
     """Counts joined by name: each role's FLOPs are its rows' FLOPs."""
-    from layertime.results.cost import CostResult
+    from layertime.results.cost.estimate import CostResult
 
     run = factories.transformer_run()
     base = profile_view(run)

@@ -7,12 +7,12 @@ import pytest
 
 import factories
 from factories import layer
-from layertime.render.sharded import collectives_table, sharded_lines
+from layertime.render.parallel.sharded import collectives_table, sharded_lines
 from layertime.render.table import render_text
 from layertime.render.views.profile import profile_view
-from layertime.results.data_parallel import RankRow
+from layertime.results.parallel.data_parallel import RankRow
 from layertime.results.run import Run
-from layertime.results.sharded import CollectiveRow, ShardLayout
+from layertime.results.parallel.sharded import CollectiveRow, ShardLayout
 
 LAYOUT = ShardLayout("fsdp+tp", 4, 2, 2, True, ("h.0", "h.1", ""), {"h.*.attn": "colwise"},
                      "test plan")

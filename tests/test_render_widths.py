@@ -16,14 +16,14 @@ from layertime.cost import get_profile, predict
 from layertime.cost.comm import from_cost
 from layertime.cost.compare import join
 from layertime.render.bench_table import bench_table
-from layertime.render.comm import render as render_comm
+from layertime.render.parallel.comm import render as render_comm
 from layertime.render.compare import compare_table, runs_table, sweep_table
 from layertime.render.layout import Column, Row, lay_out, shorten_middle, to_text
-from layertime.render.predict_table import render as render_joined
-from layertime.render.sharded_cost import render as render_sharded
+from layertime.render.cost.predict import render as render_joined
+from layertime.render.cost.sharded import render as render_sharded
 from layertime.results.bench import BenchResult, LayerBench, RecordedInput
-from layertime.results.comm import Link
-from layertime.results.sharded_cost import ShardedCost
+from layertime.results.parallel.comm import Link
+from layertime.results.cost.sharded import ShardedCost
 from layertime.cost.sharded.collectives import LayerLayout, ParamLayout
 from layertime.cost.sharded.predict import LayerCompute, StepCompute
 from layertime.cost.sharded.predict import predict as predict_sharded

@@ -18,8 +18,8 @@ from layertime.cost import get_profile
 from layertime.cost.sharded import estimate_sharded, predict_run, sharding_of_run
 from layertime.models import ModelRef, resolve
 from layertime.modules import ModuleTable
-from layertime.results.comm import Link
-from layertime.results.sharded_cost import ShardedCost
+from layertime.results.parallel.comm import Link
+from layertime.results.cost.sharded import ShardedCost
 from layertime.workload import WorkloadSpec
 from layertime.workload.sharding import ShardingSpec, fsdp_units
 

@@ -18,8 +18,8 @@ from layertime.cost.sharded.collectives import (
 from layertime.cost.sharded.overlap import Segment, simulate
 from layertime.cost.sharded.predict import LayerCompute, StepCompute, predict
 from layertime.errors import LayertimeError
-from layertime.results.comm import Link
-from layertime.results.sharded_cost import ShardedCost, pattern_of
+from layertime.results.parallel.comm import Link
+from layertime.results.cost.sharded import ShardedCost, pattern_of
 
 #: 8 Gbit/s is 10^9 bytes/s: a ring over 2 ranks moves half of a tensor, so 2e9 bytes take 1 s.
 GB_PER_S = Link(8.0, 0.0)

@@ -29,7 +29,7 @@ from layertime.cli.parser import EXIT_USAGE
 from layertime.errors import BadValue, LayertimeError, OutOfMemory
 
 if TYPE_CHECKING:
-    from layertime.results.cost import CostResult
+    from layertime.results.cost.estimate import CostResult
     from layertime.results.run import Run
     from layertime.workload.sharding import ShardingSpec
 
@@ -89,7 +89,7 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
     else:
         console(args).print(render(run, table_width(args)))
         if joined is not None:
-            from layertime.render.predict_table import render as render_joined
+            from layertime.render.cost.predict import render as render_joined
 
             console(args).print(render_joined(joined, table_width(args)))
     if not args.no_store:
@@ -246,7 +246,7 @@ def cmd_bench_layers(args: argparse.Namespace) -> int:
 def cmd_cost(args: argparse.Namespace) -> int:
     from layertime.cost import MathMode, estimate_with_model, predict
     from layertime.cost.devices import find_profile
-    from layertime.render.cost_table import render
+    from layertime.render.cost.table import render
 
     check_report_paths(args)
     if args.profiles and not args.device_profile:
@@ -362,7 +362,7 @@ def _sharding_of(args: argparse.Namespace, run: Run | None) -> tuple[Any, int]:
 def _sharded_what_if(args: argparse.Namespace, cost: CostResult, model: Any, sharding: Any,
                      world: int, profile: Any, run: Run | None) -> None:
     from layertime.cost.sharded import from_cost, from_run_model, links
-    from layertime.render.sharded_cost import render as render_sharded
+    from layertime.render.cost.sharded import render as render_sharded
 
     dp_link, tp_link, notes = links(_given_link(args, run), device=profile, run=run,
                                     fsdp=sharding.fsdp, tp=sharding.tp)
@@ -384,7 +384,7 @@ def _sharded_what_if(args: argparse.Namespace, cost: CostResult, model: Any, sha
 def _given_link(args: argparse.Namespace, run: Run | None, source: str = "--link-gbps") -> Any:
     """``--link-gbps`` and ``--link-latency-us`` (default: the run's measured latency, else
     5 µs) as a Link, or None."""
-    from layertime.results.comm import DEFAULT_LATENCY_US, Link
+    from layertime.results.parallel.comm import DEFAULT_LATENCY_US, Link
 
     if args.link_latency_us is not None and not args.link_gbps:
         raise BadValue("--link-latency-us needs --link-gbps")
@@ -407,7 +407,7 @@ def _warn_run_differs(run: Run, cost: CostResult) -> None:
 
 def _comm_what_if(args: argparse.Namespace, cost: CostResult, run: Run | None) -> None:
     from layertime.cost.comm import from_cost, from_run
-    from layertime.render.comm import render as render_comm
+    from layertime.render.parallel.comm import render as render_comm
     link = _given_link(args, run, source="given")
     caps = {"cap_bytes": int(args.bucket_cap_mb * 2**20)}
     if run is not None:
@@ -429,7 +429,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from layertime.cost import calibrate as fitting
     from layertime.cost.profile_file import check_profile_file, save_profile
     from layertime.measure import calibrate as measuring
-    from layertime.render.predict_table import calibration_report
+    from layertime.render.cost.predict import calibration_report
     from layertime.workload import resolve_device
 
     if args.json:

@@ -64,8 +64,8 @@ def _show_stored(stored: StoredRun, args: argparse.Namespace, store: Store) -> N
 
         console(args).print(render(Run.from_dict(result), width))
     elif kind == "cost":
-        from layertime.render.cost_table import render as render_cost
-        from layertime.results.cost import CostResult
+        from layertime.render.cost.table import render as render_cost
+        from layertime.results.cost.estimate import CostResult
 
         console(args).print(render_cost(CostResult.from_dict(result), width))
     elif kind == "bench-layers":

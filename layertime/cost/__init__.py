@@ -28,8 +28,8 @@ from layertime.cost.devices import DeviceProfile, builtin_profiles, get_profile,
 from layertime.cost.roofline import Efficiency, MathMode, predict
 from layertime.errors import BadValue, LayertimeError, first_line
 from layertime.models import ModelRef, target
-from layertime.results.cost import SCHEMA, CostResult
-from layertime.results.cost_rows import LayerCost, PhaseCounts, PhaseTimes
+from layertime.results.cost.estimate import SCHEMA, CostResult
+from layertime.results.cost.rows import LayerCost, PhaseCounts, PhaseTimes
 from layertime.workload import DTYPES, WorkloadOptions, WorkloadSpec
 
 if TYPE_CHECKING:

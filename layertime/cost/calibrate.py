@@ -18,7 +18,7 @@ from layertime.cost.devices import DeviceProfile
 from layertime.cost.fit import DEFAULT_MIN_SHARE, fit_efficiency
 from layertime.cost.roofline import MathMode
 from layertime.errors import LayertimeError
-from layertime.results.calibration import Calibration, EfficiencyFit
+from layertime.results.cost.calibration import Calibration, EfficiencyFit
 from layertime.results.run import Run
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from layertime.errors import LayertimeError
-from layertime.results.comm import Bucket, CommPrediction, LayerComm, Link
+from layertime.results.parallel.comm import Bucket, CommPrediction, LayerComm, Link
 
 #: Bytes per element of each parameter dtype layertime trains in.
 DTYPE_BYTES: Mapping[str, int] = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}
@@ -279,7 +279,7 @@ def from_cost(
     cap_bytes: int = BUCKET_CAP_BYTES,
     first_cap_bytes: int = FIRST_BUCKET_BYTES,
 ) -> CommPrediction:
-    """The what-if from a :class:`~layertime.results.cost.CostResult` (gradient bytes from
+    """The what-if from a :class:`~layertime.results.cost.estimate.CostResult` (gradient bytes from
     trainable parameters; compute from its roofline prediction when it has one)."""
     elem = DTYPE_BYTES.get(cost.dtype, 4)
     predicted = cost.prediction is not None

@@ -1,7 +1,7 @@
 """Join a measured run with a cost estimate, layer by layer: measured here, predicted there.
 
 Pure: a :class:`~layertime.results.run.Run` and a
-:class:`~layertime.results.cost.CostResult` in, a :class:`Comparison` out.  Rows
+:class:`~layertime.results.cost.estimate.CostResult` in, a :class:`Comparison` out.  Rows
 join on the dotted module ``name`` (both sides name and kind modules the same
 way); the loss is the row ``(loss)`` on both sides (the run's ``loss`` phase).
 A layer on only one side keeps its numbers there and has ``None`` on the other.
@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 from layertime.cost.devices import DeviceProfile, matches_device
 from layertime.cost.roofline import MathMode, predict
 from layertime.errors import LayertimeError
-from layertime.results.cost import CostResult
-from layertime.results.cost_rows import LayerCost
-from layertime.results.joined import LOSS_ROW, Comparison, JoinedKind, JoinedRow
+from layertime.results.cost.estimate import CostResult
+from layertime.results.cost.rows import LayerCost
+from layertime.results.cost.joined import LOSS_ROW, Comparison, JoinedKind, JoinedRow
 from layertime.results.run import LayerRow, Run
 from layertime.taxonomy import KINDS
 

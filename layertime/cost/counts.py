@@ -42,8 +42,8 @@ from layertime.cost.update import UpdateRule, update_rule
 from layertime.errors import LayertimeError
 from layertime.kinds import KindObserver
 from layertime.modules import ModuleEntry, ModuleTable, training_mode
-from layertime.results.cost import CONVENTIONS, CostResult
-from layertime.results.cost_rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
+from layertime.results.cost.estimate import CONVENTIONS, CostResult
+from layertime.results.cost.rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
 from layertime.roles import Placement
 from layertime.workload import DTYPES, Batch, WorkloadSpec, main_output
 

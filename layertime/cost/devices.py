@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from layertime.errors import BadValue, LayertimeError
-from layertime.results.comm import DEFAULT_LATENCY_US, Link
+from layertime.results.parallel.comm import DEFAULT_LATENCY_US, Link
 
 #: The precisions a profile may give a peak for, in the order tables show them.
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp64")

@@ -1,7 +1,7 @@
 """Fit per-kind efficiencies so that the roofline reproduces a measured run.
 
 Pure: a measured :class:`~layertime.results.run.Run`, the counted
-:class:`~layertime.results.cost.CostResult` of the same configuration and a
+:class:`~layertime.results.cost.estimate.CostResult` of the same configuration and a
 :class:`~layertime.cost.devices.DeviceProfile` (the peaks that
 ``layertime calibrate`` measured) in, an :class:`EfficiencyFit` out.  Nothing
 is measured here and nothing is invented: every fitted number is a measured
@@ -46,9 +46,9 @@ from typing import Any
 from layertime.cost.devices import DeviceProfile
 from layertime.cost.roofline import Efficiency, MathMode, kernels_launched, math_peaks
 from layertime.errors import LayertimeError
-from layertime.results.calibration import EfficiencyFit, KindFit
-from layertime.results.cost import CostResult
-from layertime.results.cost_rows import OpWork
+from layertime.results.cost.calibration import EfficiencyFit, KindFit
+from layertime.results.cost.estimate import CostResult
+from layertime.results.cost.rows import OpWork
 from layertime.results.run import Run
 from layertime.taxonomy import KINDS
 

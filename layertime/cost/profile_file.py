@@ -14,7 +14,7 @@ from pathlib import Path
 from layertime.cost.devices import PRECISIONS, DeviceProfile, parse_profiles, user_profiles_path
 from layertime.errors import LayertimeError
 from layertime.files import write_text_atomic
-from layertime.results.calibration import EfficiencyFit
+from layertime.results.cost.calibration import EfficiencyFit
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 

@@ -1,6 +1,6 @@
 """Roofline prediction: time per layer and phase on a device profile, always an estimate.
 
-Each op counted in a :class:`~layertime.results.cost.CostResult` takes the
+Each op counted in a :class:`~layertime.results.cost.estimate.CostResult` takes the
 larger of its compute time, FLOPs / (peak x compute efficiency), and its
 memory time, bytes / (bandwidth x memory efficiency), plus the profile's
 kernel latency for each kernel it launches (:func:`kernels_launched`); a
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 
 from layertime.cost.devices import KERNEL_SETS, DeviceProfile
 from layertime.errors import LayertimeError
-from layertime.results.cost import CostResult, Prediction
-from layertime.results.cost_rows import LayerCost, OpWork, PhaseTimes
+from layertime.results.cost.estimate import CostResult, Prediction
+from layertime.results.cost.rows import LayerCost, OpWork, PhaseTimes
 from layertime.results.environment import Environment
 
 #: Fraction of the peak FLOP/s that a layer kind's counted ops reach (uncalibrated guesses:

@@ -9,7 +9,7 @@ from typing import Protocol
 from layertime.measure.attribute import CommCharge, StepCharges
 from layertime.modules import SharedParam
 from layertime.results.run import LayerRow, Phases, Slice
-from layertime.results.sharded import CollectiveRow
+from layertime.results.parallel.sharded import CollectiveRow
 from layertime.roles import Placement
 
 

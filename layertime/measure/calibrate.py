@@ -31,7 +31,7 @@ import torch
 from layertime.cost.devices import PRECISIONS
 from layertime.errors import LayertimeError, first_line
 from layertime.measure.environment import describe, matmul_tf32_set
-from layertime.results.calibration import Calibration
+from layertime.results.cost.calibration import Calibration
 
 #: Matmul side and bytes per buffer of the bandwidth test, by device type.
 DEFAULT_MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}

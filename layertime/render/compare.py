@@ -14,7 +14,7 @@ from layertime.render.layout import Column, Row, lay_out
 from layertime.render.memory import compare_memory_rows, scaling_lines
 from layertime.results.memory import fmt_mb
 from layertime.results.run import Run
-from layertime.results.sharded import COLLECTIVE_LABELS
+from layertime.results.parallel.sharded import COLLECTIVE_LABELS
 from layertime.results.stored import StoredRun
 from layertime.results.sweep import SweepResult
 from layertime.taxonomy import KIND_LABELS, KINDS, ROLES, STEP_KINDS

@@ -10,7 +10,7 @@ from typing import Any
 from layertime.errors import LayertimeError
 from layertime.render.views import compare_view
 from layertime.results.bench import BenchResult
-from layertime.results.cost import CostResult
+from layertime.results.cost.estimate import CostResult
 from layertime.results.run import Run
 from layertime.results.stored import StoredRun
 from layertime.results.sweep import SweepSummary

@@ -17,7 +17,7 @@ from rich.text import Text
 from layertime.render.fmt import count, ms, num, pct
 from layertime.render.layout import Column, Row, lay_out
 from layertime.render.views.roles import shows_roles
-from layertime.results.cost import CostResult
+from layertime.results.cost.estimate import CostResult
 from layertime.results.rows import CORES
 from layertime.results.run import Run
 from layertime.taxonomy import KIND_LABELS, ROLE_LABELS, ROLES

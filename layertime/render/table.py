@@ -17,7 +17,7 @@ from layertime.render.compiled import compiled_lines
 from layertime.render.fmt import count, ms, pct
 from layertime.render.memory import SAVED_HEADER, has_memory, memory_lines, saved_cell
 from layertime.render.roles import has_roles, render_roles
-from layertime.render.sharded import collectives_table, sharded_lines
+from layertime.render.parallel.sharded import collectives_table, sharded_lines
 from layertime.render.trace_source import trace_comm_lines, trace_lines
 from layertime.render.layout import Column, Laid, Row, lay_out, to_text
 from layertime.results.run import LayerRow, Run
@@ -128,7 +128,7 @@ def _rank_lines(run: Run) -> list[str]:
 
 def comm_lines(run: Run) -> list[str]:
     """Data-parallel runs: backend, link, buckets and one line per rank (a straggler shows);
-    sharded runs: the layout and how to read the collectives (``render/sharded.py``)."""
+    sharded runs: the layout and how to read the collectives (``render/parallel/sharded.py``)."""
     if run.sharding is not None:
         return sharded_lines(run) + _rank_lines(run)
     if run.trace is not None:

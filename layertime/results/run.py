@@ -19,10 +19,10 @@ from typing import Any
 from layertime.files import read_text, write_text_atomic
 from layertime.records import build, build_all, check_schema, number, parse_object, reading, to_json
 from layertime.results.compiled import CompiledSummary
-from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
+from layertime.results.parallel.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.environment import Environment
 from layertime.results.memory import MemorySummary, memory_totals
-from layertime.results.sharded import COLLECTIVE_KINDS, COLLECTIVE_LABELS, CollectiveRow, ShardLayout
+from layertime.results.parallel.sharded import COLLECTIVE_KINDS, COLLECTIVE_LABELS, CollectiveRow, ShardLayout
 from layertime.results.trace import TraceSource
 from layertime.results.rows import (
     KindTotal,
@@ -116,7 +116,7 @@ class Run:
     #: Facts the reader needs that are not warnings, e.g. tied weights counted once.
     notes: tuple[str, ...] = ()
     #: Sharded runs (FSDP2, tensor parallelism): how the model was sharded, and the
-    #: step's collectives by kind, phase and owner (``layertime.results.sharded``).
+    #: step's collectives by kind, phase and owner (``layertime.results.parallel.sharded``).
     #: Layers' ``comm_*`` fields hold their share; None and () otherwise.
     sharding: ShardLayout | None = None
     collectives: tuple[CollectiveRow, ...] = ()

@@ -29,10 +29,10 @@ from layertime.cost.sharded.collectives import LayerLayout
 from layertime.cost.sharded.layout import layout
 from layertime.cost.sharded.predict import LayerCompute, StepCompute, predict
 from layertime.errors import LayertimeError
-from layertime.results.comm import Link
-from layertime.results.cost import CostResult
-from layertime.results.sharded import ShardLayout
-from layertime.results.sharded_cost import ShardedCost
+from layertime.results.parallel.comm import Link
+from layertime.results.cost.estimate import CostResult
+from layertime.results.parallel.sharded import ShardLayout
+from layertime.results.cost.sharded import ShardedCost
 from layertime.workload import WorkloadSpec
 from layertime.workload.sharding import ShardingSpec
 
@@ -86,7 +86,7 @@ def sharding_of_run(run: Any) -> ShardingSpec | None:
     value = getattr(run, "sharding", None)
     if value is None or isinstance(value, ShardingSpec):
         return value
-    if isinstance(value, ShardLayout):  # a measured run's (results/sharded.py)
+    if isinstance(value, ShardLayout):  # a measured run's (results/parallel/sharded.py)
         return ShardingSpec(fsdp="fsdp" in value.mode, tp=value.tp,
                             reshard_after_forward=value.reshard_after_forward is not False)
     if isinstance(value, Mapping):

@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from layertime.results.sharded_cost import Collective
+from layertime.results.cost.sharded import Collective
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from torch import nn
 
 from layertime.cost.sharded.collectives import LayerLayout, ParamLayout
-from layertime.results.cost_rows import LayerCost
+from layertime.results.cost.rows import LayerCost
 from layertime.workload.sharding import (
     ShardingSpec,
     fsdp_units,

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from layertime.cost.comm import ring_allreduce_s, ring_gather_s
 from layertime.cost.sharded.collectives import LayerLayout, Planned, plan_collectives
 from layertime.cost.sharded.overlap import Segment, simulate
-from layertime.results.comm import Link
-from layertime.results.sharded_cost import Collective, ShardedCost, ShardedLayer
+from layertime.results.parallel.comm import Link
+from layertime.results.cost.sharded import Collective, ShardedCost, ShardedLayer
 
 #: Stated in every result's ``conventions``.
 CONVENTIONS: Mapping[str, str] = {

@@ -46,7 +46,7 @@ from layertime.measure.attribute import BucketCharge, CommCharge, StepCharges
 from layertime.measure.parallel.health import Heartbeat
 from layertime.measure.events import COMM
 from layertime.modules import ModuleTable
-from layertime.results.data_parallel import BucketRow
+from layertime.results.parallel.data_parallel import BucketRow
 
 
 def partition_busy(

@@ -22,7 +22,7 @@ from layertime.measure.parallel.sharded import unit_maps
 from layertime.measure.parallel.sharded_comm import charge_collectives
 from layertime.modules import ModuleTable
 from layertime.results.run import Run
-from layertime.results.sharded import ShardLayout
+from layertime.results.parallel.sharded import ShardLayout
 
 
 def world_size() -> int | None:

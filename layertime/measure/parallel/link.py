@@ -9,7 +9,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from layertime.results.data_parallel import LinkEstimate
+from layertime.results.parallel.data_parallel import LinkEstimate
 
 #: Tensor sizes of the link measurement: one element, and DDP's bucket cap (25 MiB).
 LINK_SMALL_BYTES = 4

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from layertime.errors import LayertimeError
-from layertime.results.data_parallel import BucketRow, LinkEstimate, RankRow
+from layertime.results.parallel.data_parallel import BucketRow, LinkEstimate, RankRow
 from layertime.results.memory import MemorySummary
 from layertime.results.run import LayerRow, Phases, Run
-from layertime.results.sharded import CollectiveRow
+from layertime.results.parallel.sharded import CollectiveRow
 
 
 def _fmean(xs: Sequence[float]) -> float:

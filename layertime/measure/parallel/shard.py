@@ -31,7 +31,7 @@ from torch.distributed.tensor.parallel import (
 
 from layertime.errors import LayertimeError
 from layertime.modules import ModuleTable
-from layertime.results.sharded import ShardLayout
+from layertime.results.parallel.sharded import ShardLayout
 from layertime.workload.sharding import ShardingSpec, TpPlan, fsdp_units, tp_layers_by_pattern, tp_plan
 
 

@@ -33,7 +33,7 @@ from layertime.measure.parallel.sharded_comm import charge_collectives
 from layertime.measure.runner import MeasureOptions, ProgressFn, measure
 from layertime.modules import ModuleTable
 from layertime.results.run import Run
-from layertime.results.sharded import ShardLayout
+from layertime.results.parallel.sharded import ShardLayout
 from layertime.workload import WorkloadSpec
 from layertime.workload.sharding import ShardingSpec, unit_of
 

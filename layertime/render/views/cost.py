@@ -26,8 +26,8 @@ from layertime.render.views.style import (
     fmt_shape,
     si_scale,
 )
-from layertime.results.cost import CostResult
-from layertime.results.cost_rows import PHASES, LayerCost, PhaseCounts
+from layertime.results.cost.estimate import CostResult
+from layertime.results.cost.rows import PHASES, LayerCost, PhaseCounts
 from layertime.taxonomy import kind_label, kind_order
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from layertime.render.views.charts import bar, chart
 from layertime.render.views.style import fmt_ms
-from layertime.results.cost import CostResult
+from layertime.results.cost.estimate import CostResult
 from layertime.results.memory import CATEGORIES, fmt_mb, mb, memory_totals
 from layertime.results.run import LayerRow, Run
 from layertime.results.sweep import SummaryPoint

@@ -54,9 +54,9 @@ from layertime.render.views.style import (
     fmt_pct,
     fmt_shape,
 )
-from layertime.results.cost import CostResult
+from layertime.results.cost.estimate import CostResult
 from layertime.results.memory import fmt_mb, memory_totals
-from layertime.results.cost_rows import LayerCost
+from layertime.results.cost.rows import LayerCost
 from layertime.results.run import KindTotal, Run
 from layertime.taxonomy import STEP_KINDS, kind_label, kind_order
 

@@ -13,7 +13,7 @@ from typing import Any
 from layertime.render.views.charts import bar, chart, phase_series
 from layertime.render.views.style import fmt_bytes, fmt_ms, fmt_pct
 from layertime.results.run import Run
-from layertime.results.sharded import COLLECTIVE_KINDS, COLLECTIVE_LABELS
+from layertime.results.parallel.sharded import COLLECTIVE_KINDS, COLLECTIVE_LABELS
 
 
 def comm_chart(run: Run) -> dict[str, Any] | None:

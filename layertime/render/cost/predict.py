@@ -17,8 +17,8 @@ from rich.text import Text
 
 from layertime.render.fmt import ms, pct
 from layertime.render.layout import Column, Laid, Row, lay_out, to_text
-from layertime.results.calibration import Calibration, EfficiencyFit
-from layertime.results.joined import Comparison, JoinedKind, JoinedRow
+from layertime.results.cost.calibration import Calibration, EfficiencyFit
+from layertime.results.cost.joined import Comparison, JoinedKind, JoinedRow
 from layertime.taxonomy import KIND_LABELS
 
 

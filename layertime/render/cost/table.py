@@ -8,8 +8,8 @@ from rich.text import Text
 from layertime.render.fmt import count, ms, num, pct
 from layertime.render.roles import cost_roles
 from layertime.render.layout import Column, Laid, Row, lay_out, to_text
-from layertime.results.cost import CostResult
-from layertime.results.cost_rows import LayerCost, PhaseCounts
+from layertime.results.cost.estimate import CostResult
+from layertime.results.cost.rows import LayerCost, PhaseCounts
 from layertime.taxonomy import KIND_LABELS, KINDS
 
 #: How many not-counted ops the footer names before summarising the rest.

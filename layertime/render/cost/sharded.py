@@ -8,7 +8,7 @@ from rich.text import Text
 
 from layertime.render.fmt import ms, num, pct
 from layertime.render.layout import Column, Laid, Row, lay_out
-from layertime.results.sharded_cost import (
+from layertime.results.cost.sharded import (
     COUNTED_KINDS,
     COUNTED_LABELS,
     ShardedCost,

@@ -7,7 +7,7 @@ from rich.text import Text
 
 from layertime.render.fmt import ms, num, pct
 from layertime.render.layout import Column, Laid, Row, lay_out
-from layertime.results.comm import CommPrediction
+from layertime.results.parallel.comm import CommPrediction
 from layertime.taxonomy import KIND_LABELS, KINDS
 
 

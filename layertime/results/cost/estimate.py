@@ -16,14 +16,14 @@ from typing import Any
 
 from layertime.files import read_text, write_text_atomic
 from layertime.records import build, check_schema, parse_object, reading, to_json
-from layertime.results.cost_roles import (
+from layertime.results.cost.roles import (
     BlockCost,
     RoleCost,
     block_costs,
     role_costs,
     transformer_headline,
 )
-from layertime.results.cost_rows import LayerCost, MemoryBytes, PhaseCounts, PhaseTimes
+from layertime.results.cost.rows import LayerCost, MemoryBytes, PhaseCounts, PhaseTimes
 from layertime.taxonomy import KIND_LABELS, KINDS
 
 SCHEMA = "layertime.cost/1"

@@ -1,5 +1,5 @@
 """A cost estimate grouped by role and by transformer block (the counts of
-:class:`~layertime.results.cost.CostResult` that answer attention against the MLP).
+:class:`~layertime.results.cost.estimate.CostResult` that answer attention against the MLP).
 
 Each layer's ``role`` and ``block`` were placed when it was counted
 (``layertime.roles``); a layer without one (files written before roles)
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from layertime.results.cost_rows import LayerCost, PhaseCounts
+from layertime.results.cost.rows import LayerCost, PhaseCounts
 from layertime.results.rows import CORES
 from layertime.taxonomy import ROLE_LABELS, ROLES
 

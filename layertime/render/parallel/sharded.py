@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from layertime.render.fmt import ms, num
 from layertime.render.layout import Column, Laid, Row, lay_out
 from layertime.results.run import Run
-from layertime.results.sharded import COLLECTIVE_KINDS, COLLECTIVE_LABELS, CollectiveRow
+from layertime.results.parallel.sharded import COLLECTIVE_KINDS, COLLECTIVE_LABELS, CollectiveRow
 
 _PHASES = ("forward", "backward")
 

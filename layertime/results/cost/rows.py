@@ -1,6 +1,6 @@
 """The per-layer records of a cost estimate: FLOPs and bytes per phase, memory by what it
 is, each op's work, and predicted time per phase (:class:`LayerCost` gathers them).
-Part of ``layertime.cost/1`` (:mod:`layertime.results.cost`).
+Part of ``layertime.cost/1`` (:mod:`layertime.results.cost.estimate`).
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ from typing import Any
 
 from layertime.files import read_text, write_text_atomic
 from layertime.records import build, build_all, check_schema, parse_object, reading, to_json
-from layertime.results.comm import Link
-from layertime.results.sharded import COLLECTIVE_LABELS
+from layertime.results.parallel.comm import Link
+from layertime.results.parallel.sharded import COLLECTIVE_LABELS
 
 SCHEMA = "layertime.sharded/1"
 
-#: The collectives counted, in table order (kinds of ``results.sharded``, where a
+#: The collectives counted, in table order (kinds of ``results.parallel.sharded``, where a
 #: measured run's are); FSDP's run on the data-parallel group (``dp``), tensor
 #: parallelism's all-reduces on the tensor-parallel group (``tp``).
 COUNTED_KINDS: tuple[str, ...] = ("all_gather", "reduce_scatter", "all_reduce")
