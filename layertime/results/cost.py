@@ -113,6 +113,11 @@ class Prediction:
     #: Seconds added per kernel launched (0: no launch term), and whose kernels were counted.
     kernel_latency_s: float = 0.0
     kernels: str = "cuda"
+    #: The shape grid the prediction looked op rates up on (its source), None without one;
+    #: how many op lookups were made and how many fell outside the grid (clamped to its edge).
+    grid_source: str | None = None
+    grid_lookups: int = 0
+    grid_clamped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +133,9 @@ class Prediction:
             "math_peaks": dict(self.math_peaks),
             "kernel_latency_s": self.kernel_latency_s,
             "kernels": self.kernels,
+            "grid_source": self.grid_source,
+            "grid_lookups": self.grid_lookups,
+            "grid_clamped": self.grid_clamped,
             "label": "estimate",
         }
 
@@ -147,6 +155,9 @@ class Prediction:
             efficiency_source=str(d.get("efficiency_source", "")),
             kernel_latency_s=float(d.get("kernel_latency_s", 0.0)),
             kernels=str(d.get("kernels", "cuda")),
+            grid_source=None if d.get("grid_source") is None else str(d["grid_source"]),
+            grid_lookups=int(d.get("grid_lookups", 0)),
+            grid_clamped=int(d.get("grid_clamped", 0)),
         )
 
 
