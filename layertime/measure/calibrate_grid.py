@@ -72,7 +72,7 @@ DEFAULT_POLICY = {"cpu": NoisePolicy(budget_s=45.0), "cuda": NoisePolicy(budget_
 
 
 @dataclass
-class _Timing:
+class PointTiming:
     """One point's samples so far: the ops per timed run, the best, the least spread round."""
 
     run: Callable[[int], float]
@@ -102,7 +102,7 @@ class _Timing:
                          self.rounds)
 
 
-def measure_points(timings: Sequence[_Timing], policy: NoisePolicy,
+def measure_points(timings: Sequence[PointTiming], policy: NoisePolicy,
                    over_budget: Callable[[], bool],
                    larger: Mapping[int, Sequence[int]] | None = None) -> bool:
     """Time every point once, then again in later passes (up to ``max_rounds`` in all) those
@@ -135,7 +135,7 @@ def time_point(run: Callable[[int], float], work: float, shape: tuple[int, ...],
                policy: NoisePolicy, over_budget: Callable[[], bool]) -> GridPoint:
     """Time one point alone.  ``run(n)`` runs the op ``n`` times back to back and returns the
     seconds it took (the real one synchronises a GPU; a test injects its own)."""
-    t = _Timing(run, work, shape)
+    t = PointTiming(run, work, shape)
     measure_points([t], policy, over_budget)
     return t.point()
 
@@ -183,10 +183,10 @@ def measure_grid(
             hit[0] = True
         return hit[0]
 
-    timings: list[_Timing] = []
+    timings: list[PointTiming] = []
 
     def point(fn: Callable[[], object], work: float, shape: tuple[int, ...]) -> int:
-        timings.append(_Timing(_runner(fn, device, clock), work, shape))
+        timings.append(PointTiming(_runner(fn, device, clock), work, shape))
         return len(timings) - 1
 
     gen = torch.Generator(device=device).manual_seed(0)
