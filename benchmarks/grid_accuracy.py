@@ -109,7 +109,7 @@ def main() -> int:
               f"{k.share_points or 0:>+9.1f} {(kb.share_points if kb else 0) or 0:>+9.1f}")
     print()
     print("per layer above 2% of the step: measured ms, error per kind, error grid")
-    eb = dict(b.layer_errors(LAYER_MIN_SHARE))
+    eb = {r.label: r.error for r in b.rows if r.error is not None}
     for r in a.rows:
         if r.measured_s is None or r.error is None:
             continue

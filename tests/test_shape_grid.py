@@ -301,9 +301,9 @@ def test_calibrate_prints_the_grid_summary_at_80_columns(
     start = next(i for i, line in enumerate(lines) if line.startswith("shape grid (fp32"))
     grid_lines = lines[start:start + 10]
     assert any("per-op fixed cost" in line for line in grid_lines)
-    assert any("GEMM 2x2x2" in line for line in grid_lines)
+    assert any("GEMM 3x3x3" in line and "not measured" in line for line in grid_lines)
     assert any(line.strip().startswith(("quiet:", "noisy:")) for line in lines[start:])
     assert all(len(line) <= 80 for line in lines[start:] if not line.startswith("saved "))
     cal = Calibration.from_dict(json.loads((tmp_path / "c.json").read_text())["calibration"])
-    assert cal.grid is not None and cal.grid.gemm_m == (8, 32)
+    assert cal.grid is not None and cal.grid.gemm_m == (8, 32, 128) and cal.grid.unmeasured
     assert load_profiles(tmp_path / "d.toml")["local-cpu"].grid == cal.grid

@@ -220,13 +220,14 @@ def calibrate(
     if grid:
         # The grid stays within the sizes asked for: GEMM sides up to the matmul side,
         # buffers up to the bandwidth test's, convolutions of at most the largest GEMM's work.
-        axes = tuple(a for a in GEMM_AXES[kind] if a <= size) or (size,)
+        axes = tuple(a for a in GEMM_AXES[kind] if a <= 4 * size) or (size,)
         elements = tuple(e for e in MEMORY_ELEMENTS[kind] if 4 * e <= nbytes) or (nbytes // 4,)
         scale = CONV_BATCH_SCALE[kind]
-        convs = tuple(c for c in CONV_SHAPES if _conv_flops(c, scale) <= 2.0 * max(axes) ** 3)
+        convs = tuple(c for c in CONV_SHAPES if _conv_flops(c, scale) <= 2.0 * size**3)
         pol = policy or replace(DEFAULT_POLICY[kind], samples=max(2, repeats))
         shapes = measure_grid(device, pol, gemm_axes=axes, memory_elements=elements,
-                              conv_shapes=convs, on_progress=progress)
+                              conv_shapes=convs, max_mnk=float(size) ** 3,
+                              on_progress=progress)
     env = describe(device)
     return Calibration(
         device=str(device),

@@ -30,10 +30,15 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from layertime.cost.op_shapes import conv_backward_shapes
 from layertime.results.shape_grid import ConvPoint, GridPoint, ShapeGrid, noise_of
 
-#: GEMM axes (each of M, N, K) by device type: 4x apart, 8 to 2048 on a CPU.
-GEMM_AXES = {"cpu": (8, 32, 128, 512, 2048), "cuda": (16, 64, 256, 1024, 4096, 16384)}
+aten = torch.ops.aten
+
+#: GEMM axes (each of M, N, K) by device type: 4x apart, 8 to 8192 on a CPU.  A point is
+#: measured when M x N x K is at most ``max_mnk`` (the calibration's largest square
+#: matmul); the others (a large corner of the cube) take the best rate they contain.
+GEMM_AXES = {"cpu": (8, 32, 128, 512, 2048, 8192), "cuda": (16, 64, 256, 1024, 4096, 16384)}
 #: Convolutions measured (forward, with a bias): (batch, C_in, H=W, C_out, kernel, stride,
 #: padding); AlexNet's first three, a ResNet 3x3 and a 1x1, a VGG 3x3.  The batch is scaled
 #: by device type.
@@ -164,6 +169,7 @@ def measure_grid(
     gemm_axes: tuple[int, ...] | None = None,
     memory_elements: tuple[int, ...] | None = None,
     conv_shapes: tuple[tuple[int, int, int, int, int, int, int], ...] | None = None,
+    max_mnk: float | None = None,
     on_progress: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> ShapeGrid:
@@ -211,45 +217,55 @@ def measure_grid(
         for lo, hi in zip(idx, idx[1:]):
             larger[lo] = [hi]
 
-    big = max(axes)
-    lhs, rhs, res = rand(big, big), rand(big, big), torch.empty(big * big, device=device)
+    cap = max_mnk if max_mnk is not None else math.inf
+    shapes = [(m, n, k) for m in axes for n in axes for k in axes]
+    todo = [q for q in shapes if q[0] * q[1] * q[2] <= cap]
+    big = max((max(q[0], q[2]) for q in todo), default=1)
+    big_r = max((max(q[2], q[1]) for q in todo), default=1)
+    out_n = max((q[0] * q[1] for q in todo), default=1)
+    lhs, rhs = rand(big, big), rand(big_r, big_r)
+    res = torch.empty(out_n, device=device)
     i_gemm: dict[tuple[int, int, int], int] = {}
-    for m in axes:
-        for n in axes:
-            for k in axes:
-                x, y = lhs[:m, :k], rhs[:k, :n]
-                o = res[: m * n].view(m, n)
-                i_gemm[(m, n, k)] = point(partial(torch.mm, x, y, out=o), 2.0 * m * n * k,
-                                          (m, n, k))
+    for m, n, k in todo:
+        x, y = lhs[:m, :k], rhs[:k, :n]
+        o = res[: m * n].view(m, n)
+        i_gemm[(m, n, k)] = point(partial(torch.mm, x, y, out=o), 2.0 * m * n * k, (m, n, k))
     nxt = dict(zip(axes, axes[1:]))
     for (m, n, k), i in i_gemm.items():
-        bigger = []
-        if m in nxt:
-            bigger.append(i_gemm[(nxt[m], n, k)])
-        if n in nxt:
-            bigger.append(i_gemm[(m, nxt[n], k)])
-        if k in nxt:
-            bigger.append(i_gemm[(m, n, nxt[k])])
-        larger[i] = bigger
+        bigger = [(nxt[m], n, k)] if m in nxt else []
+        bigger += [(m, nxt[n], k)] if n in nxt else []
+        bigger += [(m, n, nxt[k])] if k in nxt else []
+        larger[i] = [i_gemm[q] for q in bigger if q in i_gemm]
 
-    i_conv: list[tuple[int, tuple[int, int, int]]] = []
+    i_conv: list[tuple[int, tuple[int, int, int], str]] = []
     scale = CONV_BATCH_SCALE[kind]
     for (bs, cin, hw, cout, kk, stride, pad) in convs:
         bs *= scale
         inp, w, bias = rand(bs, cin, hw, hw), rand(cout, cin, kk, kk), rand(cout)
         ho = (hw + 2 * pad - kk) // stride + 1
         mm, nn_, kdim = bs * ho * ho, cout, cin * kk * kk
-        i = point(partial(F.conv2d, inp, w, bias, stride=stride, padding=pad),
-                  2.0 * mm * nn_ * kdim, (bs, cin, hw, hw, cout, kk, stride, pad))
-        i_conv.append((i, (mm, nn_, kdim)))
+        flops = 2.0 * mm * nn_ * kdim  # each phase does as much (torch's count)
+        shape = (bs, cin, hw, hw, cout, kk, stride, pad)
+        i = point(partial(F.conv2d, inp, w, bias, stride=stride, padding=pad), flops, shape)
+        i_conv.append((i, (mm, nn_, kdim), "forward"))
+        grad = rand(bs, cout, ho, ho)
+        back = conv_backward_shapes(inp, w, grad, 1)
+        assert back is not None
+        for phase, mask, gemm_ in (("backward_input", [True, False, False], back[0]),
+                                   ("backward_weight", [False, True, True], back[1])):
+            i = point(partial(aten.convolution_backward, grad, inp, w, [cout], [stride] * 2,
+                              [pad] * 2, [1, 1], False, [0, 0], 1, mask), flops, shape)
+            i_conv.append((i, gemm_, phase))
 
     progress(f"grid: {len(timings)} points (fixed cost, memory by size, GEMMs, convolutions)")
     measure_points(timings, pol, over, larger)
     pts = [t.point() for t in timings]
     fixed = pts[i_fixed]
     memory = {op: tuple(pts[i] for i in idx) for op, idx in i_memory.items()}
-    gemm = [pts[i] for i in i_gemm.values()]
-    conv = [ConvPoint(pts[i], g) for i, g in i_conv]
+    gemm = [pts[i_gemm[q]] if q in i_gemm else GridPoint(q, 2.0 * q[0] * q[1] * q[2], 0.0, 0.0,
+                                                           0.0, rounds=0)
+            for q in shapes]
+    conv = [ConvPoint(pts[i], g, phase) for i, g, phase in i_conv]
 
     every = [fixed, *gemm, *(cp.point for cp in conv), *(q for v in memory.values() for q in v)]
     return ShapeGrid(

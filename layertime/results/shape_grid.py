@@ -61,19 +61,22 @@ class GridPoint:
 
 @dataclass(frozen=True)
 class ConvPoint:
-    """A measured convolution (forward) beside its implicit GEMM's shape."""
+    """A measured convolution (one phase of it) beside its implicit GEMM's shape."""
 
     point: GridPoint
-    #: The implicit GEMM: M = N x H_out x W_out, N = C_out, K = C_in x kernel^2.
+    #: The implicit GEMM (``layertime.cost.op_shapes``): forward M = N x H_out x W_out,
+    #: N = C_out, K = C_in x kernel^2; the gradients' as counted there.
     gemm: tuple[int, int, int]
+    #: "forward", "backward_input" or "backward_weight".
+    phase: str = "forward"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.point.to_dict(), "gemm": list(self.gemm)}
+        return {**self.point.to_dict(), "gemm": list(self.gemm), "phase": self.phase}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ConvPoint:
         g = [int(x) for x in d["gemm"]]
-        return cls(GridPoint.from_dict(d), (g[0], g[1], g[2]))
+        return cls(GridPoint.from_dict(d), (g[0], g[1], g[2]), str(d.get("phase", "forward")))
 
 
 @dataclass(frozen=True)
@@ -184,10 +187,10 @@ class ShapeGrid:
 
     @cached_property
     def _gemm_s(self) -> tuple[float, ...]:
-        """Each GEMM point's time, at most that of any larger point (more work never
-        takes less time: a point slower than a larger one was held up by load)."""
+        """Each measured GEMM point's time, at most that of any larger measured point (more
+        work never takes less time: a point slower than a larger one was held up by load)."""
         sm, sn = len(self.gemm_n) * len(self.gemm_k), len(self.gemm_k)
-        t = [p.best_s for p in self.gemm]
+        t = [p.best_s if p.rounds else math.inf for p in self.gemm]
         for i in range(len(t) - 1, -1, -1):
             m, rest = divmod(i, sm)
             n, k = divmod(rest, sn)
@@ -196,6 +199,23 @@ class ShapeGrid:
                 if ok:
                     t[i] = min(t[i], t[j])
         return tuple(t)
+
+    @cached_property
+    def _gemm_rates(self) -> tuple[float, ...]:
+        """Each GEMM point's rate (fixed cost off, load capped); a point not measured (too
+        much work for the calibration: ``rounds`` 0) takes the best rate of the measured
+        points it contains (a GEMM at least as large in every side runs at least as fast)."""
+        sm, sn = len(self.gemm_n) * len(self.gemm_k), len(self.gemm_k)
+        r = [0.0] * len(self.gemm)
+        for i, p in enumerate(self.gemm):
+            if p.rounds:
+                r[i] = self._net_rate(p, self._gemm_s[i])
+                continue
+            m, rest = divmod(i, sm)
+            n, k = divmod(rest, sn)
+            below = [r[j] for ok, j in ((m > 0, i - sm), (n > 0, i - sn), (k > 0, i - 1)) if ok]
+            r[i] = max(below) if below else 0.0
+        return tuple(r)
 
     @cached_property
     def _memory_s(self) -> dict[str, tuple[float, ...]]:
@@ -211,13 +231,19 @@ class ShapeGrid:
     @property
     def capped(self) -> int:
         """Points whose time was lowered to a larger point's (held up by load)."""
-        n = sum(1 for p, t in zip(self.gemm, self._gemm_s) if t < p.best_s)
+        n = sum(1 for p, t in zip(self.gemm, self._gemm_s) if p.rounds and t < p.best_s)
         return n + sum(1 for op, pts in self.memory.items()
                        for p, t in zip(pts, self._memory_s[op]) if t < p.best_s)
 
     def gemm_point_flops_per_s(self, i: int) -> float:
-        """The rate of GEMM point ``i`` as the lookup uses it (fixed cost off, load capped)."""
-        return self._net_rate(self.gemm[i], self._gemm_s[i])
+        """The rate of GEMM point ``i`` as the lookup uses it (fixed cost off, load capped,
+        filled from smaller points where not measured)."""
+        return self._gemm_rates[i]
+
+    @property
+    def unmeasured(self) -> int:
+        """GEMM points not measured (their work beyond the calibration's largest)."""
+        return sum(1 for p in self.gemm if not p.rounds)
 
     # -- lookups -------------------------------------------------------------
     def gemm_flops_per_s(self, m: int, n: int, k: int) -> Lookup:
@@ -255,25 +281,28 @@ class ShapeGrid:
     def _conv_ratios(self) -> tuple[float, ...]:
         return self.conv_vs_gemm
 
-    def conv_factor_at(self, m: int, n: int, k: int) -> float:
-        """The conv / implicit GEMM ratio of the measured convolution nearest to (M, N, K)
-        in log space (1 without convolution points): how far a convolution of that
-        shape runs from a GEMM of its implicit shape."""
-        if not self.conv:
+    def conv_factor_at(self, m: int, n: int, k: int, phase: str = "forward") -> float:
+        """The conv / implicit GEMM ratio of the measured convolution of ``phase`` nearest to
+        (M, N, K) in log space (of any phase when none of it was measured; 1 without
+        convolution points): how far a convolution of that shape runs from a GEMM of its
+        implicit shape."""
+        idx = [i for i, c in enumerate(self.conv) if c.phase == phase] or list(
+            range(len(self.conv)))
+        if not idx:
             return 1.0
         at = (math.log(max(m, 1)), math.log(max(n, 1)), math.log(max(k, 1)))
 
         def dist(c: ConvPoint) -> float:
             return sum((math.log(max(g, 1)) - x) ** 2 for g, x in zip(c.gemm, at))
 
-        i = min(range(len(self.conv)), key=lambda j: dist(self.conv[j]))
+        i = min(idx, key=lambda j: dist(self.conv[j]))
         return self._conv_ratios[i]
 
-    def conv_flops_per_s(self, m: int, n: int, k: int) -> Lookup:
+    def conv_flops_per_s(self, m: int, n: int, k: int, phase: str = "forward") -> Lookup:
         """A convolution's FLOP/s: its implicit GEMM's (M, N, K) on the GEMM grid, times the
-        ratio of the nearest measured convolution (:meth:`conv_factor_at`)."""
+        ratio of the nearest measured convolution of its phase (:meth:`conv_factor_at`)."""
         g = self.gemm_flops_per_s(m, n, k)
-        return Lookup(g.per_s * self.conv_factor_at(m, n, k), g.clamped)
+        return Lookup(g.per_s * self.conv_factor_at(m, n, k, phase), g.clamped)
 
     def memory_bytes_per_s(self, op: str, nbytes: float) -> Lookup:
         """Bytes per second of a memory-bound op class moving ``nbytes`` per call."""
@@ -302,20 +331,25 @@ class ShapeGrid:
             f"shape grid ({self.precision}, {self.points} points, {self.elapsed_s:.1f} s):",
             f"  per-op fixed cost {self.fixed_s * 1e6:.3g} us (a tiny add)",
             f"  GEMM {len(self.gemm_m)}x{len(self.gemm_n)}x{len(self.gemm_k)} M,N,K "
-            f"{self.gemm_m[0]}..{self.gemm_m[-1]}: {min(g):,.3g}..{max(g):,.3g} GFLOP/s",
+            f"{self.gemm_m[0]}..{self.gemm_m[-1]}: {min(g):,.3g}..{max(g):,.3g} GFLOP/s"
+            + (f" ({self.unmeasured} largest not measured: the best rate they contain)"
+               if self.unmeasured else ""),
             f"    smallest {self.gemm_m[0]}x{self.gemm_n[0]}x{self.gemm_k[0]} {small:,.3g}, "
             f"largest {self.gemm_m[-1]}x{self.gemm_n[-1]}x{self.gemm_k[-1]} {big:,.3g}",
         ]
-        for m in self.gemm_m[:1]:
+        for m in self.gemm_m[1:2] or self.gemm_m[:1]:
             k = self.gemm_k[-1]
             n = self.gemm_n[-1]
             lines.append(f"    skinny M={m} N={n} K={k}: "
                          f"{self.gemm_flops_per_s(m, n, k).per_s / 1e9:,.3g} GFLOP/s "
                          f"({self.gemm_flops_per_s(m, n, k).per_s * 1e-9 / max(g):.0%} of best)")
+        for phase in ("forward", "backward_input", "backward_weight"):
+            ratios = ", ".join(f"{r:.2f}" for r, c in zip(self.conv_vs_gemm, self.conv)
+                               if c.phase == phase)
+            if ratios:
+                lines.append(f"  conv {phase} / its implicit GEMM: {ratios}")
         if self.conv:
-            ratios = ", ".join(f"{r:.2f}" for r in self.conv_vs_gemm)
-            lines.append(f"  conv / implicit GEMM: {ratios} (median {self.conv_factor:.2f}; "
-                         "a convolution takes its nearest one's)")
+            lines.append("    (a convolution takes the ratio of its phase's nearest one)")
         for op, pts in self.memory.items():
             lo, hi = pts[0], pts[-1]
             r_lo = self.memory_bytes_per_s(op, lo.work).per_s
@@ -333,7 +367,7 @@ class ShapeGrid:
                 for w in textwrap.wrap(line, 80, subsequent_indent="    ") or [""]]
 
     def _all(self) -> list[GridPoint]:
-        return [self.fixed, *self.gemm, *(c.point for c in self.conv),
+        return [self.fixed, *(p for p in self.gemm if p.rounds), *(c.point for c in self.conv),
                 *(p for pts in self.memory.values() for p in pts)]
 
     def to_dict(self) -> dict[str, Any]:
@@ -364,8 +398,9 @@ class ShapeGrid:
             gemm_k=tuple(int(x) for x in d["gemm_k"]),
             gemm=tuple(GridPoint.from_dict(p) for p in d["gemm"]),
             conv=tuple(ConvPoint.from_dict(c) for c in d.get("conv", ())),
+            # Each memory op class is a list of points; anything else is a later version's.
             memory={str(op): tuple(GridPoint.from_dict(p) for p in pts)
-                    for op, pts in d["memory"].items()},
+                    for op, pts in d["memory"].items() if isinstance(pts, list)},
             noise=Noise.from_dict(d["noise"]),
             elapsed_s=float(d.get("elapsed_s", 0.0)),
             source=str(d.get("source", "measured")),
