@@ -70,7 +70,10 @@ CONVENTIONS: dict[str, str] = {
         "predicted times are roofline estimates, not measurements: per op the larger of "
         "FLOPs / (peak x compute efficiency of the layer's kind) and bytes / (bandwidth "
         "x memory efficiency), plus the profile's kernel latency for each kernel the op "
-        "launches (0 unless the profile gives one); no overlap between ops."
+        "launches (0 unless the profile gives one); no overlap between ops. With a "
+        "calibrated shape grid, matrix products and convolutions run at the grid's rate at "
+        "their (M, N, K), memory-bound ops at its rate for their size, and the latency is "
+        "the grid's fixed cost per op."
     ),
 }
 
