@@ -220,14 +220,14 @@ def measure_grid(
     cap = max_mnk if max_mnk is not None else math.inf
     shapes = [(m, n, k) for m in axes for n in axes for k in axes]
     todo = [q for q in shapes if q[0] * q[1] * q[2] <= cap]
-    big = max((max(q[0], q[2]) for q in todo), default=1)
-    big_r = max((max(q[2], q[1]) for q in todo), default=1)
-    out_n = max((q[0] * q[1] for q in todo), default=1)
-    lhs, rhs = rand(big, big), rand(big_r, big_r)
-    res = torch.empty(out_n, device=device)
+    # Contiguous operands cut from three flat buffers (a slice of a larger matrix would
+    # have the larger matrix's row stride).
+    lhs = rand(max((q[0] * q[2] for q in todo), default=1))
+    rhs = rand(max((q[2] * q[1] for q in todo), default=1))
+    res = torch.empty(max((q[0] * q[1] for q in todo), default=1), device=device)
     i_gemm: dict[tuple[int, int, int], int] = {}
     for m, n, k in todo:
-        x, y = lhs[:m, :k], rhs[:k, :n]
+        x, y = lhs[: m * k].view(m, k), rhs[: k * n].view(k, n)
         o = res[: m * n].view(m, n)
         i_gemm[(m, n, k)] = point(partial(torch.mm, x, y, out=o), 2.0 * m * n * k, (m, n, k))
     nxt = dict(zip(axes, axes[1:]))
