@@ -226,7 +226,7 @@ def calibrate(
         convs = tuple(c for c in CONV_SHAPES if _conv_flops(c, scale) <= 2.0 * size**3)
         pol = policy or replace(DEFAULT_POLICY[kind], samples=max(2, repeats))
         shapes = measure_grid(device, pol, gemm_axes=axes, memory_elements=elements,
-                              conv_shapes=convs, max_mnk=float(size) ** 3,
+                              conv_shapes=convs, max_mnk=float(size) ** 3 / 4,
                               on_progress=progress)
     env = describe(device)
     return Calibration(

@@ -36,8 +36,9 @@ from layertime.results.shape_grid import ConvPoint, GridPoint, ShapeGrid, noise_
 aten = torch.ops.aten
 
 #: GEMM axes (each of M, N, K) by device type: 4x apart, 8 to 8192 on a CPU.  A point is
-#: measured when M x N x K is at most ``max_mnk`` (the calibration's largest square
-#: matmul); the others (a large corner of the cube) take the best rate they contain.
+#: measured when M x N x K is at most ``max_mnk`` (``calibrate`` passes a quarter of its
+#: largest square matmul's); the others (a large corner of the cube) take the best rate of
+#: the largest measured points they contain.
 GEMM_AXES = {"cpu": (8, 32, 128, 512, 2048, 8192), "cuda": (16, 64, 256, 1024, 4096, 16384)}
 #: Convolutions measured (forward, with a bias): (batch, C_in, H=W, C_out, kernel, stride,
 #: padding); AlexNet's first three, a ResNet 3x3 and a 1x1, a VGG 3x3.  The batch is scaled
@@ -73,7 +74,7 @@ class NoisePolicy:
             raise ValueError("a noise policy needs samples >= 2, max_rounds >= 1, threshold > 0")
 
 
-DEFAULT_POLICY = {"cpu": NoisePolicy(budget_s=45.0), "cuda": NoisePolicy(budget_s=25.0)}
+DEFAULT_POLICY = {"cpu": NoisePolicy(budget_s=35.0), "cuda": NoisePolicy(budget_s=20.0)}
 
 
 @dataclass
