@@ -203,8 +203,9 @@ class ShapeGrid:
     @cached_property
     def _gemm_rates(self) -> tuple[float, ...]:
         """Each GEMM point's rate (fixed cost off, load capped); a point not measured (too
-        much work for the calibration: ``rounds`` 0) takes the best rate of the measured
-        points it contains (a GEMM at least as large in every side runs at least as fast)."""
+        much work for the calibration: ``rounds`` 0) takes the best rate of the largest
+        measured points it contains (a GEMM at least as large in every side runs at least
+        as fast)."""
         sm, sn = len(self.gemm_n) * len(self.gemm_k), len(self.gemm_k)
         r = [0.0] * len(self.gemm)
         for i, p in enumerate(self.gemm):
