@@ -123,7 +123,8 @@ def _scripted(times: list[float]) -> tuple[list[int], object]:
     return calls, run
 
 
-POLICY = NoisePolicy(threshold=0.2, max_rounds=3, samples=3, min_sample_s=1e-3, budget_s=1.0)
+POLICY = NoisePolicy(threshold=0.2, min_rounds=1, max_rounds=3, samples=3, min_sample_s=1e-3,
+                     budget_s=1.0)
 
 
 def test_a_quiet_point_is_measured_once() -> None:
@@ -163,6 +164,23 @@ def test_a_point_slower_than_a_larger_one_is_measured_again() -> None:
     big = PointTiming(big_run, 4.0, (4,))  # type: ignore[arg-type]
     measure_points([small, big], POLICY, lambda: False, {0: [1]})
     assert small.rounds == 2 and small.best == pytest.approx(1e-5) and big.rounds == 1
+
+
+def test_every_point_gets_min_rounds_in_separate_passes() -> None:
+    order: list[str] = []
+
+    def run_of(name: str) -> object:
+        def run(n: int) -> float:
+            order.append(name)
+            return n * 1e-4
+        return run
+
+    a = PointTiming(run_of("a"), 1.0, (1,))  # type: ignore[arg-type]
+    b = PointTiming(run_of("b"), 1.0, (2,))  # type: ignore[arg-type]
+    measure_points([a, b], replace(POLICY, min_rounds=2), lambda: False)
+    assert a.rounds == b.rounds == 2
+    # a's first round, b's first round, then a's second: passes, not rounds back to back.
+    assert order == ["a"] * 4 + ["b"] * 4 + ["a"] * 3 + ["b"] * 3
 
 
 def test_the_noise_summary_says_how_many_points_stayed_noisy() -> None:

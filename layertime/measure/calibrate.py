@@ -224,7 +224,7 @@ def calibrate(
         elements = tuple(e for e in MEMORY_ELEMENTS[kind] if 4 * e <= nbytes) or (nbytes // 4,)
         scale = CONV_BATCH_SCALE[kind]
         convs = tuple(c for c in CONV_SHAPES if _conv_flops(c, scale) <= 2.0 * size**3)
-        pol = policy or replace(DEFAULT_POLICY[kind], samples=max(2, repeats))
+        pol = policy or replace(DEFAULT_POLICY[kind], samples=max(2, min(repeats, 3)))
         shapes = measure_grid(device, pol, gemm_axes=axes, memory_elements=elements,
                               conv_shapes=convs, max_mnk=float(size) ** 3 / 4,
                               on_progress=progress)

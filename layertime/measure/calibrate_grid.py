@@ -10,10 +10,12 @@ Four things, each a point timed the same way (:func:`time_point`):
 * **memory-bound ops by size**: a copy, an element-wise add and a sum, from 4 KiB
   (fixed cost dominates) to beyond the caches.
 
-**Protection against load.** A point is ``samples`` timed runs of ``n`` back-to-back ops
-(``n`` chosen so that a run lasts ``min_sample_s``); its spread is median / best - 1.
-While the spread is above ``threshold`` the point is measured again, up to
-``max_rounds`` rounds, and not once the grid's ``budget_s`` is spent.  The best time over
+**Protection against load.** A round of a point is ``samples`` timed runs of ``n``
+back-to-back ops (``n`` chosen so that a run lasts ``min_sample_s``); its spread is
+median / best - 1.  Every point gets ``min_rounds`` rounds in separate passes over the
+grid; while its spread is above ``threshold`` (or it is slower than a larger shape) it is
+measured again in later passes, up to ``max_rounds`` rounds, and not once the grid's
+``budget_s`` is spent.  The best time over
 all rounds is kept (load only ever adds time), the median of its least spread round
 beside it, and the grid says how many points stayed noisy.
 """
@@ -62,16 +64,21 @@ class NoisePolicy:
     """How a point is timed and when it is measured again."""
 
     threshold: float = 0.2
+    #: Every point gets this many rounds, in separate passes over the grid (a burst of load
+    #: that slowed every sample of one round has passed by the next); noisy ones more.
+    min_rounds: int = 2
     max_rounds: int = 3
-    samples: int = 5
+    samples: int = 3
     #: One timed run lasts at least this long (n ops back to back).
     min_sample_s: float = 2e-3
     #: No new round after the grid has taken this long.
     budget_s: float = 45.0
 
     def __post_init__(self) -> None:
-        if self.samples < 2 or self.max_rounds < 1 or self.threshold <= 0:
-            raise ValueError("a noise policy needs samples >= 2, max_rounds >= 1, threshold > 0")
+        if (self.samples < 2 or not 1 <= self.min_rounds <= self.max_rounds
+                or self.threshold <= 0):
+            raise ValueError("a noise policy needs samples >= 2, 1 <= min_rounds <= max_rounds "
+                             "and threshold > 0")
 
 
 DEFAULT_POLICY = {"cpu": NoisePolicy(budget_s=35.0), "cuda": NoisePolicy(budget_s=20.0)}
@@ -111,13 +118,17 @@ class PointTiming:
 def measure_points(timings: Sequence[PointTiming], policy: NoisePolicy,
                    over_budget: Callable[[], bool],
                    larger: Mapping[int, Sequence[int]] | None = None) -> bool:
-    """Time every point once, then again in later passes (up to ``max_rounds`` in all) those
+    """Time every point ``min_rounds`` times, a pass over all points each (later passes stop
+    when the budget is spent), then again in later passes (up to ``max_rounds`` in all) those
     still noisy: a spread above the threshold, or slower by more than the threshold than a
     larger shape (``larger``: point -> indices of points with more work, a stall that every
     sample of one round saw).  Later passes come after the others, so a burst of load that
     hit a run of points has passed.  Returns whether the budget stopped a pass."""
-    for t in timings:
-        t.round(policy)
+    for _ in range(policy.min_rounds):
+        for t in timings:
+            if t.rounds and over_budget():
+                break
+            t.round(policy)
     more = larger or {}
 
     def noisy(i: int) -> bool:
@@ -126,8 +137,9 @@ def measure_points(timings: Sequence[PointTiming], policy: NoisePolicy,
             return True
         return any(t.best > (1 + policy.threshold) * timings[j].best for j in more.get(i, ()))
 
-    for _ in range(policy.max_rounds - 1):
-        todo = [i for i in range(len(timings)) if noisy(i)]
+    for _ in range(policy.max_rounds - policy.min_rounds):
+        todo = [i for i in range(len(timings))
+                if noisy(i) and timings[i].rounds < policy.max_rounds]
         if not todo:
             return False
         for i in todo:
