@@ -231,10 +231,12 @@ class ShapeGrid:
 
     @property
     def capped(self) -> int:
-        """Points whose time was lowered to a larger point's (held up by load)."""
-        n = sum(1 for p, t in zip(self.gemm, self._gemm_s) if p.rounds and t < p.best_s)
+        """Points whose time was lowered to a larger point's by more than the noise
+        threshold (held up by load, or a slow path of a small shape)."""
+        lim = 1 + self.noise.threshold
+        n = sum(1 for p, t in zip(self.gemm, self._gemm_s) if p.rounds and t * lim < p.best_s)
         return n + sum(1 for op, pts in self.memory.items()
-                       for p, t in zip(pts, self._memory_s[op]) if t < p.best_s)
+                       for p, t in zip(pts, self._memory_s[op]) if t * lim < p.best_s)
 
     def gemm_point_flops_per_s(self, i: int) -> float:
         """The rate of GEMM point ``i`` as the lookup uses it (fixed cost off, load capped,
@@ -360,8 +362,8 @@ class ShapeGrid:
         worst = max(self._all(), key=lambda p: p.spread)
         lines.append(f"  {self.noise.summary}")
         if self.capped:
-            lines.append(f"  {self.capped} points slower than a larger shape: taken at the "
-                         "larger one's time (more work never takes less)")
+            lines.append(f"  {self.capped} points over {self.noise.threshold:.0%} slower than a "
+                         "larger shape: taken at its time (more work never takes less)")
         lines.append(f"  largest spread {worst.spread:.0%} (shape {_shape(worst.shape)}, "
                      f"{worst.rounds} round{'s' if worst.rounds > 1 else ''})")
         return [w for line in lines
