@@ -167,7 +167,7 @@ def test_calibration_with_a_grid_reads_past_unknown_keys() -> None:
               for m in axes for n in axes for k in axes),
         (ConvPoint(gp((1, 3, 8, 8, 4, 3, 1, 1), 1728.0, 1e-5), (64, 4, 27), "backward_input"),),
         {"add": (gp((256,), 3072.0, 2e-6), gp((1024,), 12288.0, 4e-6))},
-        Noise(0.2, 3, 45.0, 12, 1, 2, True), elapsed_s=1.5, source="measured")
+        Noise(0.2, 3, 45.0, 12, 1, 2, True, 2), elapsed_s=1.5, source="measured")
     cal = Calibration("cpu", "CPU", "h", 2, "2.x", {"fp32": 0.2}, {"fp32": 2048}, 10.0, 12.0,
                       2**28, 5, "now", memory_gb=8.0, skipped={"fp16": "no"}, grid=grid,
                       load_before=1.0, load_after=1.2)

@@ -284,6 +284,7 @@ def measure_grid(
     return ShapeGrid(
         precision="fp32", fixed=fixed, gemm_m=axes, gemm_n=axes, gemm_k=axes,
         gemm=tuple(gemm), conv=tuple(conv), memory=memory,
-        noise=noise_of(every, pol.threshold, pol.max_rounds, pol.budget_s, hit[0]),
+        noise=noise_of(every, pol.threshold, pol.max_rounds, pol.budget_s, hit[0],
+                       pol.min_rounds),
         elapsed_s=clock() - start, source=f"measured by layertime calibrate on {device}",
     )

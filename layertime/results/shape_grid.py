@@ -91,10 +91,12 @@ class Noise:
     points: int
     #: Points still above the threshold after their last round.
     noisy: int
-    #: Points measured more than once.
+    #: Points measured more than ``min_rounds`` times (re-measured because noisy).
     repeated: int
-    #: Whether the budget ran out (later points got one round only).
+    #: Whether the budget ran out (later passes stopped).
     budget_hit: bool = False
+    #: Rounds every point gets, in separate passes over the grid.
+    min_rounds: int = 1
 
     @property
     def summary(self) -> str:
@@ -103,7 +105,11 @@ class Noise:
                 f"{self.threshold:.0%} after up to {self.max_rounds} rounds"
                 if self.noisy else
                 f"quiet: every one of {self.points} points within {self.threshold:.0%} spread")
-        extra = f"; {self.repeated} re-measured" if self.repeated else ""
+        extra = ""
+        if self.min_rounds > 1:
+            extra += f"; {self.min_rounds} passes over every point"
+        if self.repeated:
+            extra += f"; {self.repeated} re-measured"
         if self.budget_hit:
             extra += f"; the {self.budget_s:g} s budget ran out (no more re-measuring)"
         return head + extra
@@ -112,13 +118,13 @@ class Noise:
         return {"threshold": self.threshold, "max_rounds": self.max_rounds,
                 "budget_s": self.budget_s, "points": self.points, "noisy": self.noisy,
                 "repeated": self.repeated, "budget_hit": self.budget_hit,
-                "summary": self.summary}
+                "min_rounds": self.min_rounds, "summary": self.summary}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Noise:
         return cls(float(d["threshold"]), int(d["max_rounds"]), float(d["budget_s"]),
                    int(d["points"]), int(d["noisy"]), int(d.get("repeated", 0)),
-                   bool(d.get("budget_hit", False)))
+                   bool(d.get("budget_hit", False)), int(d.get("min_rounds", 1)))
 
 
 @dataclass(frozen=True)
@@ -416,10 +422,10 @@ def _shape(s: tuple[int, ...]) -> str:
 
 
 def noise_of(points: Sequence[GridPoint], threshold: float, max_rounds: int,
-             budget_s: float, budget_hit: bool) -> Noise:
+             budget_s: float, budget_hit: bool, min_rounds: int = 1) -> Noise:
     """The noise summary of measured points."""
     return Noise(threshold, max_rounds, budget_s, len(points),
                  sum(1 for p in points if p.spread > threshold),
-                 sum(1 for p in points if p.rounds > 1), budget_hit)
+                 sum(1 for p in points if p.rounds > min_rounds), budget_hit, min_rounds)
 
 
