@@ -45,7 +45,7 @@ MAPS = frozenset({
     "layers_of_bucket", "phase_spread_s", "kinds", "prediction", "not_modelled_s",
     "conventions", "peak_tflops", "compute_efficiency", "memory_efficiency", "math_peaks",
     "config", "group", "not_counted", "arithmetic_intensity", "split_s", "unplaced_kernels",
-    "roles", "blocks", "tp_layers",
+    "roles", "blocks", "tp_layers", "matmul_tflops", "matmul_sizes", "skipped",
 })
 
 
@@ -151,6 +151,28 @@ def test_cost_reads_past_unknown_keys(cost: CostResult) -> None:
 
 def test_prediction_reads_past_unknown_keys(run: Run, cost: CostResult) -> None:
     _round_trip(join(run, cost), Comparison.from_dict)
+
+
+def test_calibration_with_a_grid_reads_past_unknown_keys() -> None:
+    from layertime.results.cost.calibration import Calibration
+    from layertime.results.cost.shape_grid import ConvPoint, GridPoint, Noise, ShapeGrid
+
+    def gp(shape: tuple[int, ...], work: float, t: float) -> GridPoint:
+        return GridPoint(shape, work, t, t * 1.1, 0.1, 2)
+
+    axes = (8, 32)
+    grid = ShapeGrid(
+        "fp32", gp((1,), 12, 1e-6), axes, axes, axes,
+        tuple(gp((m, n, k), 2.0 * m * n * k, 1e-5 * m * n * k / 512)
+              for m in axes for n in axes for k in axes),
+        (ConvPoint(gp((1, 3, 8, 8, 4, 3, 1, 1), 1728.0, 1e-5), (64, 4, 27), "backward_input"),),
+        {"add": (gp((256,), 3072.0, 2e-6), gp((1024,), 12288.0, 4e-6))},
+        Noise(0.2, 3, 45.0, 12, 1, 2, True, 2), elapsed_s=1.5, source="measured")
+    cal = Calibration("cpu", "CPU", "h", 2, "2.x", {"fp32": 0.2}, {"fp32": 2048}, 10.0, 12.0,
+                      2**28, 5, "now", memory_gb=8.0, skipped={"fp16": "no"}, grid=grid,
+                      load_before=1.0, load_after=1.2)
+    _round_trip(cal, Calibration.from_dict)
+    assert Calibration.from_dict(augmented(json.loads(json.dumps(cal.to_dict())))) == cal
 
 
 def test_bench_reads_past_unknown_keys(run: Run) -> None:

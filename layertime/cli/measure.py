@@ -449,7 +449,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     run = _run_to_fit(args)
     with progress(sys.stderr.isatty()) as on_progress:
         cal = measuring.calibrate(device, matmul_size=args.matmul_size, memory_mb=args.memory_mb,
-                                  repeats=args.repeats,
+                                  repeats=args.repeats, grid=not args.no_grid,
                                   on_progress=lambda what: on_progress(what, 0, 1))
         if workload is not None and run is None:
             from layertime.measure.runner import MeasureOptions, profile_workload

@@ -406,6 +406,9 @@ def _calibrate(sub: Any) -> None:
     ca.add_argument("--memory-mb", type=positive_float, metavar="MB",
                     help="bytes per buffer of the bandwidth test (default 256 CPU, 1024 CUDA)")
     ca.add_argument("--repeats", type=positive_int, default=5, help="timed runs (best of; 5)")
+    ca.add_argument("--no-grid", action="store_true",
+                    help="skip the shape grid (GEMM, conv and memory-bound ops by shape, the "
+                         "fixed cost per op): peaks only, as before")
     ca.add_argument("--fit", metavar="MODEL",
                     help="also profile MODEL and fit each kind's efficiency to its times")
     ca.add_argument("--from-run", metavar="ID|RUN.json",

@@ -2,7 +2,7 @@
 efficiencies fitted to a measured run.
 
 :mod:`layertime.measure.calibrate` measures the peaks (a
-:class:`~layertime.results.calibration.Calibration`); :func:`to_profile` turns
+:class:`~layertime.results.cost.calibration.Calibration`); :func:`to_profile` turns
 them into a :class:`~layertime.cost.devices.DeviceProfile`, with efficiencies
 fitted to a measured run (:func:`fit_to_run`, :mod:`layertime.cost.fit`)
 when given; :mod:`layertime.cost.profile_file` saves it as TOML.
@@ -30,6 +30,8 @@ def _source(cal: Calibration) -> str:
         f"torch {cal.torch}) {cal.created}: best of up to {cal.repeats} square matmuls (side "
         f"{sides}); copy {cal.copy_gb_per_s:.3g} GB/s and add {cal.add_gb_per_s:.3g} GB/s "
         f"over {mib:g} MiB buffers"
+        + (f"; shape grid of {cal.grid.points} points ({cal.grid.noise.summary})"
+           if cal.grid is not None else "")
     )
 
 
@@ -42,6 +44,9 @@ def to_profile(cal: Calibration, name: str, fit: EfficiencyFit | None = None) ->
         memory_bandwidth_gb_per_s=cal.memory_bandwidth_gb_per_s,
         source=_source(cal),
         memory_gb=cal.memory_gb,
+        grid=cal.grid,
+        # The grid's rates are net of the per-op fixed cost; a prediction adds it per kernel.
+        kernel_latency_s=cal.grid.fixed_s if cal.grid is not None else 0.0,
     )
     if fit is None:
         return profile

@@ -183,7 +183,7 @@ def _ops_of(tallies: Mapping[tuple[str, str], Tally]) -> tuple[OpWork, ...]:
     order = {p: i for i, p in enumerate(("forward", "backward_input", "backward_weight", "update"))}
     items = sorted(tallies.items(), key=lambda kv: (order[kv[0][1]], kv[0][0]))
     return tuple(
-        OpWork(op, phase, t.calls, t.flops, t.bytes_moved, t.status, t.math)
+        OpWork(op, phase, t.calls, t.flops, t.bytes_moved, t.status, t.math, t.gemm)
         for (op, phase), t in items
     )
 

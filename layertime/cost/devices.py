@@ -47,6 +47,7 @@ from typing import Any, TypedDict
 
 from layertime.errors import BadValue, LayertimeError
 from layertime.results.parallel.comm import DEFAULT_LATENCY_US, Link
+from layertime.results.cost.shape_grid import ShapeGrid
 
 #: The precisions a profile may give a peak for, in the order tables show them.
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp64")
@@ -83,6 +84,9 @@ class DeviceProfile:
     #: group's); None where the profile does not say.
     intra_node_link: Link | None = None
     inter_node_link: Link | None = None
+    #: Times by op shape (``layertime calibrate``'s grid): predictions look an op's rate up
+    #: by its shape instead of a per-kind efficiency.  None: no grid (every built-in profile).
+    grid: ShapeGrid | None = None
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNEL_SETS:
@@ -283,6 +287,7 @@ _KNOWN = set(_REQUIRED) | set(_OPTIONAL_NUM) | {
     "intra_node_link_latency_us",
     "inter_node_link_gbps",
     "inter_node_link_latency_us",
+    "grid",
 }
 
 
@@ -394,6 +399,13 @@ def parse_profiles(text: str, path: str = "<text>") -> dict[str, DeviceProfile]:
                                      f"not {latency!r}")
             links[which] = Link(_number(body[gbps], where(gbps), gbps), float(latency),
                                 f"device profile {key} ({path})")
+        grid = None
+        if "grid" in body:
+            try:
+                grid = ShapeGrid.from_dict(body["grid"])
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+                raise LayertimeError(f"{where('grid')}: malformed grid ({type(e).__name__}: "
+                                     f"{e})") from e
         out[key] = DeviceProfile(
             key=key,
             name=str(body.get("name", key)),
@@ -415,6 +427,7 @@ def parse_profiles(text: str, path: str = "<text>") -> dict[str, DeviceProfile]:
             kernels=str(kernels),
             intra_node_link=links["intra_node_link"],
             inter_node_link=links["inter_node_link"],
+            grid=grid,
         )
     return out
 

@@ -10,11 +10,13 @@ import math
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from layertime.cost.devices import PRECISIONS, DeviceProfile, parse_profiles, user_profiles_path
 from layertime.errors import LayertimeError
 from layertime.files import write_text_atomic
 from layertime.results.cost.calibration import EfficiencyFit
+from layertime.results.cost.shape_grid import ShapeGrid
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -29,6 +31,41 @@ def _num(v: float) -> str:
     return repr(float(v))
 
 
+def _value(v: Any) -> str:
+    """A JSON-like value as TOML: dicts as inline tables, lists as arrays (None: not allowed)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return _num(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()
+                               if x is not None) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    raise ValueError(f"cannot write {v!r} to a profile")
+
+
+def grid_toml(key: str, grid: ShapeGrid) -> list[str]:
+    """The ``[devices.KEY.grid]`` table: the grid's JSON fields, one point per line; the
+    memory-bound points in a ``[devices.KEY.grid.memory]`` sub-table after it."""
+    d = grid.to_dict()
+    memory = d.pop("memory")
+    lines = ["", f"[devices.{key}.grid]"]
+    points = {k: v for k, v in d.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
+    lines += [f"{_key(k)} = {_value(v)}" for k, v in d.items()
+              if k not in points and v is not None]
+    for k, pts in points.items():
+        lines += [f"{_key(k)} = ["] + [f"  {_value(x)}," for x in pts] + ["]"]
+    lines += ["", f"[devices.{key}.grid.memory]"]
+    for op, pts in memory.items():
+        lines += [f"{_key(op)} = ["] + [f"  {_value(x)}," for x in pts] + ["]"]
+    return lines
+
+
 def profile_toml(profile: DeviceProfile, fit: EfficiencyFit | None = None) -> str:
     """One profile as ``[devices.NAME]`` tables; the fit's statuses become comments."""
     key = _key(profile.key)
@@ -40,6 +77,10 @@ def profile_toml(profile: DeviceProfile, fit: EfficiencyFit | None = None) -> st
     if profile.memory_gb is not None:
         lines.append(f"memory_gb = {_num(profile.memory_gb)}")
     lines.append(f"source = {json.dumps(profile.source)}")
+    if profile.kernel_latency_s:
+        lines.append(f"kernel_latency_us = {_num(profile.kernel_latency_s * 1e6)}")
+    if profile.kernels != "cuda":
+        lines.append(f"kernels = {json.dumps(profile.kernels)}")
     if profile.efficiency_source is not None:
         lines.append(f"efficiency_source = {json.dumps(profile.efficiency_source)}")
     for target in ("compute", "memory"):
@@ -59,6 +100,8 @@ def profile_toml(profile: DeviceProfile, fit: EfficiencyFit | None = None) -> st
         for k, v in table.items():
             if not any(kf.kind == k and kf.status != "default" for kf in notes):
                 lines.append(f"{_key(k)} = {_num(v)}")
+    if profile.grid is not None:
+        lines += grid_toml(key, profile.grid)
     return "\n".join(lines) + "\n"
 
 

@@ -7,11 +7,19 @@ kernel latency for each kernel it launches (:func:`kernels_launched`); a
 layer's phase time is the sum over its ops.  Efficiencies are per layer
 kind, plain data that a profile or a later calibration can replace; the
 defaults below are round guesses, not measurements, and are labelled as such.
+
+With a profile that has a shape grid (``layertime calibrate`` measures one), an op's rate
+comes from its shape instead: a matrix product's or convolution's FLOP/s from the grid at
+its GEMM (M, N, K) (:mod:`layertime.cost.op_shapes`), a memory-bound op's bytes per second
+at its bytes per call; the grid's fixed cost per op is the profile's kernel latency.  A
+kind with an efficiency of its own in the profile (fitted by ``calibrate --fit``) or given
+to :func:`predict` keeps it; ops without a shape (attention, ops with other formulas) use
+the per-kind efficiencies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 
 from layertime.cost.devices import KERNEL_SETS, DeviceProfile
@@ -19,6 +27,7 @@ from layertime.errors import LayertimeError
 from layertime.results.cost.estimate import CostResult, Prediction
 from layertime.results.cost.rows import LayerCost, OpWork, PhaseTimes
 from layertime.results.environment import Environment
+from layertime.results.cost.shape_grid import ShapeGrid
 
 #: Fraction of the peak FLOP/s that a layer kind's counted ops reach (uncalibrated guesses:
 #: large GEMMs and convolutions typically reach 50-80% of peak on datacenter GPUs).
@@ -162,12 +171,68 @@ def math_peaks(profile: DeviceProfile, dtype: str, mode: MathMode = MathMode()) 
     }
 
 
+#: Memory-bound ops timed on the grid's copy or reduction curve; every other op on its
+#: element-wise add's (``layertime.results.cost.shape_grid.MEMORY_OPS``).
+_COPY_OPS = frozenset({
+    "aten.copy_", "aten.clone", "aten._to_copy", "aten.cat", "aten.constant_pad_nd",
+    "aten.fill_", "aten.zero_", "aten.zeros_like", "aten.ones_like", "aten.stack",
+    "aten.index_select", "aten.embedding", "aten.slice_scatter", "aten.select_scatter",
+})
+_REDUCE_OPS = frozenset({
+    "aten.sum", "aten.mean", "aten.amax", "aten.amin", "aten.max", "aten.min", "aten.var",
+    "aten.std", "aten.var_mean", "aten.linalg_vector_norm", "aten.norm", "aten.any",
+    "aten.all", "aten.argmax", "aten.argmin", "aten.prod",
+})
+
+
+def memory_class(op: str) -> str:
+    """Which measured memory-bound curve an op is timed on: copy, reduce or add."""
+    if op in _COPY_OPS:
+        return "copy"
+    if op in _REDUCE_OPS:
+        return "reduce"
+    return "add"
+
+
+@dataclass
+class _GridUse:
+    """How a prediction used a shape grid (one per :func:`predict` call)."""
+
+    grid: ShapeGrid
+    #: Kinds whose compute or memory efficiency the profile or the caller set: not the grid.
+    own_compute: Set[str]
+    own_memory: Set[str]
+    lookups: int = 0
+    clamped: int = 0
+
+    def compute_rate(self, w: OpWork, kind: str, peak: float, profile: DeviceProfile
+                     ) -> float | None:
+        if kind in self.own_compute or w.gemm is None or w.math not in ("conv", "matmul"):
+            return None
+        look = (self.grid.conv_flops_per_s(*w.gemm, phase=w.phase) if w.math == "conv"
+                else self.grid.gemm_flops_per_s(*w.gemm))
+        self.lookups += 1
+        self.clamped += look.clamped
+        # The grid was measured at its precision; another precision scales by the peaks.
+        at = profile.peak_flops_per_s(self.grid.precision)
+        return look.per_s * (peak / at if at else 1.0)
+
+    def memory_rate(self, w: OpWork, kind: str) -> float | None:
+        if kind in self.own_memory or not w.calls:
+            return None
+        look = self.grid.memory_bytes_per_s(memory_class(w.op), w.bytes_moved / w.calls)
+        self.lookups += 1
+        self.clamped += look.clamped
+        return look.per_s
+
+
 def _row_times(
     row: LayerCost,
     profile: DeviceProfile,
     peaks: Mapping[str, str],
     eff: Efficiency,
     batch_size: int,
+    grid: _GridUse | None = None,
 ) -> PhaseTimes:
     bandwidth = profile.memory_bytes_per_s
     times = {"forward": 0.0, "backward_input": 0.0, "backward_weight": 0.0, "update": 0.0}
@@ -175,8 +240,13 @@ def _row_times(
         kind = "update" if w.phase == "update" else row.kind
         peak = profile.peak_flops_per_s(peaks.get(w.math, "fp32"))
         assert peak is not None  # math_peaks only names precisions the profile has
-        compute_s = w.flops / (peak * eff.compute_for(kind)) if w.flops else 0.0
-        memory_s = w.bytes_moved / (bandwidth * eff.memory_for(kind)) if w.bytes_moved else 0.0
+        compute_s = memory_s = 0.0
+        if w.flops:
+            rate = grid.compute_rate(w, kind, peak, profile) if grid else None
+            compute_s = w.flops / (rate if rate else peak * eff.compute_for(kind))
+        if w.bytes_moved:
+            rate = grid.memory_rate(w, kind) if grid else None
+            memory_s = w.bytes_moved / (rate if rate else bandwidth * eff.memory_for(kind))
         launch_s = 0.0
         if profile.kernel_latency_s:
             n = kernels_launched(row.kind, w, profile.kernels, batch_size)
@@ -208,10 +278,22 @@ def predict(
     )
     if efficiency is not None:
         eff = eff.overridden(efficiency.compute, efficiency.memory, efficiency.source)
+    grid = None
+    source = eff.source
+    if profile.grid is not None:
+        own_c = set(profile.compute_efficiency) | set(efficiency.compute if efficiency else ())
+        own_m = set(profile.memory_efficiency) | set(efficiency.memory if efficiency else ())
+        grid = _GridUse(profile.grid, own_c - {"default"}, own_m - {"default"})
+        source = (f"shape grid ({profile.grid.source}): matrix products and convolutions by "
+                  f"(M, N, K), memory-bound ops by size; per kind ({eff.source}) for "
+                  + (f"{', '.join(sorted(grid.own_compute | grid.own_memory))} and " if
+                     grid.own_compute or grid.own_memory else "")
+                  + "ops without a shape")
     peaks = math_peaks(profile, cost.dtype, mode)
     n = cost.batch_size
-    layers = [replace(r, predicted=_row_times(r, profile, peaks, eff, n)) for r in cost.layers]
-    loss = replace(cost.loss, predicted=_row_times(cost.loss, profile, peaks, eff, n))
+    layers = [replace(r, predicted=_row_times(r, profile, peaks, eff, n, grid))
+              for r in cost.layers]
+    loss = replace(cost.loss, predicted=_row_times(cost.loss, profile, peaks, eff, n, grid))
     kinds = sorted({r.kind for r in (*layers, loss)} | {"default", "update"})
     prediction = Prediction(
         device=profile.key,
@@ -222,10 +304,13 @@ def predict(
         memory_gb=profile.memory_gb,
         compute_efficiency={k: eff.compute_for(k) for k in kinds},
         memory_efficiency={k: eff.memory_for(k) for k in kinds},
-        efficiency_source=eff.source,
+        efficiency_source=source,
         math_peaks=peaks,
         kernel_latency_s=profile.kernel_latency_s,
         kernels=profile.kernels,
+        grid_source=profile.grid.source if profile.grid is not None else None,
+        grid_lookups=grid.lookups if grid else 0,
+        grid_clamped=grid.clamped if grid else 0,
     )
     warnings = list(cost.warnings)
     need = cost.memory_bytes.total

@@ -30,6 +30,7 @@ from layertime.cost.op_work import (
     tensor_bytes,
     tensors_in,
 )
+from layertime.cost.op_shapes import Gemm, conv_backward_shapes, gemm_shape
 from layertime.modules import ModuleTable
 
 aten = torch.ops.aten
@@ -46,6 +47,9 @@ class Tally:
     bytes_moved: int = 0
     status: str = "formula"
     math: str = "other"
+    #: The GEMM shape (M, N, K) of its call with the most FLOPs (None: not a GEMM or conv).
+    gemm: Gemm | None = None
+    gemm_flops: int = -1
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Pending:
     out_keys: frozenset[int]
     #: Keeps the outputs alive until the node ends, so their storage keys stay unique.
     keep: list[torch.Tensor] = field(default_factory=list)
+    gemm: Gemm | None = None
 
 
 class StepState:
@@ -105,7 +110,8 @@ class StepState:
         return LOSS if self.in_loss else 0
 
     def charge(
-        self, owner: int, name: str, phase: str, flops: int, moved: int, status: str, calls: int = 1
+        self, owner: int, name: str, phase: str, flops: int, moved: int, status: str, calls: int = 1,
+        gemm: Gemm | None = None,
     ) -> None:
         t = self.tallies.setdefault(owner, {}).setdefault((name, phase), Tally())
         t.calls += calls
@@ -113,6 +119,8 @@ class StepState:
         t.bytes_moved += moved
         t.status = status
         t.math = math_class(name)
+        if gemm is not None and flops > t.gemm_flops:
+            t.gemm, t.gemm_flops = gemm, flops
 
     # -- autograd nodes ----------------------------------------------------
     def claim(self, objs: Sequence[Any]) -> None:
@@ -187,13 +195,15 @@ class StepState:
             mark(storage_key(g), len(ops), self.edge_weight.get(child, False))
         for op, lab in zip(ops, labels):
             phase = "backward_weight" if lab == {True} else "backward_input"
-            self.charge(op.owner, op.name, phase, op.flops, op.bytes_moved, op.status)
+            self.charge(op.owner, op.name, phase, op.flops, op.bytes_moved, op.status,
+                        gemm=op.gemm)
 
     def flush_pending(self) -> None:
         for node in list(self.pending):
             for op in self.pending.pop(node):
                 self.charge(
-                    op.owner, op.name, "backward_input", op.flops, op.bytes_moved, op.status
+                    op.owner, op.name, "backward_input", op.flops, op.bytes_moved, op.status,
+                    gemm=op.gemm,
                 )
 
     # -- ops ---------------------------------------------------------------
@@ -212,7 +222,8 @@ class StepState:
                     self.producer[key] = owner
             flops, status = op_flops(func, args, kwargs, out)
             moved = distinct_bytes(ins) + distinct_bytes(outs)
-            self.charge(owner, name, "forward", flops, moved, status)
+            self.charge(owner, name, "forward", flops, moved, status,
+                        gemm=gemm_shape(func, args, kwargs))
             return
         node = torch._C._current_autograd_node()
         owner = self.node_owner.get(node, 0) if node is not None else LOSS
@@ -222,8 +233,9 @@ class StepState:
             return
         flops, status = op_flops(func, args, kwargs, out)
         moved = distinct_bytes(ins) + distinct_bytes(outs)
+        gemm = gemm_shape(func, args, kwargs)
         if weight_only:
-            self.charge(owner, name, "backward_weight", flops, moved, status)
+            self.charge(owner, name, "backward_weight", flops, moved, status, gemm=gemm)
         elif node is not None and node in self.pending:
             self.pending[node].append(
                 Pending(
@@ -235,10 +247,11 @@ class StepState:
                     frozenset(storage_key(t) for t in ins),
                     frozenset(storage_key(t) for t in outs),
                     outs,
+                    gemm,
                 )
             )
         else:
-            self.charge(owner, name, "backward_input", flops, moved, status)
+            self.charge(owner, name, "backward_input", flops, moved, status, gemm=gemm)
 
     def _conv_backward(
         self, owner: int, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any
@@ -252,6 +265,7 @@ class StepState:
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         name = str(func._overloadpacket)
         grad_out, x, w = b["grad_output"], b["input"], b["weight"]
+        shapes = conv_backward_shapes(x, w, grad_out, groups)
 
         def with_mask(m: list[bool]) -> list[Any]:
             return [m if n == "output_mask" else b[n] for n in names]
@@ -259,7 +273,8 @@ class StepState:
         if mask[0]:
             f_in = int(formula(*with_mask([True, False, False]), out_val=out))
             moved = distinct_bytes([grad_out, w]) + tensor_bytes(outs[0])
-            self.charge(owner, name, "backward_input", f_in, moved, "formula")
+            self.charge(owner, name, "backward_input", f_in, moved, "formula",
+                        gemm=shapes[0] if shapes else None)
         if mask[1] or mask[2]:
             f_w = 0
             if mask[1]:
@@ -269,7 +284,8 @@ class StepState:
                 f_w = int(formula(*with_mask([False, True, False]), out_val=out)) // groups
             written = [t for t, m in zip(outs[1:], mask[1:]) if m and isinstance(t, torch.Tensor)]
             moved = distinct_bytes([grad_out, x]) + sum(tensor_bytes(t) for t in written)
-            self.charge(owner, name, "backward_weight", f_w, moved, "formula")
+            self.charge(owner, name, "backward_weight", f_w, moved, "formula",
+                        gemm=shapes[1] if shapes else None)
 
     # -- memory ------------------------------------------------------------
     def on_save(self, t: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,11 @@ its best time), each synchronised on CUDA:
 * **memory bandwidth**: a large copy (reads and writes each byte: 2 x size)
   and a large add (``c = a + b``: 3 x size), each buffer far beyond the
   caches; the profile takes the faster of the two.
+* the **shape grid** (:mod:`layertime.measure.calibrate_grid`): GEMMs by M, N, K,
+  convolutions, memory-bound ops by size and the per-op fixed cost, each point
+  re-measured while the machine is noisy; predictions interpolate it by op shape.
 
-The result is a :class:`~layertime.results.calibration.Calibration`;
+The result is a :class:`~layertime.results.cost.calibration.Calibration`;
 :mod:`layertime.cost.calibrate` turns it into a device profile.
 """
 
@@ -24,12 +27,22 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
 from layertime.cost.devices import PRECISIONS
 from layertime.errors import LayertimeError, first_line
+from layertime.measure.calibrate_grid import (
+    CONV_BATCH_SCALE,
+    CONV_SHAPES,
+    DEFAULT_POLICY,
+    GEMM_AXES,
+    MEMORY_ELEMENTS,
+    NoisePolicy,
+    measure_grid,
+)
 from layertime.measure.environment import describe, matmul_tf32_set
 from layertime.results.cost.calibration import Calibration
 
@@ -176,8 +189,11 @@ def calibrate(
     memory_mb: float | None = None,
     repeats: int = DEFAULT_REPEATS,
     on_progress: Callable[[str], None] | None = None,
+    grid: bool = True,
+    policy: NoisePolicy | None = None,
 ) -> Calibration:
-    """Measure matmul FLOP/s per precision and memory bandwidth on ``device``."""
+    """Measure matmul FLOP/s per precision and memory bandwidth on ``device``, and (with
+    ``grid``) the shape grid, re-measuring its noisy points as ``policy`` says."""
     if repeats < 1:
         raise LayertimeError(f"repeats must be at least 1, not {repeats}")
     kind = "cuda" if device.type == "cuda" else "cpu"
@@ -186,6 +202,7 @@ def calibrate(
     if size < 1 or nbytes < 4:
         raise LayertimeError("the matmul size and the memory buffer must be positive")
     progress = on_progress or (lambda what: None)
+    load_before = _load()
     todo, skipped = _precisions(device)
     rates: dict[str, float] = {}
     sizes: dict[str, int] = {}
@@ -199,6 +216,18 @@ def calibrate(
             skipped[prec] = f"not supported here ({first_line(e, 120)})"
     progress("memory bandwidth")
     copy, add = measure_bandwidth_gb_per_s(device, nbytes, repeats)
+    shapes = None
+    if grid:
+        # The grid stays within the sizes asked for: GEMM sides up to the matmul side,
+        # buffers up to the bandwidth test's, convolutions of at most the largest GEMM's work.
+        axes = tuple(a for a in GEMM_AXES[kind] if a <= 4 * size) or (size,)
+        elements = tuple(e for e in MEMORY_ELEMENTS[kind] if 4 * e <= nbytes) or (nbytes // 4,)
+        scale = CONV_BATCH_SCALE[kind]
+        convs = tuple(c for c in CONV_SHAPES if _conv_flops(c, scale) <= 2.0 * size**3)
+        pol = policy or replace(DEFAULT_POLICY[kind], samples=max(2, min(repeats, 3)))
+        shapes = measure_grid(device, pol, gemm_axes=axes, memory_elements=elements,
+                              conv_shapes=convs, max_mnk=float(size) ** 3 / 4,
+                              on_progress=progress)
     env = describe(device)
     return Calibration(
         device=str(device),
@@ -215,7 +244,24 @@ def calibrate(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         memory_gb=_memory_gb(device),
         skipped=skipped,
+        grid=shapes,
+        load_before=load_before,
+        load_after=_load(),
     )
+
+
+def _conv_flops(c: tuple[int, int, int, int, int, int, int], scale: int) -> float:
+    bs, cin, hw, cout, k, stride, pad = c
+    ho = (hw + 2 * pad - k) // stride + 1
+    return 2.0 * bs * scale * ho * ho * cout * cin * k * k
+
+
+def _load() -> float | None:
+    """The 1-minute load average, where the system has one."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
 
 
 def default_name(device: torch.device) -> str:

@@ -179,6 +179,10 @@ def calibration_report(cal: Calibration, fit: EfficiencyFit | None, warnings: Se
         f"add {cal.add_gb_per_s:,.3g}; {cal.memory_bytes / 2**20:g} MiB buffers); best of up "
         f"to {cal.repeats} runs each")]
     parts += [Text(f"not measured: {prec}: {why}") for prec, why in cal.skipped.items()]
+    if cal.load_before is not None and cal.load_after is not None:
+        parts.append(Text(f"load average {cal.load_before:.2f} before, {cal.load_after:.2f} after"))
+    if cal.grid is not None:
+        parts.append(Text("\n".join(cal.grid.summary_lines())))
     if fit is not None:
         parts.append(fit_table(fit, width))
     parts += [Text(f"warning: {w}") for w in warnings]

@@ -31,7 +31,7 @@ from layertime.render.views.cost import cost_view
 from layertime.render.views.profile import profile_view
 from layertime.render.views.sweep import sweep_view
 from layertime.results import bench, run, sweep
-from layertime.results.cost import estimate as cost
+import layertime.results.cost.estimate as cost
 
 __all__ = ["bench_view", "compare_view", "cost_view", "profile_view", "sweep_view", "view_of"]
 

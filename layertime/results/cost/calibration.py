@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from layertime.results.cost.shape_grid import ShapeGrid
+
 #: What a kind's entry ends as: fitted to the measurement, capped at 1, or left at the default.
 FIT_STATUSES: tuple[str, ...] = ("fitted", "capped", "default")
 
@@ -39,6 +41,12 @@ class Calibration:
     memory_gb: float | None = None
     #: Precisions not measured, with the reason.
     skipped: Mapping[str, str] = field(default_factory=dict)
+    #: Times by op shape (GEMM, convolution, memory-bound by size, the fixed cost per op);
+    #: None in calibrations made before the grid (added within the format).
+    grid: ShapeGrid | None = None
+    #: The 1-minute load average when the calibration started and ended (None: unknown).
+    load_before: float | None = None
+    load_after: float | None = None
 
     @property
     def memory_bandwidth_gb_per_s(self) -> float:
@@ -61,8 +69,40 @@ class Calibration:
             "created": self.created,
             "memory_gb": self.memory_gb,
             "skipped": dict(self.skipped),
+            "grid": self.grid.to_dict() if self.grid is not None else None,
+            "load_before": self.load_before,
+            "load_after": self.load_after,
         }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
+        """Read back :meth:`to_dict`'s JSON; a calibration written before the grid has none."""
+        grid = d.get("grid")
+        mem = d.get("memory_gb")
+
+        def opt(key: str) -> float | None:
+            v = d.get(key)
+            return None if v is None else float(v)
+
+        return cls(
+            device=str(d["device"]),
+            device_name=str(d["device_name"]),
+            host=str(d.get("host", "")),
+            threads=int(d.get("threads", 0)),
+            torch=str(d.get("torch", "")),
+            matmul_tflops={str(k): float(v) for k, v in d["matmul_tflops"].items()},
+            matmul_sizes={str(k): int(v) for k, v in d.get("matmul_sizes", {}).items()},
+            copy_gb_per_s=float(d["copy_gb_per_s"]),
+            add_gb_per_s=float(d["add_gb_per_s"]),
+            memory_bytes=int(d.get("memory_bytes", 0)),
+            repeats=int(d.get("repeats", 0)),
+            created=str(d.get("created", "")),
+            memory_gb=None if mem is None else float(mem),
+            skipped={str(k): str(v) for k, v in d.get("skipped", {}).items()},
+            grid=ShapeGrid.from_dict(grid) if grid is not None else None,
+            load_before=opt("load_before"),
+            load_after=opt("load_after"),
+        )
 
 
 @dataclass(frozen=True)

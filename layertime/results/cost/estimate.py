@@ -70,7 +70,10 @@ CONVENTIONS: dict[str, str] = {
         "predicted times are roofline estimates, not measurements: per op the larger of "
         "FLOPs / (peak x compute efficiency of the layer's kind) and bytes / (bandwidth "
         "x memory efficiency), plus the profile's kernel latency for each kernel the op "
-        "launches (0 unless the profile gives one); no overlap between ops."
+        "launches (0 unless the profile gives one); no overlap between ops. With a "
+        "calibrated shape grid, matrix products and convolutions run at the grid's rate at "
+        "their (M, N, K), memory-bound ops at its rate for their size, and the latency is "
+        "the grid's fixed cost per op."
     ),
 }
 
@@ -113,6 +116,11 @@ class Prediction:
     #: Seconds added per kernel launched (0: no launch term), and whose kernels were counted.
     kernel_latency_s: float = 0.0
     kernels: str = "cuda"
+    #: The shape grid the prediction looked op rates up on (its source), None without one;
+    #: how many op lookups were made and how many fell outside the grid (clamped to its edge).
+    grid_source: str | None = None
+    grid_lookups: int = 0
+    grid_clamped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +136,9 @@ class Prediction:
             "math_peaks": dict(self.math_peaks),
             "kernel_latency_s": self.kernel_latency_s,
             "kernels": self.kernels,
+            "grid_source": self.grid_source,
+            "grid_lookups": self.grid_lookups,
+            "grid_clamped": self.grid_clamped,
             "label": "estimate",
         }
 
@@ -147,6 +158,9 @@ class Prediction:
             efficiency_source=str(d.get("efficiency_source", "")),
             kernel_latency_s=float(d.get("kernel_latency_s", 0.0)),
             kernels=str(d.get("kernels", "cuda")),
+            grid_source=None if d.get("grid_source") is None else str(d["grid_source"]),
+            grid_lookups=int(d.get("grid_lookups", 0)),
+            grid_clamped=int(d.get("grid_clamped", 0)),
         )
 
 

@@ -98,6 +98,10 @@ class OpWork:
     flop_status: str = "formula"
     #: What the op is treated as for peak selection: "conv", "matmul" or "other".
     math: str = "other"
+    #: The GEMM shape (M, N, K) of its call with the most FLOPs, for a matrix product or a
+    #: convolution (its implicit GEMM; ``layertime.cost.op_shapes``); None for other ops
+    #: and in files written before shapes were kept.
+    gemm: tuple[int, int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,10 +112,12 @@ class OpWork:
             "bytes": self.bytes_moved,
             "flop_status": self.flop_status,
             "math": self.math,
+            "gemm": list(self.gemm) if self.gemm is not None else None,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> OpWork:
+        g = d.get("gemm")
         return cls(
             op=str(d["op"]),
             phase=str(d["phase"]),
@@ -120,6 +126,7 @@ class OpWork:
             bytes_moved=int(d["bytes"]),
             flop_status=str(d.get("flop_status", "formula")),
             math=str(d.get("math", "other")),
+            gemm=(int(g[0]), int(g[1]), int(g[2])) if g is not None else None,
         )
 
 

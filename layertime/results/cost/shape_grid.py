@@ -1,0 +1,431 @@
+"""A device measured on a grid of op shapes (``layertime calibrate``), and the lookup that
+turns an op's shape into its achieved rate.
+
+What is kept per point is measured time (best and median of the samples, their spread,
+how many rounds it took); rates are derived on lookup.  The per-op fixed cost (``fixed_s``:
+dispatch on a CPU, launch on a GPU, the time of a tiny op) is in every point's time, so a
+point's rate is its work over its time less the fixed cost, and a prediction is
+``kernels x fixed_s + work / rate``: at a grid point that gives back the point's time.
+
+**Interpolation** (documented in ``docs/cost.md``): log-linear.  A GEMM's rate is
+interpolated trilinearly in ``(log M, log N, log K)`` on the full grid of the three axes,
+linearly in the *logarithm* of the rate; a memory-bound op's bytes per second linearly in
+``log bytes``, in the log of the rate.  So a grid point returns its own value, and between
+points the result lies between its neighbours' values (a weighted geometric mean with
+non-negative weights).  Outside the grid each coordinate is clamped to the axis' end and
+the lookup says it clamped.  Pure Python; never imports torch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+#: A point's time less the fixed cost is kept at least this fraction of its time (a point
+#: measured barely above the fixed cost must not give an infinite rate).
+MIN_NET_FRACTION = 0.05
+#: The memory-bound op classes measured: a copy, an element-wise add, a sum (reduction).
+MEMORY_OPS: tuple[str, ...] = ("copy", "add", "reduce")
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One measured shape: its work (FLOPs or bytes moved per op) and its time per op."""
+
+    #: GEMM (M, N, K); convolution (N, C_in, H, W, C_out, kernel, stride, padding);
+    #: memory-bound (elements,).
+    shape: tuple[int, ...]
+    work: float
+    best_s: float
+    median_s: float
+    #: median_s / best_s - 1 of the round kept (the least spread of its rounds).
+    spread: float
+    #: Rounds of samples taken (more than 1: it was re-measured because it was noisy).
+    rounds: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "work": self.work, "best_s": self.best_s,
+                "median_s": self.median_s, "spread": self.spread, "rounds": self.rounds}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GridPoint:
+        return cls(tuple(int(x) for x in d["shape"]), float(d["work"]), float(d["best_s"]),
+                   float(d["median_s"]), float(d.get("spread", 0.0)), int(d.get("rounds", 1)))
+
+
+@dataclass(frozen=True)
+class ConvPoint:
+    """A measured convolution (one phase of it) beside its implicit GEMM's shape."""
+
+    point: GridPoint
+    #: The implicit GEMM (``layertime.cost.op_shapes``): forward M = N x H_out x W_out,
+    #: N = C_out, K = C_in x kernel^2; the gradients' as counted there.
+    gemm: tuple[int, int, int]
+    #: "forward", "backward_input" or "backward_weight".
+    phase: str = "forward"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.point.to_dict(), "gemm": list(self.gemm), "phase": self.phase}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ConvPoint:
+        g = [int(x) for x in d["gemm"]]
+        return cls(GridPoint.from_dict(d), (g[0], g[1], g[2]), str(d.get("phase", "forward")))
+
+
+@dataclass(frozen=True)
+class Noise:
+    """How the calibration guarded against a loaded machine, and what was left noisy."""
+
+    #: A point is re-measured while its spread is above this (0.2: median 20% over best).
+    threshold: float
+    #: At most this many rounds per point; no new round once the budget is spent.
+    max_rounds: int
+    budget_s: float
+    points: int
+    #: Points still above the threshold after their last round.
+    noisy: int
+    #: Points measured more than ``min_rounds`` times (re-measured because noisy).
+    repeated: int
+    #: Whether the budget ran out (later passes stopped).
+    budget_hit: bool = False
+    #: Rounds every point gets, in separate passes over the grid.
+    min_rounds: int = 1
+
+    @property
+    def summary(self) -> str:
+        """``noisy: 3 of 40 points had spread > 20% after 3 rounds`` or ``quiet: ...``."""
+        head = (f"noisy: {self.noisy} of {self.points} points had spread > "
+                f"{self.threshold:.0%} after up to {self.max_rounds} rounds"
+                if self.noisy else
+                f"quiet: every one of {self.points} points within {self.threshold:.0%} spread")
+        extra = ""
+        if self.min_rounds > 1:
+            extra += f"; {self.min_rounds} passes over every point"
+        if self.repeated:
+            extra += f"; {self.repeated} re-measured"
+        if self.budget_hit:
+            extra += f"; the {self.budget_s:g} s budget ran out (no more re-measuring)"
+        return head + extra
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "max_rounds": self.max_rounds,
+                "budget_s": self.budget_s, "points": self.points, "noisy": self.noisy,
+                "repeated": self.repeated, "budget_hit": self.budget_hit,
+                "min_rounds": self.min_rounds, "summary": self.summary}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Noise:
+        return cls(float(d["threshold"]), int(d["max_rounds"]), float(d["budget_s"]),
+                   int(d["points"]), int(d["noisy"]), int(d.get("repeated", 0)),
+                   bool(d.get("budget_hit", False)), int(d.get("min_rounds", 1)))
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A rate looked up on the grid, and whether a coordinate lay outside it (clamped)."""
+
+    per_s: float
+    clamped: bool
+
+
+def _axis(values: Sequence[int], x: float) -> tuple[int, int, float, bool]:
+    """Neighbours i, j on a sorted axis and the weight of j for ``x`` in log space."""
+    lx = math.log(max(x, 1e-300))
+    logs = [math.log(v) for v in values]
+    if lx <= logs[0]:
+        return 0, 0, 0.0, lx < logs[0] - 1e-12
+    if lx >= logs[-1]:
+        last = len(values) - 1
+        return last, last, 0.0, lx > logs[-1] + 1e-12
+    j = bisect.bisect_right(logs, lx)
+    i = j - 1
+    return i, j, (lx - logs[i]) / (logs[j] - logs[i]), False
+
+
+@dataclass(frozen=True)
+class ShapeGrid:
+    """GEMM, convolution and memory-bound times measured by shape, and the fixed cost per op."""
+
+    #: The precision the GEMMs and convolutions were measured at ("fp32").
+    precision: str
+    #: Time of a tiny op: the per-op fixed cost (dispatch on a CPU, launch on a GPU).
+    fixed: GridPoint
+    #: The GEMM grid's axes; ``gemm`` holds every (M, N, K) of their product, M slowest.
+    gemm_m: tuple[int, ...]
+    gemm_n: tuple[int, ...]
+    gemm_k: tuple[int, ...]
+    gemm: tuple[GridPoint, ...]
+    conv: tuple[ConvPoint, ...]
+    #: Per memory op class (MEMORY_OPS), points by size (elements of float32), ascending.
+    memory: Mapping[str, tuple[GridPoint, ...]]
+    noise: Noise
+    #: Wall time the grid took to measure, and where it came from.
+    elapsed_s: float = 0.0
+    source: str = "measured"
+    dtype_bytes: int = 4
+
+    def __post_init__(self) -> None:
+        n = len(self.gemm_m) * len(self.gemm_n) * len(self.gemm_k)
+        if n == 0 or len(self.gemm) != n:
+            raise ValueError(f"a GEMM grid of {len(self.gemm_m)}x{len(self.gemm_n)}x"
+                             f"{len(self.gemm_k)} needs {n} points, not {len(self.gemm)}")
+
+    @property
+    def fixed_s(self) -> float:
+        """The per-op fixed cost: the best time of a tiny op."""
+        return self.fixed.best_s
+
+    @property
+    def points(self) -> int:
+        return 1 + len(self.gemm) + len(self.conv) + sum(len(v) for v in self.memory.values())
+
+    def _net_rate(self, p: GridPoint, time_s: float | None = None) -> float:
+        t = p.best_s if time_s is None else time_s
+        net = max(t - self.fixed_s, MIN_NET_FRACTION * t)
+        return p.work / net
+
+    @cached_property
+    def _gemm_s(self) -> tuple[float, ...]:
+        """Each measured GEMM point's time, at most that of any larger measured point (more
+        work never takes less time: a point slower than a larger one was held up by load)."""
+        sm, sn = len(self.gemm_n) * len(self.gemm_k), len(self.gemm_k)
+        t = [p.best_s if p.rounds else math.inf for p in self.gemm]
+        for i in range(len(t) - 1, -1, -1):
+            m, rest = divmod(i, sm)
+            n, k = divmod(rest, sn)
+            for ok, j in ((m + 1 < len(self.gemm_m), i + sm), (n + 1 < len(self.gemm_n), i + sn),
+                          (k + 1 < len(self.gemm_k), i + 1)):
+                if ok:
+                    t[i] = min(t[i], t[j])
+        return tuple(t)
+
+    @cached_property
+    def _gemm_rates(self) -> tuple[float, ...]:
+        """Each GEMM point's rate (fixed cost off, load capped); a point not measured (too
+        much work for the calibration: ``rounds`` 0) takes the best rate of the largest
+        measured points it contains (a GEMM at least as large in every side runs at least
+        as fast)."""
+        sm, sn = len(self.gemm_n) * len(self.gemm_k), len(self.gemm_k)
+        r = [0.0] * len(self.gemm)
+        for i, p in enumerate(self.gemm):
+            if p.rounds:
+                r[i] = self._net_rate(p, self._gemm_s[i])
+                continue
+            m, rest = divmod(i, sm)
+            n, k = divmod(rest, sn)
+            below = [r[j] for ok, j in ((m > 0, i - sm), (n > 0, i - sn), (k > 0, i - 1)) if ok]
+            r[i] = max(below) if below else 0.0
+        return tuple(r)
+
+    @cached_property
+    def _memory_s(self) -> dict[str, tuple[float, ...]]:
+        """Memory points' times, each at most that of the next larger size (as for GEMMs)."""
+        out: dict[str, tuple[float, ...]] = {}
+        for op, pts in self.memory.items():
+            t = [p.best_s for p in pts]
+            for i in range(len(t) - 2, -1, -1):
+                t[i] = min(t[i], t[i + 1])
+            out[op] = tuple(t)
+        return out
+
+    @property
+    def capped(self) -> int:
+        """Points whose time was lowered to a larger point's by more than the noise
+        threshold (held up by load, or a slow path of a small shape)."""
+        lim = 1 + self.noise.threshold
+        n = sum(1 for p, t in zip(self.gemm, self._gemm_s) if p.rounds and t * lim < p.best_s)
+        return n + sum(1 for op, pts in self.memory.items()
+                       for p, t in zip(pts, self._memory_s[op]) if t * lim < p.best_s)
+
+    def gemm_point_flops_per_s(self, i: int) -> float:
+        """The rate of GEMM point ``i`` as the lookup uses it (fixed cost off, load capped,
+        filled from smaller points where not measured)."""
+        return self._gemm_rates[i]
+
+    @property
+    def unmeasured(self) -> int:
+        """GEMM points not measured (their work beyond the calibration's largest)."""
+        return sum(1 for p in self.gemm if not p.rounds)
+
+    # -- lookups -------------------------------------------------------------
+    def gemm_flops_per_s(self, m: int, n: int, k: int) -> Lookup:
+        """A GEMM's FLOP/s at (M, N, K): trilinear in the logs of the sides and the rate."""
+        axes = [_axis(self.gemm_m, m), _axis(self.gemm_n, n), _axis(self.gemm_k, k)]
+        sn, sk = len(self.gemm_n) * len(self.gemm_k), len(self.gemm_k)
+        acc = 0.0
+        for a in (0, 1):
+            for b in (0, 1):
+                for c in (0, 1):
+                    w = ((axes[0][2] if a else 1 - axes[0][2])
+                         * (axes[1][2] if b else 1 - axes[1][2])
+                         * (axes[2][2] if c else 1 - axes[2][2]))
+                    if w == 0.0:
+                        continue
+                    i = axes[0][1] if a else axes[0][0]
+                    j = axes[1][1] if b else axes[1][0]
+                    h = axes[2][1] if c else axes[2][0]
+                    acc += w * math.log(self.gemm_point_flops_per_s(i * sn + j * sk + h))
+        return Lookup(math.exp(acc), any(ax[3] for ax in axes))
+
+    @property
+    def conv_vs_gemm(self) -> tuple[float, ...]:
+        """Each measured convolution's rate over the GEMM grid's at its implicit GEMM shape."""
+        return tuple(self._net_rate(c.point) / self.gemm_flops_per_s(*c.gemm).per_s
+                     for c in self.conv)
+
+    @property
+    def conv_factor(self) -> float:
+        """The median of :attr:`conv_vs_gemm` (1 without convolution points)."""
+        ratios = self.conv_vs_gemm
+        return statistics.median(ratios) if ratios else 1.0
+
+    @cached_property
+    def _conv_ratios(self) -> tuple[float, ...]:
+        return self.conv_vs_gemm
+
+    def conv_factor_at(self, m: int, n: int, k: int, phase: str = "forward") -> float:
+        """The conv / implicit GEMM ratio of the measured convolution of ``phase`` nearest to
+        (M, N, K) in log space (of any phase when none of it was measured; 1 without
+        convolution points): how far a convolution of that shape runs from a GEMM of its
+        implicit shape."""
+        idx = [i for i, c in enumerate(self.conv) if c.phase == phase] or list(
+            range(len(self.conv)))
+        if not idx:
+            return 1.0
+        at = (math.log(max(m, 1)), math.log(max(n, 1)), math.log(max(k, 1)))
+
+        def dist(c: ConvPoint) -> float:
+            return sum((math.log(max(g, 1)) - x) ** 2 for g, x in zip(c.gemm, at))
+
+        i = min(idx, key=lambda j: dist(self.conv[j]))
+        return self._conv_ratios[i]
+
+    def conv_flops_per_s(self, m: int, n: int, k: int, phase: str = "forward") -> Lookup:
+        """A convolution's FLOP/s: its implicit GEMM's (M, N, K) on the GEMM grid, times the
+        ratio of the nearest measured convolution of its phase (:meth:`conv_factor_at`)."""
+        g = self.gemm_flops_per_s(m, n, k)
+        return Lookup(g.per_s * self.conv_factor_at(m, n, k, phase), g.clamped)
+
+    def memory_bytes_per_s(self, op: str, nbytes: float) -> Lookup:
+        """Bytes per second of a memory-bound op class moving ``nbytes`` per call."""
+        key = op if op in self.memory else "add" if "add" in self.memory else next(iter(self.memory))
+        pts = self.memory[key]
+        lx = math.log(max(nbytes, 1.0))
+        logs = [math.log(p.work) for p in pts]
+        rates = [math.log(self._net_rate(p, t)) for p, t in zip(pts, self._memory_s[key])]
+        if lx <= logs[0]:
+            return Lookup(math.exp(rates[0]), lx < logs[0] - 1e-12)
+        if lx >= logs[-1]:
+            return Lookup(math.exp(rates[-1]), lx > logs[-1] + 1e-12)
+        j = bisect.bisect_right(logs, lx)
+        t = (lx - logs[j - 1]) / (logs[j] - logs[j - 1])
+        return Lookup(math.exp(rates[j - 1] + t * (rates[j] - rates[j - 1])), False)
+
+    @property
+    def peak_gemm_flops_per_s(self) -> float:
+        return max(self.gemm_point_flops_per_s(i) for i in range(len(self.gemm)))
+
+    def summary_lines(self) -> list[str]:
+        """The grid in a few lines of at most 80 columns (``layertime calibrate`` prints them)."""
+        g = [self.gemm_point_flops_per_s(i) / 1e9 for i in range(len(self.gemm))]
+        small, big = g[0], g[-1]
+        lines = [
+            f"shape grid ({self.precision}, {self.points} points, {self.elapsed_s:.1f} s):",
+            f"  per-op fixed cost {self.fixed_s * 1e6:.3g} us (a tiny add)",
+            f"  GEMM {len(self.gemm_m)}x{len(self.gemm_n)}x{len(self.gemm_k)} M,N,K "
+            f"{self.gemm_m[0]}..{self.gemm_m[-1]}: {min(g):,.3g}..{max(g):,.3g} GFLOP/s"
+            + (f" ({self.unmeasured} largest not measured: the best rate they contain)"
+               if self.unmeasured else ""),
+            f"    smallest {self.gemm_m[0]}x{self.gemm_n[0]}x{self.gemm_k[0]} {small:,.3g}, "
+            f"largest {self.gemm_m[-1]}x{self.gemm_n[-1]}x{self.gemm_k[-1]} {big:,.3g}",
+        ]
+        for m in self.gemm_m[1:2] or self.gemm_m[:1]:
+            k = self.gemm_k[-1]
+            n = self.gemm_n[-1]
+            lines.append(f"    skinny M={m} N={n} K={k}: "
+                         f"{self.gemm_flops_per_s(m, n, k).per_s / 1e9:,.3g} GFLOP/s "
+                         f"({self.gemm_flops_per_s(m, n, k).per_s * 1e-9 / max(g):.0%} of best)")
+        for phase in ("forward", "backward_input", "backward_weight"):
+            ratios = ", ".join(f"{r:.2f}" for r, c in zip(self.conv_vs_gemm, self.conv)
+                               if c.phase == phase)
+            if ratios:
+                lines.append(f"  conv {phase} / its implicit GEMM: {ratios}")
+        if self.conv:
+            lines.append("    (a convolution takes the ratio of its phase's nearest one)")
+        for op, pts in self.memory.items():
+            lo, hi = pts[0], pts[-1]
+            r_lo = self.memory_bytes_per_s(op, lo.work).per_s
+            r_hi = self.memory_bytes_per_s(op, hi.work).per_s
+            lines.append(f"  {op:<6} {lo.work / 1e3:,.3g} kB {r_lo / 1e9:,.3g} GB/s .. "
+                         f"{hi.work / 1e6:,.4g} MB {r_hi / 1e9:,.3g} GB/s (bytes moved per op)")
+        worst = max(self._all(), key=lambda p: p.spread)
+        lines.append(f"  {self.noise.summary}")
+        if self.capped:
+            lines.append(f"  {self.capped} points over {self.noise.threshold:.0%} slower than a "
+                         "larger shape: taken at its time (more work never takes less)")
+        lines.append(f"  largest spread {worst.spread:.0%} (shape {_shape(worst.shape)}, "
+                     f"{worst.rounds} round{'s' if worst.rounds > 1 else ''})")
+        return [w for line in lines
+                for w in textwrap.wrap(line, 80, subsequent_indent="    ") or [""]]
+
+    def _all(self) -> list[GridPoint]:
+        return [self.fixed, *(p for p in self.gemm if p.rounds), *(c.point for c in self.conv),
+                *(p for pts in self.memory.values() for p in pts)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "fixed": self.fixed.to_dict(),
+            "fixed_s": self.fixed_s,
+            "gemm_m": list(self.gemm_m),
+            "gemm_n": list(self.gemm_n),
+            "gemm_k": list(self.gemm_k),
+            "gemm": [p.to_dict() for p in self.gemm],
+            "conv": [c.to_dict() for c in self.conv],
+            "conv_vs_gemm": list(self.conv_vs_gemm),
+            "memory": {op: [p.to_dict() for p in pts] for op, pts in self.memory.items()},
+            "noise": self.noise.to_dict(),
+            "elapsed_s": self.elapsed_s,
+            "source": self.source,
+            "dtype_bytes": self.dtype_bytes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ShapeGrid:
+        return cls(
+            precision=str(d.get("precision", "fp32")),
+            fixed=GridPoint.from_dict(d["fixed"]),
+            gemm_m=tuple(int(x) for x in d["gemm_m"]),
+            gemm_n=tuple(int(x) for x in d["gemm_n"]),
+            gemm_k=tuple(int(x) for x in d["gemm_k"]),
+            gemm=tuple(GridPoint.from_dict(p) for p in d["gemm"]),
+            conv=tuple(ConvPoint.from_dict(c) for c in d.get("conv", ())),
+            # Each memory op class is a list of points; anything else is a later version's.
+            memory={str(op): tuple(GridPoint.from_dict(p) for p in pts)
+                    for op, pts in d["memory"].items() if isinstance(pts, list)},
+            noise=Noise.from_dict(d["noise"]),
+            elapsed_s=float(d.get("elapsed_s", 0.0)),
+            source=str(d.get("source", "measured")),
+            dtype_bytes=int(d.get("dtype_bytes", 4)),
+        )
+
+
+def _shape(s: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in s)
+
+
+def noise_of(points: Sequence[GridPoint], threshold: float, max_rounds: int,
+             budget_s: float, budget_hit: bool, min_rounds: int = 1) -> Noise:
+    """The noise summary of measured points."""
+    return Noise(threshold, max_rounds, budget_s, len(points),
+                 sum(1 for p in points if p.spread > threshold),
+                 sum(1 for p in points if p.rounds > min_rounds), budget_hit, min_rounds)
+
+
