@@ -45,7 +45,7 @@ MAPS = frozenset({
     "layers_of_bucket", "phase_spread_s", "kinds", "prediction", "not_modelled_s",
     "conventions", "peak_tflops", "compute_efficiency", "memory_efficiency", "math_peaks",
     "config", "group", "not_counted", "arithmetic_intensity", "split_s", "unplaced_kernels",
-    "roles", "blocks", "tp_layers",
+    "roles", "blocks", "tp_layers", "kernel_choices",
 })
 
 
