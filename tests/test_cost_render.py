@@ -46,7 +46,7 @@ def test_estimates_are_labelled(alexnet: CostResult) -> None:
 
 def test_conventions_and_not_counted_are_stated(alexnet: CostResult) -> None:
     text = render_text(alexnet, 150)
-    assert "FLOPs = 2 x MACs" in text and "minimum traffic" in text
+    assert "FLOPs = 2 x MACs" in text and "what each op's kernel" in text
     assert "not counted (no FLOP formula" in text and "max_pool2d_with_indices" in text
     assert "0.714 GMACs" not in text  # totals are for the batch, not per image
     assert f"{alexnet.macs_forward / 1e9:,.3f} GMACs" in text
