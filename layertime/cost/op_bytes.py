@@ -219,6 +219,31 @@ def convolution(b: Mapping[str, Any], ins: Sequence[torch.Tensor],
     return operands_once(b, ins, outs, device)
 
 
+def convolution_backward(b: Mapping[str, Any], ins: Sequence[torch.Tensor],
+                         outs: Sequence[torch.Tensor], device: str) -> int:
+    """``convolution_backward`` as two kernels (``step_state._conv_backward`` splits it the
+    same way): the input gradient reads grad_out and the weight and writes grad_input; the
+    weight gradient reads grad_out and the input and writes grad_weight (and grad_bias)."""
+    mask = list(b.get("output_mask") or (True, True, True))
+    go, x, w = b["grad_output"], b["input"], b["weight"]
+    total = 0
+    if mask[0] and outs and isinstance(outs[0], torch.Tensor):
+        total += tensor_bytes(go) + tensor_bytes(w) + tensor_bytes(outs[0])
+    if mask[1] or mask[2]:
+        total += tensor_bytes(go) + tensor_bytes(x)
+        total += sum(tensor_bytes(t) for t, m in zip(outs[1:], mask[1:])
+                     if m and isinstance(t, torch.Tensor))
+    return total
+
+
+def fused_attention(b: Mapping[str, Any], ins: Sequence[torch.Tensor],
+                    outs: Sequence[torch.Tensor], device: str) -> int:
+    """A fused SDPA kernel (flash, memory-efficient, cuDNN, the CPU's flash) and its
+    backward: q, k, v (mask, output, its gradient, log-sum-exp) read once, results written
+    once; the S x S scores stay on chip (``attention.fused_bytes`` counts the same)."""
+    return operands_once(b, ins, outs, device)
+
+
 def copying(b: Mapping[str, Any], ins: Sequence[torch.Tensor],
             outs: Sequence[torch.Tensor], device: str) -> int:
     """``cat``, ``constant_pad_nd``, ``clone`` ...: each input read once, the output
@@ -254,6 +279,10 @@ RULES: dict[str, Rule] = {
     "aten.bmm": matmul,
     "aten.baddbmm": matmul,
     "aten.convolution": convolution,
+    "aten.convolution_backward": convolution_backward,
+    **{f"aten._scaled_dot_product_{k}{suffix}": fused_attention
+       for k in ("flash_attention", "efficient_attention", "cudnn_attention",
+                 "flash_attention_for_cpu") for suffix in ("", "_backward")},
     "aten.copy_": copy_into,
     "aten.bernoulli_": outputs_only,
     "aten.zeros": outputs_only,
