@@ -82,17 +82,21 @@ def batch_norm_backward(b: Mapping[str, Any], ins: Sequence[torch.Tensor],
                         outs: Sequence[torch.Tensor], device: str) -> int:
     """``native_batch_norm_backward`` in training: a reduction pass reads the output's
     gradient and the input (sum of dy and of dy * (x - mean)), then the input-gradient
-    pass reads both again and writes dx (CPU: ``batch_norm_backward_cpu_template``; CUDA:
-    ``batch_norm_backward_reduce`` then ``batch_norm_backward_elemt``): 2 + 2 reads and 1
-    write.  Without an input gradient, the reduction only."""
+    pass reads both again and writes dx.  CUDA runs the passes as two kernels
+    (``batch_norm_backward_reduce``, ``batch_norm_backward_elemt``): 2 + 2 reads and 1
+    write.  The CPU (``batch_norm_cpu_backward_contiguous_impl``) runs both passes in one
+    loop per channel, the second over the channel's slice of dy and x that the first just
+    read (in cache while 2 x N x H x W elements fit): 1 + 1 reads and 1 write.  Without an
+    input gradient, the reduction only."""
     dy, x = b["grad_out"], b["input"]
     mask = list(b.get("output_mask") or (True, True, True))
     big = tensor_bytes(dy) + tensor_bytes(x)
     small = sum(tensor_bytes(t) for t in ins if t is not dy and t is not x)
-    small += sum(tensor_bytes(t) for t, m in zip(outs[1:], mask[1:]) if m)
+    small += sum(tensor_bytes(t) for t, m in zip(outs[1:], mask[1:])
+                 if m and isinstance(t, torch.Tensor))
     if not mask[0]:
         return big + small
-    passes = 2 if b.get("train", True) else 1
+    passes = 2 if b.get("train", True) and device == "cuda" else 1
     return passes * big + tensor_bytes(outs[0]) + small
 
 

@@ -53,8 +53,8 @@ CONVENTIONS: dict[str, str] = {
     "bytes": (
         "bytes moved are what each op's kernel moves on the target device, one formula per "
         "op (layertime/cost/op_bytes.py): each pass of a kernel reads or writes a tensor "
-        "once (batch norm in training reads its input twice forward and its input and "
-        "gradient twice backward; a fill before a scatter writes the whole output; "
+        "once (batch norm in training reads its input twice forward, and its input and "
+        "gradient twice backward on CUDA; a fill before a scatter writes the whole output; "
         "nll_loss and embedding read only the elements they pick); nothing stays cached "
         "between ops; views move nothing."
     ),
