@@ -84,3 +84,10 @@ def test_warnings_are_printed() -> None:
 
     cost = estimate(NeedsData(), batch_size=2, input_shape=(4,), num_classes=3)
     assert "warning: NeedsData cannot run on the meta device" in render_text(cost, 200)
+
+
+def test_the_kernels_counted_are_shown(alexnet: CostResult) -> None:
+    text = render_text(alexnet, 150)
+    # counted for this machine's device (no profile): the optimizer's implementation
+    assert f"kernels counted for {alexnet.kernel_target}: optimizer: " in text
+    assert alexnet.kernel_choices["optimizer"].split(" ")[0] in ("single-tensor", "foreach")
