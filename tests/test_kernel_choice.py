@@ -194,3 +194,17 @@ def test_foreach_launches_by_hand() -> None:
     assert foreach_launches([2 * 320 * 65536 + 1], 1) == [0, 0, 0]
     # a small tensor after a full launch starts the next one
     assert foreach_launches([320 * 65536, 5], 1) == [0, 1]
+
+
+def test_a_prediction_on_another_device_than_counted_says_so() -> None:
+    from layertime.cost import get_profile, predict, target_of_profile
+
+    model = _Core(0.1)
+    h100 = get_profile("h100")
+    on_cpu = estimate(model, batch_size=B, input_shape=(H, S, D),
+                      kernel_target=KernelTarget("cpu"))
+    assert any("counted with the kernels of cpu" in w for w in predict(on_cpu, h100).warnings)
+    followed = estimate(model, batch_size=B, input_shape=(H, S, D),
+                        kernel_target=target_of_profile(h100))
+    assert followed.kernel_target == "cuda sm90"
+    assert not any("counted with the kernels" in w for w in predict(followed, h100).warnings)
