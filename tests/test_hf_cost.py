@@ -87,8 +87,9 @@ def test_gpt2_attention_on_the_cpu_is_the_math_path_op_by_op() -> None:
     assert {"aten.bmm", "aten._safe_softmax", "aten.bernoulli_", "aten.where",
             "aten.tril"} <= set(ops)
     scores = bh * S * S * 4  # one float32 S x S tensor per batch and head
-    # softmax reads the scores, writes the probabilities; bernoulli_ writes the mask.
-    assert ops["aten._safe_softmax"].bytes_moved == 2 * scores
+    # _safe_softmax's four kernels move five S x S float tensors and two of bools
+    # (softmax, the -inf test, all() per row, where); bernoulli_ writes the mask.
+    assert ops["aten._safe_softmax"].bytes_moved == 5 * scores + 2 * bh * S * S + 2 * bh * S
     assert ops["aten.bernoulli_"].bytes_moved == scores
     assert cost.kernel_choices["attention"] == "math path (dropout 0.1 on cpu) x2"
     # It saves the S x S probabilities and the dropout mask (and what they are made of).

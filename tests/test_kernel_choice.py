@@ -120,8 +120,10 @@ def test_the_math_path_by_hand() -> None:
     assert fwd["aten.bmm"].bytes_moved == (2 * qkv + scores) + (scores + 2 * qkv)
     # backward: the four products of the two bmm's gradients (no recomputation)
     assert bwd["aten.bmm"].calls == 4 and bwd["aten.bmm"].flops == 4 * (2 * bh * S * S * D)
-    # softmax: scores read, probabilities written; its backward reads dy and y, writes dx
-    assert fwd["aten._safe_softmax"].bytes_moved == 2 * scores
+    # _safe_softmax: softmax (scores read, y written), scores == -inf (scores read, a bool
+    # each written), all() per row (bools read, a bool per row written), where (row bools
+    # and y read, the result written); its backward reads dy and y, writes dx
+    assert fwd["aten._safe_softmax"].bytes_moved == 5 * scores + 2 * bh * S * S + 2 * bh * S
     assert bwd["aten._softmax_backward_data"].bytes_moved == 3 * scores
     # dropout: bernoulli_ writes the mask, div_ reads and writes it
     assert fwd["aten.bernoulli_"].bytes_moved == scores

@@ -126,9 +126,21 @@ def layer_norm_backward(b: Mapping[str, Any], ins: Sequence[torch.Tensor],
 
 def softmax_forward(b: Mapping[str, Any], ins: Sequence[torch.Tensor],
                     outs: Sequence[torch.Tensor], device: str) -> int:
-    """``_softmax``, ``_log_softmax``, ``_safe_softmax``: per row (in cache) the maximum,
+    """``_softmax``, ``_log_softmax``: per row (in cache) the maximum,
     the sum of exponentials and the write: the input read once, the output written once."""
     return tensor_bytes(b["self"]) + distinct_bytes(outs)
+
+
+def safe_softmax(b: Mapping[str, Any], ins: Sequence[torch.Tensor],
+                 outs: Sequence[torch.Tensor], device: str) -> int:
+    """``_safe_softmax`` (the math path's softmax; a composite in ATen's ``attention.cpp``):
+    ``softmax`` (x read, y written), ``x == -inf`` (x read, a bool per element written),
+    ``all`` over the row (the bools read, a bool per row written), ``where(rows, 0, y)``
+    (the row bools and y read, the result written)."""
+    x = b["self"]
+    dim = int(b.get("dim", -1))
+    rows = x.numel() // max(1, int(x.shape[dim])) if x.dim() else 1
+    return 2 * tensor_bytes(x) + 3 * distinct_bytes(outs) + 2 * x.numel() + 2 * rows
 
 
 def softmax_backward(b: Mapping[str, Any], ins: Sequence[torch.Tensor],
@@ -265,7 +277,7 @@ RULES: dict[str, Rule] = {
     "aten.native_layer_norm_backward": layer_norm_backward,
     "aten._softmax": softmax_forward,
     "aten._log_softmax": softmax_forward,
-    "aten._safe_softmax": softmax_forward,
+    "aten._safe_softmax": safe_softmax,
     "aten._softmax_backward_data": softmax_backward,
     "aten._log_softmax_backward_data": softmax_backward,
     "aten.nll_loss_forward": nll_loss,
