@@ -59,11 +59,11 @@ class _Core(torch.nn.Module):
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
 
 
-def _dispatched(dropout: float) -> set[str]:
+def _dispatched(dropout: float, dtype: str = "float32") -> set[str]:
     """The ops torch really runs for the module's forward and backward on this CPU."""
     torch.manual_seed(0)
-    model = _Core(dropout).train()
-    x = torch.randn(B, H, S, D, requires_grad=True)
+    model = _Core(dropout).train().to(getattr(torch, dtype))
+    x = torch.randn(B, H, S, D, dtype=getattr(torch, dtype), requires_grad=True)
     rec = _Names()
     with rec:
         out = model(x)
@@ -72,20 +72,25 @@ def _dispatched(dropout: float) -> set[str]:
     return set(rec.ops) - _NOT_KERNELS - {"aten.ones_like"}
 
 
-def _counted(dropout: float) -> tuple[set[str], Any]:
-    cost = estimate(_Core(dropout), batch_size=B, input_shape=(H, S, D),
+def _counted(dropout: float, dtype: str = "float32") -> tuple[set[str], Any]:
+    cost = estimate(_Core(dropout), batch_size=B, input_shape=(H, S, D), dtype=dtype,
                     kernel_target=KernelTarget("cpu"))
     row = next(r for r in cost.layers if r.name == "")
     return {w.op for w in row.ops if w.phase != "update"} - _NOT_KERNELS, cost
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_the_counted_sdpa_path_is_what_torch_runs_on_this_cpu(dropout: float) -> None:
-    ran = _dispatched(dropout)
-    choice = sdpa_backend(KernelTarget("cpu"), SdpaCall("float32", (B, H, S, D), (B, H, S, D),
+def test_the_counted_sdpa_path_is_what_torch_runs_on_this_cpu(dropout: float,
+                                                                dtype: str) -> None:
+    ran = _dispatched(dropout, dtype)
+    choice = sdpa_backend(KernelTarget("cpu"), SdpaCall(dtype, (B, H, S, D), (B, H, S, D),
                                                        (B, H, S, D), dropout_p=dropout,
                                                        is_causal=True))
-    counted, cost = _counted(dropout)
+    counted, cost = _counted(dropout, dtype)
+    if dtype == "bfloat16" and dropout:
+        # the math path runs half precision in float32: q, k, v cast up, the output down
+        assert "aten._to_copy" in ran and "aten._to_copy" in counted
     if dropout:
         assert choice.backend == "math" and choice.describe() == "math path (dropout 0.1 on cpu)"
         assert "aten._scaled_dot_product_flash_attention_for_cpu" not in ran

@@ -190,14 +190,12 @@ def counted_sdpa(state: Counter, args: Sequence[Any], kwargs: Mapping[str, Any])
     choice: SdpaChoice = sdpa_backend(state.target, sdpa_call(q, k, v, mask, bound))
     state.chose("attention", choice.describe())
     if choice.backend == "math":
-        if mask is not None and mask.dtype == torch.bool:
-            # sdp::convert_boolean_attn_mask, as the composite does before the math path
-            zero = torch.scalar_tensor(0.0, dtype=q.dtype, device=q.device)
-            ninf = torch.scalar_tensor(-float("inf"), dtype=q.dtype, device=q.device)
-            mask = torch.where(mask, zero, ninf)
-        return torch.ops.aten._scaled_dot_product_attention_math(
-            q, k, v, mask, float(bound.get("dropout_p", 0.0) or 0.0),
-            bool(bound.get("is_causal", False)), None, scale=bound.get("scale"),
-            enable_gqa=bool(bound.get("enable_gqa", False)),
-        )[0]
+        # torch's own composite, held to the math backend: it converts a boolean mask,
+        # runs half-precision inputs in float32 (and casts back), then
+        # _scaled_dot_product_attention_math, whose ops the dispatch mode counts.
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.MATH]):
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, **bound)
     return CountedSDPA.apply(state, choice.backend, bound, q, k, v, mask)
