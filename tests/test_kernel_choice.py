@@ -215,3 +215,18 @@ def test_a_prediction_on_another_device_than_counted_says_so() -> None:
                         kernel_target=target_of_profile(h100))
     assert followed.kernel_target == "cuda sm90"
     assert not any("counted with the kernels" in w for w in predict(followed, h100).warnings)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_saved_for_backward_as_the_kernel_that_runs_saves(dropout: float) -> None:
+    import layertime
+
+    torch.manual_seed(0)
+    run = layertime.profile(_Core(dropout), batch_size=B, input_shape=(H, S, D),
+                            num_classes=H, device="cpu", steps=1, warmup_steps=0)
+    measured = next(r.saved_bytes for r in run.layers if r.name == "")
+    cost = estimate(_Core(dropout), batch_size=B, input_shape=(H, S, D), num_classes=H,
+                    kernel_target=KernelTarget("cpu"))
+    counted = next(r.memory_bytes.saved_activations for r in cost.layers if r.name == "")
+    # math path (dropout): the S x S probabilities and mask; flash: q, k, v, out, lse
+    assert counted == measured > 0
