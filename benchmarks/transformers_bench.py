@@ -45,9 +45,10 @@ otherwise move every share.
   lengths (or "not in range"), beside the one the cost model predicts: a
   roofline on a profile of this CPU measured here (``layertime.cost.calibrate``),
   from counted FLOPs and bytes at seq 128 .. 8192 (``n_positions`` raised to
-  fit), and the FLOP-only crossover.  The cost model counts causal SDPA at
-  half its S^2 work (what flash kernels do); on this CPU, GPT-2's SDPA takes
-  the math path (dropout 0.1 in training), which computes all of it.
+  fit), and the FLOP-only crossover.  The cost model counts SDPA as the
+  kernel the profile's device runs: on this CPU, GPT-2's SDPA takes the math
+  path (dropout 0.1 in training), counted op by op with its full S^2 work and
+  traffic (``layertime.cost.kernel_choice``).
 
 ``gpu_check_transformers(device)`` is the same comparison on a CUDA
 machine (GPT-2 small, seq 1024, batch 8), for ``benchmarks/gpu_check.py``
@@ -384,12 +385,13 @@ def log_crossing(series: Sequence[tuple[int, float]]) -> float | None:
 def predicted_crossover(seq_lens: Sequence[int], device_profile: Any,
                         config: dict[str, Any] | None) -> dict[str, Any]:
     """Attention minus MLP, predicted (roofline) and by FLOPs, per sequence length."""
-    from layertime.cost import estimate, predict
+    from layertime.cost import estimate, predict, target_of_profile
 
     rows = []
     for s in seq_lens:
         extra = (f"n_positions={s}",) if s > 1024 and "n_positions" not in (config or {}) else ()
-        cost = predict(estimate(gpt2_ref(config, *extra), seq_len=s, batch_size=1),
+        cost = predict(estimate(gpt2_ref(config, *extra), seq_len=s, batch_size=1,
+                                kernel_target=target_of_profile(device_profile)),
                        device_profile)
         roles = cost.by_role()
         att, mlp = roles["attention"], roles["mlp"]

@@ -18,6 +18,7 @@ from torch import nn
 
 from layertime.cost import estimate, meta_copy
 from layertime.cost.counts import LOSS_NAME, count_step
+from layertime.cost.kernel_choice import KernelTarget
 from layertime.errors import LayertimeError
 from layertime.results.cost.estimate import CostResult
 from layertime.results.cost.rows import LayerCost
@@ -175,25 +176,58 @@ def test_frozen_first_layer_removes_the_next_layers_input_gradient() -> None:
     assert conv.flops.backward_weight == 2 * 27_648
 
 
+def _count_on(model: nn.Module, shape: tuple[int, ...], target: KernelTarget,
+              **kw: str) -> CostResult:
+    cfg = WorkloadSpec.create("test", batch_size=2, input_shape=shape, num_classes=10, **kw)
+    return count_step(model, cfg, label="test", kernel_target=target)
+
+
 def test_sgd_update_and_memory_of_a_layer() -> None:
     model = _meta(lambda: StemConvHead(nn.Conv2d(4, 6, 3, padding=1), 6 * 64))
-    conv = _row(_count(model, (4, 8, 8)), "conv")
-    # 222 parameters; SGD with momentum and weight decay: g += wd*p (2 FLOPs),
-    # buf = mu*buf + g (2), p -= lr*buf (2) = 6 FLOPs per element: 1,332.
-    assert conv.flops.update == 1_332
-    # reads p, g, buf and writes p, buf: 5 * 222 * 4 bytes = 4,440
-    assert conv.bytes_moved.update == 4_440
+    conv = _row(_count_on(model, (4, 8, 8), KernelTarget("cpu")), "conv")
+    # 222 parameters (weight 216, bias 6); the CPU's single-tensor SGD with momentum and
+    # weight decay: g2 = g.add(p, alpha=wd) (2 FLOPs), buf.mul_(mu) (1),
+    # buf.add_(g2) (2), p.add_(buf, alpha=-lr) (2) = 7 FLOPs per element: 1,554.
+    assert conv.flops.update == 7 * 222
+    # element moves: 3 (g, p read; g2 written) + 2 (buf) + 3 (buf, g2; buf) + 3 (p, buf; p)
+    # = 11 per element: 11 * 222 * 4 bytes
+    assert conv.bytes_moved.update == 11 * 888
+    (upd,) = [w for w in conv.ops if w.phase == "update"]
+    # four kernels per tensor, two tensors
+    assert upd.op == "update.sgd.single_tensor" and upd.calls == 8
     assert conv.memory_bytes.grads == 888
     assert conv.memory_bytes.optimizer_state == 888  # one momentum buffer
 
 
+def test_sgd_foreach_on_cuda_same_bytes_fewer_launches() -> None:
+    model = _meta(lambda: StemConvHead(nn.Conv2d(4, 6, 3, padding=1), 6 * 64))
+    cost = _count_on(model, (4, 8, 8), KernelTarget("cuda", (9, 0)))
+    conv = _row(cost, "conv")
+    assert conv.bytes_moved.update == 11 * 888  # the same passes as _foreach_ kernels
+    # all four tensors (conv and head, weight and bias) fit in one launch per pass: the
+    # four launches are charged to the layer holding the first tensor, the conv.
+    ups = [w for r in cost.layers for w in r.ops if w.phase == "update"]
+    assert sum(w.calls for w in ups) == 4
+    assert next(w for w in conv.ops if w.phase == "update").op == "update.sgd.foreach"
+    assert cost.kernel_choices["optimizer"].startswith("foreach sgd: 4 kernel(s) per group")
+
+
+def test_fused_sgd_reads_and_writes_each_tensor_once() -> None:
+    from layertime.cost.update import update_rule
+
+    rule = update_rule("sgd", "fused")
+    # reads p, g, buf and writes p, buf
+    assert rule.elements_moved_per_element == 5 and len(rule.passes) == 1
+    assert update_rule("sgd", "foreach").elements_moved_per_element == 11
+
+
 def test_adam_keeps_two_state_tensors_and_counts_13_flops() -> None:
     model = _meta(lambda: StemConvHead(nn.Conv2d(4, 6, 3, padding=1), 6 * 64))
-    conv = _row(_count(model, (4, 8, 8), optimizer="adam"), "conv")
+    conv = _row(_count_on(model, (4, 8, 8), KernelTarget("cpu"), optimizer="adam"), "conv")
     assert conv.memory_bytes.optimizer_state == 2 * 888
     assert conv.flops.update == 13 * 222
-    # reads p, g, m, v; writes p, m, v: 7 * 222 * 4
-    assert conv.bytes_moved.update == 7 * 888
+    # lerp_ 3, mul_ 2, addcmul_ 3, sqrt 2, div 2, add_ 2, addcdiv_ 4 = 18 moves
+    assert conv.bytes_moved.update == 18 * 888
 
 
 def test_bytes_of_a_conv_forward_follow_minimum_traffic() -> None:

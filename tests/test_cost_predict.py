@@ -257,3 +257,16 @@ def test_estimate_of_the_real_model_joins_every_layer(
     cmp = join(run, cost)
     assert cmp.only_in_run == () and cmp.only_in_cost == ()
     assert {r.kind for r in cmp.rows} >= {"conv", "linear", "activation", "loss"}
+
+
+def test_the_kernels_counted_are_shown_and_kept() -> None:
+    cost = replace(make_cost(), kernel_target="cpu", kernel_choices={
+        "attention": "math path (dropout 0.1 on cpu) x2", "optimizer": "single-tensor sgd"})
+    cmp = join(make_run(), predict(cost, get_profile("a100")))
+    assert cmp.kernel_choices == ("attention: math path (dropout 0.1 on cpu) x2",
+                                  "optimizer: single-tensor sgd")
+    text = render_text(cmp, width=200)
+    assert "counted as: attention: math path (dropout 0.1 on cpu) x2; optimizer: " in text
+    from layertime.results.cost.joined import Comparison
+
+    assert Comparison.from_dict(cmp.to_dict()).kernel_choices == cmp.kernel_choices

@@ -46,7 +46,7 @@ def test_estimates_are_labelled(alexnet: CostResult) -> None:
 
 def test_conventions_and_not_counted_are_stated(alexnet: CostResult) -> None:
     text = render_text(alexnet, 150)
-    assert "FLOPs = 2 x MACs" in text and "minimum traffic" in text
+    assert "FLOPs = 2 x MACs" in text and "what each op's kernel" in text
     assert "not counted (no FLOP formula" in text and "max_pool2d_with_indices" in text
     assert "0.714 GMACs" not in text  # totals are for the batch, not per image
     assert f"{alexnet.macs_forward / 1e9:,.3f} GMACs" in text
@@ -84,3 +84,10 @@ def test_warnings_are_printed() -> None:
 
     cost = estimate(NeedsData(), batch_size=2, input_shape=(4,), num_classes=3)
     assert "warning: NeedsData cannot run on the meta device" in render_text(cost, 200)
+
+
+def test_the_kernels_counted_are_shown(alexnet: CostResult) -> None:
+    text = render_text(alexnet, 150)
+    # counted for this machine's device (no profile): the optimizer's implementation
+    assert f"kernels counted for {alexnet.kernel_target}: optimizer: " in text
+    assert alexnet.kernel_choices["optimizer"].split(" ")[0] in ("single-tensor", "foreach")

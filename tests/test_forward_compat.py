@@ -46,6 +46,7 @@ MAPS = frozenset({
     "conventions", "peak_tflops", "compute_efficiency", "memory_efficiency", "math_peaks",
     "config", "group", "not_counted", "arithmetic_intensity", "split_s", "unplaced_kernels",
     "roles", "blocks", "tp_layers", "matmul_tflops", "matmul_sizes", "skipped",
+    "kernel_choices",
 })
 
 

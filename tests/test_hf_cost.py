@@ -7,7 +7,8 @@ import torch
 
 from _tiny_transformers import tiny
 from layertime.cost import estimate
-from layertime.cost.attention import SDPA_BACKWARD_OP, SDPA_OP, sdpa_flops
+from layertime.cost.attention import SDPA_BACKWARD_OPS, SDPA_OPS, sdpa_flops
+from layertime.cost.kernel_choice import KernelTarget
 from layertime.models import ModelRef
 
 
@@ -41,7 +42,9 @@ def _rows(cost: object, prefix: str) -> dict[str, object]:
 
 
 def test_one_gpt2_block_counted_against_the_arithmetic() -> None:
-    cost = estimate(_hf("gpt2"), seq_len=S, batch_size=B)
+    # On a CUDA GPU (sm80, float32) GPT-2's SDPA takes the memory-efficient kernel:
+    # one op, causal halving.
+    cost = estimate(_hf("gpt2"), seq_len=S, batch_size=B, kernel_target=KernelTarget("cuda", (8, 0)))
     rows = _rows(cost, "transformer.h.0")
     tokens = B * S
 
@@ -60,11 +63,37 @@ def test_one_gpt2_block_counted_against_the_arithmetic() -> None:
     assert core.flops.forward == 2 * B * H * S * S * (dh + dh) // 2  # type: ignore[attr-defined]
     assert core.flops.backward_input == 2 * B * H * S * S * (5 * dh) // 2  # type: ignore[attr-defined]
     ops = {(w.op, w.phase) for w in core.ops}  # type: ignore[attr-defined]
-    assert (SDPA_OP, "forward") in ops and (SDPA_BACKWARD_OP, "backward_input") in ops
+    assert (SDPA_OPS["efficient"], "forward") in ops
+    assert (SDPA_BACKWARD_OPS["efficient"], "backward_input") in ops
+    assert cost.kernel_target == "cuda sm80"
+    assert cost.kernel_choices["attention"].startswith("memory-efficient (float32, dropout 0.1")
     # The head's matmul, tied to the embedding: its own FLOPs, no parameters.
     head = next(r for r in cost.layers if r.name == "lm_head")
     assert head.params == 0 and head.flops.forward == 2 * tokens * D * 128
     assert cost.seq_len == S and cost.input_shape == (S,) and cost.num_classes == 128
+
+
+def test_gpt2_attention_on_the_cpu_is_the_math_path_op_by_op() -> None:
+    # Training with attention dropout 0.1 on the CPU: the math path, full S x S work.
+    cost = estimate(_hf("gpt2"), seq_len=S, batch_size=B, kernel_target=KernelTarget("cpu"))
+    core = _rows(cost, "transformer.h.0")["transformer.h.0.attn"]
+    dh = D // H
+    bh = B * H
+    # Forward: Q K^T and P V by bmm, 2*BH*S*S*dh each, no causal halving.
+    assert core.flops.forward == 2 * (2 * bh * S * S * dh)  # type: ignore[attr-defined]
+    # Backward: the four products of the two bmm's gradients (no recomputation).
+    assert core.flops.backward_input == 4 * (2 * bh * S * S * dh)  # type: ignore[attr-defined]
+    ops = {w.op: w for w in core.ops if w.phase == "forward"}  # type: ignore[attr-defined]
+    assert {"aten.bmm", "aten._safe_softmax", "aten.bernoulli_", "aten.where",
+            "aten.tril"} <= set(ops)
+    scores = bh * S * S * 4  # one float32 S x S tensor per batch and head
+    # _safe_softmax's four kernels move five S x S float tensors and two of bools
+    # (softmax, the -inf test, all() per row, where); bernoulli_ writes the mask.
+    assert ops["aten._safe_softmax"].bytes_moved == 5 * scores + 2 * bh * S * S + 2 * bh * S
+    assert ops["aten.bernoulli_"].bytes_moved == scores
+    assert cost.kernel_choices["attention"] == "math path (dropout 0.1 on cpu) x2"
+    # It saves the S x S probabilities and the dropout mask (and what they are made of).
+    assert core.memory_bytes.saved_activations >= 2 * scores  # type: ignore[attr-defined]
 
 
 def test_roles_blocks_and_the_transformer_headline() -> None:
@@ -118,7 +147,7 @@ def test_attention_overtakes_the_mlp_where_the_arithmetic_says() -> None:
     # Equal at 24*D^2 + 7*S*D = 48*D^2: S = 24 * D / 7 (219.4 for D = 64).
     def attention_minus_mlp(seq: int) -> int:
         cost = estimate(_hf("gpt2", tiny("gpt2")[:-1] + ["n_positions=256"]), seq_len=seq,
-                        batch_size=1)
+                        batch_size=1, kernel_target=KernelTarget("cuda", (8, 0)))
         roles = cost.by_role()
         fb = {k: roles[k].flops.forward + roles[k].flops.backward for k in ("attention", "mlp")}
         return fb["attention"] - fb["mlp"]

@@ -155,8 +155,12 @@ def _profile_cost(args: argparse.Namespace, workload: Any) -> CostResult | None:
     from layertime.cost import estimate_workload, predict
     from layertime.cost.devices import find_profile
 
+    from layertime.cost import target_of_profile
+
     device = find_profile(args.predict, args.profiles) if args.predict else None
-    cost = estimate_workload(workload)
+    # The kernels of the predicted device are counted (its SDPA backend, its optimizer).
+    cost = estimate_workload(
+        workload, kernel_target=target_of_profile(device) if device is not None else None)
     return predict(cost, device) if device is not None else cost
 
 
@@ -257,7 +261,11 @@ def cmd_cost(args: argparse.Namespace) -> int:
         _given_link(args, run)  # a bad link fails before anything is counted
     profile = find_profile(args.device_profile, args.profiles) if args.device_profile else None
     workload = _cost_workload(args, run)
-    cost, model = estimate_with_model(workload, frozen=args.freeze)
+    from layertime.cost import target_of_profile
+
+    cost, model = estimate_with_model(
+        workload, frozen=args.freeze,
+        kernel_target=target_of_profile(profile) if profile is not None else None)
     if profile is not None:
         tf32 = {"torch": MathMode(), "on": MathMode(True, True), "off": MathMode(False, False)}
         cost = predict(cost, profile, mode=tf32[args.tf32])

@@ -25,6 +25,7 @@ from torch.overrides import TorchFunctionMode
 
 from layertime.cost.counts import count_step
 from layertime.cost.devices import DeviceProfile, builtin_profiles, get_profile, load_profiles
+from layertime.cost.kernel_choice import KernelTarget, target_of_name
 from layertime.cost.roofline import Efficiency, MathMode, predict
 from layertime.errors import BadValue, LayertimeError, first_line
 from layertime.models import ModelRef, target
@@ -40,6 +41,7 @@ __all__ = [
     "CostResult",
     "DeviceProfile",
     "Efficiency",
+    "KernelTarget",
     "LayerCost",
     "MathMode",
     "PhaseCounts",
@@ -50,7 +52,15 @@ __all__ = [
     "get_profile",
     "load_profiles",
     "predict",
+    "target_of_profile",
 ]
+
+
+def target_of_profile(profile: DeviceProfile) -> KernelTarget:
+    """The device whose kernels a prediction on ``profile`` should count: an NVIDIA GPU
+    (its compute capability from its name) or the CPU a calibrated profile was measured
+    on."""
+    return target_of_name(profile.name)
 
 #: Factory functions that build parameters; with no device given they go to meta when large.
 _FACTORIES = (
@@ -139,7 +149,8 @@ def freeze(model: nn.Module, prefixes: Sequence[str]) -> int:
 
 
 def estimate_workload(
-    workload: WorkloadSpec, *, frozen: Sequence[str] = (), training: bool = True
+    workload: WorkloadSpec, *, frozen: Sequence[str] = (), training: bool = True,
+    kernel_target: KernelTarget | None = None,
 ) -> CostResult:
     """Count one training step of ``workload`` per layer, on the meta device when it can.
 
@@ -148,13 +159,16 @@ def estimate_workload(
     seed play no part in the counts.  ``frozen`` lists module paths whose
     parameters get no gradient.  A model that cannot run on the meta device
     is counted with real tensors on the CPU instead, and the result's
-    ``warnings`` say so.
+    ``warnings`` say so.  ``kernel_target``: the device whose kernels are counted (SDPA's
+    backend, the optimizer's implementation, each op's traffic); default the
+    workload's device.
     """
-    return estimate_with_model(workload, frozen=frozen, training=training)[0]
+    return estimate_with_model(workload, frozen=frozen, training=training, kernel_target=kernel_target)[0]
 
 
 def estimate_with_model(
-    workload: WorkloadSpec, *, frozen: Sequence[str] = (), training: bool = True
+    workload: WorkloadSpec, *, frozen: Sequence[str] = (), training: bool = True,
+    kernel_target: KernelTarget | None = None,
 ) -> tuple[CostResult, nn.Module]:
     """:func:`estimate_workload`, and the model it counted (on meta, or the CPU copy), for
     what needs the model's parameters as well as its counts (the sharded what-if)."""
@@ -184,7 +198,8 @@ def estimate_with_model(
             raise LayertimeError(f"cannot build {label}: {first_line(e, 200)}") from e
         freeze(net, frozen)
         try:
-            return count_step(net, workload, label=label, training=training), net
+            return (count_step(net, workload, label=label, training=training, kernel_target=kernel_target),
+                    net)
         except LayertimeError:
             raise
         except Exception as e:
@@ -198,7 +213,7 @@ def estimate_with_model(
             real = on_cpu()
             freeze(real, frozen)
             return (count_step(real, workload, label=label, training=training,
-                               warnings=(note,)), real)
+                               warnings=(note,), kernel_target=kernel_target), real)
         except LayertimeError:
             raise
         except Exception as e:
@@ -210,11 +225,12 @@ def estimate(
     *,
     frozen: Sequence[str] = (),
     training: bool = True,
+    kernel_target: KernelTarget | None = None,
     **workload: Unpack[WorkloadOptions],
 ) -> CostResult:
     """:func:`estimate_workload` with ``layertime.profile``'s keyword options
     (``batch_size``, ``input_shape`` or ``image_size``, ``num_classes``, ``optimizer``,
     ``dtype``, ...)."""
     return estimate_workload(
-        WorkloadSpec.create(model, **workload), frozen=frozen, training=training
+        WorkloadSpec.create(model, **workload), frozen=frozen, training=training, kernel_target=kernel_target
     )

@@ -114,6 +114,7 @@ def join(run: Run, cost: CostResult) -> Comparison:
         efficiency_source=pred.efficiency_source if pred is not None else None,
         same_device=same,
         warnings=tuple(_mismatches(run, cost)),
+        kernel_choices=tuple(cost.kernel_lines()),
     )
 
 

@@ -36,6 +36,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from layertime.cost.kernel_choice import (
+    KernelTarget,
+    foreach_launches,
+    optimizer_impl,
+    target_of_device,
+)
 from layertime.cost.op_work import storage_key
 from layertime.cost.step_state import LOSS, GraphMode, OpMode, StepState, Tally, module_scopes
 from layertime.cost.update import UpdateRule, update_rule
@@ -73,8 +79,13 @@ def count_step(
     label: str,
     training: bool = True,
     warnings: Sequence[str] = (),
+    kernel_target: KernelTarget | None = None,
 ) -> CostResult:
     """Count one training step of ``model`` (on the meta device, or real tensors) per layer.
+
+    Ops with several kernels (SDPA's backends, the optimizer's implementations) and each
+    op's memory traffic are counted as ``kernel_target`` runs them (default: the workload's
+    device, :func:`layertime.cost.kernel_choice.target_of_device`).
 
     The step is what :class:`layertime.workload.Workload` runs: forward in
     train mode, the input's loss (cross-entropy, plus auxiliary heads, for
@@ -83,7 +94,9 @@ def count_step(
     model already holds are put back afterwards.
     """
     table = ModuleTable(model)
-    state = StepState(table, _param_owners(table))
+    if kernel_target is None:
+        kernel_target = target_of_device(workload.device)
+    state = StepState(table, _param_owners(table), kernel_target)
     params = {id(p): p for p in model.parameters()}
     # Parameters, buffers and their views are held anyway: never saved activations.
     state.param_keys = {storage_key(p) for p in [*params.values(), *model.buffers()]}
@@ -136,6 +149,7 @@ def count_step(
         num_classes=num_classes,
         device=device,
         warnings=warnings,
+        params=list(params.values()),
     )
 
 
@@ -197,12 +211,32 @@ def _sums(ops: Sequence[OpWork]) -> tuple[PhaseCounts, PhaseCounts]:
     return PhaseCounts(**f), PhaseCounts(**b)
 
 
+def update_launches(rule: UpdateRule, owners: Sequence[tuple[int, int]]) -> dict[int, int]:
+    """Kernels the update launches, per layer: ``owners`` lists the updated parameters in
+    the optimizer's order as (layer index, elements).  Single-tensor: each pass once per
+    tensor; foreach and fused: each pass once per chunk of tensors
+    (:func:`layertime.cost.kernel_choice.foreach_launches`), charged to the layer whose
+    tensor starts the launch."""
+    out: dict[int, int] = {}
+    if rule.implementation == "single_tensor":
+        for layer, _ in owners:
+            out[layer] = out.get(layer, 0) + len(rule.passes)
+        return out
+    numels = [n for _, n in owners]
+    for p in rule.passes:
+        for start in foreach_launches(numels, p.depth):
+            layer = owners[start][0]
+            out[layer] = out.get(layer, 0) + 1
+    return out
+
+
 def _layer_cost(
     state: StepState, entry: ModuleEntry, rule: UpdateRule, with_grad: set[int],
-    placed: Placement,
+    placed: Placement, launches: Mapping[int, int],
 ) -> LayerCost:
     """One module's counts, with its optimizer update charged for the parameters it owns
-    that got a gradient (``with_grad``: ids of parameters)."""
+    that got a gradient (``with_grad``: ids of parameters); ``launches``: the update's
+    kernels per layer (:func:`update_launches`)."""
     own = [p for p in entry.module.parameters(recurse=False)
            if state.param_owner.get(id(p)) == entry.index]
     # A parameter listed twice in one module is still one parameter.
@@ -214,12 +248,12 @@ def _layer_cost(
         elements = sum(p.numel() for p in updated)
         state.charge(
             entry.index,
-            f"update.{rule.optimizer}",
+            rule.op,
             "update",
             elements * rule.flops_per_element,
             grads * rule.elements_moved_per_element,
             "formula",
-            calls=len(updated),
+            calls=launches.get(entry.index, 0),
         )
     ops = _ops_of(state.tallies.get(entry.index, {}))
     flops, moved = _sums(ops)
@@ -256,10 +290,18 @@ def _result(
     loss_type: str,
     num_classes: int | None,
     warnings: Sequence[str],
+    params: Sequence[torch.Tensor] = (),
 ) -> CostResult:
-    rule = update_rule(workload.optimizer)
+    impl = optimizer_impl(state.target)
+    rule = update_rule(workload.optimizer, impl)
     placed = state.table.placements()
-    layers = [_layer_cost(state, entry, rule, with_grad if training else set(), placed[entry.name])
+    updated = with_grad if training else set()
+    owners = [(state.param_owner[id(p)], p.numel()) for p in params
+              if id(p) in updated and id(p) in state.param_owner]
+    launches = update_launches(rule, owners)
+    if training:
+        state.chose("optimizer", rule.describe())
+    layers = [_layer_cost(state, entry, rule, updated, placed[entry.name], launches)
               for entry in state.table]
     loss_ops = _ops_of(state.tallies.get(LOSS, {}))
     lf, lb = _sums(loss_ops)
@@ -289,5 +331,10 @@ def _result(
         warnings=tuple(warnings),
         conventions=dict(CONVENTIONS),
         seq_len=workload.resolved_input.sequence_length,
+        kernel_target=state.target.describe(),
+        kernel_choices={
+            what: "; ".join(c + (f" x{n}" if n > 1 else "") for c, n in per.items())
+            for what, per in state.choices.items()
+        },
     )
 

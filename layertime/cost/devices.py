@@ -166,7 +166,7 @@ TITANX_CAFFE_KERNEL_LATENCY_S = 1.995e-6
 TITANX_CAFFE_COMPUTE_EFFICIENCY: Mapping[str, float] = {"conv": 0.885, "linear": 0.664}
 TITANX_CAFFE_MEMORY_EFFICIENCY: Mapping[str, float] = {
     "activation": 0.665,  # ReLU, in place
-    "pool": 0.323,  # max-pooling (the fill and gather of its backward) and one average pool
+    "pool": 0.322,  # max-pooling (the fill and gather of its backward) and one average pool
     "other": 0.596,  # GoogLeNet's Concat and Split layers (the inception modules' own rows)
     # Kinds the logs do not time (norm, dropout, loss, the update) take ReLU's: the
     # simplest streaming kernel measured.

@@ -23,7 +23,7 @@ NO_ARITHMETIC: frozenset[str] = frozenset(
         "gather index slice_backward select_backward as_strided_scatter slice_scatter "
         "select_scatter diagonal_backward roll flip repeat narrow_copy masked_select "
         "_unsafe_index lift_fresh_copy channel_shuffle pixel_shuffle pixel_unshuffle "
-        "native_channel_shuffle col2im im2col"
+        "native_channel_shuffle col2im im2col _unsafe_view tril triu"
     ).split()
 )
 #: Ops that only allocate: nothing moved, nothing computed, not listed.

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 
 from layertime.cost.devices import KERNEL_SETS, DeviceProfile
+from layertime.cost.kernel_choice import target_of_name
 from layertime.errors import LayertimeError
 from layertime.results.cost.estimate import CostResult, Prediction
 from layertime.results.cost.rows import LayerCost, OpWork, PhaseTimes
@@ -313,6 +314,13 @@ def predict(
         grid_clamped=grid.clamped if grid else 0,
     )
     warnings = list(cost.warnings)
+    wanted = target_of_name(profile.name).describe()
+    if cost.kernel_target and cost.kernel_target.split(" ")[0] != wanted.split(" ")[0]:
+        warnings.append(
+            f"counted with the kernels of {cost.kernel_target}, predicted on {profile.name} "
+            f"({wanted}): count with kernel_target=target_of_profile(profile) to follow its "
+            "kernels (attention backend, optimizer)"
+        )
     need = cost.memory_bytes.total
     if profile.memory_gb is not None and need > profile.memory_gb * 1e9:
         warnings.append(

@@ -17,6 +17,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from layertime.cost.attention import SDPA_FUNCTIONS, counted_sdpa
+from layertime.cost.kernel_choice import KernelTarget
+from layertime.cost.op_bytes import op_bytes
 from layertime.cost.op_work import (
     ALLOCATION,
     GROUPED_MM,
@@ -71,8 +73,15 @@ class Pending:
 class StepState:
     """Everything one count learns; lives for one ``count_step`` call only."""
 
-    def __init__(self, table: ModuleTable, param_owner: Mapping[int, int]) -> None:
+    def __init__(self, table: ModuleTable, param_owner: Mapping[int, int],
+                 target: KernelTarget = KernelTarget()) -> None:
         self.table = table
+        #: The device whose kernels are counted (SDPA's backend, each op's traffic).
+        self.target = target
+        #: What was chosen for ops with several kernels: what -> choice -> calls.
+        self.choices: dict[str, dict[str, int]] = {}
+        #: Each op counted -> the name of the traffic rule it took (``op_bytes.rule_of``).
+        self.byte_rules: dict[str, str] = {}
         self.param_owner = dict(param_owner)  # id(param) -> scope index
         self.param_keys: set[int] = set()
         self.stack: list[int] = []
@@ -102,6 +111,17 @@ class StepState:
         self.output_bytes: dict[int, int] = {}
         self.calls: dict[int, int] = {}
         self.pending: dict[Any, list[Pending]] = {}
+
+    def chose(self, what: str, choice: str) -> None:
+        """Record a kernel choice (shown with the result: ``CostResult.kernel_choices``)."""
+        per = self.choices.setdefault(what, {})
+        per[choice] = per.get(choice, 0) + 1
+
+    def moved(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> int:
+        """Bytes the op's kernel moves on the target (:mod:`layertime.cost.op_bytes`)."""
+        nbytes, rule = op_bytes(func, args, kwargs, out, self.target.device)
+        self.byte_rules[str(func._overloadpacket)] = rule
+        return nbytes
 
     # -- scopes ------------------------------------------------------------
     def current(self) -> int:
@@ -221,7 +241,7 @@ class StepState:
                 if key not in in_keys:  # a new storage, not its argument written in place
                     self.producer[key] = owner
             flops, status = op_flops(func, args, kwargs, out)
-            moved = distinct_bytes(ins) + distinct_bytes(outs)
+            moved = self.moved(func, args, kwargs, out)
             self.charge(owner, name, "forward", flops, moved, status,
                         gemm=gemm_shape(func, args, kwargs))
             return
@@ -232,7 +252,7 @@ class StepState:
             self._conv_backward(owner, func, args, kwargs, out)
             return
         flops, status = op_flops(func, args, kwargs, out)
-        moved = distinct_bytes(ins) + distinct_bytes(outs)
+        moved = self.moved(func, args, kwargs, out)
         gemm = gemm_shape(func, args, kwargs)
         if weight_only:
             self.charge(owner, name, "backward_weight", flops, moved, status, gemm=gemm)
@@ -264,6 +284,7 @@ class StepState:
         names = [a.name for a in func._schema.arguments]
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         name = str(func._overloadpacket)
+        self.byte_rules[name] = name  # its own split: each part's operands once
         grad_out, x, w = b["grad_output"], b["input"], b["weight"]
         shapes = conv_backward_shapes(x, w, grad_out, groups)
 

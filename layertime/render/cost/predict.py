@@ -122,6 +122,8 @@ def notes(cmp: Comparison) -> list[str]:
                 f"measured on {cmp.measured_device_name} ({cmp.measured_device}), predicted "
                 f"for another device: compare shares, not times"
             )
+    if cmp.kernel_choices:
+        lines.append("counted as: " + "; ".join(cmp.kernel_choices))
     if cmp.only_in_run or cmp.only_in_cost:
         lines.append(
             "joined by layer name; "

@@ -110,7 +110,7 @@ def summary_lines(cost: CostResult) -> list[str]:
     m = cost.memory_bytes
     lines = [
         "fwd, bwd-in, bwd-w, upd: GFLOP per phase; share: of the step's FLOPs; GB moved "
-        "(minimum traffic); FLOP/B: arithmetic intensity; saved MB: activations kept for "
+        "(what each op's kernel moves); FLOP/B: arithmetic intensity; saved MB: activations kept for "
         "backward" + ("; est.: roofline estimate, not a measurement" if cost.prediction else ""),
         f"{cost.model}, batch {cost.batch_size}, {_input_label(cost)}, "
         f"{cost.dtype}, {cost.optimizer}: {f.total / 1e9:,.2f} GFLOP per step "
@@ -121,6 +121,9 @@ def summary_lines(cost: CostResult) -> list[str]:
         f"optimizer state {m.optimizer_state / 1e6:,.1f} MB, saved activations "
         f"{m.saved_activations / 1e6:,.1f} MB (sum {m.total / 1e9:,.2f} GB)",
     ]
+    if cost.kernel_choices:
+        target = f" for {cost.kernel_target}" if cost.kernel_target else ""
+        lines.append(f"kernels counted{target}: " + "; ".join(cost.kernel_lines()))
     nc = cost.not_counted()
     if nc:
         first = list(nc.items())[:_MAX_NOT_COUNTED]
@@ -148,8 +151,8 @@ def summary_lines(cost: CostResult) -> list[str]:
             f"[{p.efficiency_source}]"
         )
     lines.append(
-        "FLOPs = 2 x MACs (torchvision's 'GFLOPS' are GMACs); bytes: minimum traffic "
-        "(each op reads its inputs and writes its outputs once); see docs/cost.md"
+        "FLOPs = 2 x MACs (torchvision's 'GFLOPS' are GMACs); bytes: what each op's kernel "
+        "reads and writes, one formula per op (nothing cached between ops); see docs/cost.md"
     )
     lines.extend(f"warning: {w}" for w in cost.warnings)
     return lines

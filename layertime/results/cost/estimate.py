@@ -45,12 +45,18 @@ CONVENTIONS: dict[str, str] = {
     ),
     "update": (
         "update FLOPs and bytes are per parameter element for the optimizer's "
-        "steady-state step (sqrt and divide count as one FLOP, scalar work is ignored)."
+        "steady-state step as the target's implementation runs it (single-tensor on the "
+        "CPU, foreach on CUDA: each pass reads and writes its tensors; fused: each tensor "
+        "once); calls are the kernels launched (sqrt and divide count as one FLOP, scalar "
+        "work is ignored)."
     ),
     "bytes": (
-        "bytes moved follow a minimum-traffic model: every op reads each distinct input "
-        "element and writes each output element once, nothing stays cached between ops; "
-        "views move nothing."
+        "bytes moved are what each op's kernel moves on the target device, one formula per "
+        "op (layertime/cost/op_bytes.py): each pass of a kernel reads or writes a tensor "
+        "once (batch norm in training reads its input twice forward, and its input and "
+        "gradient twice backward on CUDA; a fill before a scatter writes the whole output; "
+        "nll_loss and embedding read only the elements they pick); nothing stays cached "
+        "between ops; views move nothing."
     ),
     "memory": (
         "saved_activations: storages autograd keeps for backward, charged to the first "
@@ -58,13 +64,16 @@ CONVENTIONS: dict[str, str] = {
         "layer's own ops wrote last (a container passing on a child's output owns none)."
     ),
     "attention": (
-        "a scaled dot-product attention call (torch.nn.functional.scaled_dot_product_attention, "
-        "whichever kernel runs it: flash, memory-efficient or math) is one op: forward "
-        "2*B*H*Sq*Sk*(Dqk+Dv) FLOPs (Q K^T and P V: 4*B*H*S^2*D), backward five matmuls "
-        "(Q K^T recomputed, dO V^T, P^T dO, dS K, Q^T dS: 10*B*H*S^2*D), both halved with "
-        "is_causal=True; an explicit mask tensor counts in full; softmax and scaling are not "
-        "counted. It saves query, key, value, output and a float32 log-sum-exp per query row, "
-        "as the fused kernels do. Hand-written attention is counted op by op."
+        "a scaled dot-product attention call (torch.nn.functional.scaled_dot_product_attention) "
+        "is counted as the backend the target device runs, chosen by torch's rules "
+        "(kernel_choices). The math path is counted op by op (Q K^T and P V by bmm, the "
+        "causal mask, softmax, dropout: full S x S work and traffic, its S x S tensors "
+        "saved). A fused kernel (flash, memory-efficient, cuDNN, the CPU's flash) is one "
+        "op: forward 2*B*H*Sq*Sk*(Dqk+Dv) FLOPs (Q K^T and P V: 4*B*H*S^2*D), backward five "
+        "matmuls (Q K^T recomputed, dO V^T, P^T dO, dS K, Q^T dS: 10*B*H*S^2*D), both halved "
+        "with is_causal=True; it moves q, k, v, the output (and their gradients) and saves "
+        "them with a float32 log-sum-exp per query row. Hand-written attention is counted "
+        "op by op."
     ),
     "prediction": (
         "predicted times are roofline estimates, not measurements: per op the larger of "
@@ -186,6 +195,16 @@ class CostResult:
     conventions: Mapping[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
     #: Token inputs: token ids per sequence; None for image inputs.
     seq_len: int | None = None
+    #: The device whose kernels were counted ("cpu", "cuda sm90", ...); "" in results
+    #: written before it was recorded.
+    kernel_target: str = ""
+    #: Ops with several kernels and the one counted, e.g. {"attention": "math path
+    #: (dropout 0.1 on cpu) x12", "optimizer": "single-tensor sgd: ..."}.
+    kernel_choices: Mapping[str, str] = field(default_factory=dict)
+
+    def kernel_lines(self) -> list[str]:
+        """One line per kernel choice, ``attention: math path (dropout 0.1 on cpu)``."""
+        return [f"{what}: {choice}" for what, choice in self.kernel_choices.items()]
 
     # -- derived -----------------------------------------------------------
     @property
@@ -367,6 +386,8 @@ class CostResult:
             "conventions": dict(self.conventions),
             "warnings": list(self.warnings),
             "seq_len": self.seq_len,
+            "kernel_target": self.kernel_target,
+            "kernel_choices": dict(self.kernel_choices),
             "roles": {
                 k: {
                     "layers": v.layers,
@@ -422,6 +443,8 @@ class CostResult:
                 prediction=lambda v: Prediction.from_dict(v) if v is not None else None,
                 conventions=dict,
                 seq_len=lambda v: None if v is None else int(v),
+                kernel_target=str,
+                kernel_choices=lambda v: {str(k): str(c) for k, c in dict(v).items()},
             )
 
     @classmethod

@@ -122,6 +122,9 @@ class Comparison:
     same_device: bool = False
     warnings: tuple[str, ...] = ()
     label: str = field(default="estimate")
+    #: The cost model's kernel choices for ops with several kernels, one line each
+    #: (``CostResult.kernel_lines``: ``attention: math path (dropout 0.1 on cpu)``).
+    kernel_choices: tuple[str, ...] = ()
 
     @property
     def predicted(self) -> bool:
@@ -215,6 +218,7 @@ class Comparison:
             "kinds": [k.to_dict() for k in self.kinds],
             "rows": [r.to_dict() for r in self.rows],
             "warnings": list(self.warnings),
+            "kernel_choices": list(self.kernel_choices),
         }
 
     @classmethod
@@ -237,6 +241,7 @@ class Comparison:
                 profiled_step_s=float,
                 same_device=bool,
                 warnings=lambda v: tuple(str(w) for w in v),
+                kernel_choices=lambda v: tuple(str(c) for c in v),
             )
 
 
