@@ -6,7 +6,7 @@
     python benchmarks/kernel_rates.py            # about 20 s on 2 cores
 
 The cost model counts each op's FLOPs and the bytes its kernel moves
-(``layertime/cost/op_bytes.py``) and times them at a calibrated peak and bandwidth.
+(``layertime/cost/count/op_bytes.py``) and times them at a calibrated peak and bandwidth.
 Three kinds of kernel on a CPU run at rates neither gives, and this prints each beside
 the rate the model would use, as ratios measured in one run (best of ``--repeats``):
 

@@ -48,7 +48,7 @@ otherwise move every share.
   fit), and the FLOP-only crossover.  The cost model counts SDPA as the
   kernel the profile's device runs: on this CPU, GPT-2's SDPA takes the math
   path (dropout 0.1 in training), counted op by op with its full S^2 work and
-  traffic (``layertime.cost.kernel_choice``).
+  traffic (``layertime.cost.count.kernel_choice``).
 
 ``gpu_check_transformers(device)`` is the same comparison on a CUDA
 machine (GPT-2 small, seq 1024, batch 8), for ``benchmarks/gpu_check.py``

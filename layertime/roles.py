@@ -72,7 +72,7 @@ cannot.  The first rule that holds decides:
 The roles' names and labels are in :mod:`layertime.taxonomy` (``ROLES``,
 ``ROLE_LABELS``), so that results and renderers read them without this
 module; the collectors place every row (``measure.aggregate``,
-``cost.counts``) and store its role and block in the result.
+``cost.count.counts``) and store its role and block in the result.
 
 Block: the outermost module path whose last segment ends in a number
 (``h.0``, ``layers.3``, ``layer.5``, ``block.2``, ``blocks.7``,

@@ -420,7 +420,7 @@ def test_version_names_the_package() -> None:
 
 
 def test_out_of_memory_is_one_whole_line_with_an_estimated_batch(capsys) -> None:
-    from layertime.cost.memory import BatchFit, batch_that_fits, hint_text
+    from layertime.cost.count.memory import BatchFit, batch_that_fits, hint_text
     from layertime.errors import oom_detail
     from layertime.workload import WorkloadSpec
 

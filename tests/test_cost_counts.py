@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from layertime.cost import estimate, meta_copy
-from layertime.cost.counts import LOSS_NAME, count_step
-from layertime.cost.kernel_choice import KernelTarget
+from layertime.cost.count.counts import LOSS_NAME, count_step
+from layertime.cost.count.kernel_choice import KernelTarget
 from layertime.errors import LayertimeError
 from layertime.results.cost.estimate import CostResult
 from layertime.results.cost.rows import LayerCost
@@ -213,7 +213,7 @@ def test_sgd_foreach_on_cuda_same_bytes_fewer_launches() -> None:
 
 
 def test_fused_sgd_reads_and_writes_each_tensor_once() -> None:
-    from layertime.cost.update import update_rule
+    from layertime.cost.count.update import update_rule
 
     rule = update_rule("sgd", "fused")
     # reads p, g, buf and writes p, buf

@@ -17,7 +17,7 @@ import torch
 import torchvision
 
 from layertime.cost import build_meta
-from layertime.cost.counts import count_step
+from layertime.cost.count.counts import count_step
 from layertime.models import _torchvision_image_size, resolve, torchvision_names
 from layertime.workload import WorkloadSpec
 

@@ -7,8 +7,8 @@ import torch
 
 from _tiny_transformers import tiny
 from layertime.cost import estimate
-from layertime.cost.attention import SDPA_BACKWARD_OPS, SDPA_OPS, sdpa_flops
-from layertime.cost.kernel_choice import KernelTarget
+from layertime.cost.count.attention import SDPA_BACKWARD_OPS, SDPA_OPS, sdpa_flops
+from layertime.cost.count.kernel_choice import KernelTarget
 from layertime.models import ModelRef
 
 
@@ -126,7 +126,7 @@ def test_roles_blocks_and_the_transformer_headline() -> None:
 
 def test_meta_and_real_tensors_count_the_same() -> None:
     from layertime.cost import build_meta
-    from layertime.cost.counts import count_step
+    from layertime.cost.count.counts import count_step
     from layertime.models import target
     from layertime.workload import TokenInput, WorkloadSpec
 

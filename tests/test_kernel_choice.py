@@ -11,7 +11,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from layertime.cost import estimate
-from layertime.cost.kernel_choice import (
+from layertime.cost.count.kernel_choice import (
     KernelTarget,
     SdpaCall,
     foreach_launches,

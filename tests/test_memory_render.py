@@ -8,7 +8,7 @@ import json
 from dataclasses import replace
 
 import factories
-from layertime.cost.memory import hint_text, measured_fit
+from layertime.cost.count.memory import hint_text, measured_fit
 from layertime.measure.parallel.merge import merge_ranks
 from layertime.render.memory import beside_table, scaling_lines
 from layertime.render.layout import to_text

@@ -1,4 +1,4 @@
-"""Per-op memory traffic (layertime/cost/op_bytes.py): formulas by hand, and every op of
+"""Per-op memory traffic (layertime/cost/count/op_bytes.py): formulas by hand, and every op of
 real models counted by a formula of its own, none by the blanket default."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from layertime.cost import estimate
-from layertime.cost.kernel_choice import KernelTarget
-from layertime.cost.op_bytes import op_bytes, rule_of
+from layertime.cost.count.kernel_choice import KernelTarget
+from layertime.cost.count.op_bytes import op_bytes, rule_of
 from layertime.models import ModelRef
 from layertime.results.cost.estimate import CostResult
 

@@ -47,7 +47,7 @@ def oom_with_hint(e: OutOfMemory, workload: WorkloadSpec, db: str | None = None)
     """The out-of-memory error again, its batch hint for this machine's free memory from
     the bytes per sample a stored run of the same configuration measured (any batch
     size), else from the cost model's memory estimate (kept as it was when both fail)."""
-    from layertime.cost.memory import batch_that_fits, hint_text, measured_fit
+    from layertime.cost.count.memory import batch_that_fits, hint_text, measured_fit
     from layertime.measure.environment import free_memory_bytes
     from layertime.workload import resolve_device
 

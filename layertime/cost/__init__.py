@@ -7,7 +7,7 @@ Public API::
     cost = predict(cost, get_profile("a100"))           # adds roofline estimates
     print(cost.headline())
 
-Counts come from ``layertime.cost.counts``, device profiles from
+Counts come from ``layertime.cost.count.counts``, device profiles from
 ``layertime.cost.devices``, predictions from ``layertime.cost.roofline``.
 """
 
@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from layertime.cost.counts import count_step
+from layertime.cost.count.counts import count_step
 from layertime.cost.devices import DeviceProfile, builtin_profiles, get_profile, load_profiles
-from layertime.cost.kernel_choice import KernelTarget, target_of_name
+from layertime.cost.count.kernel_choice import KernelTarget, target_of_name
 from layertime.cost.roofline import Efficiency, MathMode, predict
 from layertime.errors import BadValue, LayertimeError, first_line
 from layertime.models import ModelRef, target

@@ -10,7 +10,7 @@ defaults below are round guesses, not measurements, and are labelled as such.
 
 With a profile that has a shape grid (``layertime calibrate`` measures one), an op's rate
 comes from its shape instead: a matrix product's or convolution's FLOP/s from the grid at
-its GEMM (M, N, K) (:mod:`layertime.cost.op_shapes`), a memory-bound op's bytes per second
+its GEMM (M, N, K) (:mod:`layertime.cost.count.op_shapes`), a memory-bound op's bytes per second
 at its bytes per call; the grid's fixed cost per op is the profile's kernel latency.  A
 kind with an efficiency of its own in the profile (fitted by ``calibrate --fit``) or given
 to :func:`predict` keeps it; ops without a shape (attention, ops with other formulas) use
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 
 from layertime.cost.devices import KERNEL_SETS, DeviceProfile
-from layertime.cost.kernel_choice import target_of_name
+from layertime.cost.count.kernel_choice import target_of_name
 from layertime.errors import LayertimeError
 from layertime.results.cost.estimate import CostResult, Prediction
 from layertime.results.cost.rows import LayerCost, OpWork, PhaseTimes

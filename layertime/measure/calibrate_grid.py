@@ -32,7 +32,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from layertime.cost.op_shapes import conv_backward_shapes
+from layertime.cost.count.op_shapes import conv_backward_shapes
 from layertime.results.cost.shape_grid import ConvPoint, GridPoint, ShapeGrid, noise_of
 
 aten = torch.ops.aten

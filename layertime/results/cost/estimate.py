@@ -1,6 +1,6 @@
 """The immutable cost model of one training step: counts per layer, and optional predictions.
 
-Collectors (``layertime.cost.counts``) build a :class:`CostResult`;
+Collectors (``layertime.cost.count.counts``) build a :class:`CostResult`;
 ``layertime.cost.roofline`` adds predictions by returning a new one;
 renderers only read it.  It round-trips through JSON under the schema
 ``layertime.cost/1`` (``docs/cost.md``).  Counts are per training step
@@ -52,7 +52,7 @@ CONVENTIONS: dict[str, str] = {
     ),
     "bytes": (
         "bytes moved are what each op's kernel moves on the target device, one formula per "
-        "op (layertime/cost/op_bytes.py): each pass of a kernel reads or writes a tensor "
+        "op (layertime/cost/count/op_bytes.py): each pass of a kernel reads or writes a tensor "
         "once (batch norm in training reads its input twice forward, and its input and "
         "gradient twice backward on CUDA; a fill before a scatter writes the whole output; "
         "nll_loss and embedding read only the elements they pick); nothing stays cached "

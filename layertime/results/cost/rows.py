@@ -99,7 +99,7 @@ class OpWork:
     #: What the op is treated as for peak selection: "conv", "matmul" or "other".
     math: str = "other"
     #: The GEMM shape (M, N, K) of its call with the most FLOPs, for a matrix product or a
-    #: convolution (its implicit GEMM; ``layertime.cost.op_shapes``); None for other ops
+    #: convolution (its implicit GEMM; ``layertime.cost.count.op_shapes``); None for other ops
     #: and in files written before shapes were kept.
     gemm: tuple[int, int, int] | None = None
 

@@ -64,7 +64,7 @@ class ConvPoint:
     """A measured convolution (one phase of it) beside its implicit GEMM's shape."""
 
     point: GridPoint
-    #: The implicit GEMM (``layertime.cost.op_shapes``): forward M = N x H_out x W_out,
+    #: The implicit GEMM (``layertime.cost.count.op_shapes``): forward M = N x H_out x W_out,
     #: N = C_out, K = C_in x kernel^2; the gradients' as counted there.
     gemm: tuple[int, int, int]
     #: "forward", "backward_input" or "backward_weight".

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from layertime.cost.op_work import bind_args
+from layertime.cost.count.op_work import bind_args
 
 aten = torch.ops.aten
 

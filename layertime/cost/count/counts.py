@@ -26,7 +26,7 @@ FLOPs come from ``torch.utils.flop_counter.flop_registry`` (2 x MACs); the
 convolution weight-gradient formula there ignores groups and is divided by
 them here.  Ops with no formula are kept, with their bytes, as
 ``not_counted``.  The optimizer update is charged per parameter element by
-``layertime.cost.update``.
+``layertime.cost.count.update``.
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from layertime.cost.kernel_choice import (
+from layertime.cost.count.kernel_choice import (
     KernelTarget,
     foreach_launches,
     optimizer_impl,
     target_of_device,
 )
-from layertime.cost.op_work import storage_key
-from layertime.cost.step_state import LOSS, GraphMode, OpMode, StepState, Tally, module_scopes
-from layertime.cost.update import UpdateRule, update_rule
+from layertime.cost.count.op_work import storage_key
+from layertime.cost.count.step_state import LOSS, GraphMode, OpMode, StepState, Tally, module_scopes
+from layertime.cost.count.update import UpdateRule, update_rule
 from layertime.errors import LayertimeError
 from layertime.kinds import KindObserver
 from layertime.modules import ModuleEntry, ModuleTable, training_mode

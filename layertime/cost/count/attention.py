@@ -23,14 +23,14 @@ from typing import Any, Protocol
 
 import torch
 
-from layertime.cost.kernel_choice import (
+from layertime.cost.count.kernel_choice import (
     SDPA_BACKEND_OPS,
     KernelTarget,
     SdpaCall,
     SdpaChoice,
     sdpa_backend,
 )
-from layertime.cost.op_work import LOSS, distinct_bytes, storage_key, tensor_bytes
+from layertime.cost.count.op_work import LOSS, distinct_bytes, storage_key, tensor_bytes
 
 #: Names of the one op a fused SDPA call is listed as, forward and backward, by backend.
 SDPA_OPS: dict[str, str] = {b: op for b, op in SDPA_BACKEND_OPS.items() if b != "math"}

@@ -16,10 +16,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from layertime.cost.attention import SDPA_FUNCTIONS, counted_sdpa
-from layertime.cost.kernel_choice import KernelTarget
-from layertime.cost.op_bytes import op_bytes
-from layertime.cost.op_work import (
+from layertime.cost.count.attention import SDPA_FUNCTIONS, counted_sdpa
+from layertime.cost.count.kernel_choice import KernelTarget
+from layertime.cost.count.op_bytes import op_bytes
+from layertime.cost.count.op_work import (
     ALLOCATION,
     GROUPED_MM,
     LOSS,
@@ -32,7 +32,7 @@ from layertime.cost.op_work import (
     tensor_bytes,
     tensors_in,
 )
-from layertime.cost.op_shapes import Gemm, conv_backward_shapes, gemm_shape
+from layertime.cost.count.op_shapes import Gemm, conv_backward_shapes, gemm_shape
 from layertime.modules import ModuleTable
 
 aten = torch.ops.aten
@@ -118,7 +118,7 @@ class StepState:
         per[choice] = per.get(choice, 0) + 1
 
     def moved(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> int:
-        """Bytes the op's kernel moves on the target (:mod:`layertime.cost.op_bytes`)."""
+        """Bytes the op's kernel moves on the target (:mod:`layertime.cost.count.op_bytes`)."""
         nbytes, rule = op_bytes(func, args, kwargs, out, self.target.device)
         self.byte_rules[str(func._overloadpacket)] = rule
         return nbytes
@@ -345,7 +345,7 @@ class StepState:
 class GraphMode(TorchFunctionMode):
     """Claims autograd nodes for the module running when each torch call returns,
     follows what is made from the batch's integer tensors (``data_keys``), and counts
-    each scaled dot-product attention call as one op (:mod:`layertime.cost.attention`)."""
+    each scaled dot-product attention call as one op (:mod:`layertime.cost.count.attention`)."""
 
     def __init__(self, state: StepState) -> None:
         super().__init__()

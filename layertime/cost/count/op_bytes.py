@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from layertime.cost.op_work import bind_args, distinct_bytes, tensor_bytes, tensors_in
+from layertime.cost.count.op_work import bind_args, distinct_bytes, tensor_bytes, tensors_in
 
 #: A rule: (bound arguments by schema name, the op's tensor inputs, its tensor
 #: outputs, the target device) -> bytes moved.

@@ -1,6 +1,6 @@
 """What one aten op costs: its FLOPs (``torch.utils.flop_counter`` formulas, 2 x MACs),
 the bytes it moves (each distinct input and output element once), and which peak it runs
-at (convolution, matrix multiply or other).  Used by :mod:`layertime.cost.step_state`.
+at (convolution, matrix multiply or other).  Used by :mod:`layertime.cost.count.step_state`.
 """
 
 from __future__ import annotations
