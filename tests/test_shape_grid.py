@@ -326,3 +326,33 @@ def test_calibrate_prints_the_grid_summary_at_80_columns(
     cal = Calibration.from_dict(json.loads((tmp_path / "c.json").read_text())["calibration"])
     assert cal.grid is not None and cal.grid.gemm_m == (8, 32, 128) and cal.grid.unmeasured
     assert load_profiles(tmp_path / "d.toml")["local-cpu"].grid == cal.grid
+
+
+def test_every_grid_convolution_records_the_implicit_gemm_the_count_gives_it() -> None:
+    """The grid's convolutions (depthwise ones too: groups = channels) are recorded at the
+    implicit GEMM per group that ``op_shapes`` gives the same convolution in a count, so a
+    counted convolution finds its nearest measured one in the same convention."""
+    import torch
+
+    from layertime.cost.count.op_shapes import conv_backward_shapes, gemm_shape
+    from layertime.measure.calibrate_grid import CONV_SHAPES, measure_grid
+
+    tiny = tuple((1, cin, 8, cout, k, 1, k // 2, *rest)
+                 for (_, cin, _, cout, k, _, _, *rest) in CONV_SHAPES)
+    assert any(len(c) == 8 and c[7] == c[1] == c[3] for c in CONV_SHAPES)  # a depthwise one
+    grid = measure_grid(torch.device("cpu"), gemm_axes=(8,), memory_elements=(1024,),
+                        conv_shapes=tiny)
+    fwd = [c for c in grid.conv if c.phase == "forward"]
+    assert len(fwd) == len(tiny) and len(grid.conv) == 3 * len(tiny)
+    aten = torch.ops.aten
+    for c, (bs, cin, hw, cout, k, stride, pad, *rest) in zip(fwd, tiny):
+        groups = rest[0] if rest else 1
+        x = torch.empty(bs, cin, hw, hw, device="meta")
+        w = torch.empty(cout, cin // groups, k, k, device="meta")
+        args = (x, w, None, [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], groups)
+        assert c.gemm == gemm_shape(aten.convolution.default, args, {})
+        grad = torch.empty(bs, cout, hw, hw, device="meta")
+        back = conv_backward_shapes(x, w, grad, groups)
+        assert back is not None
+        phases = {p.phase: p.gemm for p in grid.conv if p.point.shape == c.point.shape}
+        assert (phases["backward_input"], phases["backward_weight"]) == back

@@ -250,10 +250,11 @@ def calibrate(
     )
 
 
-def _conv_flops(c: tuple[int, int, int, int, int, int, int], scale: int) -> float:
-    bs, cin, hw, cout, k, stride, pad = c
+def _conv_flops(c: tuple[int, ...], scale: int) -> float:
+    bs, cin, hw, cout, k, stride, pad, *rest = c
+    groups = rest[0] if rest else 1
     ho = (hw + 2 * pad - k) // stride + 1
-    return 2.0 * bs * scale * ho * ho * cout * cin * k * k
+    return 2.0 * bs * scale * ho * ho * cout * (cin // groups) * k * k
 
 
 def _load() -> float | None:

@@ -43,15 +43,19 @@ aten = torch.ops.aten
 #: the largest measured points they contain.
 GEMM_AXES = {"cpu": (8, 32, 128, 512, 2048, 8192), "cuda": (16, 64, 256, 1024, 4096, 16384)}
 #: Convolutions measured (forward, with a bias): (batch, C_in, H=W, C_out, kernel, stride,
-#: padding); AlexNet's first three, a ResNet 3x3 and a 1x1, a VGG 3x3.  The batch is scaled
-#: by device type.
-CONV_SHAPES: tuple[tuple[int, int, int, int, int, int, int], ...] = (
+#: padding[, groups]); AlexNet's first three, a ResNet 3x3 and a 1x1, a VGG 3x3, and two
+#: depthwise ones (groups = channels: MobileNet's and EfficientNet's 3x3 and 5x5), whose
+#: implicit GEMM per group (N = 1, K = kernel^2) runs nothing like a dense one's.  The batch
+#: is scaled by device type.
+CONV_SHAPES: tuple[tuple[int, ...], ...] = (
     (16, 3, 224, 64, 11, 4, 2),
     (16, 64, 27, 192, 5, 1, 2),
     (16, 192, 13, 384, 3, 1, 1),
     (16, 64, 56, 64, 3, 1, 1),
     (16, 256, 14, 1024, 1, 1, 0),
     (16, 128, 56, 128, 3, 1, 1),
+    (16, 96, 56, 96, 3, 1, 1, 96),
+    (16, 240, 28, 240, 5, 1, 2, 240),
 )
 CONV_BATCH_SCALE = {"cpu": 1, "cuda": 8}
 #: Memory-bound sizes, float32 elements: 1 Ki (4 KiB) up, 4x apart.
@@ -181,7 +185,7 @@ def measure_grid(
     *,
     gemm_axes: tuple[int, ...] | None = None,
     memory_elements: tuple[int, ...] | None = None,
-    conv_shapes: tuple[tuple[int, int, int, int, int, int, int], ...] | None = None,
+    conv_shapes: tuple[tuple[int, ...], ...] | None = None,
     max_mnk: float | None = None,
     on_progress: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
@@ -252,22 +256,25 @@ def measure_grid(
 
     i_conv: list[tuple[int, tuple[int, int, int], str]] = []
     scale = CONV_BATCH_SCALE[kind]
-    for (bs, cin, hw, cout, kk, stride, pad) in convs:
+    for (bs, cin, hw, cout, kk, stride, pad, *rest) in convs:
+        groups = rest[0] if rest else 1
         bs *= scale
-        inp, w, bias = rand(bs, cin, hw, hw), rand(cout, cin, kk, kk), rand(cout)
+        inp, w, bias = rand(bs, cin, hw, hw), rand(cout, cin // groups, kk, kk), rand(cout)
         ho = (hw + 2 * pad - kk) // stride + 1
-        mm, nn_, kdim = bs * ho * ho, cout, cin * kk * kk
+        # The implicit GEMM per group, as op_shapes.gemm_shape counts a convolution.
+        mm, nn_, kdim = bs * ho * ho * groups, cout // groups, (cin // groups) * kk * kk
         flops = 2.0 * mm * nn_ * kdim  # each phase does as much (torch's count)
-        shape = (bs, cin, hw, hw, cout, kk, stride, pad)
-        i = point(partial(F.conv2d, inp, w, bias, stride=stride, padding=pad), flops, shape)
+        shape = (bs, cin, hw, hw, cout, kk, stride, pad, *((groups,) if groups > 1 else ()))
+        i = point(partial(F.conv2d, inp, w, bias, stride=stride, padding=pad, groups=groups),
+                  flops, shape)
         i_conv.append((i, (mm, nn_, kdim), "forward"))
         grad = rand(bs, cout, ho, ho)
-        back = conv_backward_shapes(inp, w, grad, 1)
+        back = conv_backward_shapes(inp, w, grad, groups)
         assert back is not None
         for phase, mask, gemm_ in (("backward_input", [True, False, False], back[0]),
                                    ("backward_weight", [False, True, True], back[1])):
             i = point(partial(aten.convolution_backward, grad, inp, w, [cout], [stride] * 2,
-                              [pad] * 2, [1, 1], False, [0, 0], 1, mask), flops, shape)
+                              [pad] * 2, [1, 1], False, [0, 0], groups, mask), flops, shape)
             i_conv.append((i, gemm_, phase))
 
     progress(f"grid: {len(timings)} points (fixed cost, memory by size, GEMMs, convolutions)")

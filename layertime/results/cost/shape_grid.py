@@ -38,7 +38,8 @@ MEMORY_OPS: tuple[str, ...] = ("copy", "add", "reduce")
 class GridPoint:
     """One measured shape: its work (FLOPs or bytes moved per op) and its time per op."""
 
-    #: GEMM (M, N, K); convolution (N, C_in, H, W, C_out, kernel, stride, padding);
+    #: GEMM (M, N, K); convolution (N, C_in, H, W, C_out, kernel, stride, padding[, groups
+    #: when above 1]);
     #: memory-bound (elements,).
     shape: tuple[int, ...]
     work: float
