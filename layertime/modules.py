@@ -71,8 +71,8 @@ class ModuleTable:
     those parameters (the module's own entry no longer counts them); ops of a module's
     forward computed with a child's parameters go to the child's row
     (:attr:`own_ops`).  Parts are rows only: iterating the table gives modules.
-    ``split=False`` keeps every module's time whole (no parts, no ops moved): for a
-    collector that cannot split an op's work across rows (the cost count).
+    ``split=False`` keeps every module's time whole (no parts, no ops moved), each
+    module of its whole kind.  The profile and the cost count both split.
     A parameter that several modules hold (a tied LM head) is counted once, at its
     first owner; ``shared`` lists the others.
     """

@@ -97,6 +97,7 @@ def count_step(
     if kernel_target is None:
         kernel_target = target_of_device(workload.device)
     state = StepState(table, _param_owners(table), kernel_target)
+    state.set_holders(table)
     params = {id(p): p for p in model.parameters()}
     # Parameters, buffers and their views are held anyway: never saved activations.
     state.param_keys = {storage_key(p) for p in [*params.values(), *model.buffers()]}
@@ -133,7 +134,12 @@ def count_step(
                 with torch.no_grad(), watched:
                     main, _ = main_output(batch.run(model))
                 num_classes = spec.classes(main.shape) if main.dim() >= 2 else None
-        state.table = ModuleTable(model, facts=watched.facts(), split=False)
+        # Rows as the measured run has them: a module's projections computed with its own
+        # parameters are a part of it, those with a child's parameters the child's.
+        facts = watched.facts()
+        state.table = ModuleTable(model, facts=facts)
+        state.settle_own_ops(state.table, {
+            p.index: facts[id(p.module)].part_params for p in state.table.parts})
         state.resolve_saved()
         with_grad = {k for k, p in params.items() if p.grad is not None}
     finally:
@@ -302,7 +308,7 @@ def _result(
     if training:
         state.chose("optimizer", rule.describe())
     layers = [_layer_cost(state, entry, rule, updated, placed[entry.name], launches)
-              for entry in state.table]
+              for entry in state.table.rows()]
     loss_ops = _ops_of(state.tallies.get(LOSS, {}))
     lf, lb = _sums(loss_ops)
     loss = LayerCost(

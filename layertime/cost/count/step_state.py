@@ -53,6 +53,20 @@ class Tally:
     gemm: Gemm | None = None
     gemm_flops: int = -1
 
+    def add(self, other: Tally) -> None:
+        """Fold another scope's sums for the same (op, phase) into these."""
+        self.calls += other.calls
+        self.flops += other.flops
+        self.bytes_moved += other.bytes_moved
+        self.status, self.math = other.status, other.math
+        if other.gemm is not None and other.gemm_flops > self.gemm_flops:
+            self.gemm, self.gemm_flops = other.gemm, other.gemm_flops
+
+
+#: Scopes of ops moved out of the module that runs them (:meth:`StepState.own_op_scope`)
+#: are numbered from here until the forward's kinds settle them.
+MOVED_BASE = 1 << 40
+
 
 @dataclass
 class Pending:
@@ -111,6 +125,19 @@ class StepState:
         self.output_bytes: dict[int, int] = {}
         self.calls: dict[int, int] = {}
         self.pending: dict[Any, list[Pending]] = {}
+        #: Ops a module runs with a parameter of its own or of a child it does not call
+        #: (``nn.MultiheadAttention``'s ``F.linear`` with ``in_proj_weight`` and with
+        #: ``out_proj.weight``): a provisional scope each, (module, holder) -> scope, until
+        #: :meth:`settle_own_ops` gives it to the row the measured run gives it.
+        self.moved_ops: dict[tuple[int, int], int] = {}
+        #: storage key of a parameter -> indices of the modules holding it directly.
+        self.key_holders: dict[int, list[int]] = {}
+        #: module index -> its parent's index.
+        self.parent: dict[int, int] = {}
+        #: Outputs of moved ops, waiting for autograd to give them their node.
+        self.unclaimed: list[tuple[list[torch.Tensor], int]] = []
+        #: Nodes claimed for a moved op before the walk reached them: walked, not re-owned.
+        self.forced: set[Any] = set()
 
     def chose(self, what: str, choice: str) -> None:
         """Record a kernel choice (shown with the result: ``CostResult.kernel_choices``)."""
@@ -145,12 +172,13 @@ class StepState:
     # -- autograd nodes ----------------------------------------------------
     def claim(self, objs: Sequence[Any]) -> None:
         """Give every unclaimed autograd node reachable from ``objs`` to the current scope."""
+        self._claim_moved()
         owner = self.current()
         for t in objs:
             if not isinstance(t, torch.Tensor):
                 continue
             root = t.grad_fn
-            if root is None or root in self.node_owner:
+            if root is None or (root in self.node_owner and root not in self.forced):
                 continue
             stack: list[tuple[Any, bool]] = [(root, False)]
             while stack:
@@ -164,8 +192,10 @@ class StepState:
                         self.weight_side[node] and node not in self.data_nodes
                     )
                     continue
-                if node in self.node_owner:
+                if node in self.node_owner and node not in self.forced:
                     continue
+                forced = node in self.forced
+                self.forced.discard(node)
                 var = getattr(node, "variable", None)
                 if isinstance(var, torch.Tensor):  # AccumulateGrad of a leaf
                     p_owner = self.param_owner.get(id(var))
@@ -173,11 +203,88 @@ class StepState:
                     self.weight_side[node] = p_owner is not None
                     self.edge_weight[node] = p_owner is not None
                     continue
-                self.node_owner[node] = owner
+                if not forced:
+                    self.node_owner[node] = owner
                 stack.append((node, True))
                 for child, _ in node.next_functions:
-                    if child is not None and child not in self.node_owner:
+                    if child is not None and (child not in self.node_owner
+                                              or child in self.forced):
                         stack.append((child, False))
+
+    def _claim_moved(self) -> None:
+        """Give the nodes autograd made for moved ops' outputs to those ops' scopes."""
+        for outs, scope in self.unclaimed:
+            for t in outs:
+                node = t.grad_fn
+                if node is not None and node not in self.node_owner:
+                    self.node_owner[node] = scope
+                    self.forced.add(node)
+        self.unclaimed.clear()
+
+    # -- ops a module runs for another row ---------------------------------
+    def set_holders(self, table: ModuleTable) -> None:
+        """Which modules hold each parameter directly, and each module's parent."""
+        index = {id(e.module): e.index for e in table}
+        for e in table:
+            for p in e.module.parameters(recurse=False):
+                self.key_holders.setdefault(storage_key(p), []).append(e.index)
+            for child in e.module.children():
+                if id(child) in index:
+                    self.parent.setdefault(index[id(child)], e.index)
+
+    def _below(self, child: int, module: int) -> bool:
+        seen = 0
+        while child in self.parent and seen <= len(self.parent):
+            child = self.parent[child]
+            if child == module:
+                return True
+            seen += 1
+        return False
+
+    def own_op_scope(self, owner: int, name: str, ins: Sequence[torch.Tensor]) -> int:
+        """The scope of a forward op that module ``owner`` runs itself: a provisional one
+        when it multiplies or convolves with a parameter the module holds or a child of
+        it holds (as :class:`layertime.kinds.KindObserver` sees it), else ``owner``."""
+        if owner < 0 or math_class(name) not in ("matmul", "conv"):
+            return owner
+        holders = [h for t in ins for h in self.key_holders.get(storage_key(t), ())]
+        if not holders:
+            return owner
+        holder = owner if owner in holders else next(
+            (h for h in holders if self._below(h, owner)), None)
+        if holder is None:
+            return owner
+        return self.moved_ops.setdefault((owner, holder), MOVED_BASE + len(self.moved_ops))
+
+    def settle_own_ops(self, table: ModuleTable, part_params: Mapping[int, Sequence[int]]
+                       ) -> None:
+        """After the forward: each moved op's scope becomes the row the measured run gives
+        it (``table``: split by the forward's kinds; its ``own_ops``), else the module
+        that ran it; a part's parameters (``part_params``: part index -> ids) are then
+        updated in the part's row."""
+        parts = {p.part_of: p.index for p in table.parts}
+        final: dict[int, int] = {}
+        for (module, holder), scope in self.moved_ops.items():
+            rows = {r for _, r in table.own_ops.get(module, ())}
+            row = parts.get(module) if holder == module else holder
+            final[scope] = row if row is not None and row in rows else module
+        for scope, row in final.items():
+            into = self.tallies.setdefault(row, {})
+            for key, t in self.tallies.pop(scope, {}).items():
+                into.setdefault(key, Tally()).add(t)
+        for node, o in self.node_owner.items():
+            if o in final:
+                self.node_owner[node] = final[o]
+        for key, o in self.producer.items():
+            if o in final:
+                self.producer[key] = final[o]
+        for nbytes, savers in self.saved.values():
+            savers[:] = list(dict.fromkeys(final.get(o, o) for o in savers))
+        for index, ids in part_params.items():
+            for pid in ids:
+                if pid in self.param_owner:
+                    self.param_owner[pid] = index
+        self.moved_ops.clear()
 
     def mixed_nodes(self) -> list[Any]:
         """Nodes with both a weight-side and an input-side edge."""
@@ -235,6 +342,10 @@ class StepState:
         outs = tensors_in(out)
         if not self.in_backward:
             owner = self.current()
+            if not self.in_loss:
+                owner = self.own_op_scope(owner, name, ins)
+                if owner >= MOVED_BASE:
+                    self.unclaimed.append((list(outs), owner))
             in_keys = {storage_key(t) for t in ins}
             for t in outs:
                 key = storage_key(t)
@@ -336,7 +447,10 @@ class StepState:
         seen: set[int] = set()
         for t in tensors_in(out):
             key = storage_key(t)
-            if key in seen or self.producer.get(key) != index:
+            prod = self.producer.get(key)
+            moved = prod is not None and prod >= MOVED_BASE and any(
+                m == index and sc == prod for (m, _), sc in self.moved_ops.items())
+            if key in seen or (prod != index and not moved):
                 continue
             seen.add(key)
             self.output_bytes[index] = self.output_bytes.get(index, 0) + tensor_bytes(t)
