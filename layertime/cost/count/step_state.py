@@ -270,15 +270,15 @@ class StepState:
             final[scope] = row if row is not None and row in rows else module
         for scope, row in final.items():
             into = self.tallies.setdefault(row, {})
-            for key, t in self.tallies.pop(scope, {}).items():
-                into.setdefault(key, Tally()).add(t)
+            for op_phase, t in self.tallies.pop(scope, {}).items():
+                into.setdefault(op_phase, Tally()).add(t)
         for node, o in self.node_owner.items():
             if o in final:
                 self.node_owner[node] = final[o]
-        for key, o in self.producer.items():
+        for storage, o in self.producer.items():
             if o in final:
-                self.producer[key] = final[o]
-        for nbytes, savers in self.saved.values():
+                self.producer[storage] = final[o]
+        for _, savers in self.saved.values():
             savers[:] = list(dict.fromkeys(final.get(o, o) for o in savers))
         for index, ids in part_params.items():
             for pid in ids:
