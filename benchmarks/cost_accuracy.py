@@ -169,7 +169,8 @@ def main() -> int:
 
     cases = QUICK if args.quick else FULL
     if args.models:
-        known = {c.key: c for c in FULL + QUICK} if not args.quick else {c.key: c for c in QUICK}
+        # The full cases unless --quick (a key names both a full and a toy case).
+        known = {c.key: c for c in (QUICK if args.quick else FULL)}
         unknown = [m for m in args.models if m not in known]
         if unknown:
             print(f"cost_accuracy: unknown case(s) {', '.join(unknown)}; known: "
