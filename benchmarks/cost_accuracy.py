@@ -30,7 +30,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -91,6 +91,10 @@ QUICK = (
     Case("resnet50", "resnet50", 2, {"image_size": 64}),
     Case("gpt2-128", "hf:gpt2", 1, {"seq_len": 32}),
 )
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
 
 
 def _mark(ok: bool) -> str:
@@ -165,7 +169,8 @@ def main() -> int:
 
     cases = QUICK if args.quick else FULL
     if args.models:
-        known = {c.key: c for c in FULL + QUICK} if not args.quick else {c.key: c for c in QUICK}
+        # The full cases unless --quick (a key names both a full and a toy case).
+        known = {c.key: c for c in (QUICK if args.quick else FULL)}
         unknown = [m for m in args.models if m not in known]
         if unknown:
             print(f"cost_accuracy: unknown case(s) {', '.join(unknown)}; known: "
@@ -194,7 +199,8 @@ def main() -> int:
                       **case.options)  # type: ignore[arg-type]
         runs[case.key] = run
         cost = _count(case, run)
-        cmp = join(run, predict(cost, prof, mode=MathMode.of_run(run.environment)))
+        predicted = predict(cost, prof, mode=MathMode.of_run(run.environment))
+        cmp = join(run, predicted)
         score = scores[case.key] = Score.of(cmp)
         path = _attention_path(cost)
         print(f"{case.key}: {case.describe()}; measured step {run.profiled_step_s * 1e3:,.0f} "
@@ -203,6 +209,16 @@ def main() -> int:
         print(f"  measured/predicted share: {_kinds_line(cmp)}")
         if path:
             print(f"  counted as: {path}")
+        if prof.grid is not None and prof.grid.op_curves:
+            # The same calibration and run, the grid's op curves left out: what the
+            # prediction was before ops were timed alone (their ops on the class curves).
+            base = replace(prof, grid=replace(prof.grid, op_curves=()))
+            b = Score.of(join(run, predict(cost, base, mode=MathMode.of_run(run.environment))))
+            pred = predicted.prediction
+            print(f"  op curves for {pred.grid_op_curve_lookups if pred else 0} memory-bound "
+                  f"op lookups, class curves for {pred.grid_class_curve_lookups if pred else 0}"
+                  f"; class curves only: layer err {_pct(b.median_error)}, worst "
+                  f"{b.worst_kind} {b.worst_points:+.1f} pts, step x{b.step_ratio or 0:.2f}")
         worst = sorted(cmp.layer_errors(LAYER_MIN_SHARE), key=lambda x: -x[1])[:3]
         if worst:
             print("  furthest layers: " + ", ".join(f"{n} {e:.0%}" for n, e in worst))

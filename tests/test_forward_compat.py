@@ -156,7 +156,7 @@ def test_prediction_reads_past_unknown_keys(run: Run, cost: CostResult) -> None:
 
 def test_calibration_with_a_grid_reads_past_unknown_keys() -> None:
     from layertime.results.cost.calibration import Calibration
-    from layertime.results.cost.shape_grid import ConvPoint, GridPoint, Noise, ShapeGrid
+    from layertime.results.cost.shape_grid import ConvPoint, GridPoint, Noise, OpCurve, ShapeGrid
 
     def gp(shape: tuple[int, ...], work: float, t: float) -> GridPoint:
         return GridPoint(shape, work, t, t * 1.1, 0.1, 2)
@@ -168,7 +168,11 @@ def test_calibration_with_a_grid_reads_past_unknown_keys() -> None:
               for m in axes for n in axes for k in axes),
         (ConvPoint(gp((1, 3, 8, 8, 4, 3, 1, 1), 1728.0, 1e-5), (64, 4, 27), "backward_input"),),
         {"add": (gp((256,), 3072.0, 2e-6), gp((1024,), 12288.0, 4e-6))},
-        Noise(0.2, 3, 45.0, 12, 1, 2, True, 2), elapsed_s=1.5, source="measured")
+        Noise(0.2, 3, 45.0, 12, 1, 2, True, 2), elapsed_s=1.5, source="measured",
+        op_curves=(OpCurve("aten.native_batch_norm", ("aten.native_batch_norm",),
+                           (gp((1, 64, 16, 16), 197_376.0, 3e-5),)),
+                   OpCurve("aten.bernoulli_", ("aten.bernoulli_",), (gp((1024,), 1024.0, 5e-6),),
+                           "elements")))
     cal = Calibration("cpu", "CPU", "h", 2, "2.x", {"fp32": 0.2}, {"fp32": 2048}, 10.0, 12.0,
                       2**28, 5, "now", memory_gb=8.0, skipped={"fp16": "no"}, grid=grid,
                       load_before=1.0, load_after=1.2)

@@ -323,6 +323,12 @@ def test_calibrate_prints_the_grid_summary_at_80_columns(
     assert any("GEMM 3x3x3" in line and "not measured" in line for line in grid_lines)
     assert any(line.strip().startswith(("quiet:", "noisy:")) for line in lines[start:])
     assert all(len(line) <= 80 for line in lines[start:] if not line.startswith("saved "))
+    # The ops timed alone, each a line: batch norm's by bytes, bernoulli_'s by elements.
+    assert any(line.startswith("  ops timed alone (") for line in lines[start:])
+    assert any(line.strip().startswith("native_batch_norm_backward ") and "GB/s" in line
+               for line in lines[start:])
+    assert any(line.strip().startswith("bernoulli_ ") and "M el/s" in line
+               for line in lines[start:])
     cal = Calibration.from_dict(json.loads((tmp_path / "c.json").read_text())["calibration"])
     assert cal.grid is not None and cal.grid.gemm_m == (8, 32, 128) and cal.grid.unmeasured
     assert load_profiles(tmp_path / "d.toml")["local-cpu"].grid == cal.grid

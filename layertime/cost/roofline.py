@@ -11,7 +11,9 @@ defaults below are round guesses, not measurements, and are labelled as such.
 With a profile that has a shape grid (``layertime calibrate`` measures one), an op's rate
 comes from its shape instead: a matrix product's or convolution's FLOP/s from the grid at
 its GEMM (M, N, K) (:mod:`layertime.cost.count.op_shapes`), a memory-bound op's bytes per second
-at its bytes per call; the grid's fixed cost per op is the profile's kernel latency.  A
+at its bytes per call: on its own measured curve where ``calibrate`` timed the op alone
+(batch norm, pooling, softmax, ``bernoulli_`` by elements, ...), else on its class's curve
+(copy, reduce, add); the grid's fixed cost per op is the profile's kernel latency.  A
 kind with an efficiency of its own in the profile (fitted by ``calibrate --fit``) or given
 to :func:`predict` keeps it; ops without a shape (attention, ops with other formulas) use
 the per-kind efficiencies.
@@ -22,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 
+from layertime.cost.comm import DTYPE_BYTES
 from layertime.cost.devices import KERNEL_SETS, DeviceProfile
 from layertime.cost.count.kernel_choice import target_of_name
 from layertime.errors import LayertimeError
@@ -203,8 +206,31 @@ class _GridUse:
     #: Kinds whose compute or memory efficiency the profile or the caller set: not the grid.
     own_compute: Set[str]
     own_memory: Set[str]
+    #: Bytes per element of the counted step's dtype (an op curve by elements divides by it).
+    dtype_bytes: int = 4
     lookups: int = 0
     clamped: int = 0
+    #: Memory-bound op lookups on a measured op curve, and on a class curve.
+    op_curve: int = 0
+    class_curve: int = 0
+
+    def op_time(self, w: OpWork, kind: str) -> float | None:
+        """The seconds of ``w``'s calls on its op's measured curve, net of the fixed cost
+        (which :func:`_row_times` adds once per call); None when the op was not timed
+        alone, or its kind keeps an efficiency of its own."""
+        if kind in self.own_memory or not w.calls:
+            return None
+        curve = self.grid.op_curve(w.op)
+        if curve is None:
+            return None
+        amount = w.bytes_moved / (self.dtype_bytes if curve.unit == "elements" else 1)
+        look = self.grid.op_rate(w.op, amount / w.calls)
+        if look is None:
+            return None
+        self.lookups += 1
+        self.op_curve += 1
+        self.clamped += look.clamped
+        return amount / look.per_s
 
     def compute_rate(self, w: OpWork, kind: str, peak: float, profile: DeviceProfile
                      ) -> float | None:
@@ -223,6 +249,7 @@ class _GridUse:
             return None
         look = self.grid.memory_bytes_per_s(memory_class(w.op), w.bytes_moved / w.calls)
         self.lookups += 1
+        self.class_curve += 1
         self.clamped += look.clamped
         return look.per_s
 
@@ -241,6 +268,12 @@ def _row_times(
         kind = "update" if w.phase == "update" else row.kind
         peak = profile.peak_flops_per_s(peaks.get(w.math, "fp32"))
         assert peak is not None  # math_peaks only names precisions the profile has
+        measured_s = grid.op_time(w, kind) if grid is not None and w.bytes_moved else None
+        if grid is not None and measured_s is not None:
+            # Timed alone per call, its kernels and dispatch included: the fixed cost once
+            # per call, so that a call at a measured point gives back the point's time.
+            times[w.phase] += measured_s + w.calls * grid.grid.fixed_s
+            continue
         compute_s = memory_s = 0.0
         if w.flops:
             rate = grid.compute_rate(w, kind, peak, profile) if grid else None
@@ -284,17 +317,21 @@ def predict(
     if profile.grid is not None:
         own_c = set(profile.compute_efficiency) | set(efficiency.compute if efficiency else ())
         own_m = set(profile.memory_efficiency) | set(efficiency.memory if efficiency else ())
-        grid = _GridUse(profile.grid, own_c - {"default"}, own_m - {"default"})
-        source = (f"shape grid ({profile.grid.source}): matrix products and convolutions by "
-                  f"(M, N, K), memory-bound ops by size; per kind ({eff.source}) for "
-                  + (f"{', '.join(sorted(grid.own_compute | grid.own_memory))} and " if
-                     grid.own_compute or grid.own_memory else "")
-                  + "ops without a shape")
+        grid = _GridUse(profile.grid, own_c - {"default"}, own_m - {"default"},
+                        DTYPE_BYTES.get(cost.dtype, 4))
     peaks = math_peaks(profile, cost.dtype, mode)
     n = cost.batch_size
     layers = [replace(r, predicted=_row_times(r, profile, peaks, eff, n, grid))
               for r in cost.layers]
     loss = replace(cost.loss, predicted=_row_times(cost.loss, profile, peaks, eff, n, grid))
+    if grid is not None:
+        source = (f"shape grid ({grid.grid.source}): matrix products and convolutions by "
+                  f"(M, N, K), memory-bound ops by size (on their own measured curve: "
+                  f"{grid.op_curve} lookups; on a class curve: {grid.class_curve}); per kind "
+                  f"({eff.source}) for "
+                  + (f"{', '.join(sorted(grid.own_compute | grid.own_memory))} and " if
+                     grid.own_compute or grid.own_memory else "")
+                  + "ops without a shape")
     kinds = sorted({r.kind for r in (*layers, loss)} | {"default", "update"})
     prediction = Prediction(
         device=profile.key,
@@ -312,6 +349,8 @@ def predict(
         grid_source=profile.grid.source if profile.grid is not None else None,
         grid_lookups=grid.lookups if grid else 0,
         grid_clamped=grid.clamped if grid else 0,
+        grid_op_curve_lookups=grid.op_curve if grid else 0,
+        grid_class_curve_lookups=grid.class_curve if grid else 0,
     )
     warnings = list(cost.warnings)
     wanted = target_of_name(profile.name).describe()

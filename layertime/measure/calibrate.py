@@ -11,7 +11,8 @@ its best time), each synchronised on CUDA:
   and a large add (``c = a + b``: 3 x size), each buffer far beyond the
   caches; the profile takes the faster of the two.
 * the **shape grid** (:mod:`layertime.measure.calibrate_grid`): GEMMs by M, N, K,
-  convolutions, memory-bound ops by size and the per-op fixed cost, each point
+  convolutions, memory-bound op classes by size, the ops that dominate a step's
+  memory-bound time each timed alone by size, and the per-op fixed cost, each point
   re-measured while the machine is noisy; predictions interpolate it by op shape.
 
 The result is a :class:`~layertime.results.cost.calibration.Calibration`;
@@ -43,6 +44,7 @@ from layertime.measure.calibrate_grid import (
     NoisePolicy,
     measure_grid,
 )
+from layertime.measure.calibrate_ops import OP_ELEMENTS
 from layertime.measure.environment import describe, matmul_tf32_set
 from layertime.results.cost.calibration import Calibration
 
@@ -222,11 +224,13 @@ def calibrate(
         # buffers up to the bandwidth test's, convolutions of at most the largest GEMM's work.
         axes = tuple(a for a in GEMM_AXES[kind] if a <= 4 * size) or (size,)
         elements = tuple(e for e in MEMORY_ELEMENTS[kind] if 4 * e <= nbytes) or (nbytes // 4,)
+        op_elements = tuple(e for e in OP_ELEMENTS[kind] if 4 * e <= nbytes)
         scale = CONV_BATCH_SCALE[kind]
         convs = tuple(c for c in CONV_SHAPES if _conv_flops(c, scale) <= 2.0 * size**3)
         pol = policy or replace(DEFAULT_POLICY[kind], samples=max(2, min(repeats, 3)))
         shapes = measure_grid(device, pol, gemm_axes=axes, memory_elements=elements,
                               conv_shapes=convs, max_mnk=float(size) ** 3 / 4,
+                              op_elements=op_elements,
                               on_progress=progress)
     env = describe(device)
     return Calibration(

@@ -1,6 +1,6 @@
 """Measure a device on a grid of op shapes (``layertime calibrate``'s grid).
 
-Four things, each a point timed the same way (:func:`time_point`):
+Five things, each a point timed the same way (:func:`time_point`):
 
 * the **per-op fixed cost**: a tiny add (one element), back to back;
 * **GEMMs** ``(M x K) @ (K x N)`` on the full product of three axes (skinny ones
@@ -8,7 +8,11 @@ Four things, each a point timed the same way (:func:`time_point`):
 * a few **convolutions** (forward), each beside its implicit GEMM's shape, so the
   prediction can check and use "a convolution runs as its implicit GEMM";
 * **memory-bound ops by size**: a copy, an element-wise add and a sum, from 4 KiB
-  (fixed cost dominates) to beyond the caches.
+  (fixed cost dominates) to beyond the caches;
+* **ops timed alone by size** (:data:`layertime.measure.calibrate_ops.MEASURED_OPS`):
+  batch norm, pooling, softmax, layer norm, activations and their backward, on fresh
+  outputs, and ``bernoulli_``; each point's work is what the count's byte formula gives
+  that call (elements for ``bernoulli_``).
 
 **Protection against load.** A round of a point is ``samples`` timed runs of ``n``
 back-to-back ops (``n`` chosen so that a run lasts ``min_sample_s``); its spread is
@@ -33,7 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from layertime.cost.count.op_shapes import conv_backward_shapes
-from layertime.results.cost.shape_grid import ConvPoint, GridPoint, ShapeGrid, noise_of
+from layertime.measure.calibrate_ops import MEASURED_OPS, OP_ELEMENTS, MeasuredOp
+from layertime.results.cost.shape_grid import ConvPoint, GridPoint, OpCurve, ShapeGrid, noise_of
 
 aten = torch.ops.aten
 
@@ -187,15 +192,18 @@ def measure_grid(
     memory_elements: tuple[int, ...] | None = None,
     conv_shapes: tuple[tuple[int, ...], ...] | None = None,
     max_mnk: float | None = None,
+    op_elements: tuple[int, ...] | None = None,
+    ops: Sequence[MeasuredOp] = MEASURED_OPS,
     on_progress: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> ShapeGrid:
-    """Measure the fixed cost, the GEMM grid, the convolutions and the memory-bound ops
-    in float32 on ``device``."""
+    """Measure the fixed cost, the GEMM grid, the convolutions, the memory-bound op
+    classes and the ops timed alone (``ops`` at ``op_elements``) in float32 on ``device``."""
     kind = "cuda" if device.type == "cuda" else "cpu"
     pol = policy or DEFAULT_POLICY[kind]
     axes = gemm_axes or GEMM_AXES[kind]
     sizes = memory_elements or MEMORY_ELEMENTS[kind]
+    op_sizes = OP_ELEMENTS[kind] if op_elements is None else op_elements
     convs = CONV_SHAPES if conv_shapes is None else conv_shapes
     progress = on_progress or (lambda what: None)
     start = clock()
@@ -221,7 +229,8 @@ def measure_grid(
     i_fixed = point(lambda: torch.add(one, one, out=out1), 4 * 3, (1,))
 
     biggest = max(sizes)
-    a, b, c = rand(biggest), rand(biggest), torch.empty(biggest, device=device)
+    pool = (rand(max((biggest, *op_sizes))), rand(max((biggest, *op_sizes))))
+    a, b, c = pool[0], pool[1], torch.empty(biggest, device=device)
     s = torch.empty((), device=device)
     larger: dict[int, list[int]] = {}
     i_memory: dict[str, list[int]] = {"copy": [], "add": [], "reduce": []}
@@ -277,7 +286,18 @@ def measure_grid(
                               [pad] * 2, [1, 1], False, [0, 0], groups, mask), flops, shape)
             i_conv.append((i, gemm_, phase))
 
-    progress(f"grid: {len(timings)} points (fixed cost, memory by size, GEMMs, convolutions)")
+    i_ops: list[list[int]] = []
+    for op in ops if op_sizes else ():
+        idx = []
+        for n in op_sizes:
+            call = op.build(n, _views(pool))
+            idx.append(point(call.call, call.work(op.unit, device.type), call.shape))
+        for lo, hi in zip(idx, idx[1:]):
+            larger[lo] = [hi]
+        i_ops.append(idx)
+
+    progress(f"grid: {len(timings)} points (fixed cost, memory by size, GEMMs, convolutions, "
+             f"{len(i_ops)} ops timed alone)")
     measure_points(timings, pol, over, larger)
     pts = [t.point() for t in timings]
     fixed = pts[i_fixed]
@@ -286,12 +306,29 @@ def measure_grid(
                                                            0.0, rounds=0)
             for q in shapes]
     conv = [ConvPoint(pts[i], g, phase) for i, g, phase in i_conv]
+    curves = tuple(OpCurve(op.name, op.ops, tuple(pts[i] for i in idx), op.unit)
+                   for op, idx in zip(ops, i_ops))
 
-    every = [fixed, *gemm, *(cp.point for cp in conv), *(q for v in memory.values() for q in v)]
+    every = [fixed, *gemm, *(cp.point for cp in conv), *(q for v in memory.values() for q in v),
+             *(q for cv in curves for q in cv.points)]
     return ShapeGrid(
         precision="fp32", fixed=fixed, gemm_m=axes, gemm_n=axes, gemm_k=axes,
         gemm=tuple(gemm), conv=tuple(conv), memory=memory,
         noise=noise_of(every, pol.threshold, pol.max_rounds, pol.budget_s, hit[0],
                        pol.min_rounds),
         elapsed_s=clock() - start, source=f"measured by layertime calibrate on {device}",
+        op_curves=curves,
     )
+
+
+def _views(pool: Sequence[torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A build's ``rand``: its i-th call a view of the i-th shared random buffer (in turn),
+    so that an op's two inputs are distinct and no point draws random data of its own."""
+    taken = [0]
+
+    def rand(*shape: int) -> torch.Tensor:
+        buf = pool[taken[0] % len(pool)]
+        taken[0] += 1
+        return buf[: math.prod(shape)].view(shape)
+
+    return rand

@@ -81,8 +81,10 @@ CONVENTIONS: dict[str, str] = {
         "x memory efficiency), plus the profile's kernel latency for each kernel the op "
         "launches (0 unless the profile gives one); no overlap between ops. With a "
         "calibrated shape grid, matrix products and convolutions run at the grid's rate at "
-        "their (M, N, K), memory-bound ops at its rate for their size, and the latency is "
-        "the grid's fixed cost per op."
+        "their (M, N, K), memory-bound ops at its rate for their size (an op timed alone by "
+        "calibrate on its own measured curve, at the bytes per call counted here, or the "
+        "elements for bernoulli_; any other on its class's curve: copy, reduce, add), and "
+        "the latency is the grid's fixed cost per op."
     ),
 }
 
@@ -130,6 +132,11 @@ class Prediction:
     grid_source: str | None = None
     grid_lookups: int = 0
     grid_clamped: int = 0
+    #: Of the memory-bound ops' lookups, how many took the op's own measured curve (the
+    #: grid's ``op_curves``: batch norm, pooling, softmax, ``bernoulli_`` ...) and how many
+    #: a class curve (copy, reduce, add).  0 in files written before op curves.
+    grid_op_curve_lookups: int = 0
+    grid_class_curve_lookups: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +155,8 @@ class Prediction:
             "grid_source": self.grid_source,
             "grid_lookups": self.grid_lookups,
             "grid_clamped": self.grid_clamped,
+            "grid_op_curve_lookups": self.grid_op_curve_lookups,
+            "grid_class_curve_lookups": self.grid_class_curve_lookups,
             "label": "estimate",
         }
 
@@ -170,6 +179,8 @@ class Prediction:
             grid_source=None if d.get("grid_source") is None else str(d["grid_source"]),
             grid_lookups=int(d.get("grid_lookups", 0)),
             grid_clamped=int(d.get("grid_clamped", 0)),
+            grid_op_curve_lookups=int(d.get("grid_op_curve_lookups", 0)),
+            grid_class_curve_lookups=int(d.get("grid_class_curve_lookups", 0)),
         )
 
 

@@ -10,7 +10,8 @@ point's rate is its work over its time less the fixed cost, and a prediction is
 **Interpolation** (documented in ``docs/cost.md``): log-linear.  A GEMM's rate is
 interpolated trilinearly in ``(log M, log N, log K)`` on the full grid of the three axes,
 linearly in the *logarithm* of the rate; a memory-bound op's bytes per second linearly in
-``log bytes``, in the log of the rate.  So a grid point returns its own value, and between
+``log bytes``, in the log of the rate, on its own curve where the op was timed alone
+(:class:`OpCurve`: its work in the count's bytes, or elements), else on its class's.  So a grid point returns its own value, and between
 points the result lies between its neighbours' values (a weighted geometric mean with
 non-negative weights).  Outside the grid each coordinate is clamped to the axis' end and
 the lookup says it clamped.  Pure Python; never imports torch.
@@ -32,6 +33,11 @@ from typing import Any
 MIN_NET_FRACTION = 0.05
 #: The memory-bound op classes measured: a copy, an element-wise add, a sum (reduction).
 MEMORY_OPS: tuple[str, ...] = ("copy", "add", "reduce")
+#: What an op curve's work counts: ``bytes``, what the count's formula
+#: (``layertime/cost/count/op_bytes.py``) gives one call of the measured shape, so that a
+#: lookup at a counted op's bytes per call inverts the measurement exactly; ``elements``,
+#: the elements one call writes (a random draw: its cost is per number drawn).
+OP_UNITS: tuple[str, ...] = ("bytes", "elements")
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,32 @@ class ConvPoint:
     def from_dict(cls, d: Mapping[str, Any]) -> ConvPoint:
         g = [int(x) for x in d["gemm"]]
         return cls(GridPoint.from_dict(d), (g[0], g[1], g[2]), str(d.get("phase", "forward")))
+
+
+@dataclass(frozen=True)
+class OpCurve:
+    """One op timed alone by size, on fresh outputs as a training step allocates them: its
+    time per call against its work per call (:data:`OP_UNITS`).  Ops timed on it
+    (``ops``) take its rate instead of a memory class's (:data:`MEMORY_OPS`)."""
+
+    #: The aten op measured (``aten.native_batch_norm``).
+    name: str
+    #: The aten ops whose time is looked up on this curve: the measured one and other names
+    #: of the same kernel (``aten._native_batch_norm_legit``).
+    ops: tuple[str, ...]
+    #: Points by size, ascending work; a point's shape is the measured input's.
+    points: tuple[GridPoint, ...]
+    unit: str = "bytes"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ops": list(self.ops), "unit": self.unit,
+                "points": [p.to_dict() for p in self.points]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OpCurve:
+        return cls(str(d["name"]), tuple(str(x) for x in d.get("ops", (d["name"],))),
+                   tuple(GridPoint.from_dict(p) for p in d["points"]),
+                   str(d.get("unit", "bytes")))
 
 
 @dataclass(frozen=True)
@@ -136,6 +168,30 @@ class Lookup:
     clamped: bool
 
 
+def _log_linear(works: Sequence[float], rates: Sequence[float], x: float) -> Lookup:
+    """The rate at ``x`` on a curve of (work, rate) points by ascending work: linear in
+    ``log work`` on the log of the rate, clamped (and said so) outside it."""
+    lx = math.log(max(x, 1e-300))
+    logs = [math.log(w) for w in works]
+    lr = [math.log(r) for r in rates]
+    if lx <= logs[0]:
+        return Lookup(rates[0], lx < logs[0] - 1e-12)
+    if lx >= logs[-1]:
+        return Lookup(rates[-1], lx > logs[-1] + 1e-12)
+    j = bisect.bisect_right(logs, lx)
+    t = (lx - logs[j - 1]) / (logs[j] - logs[j - 1])
+    return Lookup(math.exp(lr[j - 1] + t * (lr[j] - lr[j - 1])), False)
+
+
+def _capped_times(points: Sequence[GridPoint]) -> tuple[float, ...]:
+    """Points' times by ascending size, each at most that of the next larger one (more work
+    never takes less time: a point slower than a larger one was held up by load)."""
+    t = [p.best_s for p in points]
+    for i in range(len(t) - 2, -1, -1):
+        t[i] = min(t[i], t[i + 1])
+    return tuple(t)
+
+
 def _axis(values: Sequence[int], x: float) -> tuple[int, int, float, bool]:
     """Neighbours i, j on a sorted axis and the weight of j for ``x`` in log space."""
     lx = math.log(max(x, 1e-300))
@@ -171,6 +227,9 @@ class ShapeGrid:
     elapsed_s: float = 0.0
     source: str = "measured"
     dtype_bytes: int = 4
+    #: Ops timed alone by size (batch norm, pooling, softmax, ``bernoulli_`` ...); empty
+    #: in grids measured before them (their ops take the class curves).
+    op_curves: tuple[OpCurve, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.gemm_m) * len(self.gemm_n) * len(self.gemm_k)
@@ -185,7 +244,8 @@ class ShapeGrid:
 
     @property
     def points(self) -> int:
-        return 1 + len(self.gemm) + len(self.conv) + sum(len(v) for v in self.memory.values())
+        return (1 + len(self.gemm) + len(self.conv) + sum(len(v) for v in self.memory.values())
+                + sum(len(c.points) for c in self.op_curves))
 
     def _net_rate(self, p: GridPoint, time_s: float | None = None) -> float:
         t = p.best_s if time_s is None else time_s
@@ -228,12 +288,20 @@ class ShapeGrid:
     @cached_property
     def _memory_s(self) -> dict[str, tuple[float, ...]]:
         """Memory points' times, each at most that of the next larger size (as for GEMMs)."""
-        out: dict[str, tuple[float, ...]] = {}
-        for op, pts in self.memory.items():
-            t = [p.best_s for p in pts]
-            for i in range(len(t) - 2, -1, -1):
-                t[i] = min(t[i], t[i + 1])
-            out[op] = tuple(t)
+        return {op: _capped_times(pts) for op, pts in self.memory.items()}
+
+    @cached_property
+    def _op_s(self) -> tuple[tuple[float, ...], ...]:
+        """Each op curve's times, capped as the memory points' are."""
+        return tuple(_capped_times(c.points) for c in self.op_curves)
+
+    @cached_property
+    def _op_index(self) -> dict[str, int]:
+        """Which op curve each aten op is timed on (the first curve that names it)."""
+        out: dict[str, int] = {}
+        for i, c in enumerate(self.op_curves):
+            for op in c.ops:
+                out.setdefault(op, i)
         return out
 
     @property
@@ -242,6 +310,8 @@ class ShapeGrid:
         threshold (held up by load, or a slow path of a small shape)."""
         lim = 1 + self.noise.threshold
         n = sum(1 for p, t in zip(self.gemm, self._gemm_s) if p.rounds and t * lim < p.best_s)
+        n += sum(1 for c, ts in zip(self.op_curves, self._op_s)
+                 for p, t in zip(c.points, ts) if t * lim < p.best_s)
         return n + sum(1 for op, pts in self.memory.items()
                        for p, t in zip(pts, self._memory_s[op]) if t * lim < p.best_s)
 
@@ -318,16 +388,27 @@ class ShapeGrid:
         """Bytes per second of a memory-bound op class moving ``nbytes`` per call."""
         key = op if op in self.memory else "add" if "add" in self.memory else next(iter(self.memory))
         pts = self.memory[key]
-        lx = math.log(max(nbytes, 1.0))
-        logs = [math.log(p.work) for p in pts]
-        rates = [math.log(self._net_rate(p, t)) for p, t in zip(pts, self._memory_s[key])]
-        if lx <= logs[0]:
-            return Lookup(math.exp(rates[0]), lx < logs[0] - 1e-12)
-        if lx >= logs[-1]:
-            return Lookup(math.exp(rates[-1]), lx > logs[-1] + 1e-12)
-        j = bisect.bisect_right(logs, lx)
-        t = (lx - logs[j - 1]) / (logs[j] - logs[j - 1])
-        return Lookup(math.exp(rates[j - 1] + t * (rates[j] - rates[j - 1])), False)
+        return _log_linear([p.work for p in pts],
+                           [self._net_rate(p, t) for p, t in zip(pts, self._memory_s[key])],
+                           max(nbytes, 1.0))
+
+    def op_curve(self, op: str) -> OpCurve | None:
+        """The measured curve an aten op (``aten.native_batch_norm``) is timed on, if any."""
+        i = self._op_index.get(op)
+        return self.op_curves[i] if i is not None else None
+
+    def op_rate(self, op: str, amount: float) -> Lookup | None:
+        """An op's rate on its measured curve (work per second, in the curve's unit, net of
+        the fixed cost) at ``amount`` work per call; None when the op was not measured.
+        Log-linear in ``log work``, as the memory classes: a point gives back its own time
+        as ``fixed_s + work / rate``."""
+        i = self._op_index.get(op)
+        if i is None:
+            return None
+        c = self.op_curves[i]
+        return _log_linear([p.work for p in c.points],
+                           [self._net_rate(p, t) for p, t in zip(c.points, self._op_s[i])],
+                           max(amount, 1.0))
 
     @property
     def peak_gemm_flops_per_s(self) -> float:
@@ -366,6 +447,12 @@ class ShapeGrid:
             r_hi = self.memory_bytes_per_s(op, hi.work).per_s
             lines.append(f"  {op:<6} {lo.work / 1e3:,.3g} kB {r_lo / 1e9:,.3g} GB/s .. "
                          f"{hi.work / 1e6:,.4g} MB {r_hi / 1e9:,.3g} GB/s (bytes moved per op)")
+        if self.op_curves:
+            lines.append(f"  ops timed alone ({len(self.op_curves)}; new outputs each call; "
+                         "work per call as counted):")
+        for c in self.op_curves:
+            lines.append("    " + _curve_line(c, self.op_rate(c.ops[0], c.points[0].work),
+                                              self.op_rate(c.ops[0], c.points[-1].work)))
         worst = max(self._all(), key=lambda p: p.spread)
         lines.append(f"  {self.noise.summary}")
         if self.capped:
@@ -378,7 +465,8 @@ class ShapeGrid:
 
     def _all(self) -> list[GridPoint]:
         return [self.fixed, *(p for p in self.gemm if p.rounds), *(c.point for c in self.conv),
-                *(p for pts in self.memory.values() for p in pts)]
+                *(p for pts in self.memory.values() for p in pts),
+                *(p for c in self.op_curves for p in c.points)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -396,6 +484,7 @@ class ShapeGrid:
             "elapsed_s": self.elapsed_s,
             "source": self.source,
             "dtype_bytes": self.dtype_bytes,
+            "op_curves": [c.to_dict() for c in self.op_curves],
         }
 
     @classmethod
@@ -415,7 +504,28 @@ class ShapeGrid:
             elapsed_s=float(d.get("elapsed_s", 0.0)),
             source=str(d.get("source", "measured")),
             dtype_bytes=int(d.get("dtype_bytes", 4)),
+            op_curves=tuple(OpCurve.from_dict(c) for c in d.get("op_curves", ())),
         )
+
+
+def _curve_line(c: OpCurve, lo: Lookup | None, hi: Lookup | None) -> str:
+    """``native_batch_norm 197 kB 3.1 .. 201 MB 6.5 GB/s``: an op curve's two ends."""
+    name = c.name.removeprefix("aten.")
+    a, b = c.points[0].work, c.points[-1].work
+    r_lo, r_hi = (lo.per_s if lo else 0.0), (hi.per_s if hi else 0.0)
+    if c.unit == "elements":
+        return (f"{name:<27} {_si(a, ' el')} {r_lo / 1e6:,.3g} .. {_si(b, ' el')} "
+                f"{r_hi / 1e6:,.3g} M el/s")
+    return (f"{name:<27} {_si(a, 'B')} {r_lo / 1e9:,.3g} .. {_si(b, 'B')} "
+            f"{r_hi / 1e9:,.3g} GB/s")
+
+
+def _si(x: float, unit: str) -> str:
+    """``197 kB``, ``16.8 M el``: a count with an SI prefix, three digits, and its unit."""
+    for div, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit.strip()}"
 
 
 def _shape(s: tuple[int, ...]) -> str:
