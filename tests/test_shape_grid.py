@@ -23,7 +23,7 @@ from layertime.measure.calibrate_grid import NoisePolicy, PointTiming, measure_p
 from layertime.results.cost.calibration import Calibration
 from layertime.results.cost.estimate import CostResult
 from layertime.results.cost.rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
-from layertime.results.cost.shape_grid import ConvPoint, GridPoint, Noise, ShapeGrid
+from layertime.results.cost.shape_grid import ConvPoint, GridPoint, Noise, ShapeGrid, narrow_conv
 
 AXES = (8, 32)
 #: GFLOP/s of each GEMM point, by (M, N, K): larger sides run faster (less than 4x faster:
@@ -108,6 +108,24 @@ def test_a_convolution_runs_as_its_implicit_gemm_times_the_nearest_measured_rati
         0.5 * g.gemm_flops_per_s(9, 8, 8).per_s)
     assert g.conv_flops_per_s(30, 32, 32).per_s == pytest.approx(
         g.gemm_flops_per_s(30, 32, 32).per_s)
+
+
+def test_a_dense_convolution_never_takes_a_depthwise_ones_ratio() -> None:
+    """A dense 1x1 convolution's weight gradient (256, 64, 25088) lies nearer, in log
+    (M, N, K), to a depthwise 5x5's (240, 25, 12544) than to a dense 1x1's (1024, 256,
+    3136): it must still take the dense ratio, and a depthwise one the depthwise ratio."""
+    dw = ConvPoint(_gp((16, 240, 28, 28, 240, 5, 1, 2, 240), 1.0, 1.0), (240, 25, 12544),
+                   "backward_weight")
+    dense = ConvPoint(_gp((16, 256, 14, 14, 1024, 1, 1, 0), 1.0, 1.0), (1024, 256, 3136),
+                      "backward_weight")
+    g = _grid((dw, dense))
+    ratio_dw, ratio_dense = g.conv_vs_gemm
+    assert ratio_dw != ratio_dense
+    assert g.conv_factor_at(256, 64, 25088, "backward_weight") == ratio_dense
+    assert g.conv_factor_at(96, 9, 50176, "backward_weight") == ratio_dw
+    # Forward: a depthwise 3x3's implicit GEMM per group is (B*H*W*C, 1, 9).
+    assert narrow_conv(1, 9, "forward") and not narrow_conv(64, 27, "forward")
+    assert not narrow_conv(64, 256, "backward_weight")
 
 
 # -- noisy repeats, with an injected timer --------------------------------------------

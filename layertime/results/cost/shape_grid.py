@@ -66,6 +66,20 @@ class GridPoint:
                    float(d["median_s"]), float(d.get("spread", 0.0)), int(d.get("rounds", 1)))
 
 
+#: The widest implicit GEMM side of a depthwise-like convolution (one channel a group):
+#: its N, and K but in the weight gradient, are the kernel's taps (9, 25), where a dense
+#: convolution's are channels x taps (27 and up).
+NARROW_SIDE = 25
+
+
+def narrow_conv(n: int, k: int, phase: str) -> bool:
+    """Whether a convolution's implicit GEMM per group (N, K of ``phase``,
+    :mod:`layertime.cost.count.op_shapes`) is a depthwise-like one: N at most
+    :data:`NARROW_SIDE`, and K too in forward and input gradient (the weight gradient's K
+    is the batch's positions)."""
+    return n <= NARROW_SIDE and (phase == "backward_weight" or k <= NARROW_SIDE)
+
+
 @dataclass(frozen=True)
 class ConvPoint:
     """A measured convolution (one phase of it) beside its implicit GEMM's shape."""
@@ -365,11 +379,17 @@ class ShapeGrid:
         """The conv / implicit GEMM ratio of the measured convolution of ``phase`` nearest to
         (M, N, K) in log space (of any phase when none of it was measured; 1 without
         convolution points): how far a convolution of that shape runs from a GEMM of its
-        implicit shape."""
+        implicit shape.  A depthwise-like convolution (:func:`narrow_conv`) takes the
+        nearest of the depthwise-like points, a dense one the nearest dense point, where
+        the grid has both: the two run at ratios 10-100x apart, and a dense 1x1
+        convolution's gradient lies nearer a depthwise point in (M, N, K) than a dense one."""
         idx = [i for i, c in enumerate(self.conv) if c.phase == phase] or list(
             range(len(self.conv)))
         if not idx:
             return 1.0
+        narrow = narrow_conv(n, k, phase)
+        idx = [i for i in idx if narrow_conv(self.conv[i].gemm[1], self.conv[i].gemm[2],
+                                             self.conv[i].phase) == narrow] or idx
         at = (math.log(max(m, 1)), math.log(max(n, 1)), math.log(max(k, 1)))
 
         def dist(c: ConvPoint) -> float:
