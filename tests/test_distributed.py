@@ -442,3 +442,41 @@ def test_a_sharded_rank_that_hangs_fails_the_run_within_the_timeout(tmp_path: Pa
     assert lines[0].startswith("layertime: error: rank 1 "), lines[0]
     assert took < BOUND_S
     assert _ours(str(tmp_path)) == []
+
+
+def test_a_failure_after_every_rank_finished_and_rank_0_wrote_is_no_error() -> None:
+    from layertime.measure.parallel.launch import finished_ranks
+
+    done = {"state": "done", "step": 5}
+    ok = {"state": "ok", "step": 5}
+    assert finished_ranks(2, {0: done, 1: ok})
+    assert not finished_ranks(2, {0: ok, 1: ok})  # rank 0 may not have written its outputs
+    assert not finished_ranks(2, {0: done})  # rank 1 left no word
+    assert not finished_ranks(2, {0: done, 1: {"state": "error", "message": "x"}})
+    assert not finished_ranks(2, {0: done, 1: {"state": "running", "step": 3}})
+
+
+def test_ranks_other_than_0_wait_for_rank_0s_outputs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from layertime.measure.parallel.health import (
+        STATUS_DIR_ENV,
+        StatusFile,
+        mark_done,
+        read_status,
+        wait_for_rank0,
+    )
+
+    monkeypatch.setenv(STATUS_DIR_ENV, str(tmp_path))
+    StatusFile(tmp_path, 0).write(state="ok", step=5, pid=123)
+    t0 = time.monotonic()
+    wait_for_rank0(timeout_s=0.2, poll_s=0.01)  # rank 0 not done: waits out the timeout
+    assert time.monotonic() - t0 >= 0.2
+    mark_done(0)
+    assert read_status(tmp_path, 0) == {"rank": 0, "pid": 123, "state": "done", "step": 5}
+    t0 = time.monotonic()
+    wait_for_rank0(timeout_s=30.0, poll_s=0.01)  # done: returns at once
+    assert time.monotonic() - t0 < 20.0
+    monkeypatch.delenv(STATUS_DIR_ENV)
+    wait_for_rank0(timeout_s=30.0)  # not under the launcher: nothing to wait for

@@ -71,6 +71,9 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
         except OutOfMemory as e:
             raise oom_with_hint(e, workload, args.db) from e
     if run is None:  # a rank other than 0: rank 0 reports for all
+        from layertime.measure.parallel.health import wait_for_rank0
+
+        wait_for_rank0()  # exit only once rank 0's outputs are written (--nproc)
         return 0
     joined = None
     if cost is not None:
@@ -96,6 +99,10 @@ def cmd_profile(args: argparse.Namespace, argv: list[str]) -> int:
         _store_run(args, "profile", run.to_dict(), run.model, run.batch_size, run.device,
                    workload)
     write_reports(args, run, cost=cost)
+    if args.ddp or sharding is not None:
+        from layertime.measure.parallel.health import mark_done
+
+        mark_done(0)
     return 0
 
 
@@ -182,6 +189,8 @@ def _launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
     out = launch(args.nproc, worker_argv(argv))
     if out.returncode == 0:
         sys.stderr.write(out.log)
+        if out.warning:
+            print(f"layertime: warning: {out.warning}", file=sys.stderr)
         return 0
     if args.debug:
         sys.stderr.write(out.log)

@@ -117,6 +117,11 @@ class StatusFile:
             except LayertimeError:
                 pass
 
+    def done(self) -> None:
+        """Rank 0's outputs (table, JSON, reports) are all written: what the launcher checks
+        before it calls a rank's failure at exit harmless (:func:`finished_ranks`)."""
+        self.write(state="done")
+
     def progress(self, step: int, stage: int) -> None:
         if self._last != (step, stage):
             self._last = (step, stage)
@@ -179,3 +184,37 @@ def explain_failure(
             f"up after the {timeout_s:g} s timeout (--ddp-timeout)"
         )
     return f"rank {rank}: communication failed in step {me[0]}: {what}"
+
+
+def read_status(folder: Path, rank: int) -> dict[str, Any]:
+    """A rank's status file as last written ({} when missing or being replaced)."""
+    try:
+        data = json.loads((folder / f"rank{rank}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def mark_done(rank: int) -> None:
+    """Under the ``--nproc`` launcher, say this rank's outputs are written (keeping what its
+    status file holds); nothing elsewhere."""
+    folder = os.environ.get(STATUS_DIR_ENV)
+    if folder:
+        status = StatusFile(Path(folder), rank)
+        status.data.update(read_status(Path(folder), rank))
+        status.done()
+
+
+def wait_for_rank0(timeout_s: float = 120.0, poll_s: float = 0.05) -> None:
+    """Under the ``--nproc`` launcher, hold a rank other than 0 until rank 0 has written its
+    outputs (or failed, or ``timeout_s`` passed): torchrun stops every rank when one exits
+    with an error, and a rank that fails on its way out (a backend's teardown) must not
+    stop rank 0 mid-write."""
+    folder = os.environ.get(STATUS_DIR_ENV)
+    if not folder:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if read_status(Path(folder), 0).get("state") in ("done", "error"):
+            return
+        time.sleep(poll_s)

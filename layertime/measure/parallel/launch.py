@@ -50,6 +50,8 @@ class LaunchOutcome:
     error: str | None
     #: Everything torchrun and the ranks wrote to stderr.
     log: str
+    #: A failure after every rank finished and rank 0 wrote its outputs (kept as a warning).
+    warning: str | None = None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -137,6 +139,14 @@ def diagnose(
     lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
     last = lines[-1][:300] if lines else "no output"
     return f"torchrun failed before the ranks ran: {last}"
+
+
+def finished_ranks(nproc: int, statuses: Mapping[int, Mapping[str, Any]]) -> bool:
+    """Whether every rank finished its steps and left the group ("ok") and rank 0 also
+    wrote its outputs ("done"): a failure torchrun reports after that (a rank crashing in
+    its backend's teardown, the others then stopped) has lost nothing."""
+    return (statuses.get(0, {}).get("state") == "done" and len(statuses) == nproc
+            and all(st.get("state") in ("ok", "done") for st in statuses.values()))
 
 
 def _read_statuses(folder: Path) -> dict[int, dict[str, Any]]:
@@ -232,7 +242,12 @@ def launch(nproc: int, argv: Sequence[str]) -> LaunchOutcome:
             log = err.read().decode(errors="replace")
         error = None
         if rc != 0:
-            error = diagnose(nproc, _read_statuses(folder), torchrun_failures(log), log)
+            statuses = _read_statuses(folder)
+            error = diagnose(nproc, statuses, torchrun_failures(log), log)
+            if finished_ranks(nproc, statuses):
+                return LaunchOutcome(0, None, log, warning=(
+                    f"after every rank finished and rank 0 wrote its results, torchrun "
+                    f"reported: {error} (the results are complete)"))
         return LaunchOutcome(rc, error, log)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
