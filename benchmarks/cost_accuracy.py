@@ -135,16 +135,6 @@ class Score:
         )
 
 
-def _attention_path(cost: Any) -> str:
-    """The SDPA kernel the count followed, where the cost result records one."""
-    choice = getattr(cost, "attention_kernel", None) or getattr(cost, "kernels", None)
-    if not choice:
-        return ""
-    if isinstance(choice, dict):
-        return "; ".join(f"{k}: {v}" for k, v in choice.items())
-    return str(choice)
-
-
 def _count(case: Case, run: Run) -> Any:
     return estimate(case.model, batch_size=case.batch_size, device=run.device,
                     **case.options)  # type: ignore[arg-type]
@@ -205,7 +195,7 @@ def main() -> int:
         predicted = predict(cost, prof, mode=MathMode.of_run(run.environment))
         cmp = join(run, predicted)
         score = scores[case.key] = Score.of(cmp)
-        path = _attention_path(cost)
+        path = "; ".join(cost.kernel_lines())
         print(f"{case.key}: {case.describe()}; measured step {run.profiled_step_s * 1e3:,.0f} "
               f"ms, modelled rows {cmp.measured_total_s * 1e3:,.0f} ms, predicted "
               f"{(cmp.predicted_total_s or 0) * 1e3:,.0f} ms ({time.perf_counter() - t0:.0f} s)")

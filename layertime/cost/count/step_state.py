@@ -130,6 +130,8 @@ class StepState:
         #: ``out_proj.weight``): a provisional scope each, (module, holder) -> scope, until
         #: :meth:`settle_own_ops` gives it to the row the measured run gives it.
         self.moved_ops: dict[tuple[int, int], int] = {}
+        #: Each provisional scope's module (the one whose forward ran the op).
+        self.moved_module: dict[int, int] = {}
         #: storage key of a parameter -> indices of the modules holding it directly.
         self.key_holders: dict[int, list[int]] = {}
         #: module index -> its parent's index.
@@ -254,7 +256,9 @@ class StepState:
             (h for h in holders if self._below(h, owner)), None)
         if holder is None:
             return owner
-        return self.moved_ops.setdefault((owner, holder), MOVED_BASE + len(self.moved_ops))
+        scope = self.moved_ops.setdefault((owner, holder), MOVED_BASE + len(self.moved_ops))
+        self.moved_module[scope] = owner
+        return scope
 
     def settle_own_ops(self, table: ModuleTable, part_params: Mapping[int, Sequence[int]]
                        ) -> None:
@@ -285,6 +289,7 @@ class StepState:
                 if pid in self.param_owner:
                     self.param_owner[pid] = index
         self.moved_ops.clear()
+        self.moved_module.clear()
 
     def mixed_nodes(self) -> list[Any]:
         """Nodes with both a weight-side and an input-side edge."""
@@ -448,9 +453,9 @@ class StepState:
         for t in tensors_in(out):
             key = storage_key(t)
             prod = self.producer.get(key)
-            moved = prod is not None and prod >= MOVED_BASE and any(
-                m == index and sc == prod for (m, _), sc in self.moved_ops.items())
-            if key in seen or (prod != index and not moved):
+            if prod is not None:
+                prod = self.moved_module.get(prod, prod)  # a moved op's output: its module's
+            if key in seen or prod != index:
                 continue
             seen.add(key)
             self.output_bytes[index] = self.output_bytes.get(index, 0) + tensor_bytes(t)
