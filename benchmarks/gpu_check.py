@@ -903,6 +903,7 @@ def sharded_worker(out: str, device_name: str, smoke: bool) -> None:
     import torch.distributed as dist
 
     from layertime.measure.parallel.shard import _apply_tp, layout_of, make_mesh
+    from layertime.measure.parallel.ranks import leave_process_group
     from layertime.measure.parallel.sharded import ShardedSync
     from layertime.measure.runner import MeasureOptions, measure
     from layertime.models import ModelRef
@@ -937,7 +938,8 @@ def sharded_worker(out: str, device_name: str, smoke: bool) -> None:
                                              warmup_steps=1 if smoke else 2), sync=sync)
         results[mode] = sync.finish(run).to_dict()
     Path(out).write_text(json.dumps(results))
-    dist.destroy_process_group()
+    del p, sync
+    leave_process_group()  # the model freed first: gloo aborts at teardown otherwise
 
 
 def check_sharded(chk: Check) -> None:

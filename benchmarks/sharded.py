@@ -62,6 +62,14 @@ def log(msg: str) -> None:
 
 
 def worker(args: argparse.Namespace) -> None:
+    """One rank: time and profile its steps (the model is freed before the group is left)."""
+    from layertime.measure.parallel.ranks import leave_process_group
+
+    _work(args)
+    leave_process_group()
+
+
+def _work(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
@@ -163,7 +171,6 @@ def worker(args: argparse.Namespace) -> None:
     dist.gather_object(mine, gathered, dst=0)
     if gathered is not None:
         Path(args.out).write_text(json.dumps(gathered))
-    dist.destroy_process_group()
 
 
 def predict(p: Any, workload: Any, layers: Any, phases: Any, samples: Any, plain: Any,

@@ -7,6 +7,7 @@ trace; a tensorboard folder with two ranks (gloo); ``trace_handler``."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import gzip
 import json
 import os
@@ -238,22 +239,27 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        torch.manual_seed(0)
-        model = nn.parallel.DistributedDataParallel(
-            nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4)))
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        x, y = torch.randn(8, 32), torch.randint(0, 4, (8,))
-        with torch.profiler.profile(
-                schedule=torch.profiler.schedule(wait=1, warmup=1, active=2), with_stack=True,
-                record_shapes=True,
-                on_trace_ready=torch.profiler.tensorboard_trace_handler(out, f"rank{rank}")) as p:
-            for _ in range(5):
-                opt.zero_grad()
-                nn.functional.cross_entropy(model(x), y).backward()
-                opt.step()
-                p.step()
+        _train_ddp(rank, out)
     finally:
+        gc.collect()  # the DDP model freed before the group, not at the interpreter's teardown
         dist.destroy_process_group()
+
+
+def _train_ddp(rank: int, out: str) -> None:
+    torch.manual_seed(0)
+    model = nn.parallel.DistributedDataParallel(
+        nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 32), torch.randint(0, 4, (8,))
+    with torch.profiler.profile(
+            schedule=torch.profiler.schedule(wait=1, warmup=1, active=2), with_stack=True,
+            record_shapes=True,
+            on_trace_ready=torch.profiler.tensorboard_trace_handler(out, f"rank{rank}")) as p:
+        for _ in range(5):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            p.step()
 
 
 def test_a_tensorboard_folder_of_two_ranks(tmp_path: Path) -> None:

@@ -480,3 +480,54 @@ def test_ranks_other_than_0_wait_for_rank_0s_outputs(
     assert time.monotonic() - t0 < 20.0
     monkeypatch.delenv(STATUS_DIR_ENV)
     wait_for_rank0(timeout_s=30.0)  # not under the launcher: nothing to wait for
+
+
+def test_a_rank_frees_its_model_and_stops_its_heartbeat_before_leaving_the_group(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model held only by reference cycles (as FSDP2's is) is freed before the process
+    group is destroyed, and the heartbeat thread has ended: left to the interpreter's
+    teardown, either aborts the rank (``terminate called without an active exception``)."""
+    import threading
+    import weakref
+
+    import torch.distributed as dist
+
+    from layertime.measure.parallel.launch import free_port
+    from layertime.measure.parallel.ranks import RankContext, run_rank
+    from layertime.workload import WorkloadSpec
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    seen: dict[str, object] = {}
+
+    def body(ctx: RankContext) -> str:
+        cycle: list[object] = [ctx.prepared.model]
+        cycle.append(cycle)  # only the garbage collector frees it
+        seen["model"] = weakref.ref(ctx.prepared.model)
+        seen["heartbeat"] = ctx.heartbeat is not None
+        return "done"
+
+    destroy = dist.destroy_process_group
+
+    def spy(*args: object, **kwargs: object) -> None:
+        ref = seen["model"]
+        assert callable(ref)
+        seen["alive_at_destroy"] = ref() is not None
+        seen["beating_at_destroy"] = any(t.name == "layertime-heartbeat" and t.is_alive()
+                                         for t in threading.enumerate())
+        destroy(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dist, "destroy_process_group", spy)
+    model = tmp_path / "tiny_rank_net.py"
+    model.write_text(textwrap.dedent(MODEL))
+    spec = WorkloadSpec.create(f"{model}:build", batch_size=2, input_shape=(3, 16, 16),
+                               num_classes=10, device="cpu")
+    assert run_rank(spec, body, backend="gloo") == "done"
+    assert seen["heartbeat"] is True
+    assert seen["alive_at_destroy"] is False
+    assert seen["beating_at_destroy"] is False
+    assert not dist.is_initialized()

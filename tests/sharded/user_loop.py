@@ -12,6 +12,7 @@ hold; rank 0 also writes ``merged.json`` (``Profiler.gather()``).
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 import sys
@@ -182,7 +183,16 @@ def stock_check(model: nn.Module, mode: str, x: torch.Tensor, y: torch.Tensor,
 def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
     dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+    train_and_write(mode, out, dist.get_rank(), dist.get_world_size())
+    # The sharded model, held by reference cycles, is freed here, while the interpreter is
+    # alive: left to its teardown, a torch thread that then needs the GIL aborts the rank
+    # ("terminate called without an active exception"; layertime's ranks do the same).
+    gc.collect()
+    dist.destroy_process_group()
+
+
+def train_and_write(mode: str, out: Path, rank: int, world: int) -> None:
+    """Shard, train under the profiler beside an unsharded copy, write this rank's file."""
     torch.manual_seed(0)
     model = (Cnn() if mode.endswith("-cnn") else gpt2() if mode.startswith("lt-") else llama())
     reference = copy.deepcopy(model)
@@ -228,7 +238,6 @@ def main() -> None:
     }))
     if merged is not None:
         merged.save(out / "merged.json")
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -56,7 +56,11 @@ class Heartbeat:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop beating and wait for the thread: a daemon thread still inside the store's C++
+        call when the interpreter finalizes aborts the process."""
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
 
     def mark(self, step: int, stage: int) -> None:
         """Where this rank is now (the status file is written at once, the store at the next beat)."""
