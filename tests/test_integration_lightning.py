@@ -116,7 +116,6 @@ def test_rows_add_up_and_slow_loading_shows_as_data() -> None:
     assert run.phases.total_s == pytest.approx(run.profiled_step_s, rel=1e-9)
     # Each step fetches one batch: BATCH samples, each sleeping sleep_s inside the fetch.
     assert run.phases.data_s >= BATCH * sleep_s
-    assert run.phases.data_s > run.phases.logging_s
     names = {r.name: r for r in run.layers}
     for layer in ("net.0", "net.4"):  # the conv and the fully connected layer
         assert names[layer].forward_s > 0 and names[layer].backward_s > 0
