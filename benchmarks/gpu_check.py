@@ -102,6 +102,7 @@ from layertime.cost.compare import join  # noqa: E402
 from layertime.cost.devices import get_profile, profile_for_device  # noqa: E402
 from layertime.errors import LayertimeError  # noqa: E402
 from layertime.measure.events import busy_us, from_kineto, from_profiler  # noqa: E402
+from layertime.measure.parallel.launch import free_port  # noqa: E402
 from layertime.measure.prepare import prepare  # noqa: E402
 from layertime.measure.runner import MeasureOptions, measure, trace_step  # noqa: E402
 from layertime.measure.tracer import TraceSession  # noqa: E402
@@ -809,7 +810,7 @@ def _ran(chk: Check, argv: list[str], out: Path, key: str, what: str) -> bool:
 def check_torchrun(chk: Check, cfg: Config) -> None:
     out = (chk.out / "ddp.json").resolve()
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
-            "--master-addr", "127.0.0.1", "--master-port", "29517",
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
             "-m", "layertime", "profile", cfg.model, "--ddp", "--device", str(chk.device),
             "--batch-size", str(cfg.batch_size), "--steps", "2", "--no-store", "--quiet",
             "--num-classes", str(cfg.num_classes), "--json", str(out)]
@@ -948,7 +949,7 @@ def check_sharded(chk: Check) -> None:
     run; the collectives themselves need two GPUs)."""
     out = (chk.out / "sharded.json").resolve()
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
-            "--master-addr", "127.0.0.1", "--master-port", "29519", __file__,
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), __file__,
             "--sharded-worker", str(out), "--out", str(chk.out),
             "--device", str(chk.device), *(["--smoke"] if chk.smoke else [])]
     t0 = time.monotonic()
@@ -976,7 +977,7 @@ def check_callbacks_fsdp(chk: Check) -> None:
     collectives be charged."""
     out = chk.out.resolve()
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
-            "--master-addr", "127.0.0.1", "--master-port", "29521",
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
             str(ROOT / "tests" / "sharded" / "callbacks_fsdp.py"), str(out)]
     t0 = time.monotonic()
     if not _ran(chk, argv, out / "trainer.json", "callbacks-fsdp", "lightning+trainer"):

@@ -34,7 +34,8 @@ def test_smoke_runs_every_section_and_writes_its_files(tmp_path: Path) -> None:
                    "time limit", "oom then run", "reports", "attribute trace",
                    "torchrun 1 rank", "cli profile", "fsdp 1 rank", "tp 1 rank",
                    "pytest -m cuda", "memory peak", "memory curve", "memory layers"):
-        assert needed in checks, needed
+        assert needed in checks, (needed, [(r["check"], r["value"]) for r in rows
+                                              if r["status"] == "MISS"])
     files = [f for f in out.iterdir() if not f.name.startswith(".")]
     assert 1 < len(files) <= 8
     # The table is printed on stdout, one line per row.
