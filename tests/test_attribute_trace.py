@@ -387,3 +387,36 @@ def test_siblings_of_one_class_are_matched_in_the_model_s_call_order(tmp_path: P
     run = attribute(b.write(tmp_path / "t.json"), f"{src}:build").run
     # The add (and so its backward) runs inside the dropout call in this trace.
     assert rows(run) == {"": (6, 0, 0), "proj": (20, 15, 10), "drop": (4, 4, 0)}
+
+
+def _lightning_step(tmp_path: Path, name: str, optimizer_dur_us: float) -> Run:
+    """One Lightning batch whose ``Optimizer.step`` range lasts ``optimizer_dur_us`` inside
+    ``optimizer_step`` (which ends at 94)."""
+    b = TraceBuilder(Framework="pytorch-lightning")
+    pl = "[pl][profile]"
+    b.annotation(f"{pl}[_TrainingEpochLoop].train_dataloader_next", 0, 4)
+    b.annotation(f"{pl}run_training_batch", 5, 90)
+    b.annotation(f"{pl}[LightningModule]Lit.optimizer_step", 6, 88)
+    b.annotation("Optimizer.step#SGD.step", 7, optimizer_dur_us)
+    b.annotation(f"{pl}[Strategy]SingleDeviceStrategy.training_step", 8, 30)
+    b.annotation("[pl][module]torch.nn.modules.linear.Linear: net.0", 9, 20)
+    b.op("aten::linear", 10, 18, seq=100, dims=[[4, 8], [4, 8], [4]])
+    b.op("aten::mse_loss", 31, 5, seq=102)
+    b.annotation(f"{pl}[Strategy]SingleDeviceStrategy.backward", 44, 30)
+    b.node("AddmmBackward0", 51, 10, seq=100)
+    b.op("aten::add_", 80, 10)
+    return attribute(b.write(tmp_path / name)).run
+
+
+def test_a_child_ending_a_rounding_past_its_parent_is_still_nested(tmp_path: Path) -> None:
+    """ts and dur are each rounded to the ns in a trace: an Optimizer.step ending 1 ns after
+    Lightning's optimizer_step around it (seen in a real trace) is its child, not a
+    sibling counted beside it (the step's rows then summed past the step)."""
+    exact = _lightning_step(tmp_path, "exact.json", 87.0)
+    past = _lightning_step(tmp_path, "past.json", 87.001)
+    assert exact.phases.unattributed_s >= 0 and past.phases.unattributed_s >= 0
+    assert past.phases.unattributed_s == pytest.approx(exact.phases.unattributed_s, abs=1e-11)
+    assert rows(past).keys() == rows(exact).keys()
+    for name, times in rows(exact).items():
+        assert rows(past)[name] == pytest.approx(times, abs=0.01)
+    assert past.phases.update_s == pytest.approx(exact.phases.update_s, abs=1e-11)

@@ -172,9 +172,16 @@ def _forward_threads(events: Sequence[TraceEvent], thread: Sequence[int]) -> dic
     return out
 
 
+#: A trace writes ``ts`` and ``dur`` each rounded to the nanosecond, so a child's end can
+#: come out 1 ns past its parent's: still nested (read as a partial overlap, the child was
+#: charged beside its parent, and a Lightning step's rows summed past the step).
+_ROUNDING_US = 0.002
+
+
 def _nest(events: Sequence[TraceEvent], thread: Sequence[int], order: Sequence[int]) -> list[int]:
     """Per event, the index of the innermost event on its thread that contains it, or -1.
-    ``order`` sorts the events by start, longest first (one stack per thread)."""
+    ``order`` sorts the events by start, longest first (one stack per thread); an end up
+    to :data:`_ROUNDING_US` past the parent's still nests."""
     parent = [-1] * len(events)
     stacks: dict[int, list[int]] = {}
     for i in order:
@@ -185,7 +192,7 @@ def _nest(events: Sequence[TraceEvent], thread: Sequence[int], order: Sequence[i
         ts, end = e.ts, e.end
         while stack:
             top = events[stack[-1]]
-            if ts >= top.end or end > top.end:
+            if ts >= top.end or end > top.end + _ROUNDING_US:
                 stack.pop()
             else:
                 parent[i] = stack[-1]
