@@ -7,7 +7,6 @@ trace; a tensorboard folder with two ranks (gloo); ``trace_handler``."""
 from __future__ import annotations
 
 import dataclasses
-import gc
 import gzip
 import json
 import os
@@ -27,6 +26,7 @@ from layertime.kinds import observed_kinds
 from layertime.measure.aggregate import aggregate
 from layertime.measure.attribute import attribute_step, split_steps
 from layertime.measure.events import STEP, from_profiler
+from layertime.measure.parallel.ranks import leave_process_group
 from layertime.measure.tracer import module_ranges
 from layertime.modules import ModuleTable
 from layertime.results.run import Run
@@ -246,8 +246,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
     try:
         _train_ddp(rank, out)
     finally:
-        gc.collect()  # the DDP model freed before the group, not at the interpreter's teardown
-        dist.destroy_process_group()
+        leave_process_group()  # the DDP model freed before the group, not at teardown
 
 
 def _train_ddp(rank: int, out: str) -> None:

@@ -52,16 +52,15 @@ def main() -> None:
     trainer.fit(Net(), DataLoader(data, batch_size=8))
     if trainer.is_global_zero:
         print("skipped:", cb.skipped)
-    import gc
-
     import torch.distributed as dist
+
+    from layertime.measure.parallel.ranks import leave_process_group
 
     # The sharded model freed and gloo's threads stopped before exit, not at the
     # interpreter's teardown (where a torch thread needing the GIL aborts the process).
     del trainer
-    gc.collect()
     if dist.is_initialized():
-        dist.destroy_process_group()
+        leave_process_group()
 
 
 if __name__ == "__main__":

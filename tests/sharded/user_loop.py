@@ -12,7 +12,6 @@ hold; rank 0 also writes ``merged.json`` (``Profiler.gather()``).
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import math
 import sys
@@ -28,6 +27,7 @@ from torch.distributed.tensor.debug import CommDebugMode
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 import layertime
+from layertime.measure.parallel.ranks import leave_process_group
 
 STEPS = 9  # 1 warm-up, 2 memory steps, then plain/traced pairs: 3 traced steps
 
@@ -184,11 +184,9 @@ def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
     dist.init_process_group("gloo")
     train_and_write(mode, out, dist.get_rank(), dist.get_world_size())
-    # The sharded model, held by reference cycles, is freed here, while the interpreter is
-    # alive: left to its teardown, a torch thread that then needs the GIL aborts the rank
-    # ("terminate called without an active exception"; layertime's ranks do the same).
-    gc.collect()
-    dist.destroy_process_group()
+    # The sharded model, held by reference cycles, is freed before the group is left, as
+    # layertime's ranks do (left to the interpreter's teardown, the rank can abort).
+    leave_process_group()
 
 
 def train_and_write(mode: str, out: Path, rank: int, world: int) -> None:
