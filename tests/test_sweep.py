@@ -137,6 +137,10 @@ def _count_ok_profiles(db: Path) -> int:
         return sum(1 for r in s.list() if r.kind == "profile" and r.status == "ok")
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_sigint_keeps_finished_runs_and_the_rerun_resumes(tmp_path: Path, tiny_model_file: Path) -> None:
     db = tmp_path / "sweep.db"
@@ -146,7 +150,11 @@ def test_sigint_keeps_finished_runs_and_the_rerun_resumes(tmp_path: Path, tiny_m
     # Batches 1 and 2 are measured; batch 3's forward waits until the interrupt, however
     # slowly this machine runs (a timed sleep let a loaded machine finish all 8 first).
     env = {**os.environ, "TINY_HOLD_FROM_BATCH": "3"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT's default action restored in the child: a runner started in the background by
+    # a non-interactive shell ignores SIGINT, its children inherit that, and Python then
+    # installs no KeyboardInterrupt handler (a fresh-clone CI run started so held forever).
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     deadline = time.monotonic() + 240
     while _count_ok_profiles(db) < 2:
         assert proc.poll() is None, proc.communicate()
