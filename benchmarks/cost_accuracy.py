@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/cost_accuracy.py                    # the issue's eight models
+    python benchmarks/cost_accuracy.py                    # the issue's eight models and efficientnet_b0
     python benchmarks/cost_accuracy.py --models alexnet resnet50
     python benchmarks/cost_accuracy.py --quick            # toy sizes (the test runs this)
     python benchmarks/cost_accuracy.py --fit alexnet      # also: efficiencies fitted to one
@@ -10,7 +10,8 @@ Run from the repository root::
 What it does, in one process on one device:
 
 1. ``calibrate`` measures this machine (no model is profiled or fitted);
-2. per model: profiles a training step (``--warmup`` steps, then ``--steps`` plain and
+2. per model (the issue's eight, and efficientnet_b0 held out): profiles a training
+   step (``--warmup`` steps, then ``--steps`` plain and
    traced ones), counts the same workload with the cost model and predicts it on the
    calibrated profile (``layertime profile --predict``'s join);
 3. prints per model the median |predicted / measured - 1| over the layers above 2% of the
@@ -54,10 +55,12 @@ LAYER_MIN_SHARE = 0.02
 #: model here is held out: no part of the method was chosen by looking at it.
 TUNED: dict[str, str] = {
     "alexnet": "the per-shape GEMM grid (skinny fully connected GEMMs), pooling's op curve",
-    "resnet50": "batch norm's traffic and op curves",
+    "resnet50": "batch norm's traffic and op curves, convolution families (strided 3x3, "
+                "the 7x7 stem)",
     "gpt2-128": "the SDPA math path, op curves (softmax, GELU, dropout's bernoulli_)",
     "gpt2-1024": "the SDPA math path and its S x S traffic, the crossover",
-    "mobilenet_v3_large": "the grid's depthwise convolutions (added after its first run)",
+    "mobilenet_v3_large": "the grid's depthwise convolutions (added after its first run), "
+                          "convolution families (strided depthwise, small 1x1)",
     "vit_b_16": "multi-head attention's projections as rows in the count (a row "
                 "mismatch its first run showed, no rate)",
 }
@@ -85,6 +88,7 @@ FULL = (
     Case("vgg11", "vgg11", 8),
     Case("vit_b_16", "vit_b_16", 4),
     Case("mobilenet_v3_large", "mobilenet_v3_large", 16),
+    Case("efficientnet_b0", "efficientnet_b0", 8),
     Case("gpt2-128", "hf:gpt2", 8, {"seq_len": 128}),
     Case("gpt2-1024", "hf:gpt2", 1, {"seq_len": 1024}),
     Case("bert-base", "hf:bert-base-uncased", 8, {"seq_len": 128}),
@@ -152,7 +156,7 @@ def _kinds_line(cmp: Comparison) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--models", nargs="+", metavar="KEY",
-                    help="cases to run, by key (default: all eight; --quick: three toy ones)")
+                    help="cases to run, by key (default: all nine; --quick: three toy ones)")
     ap.add_argument("--quick", action="store_true", help="toy sizes and a small calibration")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
@@ -160,7 +164,7 @@ def main() -> int:
     ap.add_argument("--fit", metavar="KEY", help="also predict with efficiencies fitted to KEY")
     args = ap.parse_args()
 
-    cases = QUICK if args.quick else FULL
+    cases: tuple[Case, ...] = QUICK if args.quick else FULL
     if args.models:
         # The full cases unless --quick (a key names both a full and a toy case).
         known = {c.key: c for c in (QUICK if args.quick else FULL)}
@@ -230,8 +234,8 @@ def main() -> int:
         ok = s.passes()
         med = "-" if s.median_error is None else f"{s.median_error:.0%}"
         ratio = "-" if s.step_ratio is None else f"x{s.step_ratio:.2f}"
-        worst = f"{s.worst_kind[:12]} {s.worst_points:+.1f}"
-        print(f"{case.key:<19}{med:>9} {s.layers:>3} {worst:>18} {ratio:>6}  "
+        worst_cell = f"{s.worst_kind[:12]} {s.worst_points:+.1f}"
+        print(f"{case.key:<19}{med:>9} {s.layers:>3} {worst_cell:>18} {ratio:>6}  "
               f"{''.join(_mark(x)[0] for x in ok):<6} "
               f"{'informed' if case.key in TUNED else 'held out'}")
     held = [scores[c.key] for c in cases if c.key not in TUNED]

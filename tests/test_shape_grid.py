@@ -23,7 +23,14 @@ from layertime.measure.calibrate_grid import NoisePolicy, PointTiming, measure_p
 from layertime.results.cost.calibration import Calibration
 from layertime.results.cost.estimate import CostResult
 from layertime.results.cost.rows import LayerCost, MemoryBytes, OpWork, PhaseCounts
-from layertime.results.cost.shape_grid import ConvPoint, GridPoint, Noise, ShapeGrid, narrow_conv
+from layertime.results.cost.shape_grid import (
+    ConvPoint,
+    GridPoint,
+    Noise,
+    ShapeGrid,
+    conv_family,
+    narrow_conv,
+)
 
 AXES = (8, 32)
 #: GFLOP/s of each GEMM point, by (M, N, K): larger sides run faster (less than 4x faster:
@@ -126,6 +133,65 @@ def test_a_dense_convolution_never_takes_a_depthwise_ones_ratio() -> None:
     # Forward: a depthwise 3x3's implicit GEMM per group is (B*H*W*C, 1, 9).
     assert narrow_conv(1, 9, "forward") and not narrow_conv(64, 27, "forward")
     assert not narrow_conv(64, 256, "backward_weight")
+
+
+def test_a_convolutions_family_is_depthwise_or_dense_1x1_or_larger_s1_or_strided() -> None:
+    assert conv_family((64, 256, 1, 1), (1, 1), 1) == "dense 1x1 s1"
+    assert conv_family((128, 128, 3, 3), (2, 2), 1) == "dense kxk strided"
+    assert conv_family((64, 1, 3, 3), (2,), 64) == "depthwise kxk strided"
+    assert conv_family((96, 1, 5, 5), (1, 1), 96) == "depthwise kxk s1"
+    # ResNeXt's grouped 3x3 (4 channels a group) is dense; a 1-group 1-channel conv too.
+    assert conv_family((128, 4, 3, 3), (1, 1), 32) == "dense kxk s1"
+    assert conv_family((8, 1, 3, 3), (1, 1), 1) == "dense kxk s1"
+    # A grid point's family comes from its measured shape (N, C_in, H, W, C_out, k, s, p[, g]).
+    dw = ConvPoint(_gp((16, 64, 112, 112, 64, 3, 2, 1, 64), 1.0, 1.0), (1, 1, 9))
+    dense = ConvPoint(_gp((16, 256, 14, 14, 1024, 1, 1, 0), 1.0, 1.0), (1, 1, 1))
+    assert (dw.family, dense.family) == ("depthwise kxk strided", "dense 1x1 s1")
+    assert ConvPoint(_gp((8, 8, 8), 1.0, 1.0), (8, 8, 8)).family is None
+
+
+def test_a_convolution_takes_the_ratio_of_its_own_familys_nearest_point() -> None:
+    """A strided 3x3 convolution's implicit GEMM can equal a stride-1 one's exactly, yet it
+    runs at a different rate: with a family given, the nearest point of that family is
+    taken, however far; a family the grid did not measure falls back to the nearest point
+    (dense or depthwise-like, as before)."""
+    s1 = ConvPoint(_gp((1, 1, 8, 8, 8, 3, 1, 1), 1024.0, 1024.0 / RATES[(8, 8, 8)]), (8, 8, 8))
+    strided = ConvPoint(_gp((1, 1, 64, 64, 32, 3, 2, 1), 65536.0,
+                            65536.0 / (RATES[(32, 32, 32)] / 4)), (32, 32, 32))
+    g = _grid((s1, strided))
+    assert g.conv_vs_gemm == pytest.approx((1.0, 0.25))
+    assert g.conv_factor_at(8, 8, 8, "forward", "dense kxk strided") == pytest.approx(0.25)
+    assert g.conv_factor_at(8, 8, 8, "forward", "dense kxk s1") == pytest.approx(1.0)
+    assert g.conv_factor_at(8, 8, 8, "forward", "dense 1x1 s1") == pytest.approx(1.0)
+    assert g.conv_factor_at(8, 8, 8, "forward") == pytest.approx(1.0)
+    assert g.conv_flops_per_s(8, 8, 8, family="dense kxk strided").per_s == pytest.approx(
+        0.25 * g.gemm_flops_per_s(8, 8, 8).per_s)
+
+
+def test_counted_convolutions_carry_their_family_through_json() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(8, 8, 3, padding=1,
+                        groups=8), nn.Conv2d(8, 4, 1), nn.Flatten(), nn.Linear(64, 10))
+    cost = estimate(net, batch_size=2, input_shape=(3, 8, 8), num_classes=10)
+    fam = {(r.name, w.phase): w.conv_family for r in cost.layers for w in r.ops
+           if w.op.startswith("aten.convolution")}
+    assert fam == {("0", "forward"): "dense kxk strided",
+                   ("0", "backward_weight"): "dense kxk strided",
+                   ("1", "forward"): "depthwise kxk s1",
+                   ("1", "backward_input"): "depthwise kxk s1",
+                   ("1", "backward_weight"): "depthwise kxk s1",
+                   ("2", "forward"): "dense 1x1 s1",
+                   ("2", "backward_input"): "dense 1x1 s1",
+                   ("2", "backward_weight"): "dense 1x1 s1"}
+    linear = [w for r in cost.layers if r.name == "4" for w in r.ops]
+    assert linear and all(w.conv_family is None for w in linear)
+    for r in cost.layers:
+        for w in r.ops:
+            d = w.to_dict()
+            assert ("conv_family" in d) == (w.conv_family is not None)
+            assert OpWork.from_dict(d) == w
+    old = {k: v for k, v in next(w for r in cost.layers for w in r.ops
+                                 if w.conv_family).to_dict().items() if k != "conv_family"}
+    assert OpWork.from_dict(old).conv_family is None  # a file written before families
 
 
 # -- noisy repeats, with an injected timer --------------------------------------------

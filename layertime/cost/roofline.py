@@ -236,7 +236,8 @@ class _GridUse:
                      ) -> float | None:
         if kind in self.own_compute or w.gemm is None or w.math not in ("conv", "matmul"):
             return None
-        look = (self.grid.conv_flops_per_s(*w.gemm, phase=w.phase) if w.math == "conv"
+        look = (self.grid.conv_flops_per_s(*w.gemm, phase=w.phase, family=w.conv_family)
+                if w.math == "conv"
                 else self.grid.gemm_flops_per_s(*w.gemm))
         self.lookups += 1
         self.clamped += look.clamped

@@ -203,7 +203,8 @@ def _ops_of(tallies: Mapping[tuple[str, str], Tally]) -> tuple[OpWork, ...]:
     order = {p: i for i, p in enumerate(("forward", "backward_input", "backward_weight", "update"))}
     items = sorted(tallies.items(), key=lambda kv: (order[kv[0][1]], kv[0][0]))
     return tuple(
-        OpWork(op, phase, t.calls, t.flops, t.bytes_moved, t.status, t.math, t.gemm)
+        OpWork(op, phase, t.calls, t.flops, t.bytes_moved, t.status, t.math, t.gemm,
+               t.conv_family)
         for (op, phase), t in items
     )
 

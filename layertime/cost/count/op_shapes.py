@@ -8,6 +8,10 @@ its input gradient M = batch x input positions, N = input channels / groups, K =
 channels / groups x kernel positions; its weight gradient M = output channels / groups,
 N = input channels / groups x kernel positions, K = batch x output positions.  Groups
 multiply M (the groups run as more rows).  Other ops have no GEMM shape (None).
+
+A convolution also has a family (:func:`conv_family_of`, ``shape_grid.conv_family``):
+depthwise or dense, a 1x1 or a larger kernel, stride 1 or strided; a calibrated grid looks
+its rate up among measured convolutions of its own family.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import torch
 
 from layertime.cost.count.op_work import bind_args
+from layertime.results.cost.shape_grid import conv_family
 
 aten = torch.ops.aten
 
@@ -67,6 +72,20 @@ def gemm_shape(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Gem
     except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
         return None
     return None
+
+
+def conv_family_of(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+    """The family of an ``aten.convolution`` or ``aten.convolution_backward`` call, else None."""
+    if func._overloadpacket not in (aten.convolution, aten.convolution_backward):
+        return None
+    try:
+        b = bind_args(func, args, kwargs)
+        w = _shape(b["weight"])
+        if w is None or b.get("transposed"):
+            return None
+        return conv_family(w, [int(x) for x in b["stride"]], int(b["groups"]))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 def _at(v: Sequence[Any], i: int) -> int:

@@ -32,7 +32,12 @@ from layertime.cost.count.op_work import (
     tensor_bytes,
     tensors_in,
 )
-from layertime.cost.count.op_shapes import Gemm, conv_backward_shapes, gemm_shape
+from layertime.cost.count.op_shapes import (
+    Gemm,
+    conv_backward_shapes,
+    conv_family_of,
+    gemm_shape,
+)
 from layertime.modules import ModuleTable
 
 aten = torch.ops.aten
@@ -52,6 +57,8 @@ class Tally:
     #: The GEMM shape (M, N, K) of its call with the most FLOPs (None: not a GEMM or conv).
     gemm: Gemm | None = None
     gemm_flops: int = -1
+    #: A convolution's family (``op_shapes.conv_family``) of that same call.
+    conv_family: str | None = None
 
     def add(self, other: Tally) -> None:
         """Fold another scope's sums for the same (op, phase) into these."""
@@ -61,6 +68,7 @@ class Tally:
         self.status, self.math = other.status, other.math
         if other.gemm is not None and other.gemm_flops > self.gemm_flops:
             self.gemm, self.gemm_flops = other.gemm, other.gemm_flops
+            self.conv_family = other.conv_family
 
 
 #: Scopes of ops moved out of the module that runs them (:meth:`StepState.own_op_scope`)
@@ -160,7 +168,7 @@ class StepState:
 
     def charge(
         self, owner: int, name: str, phase: str, flops: int, moved: int, status: str, calls: int = 1,
-        gemm: Gemm | None = None,
+        gemm: Gemm | None = None, conv_family: str | None = None,
     ) -> None:
         t = self.tallies.setdefault(owner, {}).setdefault((name, phase), Tally())
         t.calls += calls
@@ -169,7 +177,7 @@ class StepState:
         t.status = status
         t.math = math_class(name)
         if gemm is not None and flops > t.gemm_flops:
-            t.gemm, t.gemm_flops = gemm, flops
+            t.gemm, t.gemm_flops, t.conv_family = gemm, flops, conv_family
 
     # -- autograd nodes ----------------------------------------------------
     def claim(self, objs: Sequence[Any]) -> None:
@@ -359,7 +367,8 @@ class StepState:
             flops, status = op_flops(func, args, kwargs, out)
             moved = self.moved(func, args, kwargs, out)
             self.charge(owner, name, "forward", flops, moved, status,
-                        gemm=gemm_shape(func, args, kwargs))
+                        gemm=gemm_shape(func, args, kwargs),
+                        conv_family=conv_family_of(func, args, kwargs))
             return
         node = torch._C._current_autograd_node()
         owner = self.node_owner.get(node, 0) if node is not None else LOSS
@@ -403,6 +412,7 @@ class StepState:
         self.byte_rules[name] = name  # its own split: each part's operands once
         grad_out, x, w = b["grad_output"], b["input"], b["weight"]
         shapes = conv_backward_shapes(x, w, grad_out, groups)
+        family = conv_family_of(func, args, kwargs)
 
         def with_mask(m: list[bool]) -> list[Any]:
             return [m if n == "output_mask" else b[n] for n in names]
@@ -411,7 +421,7 @@ class StepState:
             f_in = int(formula(*with_mask([True, False, False]), out_val=out))
             moved = distinct_bytes([grad_out, w]) + tensor_bytes(outs[0])
             self.charge(owner, name, "backward_input", f_in, moved, "formula",
-                        gemm=shapes[0] if shapes else None)
+                        gemm=shapes[0] if shapes else None, conv_family=family)
         if mask[1] or mask[2]:
             f_w = 0
             if mask[1]:
@@ -422,7 +432,7 @@ class StepState:
             written = [t for t, m in zip(outs[1:], mask[1:]) if m and isinstance(t, torch.Tensor)]
             moved = distinct_bytes([grad_out, x]) + sum(tensor_bytes(t) for t in written)
             self.charge(owner, name, "backward_weight", f_w, moved, "formula",
-                        gemm=shapes[1] if shapes else None)
+                        gemm=shapes[1] if shapes else None, conv_family=family)
 
     # -- memory ------------------------------------------------------------
     def on_save(self, t: torch.Tensor) -> torch.Tensor:

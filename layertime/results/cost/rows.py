@@ -102,8 +102,17 @@ class OpWork:
     #: convolution (its implicit GEMM; ``layertime.cost.count.op_shapes``); None for other ops
     #: and in files written before shapes were kept.
     gemm: tuple[int, int, int] | None = None
+    #: A convolution's family of that call (``"dense 1x1 s1"``, ``"depthwise kxk strided"``;
+    #: ``layertime.cost.count.op_shapes.conv_family``); None for other ops and in older files.
+    conv_family: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        d = self._base_dict()
+        if self.conv_family is not None:
+            d["conv_family"] = self.conv_family
+        return d
+
+    def _base_dict(self) -> dict[str, Any]:
         return {
             "op": self.op,
             "phase": self.phase,
@@ -127,6 +136,7 @@ class OpWork:
             flop_status=str(d.get("flop_status", "formula")),
             math=str(d.get("math", "other")),
             gemm=(int(g[0]), int(g[1]), int(g[2])) if g is not None else None,
+            conv_family=str(d["conv_family"]) if d.get("conv_family") is not None else None,
         )
 
 

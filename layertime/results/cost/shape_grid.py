@@ -80,6 +80,22 @@ def narrow_conv(n: int, k: int, phase: str) -> bool:
     return n <= NARROW_SIDE and (phase == "backward_weight" or k <= NARROW_SIDE)
 
 
+def conv_family(weight_shape: Sequence[int], stride: Sequence[int], groups: int) -> str:
+    """A convolution's family: ``"<depthwise|dense> <1x1|kxk> <s1|strided>"``.
+
+    Convolutions of one implicit GEMM shape run at rates far apart across families (on this
+    CPU a strided 3x3 convolution takes twice the time of the stride-1 one of the same GEMM,
+    a dense 1x1 runs at half a 3x3's rate), so a convolution's rate is looked up among
+    measured convolutions of its own family.  Depthwise: one input channel per group with
+    more than one group (MobileNet's); a grouped convolution with several channels per
+    group (ResNeXt's) counts as dense."""
+    depthwise = groups > 1 and len(weight_shape) > 1 and int(weight_shape[1]) == 1
+    taps = math.prod(int(d) for d in weight_shape[2:])
+    strided = any(int(x) > 1 for x in stride)
+    return (f"{'depthwise' if depthwise else 'dense'} {'1x1' if taps == 1 else 'kxk'} "
+            f"{'strided' if strided else 's1'}")
+
+
 @dataclass(frozen=True)
 class ConvPoint:
     """A measured convolution (one phase of it) beside its implicit GEMM's shape."""
@@ -90,6 +106,16 @@ class ConvPoint:
     gemm: tuple[int, int, int]
     #: "forward", "backward_input" or "backward_weight".
     phase: str = "forward"
+
+    @property
+    def family(self) -> str | None:
+        """Its :func:`conv_family`, from the measured shape (N, C_in, H, W, C_out, kernel,
+        stride, padding[, groups]); None for a shape not of that form."""
+        sh = self.point.shape
+        if len(sh) not in (8, 9):
+            return None
+        groups = sh[8] if len(sh) == 9 else 1
+        return conv_family((sh[4], sh[1] // max(groups, 1), sh[5], sh[5]), (sh[6],), groups)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.point.to_dict(), "gemm": list(self.gemm), "phase": self.phase}
@@ -375,21 +401,28 @@ class ShapeGrid:
     def _conv_ratios(self) -> tuple[float, ...]:
         return self.conv_vs_gemm
 
-    def conv_factor_at(self, m: int, n: int, k: int, phase: str = "forward") -> float:
+    def conv_factor_at(self, m: int, n: int, k: int, phase: str = "forward",
+                       family: str | None = None) -> float:
         """The conv / implicit GEMM ratio of the measured convolution of ``phase`` nearest to
         (M, N, K) in log space (of any phase when none of it was measured; 1 without
         convolution points): how far a convolution of that shape runs from a GEMM of its
-        implicit shape.  A depthwise-like convolution (:func:`narrow_conv`) takes the
-        nearest of the depthwise-like points, a dense one the nearest dense point, where
-        the grid has both: the two run at ratios 10-100x apart, and a dense 1x1
-        convolution's gradient lies nearer a depthwise point in (M, N, K) than a dense one."""
+        implicit shape.  The nearest is taken among the points of the convolution's
+        ``family`` (:func:`conv_family`) where the grid measured that family; else a
+        depthwise-like convolution (:func:`narrow_conv`) takes the nearest of the
+        depthwise-like points, a dense one the nearest dense point: the two run at ratios
+        10-100x apart, and a dense 1x1 convolution's gradient lies nearer a depthwise point
+        in (M, N, K) than a dense one."""
         idx = [i for i, c in enumerate(self.conv) if c.phase == phase] or list(
             range(len(self.conv)))
         if not idx:
             return 1.0
-        narrow = narrow_conv(n, k, phase)
-        idx = [i for i in idx if narrow_conv(self.conv[i].gemm[1], self.conv[i].gemm[2],
-                                             self.conv[i].phase) == narrow] or idx
+        same = [i for i in idx if family is not None and self.conv[i].family == family]
+        if same:
+            idx = same
+        else:
+            narrow = narrow_conv(n, k, phase)
+            idx = [i for i in idx if narrow_conv(self.conv[i].gemm[1], self.conv[i].gemm[2],
+                                                 self.conv[i].phase) == narrow] or idx
         at = (math.log(max(m, 1)), math.log(max(n, 1)), math.log(max(k, 1)))
 
         def dist(c: ConvPoint) -> float:
@@ -398,11 +431,13 @@ class ShapeGrid:
         i = min(idx, key=lambda j: dist(self.conv[j]))
         return self._conv_ratios[i]
 
-    def conv_flops_per_s(self, m: int, n: int, k: int, phase: str = "forward") -> Lookup:
+    def conv_flops_per_s(self, m: int, n: int, k: int, phase: str = "forward",
+                         family: str | None = None) -> Lookup:
         """A convolution's FLOP/s: its implicit GEMM's (M, N, K) on the GEMM grid, times the
-        ratio of the nearest measured convolution of its phase (:meth:`conv_factor_at`)."""
+        ratio of the nearest measured convolution of its phase and family
+        (:meth:`conv_factor_at`)."""
         g = self.gemm_flops_per_s(m, n, k)
-        return Lookup(g.per_s * self.conv_factor_at(m, n, k, phase), g.clamped)
+        return Lookup(g.per_s * self.conv_factor_at(m, n, k, phase, family), g.clamped)
 
     def memory_bytes_per_s(self, op: str, nbytes: float) -> Lookup:
         """Bytes per second of a memory-bound op class moving ``nbytes`` per call."""
@@ -460,7 +495,7 @@ class ShapeGrid:
             if ratios:
                 lines.append(f"  conv {phase} / its implicit GEMM: {ratios}")
         if self.conv:
-            lines.append("    (a convolution takes the ratio of its phase's nearest one)")
+            lines.append("    (a convolution takes the ratio of the nearest one of its phase and family)")
         for op, pts in self.memory.items():
             lo, hi = pts[0], pts[-1]
             r_lo = self.memory_bytes_per_s(op, lo.work).per_s
