@@ -52,14 +52,13 @@ GEMM_AXES = {"cpu": (8, 32, 128, 512, 2048, 8192), "cuda": (16, 64, 256, 1024, 4
 #: points of its family (``shape_grid.conv_family``: depthwise or dense, 1x1 or larger,
 #: stride 1 or strided), so every family common in CNNs has a point: AlexNet's first
 #: three, VGG and ResNet 3x3s, ResNet's 7x7 stem, 1x1s at 14x14 and 28x28 and a small
-#: MobileNet one at 56x56, a strided 3x3 (ResNet's downsampling), and depthwise 3x3 and
-#: 5x5 at stride 1 and 2 (MobileNet's and EfficientNet's), whose implicit GEMM per group
-#: (N = 1, K = kernel^2) runs nothing like a dense one's.  Every tensor of a point stays
-#: under 32 MiB on a CPU (the 7x7 stem at batch 8): a fresh output above that page-faults
-#: as glibc's heap happens to be, and such points varied 2-4x between calibrations.
-#: ResNet's strided 1x1 and 256-channel 1x1s at 56x56 were tried and left out: measured
-#: above 32 MiB, their ratios took ResNet-50's other 1x1 layers 1.4-3x too slow.  The
-#: batch is scaled by device type.
+#: MobileNet one at 56x56, ResNet's strided 3x3 and 1x1 (its downsampling), and depthwise
+#: 3x3 and 5x5 at stride 1 and 2 (MobileNet's and EfficientNet's), whose implicit GEMM
+#: per group (N = 1, K = kernel^2) runs nothing like a dense one's.  Every tensor of a
+#: point stays under 32 MiB on a CPU (the 7x7 stem at batch 8): a fresh output above that
+#: page-faults as glibc's heap happens to be, and such points varied 2-4x between
+#: calibrations; the strided 1x1 and 256-channel 1x1s measured at 56x56 (above 32 MiB)
+#: took ResNet-50's other 1x1 layers 1.4-3x too slow.  The batch is scaled by device type.
 CONV_SHAPES: tuple[tuple[int, ...], ...] = (
     (16, 3, 224, 64, 11, 4, 2),
     (16, 64, 27, 192, 5, 1, 2),
@@ -73,6 +72,7 @@ CONV_SHAPES: tuple[tuple[int, ...], ...] = (
     (16, 24, 56, 72, 1, 1, 0),
     (16, 256, 28, 128, 1, 1, 0),
     (16, 128, 56, 128, 3, 2, 1),
+    (16, 512, 28, 1024, 1, 2, 0),
     (16, 96, 56, 96, 3, 2, 1, 96),
     (16, 72, 56, 72, 5, 2, 2, 72),
 )
