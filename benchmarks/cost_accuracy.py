@@ -55,8 +55,8 @@ LAYER_MIN_SHARE = 0.02
 #: model here is held out: no part of the method was chosen by looking at it.
 TUNED: dict[str, str] = {
     "alexnet": "the per-shape GEMM grid (skinny fully connected GEMMs), pooling's op curve",
-    "resnet50": "batch norm's traffic and op curves, convolution families (strided 3x3, "
-                "the 7x7 stem)",
+    "resnet50": "batch norm's traffic and op curves, convolution families (strided 3x3 "
+                "and 1x1, the 7x7 stem)",
     "gpt2-128": "the SDPA math path, op curves (softmax, GELU, dropout's bernoulli_)",
     "gpt2-1024": "the SDPA math path and its S x S traffic, the crossover",
     "mobilenet_v3_large": "the grid's depthwise convolutions (added after its first run), "
