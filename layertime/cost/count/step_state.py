@@ -57,7 +57,7 @@ class Tally:
     #: The GEMM shape (M, N, K) of its call with the most FLOPs (None: not a GEMM or conv).
     gemm: Gemm | None = None
     gemm_flops: int = -1
-    #: A convolution's family (``op_shapes.conv_family``) of that same call.
+    #: A convolution's family (``op_shapes.conv_family_of``) of that same call.
     conv_family: str | None = None
 
     def add(self, other: Tally) -> None:

@@ -103,17 +103,12 @@ class OpWork:
     #: and in files written before shapes were kept.
     gemm: tuple[int, int, int] | None = None
     #: A convolution's family of that call (``"dense 1x1 s1"``, ``"depthwise kxk strided"``;
-    #: ``layertime.cost.count.op_shapes.conv_family``); None for other ops and in older files.
+    #: ``layertime.results.cost.shape_grid.conv_family``), whose calibrated points its rate
+    #: is looked up among; None for other ops and in older files (absent from the JSON then).
     conv_family: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = self._base_dict()
-        if self.conv_family is not None:
-            d["conv_family"] = self.conv_family
-        return d
-
-    def _base_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "op": self.op,
             "phase": self.phase,
             "calls": self.calls,
@@ -123,6 +118,9 @@ class OpWork:
             "math": self.math,
             "gemm": list(self.gemm) if self.gemm is not None else None,
         }
+        if self.conv_family is not None:
+            d["conv_family"] = self.conv_family
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> OpWork:
