@@ -372,6 +372,24 @@ def test_a_prediction_takes_the_rate_at_the_ops_shape_plus_its_fixed_cost() -> N
     assert predict(_one_op_cost(far), prof).prediction.grid_clamped == 1  # type: ignore[union-attr]
 
 
+def test_the_optimizer_step_streams_at_the_profiles_bandwidth_not_a_warm_curve() -> None:
+    """An update touches every parameter, gradient and state tensor once, cold: it runs at
+    the profile's bandwidth (x its memory efficiency), where the same op in the forward
+    takes the grid's class curve at its bytes per call (warm buffers, here 10x slower)."""
+    g = _grid()
+    prof = DeviceProfile("lab", "Lab", {"fp32": 1.0}, 100.0, "x", grid=g,
+                         kernel_latency_s=g.fixed_s)
+    fwd = OpWork("aten.add_", "forward", 3, 0, 30_000, "none", "other")
+    upd = replace(fwd, phase="update")
+    got = predict(_one_op_cost(fwd), prof).layers[0].predicted
+    assert got is not None
+    curve = g.memory_bytes_per_s("add", 10_000).per_s
+    assert got.forward_s == pytest.approx(30_000 / curve + 3 * FIXED_S)
+    got = predict(_one_op_cost(upd), prof).layers[0].predicted
+    assert got is not None
+    assert got.update_s == pytest.approx(30_000 / (100e9 * 0.8) + 3 * FIXED_S)
+
+
 def test_a_kind_with_its_own_efficiency_keeps_it_over_the_grid() -> None:
     g = _grid()
     prof = DeviceProfile("lab", "Lab", {"fp32": 1.0}, 100.0, "x", grid=g,
