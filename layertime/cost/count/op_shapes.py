@@ -78,8 +78,13 @@ def conv_family_of(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) ->
     """The family of an ``aten.convolution`` or ``aten.convolution_backward`` call, else None."""
     if func._overloadpacket not in (aten.convolution, aten.convolution_backward):
         return None
+    return conv_family_bound(bind_args(func, args, kwargs))
+
+
+def conv_family_bound(b: Mapping[str, Any]) -> str | None:
+    """The family of a convolution (forward or backward) from its arguments bound by name
+    (``bind_args``); None for a transposed one or arguments not of that form."""
     try:
-        b = bind_args(func, args, kwargs)
         w = _shape(b["weight"])
         if w is None or b.get("transposed"):
             return None

@@ -35,6 +35,7 @@ from layertime.cost.count.op_work import (
 from layertime.cost.count.op_shapes import (
     Gemm,
     conv_backward_shapes,
+    conv_family_bound,
     conv_family_of,
     gemm_shape,
 )
@@ -412,7 +413,7 @@ class StepState:
         self.byte_rules[name] = name  # its own split: each part's operands once
         grad_out, x, w = b["grad_output"], b["input"], b["weight"]
         shapes = conv_backward_shapes(x, w, grad_out, groups)
-        family = conv_family_of(func, args, kwargs)
+        family = conv_family_bound(b)
 
         def with_mask(m: list[bool]) -> list[Any]:
             return [m if n == "output_mask" else b[n] for n in names]
